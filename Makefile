@@ -1,0 +1,83 @@
+# gangway: make [all] | run | test | test-asan | unit | fuzz | bench | clean
+PYTHON      ?= /usr/bin/python3
+PYCONFIG    ?= $(PYTHON)-config
+LLHTTP_SRC  ?= /usr/share/llhttp
+LLHTTP_INC  ?= /usr/share/include/llhttp
+CC          ?= cc
+BUILD       ?= build
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -fno-strict-aliasing -MMD -MP
+ifeq ($(CI),true)
+CFLAGS  += -Werror
+endif
+PY_CFLAGS  := $(shell $(PYCONFIG) --includes 2>/dev/null)
+PY_LDFLAGS := $(shell $(PYCONFIG) --embed --ldflags 2>/dev/null)
+LDLIBS  += $(PY_LDFLAGS) -linih
+
+# Modules of the server; *_test.c and *_fuzz.c sit beside them.
+MODS  := arena buf clock config conn http1 listen log loop request response server wsgi wsgi_types
+OBJS  := $(MODS:%=$(BUILD)/%.o) $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
+DEPS_STAMP := $(BUILD)/.deps-ok
+
+all: gangway
+
+$(DEPS_STAMP):
+	@scripts/install-deps
+	@mkdir -p $(BUILD) && touch $@
+
+gangway: $(DEPS_STAMP) $(OBJS) $(BUILD)/main.o
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(BUILD)/main.o $(LDLIBS)
+
+# Only the wsgi modules see Python.h (STYLE.md).
+$(BUILD)/wsgi%.o: src/wsgi%.c $(DEPS_STAMP)
+	$(CC) $(CFLAGS) $(PY_CFLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+$(BUILD)/%.o: src/%.c $(DEPS_STAMP)
+	$(CC) $(CFLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+
+# llhttp from Debian's node-llhttp, built in strict mode, never copied here.
+LLHTTP_CFLAGS := $(filter-out -Wshadow -Wstrict-prototypes -MMD -MP,$(CFLAGS)) -w -DLLHTTP_STRICT_MODE=1
+$(BUILD)/llhttp.o: $(LLHTTP_SRC)/llhttp.c $(DEPS_STAMP)
+	$(CC) $(LLHTTP_CFLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+$(BUILD)/llhttp_api.o: $(LLHTTP_SRC)/api.c $(DEPS_STAMP)
+	$(CC) $(LLHTTP_CFLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+$(BUILD)/llhttp_http.o: $(LLHTTP_SRC)/http.c $(DEPS_STAMP)
+	$(CC) $(LLHTTP_CFLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+
+# C unit tests: each src/<mod>_test.c includes its module's .c.
+UNIT_TESTS := $(patsubst src/%.c,$(BUILD)/%,$(wildcard src/*_test.c))
+LLHTTP_OBJS := $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
+$(BUILD)/%_test: src/%_test.c src/%.c $(LLHTTP_OBJS) $(BUILD)/arena.o $(BUILD)/buf.o
+	$(CC) $(CFLAGS) -I$(LLHTTP_INC) -o $@ $< $(LLHTTP_OBJS) $(BUILD)/arena.o $(BUILD)/buf.o
+
+unit: $(DEPS_STAMP) $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
+
+run: gangway
+	./gangway --http 127.0.0.1:8000 --chdir examples hello:application
+
+PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
+test: gangway unit
+	$(PYTEST) tests
+
+# The whole integration suite against an ASan + UBSan build.
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+test-asan: $(DEPS_STAMP)
+	$(MAKE) BUILD=build-asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" gangway-asan
+	GANGWAY_BIN=$(CURDIR)/gangway-asan \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(CURDIR)/build-asan/asan \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/build-asan/ubsan \
+	$(PYTEST) tests
+	@if ls build-asan/asan.* build-asan/ubsan.* >/dev/null 2>&1; then \
+	    cat build-asan/asan.* build-asan/ubsan.* 2>/dev/null; echo "sanitizer reports above"; exit 1; fi
+
+gangway-asan: $(DEPS_STAMP) $(OBJS) $(BUILD)/main.o
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(BUILD)/main.o $(LDLIBS)
+
+clean:
+	rm -rf build build-asan build-fuzz gangway gangway-asan
+
+.PHONY: all run test test-asan unit clean
+-include $(wildcard $(BUILD)/*.d)

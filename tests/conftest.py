@@ -1,0 +1,223 @@
+"""Shared fixtures: start the real gangway binary on 127.0.0.1 and stop it by PID.
+
+The server is started on port 0; the test reads the bound address from the
+"listening on" line of its log, so no port is ever guessed. Every wait is a
+bounded poll on a condition, never a bare sleep.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APPS = os.path.join(ROOT, "tests", "apps")
+BIN = os.environ.get("GANGWAY_BIN", os.path.join(ROOT, "gangway"))
+PYTHON = "/usr/bin/python3"
+
+
+def wait_for(cond, timeout=10.0, interval=0.01, what="condition"):
+    """Poll cond() until it returns a truthy value or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out waiting for " + what)
+        time.sleep(interval)
+
+
+class Server:
+    """One gangway process. Its log (stdout+stderr) goes to a file."""
+
+    def __init__(self, tmp_path, args, cwd=None, env=None):
+        self.log_path = os.path.join(str(tmp_path), "gangway-%d.log" % id(self))
+        self.args = [BIN] + list(args)
+        e = dict(os.environ)
+        e.update(env or {})
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=cwd or APPS, env=e)
+        self.pid = self.proc.pid
+        self.host = self.port = self.unix = None
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_ready(self, timeout=15):
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError("gangway exited %s:\n%s" % (self.proc.returncode, self.read_log()))
+            return "ready" in self.read_log() and self.read_log()
+        log = wait_for(ready, timeout, what="gangway ready")
+        m = re.search(r"listening on http://\[?([0-9a-fA-F.:]+?)\]?:(\d+)", log)
+        if m:
+            self.host, self.port = m.group(1), int(m.group(2))
+        m = re.search(r"listening on http://unix:(\S+)", log)
+        if m:
+            self.unix = m.group(1)
+        return self
+
+    @property
+    def url(self):
+        return "http://%s:%d" % (self.host, self.port)
+
+    def connect(self, timeout=10):
+        s = socket.create_connection((self.host, self.port), timeout=timeout)
+        return s
+
+    def signal(self, sig):
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+
+    def stop(self, timeout=15):
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode
+
+    def rss_kib(self):
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return None
+
+
+@pytest.fixture
+def gangway(tmp_path):
+    """gangway(app_spec, *extra_args) -> a ready Server on 127.0.0.1, port 0."""
+    servers = []
+
+    def start(*args, listen=True, cwd=None, env=None, wait=True):
+        argv = list(args)
+        if listen and "--http" not in argv:
+            argv = ["--http", "127.0.0.1:0"] + argv
+        s = Server(tmp_path, argv, cwd=cwd, env=env)
+        servers.append(s)
+        if wait:
+            s.wait_ready()
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def recv_all(sock, timeout=10):
+    """Read until the peer closes; returns bytes."""
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        b = sock.recv(65536)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+class Response:
+    def __init__(self, status, reason, version, headers, body):
+        self.status, self.reason, self.version = status, reason, version
+        self.headers, self.body = headers, body  # headers: list of (lower name, value)
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return default
+
+
+class RawReader:
+    """Reads HTTP/1.1 responses from a socket, one at a time (pipelining-safe)."""
+
+    def __init__(self, sock, timeout=10):
+        self.sock = sock
+        self.buf = b""
+        sock.settimeout(timeout)
+
+    def _fill(self):
+        b = self.sock.recv(65536)
+        if not b:
+            raise EOFError("connection closed")
+        self.buf += b
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_response(self, head=False):
+        line = self._line()
+        version, status, reason = (line.decode("latin-1").split(" ", 2) + [""])[:3]
+        headers = []
+        while True:
+            line = self._line()
+            if not line:
+                break
+            k, v = line.decode("latin-1").split(":", 1)
+            headers.append((k.strip().lower(), v.strip()))
+        r = Response(int(status), reason, version, headers, b"")
+        code = int(status)
+        if head or code in (204, 304) or 100 <= code < 200:
+            return r
+        te = r.header("transfer-encoding")
+        cl = r.header("content-length")
+        if te and "chunked" in te.lower():
+            body = []
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    while self._line():
+                        pass
+                    break
+                body.append(self._exact(size))
+                assert self._exact(2) == b"\r\n"
+            r.body = b"".join(body)
+        elif cl is not None:
+            r.body = self._exact(int(cl))
+        else:
+            try:
+                while True:
+                    self._fill()
+            except EOFError:
+                pass
+            r.body, self.buf = self.buf, b""
+        return r
+
+    def at_eof(self, timeout=5):
+        """True when the peer has closed (after any buffered bytes)."""
+        if self.buf:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+
+def request(server, raw, head=False, timeout=10):
+    """Send raw bytes on a new connection, read one response."""
+    s = server.connect(timeout)
+    try:
+        s.sendall(raw)
+        return RawReader(s, timeout).read_response(head=head)
+    finally:
+        s.close()
