@@ -31,8 +31,8 @@ gangway: $(DEPS_STAMP) $(OBJS) $(BUILD)/main.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(BUILD)/main.o $(LDLIBS)
 
 # Only the wsgi modules see Python.h (STYLE.md).
-$(BUILD)/wsgi%.o: src/wsgi%.c $(DEPS_STAMP)
-	$(CC) $(CFLAGS) $(PY_CFLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+$(BUILD)/wsgi.o $(BUILD)/wsgi_types.o: $(BUILD)/%.o: src/%.c $(DEPS_STAMP)
+	$(CC) $(CFLAGS) $(PY_CFLAGS) -DGW_PYTHON_EXE='"$(PYTHON)"' -I$(LLHTTP_INC) -c -o $@ $<
 $(BUILD)/%.o: src/%.c $(DEPS_STAMP)
 	$(CC) $(CFLAGS) -I$(LLHTTP_INC) -c -o $@ $<
 

@@ -1,0 +1,41 @@
+/* Request-lifetime memory: bump allocation from 4 KiB blocks that come from a
+ * per-worker free list, all released at once by gw_arena_reset(). Nothing
+ * inside a request is freed piecemeal. */
+#ifndef GW_ARENA_H
+#define GW_ARENA_H
+
+#include <stddef.h>
+
+#define GW_ARENA_BLOCK 4096
+
+typedef struct gw_arena_block gw_arena_block_t;
+
+/* Free blocks shared by every arena of one worker. */
+typedef struct gw_arena_pool {
+    gw_arena_block_t *free;
+    size_t nfree;
+    size_t max_free; /* blocks kept beyond this go back to malloc */
+} gw_arena_pool_t;
+
+typedef struct gw_arena {
+    gw_arena_pool_t *pool; /* borrowed; outlives the arena */
+    gw_arena_block_t *head;
+    char *ptr, *end;
+} gw_arena_t;
+
+void gw_arena_init(gw_arena_t *a, gw_arena_pool_t *pool);
+
+/* Returns n bytes aligned for any object, or NULL when out of memory.
+ * A request larger than a block gets a block of its own. */
+void *gw_arena_alloc(gw_arena_t *a, size_t n);
+
+/* Copies n bytes into the arena; NULL when out of memory. */
+char *gw_arena_dup(gw_arena_t *a, const void *p, size_t n);
+
+/* Releases every block: standard ones to the pool, outliers to malloc. */
+void gw_arena_reset(gw_arena_t *a);
+
+/* Frees the pool's blocks (worker exit). */
+void gw_arena_pool_dispose(gw_arena_pool_t *pool);
+
+#endif

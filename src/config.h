@@ -1,0 +1,67 @@
+/* The one option table: every option is declared once in config.c (name,
+ * aliases, type, default, help) and the command line and --help both come
+ * from it. The parsed result is a gw_config_t that is handed, const, to
+ * whoever needs it. */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct gw_strlist {
+    const char **v; /* borrowed from argv */
+    size_t n;
+} gw_strlist_t;
+
+typedef struct gw_config {
+    /* application */
+    const char *module;      /* "pkg.mod" or "pkg.mod:callable" */
+    const char *wsgi_file;
+    const char *callable;    /* NULL: "application", then "app" */
+    const char *chdir;
+    gw_strlist_t pythonpath;
+    const char *virtualenv;
+    gw_strlist_t env;
+
+    /* sockets */
+    gw_strlist_t http;
+    uint64_t listen_backlog;
+
+    /* limits */
+    uint64_t limit_request_line;
+    uint64_t limit_request_field_size;
+    uint64_t limit_request_fields;
+    uint64_t limit_request_headers;
+    uint64_t limit_body;
+    uint64_t body_buffer_size;
+    const char *body_tmpdir;
+    uint64_t max_connections;
+
+    /* timeouts, seconds */
+    uint64_t header_timeout;
+    uint64_t body_timeout;
+    uint64_t keepalive_timeout;
+    uint64_t write_timeout;
+    uint64_t graceful_timeout;
+
+    /* logging */
+    const char *access_log;
+    bool disable_logging;
+
+    bool show_help;
+    bool show_version;
+} gw_config_t;
+
+/* Fills c with the defaults. */
+void gw_config_init(gw_config_t *c);
+
+/* Parses argv into c (strings are borrowed from argv). Returns 0, or -EINVAL
+ * after printing one line about the bad option to stderr. */
+int gw_config_parse_argv(gw_config_t *c, int argc, char **argv);
+
+/* Prints --help, generated from the option table. */
+void gw_config_print_help(FILE *out);
+
+#endif

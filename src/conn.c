@@ -1,0 +1,733 @@
+#include "conn.h"
+
+#include "clock.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define READ_CHUNK 16384     /* the read buffer's standard size */
+#define LINGER_MS 2000       /* after an error, drain what the client still sends */
+#define FREE_CONNS_MAX 1024
+#define FREE_OUTS_MAX 256
+
+enum state { C_HEAD, C_BODY, C_READY, C_APP, C_LINGER, C_DEAD };
+
+typedef struct out_node {
+    gw_out_t out;
+    struct out_node *next;
+} out_node_t;
+
+struct gw_conn {
+    gw_watch_t watch; /* first: the loop hands us &watch */
+    gw_conn_ctx_t *ctx;
+    gw_conn_t *all_prev, *all_next;
+    gw_conn_t *ready_prev, *ready_next;
+    gw_conn_t *dead_next;
+    uint8_t state;
+    bool can_read;     /* edge-triggered: the kernel may hold unread bytes */
+    bool can_write;
+    bool in_ready;
+    bool want_read;    /* queued to read bytes that arrived while busy */
+    bool want_resume;  /* queued: output drained, the app continues */
+    bool want_abort;   /* queued: died with a response in progress */
+    bool waiting_write;
+    bool continue_sent;
+    gw_buf_t rbuf;
+    size_t parsed;     /* rbuf bytes the parser has consumed */
+    size_t head_end;   /* rbuf bytes of the current request's head */
+    gw_http1_t http;
+    gw_req_t req;
+    out_node_t *out;
+    void *app_state;
+    gw_timer_t timer;
+    gw_peer_t peer;
+};
+
+static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events);
+static void on_timer(gw_loop_t *loop, gw_timer_t *t);
+static void do_read(gw_conn_t *c);
+static void process_input(gw_conn_t *c);
+static void close_conn(gw_conn_t *c);
+
+void gw_conn_ctx_init(gw_conn_ctx_t *ctx, gw_loop_t *loop, const gw_handler_t *handler,
+                      const gw_http1_limits_t *limits, uint64_t body_buffer,
+                      const char *tmpdir, uint64_t header_s, uint64_t body_s,
+                      uint64_t keepalive_s, uint64_t write_s)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->loop = loop;
+    ctx->handler = *handler;
+    ctx->limits = *limits;
+    gw_bufpool_init(&ctx->rbuf_pool, READ_CHUNK, 1024);
+    gw_bufpool_init(&ctx->body_pool, READ_CHUNK, 64);
+    ctx->arena_pool.max_free = 1024;
+    ctx->body_env.pool = &ctx->body_pool;
+    ctx->body_env.mem_limit = body_buffer;
+    ctx->body_env.tmpdir = tmpdir;
+    gw_timerq_init(loop, &ctx->header_q, header_s * 1000);
+    gw_timerq_init(loop, &ctx->body_q, body_s * 1000);
+    gw_timerq_init(loop, &ctx->keepalive_q, keepalive_s * 1000);
+    gw_timerq_init(loop, &ctx->write_q, write_s * 1000);
+    gw_timerq_init(loop, &ctx->linger_q, LINGER_MS);
+    ctx->write_timeout_ms = write_s * 1000;
+}
+
+static void free_dead(gw_conn_ctx_t *ctx);
+
+void gw_conn_ctx_dispose(gw_conn_ctx_t *ctx)
+{
+    free_dead(ctx);
+    for (gw_conn_t *c = ctx->_free, *n; c; c = n) {
+        n = c->dead_next;
+        free(c);
+    }
+    ctx->_free = NULL;
+    for (out_node_t *o = ctx->_outs, *n; o; o = n) {
+        n = o->next;
+        free(o);
+    }
+    ctx->_outs = NULL;
+    gw_bufpool_dispose(&ctx->rbuf_pool);
+    gw_bufpool_dispose(&ctx->body_pool);
+    gw_arena_pool_dispose(&ctx->arena_pool);
+}
+
+/* ---- lists ---- */
+
+static void ready_push(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+    if (c->in_ready)
+        return;
+    c->in_ready = true;
+    c->ready_next = NULL;
+    c->ready_prev = ctx->_ready_tail;
+    if (ctx->_ready_tail)
+        ctx->_ready_tail->ready_next = c;
+    else
+        ctx->_ready_head = c;
+    ctx->_ready_tail = c;
+}
+
+static void ready_remove(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+    if (!c->in_ready)
+        return;
+    if (c->ready_prev)
+        c->ready_prev->ready_next = c->ready_next;
+    else
+        ctx->_ready_head = c->ready_next;
+    if (c->ready_next)
+        c->ready_next->ready_prev = c->ready_prev;
+    else
+        ctx->_ready_tail = c->ready_prev;
+    c->in_ready = false;
+    c->ready_prev = c->ready_next = NULL;
+}
+
+bool gw_conn_has_ready(const gw_conn_ctx_t *ctx)
+{
+    return ctx->_ready_head != NULL;
+}
+
+/* ---- open / close ---- */
+
+int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struct sockaddr *sa)
+{
+    gw_conn_t *c = ctx->_free;
+    int one = 1, rc;
+
+    if (c) {
+        ctx->_free = c->dead_next;
+    } else if (!(c = malloc(sizeof(*c)))) {
+        close(fd);
+        return -ENOMEM;
+    }
+    memset(c, 0, offsetof(gw_conn_t, http));
+    c->ctx = ctx;
+    c->watch.fd = fd;
+    c->watch.cb = on_io;
+    c->rbuf = (gw_buf_t){0};
+    c->parsed = c->head_end = 0;
+    c->out = NULL;
+    c->app_state = NULL;
+    gw_http1_init(&c->http, &ctx->limits, &ctx->body_env);
+    gw_req_init(&c->req, &ctx->arena_pool);
+    gw_timer_init(&c->timer, on_timer);
+    c->peer.listener = l;
+    c->peer.addr[0] = c->peer.port[0] = '\0';
+    if (sa && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, c->peer.addr, sizeof(c->peer.addr));
+        snprintf(c->peer.port, sizeof(c->peer.port), "%u", ntohs(in->sin_port));
+    } else if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, c->peer.addr, sizeof(c->peer.addr));
+        snprintf(c->peer.port, sizeof(c->peer.port), "%u", ntohs(in6->sin6_port));
+    }
+    if (!l->is_unix) /* whole responses go out at once: Nagle would only delay them */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if ((rc = gw_loop_add(ctx->loop, &c->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) < 0) {
+        close(fd);
+        c->dead_next = ctx->_free;
+        ctx->_free = c;
+        return rc;
+    }
+    c->all_next = ctx->_all;
+    if (ctx->_all)
+        ctx->_all->all_prev = c;
+    ctx->_all = c;
+    ctx->nconns++;
+    c->state = C_HEAD;
+    c->can_write = true;
+    /* The request often arrives with the connection: try at once. */
+    c->can_read = true;
+    gw_timer_start(&ctx->header_q, &c->timer);
+    do_read(c);
+    return 0;
+}
+
+static void release_out(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+    out_node_t *o = c->out;
+    if (!o)
+        return;
+    gw_out_discard(&o->out);
+    c->out = NULL;
+    o->next = ctx->_outs;
+    ctx->_outs = o;
+}
+
+static void close_conn(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+
+    if (c->state == C_DEAD)
+        return;
+    c->state = C_DEAD;
+    gw_timer_stop(&c->timer);
+    ready_remove(c);
+    gw_loop_del(ctx->loop, &c->watch);
+    close(c->watch.fd);
+    release_out(c);
+    gw_req_reset(&c->req, &ctx->body_env);
+    gw_buf_release(&c->rbuf, &ctx->rbuf_pool);
+    if (c->all_prev)
+        c->all_prev->all_next = c->all_next;
+    else
+        ctx->_all = c->all_next;
+    if (c->all_next)
+        c->all_next->all_prev = c->all_prev;
+    /* Freed after the current event batch: a later event may still name it. */
+    c->dead_next = ctx->_dead;
+    ctx->_dead = c;
+}
+
+static void free_dead(gw_conn_ctx_t *ctx)
+{
+    size_t nfree = 0;
+    for (gw_conn_t *c = ctx->_free; c && nfree < FREE_CONNS_MAX; c = c->dead_next)
+        nfree++;
+    while (ctx->_dead) {
+        gw_conn_t *c = ctx->_dead;
+        ctx->_dead = c->dead_next;
+        ctx->nconns--;
+        if (nfree < FREE_CONNS_MAX) {
+            c->dead_next = ctx->_free;
+            ctx->_free = c;
+            nfree++;
+        } else {
+            free(c);
+        }
+        if (ctx->on_conn_freed)
+            ctx->on_conn_freed(ctx->server);
+    }
+}
+
+/* ---- errors and lingering close ---- */
+
+static out_node_t *get_out(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+    out_node_t *o = c->out;
+
+    if (o)
+        return o;
+    if ((o = ctx->_outs)) {
+        ctx->_outs = o->next;
+    } else if (!(o = malloc(sizeof(*o)))) {
+        return NULL;
+    }
+    gw_out_init(&o->out, ctx->handler.release);
+    c->out = o;
+    return o;
+}
+
+static void log_request(gw_conn_t *c, int status, uint64_t bytes)
+{
+    const char *rb = c->rbuf.data;
+    gw_req_t *r = &c->req;
+    gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes};
+    static const char *protos[] = {"HTTP/1.0", "HTTP/1.1"};
+
+    if (rb && r->method.len && r->target.len && r->http_major == 1 && r->http_minor <= 1) {
+        a.method = rb + r->method.off;
+        a.method_len = r->method.len;
+        a.target = rb + r->target.off;
+        a.target_len = r->target.len;
+        a.protocol = protos[r->http_minor];
+        for (uint32_t i = 0; i < r->nheaders; i++) {
+            gw_header_t *h = &r->headers[i];
+            if (h->name.len == 7 && strncasecmp(rb + h->name.off, "referer", 7) == 0) {
+                a.referer = rb + h->value.off;
+                a.referer_len = h->value.len;
+            } else if (h->name.len == 10 && strncasecmp(rb + h->name.off, "user-agent", 10) == 0) {
+                a.agent = rb + h->value.off;
+                a.agent_len = h->value.len;
+            }
+        }
+    }
+    a.duration_us = r->start_us ? gw_clock_us_now() - r->start_us : 0;
+    gw_log_access(&a);
+}
+
+static void linger(gw_conn_t *c)
+{
+    c->state = C_LINGER;
+    shutdown(c->watch.fd, SHUT_WR);
+    gw_timer_start(&c->ctx->linger_q, &c->timer);
+    if (c->can_read)
+        on_io(c->ctx->loop, &c->watch, EPOLLIN);
+}
+
+/* Answers an error the server found itself, then closes after a linger. */
+static void respond_error(gw_conn_t *c, int status, const char *reason)
+{
+    out_node_t *o = get_out(c);
+    char *resp;
+    size_t n;
+    int rc;
+
+    if (reason && status != 408)
+        gw_log_error("%s: %d (%s)", c->peer.addr[0] ? c->peer.addr : "unix", status, reason);
+    c->state = C_LINGER;
+    ready_remove(c);
+    n = gw_head_simple(status, false, c->req.is_head, &c->req.arena, &resp);
+    if (!o || !n) {
+        close_conn(c);
+        return;
+    }
+    log_request(c, status, 0);
+    gw_out_discard(&o->out);
+    gw_out_push(&o->out, resp, n, NULL);
+    rc = gw_out_flush(&o->out, c->watch.fd);
+    if (rc == -EAGAIN) {
+        c->can_write = false;
+        gw_timer_start(&c->ctx->write_q, &c->timer);
+        return; /* linger() once the answer is out */
+    }
+    if (rc < 0) {
+        close_conn(c);
+        return;
+    }
+    linger(c);
+}
+
+/* ---- reading ---- */
+
+static void enter_keepalive(gw_conn_t *c);
+
+static void do_read(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+
+    while (c->can_read && (c->state == C_HEAD || c->state == C_BODY)) {
+        size_t space;
+        ssize_t n;
+
+        if (gw_buf_reserve(&c->rbuf, &ctx->rbuf_pool, c->state == C_HEAD ? 1024 : 1) < 0) {
+            respond_error(c, 500, "out of memory");
+            return;
+        }
+        space = c->rbuf.cap - c->rbuf.len;
+        n = read(c->watch.fd, c->rbuf.data + c->rbuf.len, space);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                c->can_read = false;
+                if (c->rbuf.len == 0)
+                    gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* idle: hold no buffer */
+                return;
+            }
+            close_conn(c);
+            return;
+        }
+        if (n == 0) {
+            /* The client closed; a partial request is simply dropped. */
+            close_conn(c);
+            return;
+        }
+        /* A short read drained the socket: the next edge will tell us. */
+        if ((size_t)n < space)
+            c->can_read = false;
+        if (c->rbuf.len == 0 && c->parsed == 0 && c->state == C_HEAD) {
+            c->req.start_us = gw_clock_us_now();
+            if (c->timer.q != &ctx->header_q)
+                gw_timer_start(&ctx->header_q, &c->timer);
+        } else if (c->state == C_BODY) {
+            gw_timer_start(&ctx->body_q, &c->timer);
+        }
+        c->rbuf.len += (size_t)n;
+        process_input(c);
+    }
+}
+
+static void send_continue(gw_conn_t *c)
+{
+    static const char msg[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    out_node_t *o = get_out(c);
+
+    c->continue_sent = true;
+    if (!o)
+        return;
+    gw_out_push(&o->out, msg, sizeof(msg) - 1, NULL);
+    if (gw_out_flush(&o->out, c->watch.fd) == -EAGAIN)
+        c->can_write = false; /* the rest leaves before the response */
+}
+
+static void process_input(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+
+    for (;;) {
+        size_t used = 0;
+        gw_http1_status_t st = gw_http1_feed(&c->http, &c->req, c->rbuf.data, c->parsed,
+                                             c->rbuf.len - c->parsed, &used);
+        c->parsed += used;
+        switch (st) {
+        case GW_HTTP1_AGAIN:
+            if (c->state == C_BODY) {
+                /* Body bytes are in the body store now; keep only the head. */
+                c->rbuf.len = c->parsed = c->head_end;
+                if (c->req.expect_continue && !c->continue_sent)
+                    send_continue(c);
+            }
+            return;
+        case GW_HTTP1_HEAD:
+            c->head_end = c->parsed;
+            c->state = C_BODY;
+            gw_timer_start(&ctx->body_q, &c->timer);
+            continue;
+        case GW_HTTP1_DONE:
+            if (c->state == C_HEAD)
+                c->head_end = c->parsed;
+            c->state = C_READY;
+            gw_timer_stop(&c->timer);
+            ready_push(c);
+            return;
+        case GW_HTTP1_ERROR:
+            respond_error(c, c->http.status, c->http.reason);
+            return;
+        }
+    }
+}
+
+/* ---- events ---- */
+
+static void drain_linger(gw_conn_t *c)
+{
+    char sink[4096];
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = read(c->watch.fd, sink, sizeof(sink));
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            c->can_read = false;
+            return;
+        }
+        close_conn(c); /* EOF or error: the client has our answer */
+        return;
+    }
+}
+
+static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
+{
+    gw_conn_t *c = (gw_conn_t *)w;
+    int rc;
+
+    (void)loop;
+    if (c->state == C_DEAD)
+        return;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->can_read = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        c->can_write = true;
+
+    switch (c->state) {
+    case C_HEAD:
+    case C_BODY:
+        if (c->out && !gw_out_is_empty(&c->out->out) && c->can_write)
+            gw_out_flush(&c->out->out, c->watch.fd); /* a pending 100 Continue */
+        do_read(c);
+        break;
+    case C_APP:
+        if (c->waiting_write && c->can_write) {
+            uint64_t before = c->out->out.sent;
+            rc = gw_out_flush(&c->out->out, c->watch.fd);
+            if (rc == 0) {
+                c->waiting_write = false;
+                gw_timer_stop(&c->timer);
+                c->want_resume = true;
+                ready_push(c);
+            } else if (rc == -EAGAIN) {
+                c->can_write = false;
+                if (c->out->out.sent != before)
+                    gw_timer_start(&c->ctx->write_q, &c->timer);
+            } else {
+                c->waiting_write = false;
+                gw_timer_stop(&c->timer);
+                c->want_abort = true;
+                ready_push(c);
+            }
+        }
+        break;
+    case C_LINGER:
+        if (c->out && !gw_out_is_empty(&c->out->out)) {
+            if (!c->can_write)
+                break;
+            rc = gw_out_flush(&c->out->out, c->watch.fd);
+            if (rc == -EAGAIN) {
+                c->can_write = false;
+                break;
+            }
+            if (rc < 0) {
+                close_conn(c);
+                break;
+            }
+            linger(c);
+            break;
+        }
+        if (c->can_read)
+            drain_linger(c);
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_timer(gw_loop_t *loop, gw_timer_t *t)
+{
+    gw_conn_t *c = (gw_conn_t *)((char *)t - offsetof(gw_conn_t, timer));
+
+    (void)loop;
+    switch (c->state) {
+    case C_HEAD:
+        if (c->rbuf.len > 0 || c->parsed > 0)
+            respond_error(c, 408, "request head timeout");
+        else
+            close_conn(c); /* idle: nothing to answer */
+        break;
+    case C_BODY:
+        respond_error(c, 408, "request body timeout");
+        break;
+    case C_APP:
+        /* The client stopped reading: give up on this response. */
+        c->waiting_write = false;
+        c->want_abort = true;
+        ready_push(c);
+        break;
+    default:
+        close_conn(c);
+        break;
+    }
+}
+
+/* ---- the ready queue ---- */
+
+void gw_conn_run_ready(gw_conn_ctx_t *ctx)
+{
+    gw_conn_t *last = ctx->_ready_tail;
+    gw_handler_t *h = &ctx->handler;
+
+    /* Only what was queued before we started: requests that become ready
+     * meanwhile (pipelining) wait for the next turn, so I/O is not starved. */
+    while (last && ctx->_ready_head) {
+        gw_conn_t *c = ctx->_ready_head;
+        bool is_last = c == last;
+
+        ready_remove(c);
+        if (c->want_abort) {
+            c->want_abort = c->want_resume = false;
+            if (c->state == C_APP && h->on_abort)
+                h->on_abort(h->ctx, c);
+            close_conn(c);
+        } else if (c->want_resume) {
+            c->want_resume = false;
+            if (c->state == C_APP)
+                h->on_resume(h->ctx, c);
+        } else if (c->want_read) {
+            c->want_read = false;
+            if (c->state == C_HEAD)
+                do_read(c);
+        } else if (c->state == C_READY) {
+            c->state = C_APP;
+            c->continue_sent = false;
+            h->on_request(h->ctx, c);
+        }
+        if (is_last)
+            break;
+    }
+    free_dead(ctx);
+}
+
+void gw_conn_stop_all(gw_conn_ctx_t *ctx)
+{
+    gw_conn_t *c = ctx->_all, *next;
+
+    ctx->is_stopping = true;
+    for (; c; c = next) {
+        next = c->all_next;
+        if (c->state == C_HEAD && c->rbuf.len == 0 && c->parsed == 0)
+            close_conn(c);
+    }
+    free_dead(ctx);
+}
+
+/* ---- the handler's side ---- */
+
+gw_req_t *gw_conn_req(gw_conn_t *c)
+{
+    return &c->req;
+}
+
+const char *gw_conn_rbuf(const gw_conn_t *c)
+{
+    return c->rbuf.data;
+}
+
+const gw_peer_t *gw_conn_peer(const gw_conn_t *c)
+{
+    return &c->peer;
+}
+
+gw_out_t *gw_conn_out(gw_conn_t *c)
+{
+    out_node_t *o = get_out(c);
+    return o ? &o->out : NULL;
+}
+
+void **gw_conn_app_slot(gw_conn_t *c)
+{
+    return &c->app_state;
+}
+
+bool gw_conn_may_keep_alive(const gw_conn_t *c)
+{
+    return !c->ctx->is_stopping && c->req.keep_alive;
+}
+
+int gw_conn_send(gw_conn_t *c)
+{
+    int rc;
+
+    if (!c->out)
+        return 0;
+    rc = gw_out_flush(&c->out->out, c->watch.fd);
+    if (rc == 0) {
+        if (c->waiting_write) {
+            c->waiting_write = false;
+            gw_timer_stop(&c->timer);
+        }
+        return 0;
+    }
+    if (rc == -EAGAIN) {
+        c->can_write = false;
+        if (!c->waiting_write) {
+            c->waiting_write = true;
+            gw_timer_start(&c->ctx->write_q, &c->timer);
+        }
+    }
+    return rc;
+}
+
+int gw_conn_wait_writable(gw_conn_t *c)
+{
+    struct pollfd pfd = {.fd = c->watch.fd, .events = POLLOUT};
+    int n;
+
+    do {
+        n = poll(&pfd, 1, (int)c->ctx->write_timeout_ms);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    if (n == 0)
+        return -ETIMEDOUT;
+    if (pfd.revents & (POLLERR | POLLHUP))
+        return -EPIPE;
+    c->can_write = true;
+    return 0;
+}
+
+static void enter_keepalive(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+    size_t left = c->rbuf.len - c->parsed;
+
+    gw_req_reset(&c->req, &ctx->body_env);
+    gw_http1_reset(&c->http);
+    if (left) {
+        memmove(c->rbuf.data, c->rbuf.data + c->parsed, left);
+        c->rbuf.len = left;
+    } else {
+        gw_buf_release(&c->rbuf, &ctx->rbuf_pool);
+    }
+    c->parsed = c->head_end = 0;
+    c->state = C_HEAD;
+    if (left) {
+        /* A pipelined request is already here. */
+        c->req.start_us = gw_clock_us_now();
+        gw_timer_start(&ctx->header_q, &c->timer);
+        process_input(c);
+        return;
+    }
+    gw_timer_start(&ctx->keepalive_q, &c->timer);
+    if (c->can_read) {
+        /* Bytes may wait in the kernel with no edge to come: read next turn. */
+        c->want_read = true;
+        ready_push(c);
+    }
+}
+
+void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_bytes)
+{
+    log_request(c, status, body_bytes);
+    c->app_state = NULL;
+    c->waiting_write = false;
+    gw_timer_stop(&c->timer);
+    if (c->out && gw_out_is_empty(&c->out->out))
+        release_out(c);
+    if (!keep_alive || !gw_conn_may_keep_alive(c) || (c->out && !gw_out_is_empty(&c->out->out))) {
+        /* The request was read whole before the app ran: a plain close
+         * loses nothing the client still expects. */
+        close_conn(c);
+        return;
+    }
+    enter_keepalive(c);
+}

@@ -1,0 +1,385 @@
+#include "http1.h"
+
+#include <string.h>
+#include <strings.h>
+
+enum { CB_NONE, CB_FIELD, CB_VALUE };
+
+static gw_http1_t *H(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int fail(gw_http1_t *h, int status, const char *reason)
+{
+    h->status = status;
+    h->reason = reason;
+    return HPE_USER;
+}
+
+static uint32_t off_of(gw_http1_t *h, const char *at)
+{
+    return (uint32_t)(at - h->base);
+}
+
+/* llhttp hands a span in pieces when it crosses feeds; pieces are contiguous
+ * in the read buffer, so extending the span is enough. */
+static void span_add(gw_http1_t *h, gw_span_t *s, const char *at, size_t len)
+{
+    if (s->len == 0)
+        s->off = off_of(h, at);
+    s->len += (uint32_t)len;
+}
+
+static int head_grow(gw_http1_t *h, size_t len)
+{
+    h->head_bytes += len;
+    if (h->head_bytes > h->lim->request_line + h->lim->headers)
+        return fail(h, 431, "request head too large");
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    (void)p;
+    return 0;
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t len)
+{
+    gw_http1_t *h = H(p);
+    span_add(h, &h->req->method, at, len);
+    if (h->req->method.len > 32)
+        return fail(h, 400, "method too long");
+    return head_grow(h, len);
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    gw_http1_t *h = H(p);
+    span_add(h, &h->req->target, at, len);
+    if (h->req->target.len + h->req->method.len + 10 > h->lim->request_line)
+        return fail(h, 414, "request line too long");
+    return head_grow(h, len);
+}
+
+static int on_version(llhttp_t *p, const char *at, size_t len)
+{
+    return head_grow(H(p), len);
+}
+
+static int finish_header(gw_http1_t *h);
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    gw_http1_t *h = H(p);
+    int rc;
+
+    if (h->in_body)
+        return head_grow(h, len); /* trailer fields */
+    if (h->last_cb != CB_FIELD) {
+        if (h->last_cb == CB_VALUE && (rc = finish_header(h)))
+            return rc;
+        h->cur_name.len = h->cur_value.len = 0;
+        h->field_bytes = 0;
+        h->drop_header = false;
+        if (h->req->nheaders >= h->lim->fields)
+            return fail(h, 431, "too many header fields");
+    }
+    h->last_cb = CB_FIELD;
+    span_add(h, &h->cur_name, at, len);
+    h->field_bytes += (uint32_t)len;
+    if (h->field_bytes > h->lim->field_size)
+        return fail(h, 431, "header field too large");
+    return head_grow(h, len);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    gw_http1_t *h = H(p);
+
+    /* llhttp 8.1 strict still accepts obs-fold (the continuation arrives
+     * inside the value) and lets a bare CR through: RFC 9112 5.2 and 2.2 say
+     * reject. Any CR, LF or NUL inside a value is one of those. */
+    if (memchr(at, '\r', len) || memchr(at, '\n', len) || memchr(at, '\0', len))
+        return fail(h, 400, "bad character or obs-fold in header value");
+    if (h->in_body)
+        return head_grow(h, len); /* trailer fields: checked and counted, not kept */
+    h->last_cb = CB_VALUE;
+    span_add(h, &h->cur_value, at, len);
+    h->field_bytes += (uint32_t)len;
+    if (h->field_bytes > h->lim->field_size)
+        return fail(h, 431, "header field too large");
+    return head_grow(h, len);
+}
+
+static bool span_ieq(gw_http1_t *h, gw_span_t s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && strncasecmp(h->base + s.off, lit, n) == 0;
+}
+
+/* Trims optional whitespace around a value span. */
+static gw_span_t trim(gw_http1_t *h, gw_span_t s)
+{
+    while (s.len && (h->base[s.off] == ' ' || h->base[s.off] == '\t')) {
+        s.off++;
+        s.len--;
+    }
+    while (s.len && (h->base[s.off + s.len - 1] == ' ' || h->base[s.off + s.len - 1] == '\t'))
+        s.len--;
+    return s;
+}
+
+static int finish_header(gw_http1_t *h)
+{
+    gw_req_t *r = h->req;
+    gw_span_t name = h->cur_name, value = trim(h, h->cur_value);
+
+    if (value.len == 0)
+        value.off = h->cur_value.off;
+    /* Names with '_' would turn into the same CGI variable as their '-'
+     * spelling (X_Forwarded_For vs X-Forwarded-For): drop them, as nginx does. */
+    if (memchr(h->base + name.off, '_', name.len))
+        return 0;
+    if (span_ieq(h, name, "host")) {
+        if (r->host >= 0)
+            return fail(h, 400, "repeated Host header");
+        r->host = (int32_t)r->nheaders;
+    } else if (span_ieq(h, name, "transfer-encoding")) {
+        if (++h->nte > 1 || !span_ieq(h, value, "chunked"))
+            return fail(h, 400, "unsupported Transfer-Encoding");
+    } else if (span_ieq(h, name, "expect")) {
+        if (!span_ieq(h, value, "100-continue"))
+            return fail(h, 417, "unsupported Expect");
+        r->expect_continue = true;
+    }
+    if (gw_req_add_header(r, name, value))
+        return fail(h, 500, "out of memory");
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    (void)p;
+    return 0;
+}
+
+static bool p_method_is(gw_http1_t *h, int m)
+{
+    return h->parser.method == m;
+}
+
+/* Splits the target into path and query; absolute-form gives its path. */
+static int split_target(gw_http1_t *h)
+{
+    gw_req_t *r = h->req;
+    const char *t = h->base + r->target.off;
+    uint32_t n = r->target.len, i = 0, start;
+
+    if (n == 1 && t[0] == '*') {
+        if (p_method_is(h, HTTP_OPTIONS))
+            return 0;
+        return fail(h, 400, "'*' target outside OPTIONS");
+    }
+    if (n && t[0] == '/') {
+        start = 0;
+    } else if ((n > 7 && strncasecmp(t, "http://", 7) == 0) ||
+               (n > 8 && strncasecmp(t, "https://", 8) == 0)) {
+        i = t[4] == ':' ? 7 : 8;
+        while (i < n && t[i] != '/' && t[i] != '?')
+            i++;
+        if (i == (t[4] == ':' ? 7u : 8u))
+            return fail(h, 400, "absolute-form target without host");
+        start = i;
+    } else {
+        return fail(h, 400, "bad request target");
+    }
+    r->path.off = r->target.off + start;
+    for (i = start; i < n && t[i] != '?' && t[i] != '#'; i++)
+        ;
+    r->path.len = i - start;
+    if (i < n && t[i] == '?') {
+        uint32_t q = ++i;
+        while (i < n && t[i] != '#')
+            i++;
+        r->query.off = r->target.off + q;
+        r->query.len = i - q;
+    }
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    gw_http1_t *h = H(p);
+    gw_req_t *r = h->req;
+    int rc;
+
+    if (h->last_cb == CB_VALUE && (rc = finish_header(h)))
+        return rc;
+    h->last_cb = CB_NONE;
+    r->http_major = p->http_major;
+    r->http_minor = p->http_minor;
+    /* llhttp 8.1 takes any digit pair; we speak 1.0 and 1.1 only. */
+    if (p->http_major != 1 || p->http_minor > 1)
+        return fail(h, 505, "HTTP version not supported");
+    if (p->method == HTTP_CONNECT)
+        return fail(h, 400, "CONNECT is not served");
+    if ((rc = split_target(h)))
+        return rc;
+    if (r->host < 0 && p->http_minor == 1)
+        return fail(h, 400, "missing Host header");
+    if (h->nte) {
+        if (p->http_minor == 0)
+            return fail(h, 400, "Transfer-Encoding in an HTTP/1.0 request");
+        if (p->flags & F_CONTENT_LENGTH)
+            return fail(h, 400, "both Content-Length and Transfer-Encoding");
+        r->is_chunked = true;
+    } else if (p->flags & F_CONTENT_LENGTH) {
+        r->content_length = (int64_t)p->content_length;
+        if (p->content_length > h->lim->body)
+            return fail(h, 413, "request body too large");
+    }
+    if (r->expect_continue && !r->is_chunked && r->content_length <= 0)
+        r->expect_continue = false; /* nothing to continue to */
+    r->is_head = p->method == HTTP_HEAD;
+    h->in_body = 1;
+    /* Pause only when a body follows, so the caller can answer 100-continue
+     * and time the body; without one, llhttp completes the message in this
+     * same call (a paused parser would need bytes that never come). */
+    return r->is_chunked || r->content_length > 0 ? HPE_PAUSED : 0;
+}
+
+/* llhttp 8.1 does not check that chunk data ends with CRLF
+ * ("5\r\nhelloXX0\r\n\r\n" parses); check the bytes that follow each chunk's
+ * data, now or, when they are not here yet, at the start of the next feed. */
+static int check_chunk_crlf(gw_http1_t *h, const char *p)
+{
+    while (h->crlf_need && p < h->feed_end) {
+        if (*p != (h->crlf_need == 2 ? '\r' : '\n'))
+            return fail(h, 400, "chunk data not followed by CRLF");
+        p++;
+        h->crlf_need--;
+    }
+    return 0;
+}
+
+static int on_chunk_header(llhttp_t *p)
+{
+    gw_http1_t *h = H(p);
+    h->chunk_left = p->content_length;
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    gw_http1_t *h = H(p);
+    gw_req_t *r = h->req;
+    int rc;
+
+    if (r->body.len + len > h->lim->body)
+        return fail(h, 413, "request body too large");
+    if ((rc = gw_body_append(&r->body, h->body_env, at, len)) < 0)
+        return fail(h, 500, "cannot store request body");
+    if (r->is_chunked) {
+        h->chunk_left -= len;
+        if (h->chunk_left == 0) {
+            h->crlf_need = 2;
+            return check_chunk_crlf(h, at + len);
+        }
+    }
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    gw_http1_t *h = H(p);
+    h->req->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
+    h->in_body = 2;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_method = on_method,
+    .on_url = on_url,
+    .on_version = on_version,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_chunk_header = on_chunk_header,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void gw_http1_init(gw_http1_t *h, const gw_http1_limits_t *lim, const gw_body_env_t *env)
+{
+    memset(h, 0, sizeof(*h));
+    llhttp_init(&h->parser, HTTP_REQUEST, &settings);
+    h->parser.data = h;
+    h->lim = lim;
+    h->body_env = env;
+}
+
+void gw_http1_reset(gw_http1_t *h)
+{
+    const gw_http1_limits_t *lim = h->lim;
+    const gw_body_env_t *env = h->body_env;
+    llhttp_t parser = h->parser;
+
+    memset(h, 0, sizeof(*h));
+    h->parser = parser;
+    h->lim = lim;
+    h->body_env = env;
+    llhttp_resume(&h->parser);
+}
+
+static int map_error(gw_http1_t *h, llhttp_errno_t e)
+{
+    if (e == HPE_USER)
+        return h->status; /* set by fail() */
+    h->reason = llhttp_get_error_reason(&h->parser);
+    if (!h->reason)
+        h->reason = llhttp_errno_name(e);
+    return 400;
+}
+
+gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, size_t off,
+                                size_t len, size_t *used)
+{
+    const char *data = base + off;
+    llhttp_errno_t e;
+
+    h->req = req;
+    h->base = base;
+    h->feed_end = data + len;
+    *used = 0;
+    if (len == 0)
+        return GW_HTTP1_AGAIN;
+    if (h->crlf_need) {
+        const char *p = data;
+        if (check_chunk_crlf(h, p))
+            return GW_HTTP1_ERROR;
+    }
+    if (llhttp_get_errno(&h->parser) == HPE_PAUSED)
+        llhttp_resume(&h->parser);
+    e = llhttp_execute(&h->parser, data, len);
+    switch (e) {
+    case HPE_OK:
+        *used = len;
+        return GW_HTTP1_AGAIN;
+    case HPE_PAUSED:
+    case HPE_PAUSED_UPGRADE:
+        *used = (size_t)(llhttp_get_error_pos(&h->parser) - data);
+        if (h->in_body == 2) {
+            if (e == HPE_PAUSED_UPGRADE)
+                req->keep_alive = false;
+            return GW_HTTP1_DONE;
+        }
+        return GW_HTTP1_HEAD;
+    default:
+        h->status = map_error(h, e);
+        return GW_HTTP1_ERROR;
+    }
+}

@@ -1,0 +1,149 @@
+#include "log.h"
+
+#include "clock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static int err_fd = STDERR_FILENO;
+static int acc_fd = STDERR_FILENO;
+static char acc_buf[64 * 1024];
+static size_t acc_len;
+
+int gw_log_open_access(const char *path)
+{
+    int fd;
+
+    if (!path)
+        return 0;
+    if (strcmp(path, "-") == 0) {
+        acc_fd = STDOUT_FILENO;
+        return 0;
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    acc_fd = fd;
+    return 0;
+}
+
+void gw_log_disable_access(void)
+{
+    acc_fd = -1;
+}
+
+static void write_all(int fd, const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* nowhere left to report a log failure */
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+void gw_log_error(const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    int n;
+
+    memcpy(line, "gangway: ", 9);
+    va_start(ap, fmt);
+    n = vsnprintf(line + 9, sizeof(line) - 10, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    n += 9;
+    if ((size_t)n > sizeof(line) - 2)
+        n = sizeof(line) - 2;
+    line[n++] = '\n';
+    write_all(err_fd, line, (size_t)n);
+}
+
+void gw_log_error_write(const char *s, size_t n)
+{
+    write_all(err_fd, s, n);
+}
+
+void gw_log_flush(void)
+{
+    if (acc_len && acc_fd >= 0)
+        write_all(acc_fd, acc_buf, acc_len);
+    acc_len = 0;
+}
+
+/* Appends s, escaping what could forge or break a log line: quotes,
+ * backslashes, control and non-ASCII bytes become \xHH. */
+static char *put_escaped(char *o, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = 'x';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    return o;
+}
+
+#define FIELD_MAX 1024 /* longer fields are cut in the log */
+
+void gw_log_access(const gw_access_t *a)
+{
+    size_t need;
+    char *o;
+    size_t ml = a->method_len, tl = a->target_len, rl = a->referer_len, ul = a->agent_len;
+
+    if (acc_fd < 0)
+        return;
+    if (ml > 32)
+        ml = 32;
+    if (tl > FIELD_MAX)
+        tl = FIELD_MAX;
+    if (rl > FIELD_MAX)
+        rl = FIELD_MAX;
+    if (ul > FIELD_MAX)
+        ul = FIELD_MAX;
+    need = 200 + 4 * (ml + tl + rl + ul);
+    if (acc_len + need > sizeof(acc_buf))
+        gw_log_flush();
+    o = acc_buf + acc_len;
+    o += sprintf(o, "%s - - [%s] \"", a->remote && *a->remote ? a->remote : "-",
+                 gw_clock_log_date());
+    if (a->protocol) {
+        o = put_escaped(o, a->method, ml);
+        *o++ = ' ';
+        o = put_escaped(o, a->target, tl);
+        *o++ = ' ';
+        o += sprintf(o, "%s", a->protocol);
+    } else {
+        *o++ = '-';
+    }
+    o += sprintf(o, "\" %d %llu \"", a->status, (unsigned long long)a->bytes);
+    if (rl)
+        o = put_escaped(o, a->referer, rl);
+    else
+        *o++ = '-';
+    o += sprintf(o, "\" \"");
+    if (ul)
+        o = put_escaped(o, a->agent, ul);
+    else
+        *o++ = '-';
+    o += sprintf(o, "\" %llu.%06llu\n", (unsigned long long)(a->duration_us / 1000000),
+                 (unsigned long long)(a->duration_us % 1000000));
+    acc_len = (size_t)(o - acc_buf);
+}

@@ -1,0 +1,42 @@
+/* The error log (immediate, unbuffered lines) and the access log (buffered,
+ * written once per loop iteration so that logging costs no syscall per
+ * request). Both are process-wide, like the file descriptors they own. */
+#ifndef GW_LOG_H
+#define GW_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One finished request, as the access log needs it. All strings borrowed. */
+typedef struct gw_access {
+    const char *remote;
+    const char *method;   size_t method_len;
+    const char *target;   size_t target_len;
+    const char *protocol; /* "HTTP/1.1"; NULL when the request line was bad */
+    const char *referer;  size_t referer_len;
+    const char *agent;    size_t agent_len;
+    int status;
+    uint64_t bytes;       /* body bytes sent */
+    uint64_t duration_us;
+} gw_access_t;
+
+/* Opens the access log: NULL keeps stderr, "-" is stdout, else a file opened
+ * for appending. Returns 0 or a negative errno. */
+int gw_log_open_access(const char *path);
+
+/* Disables the access log entirely (--disable-logging). */
+void gw_log_disable_access(void);
+
+/* "gangway: <message>\n" to the error log, written at once. */
+void gw_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Raw bytes to the error log (wsgi.errors). */
+void gw_log_error_write(const char *s, size_t n);
+
+/* Appends one combined-format line plus the duration to the access buffer. */
+void gw_log_access(const gw_access_t *a);
+
+/* Writes out what the access buffer holds. */
+void gw_log_flush(void);
+
+#endif

@@ -1,0 +1,70 @@
+/* The protocol-neutral request: what the HTTP/1.1 (and later uwsgi) parser
+ * fills and the WSGI bridge reads. Strings are spans into the connection's
+ * read buffer, valid until the request is reset. The body is buffered whole
+ * before the app runs: in memory up to a threshold, then in a temp file. */
+#ifndef GW_REQUEST_H
+#define GW_REQUEST_H
+
+#include "arena.h"
+#include "buf.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* A slice of the read buffer, by offset so that the buffer may move. */
+typedef struct gw_span {
+    uint32_t off, len;
+} gw_span_t;
+
+typedef struct gw_header {
+    gw_span_t name, value;
+} gw_header_t;
+
+/* Where and how bodies are stored; one per worker, borrowed by each body. */
+typedef struct gw_body_env {
+    gw_bufpool_t *pool;
+    uint64_t mem_limit; /* beyond this the body moves to a temp file */
+    const char *tmpdir;
+} gw_body_env_t;
+
+typedef struct gw_body {
+    gw_buf_t mem;
+    int fd;       /* -1 while the body is in memory */
+    uint64_t len; /* bytes stored */
+} gw_body_t;
+
+typedef struct gw_req {
+    gw_span_t method, target, path, query; /* path: decoded later, raw here */
+    uint8_t http_major, http_minor;
+    bool is_head;
+    bool is_chunked;
+    bool keep_alive;
+    bool expect_continue;
+    int64_t content_length; /* -1: none given */
+    gw_header_t *headers;   /* in the arena */
+    uint32_t nheaders, cap_headers;
+    int32_t host;           /* index in headers, -1 when absent */
+    gw_body_t body;
+    uint64_t start_us;      /* first byte of the request */
+    gw_arena_t arena;
+} gw_req_t;
+
+/* Prepares a request whose arena draws from pool. */
+void gw_req_init(gw_req_t *r, gw_arena_pool_t *pool);
+
+/* Forgets the request: arena, body (memory back to the pool, temp file
+ * closed). r is ready for the next one. */
+void gw_req_reset(gw_req_t *r, const gw_body_env_t *env);
+
+/* Appends a header by spans; 0 or -ENOMEM. */
+int gw_req_add_header(gw_req_t *r, gw_span_t name, gw_span_t value);
+
+/* Appends body bytes, moving to a temp file past env->mem_limit.
+ * Returns 0 or a negative errno (-ENOSPC when the disk is full). */
+int gw_body_append(gw_body_t *b, const gw_body_env_t *env, const char *p, size_t n);
+
+/* Copies up to n bytes at off into dst; returns the count, or -errno. */
+ssize_t gw_body_read(const gw_body_t *b, uint64_t off, char *dst, size_t n);
+
+#endif

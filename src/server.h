@@ -1,0 +1,35 @@
+/* A serving process: its listeners, its event loop, accepting, signals and
+ * graceful stop. Python stays behind the handler and the GIL hooks. */
+#ifndef GW_SERVER_H
+#define GW_SERVER_H
+
+#include "config.h"
+#include "conn.h"
+#include "listen.h"
+
+typedef struct gw_server gw_server_t;
+
+/* Called around the blocking wait: the WSGI side releases and re-takes the
+ * GIL there so that the application's threads run meanwhile. */
+typedef struct gw_block_hooks {
+    void *ctx;
+    void (*begin)(void *ctx);
+    void (*end)(void *ctx);
+} gw_block_hooks_t;
+
+/* Borrows cfg, the listeners and the handler for the server's lifetime.
+ * Returns NULL (with a logged reason) on failure. */
+gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, size_t n,
+                           const gw_handler_t *handler, const gw_block_hooks_t *hooks);
+
+/* Serves until SIGTERM/SIGINT and the graceful stop complete. Returns 0, or a
+ * negative errno when the loop itself failed. Runs Python via the handler. */
+int gw_server_run(gw_server_t *s);
+
+void gw_server_free(gw_server_t *s);
+
+/* Blocks the signals the server takes through signalfd; call before any
+ * thread exists so every thread inherits the mask. */
+void gw_server_block_signals(void);
+
+#endif

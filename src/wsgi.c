@@ -1,0 +1,1289 @@
+#include "wsgi_types.h" /* Python.h first */
+
+#include "wsgi.h"
+
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef GW_PYTHON_EXE
+#define GW_PYTHON_EXE "/usr/bin/python3"
+#endif
+
+enum { M_SEQ, M_ITER, M_FILE };
+
+/* One request's application state, in the request arena. */
+typedef struct wreq {
+    gw_wsgi_t *w;
+    gw_conn_t *conn;
+    PyObject *input;  /* owned; detached at the end */
+    PyObject *result; /* owned: what the app returned */
+    PyObject *iter;   /* owned, M_ITER */
+    Py_ssize_t seq_i, seq_n;
+    gw_hdr_t *hdrs;   /* validated copies in the arena */
+    size_t nhdrs;
+    char *status;
+    size_t status_len;
+    int code;
+    int cl_index;     /* the app's Content-Length among hdrs, or -1 */
+    int64_t app_length;
+    int64_t known_length; /* computed by us (list, file), or -1 */
+    uint64_t body_sent;
+    int fd;               /* M_FILE */
+    long long fpos;
+    uint8_t mode;
+    bool headers_set, headers_sent, chunked, no_body, keep_alive, app_close;
+    bool has_server, has_date, is_finishing, is_dead, has_truncated;
+} wreq_t;
+
+typedef struct known_header {
+    const char *name;
+    const char *key;
+    PyObject *k; /* interned */
+} known_header_t;
+
+struct gw_wsgi {
+    const gw_config_t *cfg;
+    PyObject *app;
+    PyObject *start_response; /* bound to this struct through a capsule */
+    PyObject *write;
+    PyObject *errors;
+    PyObject **templates;     /* one environ template per listener */
+    const gw_listener_t *listeners;
+    size_t nlisteners;
+    PyThreadState *tstate;
+    wreq_t *cur;              /* the request whose Python code is running */
+    PyObject *k_method, *k_path, *k_query, *k_uri, *k_proto, *k_raddr, *k_rport, *k_sname,
+        *k_ctype, *k_clen, *k_input;
+    PyObject *v_http10, *v_http11, *v_empty;
+    PyObject *methods[8];
+    known_header_t known[24];
+};
+
+static const char *method_names[8] = {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH",
+                                      NULL};
+
+static const char *known_names[][2] = {
+    {"host", "HTTP_HOST"},
+    {"user-agent", "HTTP_USER_AGENT"},
+    {"accept", "HTTP_ACCEPT"},
+    {"accept-encoding", "HTTP_ACCEPT_ENCODING"},
+    {"accept-language", "HTTP_ACCEPT_LANGUAGE"},
+    {"connection", "HTTP_CONNECTION"},
+    {"cookie", "HTTP_COOKIE"},
+    {"referer", "HTTP_REFERER"},
+    {"cache-control", "HTTP_CACHE_CONTROL"},
+    {"origin", "HTTP_ORIGIN"},
+    {"authorization", "HTTP_AUTHORIZATION"},
+    {"x-forwarded-for", "HTTP_X_FORWARDED_FOR"},
+    {"x-forwarded-proto", "HTTP_X_FORWARDED_PROTO"},
+    {"x-real-ip", "HTTP_X_REAL_IP"},
+    {"x-requested-with", "HTTP_X_REQUESTED_WITH"},
+    {"if-none-match", "HTTP_IF_NONE_MATCH"},
+    {"if-modified-since", "HTTP_IF_MODIFIED_SINCE"},
+    {"upgrade-insecure-requests", "HTTP_UPGRADE_INSECURE_REQUESTS"},
+    {"pragma", "HTTP_PRAGMA"},
+    {"expect", "HTTP_EXPECT"},
+    {"x-csrftoken", "HTTP_X_CSRFTOKEN"},
+    {"sec-fetch-mode", "HTTP_SEC_FETCH_MODE"},
+    {"range", "HTTP_RANGE"},
+};
+#define NKNOWN (sizeof(known_names) / sizeof(known_names[0]))
+
+const char *gw_wsgi_python_version(void)
+{
+    return PY_VERSION;
+}
+
+/* Logs the pending exception with its traceback, after a line of context. */
+static void log_exception(const char *what, wreq_t *wr)
+{
+    PyObject *t, *v, *tb;
+    const char *rb;
+    gw_req_t *r;
+
+    if (wr) {
+        r = gw_conn_req(wr->conn);
+        rb = gw_conn_rbuf(wr->conn);
+        gw_log_error("%s in the app for %.*s %.*s:", what, (int)r->method.len, rb + r->method.off,
+                     (int)(r->target.len > 200 ? 200 : r->target.len), rb + r->target.off);
+    } else {
+        gw_log_error("%s:", what);
+    }
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (tb && v)
+        PyException_SetTraceback(v, tb);
+    PyErr_Display(t, v, tb);
+    Py_XDECREF(t);
+    Py_XDECREF(v);
+    Py_XDECREF(tb);
+    assert(!PyErr_Occurred());
+}
+
+/* ---- environ ---- */
+
+static int set_item(PyObject *env, PyObject *key, PyObject *val)
+{
+    int rc;
+    if (!val)
+        return -1;
+    rc = PyDict_SetItem(env, key, val);
+    Py_DECREF(val);
+    return rc;
+}
+
+static PyObject *latin1(const char *s, size_t n)
+{
+    return PyUnicode_DecodeLatin1(s, (Py_ssize_t)n, NULL);
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* PATH_INFO: percent-decoded, carried as latin-1 (PEP 3333). */
+static PyObject *decode_path(const char *s, size_t n, gw_arena_t *a)
+{
+    char *d, *o;
+
+    if (!memchr(s, '%', n))
+        return latin1(s, n);
+    if (!(d = gw_arena_alloc(a, n ? n : 1)))
+        return PyErr_NoMemory();
+    o = d;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (s[i] == '%' && i + 2 < n && (hi = hexval((unsigned char)s[i + 1])) >= 0 && (lo = hexval((unsigned char)s[i + 2])) >= 0) {
+            *o++ = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            *o++ = s[i];
+        }
+    }
+    return latin1(d, (size_t)(o - d));
+}
+
+static PyObject *header_key(gw_wsgi_t *w, const char *name, size_t n, gw_arena_t *a, bool *owned)
+{
+    char *k;
+
+    for (size_t i = 0; i < NKNOWN; i++) {
+        const known_header_t *kh = &w->known[i];
+        if (strlen(kh->name) == n && strncasecmp(kh->name, name, n) == 0) {
+            *owned = false;
+            return kh->k;
+        }
+    }
+    if (!(k = gw_arena_alloc(a, n + 5)))
+        return PyErr_NoMemory();
+    memcpy(k, "HTTP_", 5);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        k[5 + i] = c == '-' ? '_' : (char)toupper(c);
+    }
+    *owned = true;
+    return PyUnicode_FromStringAndSize(k, (Py_ssize_t)n + 5);
+}
+
+static int add_header(gw_wsgi_t *w, PyObject *env, const char *rb, const gw_header_t *h,
+                      gw_arena_t *a)
+{
+    const char *name = rb + h->name.off, *val = rb + h->value.off;
+    size_t nl = h->name.len;
+    PyObject *key, *v, *old;
+    bool owned = false;
+    int rc;
+
+    if (nl == 14 && strncasecmp(name, "content-length", 14) == 0)
+        return 0; /* CONTENT_LENGTH comes from the buffered body */
+    if (nl == 17 && strncasecmp(name, "transfer-encoding", 17) == 0)
+        return 0; /* the body is de-chunked before the app sees it */
+    if (nl == 5 && strncasecmp(name, "proxy", 5) == 0)
+        return 0; /* HTTP_PROXY would pose as a proxy setting (httpoxy) */
+    if (nl == 12 && strncasecmp(name, "content-type", 12) == 0)
+        return set_item(env, w->k_ctype, latin1(val, h->value.len));
+    if (!(key = header_key(w, name, nl, a, &owned)))
+        return -1;
+    old = PyDict_GetItemWithError(env, key); /* borrowed */
+    if (old) {
+        /* Repeated fields join with ", " (RFC 9110 5.3); cookies with "; ". */
+        bool is_cookie = nl == 6 && strncasecmp(name, "cookie", 6) == 0;
+        v = PyUnicode_FromFormat("%U%s%U", old, is_cookie ? "; " : ", ",
+                                 latin1(val, h->value.len));
+    } else if (PyErr_Occurred()) {
+        v = NULL;
+    } else {
+        v = latin1(val, h->value.len);
+    }
+    rc = set_item(env, key, v);
+    if (owned)
+        Py_DECREF(key);
+    return rc;
+}
+
+static PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr)
+{
+    gw_conn_t *c = wr->conn;
+    gw_req_t *r = gw_conn_req(c);
+    const char *rb = gw_conn_rbuf(c);
+    const gw_peer_t *peer = gw_conn_peer(c);
+    size_t li = (size_t)(peer->listener - w->listeners);
+    PyObject *env = PyDict_Copy(w->templates[li < w->nlisteners ? li : 0]); /* new ref */
+    PyObject *method = NULL;
+    char clen[24];
+
+    if (!env)
+        return NULL;
+    for (int i = 0; method_names[i]; i++) {
+        if (r->method.len == strlen(method_names[i]) &&
+            memcmp(rb + r->method.off, method_names[i], r->method.len) == 0) {
+            method = w->methods[i];
+            Py_INCREF(method);
+            break;
+        }
+    }
+    if (!method)
+        method = latin1(rb + r->method.off, r->method.len);
+    if (set_item(env, w->k_method, method) < 0 ||
+        set_item(env, w->k_path, decode_path(rb + r->path.off, r->path.len, &r->arena)) < 0 ||
+        set_item(env, w->k_query, latin1(rb + r->query.off, r->query.len)) < 0 ||
+        set_item(env, w->k_uri, latin1(rb + r->target.off, r->target.len)) < 0 ||
+        PyDict_SetItem(env, w->k_proto, r->http_minor ? w->v_http11 : w->v_http10) < 0 ||
+        set_item(env, w->k_raddr, PyUnicode_FromString(peer->addr)) < 0 ||
+        set_item(env, w->k_rport, PyUnicode_FromString(peer->port)) < 0)
+        goto fail;
+    if (r->host >= 0) {
+        const gw_header_t *h = &r->headers[r->host];
+        const char *hv = rb + h->value.off;
+        size_t n = h->value.len, start = 0, end;
+        if (n && hv[0] == '[') {
+            const char *rbr = memchr(hv, ']', n);
+            start = 1;
+            end = rbr ? (size_t)(rbr - hv) : n;
+        } else {
+            const char *colon = memchr(hv, ':', n);
+            end = colon ? (size_t)(colon - hv) : n;
+        }
+        if (end > start && set_item(env, w->k_sname, latin1(hv + start, end - start)) < 0)
+            goto fail;
+    }
+    if (r->content_length >= 0 || r->is_chunked) {
+        snprintf(clen, sizeof(clen), "%llu", (unsigned long long)r->body.len);
+        if (set_item(env, w->k_clen, PyUnicode_FromString(clen)) < 0)
+            goto fail;
+    }
+    for (uint32_t i = 0; i < r->nheaders; i++)
+        if (add_header(w, env, rb, &r->headers[i], &r->arena) < 0)
+            goto fail;
+    if (!(wr->input = gw_input_new(&r->body)) || PyDict_SetItem(env, w->k_input, wr->input) < 0)
+        goto fail;
+    return env;
+fail:
+    Py_DECREF(env);
+    return NULL;
+}
+
+/* ---- start_response and write ---- */
+
+static const char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+};
+
+/* A latin-1 view of a str, or NULL with ValueError/TypeError set. */
+static const char *latin1_view(PyObject *s, const char *what, size_t *n)
+{
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError, "%s must be str, not %.100s", what, Py_TYPE(s)->tp_name);
+        return NULL;
+    }
+    if (PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND) {
+        PyErr_Format(PyExc_ValueError, "%s must be latin-1: %R", what, s);
+        return NULL;
+    }
+    *n = (size_t)PyUnicode_GET_LENGTH(s);
+    return (const char *)PyUnicode_1BYTE_DATA(s);
+}
+
+static bool name_is(const char *s, size_t n, const char *lit)
+{
+    return strlen(lit) == n && strncasecmp(s, lit, n) == 0;
+}
+
+/* Validates status and headers and copies them into the arena. Returns 0, or
+ * -1 with an exception set (nothing of them is ever sent then). */
+static int take_headers(wreq_t *wr, PyObject *status, PyObject *headers)
+{
+    gw_arena_t *a = &gw_conn_req(wr->conn)->arena;
+    const char *s;
+    size_t n;
+    Py_ssize_t nh;
+    gw_hdr_t *hdrs;
+    size_t k = 0;
+
+    if (!(s = latin1_view(status, "status", &n)))
+        return -1;
+    if (n < 3 || !isdigit((unsigned char)s[0]) || !isdigit((unsigned char)s[1]) ||
+        !isdigit((unsigned char)s[2]) || (n > 3 && s[3] != ' ') || s[0] == '0') {
+        PyErr_Format(PyExc_ValueError, "status must look like '200 OK': %R", status);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+            PyErr_Format(PyExc_ValueError, "control character in status %R", status);
+            return -1;
+        }
+    }
+    wr->code = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+    if (wr->code < 200) {
+        PyErr_Format(PyExc_ValueError, "%R is not a final status", status);
+        return -1;
+    }
+    if (!PyList_Check(headers) && !PyTuple_Check(headers)) {
+        PyErr_Format(PyExc_TypeError, "headers must be a list, not %.100s",
+                     Py_TYPE(headers)->tp_name);
+        return -1;
+    }
+    nh = PySequence_Fast_GET_SIZE(headers);
+    if (!(wr->status = gw_arena_dup(a, s, n)) ||
+        !(hdrs = gw_arena_alloc(a, (size_t)(nh ? nh : 1) * sizeof(*hdrs)))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    wr->status_len = n;
+    wr->app_length = -1;
+    wr->cl_index = -1;
+    wr->app_close = wr->has_server = wr->has_date = false;
+    for (Py_ssize_t i = 0; i < nh; i++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(headers, i);
+        const char *name, *val;
+        size_t nl, vl;
+
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
+            PyErr_Format(PyExc_TypeError, "each header must be a (name, value) tuple: %R", t);
+            return -1;
+        }
+        if (!(name = latin1_view(PyTuple_GET_ITEM(t, 0), "header name", &nl)) ||
+            !(val = latin1_view(PyTuple_GET_ITEM(t, 1), "header value", &vl)))
+            return -1;
+        if (nl == 0) {
+            PyErr_SetString(PyExc_ValueError, "empty header name");
+            return -1;
+        }
+        for (size_t j = 0; j < nl; j++) {
+            if (!tchar[(unsigned char)name[j]]) {
+                PyErr_Format(PyExc_ValueError, "header name is not a token: %R",
+                             PyTuple_GET_ITEM(t, 0));
+                return -1;
+            }
+        }
+        for (size_t j = 0; j < vl; j++) {
+            if (val[j] == '\r' || val[j] == '\n' || val[j] == '\0') {
+                PyErr_Format(PyExc_ValueError, "CR, LF or NUL in the value of header %R",
+                             PyTuple_GET_ITEM(t, 0));
+                return -1;
+            }
+        }
+        /* Hop-by-hop fields are the server's business (PEP 3333). */
+        if (name_is(name, nl, "connection")) {
+            if (memmem(val, vl, "close", 5) || memmem(val, vl, "Close", 5))
+                wr->app_close = true;
+            continue;
+        }
+        if (name_is(name, nl, "transfer-encoding") || name_is(name, nl, "keep-alive"))
+            continue;
+        if (name_is(name, nl, "content-length")) {
+            unsigned long long v = 0;
+            if (vl == 0 || vl > 18 || strspn(val, "0123456789") < vl) {
+                PyErr_Format(PyExc_ValueError, "bad Content-Length %R", PyTuple_GET_ITEM(t, 1));
+                return -1;
+            }
+            for (size_t j = 0; j < vl; j++)
+                v = v * 10 + (unsigned)(val[j] - '0');
+            if (wr->app_length >= 0 && (unsigned long long)wr->app_length != v) {
+                PyErr_SetString(PyExc_ValueError, "conflicting Content-Length headers");
+                return -1;
+            }
+            if (wr->app_length >= 0)
+                continue;
+            wr->app_length = (int64_t)v;
+            wr->cl_index = (int)k;
+        }
+        if (name_is(name, nl, "server"))
+            wr->has_server = true;
+        if (name_is(name, nl, "date"))
+            wr->has_date = true;
+        if (!(hdrs[k].name = gw_arena_dup(a, name, nl)) ||
+            !(hdrs[k].value = gw_arena_dup(a, val, vl))) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        hdrs[k].name_len = nl;
+        hdrs[k].value_len = vl;
+        k++;
+    }
+    wr->hdrs = hdrs;
+    wr->nhdrs = k;
+    return 0;
+}
+
+static gw_wsgi_t *from_capsule(PyObject *self)
+{
+    return PyCapsule_GetPointer(self, NULL);
+}
+
+static PyObject *start_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    gw_wsgi_t *w = from_capsule(self);
+    wreq_t *wr = w->cur;
+    PyObject *exc_info = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+
+    if (nargs + nkw < 2 || nargs + nkw > 3 || nargs < 2 ||
+        (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "exc_info") != 0)) {
+        PyErr_SetString(PyExc_TypeError, "start_response(status, headers, exc_info=None)");
+        return NULL;
+    }
+    if (nargs + nkw == 3)
+        exc_info = args[2];
+    if (!wr) {
+        PyErr_SetString(PyExc_RuntimeError, "start_response() called outside a request");
+        return NULL;
+    }
+    if (exc_info && exc_info != Py_None) {
+        if (wr->headers_sent) {
+            /* Too late to change the answer: re-raise (PEP 3333). */
+            if (!PyTuple_Check(exc_info) || PyTuple_GET_SIZE(exc_info) != 3) {
+                PyErr_SetString(PyExc_TypeError, "exc_info must be a 3-tuple");
+                return NULL;
+            }
+            PyObject *t = PyTuple_GET_ITEM(exc_info, 0), *v = PyTuple_GET_ITEM(exc_info, 1),
+                     *tb = PyTuple_GET_ITEM(exc_info, 2);
+            Py_INCREF(t);
+            Py_INCREF(v);
+            Py_XINCREF(tb);
+            PyErr_Restore(t, v, tb == Py_None ? (Py_DECREF(tb), NULL) : tb);
+            return NULL;
+        }
+    } else if (wr->headers_set) {
+        PyErr_SetString(PyExc_AssertionError,
+                        "start_response() called again without exc_info");
+        return NULL;
+    }
+    wr->headers_set = false;
+    if (take_headers(wr, args[0], args[1]) < 0)
+        return NULL;
+    wr->headers_set = true;
+    Py_INCREF(w->write);
+    return w->write;
+}
+
+static int send_head(wreq_t *wr);
+static void queue_body(wreq_t *wr, PyObject *item, const char *p, size_t n, bool owned);
+
+static PyObject *write_cb(PyObject *self, PyObject *data)
+{
+    gw_wsgi_t *w = from_capsule(self);
+    wreq_t *wr = w->cur;
+    int rc;
+
+    if (!wr || !wr->headers_set) {
+        PyErr_SetString(PyExc_RuntimeError, "write() before start_response()");
+        return NULL;
+    }
+    if (!PyBytes_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "write() takes bytes, not %.100s", Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    if (wr->is_dead) {
+        PyErr_SetString(PyExc_OSError, "client disconnected");
+        return NULL;
+    }
+    if (PyBytes_GET_SIZE(data) == 0)
+        Py_RETURN_NONE;
+    if (!wr->headers_sent && send_head(wr) < 0)
+        return NULL;
+    if (!wr->no_body)
+        queue_body(wr, data, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data), false);
+    /* write() returns only once its bytes are out (PEP 3333). */
+    while ((rc = gw_conn_send(wr->conn)) == -EAGAIN) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = gw_conn_wait_writable(wr->conn);
+        Py_END_ALLOW_THREADS
+        if (rc < 0)
+            break;
+    }
+    if (rc < 0) {
+        wr->is_dead = true;
+        gw_out_discard(gw_conn_out(wr->conn));
+        PyErr_SetString(PyExc_OSError, "client disconnected");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef start_response_def = {"start_response", (PyCFunction)(void (*)(void))start_response,
+                                         METH_FASTCALL | METH_KEYWORDS,
+                                         "start_response(status, headers, exc_info=None)"};
+static PyMethodDef write_def = {"write", write_cb, METH_O, "write(bytes)"};
+
+/* ---- the response ---- */
+
+static void release_owner(void *owner)
+{
+    Py_DECREF((PyObject *)owner);
+}
+
+static int send_head(wreq_t *wr)
+{
+    gw_req_t *r = gw_conn_req(wr->conn);
+    gw_head_t h = {
+        .http_minor = r->http_minor,
+        .status = wr->status,
+        .status_len = wr->status_len,
+        .hdrs = wr->hdrs,
+        .nhdrs = wr->nhdrs,
+        .add_server = !wr->has_server,
+        .add_date = !wr->has_date,
+    };
+    bool keep = gw_conn_may_keep_alive(wr->conn) && !wr->app_close;
+    char *buf;
+    size_t n;
+
+    wr->no_body = r->is_head || wr->code == 204 || wr->code == 304;
+    if (wr->code == 204 && wr->cl_index >= 0) {
+        wr->hdrs[wr->cl_index].name_len = 0; /* RFC 9110 8.6: never in a 204 */
+        wr->app_length = -1;
+    }
+    if (wr->no_body) {
+        h.framing = GW_FRAME_NONE;
+        if (wr->app_length < 0 && wr->known_length >= 0 && wr->code != 204 && wr->code != 304) {
+            h.add_length = true; /* HEAD tells the length GET would have */
+            h.content_length = (uint64_t)wr->known_length;
+        }
+    } else if (wr->app_length >= 0) {
+        h.framing = GW_FRAME_LENGTH;
+    } else if (wr->known_length >= 0) {
+        h.framing = GW_FRAME_LENGTH;
+        h.add_length = true;
+        h.content_length = (uint64_t)wr->known_length;
+        wr->app_length = wr->known_length;
+    } else if (r->http_minor == 1) {
+        h.framing = GW_FRAME_CHUNKED;
+        wr->chunked = true;
+    } else {
+        h.framing = GW_FRAME_CLOSE;
+        keep = false;
+    }
+    h.keep_alive = keep;
+    wr->keep_alive = keep;
+    n = gw_head_format(&h, &r->arena, &buf);
+    if (!n || gw_out_push(gw_conn_out(wr->conn), buf, n, NULL) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    wr->headers_sent = true;
+    return 0;
+}
+
+/* Queues body bytes; item (when owned) is released once they are out. */
+static void queue_body(wreq_t *wr, PyObject *item, const char *p, size_t n, bool owned)
+{
+    gw_out_t *o = gw_conn_out(wr->conn);
+    char line[24];
+
+    if (wr->app_length >= 0) {
+        uint64_t left = (uint64_t)wr->app_length - wr->body_sent;
+        if (n > left) {
+            if (!wr->has_truncated)
+                gw_log_error("the app sent more than its Content-Length; the rest is dropped");
+            wr->has_truncated = true;
+            n = (size_t)left;
+        }
+    }
+    if (n == 0) {
+        if (owned)
+            Py_DECREF(item);
+        return;
+    }
+    if (wr->chunked)
+        gw_out_push_copy(o, line, (size_t)snprintf(line, sizeof(line), "%zx\r\n", n));
+    gw_out_push(o, p, n, owned ? item : NULL);
+    if (wr->chunked)
+        gw_out_push(o, "\r\n", 2, NULL);
+    wr->body_sent += n;
+}
+
+/* Calls close() on the app's iterable once, drops every reference. */
+static void cleanup(wreq_t *wr)
+{
+    gw_wsgi_t *w = wr->w;
+
+    w->cur = wr;
+    if (wr->result) {
+        PyObject *close = PyObject_GetAttrString(wr->result, "close");
+        if (close) {
+            PyObject *r = PyObject_CallNoArgs(close);
+            Py_DECREF(close);
+            if (r)
+                Py_DECREF(r);
+            else
+                log_exception("exception in close()", wr);
+        } else {
+            PyErr_Clear();
+        }
+    }
+    Py_CLEAR(wr->iter);
+    Py_CLEAR(wr->result);
+    gw_input_detach(wr->input);
+    Py_CLEAR(wr->input);
+    w->cur = NULL;
+    *gw_conn_app_slot(wr->conn) = NULL;
+    assert(!PyErr_Occurred());
+}
+
+static void finish(wreq_t *wr, bool keep_alive, int status)
+{
+    gw_conn_t *c = wr->conn;
+    uint64_t sent = wr->body_sent;
+
+    cleanup(wr);
+    gw_conn_finish(c, keep_alive, status, sent);
+}
+
+/* Everything is queued: send it, then finish (now or on resume). */
+static void complete(wreq_t *wr)
+{
+    int rc = gw_conn_send(wr->conn);
+    if (rc == -EAGAIN) {
+        wr->is_finishing = true;
+        return;
+    }
+    finish(wr, rc == 0 && wr->keep_alive, wr->code);
+}
+
+static void respond_500(wreq_t *wr)
+{
+    gw_req_t *r = gw_conn_req(wr->conn);
+    gw_out_t *o = gw_conn_out(wr->conn);
+    char *buf;
+    size_t n;
+
+    gw_out_discard(o);
+    wr->code = 500;
+    wr->keep_alive = gw_conn_may_keep_alive(wr->conn);
+    n = gw_head_simple(500, wr->keep_alive, r->is_head, &r->arena, &buf);
+    if (!n) {
+        finish(wr, false, 500);
+        return;
+    }
+    gw_out_push(o, buf, n, NULL);
+    complete(wr);
+}
+
+/* The app failed: 500 when nothing was sent yet, else cut the connection. */
+static void app_error(wreq_t *wr, const char *what)
+{
+    log_exception(what, wr);
+    if (wr->headers_sent) {
+        gw_out_discard(gw_conn_out(wr->conn));
+        finish(wr, false, wr->code);
+    } else {
+        respond_500(wr);
+    }
+}
+
+static void end_body(wreq_t *wr)
+{
+    if (!wr->headers_set) {
+        PyErr_SetString(PyExc_RuntimeError, "the app returned without calling start_response()");
+        app_error(wr, "error");
+        return;
+    }
+    if (!wr->headers_sent) {
+        if (wr->known_length < 0 && wr->app_length < 0)
+            wr->known_length = 0; /* nothing came: an empty body */
+        if (send_head(wr) < 0) {
+            app_error(wr, "error");
+            return;
+        }
+    }
+    if (wr->chunked)
+        gw_out_push(gw_conn_out(wr->conn), "0\r\n\r\n", 5, NULL);
+    if (!wr->no_body && wr->app_length >= 0 && wr->body_sent < (uint64_t)wr->app_length) {
+        gw_log_error("the app sent %llu of the %lld bytes its Content-Length promised; closing",
+                     (unsigned long long)wr->body_sent, (long long)wr->app_length);
+        wr->keep_alive = false;
+    }
+    complete(wr);
+}
+
+static void send_file(wreq_t *wr)
+{
+    struct stat st;
+    uint64_t len;
+
+    if (!wr->headers_set) {
+        end_body(wr); /* reports the missing start_response */
+        return;
+    }
+    if (fstat(wr->fd, &st) < 0 || st.st_size < wr->fpos) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        app_error(wr, "cannot send file");
+        return;
+    }
+    len = (uint64_t)(st.st_size - wr->fpos);
+    if (wr->app_length >= 0 && (uint64_t)wr->app_length < len)
+        len = (uint64_t)wr->app_length;
+    wr->known_length = (int64_t)len;
+    if (send_head(wr) < 0) {
+        app_error(wr, "error");
+        return;
+    }
+    if (!wr->no_body && len) {
+        gw_out_push_file(gw_conn_out(wr->conn), wr->fd, (off_t)wr->fpos, len, NULL);
+        wr->body_sent = len;
+    }
+    end_body(wr);
+}
+
+/* Moves the response forward until it is all queued, the socket is full
+ * (resumed by on_resume), or something fails. */
+static void pump(wreq_t *wr)
+{
+    gw_conn_t *c = wr->conn;
+    gw_out_t *o = gw_conn_out(c);
+    int rc;
+
+    wr->w->cur = wr;
+    if (wr->mode == M_FILE) {
+        send_file(wr);
+        return;
+    }
+    for (;;) {
+        PyObject *item;
+        bool owned;
+
+        if (wr->mode == M_SEQ) {
+            if (wr->seq_i >= wr->seq_n)
+                break;
+            item = PySequence_Fast_GET_ITEM(wr->result, wr->seq_i); /* borrowed */
+            wr->seq_i++;
+            owned = false;
+        } else {
+            item = PyIter_Next(wr->iter); /* new ref */
+            if (!item) {
+                if (PyErr_Occurred()) {
+                    app_error(wr, "exception");
+                    return;
+                }
+                break;
+            }
+            owned = true;
+        }
+        if (!PyBytes_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "the app yielded %.100s, not bytes",
+                         Py_TYPE(item)->tp_name);
+            if (owned)
+                Py_DECREF(item);
+            app_error(wr, "error");
+            return;
+        }
+        if (PyBytes_GET_SIZE(item) == 0) {
+            if (owned)
+                Py_DECREF(item);
+            continue; /* headers wait for the first non-empty block */
+        }
+        if (!wr->headers_set) {
+            if (owned)
+                Py_DECREF(item);
+            end_body(wr); /* reports the missing start_response */
+            return;
+        }
+        if (!wr->headers_sent && send_head(wr) < 0) {
+            if (owned)
+                Py_DECREF(item);
+            app_error(wr, "error");
+            return;
+        }
+        if (wr->no_body) {
+            if (owned)
+                Py_DECREF(item);
+            break; /* HEAD, 204, 304: the status and headers were all we needed */
+        }
+        queue_body(wr, item, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item), owned);
+        /* A generator's block goes out before the next is asked for (PEP
+         * 3333: no delay); a list is batched into as few writes as fit. */
+        if (wr->mode == M_ITER || gw_out_room(o) < 4) {
+            rc = gw_conn_send(c);
+            if (rc == -EAGAIN)
+                return;
+            if (rc < 0) {
+                finish(wr, false, wr->code);
+                return;
+            }
+        }
+    }
+    end_body(wr);
+}
+
+static void on_request(void *ctx, gw_conn_t *c)
+{
+    gw_wsgi_t *w = ctx;
+    gw_req_t *r = gw_conn_req(c);
+    wreq_t *wr = gw_arena_alloc(&r->arena, sizeof(*wr));
+    PyObject *env, *res, *args[2];
+    int rc;
+
+    if (!wr) {
+        gw_conn_finish(c, false, 500, 0);
+        return;
+    }
+    memset(wr, 0, sizeof(*wr));
+    wr->w = w;
+    wr->conn = c;
+    wr->app_length = wr->known_length = -1;
+    wr->cl_index = -1;
+    wr->fd = -1;
+    *gw_conn_app_slot(c) = wr;
+
+    if (!(env = build_environ(w, wr))) {
+        app_error(wr, "cannot build the environ");
+        return;
+    }
+    w->cur = wr;
+    args[0] = env;
+    args[1] = w->start_response;
+    res = PyObject_Vectorcall(w->app, args, 2, NULL);
+    Py_DECREF(env);
+    if (!res) {
+        app_error(wr, "exception");
+        return;
+    }
+    wr->result = res;
+    if (wr->is_dead) { /* write() found the client gone */
+        finish(wr, false, wr->code);
+        return;
+    }
+    if (PyList_CheckExact(res) || PyTuple_CheckExact(res)) {
+        uint64_t total = 0;
+        wr->mode = M_SEQ;
+        wr->seq_n = PySequence_Fast_GET_SIZE(res);
+        for (Py_ssize_t i = 0; i < wr->seq_n; i++) {
+            PyObject *it = PySequence_Fast_GET_ITEM(res, i);
+            if (!PyBytes_Check(it)) {
+                PyErr_Format(PyExc_TypeError, "the app returned %.100s in its list, not bytes",
+                             Py_TYPE(it)->tp_name);
+                app_error(wr, "error");
+                return;
+            }
+            total += (uint64_t)PyBytes_GET_SIZE(it);
+        }
+        if (!wr->headers_sent)
+            wr->known_length = (int64_t)total;
+    } else if ((rc = gw_file_wrapper_fd(res, &wr->fd, &wr->fpos)) != 0) {
+        if (rc < 0) {
+            app_error(wr, "error");
+            return;
+        }
+        wr->mode = wr->headers_sent ? M_ITER : M_FILE;
+        if (wr->mode == M_ITER && !(wr->iter = PyObject_GetIter(res))) {
+            app_error(wr, "error");
+            return;
+        }
+    } else {
+        wr->mode = M_ITER;
+        if (!(wr->iter = PyObject_GetIter(res))) {
+            app_error(wr, "the app's answer is not iterable");
+            return;
+        }
+    }
+    pump(wr);
+}
+
+static void on_resume(void *ctx, gw_conn_t *c)
+{
+    wreq_t *wr = *gw_conn_app_slot(c);
+    (void)ctx;
+    if (!wr)
+        return;
+    if (wr->is_finishing)
+        finish(wr, wr->keep_alive, wr->code);
+    else
+        pump(wr);
+}
+
+static void on_abort(void *ctx, gw_conn_t *c)
+{
+    wreq_t *wr = *gw_conn_app_slot(c);
+    (void)ctx;
+    if (wr)
+        cleanup(wr);
+}
+
+static void gil_release(void *ctx)
+{
+    gw_wsgi_t *w = ctx;
+    w->tstate = PyEval_SaveThread();
+}
+
+static void gil_acquire(void *ctx)
+{
+    gw_wsgi_t *w = ctx;
+    PyEval_RestoreThread(w->tstate);
+}
+
+void gw_wsgi_handler(gw_wsgi_t *w, gw_handler_t *h, gw_block_hooks_t *hooks)
+{
+    h->ctx = w;
+    h->on_request = on_request;
+    h->on_resume = on_resume;
+    h->on_abort = on_abort;
+    h->release = release_owner;
+    hooks->ctx = w;
+    hooks->begin = gil_release;
+    hooks->end = gil_acquire;
+}
+
+/* ---- start-up ---- */
+
+static int start_interpreter(const gw_config_t *cfg)
+{
+    PyConfig pc;
+    PyStatus st;
+    char exe[4096];
+    char *argv[] = {"gangway"};
+
+    PyConfig_InitPythonConfig(&pc);
+    pc.install_signal_handlers = 0; /* signals belong to the server's loop */
+    pc.parse_argv = 0;
+    st = PyConfig_SetBytesArgv(&pc, 1, argv);
+    if (PyStatus_Exception(st))
+        goto fail;
+    /* Naming the virtualenv's python lets CPython find its pyvenv.cfg and set
+     * sys.prefix and site-packages the way the venv's own python would. */
+    if (cfg->virtualenv)
+        snprintf(exe, sizeof(exe), "%s/bin/python3", cfg->virtualenv);
+    if (!cfg->virtualenv || access(exe, X_OK) != 0)
+        snprintf(exe, sizeof(exe), "%s", GW_PYTHON_EXE);
+    st = PyConfig_SetBytesString(&pc, &pc.program_name, exe);
+    if (PyStatus_Exception(st))
+        goto fail;
+    st = Py_InitializeFromConfig(&pc);
+    if (PyStatus_Exception(st))
+        goto fail;
+    PyConfig_Clear(&pc);
+    return 0;
+fail:
+    PyConfig_Clear(&pc);
+    gw_log_error("cannot start Python: %s", st.err_msg ? st.err_msg : "unknown error");
+    return -1;
+}
+
+/* Runs a few lines of glue Python with the given globals; 0 or -1 (logged). */
+static int run_glue(const char *code, PyObject *globals)
+{
+    PyObject *r = PyRun_String(code, Py_file_input, globals, globals);
+    if (!r) {
+        log_exception("start-up failed", NULL);
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* sys.path: --pythonpath entries first, then the working directory (as
+ * `python -m` would); the virtualenv's site-packages when it has no
+ * pyvenv.cfg to announce them. */
+static const char path_glue[] =
+    "import os, site, sys\n"
+    "for _p in reversed([os.getcwd()] + _paths):\n"
+    "    _p = os.path.abspath(_p)\n"
+    "    if _p in sys.path: sys.path.remove(_p)\n"
+    "    sys.path.insert(0, _p)\n"
+    "if _venv:\n"
+    "    _sp = os.path.join(os.path.abspath(_venv), 'lib',\n"
+    "        'python%d.%d' % sys.version_info[:2], 'site-packages')\n"
+    "    if os.path.isdir(_sp): site.addsitedir(_sp)\n";
+
+/* Loads a .py/.wsgi file as a module named after it. */
+static const char file_glue[] =
+    "import importlib.machinery, importlib.util, os, sys\n"
+    "_name = os.path.splitext(os.path.basename(_file))[0].replace('.', '_').replace('-', '_')\n"
+    "_loader = importlib.machinery.SourceFileLoader(_name, _file)\n"
+    "_spec = importlib.util.spec_from_loader(_name, _loader)\n"
+    "_mod = importlib.util.module_from_spec(_spec)\n"
+    "sys.modules[_name] = _mod\n"
+    "_loader.exec_module(_mod)\n";
+
+static PyObject *import_module(const char *name)
+{
+    PyObject *mod = PyImport_ImportModule(name);
+    if (mod)
+        return mod;
+    /* A missing module is one clear line; any other failure gets its traceback. */
+    if (PyErr_ExceptionMatches(PyExc_ModuleNotFoundError)) {
+        PyObject *t, *v, *tb, *missing;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        missing = v ? PyObject_GetAttrString(v, "name") : NULL;
+        if (missing && PyUnicode_Check(missing) &&
+            PyUnicode_CompareWithASCIIString(missing, name) == 0) {
+            gw_log_error("cannot import module '%s': no module named '%s' (sys.path has the "
+                         "working directory; see --chdir and --pythonpath)", name, name);
+            Py_XDECREF(missing);
+            Py_XDECREF(t);
+            Py_XDECREF(v);
+            Py_XDECREF(tb);
+            return NULL;
+        }
+        PyErr_Clear();
+        Py_XDECREF(missing);
+        PyErr_Restore(t, v, tb);
+    }
+    log_exception("cannot import the app: its import raised", NULL);
+    gw_log_error("cannot import module '%s' (traceback above)", name);
+    return NULL;
+}
+
+static PyObject *load_app(const gw_config_t *cfg)
+{
+    PyObject *mod = NULL, *app = NULL;
+    char modname[512];
+    const char *callable = cfg->callable, *colon;
+    const char *tries[3] = {NULL, NULL, NULL};
+
+    if (cfg->wsgi_file) {
+        PyObject *g = PyDict_New();
+        PyObject *f = PyUnicode_FromString(cfg->wsgi_file);
+        if (!g || !f || PyDict_SetItemString(g, "_file", f) < 0 ||
+            PyDict_SetItemString(g, "__builtins__", PyEval_GetBuiltins()) < 0) {
+            Py_XDECREF(g);
+            Py_XDECREF(f);
+            log_exception("start-up failed", NULL);
+            return NULL;
+        }
+        Py_DECREF(f);
+        if (access(cfg->wsgi_file, R_OK) != 0) {
+            gw_log_error("cannot read --wsgi-file '%s': %s", cfg->wsgi_file, strerror(errno));
+            Py_DECREF(g);
+            return NULL;
+        }
+        if (run_glue(file_glue, g) < 0) {
+            gw_log_error("cannot load --wsgi-file '%s' (traceback above)", cfg->wsgi_file);
+            Py_DECREF(g);
+            return NULL;
+        }
+        mod = PyDict_GetItemString(g, "_mod");
+        Py_XINCREF(mod);
+        Py_DECREF(g);
+        snprintf(modname, sizeof(modname), "%s", cfg->wsgi_file);
+    } else {
+        colon = strchr(cfg->module, ':');
+        snprintf(modname, sizeof(modname), "%.*s",
+                 (int)(colon ? (size_t)(colon - cfg->module) : strlen(cfg->module)), cfg->module);
+        if (colon && colon[1])
+            callable = colon + 1;
+        if (!(mod = import_module(modname)))
+            return NULL;
+    }
+    if (callable) {
+        tries[0] = callable;
+    } else {
+        tries[0] = "application";
+        tries[1] = "app";
+    }
+    for (int i = 0; tries[i] && !app; i++) {
+        app = PyObject_GetAttrString(mod, tries[i]);
+        if (!app)
+            PyErr_Clear();
+    }
+    Py_DECREF(mod);
+    if (!app) {
+        if (callable)
+            gw_log_error("'%s' has no callable named '%s'", modname, callable);
+        else
+            gw_log_error("'%s' has no callable named 'application' or 'app' (see --callable)",
+                         modname);
+        return NULL;
+    }
+    if (!PyCallable_Check(app)) {
+        gw_log_error("'%s:%s' is not callable", modname, tries[1] && !callable ? "app" : tries[0]);
+        Py_DECREF(app);
+        return NULL;
+    }
+    return app;
+}
+
+static PyObject *make_template(gw_wsgi_t *w, const gw_listener_t *l)
+{
+    PyObject *t = PyDict_New(), *v;
+
+#define SET(key, val)                                                                              \
+    do {                                                                                           \
+        v = (val);                                                                                 \
+        if (!v || PyDict_SetItemString(t, key, v) < 0) {                                           \
+            Py_XDECREF(v);                                                                         \
+            goto fail;                                                                             \
+        }                                                                                          \
+        Py_DECREF(v);                                                                              \
+    } while (0)
+
+    if (!t)
+        return NULL;
+    SET("SCRIPT_NAME", PyUnicode_FromString(""));
+    SET("SERVER_NAME", PyUnicode_FromString(l->host));
+    SET("SERVER_PORT", PyUnicode_FromString(l->port));
+    SET("QUERY_STRING", PyUnicode_FromString(""));
+    SET("wsgi.version", Py_BuildValue("(ii)", 1, 0));
+    SET("wsgi.url_scheme", PyUnicode_FromString("http"));
+    SET("wsgi.multithread", Py_NewRef(Py_False));
+    SET("wsgi.multiprocess", Py_NewRef(Py_False));
+    SET("wsgi.run_once", Py_NewRef(Py_False));
+    SET("wsgi.input_terminated", Py_NewRef(Py_True));
+    SET("wsgi.errors", Py_NewRef(w->errors));
+    SET("wsgi.file_wrapper", Py_NewRef(gw_file_wrapper_type()));
+#undef SET
+    return t;
+fail:
+    Py_DECREF(t);
+    return NULL;
+}
+
+static int intern_all(gw_wsgi_t *w)
+{
+    struct { PyObject **slot; const char *s; } keys[] = {
+        {&w->k_method, "REQUEST_METHOD"}, {&w->k_path, "PATH_INFO"},
+        {&w->k_query, "QUERY_STRING"},    {&w->k_uri, "REQUEST_URI"},
+        {&w->k_proto, "SERVER_PROTOCOL"}, {&w->k_raddr, "REMOTE_ADDR"},
+        {&w->k_rport, "REMOTE_PORT"},     {&w->k_sname, "SERVER_NAME"},
+        {&w->k_ctype, "CONTENT_TYPE"},    {&w->k_clen, "CONTENT_LENGTH"},
+        {&w->k_input, "wsgi.input"},      {&w->v_http10, "HTTP/1.0"},
+        {&w->v_http11, "HTTP/1.1"},       {&w->v_empty, ""},
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (!(*keys[i].slot = PyUnicode_InternFromString(keys[i].s)))
+            return -1;
+    for (int i = 0; method_names[i]; i++)
+        if (!(w->methods[i] = PyUnicode_InternFromString(method_names[i])))
+            return -1;
+    for (size_t i = 0; i < NKNOWN; i++) {
+        w->known[i].name = known_names[i][0];
+        w->known[i].key = known_names[i][1];
+        if (!(w->known[i].k = PyUnicode_InternFromString(known_names[i][1])))
+            return -1;
+    }
+    return 0;
+}
+
+gw_wsgi_t *gw_wsgi_new(const gw_config_t *cfg, const gw_listener_t *listeners, size_t n)
+{
+    gw_wsgi_t *w = calloc(1, sizeof(*w));
+    PyObject *g = NULL, *paths = NULL, *cap = NULL;
+
+    if (!w)
+        return NULL;
+    w->cfg = cfg;
+    w->listeners = listeners;
+    w->nlisteners = n;
+    if (start_interpreter(cfg) < 0) {
+        free(w);
+        return NULL;
+    }
+    if (gw_wsgi_types_init() < 0 || intern_all(w) < 0 || !(w->errors = gw_errors_new()))
+        goto py_fail;
+
+    if (!(g = PyDict_New()) || !(paths = PyList_New(0)) ||
+        PyDict_SetItemString(g, "__builtins__", PyEval_GetBuiltins()) < 0)
+        goto py_fail;
+    for (size_t i = 0; i < cfg->pythonpath.n; i++) {
+        PyObject *p = PyUnicode_DecodeFSDefault(cfg->pythonpath.v[i]);
+        if (!p || PyList_Append(paths, p) < 0) {
+            Py_XDECREF(p);
+            goto py_fail;
+        }
+        Py_DECREF(p);
+    }
+    if (PyDict_SetItemString(g, "_paths", paths) < 0)
+        goto py_fail;
+    {
+        PyObject *venv = cfg->virtualenv ? PyUnicode_DecodeFSDefault(cfg->virtualenv)
+                                         : Py_NewRef(Py_None);
+        if (!venv || PyDict_SetItemString(g, "_venv", venv) < 0) {
+            Py_XDECREF(venv);
+            goto py_fail;
+        }
+        Py_DECREF(venv);
+    }
+    if (run_glue(path_glue, g) < 0)
+        goto fail;
+    Py_CLEAR(g);
+    Py_CLEAR(paths);
+
+    if (!(w->app = load_app(cfg)))
+        goto fail;
+    if (!(cap = PyCapsule_New(w, NULL, NULL)) ||
+        !(w->start_response = PyCFunction_New(&start_response_def, cap)) ||
+        !(w->write = PyCFunction_New(&write_def, cap)))
+        goto py_fail;
+    Py_CLEAR(cap);
+    if (!(w->templates = calloc(n ? n : 1, sizeof(PyObject *))))
+        goto fail;
+    for (size_t i = 0; i < n; i++)
+        if (!(w->templates[i] = make_template(w, &listeners[i])))
+            goto py_fail;
+    w->nlisteners = n;
+    return w;
+
+py_fail:
+    log_exception("start-up failed", NULL);
+fail:
+    Py_XDECREF(g);
+    Py_XDECREF(paths);
+    Py_XDECREF(cap);
+    gw_wsgi_free(w);
+    return NULL;
+}
+
+void gw_wsgi_free(gw_wsgi_t *w)
+{
+    if (!w)
+        return;
+    if (w->templates)
+        for (size_t i = 0; i < w->nlisteners; i++)
+            Py_XDECREF(w->templates[i]);
+    free(w->templates);
+    Py_XDECREF(w->app);
+    Py_XDECREF(w->start_response);
+    Py_XDECREF(w->write);
+    Py_XDECREF(w->errors);
+    /* Interned keys live as long as the interpreter. */
+    if (Py_FinalizeEx() < 0)
+        gw_log_error("Python finalization reported an error");
+    free(w);
+}

@@ -1,0 +1,29 @@
+/* The WSGI bridge (PEP 3333): embeds CPython, loads the application, builds
+ * each request's environ, runs the app and streams its answer through the
+ * connection's output queue. The only module besides wsgi_types that sees
+ * Python.h. */
+#ifndef GW_WSGI_H
+#define GW_WSGI_H
+
+#include "config.h"
+#include "conn.h"
+#include "listen.h"
+#include "server.h"
+
+typedef struct gw_wsgi gw_wsgi_t;
+
+/* Starts the interpreter for cfg (chdir, env, virtualenv, pythonpath) and
+ * loads the application. Returns NULL after logging one clear line (and the
+ * traceback of an import error). Runs Python: the app's import. */
+gw_wsgi_t *gw_wsgi_new(const gw_config_t *cfg, const gw_listener_t *listeners, size_t n);
+
+/* The handler and GIL hooks to give the server. */
+void gw_wsgi_handler(gw_wsgi_t *w, gw_handler_t *h, gw_block_hooks_t *hooks);
+
+/* Drops the app and finalizes the interpreter (runs atexit handlers). */
+void gw_wsgi_free(gw_wsgi_t *w);
+
+/* "3.11.2" */
+const char *gw_wsgi_python_version(void);
+
+#endif
