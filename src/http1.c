@@ -31,11 +31,13 @@ static void span_add(gw_http1_t *h, gw_span_t *s, const char *at, size_t len)
     s->len += (uint32_t)len;
 }
 
+/* Header (and trailer) bytes: the block limit counts each field as the
+ * "name: value\r\n" line it came in. */
 static int head_grow(gw_http1_t *h, size_t len)
 {
     h->head_bytes += len;
-    if (h->head_bytes > h->lim->request_line + h->lim->headers)
-        return fail(h, 431, "request head too large");
+    if (h->head_bytes > h->lim->headers)
+        return fail(h, 431, "header block too large");
     return 0;
 }
 
@@ -51,7 +53,7 @@ static int on_method(llhttp_t *p, const char *at, size_t len)
     span_add(h, &h->req->method, at, len);
     if (h->req->method.len > 32)
         return fail(h, 400, "method too long");
-    return head_grow(h, len);
+    return 0;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len)
@@ -60,12 +62,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     span_add(h, &h->req->target, at, len);
     if (h->req->target.len + h->req->method.len + 10 > h->lim->request_line)
         return fail(h, 414, "request line too long");
-    return head_grow(h, len);
-}
-
-static int on_version(llhttp_t *p, const char *at, size_t len)
-{
-    return head_grow(H(p), len);
+    return 0;
 }
 
 static int finish_header(gw_http1_t *h);
@@ -81,7 +78,9 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
         if (h->last_cb == CB_VALUE && (rc = finish_header(h)))
             return rc;
         h->cur_name.len = h->cur_value.len = 0;
-        h->field_bytes = 0;
+        h->field_bytes = 2; /* ": " */
+        if ((rc = head_grow(h, 4))) /* ": " and CRLF */
+            return rc;
         h->drop_header = false;
         if (h->req->nheaders >= h->lim->fields)
             return fail(h, 431, "too many header fields");
@@ -105,6 +104,12 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         return fail(h, 400, "bad character or obs-fold in header value");
     if (h->in_body)
         return head_grow(h, len); /* trailer fields: checked and counted, not kept */
+    /* llhttp 8.1 hands an obs-fold continuation to us as a second piece of
+     * the value, after the CRLF: pieces of one value are otherwise always
+     * contiguous in the buffer. */
+    if (h->last_cb == CB_VALUE && h->cur_value.len &&
+        at != h->base + h->cur_value.off + h->cur_value.len)
+        return fail(h, 400, "obs-fold in header value");
     h->last_cb = CB_VALUE;
     span_add(h, &h->cur_value, at, len);
     h->field_bytes += (uint32_t)len;
@@ -303,7 +308,6 @@ static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
     .on_method = on_method,
     .on_url = on_url,
-    .on_version = on_version,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
     .on_header_value_complete = on_header_value_complete,
@@ -337,12 +341,28 @@ void gw_http1_reset(gw_http1_t *h)
 
 static int map_error(gw_http1_t *h, llhttp_errno_t e)
 {
-    if (e == HPE_USER)
-        return h->status; /* set by fail() */
+    if (h->status)
+        return h->status; /* set by fail(), whatever code llhttp reports */
     h->reason = llhttp_get_error_reason(&h->parser);
     if (!h->reason)
         h->reason = llhttp_errno_name(e);
     return 400;
+}
+
+/* llhttp 8.1 accepts a bare LF as a line end in the head; RFC 9112 2.2
+ * lets a server reject it, and a front proxy may read such a head
+ * differently: insist on CRLF. Scans the head bytes consumed by a feed. */
+static int check_bare_lf(gw_http1_t *h, const char *p, size_t n)
+{
+    const char *end = p + n, *lf;
+    for (; (lf = memchr(p, '\n', (size_t)(end - p))); p = lf + 1) {
+        bool cr = lf > p ? lf[-1] == '\r' : h->last_was_cr;
+        if (!cr)
+            return fail(h, 400, "bare LF in request head");
+    }
+    if (n)
+        h->last_was_cr = end[-1] == '\r';
+    return 0;
 }
 
 gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, size_t off,
@@ -350,6 +370,7 @@ gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, 
 {
     const char *data = base + off;
     llhttp_errno_t e;
+    bool in_head;
 
     h->req = req;
     h->base = base;
@@ -364,14 +385,19 @@ gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, 
     }
     if (llhttp_get_errno(&h->parser) == HPE_PAUSED)
         llhttp_resume(&h->parser);
+    in_head = !h->in_body;
     e = llhttp_execute(&h->parser, data, len);
     switch (e) {
     case HPE_OK:
         *used = len;
+        if (in_head && check_bare_lf(h, data, len))
+            return GW_HTTP1_ERROR;
         return GW_HTTP1_AGAIN;
     case HPE_PAUSED:
     case HPE_PAUSED_UPGRADE:
         *used = (size_t)(llhttp_get_error_pos(&h->parser) - data);
+        if (in_head && check_bare_lf(h, data, *used))
+            return GW_HTTP1_ERROR;
         if (h->in_body == 2) {
             if (e == HPE_PAUSED_UPGRADE)
                 req->keep_alive = false;

@@ -34,7 +34,7 @@ typedef struct gw_http1 {
     gw_req_t *req;                /* borrowed while parsing */
     const char *base;             /* read buffer start during a feed */
     const char *feed_end;
-    uint64_t head_bytes;          /* bytes of the request head seen */
+    uint64_t head_bytes;          /* header block bytes seen (fields and trailers) */
     uint32_t field_bytes;         /* bytes of the current header line */
     uint8_t last_cb;              /* 0 none, 1 field, 2 value */
     uint8_t crlf_need;            /* bytes of a chunk's trailing CRLF unchecked */
@@ -45,6 +45,7 @@ typedef struct gw_http1 {
     const char *reason;           /* short text for the error log */
     gw_span_t cur_name, cur_value;
     bool drop_header;
+    bool last_was_cr;             /* the head's previous byte, for bare-LF checks */
 } gw_http1_t;
 
 /* Prepares h for a new connection. */

@@ -64,6 +64,10 @@ int main(int argc, char **argv)
     }
     if (apply_env(&cfg) < 0)
         return 2;
+    if (cfg.virtualenv && access(cfg.virtualenv, X_OK) != 0) {
+        gw_log_error("cannot use --virtualenv '%s': %s", cfg.virtualenv, strerror(errno));
+        return 1;
+    }
     if (!cfg.http.n) {
         cfg.http.v = default_http;
         cfg.http.n = 1;
