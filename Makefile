@@ -7,8 +7,8 @@ CC          ?= cc
 BUILD       ?= build
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -fno-strict-aliasing -MMD -MP
+OPT     ?= -O2 -g
+CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE $(WARN) -fno-strict-aliasing -MMD -MP
 ifeq ($(CI),true)
 CFLAGS  += -Werror
 endif
@@ -64,7 +64,8 @@ test: gangway unit
 # The whole integration suite against an ASan + UBSan build.
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 test-asan: $(DEPS_STAMP)
-	$(MAKE) BUILD=build-asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" gangway-asan
+	$(MAKE) BUILD=build-asan OPT="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" gangway-asan
+	@rm -f build-asan/asan.* build-asan/ubsan.*
 	GANGWAY_BIN=$(CURDIR)/gangway-asan \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(CURDIR)/build-asan/asan \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \

@@ -247,6 +247,18 @@ int gw_config_parse_argv(gw_config_t *c, int argc, char **argv)
     return 0;
 }
 
+void gw_config_dispose(gw_config_t *c)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        if (opts[i].type == T_LIST) {
+            gw_strlist_t *l = (gw_strlist_t *)((char *)c + opts[i].off);
+            free((void *)l->v);
+            l->v = NULL;
+            l->n = 0;
+        }
+    }
+}
+
 void gw_config_print_help(FILE *out)
 {
     const char *group = NULL;

@@ -61,6 +61,9 @@ void gw_config_init(gw_config_t *c);
  * after printing one line about the bad option to stderr. */
 int gw_config_parse_argv(gw_config_t *c, int argc, char **argv);
 
+/* Frees what parsing allocated (the lists; strings stay argv's). */
+void gw_config_dispose(gw_config_t *c);
+
 /* Prints --help, generated from the option table. */
 void gw_config_print_help(FILE *out);
 

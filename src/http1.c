@@ -273,6 +273,9 @@ static int on_chunk_header(llhttp_t *p)
 {
     gw_http1_t *h = H(p);
     h->chunk_left = p->content_length;
+    /* Refuse a chunk that cannot fit before its bytes arrive. */
+    if (p->content_length > h->lim->body - h->req->body.len)
+        return fail(h, 413, "request body too large");
     return 0;
 }
 

@@ -29,80 +29,65 @@ static int apply_env(const gw_config_t *cfg)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Checks what needs no Python; returns 0, or the exit status. */
+static int check_config(gw_config_t *cfg)
 {
-    gw_config_t cfg;
-    gw_listener_t *ls;
-    size_t nl;
-    gw_wsgi_t *w;
-    gw_server_t *s;
-    gw_handler_t handler;
-    gw_block_hooks_t hooks;
-    const char *default_http[] = {"127.0.0.1:8000"};
-    char err[256];
-    int rc;
-
-    gw_config_init(&cfg);
-    if (gw_config_parse_argv(&cfg, argc, argv) < 0)
-        return 2;
-    if (cfg.show_help) {
-        gw_config_print_help(stdout);
-        return 0;
-    }
-    if (cfg.show_version) {
-        printf("gangway %s (Python %s, llhttp %d.%d.%d)\n", GW_VERSION, gw_wsgi_python_version(),
-               LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
-        return 0;
-    }
-    if (!cfg.module && !cfg.wsgi_file) {
+    if (!cfg->module && !cfg->wsgi_file) {
         fprintf(stderr, "gangway: no application given (try: gangway mymodule:app; see --help)\n");
         return 2;
     }
-    if (cfg.module && cfg.wsgi_file) {
+    if (cfg->module && cfg->wsgi_file) {
         fprintf(stderr, "gangway: give either a module or --wsgi-file, not both\n");
         return 2;
     }
-    if (apply_env(&cfg) < 0)
+    if (apply_env(cfg) < 0)
         return 2;
-    if (cfg.virtualenv && access(cfg.virtualenv, X_OK) != 0) {
-        gw_log_error("cannot use --virtualenv '%s': %s", cfg.virtualenv, strerror(errno));
+    if (cfg->virtualenv && access(cfg->virtualenv, X_OK) != 0) {
+        gw_log_error("cannot use --virtualenv '%s': %s", cfg->virtualenv, strerror(errno));
         return 1;
     }
-    if (!cfg.http.n) {
-        cfg.http.v = default_http;
-        cfg.http.n = 1;
-    }
-    if (cfg.disable_logging)
+    return 0;
+}
+
+static int serve(gw_config_t *cfg)
+{
+    static const char *default_http[] = {"127.0.0.1:8000"};
+    gw_listener_t *ls;
+    size_t nl = cfg->http.n ? cfg->http.n : 1;
+    const char **addrs = cfg->http.n ? cfg->http.v : default_http;
+    gw_wsgi_t *w = NULL;
+    gw_server_t *s = NULL;
+    gw_handler_t handler;
+    gw_block_hooks_t hooks;
+    char err[256];
+    int rc = 1;
+
+    if (cfg->disable_logging) {
         gw_log_disable_access();
-    else if ((rc = gw_log_open_access(cfg.access_log)) < 0) {
-        gw_log_error("cannot open the access log '%s': %s", cfg.access_log, strerror(-rc));
+    } else if ((rc = gw_log_open_access(cfg->access_log)) < 0) {
+        gw_log_error("cannot open the access log '%s': %s", cfg->access_log, strerror(-rc));
         return 1;
     }
-
-    /* Before any thread exists (the app may start some): every thread
-     * inherits the mask and the signals reach the loop's signalfd only. */
-    gw_server_block_signals();
-
-    nl = cfg.http.n;
+    rc = 1;
     if (!(ls = calloc(nl, sizeof(*ls))))
         return 1;
+    for (size_t i = 0; i < nl; i++)
+        ls[i].fd = -1;
     for (size_t i = 0; i < nl; i++) {
-        if (gw_listen_open(&ls[i], cfg.http.v[i], (int)cfg.listen_backlog, err, sizeof(err)) < 0) {
+        if (gw_listen_open(&ls[i], addrs[i], (int)cfg->listen_backlog, err, sizeof(err)) < 0) {
             gw_log_error("%s", err);
-            return 1;
+            goto out;
         }
     }
-    if (cfg.chdir && chdir(cfg.chdir) < 0) {
-        gw_log_error("cannot chdir to '%s': %s", cfg.chdir, strerror(errno));
-        return 1;
+    if (cfg->chdir && chdir(cfg->chdir) < 0) {
+        gw_log_error("cannot chdir to '%s': %s", cfg->chdir, strerror(errno));
+        goto out;
     }
-    if (!(w = gw_wsgi_new(&cfg, ls, nl)))
-        return 1;
+    if (!(w = gw_wsgi_new(cfg, ls, nl)))
+        goto out;
     gw_wsgi_handler(w, &handler, &hooks);
-    if (!(s = gw_server_new(&cfg, ls, nl, &handler, &hooks))) {
-        gw_wsgi_free(w);
-        return 1;
-    }
+    if (!(s = gw_server_new(cfg, ls, nl, &handler, &hooks)))
+        goto out;
     gw_log_error("gangway %s (Python %s), pid %d", GW_VERSION, gw_wsgi_python_version(),
                  (int)getpid());
     for (size_t i = 0; i < nl; i++)
@@ -110,19 +95,42 @@ int main(int argc, char **argv)
     gw_log_error("ready");
     rc = gw_server_run(s);
     gw_log_flush();
+    if (rc < 0) {
+        gw_log_error("event loop failed: %s", strerror(-rc));
+        rc = 1;
+    } else {
+        gw_log_error("stopped");
+    }
+out:
     gw_server_free(s);
     gw_wsgi_free(w);
     for (size_t i = 0; i < nl; i++)
         gw_listen_close(&ls[i]);
     free(ls);
-    free((void *)cfg.pythonpath.v);
-    free((void *)cfg.env.v);
-    if (cfg.http.v != default_http)
-        free((void *)cfg.http.v);
-    if (rc < 0) {
-        gw_log_error("event loop failed: %s", strerror(-rc));
-        return 1;
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    gw_config_t cfg;
+    int rc;
+
+    gw_config_init(&cfg);
+    if (gw_config_parse_argv(&cfg, argc, argv) < 0) {
+        rc = 2;
+    } else if (cfg.show_help) {
+        gw_config_print_help(stdout);
+        rc = 0;
+    } else if (cfg.show_version) {
+        printf("gangway %s (Python %s, llhttp %d.%d.%d)\n", GW_VERSION, gw_wsgi_python_version(),
+               LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+        rc = 0;
+    } else if (!(rc = check_config(&cfg))) {
+        /* Before any thread exists (the app may start some): every thread
+         * inherits the mask, and the signals reach the loop's signalfd only. */
+        gw_server_block_signals();
+        rc = serve(&cfg);
     }
-    gw_log_error("stopped");
-    return 0;
+    gw_config_dispose(&cfg);
+    return rc;
 }
