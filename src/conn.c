@@ -88,6 +88,15 @@ static void free_dead(gw_conn_ctx_t *ctx);
 
 void gw_conn_ctx_dispose(gw_conn_ctx_t *ctx)
 {
+    /* Whatever is still open after a graceful stop ran out of time: the app
+     * still gets its close() call. */
+    while (ctx->_all) {
+        gw_conn_t *c = ctx->_all;
+        if (c->state == C_APP && c->app_state && ctx->handler.on_abort)
+            ctx->handler.on_abort(ctx->handler.ctx, c);
+        close_conn(c);
+    }
+    ctx->on_conn_freed = NULL;
     free_dead(ctx);
     for (gw_conn_t *c = ctx->_free, *n; c; c = n) {
         n = c->dead_next;

@@ -55,9 +55,9 @@ class Server:
                 raise RuntimeError("gangway exited %s:\n%s" % (self.proc.returncode, self.read_log()))
             return "ready" in self.read_log() and self.read_log()
         log = wait_for(ready, timeout, what="gangway ready")
-        m = re.search(r"listening on http://\[?([0-9a-fA-F.:]+?)\]?:(\d+)", log)
+        m = re.search(r"listening on http://(?:\[([0-9a-fA-F:]+)\]|([0-9.]+)):(\d+)", log)
         if m:
-            self.host, self.port = m.group(1), int(m.group(2))
+            self.host, self.port = m.group(1) or m.group(2), int(m.group(3))
         m = re.search(r"listening on http://unix:(\S+)", log)
         if m:
             self.unix = m.group(1)
