@@ -293,6 +293,8 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes)
     gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes};
     static const char *protos[] = {"HTTP/1.0", "HTTP/1.1"};
 
+    if (!gw_log_access_enabled())
+        return;
     if (rb && r->method.len && r->target.len && r->http_major == 1 && r->http_minor <= 1) {
         a.method = rb + r->method.off;
         a.method_len = r->method.len;

@@ -31,6 +31,11 @@ int gw_log_open_access(const char *path)
     return 0;
 }
 
+bool gw_log_access_enabled(void)
+{
+    return acc_fd >= 0;
+}
+
 void gw_log_disable_access(void)
 {
     acc_fd = -1;

@@ -4,6 +4,7 @@
 #ifndef GW_LOG_H
 #define GW_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,9 @@ void gw_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Raw bytes to the error log (wsgi.errors). */
 void gw_log_error_write(const char *s, size_t n);
+
+/* False with --disable-logging: callers skip gathering the fields. */
+bool gw_log_access_enabled(void);
 
 /* Appends one combined-format line plus the duration to the access buffer. */
 void gw_log_access(const gw_access_t *a);
