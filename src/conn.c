@@ -51,6 +51,7 @@ struct gw_conn {
     gw_req_t req;
     out_node_t *out;
     void *app_state;
+    void *handler_data;
     gw_timer_t timer;
     gw_peer_t peer;
 };
@@ -173,6 +174,7 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     c->parsed = c->head_end = 0;
     c->out = NULL;
     c->app_state = NULL;
+    c->handler_data = NULL;
     gw_http1_init(&c->http, &ctx->limits, &ctx->body_env);
     gw_req_init(&c->req, &ctx->arena_pool);
     gw_timer_init(&c->timer, on_timer);
@@ -232,6 +234,9 @@ static void close_conn(gw_conn_t *c)
     ready_remove(c);
     gw_loop_del(ctx->loop, &c->watch);
     close(c->watch.fd);
+    if (c->handler_data && ctx->handler.on_close)
+        ctx->handler.on_close(ctx->handler.ctx, c);
+    c->handler_data = NULL;
     release_out(c);
     gw_req_reset(&c->req, &ctx->body_env);
     gw_buf_release(&c->rbuf, &ctx->rbuf_pool);
@@ -647,6 +652,11 @@ gw_out_t *gw_conn_out(gw_conn_t *c)
 void **gw_conn_app_slot(gw_conn_t *c)
 {
     return &c->app_state;
+}
+
+void **gw_conn_handler_data(gw_conn_t *c)
+{
+    return &c->handler_data;
 }
 
 bool gw_conn_may_keep_alive(const gw_conn_t *c)

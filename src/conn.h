@@ -31,6 +31,9 @@ typedef struct gw_handler {
     void (*on_abort)(void *ctx, gw_conn_t *c);
     /* Drops an output segment's owner once its bytes are out (GIL held). */
     gw_release_cb release;
+    /* The connection closes: drop what the handler kept for it in
+     * gw_conn_handler_data() (GIL held; must not run Python code). */
+    void (*on_close)(void *ctx, gw_conn_t *c);
 } gw_handler_t;
 
 /* Per-worker context shared by all connections; owned by the server. */
@@ -91,6 +94,9 @@ const gw_peer_t *gw_conn_peer(const gw_conn_t *c);
 gw_out_t *gw_conn_out(gw_conn_t *c);
 /* The handler's per-request state. */
 void **gw_conn_app_slot(gw_conn_t *c);
+/* The handler's per-connection data (kept across keep-alive requests;
+ * on_close drops it). */
+void **gw_conn_handler_data(gw_conn_t *c);
 /* False when the server is stopping: the response must close. */
 bool gw_conn_may_keep_alive(const gw_conn_t *c);
 

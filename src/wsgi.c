@@ -235,6 +235,36 @@ static int add_header(gw_wsgi_t *w, PyObject *env, const char *rb, const gw_head
     return rc;
 }
 
+/* REMOTE_ADDR and REMOTE_PORT are made once per connection and kept for
+ * its keep-alive requests (a tuple in the connection's handler data). */
+static int set_remote(PyObject *env, gw_wsgi_t *w, gw_conn_t *c, const gw_peer_t *peer)
+{
+    PyObject **slot = (PyObject **)gw_conn_handler_data(c);
+
+    if (!*slot) {
+        PyObject *a = latin1(peer->addr, strlen(peer->addr));
+        PyObject *p = latin1(peer->port, strlen(peer->port));
+        if (!a || !p || !(*slot = PyTuple_Pack(2, a, p))) {
+            Py_XDECREF(a);
+            Py_XDECREF(p);
+            return -1;
+        }
+        Py_DECREF(a);
+        Py_DECREF(p);
+    }
+    if (PyDict_SetItem(env, w->k_raddr, PyTuple_GET_ITEM(*slot, 0)) < 0 ||
+        PyDict_SetItem(env, w->k_rport, PyTuple_GET_ITEM(*slot, 1)) < 0)
+        return -1;
+    return 0;
+}
+
+static void on_close(void *ctx, gw_conn_t *c)
+{
+    PyObject **slot = (PyObject **)gw_conn_handler_data(c);
+    (void)ctx;
+    Py_CLEAR(*slot); /* a tuple of two str: no Python code runs */
+}
+
 static PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr)
 {
     gw_conn_t *c = wr->conn;
@@ -260,11 +290,11 @@ static PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr)
         method = latin1(rb + r->method.off, r->method.len);
     if (set_item(env, w->k_method, method) < 0 ||
         set_item(env, w->k_path, decode_path(rb + r->path.off, r->path.len, &r->arena)) < 0 ||
-        set_item(env, w->k_query, latin1(rb + r->query.off, r->query.len)) < 0 ||
+        (r->query.len && /* the template holds "" */
+         set_item(env, w->k_query, latin1(rb + r->query.off, r->query.len)) < 0) ||
         set_item(env, w->k_uri, latin1(rb + r->target.off, r->target.len)) < 0 ||
         PyDict_SetItem(env, w->k_proto, r->http_minor ? w->v_http11 : w->v_http10) < 0 ||
-        set_item(env, w->k_raddr, latin1(peer->addr, strlen(peer->addr))) < 0 ||
-        set_item(env, w->k_rport, latin1(peer->port, strlen(peer->port))) < 0)
+        set_remote(env, w, c, peer) < 0)
         goto fail;
     if (r->host >= 0) {
         const gw_header_t *h = &r->headers[r->host];
@@ -978,6 +1008,7 @@ void gw_wsgi_handler(gw_wsgi_t *w, gw_handler_t *h, gw_block_hooks_t *hooks)
     h->on_resume = on_resume;
     h->on_abort = on_abort;
     h->release = release_owner;
+    h->on_close = on_close;
     hooks->ctx = w;
     hooks->begin = gil_release;
     hooks->end = gil_acquire;
