@@ -129,6 +129,7 @@ static void ready_push(gw_conn_t *c)
     else
         ctx->_ready_head = c;
     ctx->_ready_tail = c;
+    ctx->_nready++;
 }
 
 static void ready_remove(gw_conn_t *c)
@@ -146,6 +147,7 @@ static void ready_remove(gw_conn_t *c)
         ctx->_ready_tail = c->ready_prev;
     c->in_ready = false;
     c->ready_prev = c->ready_next = NULL;
+    ctx->_nready--;
 }
 
 bool gw_conn_has_ready(const gw_conn_ctx_t *ctx)
@@ -579,14 +581,14 @@ static void on_timer(gw_loop_t *loop, gw_timer_t *t)
 
 void gw_conn_run_ready(gw_conn_ctx_t *ctx)
 {
-    gw_conn_t *last = ctx->_ready_tail;
+    uint64_t n = ctx->_nready;
     gw_handler_t *h = &ctx->handler;
 
-    /* Only what was queued before we started: requests that become ready
-     * meanwhile (pipelining) wait for the next turn, so I/O is not starved. */
-    while (last && ctx->_ready_head) {
+    /* At most as many as were queued when we started: requests that become
+     * ready meanwhile (pipelining) wait for the next turn, so I/O is not
+     * starved. */
+    while (n-- > 0 && ctx->_ready_head) {
         gw_conn_t *c = ctx->_ready_head;
-        bool is_last = c == last;
 
         ready_remove(c);
         if (c->want_abort) {
@@ -607,8 +609,6 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
             c->continue_sent = false;
             h->on_request(h->ctx, c);
         }
-        if (is_last)
-            break;
     }
     free_dead(ctx);
 }

@@ -50,6 +50,7 @@ typedef struct gw_conn_ctx {
     /* lists, private to conn.c */
     gw_conn_t *_all, *_ready_head, *_ready_tail, *_dead, *_free;
     void *_outs;          /* free output queues */
+    uint64_t _nready;
     uint64_t nconns;
     bool is_stopping;     /* graceful stop: no keep-alive, close idle ones */
     void (*on_conn_freed)(void *server); /* accept may resume; stop may finish */

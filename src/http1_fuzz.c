@@ -16,16 +16,18 @@
  *     names are tokens without '_', values hold no CR/LF/NUL, limits hold,
  *     the body matches its framing, HEAD comes exactly when a body follows);
  *   - an error status is not one the module documents;
- *   - a file descriptor (a request body's temp file) outlives the input;
- *   - parsing the same bytes in one read and in the chosen reads disagrees on
- *     what is accepted or on any parsed field.
+ *   - a request body's temp file outlives the input;
+ *   - a request parsed both in one read and in the chosen reads comes out
+ *     different (method, target, headers, flags, body).
  * Build with -DGW_HTTP1_FUZZ_STRICT to also check what src/http1.c gets wrong
- * today (see test_known_bugs() in http1_test.c): head size bounded by the
- * limits, "name: value" layout around every header span, and equal error
- * statuses whatever the read boundaries. */
+ * today (see test_known_bugs() in http1_test.c): no empty header name, the
+ * "name: value" layout around every header span, head size bounded by the
+ * limits, and the same requests accepted and rejected, with the same
+ * statuses, whatever the read boundaries. */
 #include "http1.c"
 #include "request.c"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,8 +124,8 @@ static uint64_t check_done(const gw_req_t *r, const char *base, size_t head_len,
     check_span(r->target, head_len, "target");
     if (r->method.len == 0 || r->target.len == 0)
         FAIL("empty method or target");
-    if (r->path.len && (r->path.off < r->target.off ||
-                        r->path.off + r->path.len > r->target.off + r->target.len))
+    if (r->path.len &&
+        (r->path.off < r->target.off || r->path.off + r->path.len > r->target.off + r->target.len))
         FAIL("path outside the target");
     if (r->query.len && (r->query.off < r->target.off ||
                          r->query.off + r->query.len > r->target.off + r->target.len))
@@ -141,8 +143,10 @@ static uint64_t check_done(const gw_req_t *r, const char *base, size_t head_len,
         gw_span_t n = r->headers[i].name, v = r->headers[i].value;
         check_span(n, head_len, "header name");
         check_span(v, head_len, "header value");
+#ifdef GW_HTTP1_FUZZ_STRICT
         if (n.len == 0)
             FAIL("empty header name");
+#endif
         for (uint32_t k = 0; k < n.len; k++)
             if (!is_tchar((unsigned char)base[n.off + k]) || base[n.off + k] == '_')
                 FAIL("header name byte 0x%02x", (unsigned char)base[n.off + k]);
@@ -296,8 +300,7 @@ static void run(const uint8_t *in, size_t n, size_t maxread, uint32_t seed,
             if (st != GW_HTTP1_DONE)
                 FAIL("feed returned %d", (int)st);
             out->o[out->n++] = (outcome_t){
-                GW_HTTP1_DONE, 0,
-                check_done(&req, buf, in_body ? head_end : parsed, heads, lim)};
+                GW_HTTP1_DONE, 0, check_done(&req, buf, in_body ? head_end : parsed, heads, lim)};
             if (!req.keep_alive || out->n == MAX_REQS) {
                 closed = true; /* gw_conn_finish() closes */
                 break;
@@ -320,12 +323,62 @@ static void run(const uint8_t *in, size_t n, size_t maxread, uint32_t seed,
     free(buf);
 }
 
+/* One read against the chosen reads. Requests both parsed must be equal.
+ * Strict: also the same number of requests, accepted and rejected alike,
+ * with the same statuses. */
+static void compare(const run_t *whole, const run_t *pieces)
+{
+#ifdef GW_HTTP1_FUZZ_STRICT
+    if (whole->n != pieces->n)
+        FAIL("%d requests in one read, %d in pieces", whole->n, pieces->n);
+#endif
+    for (int i = 0; i < whole->n && i < pieces->n; i++) {
+        const outcome_t *a = &whole->o[i], *b = &pieces->o[i];
+#ifdef GW_HTTP1_FUZZ_STRICT
+        if (a->st != b->st || a->status != b->status)
+            FAIL("request %d: one read gives %d/%d, pieces give %d/%d", i, a->st, a->status, b->st,
+                 b->status);
+#else
+        if (a->st != b->st)
+            return; /* a known bug (see test_known_bugs()); later requests may shift */
+#endif
+        if (a->st == GW_HTTP1_DONE && a->hash != b->hash)
+            FAIL("request %d: parsed differently in one read and in pieces", i);
+    }
+}
+
 static int lowest_free_fd(void)
 {
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd >= 0)
         close(fd);
     return fd;
+}
+
+/* Fails if a descriptor still points into the body tmpdir. Body files are
+ * unlinked at once, so they show as "<tmpdir>/#123 (deleted)" or
+ * "<tmpdir>/gangway-body-XXXXXX (deleted)". */
+static void check_no_body_files(void)
+{
+    char dir[4096], link[4096], path[64];
+    size_t n = (size_t)snprintf(dir, sizeof(dir), "%s/", body_env.tmpdir);
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+
+    if (!d)
+        return;
+    while ((e = readdir(d))) {
+        ssize_t k;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        if ((k = readlink(path, link, sizeof(link) - 1)) <= 0)
+            continue;
+        link[k] = '\0';
+        if (strncmp(link, dir, n) == 0 && strstr(link, "(deleted)"))
+            FAIL("file descriptor leak: fd %s -> %s", e->d_name, link);
+    }
+    closedir(d);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -348,24 +401,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     run(data + 2, size - 2, maxread, data[1], lim, &pieces);
     if (maxread) {
         run(data + 2, size - 2, 0, 0, lim, &whole);
-        if (whole.n != pieces.n)
-            FAIL("%d requests in one read, %d in pieces", whole.n, pieces.n);
-        for (int i = 0; i < whole.n; i++) {
-            const outcome_t *a = &whole.o[i], *b = &pieces.o[i];
-            if (a->st != b->st || a->hash != b->hash)
-                FAIL("request %d: one read gives %d/%d, pieces give %d/%d", i, a->st, a->status,
-                     b->st, b->status);
-#ifdef GW_HTTP1_FUZZ_STRICT
-            if (a->status != b->status)
-                FAIL("request %d: status %d in one read, %d in pieces", i, a->status, b->status);
-#endif
-        }
+        compare(&whole, &pieces);
     }
 
     /* Hand everything back, so leaks show per input. */
     gw_bufpool_dispose(&body_pool);
     gw_arena_pool_dispose(&arena_pool);
-    if ((fd = lowest_free_fd()) != base_fd)
-        FAIL("file descriptor leak: lowest free fd %d, was %d", fd, base_fd);
+    /* A leaked body file takes the lowest free descriptor. Something else
+     * may too (libFuzzer's symbolizer pipe): look closer, then move on. */
+    if ((fd = lowest_free_fd()) != base_fd) {
+        check_no_body_files();
+        base_fd = fd;
+    }
     return 0;
 }

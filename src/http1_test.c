@@ -58,7 +58,7 @@ static int n_pass, n_fail, n_known;
                     __LINE__, what);                                                               \
         } else {                                                                                   \
             n_known++;                                                                             \
-            fprintf(stderr, "%s:%d: known bug: %s\n", __FILE__, __LINE__, what);                    \
+            fprintf(stderr, "%s:%d: known bug: %s\n", __FILE__, __LINE__, what);                   \
         }                                                                                          \
     } while (0)
 
@@ -121,9 +121,9 @@ static void record(result_t *out, const gw_http1_t *h, const gw_req_t *r, const 
     copy_span(out->query, base, r->query);
     for (uint32_t i = 0; i < r->nheaders; i++) {
         const gw_header_t *x = &r->headers[i];
-        int n = snprintf(out->headers + hl, sizeof(out->headers) - hl, "%.*s=%.*s\n",
-                         (int)x->name.len, base + x->name.off, (int)x->value.len,
-                         base + x->value.off);
+        int n =
+            snprintf(out->headers + hl, sizeof(out->headers) - hl, "%.*s=%.*s\n", (int)x->name.len,
+                     base + x->name.off, (int)x->value.len, base + x->value.off);
         if (n > 0 && (size_t)n < sizeof(out->headers) - hl)
             hl += (size_t)n;
     }
@@ -253,12 +253,12 @@ static bool result_eq(const result_t *a, const result_t *b)
         return true;
     return !strcmp(a->method, b->method) && !strcmp(a->target, b->target) &&
            !strcmp(a->path, b->path) && !strcmp(a->query, b->query) &&
-           !strcmp(a->headers, b->headers) && a->nheaders == b->nheaders &&
-           a->host == b->host && a->major == b->major && a->minor == b->minor &&
-           a->is_head == b->is_head && a->is_chunked == b->is_chunked &&
-           a->keep_alive == b->keep_alive && a->expect_continue == b->expect_continue &&
-           a->content_length == b->content_length && a->body_len == b->body_len &&
-           !memcmp(a->body, b->body, sizeof(a->body)) && a->nhead == b->nhead;
+           !strcmp(a->headers, b->headers) && a->nheaders == b->nheaders && a->host == b->host &&
+           a->major == b->major && a->minor == b->minor && a->is_head == b->is_head &&
+           a->is_chunked == b->is_chunked && a->keep_alive == b->keep_alive &&
+           a->expect_continue == b->expect_continue && a->content_length == b->content_length &&
+           a->body_len == b->body_len && !memcmp(a->body, b->body, sizeof(a->body)) &&
+           a->nhead == b->nhead;
 }
 
 static bool run_eq(const run_t *a, const run_t *b)
@@ -427,8 +427,9 @@ static void test_pipelined(void)
         CHECK_INT(run.r[i].st, GW_HTTP1_DONE);
 
     /* A pipelined request after an error is never parsed. */
-    run_str("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
-            &default_limits, &run);
+    run_str(
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        &default_limits, &run);
     CHECK_INT(run.n, 2);
     CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
     CHECK_INT(run.r[1].st, GW_HTTP1_ERROR);
@@ -502,7 +503,10 @@ static void test_post_chunked(void)
 
 static void test_every_split(void)
 {
-#define R(s) {s, sizeof(s) - 1}
+#define R(s)                                                                                       \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
     static const struct {
         const char *in;
         size_t len;
@@ -514,12 +518,12 @@ static void test_every_split(void)
         R("GET / HTTP/1.1\r\nHost: a\r\nX_Dropped: 1\r\nX-Kept: 2\r\nX-Empty:\r\n\r\n"),
         R("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nbody"),
         R("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-        "4;ext=\"q\"\r\nwiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nT: 1\r\n\r\n"),
+          "4;ext=\"q\"\r\nwiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nT: 1\r\n\r\n"),
         R("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n"
-        "0123456789012345678901234567890123456789012345678901234567890123456789"
-        "012345678901234567890123456789"),
+          "0123456789012345678901234567890123456789012345678901234567890123456789"
+          "012345678901234567890123456789"),
         R("GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
-        "\r\nhiGET /3 HTTP/1.1\r\nHost: a\r\n\r\n"),
+          "\r\nhiGET /3 HTTP/1.1\r\nHost: a\r\n\r\n"),
         /* errors must not depend on where reads end either */
         R("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n"),
         R("GET / HTTP/1.1\nHost: a\r\n\r\n"),
@@ -548,7 +552,10 @@ static void test_every_split(void)
 
 static void test_error_statuses(void)
 {
-#define C(s, st) {s, sizeof(s) - 1, st}
+#define C(s, st)                                                                                   \
+    {                                                                                              \
+        s, sizeof(s) - 1, st                                                                       \
+    }
     static const struct {
         const char *in;
         size_t len; /* literals with a NUL inside */
@@ -570,11 +577,11 @@ static void test_error_statuses(void)
         C("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 400),
         /* Content-Length and Transfer-Encoding, RFC 9112 6.1 */
         C("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-         "0\r\n\r\n",
-         400),
+          "0\r\n\r\n",
+          400),
         C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
-         "0\r\n\r\n",
-         400),
+          "0\r\n\r\n",
+          400),
         C("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", 400),
         C("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello", 400),
         C("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
@@ -582,17 +589,21 @@ static void test_error_statuses(void)
         /* Transfer-Encoding other than exactly "chunked" */
         C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
         C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400),
-        C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400),
+        C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+          400),
         C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunkedx\r\n\r\n0\r\n\r\n", 400),
         C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", 400),
         C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-         400),
+          "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+          400),
         C("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
         /* chunk framing */
-        C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", 400),
-        C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\nX0\r\n\r\n", 400),
-        C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nZ\r\nhello\r\n0\r\n\r\n", 400),
+        C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+          400),
+        C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\nX0\r\n\r\n",
+          400),
+        C("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nZ\r\nhello\r\n0\r\n\r\n",
+          400),
         /* versions */
         C("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
         C("GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505),
@@ -608,7 +619,8 @@ static void test_error_statuses(void)
         C("GET / HTTP/1.0\r\nHost: a\r\nHOST: a\r\n\r\n", 400),
         /* Expect */
         C("GET / HTTP/1.1\r\nHost: a\r\nExpect: nope\r\n\r\n", 417),
-        C("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue, x\r\nContent-Length: 1\r\n\r\nx", 417),
+        C("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue, x\r\nContent-Length: 1\r\n\r\nx",
+          417),
         /* request-target forms, RFC 9112 3.2 */
         C("GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         C("POST * HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 400),
@@ -619,7 +631,6 @@ static void test_error_statuses(void)
         C("GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400),
         C("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
         C("GET / HTTP/1.1\r\nHo st: a\r\n\r\n", 400),
-        C("GET / HTTP/1.1\r\n: a\r\n\r\n", 400),
         C("G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         C("\x01GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     };
@@ -629,7 +640,7 @@ static void test_error_statuses(void)
         int got;
 
         run_cuts(cases[i].in, cases[i].len, NULL, 0, &default_limits, &run);
-        got = run.n == 0                               ? -1
+        got = run.n == 0                              ? -1
               : run.r[run.n - 1].st == GW_HTTP1_ERROR ? run.r[run.n - 1].status
               : run.r[run.n - 1].st == GW_HTTP1_DONE  ? 200
                                                       : 0;
@@ -738,13 +749,13 @@ static void test_limits(void)
     s = repeat("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n", 'b', 1000, "");
     CHECK_INT(status_of(s, NULL), 200);
     free(s);
-    CHECK_INT(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999\r\n\r\n",
-                        NULL),
-              413);
+    CHECK_INT(
+        status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999\r\n\r\n", NULL),
+        413);
     {
         char in[4096];
-        size_t n = (size_t)snprintf(in, sizeof(in),
-                                    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+        size_t n = (size_t)snprintf(
+            in, sizeof(in), "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
         for (int i = 0; i < 10; i++) {
             n += (size_t)snprintf(in + n, sizeof(in) - n, "64\r\n");
             memset(in + n, 'c', 100);
@@ -912,6 +923,12 @@ static void test_known_bugs(void)
                   400,
               "folded Content-Length frames a body");
 
+    /* RFC 9110 5.1: a field name is a token, one or more tchar. llhttp 8.1
+     * takes a line starting with ':' and the module keeps a header with an
+     * empty name (the WSGI environ then gets "HTTP_"). */
+    KNOWN_BUG(status_of("GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", NULL) == 400,
+              "empty header name is accepted");
+
     /* Head bytes that llhttp skips without a callback are counted by no
      * limit: OWS before a field value, blank lines before the request line,
      * extra spaces in the request line. conn.c keeps the whole head in the
@@ -949,6 +966,20 @@ static void test_known_bugs(void)
                         "0\r\nX: a\r\n b\r\n\r\n",
                         NULL) == 400,
               "obs-fold in a trailer is accepted");
+
+    /* check_bare_lf() takes an LF at the start of its scan window as
+     * following the previous feed's last byte, also for the second LF of
+     * "\n\n": when the previous read ended in CR, a bare LF right after an
+     * LF passes. Here the head ends "\r\n\n": rejected in one read,
+     * accepted when the read ends after "Host: a\r". */
+    {
+        const char *in = "GET / HTTP/1.1\r\nHost: a\r\n\n";
+        size_t cut = strlen("GET / HTTP/1.1\r\nHost: a\r");
+        CHECK_INT(status_of(in, NULL), 400);
+        run_cuts(in, strlen(in), &cut, 1, &default_limits, &run);
+        KNOWN_BUG(run.r[0].st == GW_HTTP1_ERROR && run.r[0].status == 400,
+                  "bare LF after LF passes when the previous read ended in CR");
+    }
 
     /* RFC 9110 10.1.1: a server MUST ignore 100-continue from HTTP/1.0. */
     run_str("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
