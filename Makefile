@@ -17,7 +17,7 @@ PY_LDFLAGS := $(shell $(PYCONFIG) --embed --ldflags 2>/dev/null)
 LDLIBS  += $(PY_LDFLAGS) -linih
 
 # Modules of the server; *_test.c and *_fuzz.c sit beside them.
-MODS  := arena buf clock config conn http1 listen log loop request response server wsgi wsgi_types
+MODS  := arena buf clock config conn http1 listen log loop master request response scoreboard server signals worker wsgi wsgi_types
 OBJS  := $(MODS:%=$(BUILD)/%.o) $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
 DEPS_STAMP := $(BUILD)/.deps-ok
 
@@ -77,8 +77,11 @@ test-asan: $(DEPS_STAMP)
 gangway-asan: $(DEPS_STAMP) $(OBJS) $(BUILD)/main.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(BUILD)/main.o $(LDLIBS)
 
+include bench/Makefile.inc
+include fuzz/Makefile.inc
+
 clean:
 	rm -rf build build-asan build-fuzz gangway gangway-asan
 
-.PHONY: all run test test-asan unit clean
+.PHONY: all run test test-asan unit clean bench bench-quick bench-instructions bench-deps
 -include $(wildcard $(BUILD)/*.d)

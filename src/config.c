@@ -4,8 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
-enum opt_type { T_BOOL, T_SIZE, T_SECONDS, T_STR, T_LIST };
+enum opt_type { T_BOOL, T_SIZE, T_SECONDS, T_STR, T_LIST, T_WORKERS };
 
 typedef struct opt {
     const char *name;
@@ -44,6 +45,42 @@ static const opt_t opts[] = {
      "listen backlog", "Sockets"},
     {"max-connections", NULL, 0, T_SIZE, OFF(max_connections), "10000", "N",
      "open connections per process; beyond it accepting pauses", "Sockets"},
+    {"chmod-socket", NULL, 'C', T_STR, OFF(chmod_socket), NULL, "MODE",
+     "chmod unix sockets (octal, e.g. 660)", "Sockets"},
+
+    {"workers", "processes", 'p', T_WORKERS, OFF(workers), "1", "N|auto",
+     "worker processes ('auto': one per CPU)", "Processes"},
+    {"master", NULL, 'M', T_BOOL, OFF(master), "true", NULL,
+     "accepted for uWSGI compatibility: the master always runs", "Processes"},
+    {"shutdown-delay", NULL, 0, T_SECONDS, OFF(shutdown_delay), "0", "SECONDS",
+     "on SIGTERM, keep serving this long (a load balancer notices) before stopping",
+     "Processes"},
+    {"max-requests", NULL, 'R', T_SIZE, OFF(max_requests), "0", "N",
+     "recycle a worker after N requests (0: never)", "Processes"},
+    {"max-requests-jitter", "max-requests-delta", 0, T_SIZE, OFF(max_requests_jitter), "0", "N",
+     "worker i recycles after max-requests + (i-1)*N requests, so they do not all go at once",
+     "Processes"},
+    {"max-worker-lifetime", NULL, 0, T_SECONDS, OFF(max_worker_lifetime), "0", "SECONDS",
+     "recycle a worker after this long (0: never)", "Processes"},
+    {"reload-on-rss", NULL, 0, T_SIZE, OFF(reload_on_rss), "0", "MB",
+     "recycle a worker whose resident memory passes this many MB (0: never)", "Processes"},
+    {"harakiri", NULL, 't', T_SECONDS, OFF(harakiri), "0", "SECONDS",
+     "a request running longer is logged with its traceback and interrupted (0: off)",
+     "Processes"},
+    {"harakiri-grace", NULL, 0, T_SECONDS, OFF(harakiri_grace), "5", "SECONDS",
+     "if the interrupted request is still stuck after this, the worker is killed", "Processes"},
+    {"touch-reload", NULL, 0, T_LIST, OFF(touch_reload), NULL, "FILE",
+     "gracefully reload the workers when FILE's mtime changes (repeatable)", "Processes"},
+    {"pidfile", NULL, 0, T_STR, OFF(pidfile), NULL, "FILE",
+     "write the master's pid here (before dropping privileges)", "Processes"},
+    {"uid", NULL, 0, T_STR, OFF(uid), NULL, "USER", "run as this user after binding",
+     "Processes"},
+    {"gid", NULL, 0, T_STR, OFF(gid), NULL, "GROUP", "run as this group after binding",
+     "Processes"},
+    {"umask", NULL, 0, T_STR, OFF(umask), NULL, "MODE", "the process umask (octal)",
+     "Processes"},
+    {"vacuum", NULL, 0, T_BOOL, OFF(vacuum), "false", NULL,
+     "remove the unix sockets and the pidfile on exit", "Processes"},
 
     {"limit-request-line", NULL, 0, T_SIZE, OFF(limit_request_line), "8190", "BYTES",
      "longest request line (then 414)", "Limits"},
@@ -144,6 +181,15 @@ static int set_opt(gw_config_t *c, const opt_t *o, const char *v)
         break;
     case T_STR:
         *(const char **)field = v;
+        break;
+    case T_WORKERS:
+        if (strcmp(v, "auto") == 0) {
+            long n = sysconf(_SC_NPROCESSORS_ONLN);
+            *(uint64_t *)field = n > 0 ? (uint64_t)n : 1;
+        } else if ((rc = parse_num(v, T_SIZE, (uint64_t *)field)) == 0 &&
+                   (*(uint64_t *)field < 1 || *(uint64_t *)field > GW_MAX_WORKERS)) {
+            rc = -EINVAL;
+        }
         break;
     case T_LIST: {
         gw_strlist_t *l = (gw_strlist_t *)field;

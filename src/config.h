@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#define GW_MAX_WORKERS 256
+
 typedef struct gw_strlist {
     const char **v; /* borrowed from argv */
     size_t n;
@@ -28,6 +30,24 @@ typedef struct gw_config {
     /* sockets */
     gw_strlist_t http;
     uint64_t listen_backlog;
+    const char *chmod_socket; /* octal mode for unix sockets; "" means 666 */
+
+    /* processes */
+    uint64_t workers;          /* 0 until resolved: "auto" is the CPU count */
+    bool master;               /* accepted; the master always runs */
+    uint64_t shutdown_delay;
+    uint64_t max_requests;
+    uint64_t max_requests_jitter;
+    uint64_t max_worker_lifetime;
+    uint64_t reload_on_rss;    /* MB */
+    uint64_t harakiri;
+    uint64_t harakiri_grace;
+    gw_strlist_t touch_reload;
+    const char *pidfile;
+    const char *uid;
+    const char *gid;
+    const char *umask;
+    bool vacuum;
 
     /* limits */
     uint64_t limit_request_line;

@@ -87,16 +87,21 @@ void gw_conn_ctx_init(gw_conn_ctx_t *ctx, gw_loop_t *loop, const gw_handler_t *h
 
 static void free_dead(gw_conn_ctx_t *ctx);
 
-void gw_conn_ctx_dispose(gw_conn_ctx_t *ctx)
+void gw_conn_close_all(gw_conn_ctx_t *ctx)
 {
-    /* Whatever is still open after a graceful stop ran out of time: the app
-     * still gets its close() call. */
     while (ctx->_all) {
         gw_conn_t *c = ctx->_all;
         if (c->state == C_APP && c->app_state && ctx->handler.on_abort)
             ctx->handler.on_abort(ctx->handler.ctx, c);
         close_conn(c);
     }
+}
+
+void gw_conn_ctx_dispose(gw_conn_ctx_t *ctx)
+{
+    /* Whatever is still open after a graceful stop ran out of time: the app
+     * still gets its close() call. */
+    gw_conn_close_all(ctx);
     ctx->on_conn_freed = NULL;
     free_dead(ctx);
     for (gw_conn_t *c = ctx->_free, *n; c; c = n) {
@@ -293,7 +298,7 @@ static out_node_t *get_out(gw_conn_t *c)
     return o;
 }
 
-static void log_request(gw_conn_t *c, int status, uint64_t bytes)
+static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t duration_us)
 {
     const char *rb = c->rbuf.data;
     gw_req_t *r = &c->req;
@@ -319,7 +324,7 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes)
             }
         }
     }
-    a.duration_us = r->start_us ? gw_clock_us_now() - r->start_us : 0;
+    a.duration_us = duration_us;
     gw_log_access(&a);
 }
 
@@ -349,7 +354,12 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
         close_conn(c);
         return;
     }
-    log_request(c, status, 0);
+    {
+        uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
+        log_request(c, status, 0, us);
+        if (c->ctx->slot)
+            gw_slot_count(c->ctx->slot, status, 0, us);
+    }
     gw_out_discard(&o->out);
     gw_out_push(&o->out, resp, n, NULL);
     rc = gw_out_flush(&o->out, c->watch.fd);
@@ -579,6 +589,29 @@ static void on_timer(gw_loop_t *loop, gw_timer_t *t)
 
 /* ---- the ready queue ---- */
 
+/* Tells the scoreboard that Python runs for c's request (harakiri watches). */
+static void mark_busy(gw_conn_t *c)
+{
+    gw_slot_t *slot = c->ctx->slot;
+    const gw_req_t *r = &c->req;
+
+    if (!slot)
+        return;
+    if (c->rbuf.data && r->target.len) {
+        /* "METHOD target": contiguous in the request line. */
+        gw_slot_busy(slot, gw_clock_ms(), c->rbuf.data + r->method.off,
+                     r->target.off + r->target.len - r->method.off);
+    } else {
+        gw_slot_busy(slot, gw_clock_ms(), "-", 1);
+    }
+}
+
+static void mark_idle(gw_conn_ctx_t *ctx)
+{
+    if (ctx->slot)
+        gw_slot_idle(ctx->slot);
+}
+
 void gw_conn_run_ready(gw_conn_ctx_t *ctx)
 {
     uint64_t n = ctx->_nready;
@@ -593,13 +626,19 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
         ready_remove(c);
         if (c->want_abort) {
             c->want_abort = c->want_resume = false;
-            if (c->state == C_APP && h->on_abort)
+            if (c->state == C_APP && h->on_abort) {
+                mark_busy(c);
                 h->on_abort(h->ctx, c);
+                mark_idle(ctx);
+            }
             close_conn(c);
         } else if (c->want_resume) {
             c->want_resume = false;
-            if (c->state == C_APP)
+            if (c->state == C_APP) {
+                mark_busy(c);
                 h->on_resume(h->ctx, c);
+                mark_idle(ctx);
+            }
         } else if (c->want_read) {
             c->want_read = false;
             if (c->state == C_HEAD)
@@ -607,7 +646,9 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
         } else if (c->state == C_READY) {
             c->state = C_APP;
             c->continue_sent = false;
+            mark_busy(c);
             h->on_request(h->ctx, c);
+            mark_idle(ctx);
         }
     }
     free_dead(ctx);
@@ -738,7 +779,14 @@ static void enter_keepalive(gw_conn_t *c)
 
 void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_bytes)
 {
-    log_request(c, status, body_bytes);
+    gw_conn_ctx_t *ctx = c->ctx;
+    uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
+
+    log_request(c, status, body_bytes, us);
+    if (ctx->slot)
+        gw_slot_count(ctx->slot, status, body_bytes, us);
+    if (ctx->on_request_done)
+        ctx->on_request_done(ctx->server);
     c->app_state = NULL;
     c->waiting_write = false;
     gw_timer_stop(&c->timer);

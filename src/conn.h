@@ -12,6 +12,7 @@
 #include "loop.h"
 #include "request.h"
 #include "response.h"
+#include "scoreboard.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -53,7 +54,9 @@ typedef struct gw_conn_ctx {
     uint64_t _nready;
     uint64_t nconns;
     bool is_stopping;     /* graceful stop: no keep-alive, close idle ones */
+    gw_slot_t *slot;      /* this worker's scoreboard slot, or NULL */
     void (*on_conn_freed)(void *server); /* accept may resume; stop may finish */
+    void (*on_request_done)(void *server); /* recycling checks */
     void *server;
 } gw_conn_ctx_t;
 
@@ -84,6 +87,9 @@ bool gw_conn_has_ready(const gw_conn_ctx_t *ctx);
 
 /* Graceful stop: idle connections close now, others after their response. */
 void gw_conn_stop_all(gw_conn_ctx_t *ctx);
+
+/* Quick stop: every connection closes now; the app's iterables get close(). */
+void gw_conn_close_all(gw_conn_ctx_t *ctx);
 
 /* --- for the handler, while it owns the response --- */
 

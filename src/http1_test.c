@@ -772,6 +772,15 @@ static void test_limits(void)
                1001, "");
     CHECK_INT(status_of(s, NULL), 413);
     free(s);
+    /* A chunk that cannot fit is refused at its size line, before its data. */
+    run_str("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3E9\r\n",
+            &default_limits, &run);
+    CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+    CHECK_INT(run.r[0].status, 413);
+    CHECK_INT(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "3E8\r\n",
+                        NULL),
+              0); /* 1000 fits: waits for the data */
 }
 
 /* ---- semantics ---- */

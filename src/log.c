@@ -11,6 +11,7 @@
 
 static int err_fd = STDERR_FILENO;
 static int acc_fd = STDERR_FILENO;
+static char acc_path[4096]; /* "" unless the access log is a file we opened */
 static char acc_buf[64 * 1024];
 static size_t acc_len;
 
@@ -28,7 +29,24 @@ int gw_log_open_access(const char *path)
     if (fd < 0)
         return -errno;
     acc_fd = fd;
+    snprintf(acc_path, sizeof(acc_path), "%s", path);
     return 0;
+}
+
+void gw_log_reopen(void)
+{
+    int fd;
+
+    gw_log_flush();
+    if (!acc_path[0] || acc_fd < 0)
+        return;
+    fd = open(acc_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        gw_log_error("cannot reopen the access log '%s': %s", acc_path, strerror(errno));
+        return;
+    }
+    dup2(fd, acc_fd); /* keeps the descriptor number: nothing else holds it */
+    close(fd);
 }
 
 bool gw_log_access_enabled(void)
@@ -72,6 +90,11 @@ void gw_log_error(const char *fmt, ...)
         n = sizeof(line) - 2;
     line[n++] = '\n';
     write_all(err_fd, line, (size_t)n);
+}
+
+int gw_log_error_fd(void)
+{
+    return err_fd;
 }
 
 void gw_log_error_write(const char *s, size_t n)

@@ -25,11 +25,17 @@ typedef struct gw_access {
  * for appending. Returns 0 or a negative errno. */
 int gw_log_open_access(const char *path);
 
+/* Reopens the access log file (logrotate moved it: SIGUSR1). */
+void gw_log_reopen(void);
+
 /* Disables the access log entirely (--disable-logging). */
 void gw_log_disable_access(void);
 
 /* "gangway: <message>\n" to the error log, written at once. */
 void gw_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The error log's descriptor (for writers that cannot call gw_log_error). */
+int gw_log_error_fd(void);
 
 /* Raw bytes to the error log (wsgi.errors). */
 void gw_log_error_write(const char *s, size_t n);

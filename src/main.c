@@ -2,17 +2,20 @@
 #include "config.h"
 #include "listen.h"
 #include "log.h"
-#include "server.h"
+#include "master.h"
 #include "wsgi.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <llhttp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#define GW_VERSION "0.1.0"
+#define GW_VERSION "0.2.0"
 
 static int apply_env(const gw_config_t *cfg)
 {
@@ -29,9 +32,26 @@ static int apply_env(const gw_config_t *cfg)
     return 0;
 }
 
+static int parse_mode(const char *s, const char *what, mode_t *out)
+{
+    char *end;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(s, &end, 8);
+    if (errno || *end || end == s || v > 07777) {
+        fprintf(stderr, "gangway: --%s wants an octal mode, got '%s'\n", what, s);
+        return -1;
+    }
+    *out = (mode_t)v;
+    return 0;
+}
+
 /* Checks what needs no Python; returns 0, or the exit status. */
 static int check_config(gw_config_t *cfg)
 {
+    mode_t mode;
+
     if (!cfg->module && !cfg->wsgi_file) {
         fprintf(stderr, "gangway: no application given (try: gangway mymodule:app; see --help)\n");
         return 2;
@@ -42,9 +62,88 @@ static int check_config(gw_config_t *cfg)
     }
     if (apply_env(cfg) < 0)
         return 2;
+    if (cfg->umask) {
+        if (parse_mode(cfg->umask, "umask", &mode) < 0)
+            return 2;
+        umask(mode);
+    }
+    if (cfg->chmod_socket && *cfg->chmod_socket && parse_mode(cfg->chmod_socket, "chmod-socket", &mode) < 0)
+        return 2;
     if (cfg->virtualenv && access(cfg->virtualenv, X_OK) != 0) {
         gw_log_error("cannot use --virtualenv '%s': %s", cfg->virtualenv, strerror(errno));
         return 1;
+    }
+    return 0;
+}
+
+/* Unix sockets get --chmod-socket; TCP ones are unaffected. */
+static int chmod_sockets(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
+{
+    mode_t mode = 0666;
+
+    if (!cfg->chmod_socket)
+        return 0;
+    if (*cfg->chmod_socket)
+        parse_mode(cfg->chmod_socket, "chmod-socket", &mode);
+    for (size_t i = 0; i < nl; i++) {
+        if (ls[i].is_unix && chmod(ls[i].path, mode) < 0) {
+            gw_log_error("cannot chmod %s: %s", ls[i].path, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int write_pidfile(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
+        gw_log_error("cannot write the pidfile '%s': %s", path, strerror(errno));
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    return 0;
+}
+
+/* After binding (ports below 1024 need root), before the app is imported. */
+static int drop_privileges(const gw_config_t *cfg)
+{
+    struct passwd *pw = NULL;
+    struct group *gr = NULL;
+    char *end;
+
+    if (cfg->gid) {
+        gid_t gid = (gid_t)strtoul(cfg->gid, &end, 10);
+        if (*end || end == cfg->gid) {
+            if (!(gr = getgrnam(cfg->gid))) {
+                gw_log_error("unknown group '%s'", cfg->gid);
+                return -1;
+            }
+            gid = gr->gr_gid;
+        }
+        if (setgroups(0, NULL) < 0 || setgid(gid) < 0) {
+            gw_log_error("cannot switch to group '%s': %s", cfg->gid, strerror(errno));
+            return -1;
+        }
+    }
+    if (cfg->uid) {
+        uid_t uid = (uid_t)strtoul(cfg->uid, &end, 10);
+        if (*end || end == cfg->uid) {
+            if (!(pw = getpwnam(cfg->uid))) {
+                gw_log_error("unknown user '%s'", cfg->uid);
+                return -1;
+            }
+            uid = pw->pw_uid;
+            if (!cfg->gid && (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0)) {
+                gw_log_error("cannot switch to the groups of '%s': %s", cfg->uid, strerror(errno));
+                return -1;
+            }
+        }
+        if (setuid(uid) < 0) {
+            gw_log_error("cannot switch to user '%s': %s", cfg->uid, strerror(errno));
+            return -1;
+        }
     }
     return 0;
 }
@@ -55,11 +154,7 @@ static int serve(gw_config_t *cfg)
     gw_listener_t *ls;
     size_t nl = cfg->http.n ? cfg->http.n : 1;
     const char **addrs = cfg->http.n ? cfg->http.v : default_http;
-    gw_wsgi_t *w = NULL;
-    gw_server_t *s = NULL;
-    gw_handler_t handler;
-    gw_block_hooks_t hooks;
-    char err[256];
+    char err[256], banner[128];
     int rc = 1;
 
     if (cfg->disable_logging) {
@@ -79,31 +174,20 @@ static int serve(gw_config_t *cfg)
             goto out;
         }
     }
+    if (chmod_sockets(cfg, ls, nl) < 0)
+        goto out;
+    if (cfg->pidfile && write_pidfile(cfg->pidfile) < 0)
+        goto out;
+    if (drop_privileges(cfg) < 0)
+        goto out;
     if (cfg->chdir && chdir(cfg->chdir) < 0) {
         gw_log_error("cannot chdir to '%s': %s", cfg->chdir, strerror(errno));
         goto out;
     }
-    if (!(w = gw_wsgi_new(cfg, ls, nl)))
-        goto out;
-    gw_wsgi_handler(w, &handler, &hooks);
-    if (!(s = gw_server_new(cfg, ls, nl, &handler, &hooks)))
-        goto out;
-    gw_log_error("gangway %s (Python %s), pid %d", GW_VERSION, gw_wsgi_python_version(),
-                 (int)getpid());
-    for (size_t i = 0; i < nl; i++)
-        gw_log_error("listening on %s", ls[i].url);
-    gw_log_error("ready");
-    rc = gw_server_run(s);
-    gw_log_flush();
-    if (rc < 0) {
-        gw_log_error("event loop failed: %s", strerror(-rc));
-        rc = 1;
-    } else {
-        gw_log_error("stopped");
-    }
+    snprintf(banner, sizeof(banner), "gangway %s (Python %s)", GW_VERSION,
+             gw_wsgi_python_version());
+    rc = gw_master_run(cfg, ls, nl, banner);
 out:
-    gw_server_free(s);
-    gw_wsgi_free(w);
     for (size_t i = 0; i < nl; i++)
         gw_listen_close(&ls[i]);
     free(ls);
@@ -126,9 +210,6 @@ int main(int argc, char **argv)
                LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
         rc = 0;
     } else if (!(rc = check_config(&cfg))) {
-        /* Before any thread exists (the app may start some): every thread
-         * inherits the mask, and the signals reach the loop's signalfd only. */
-        gw_server_block_signals();
         rc = serve(&cfg);
     }
     gw_config_dispose(&cfg);

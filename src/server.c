@@ -2,18 +2,21 @@
 
 #include "clock.h"
 #include "log.h"
+#include "signals.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_BACKOFF_MS 100
+#define RSS_CHECK_MS 1000
 
 typedef struct lwatch {
     gw_watch_t watch;
@@ -30,23 +33,15 @@ struct gw_server {
     size_t nl;
     gw_watch_t sigwatch;
     gw_block_hooks_t hooks;
-    gw_timerq_t backoff_q, graceful_q;
-    gw_timer_t backoff, graceful;
+    gw_timerq_t backoff_q, graceful_q, lifetime_q, rss_q;
+    gw_timer_t backoff, graceful, lifetime, rss;
+    gw_worker_info_t who;
+    uint64_t requests;
+    uint64_t max_requests; /* with this worker's jitter; 0: no limit */
     bool is_paused;   /* accept paused: too many connections or no fds */
     bool is_stopping;
     bool has_logged_emfile;
 };
-
-void gw_server_block_signals(void)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGQUIT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
 
 static void set_accepting(gw_server_t *s, bool on)
 {
@@ -54,8 +49,10 @@ static void set_accepting(gw_server_t *s, bool on)
         lwatch_t *lw = &s->lw[i];
         if (lw->is_active == on || lw->l->fd < 0)
             continue;
+        /* EPOLLEXCLUSIVE: a new connection wakes one of the workers sharing
+         * this socket, not all of them. */
         if (on)
-            gw_loop_add(s->loop, &lw->watch, EPOLLIN);
+            gw_loop_add(s->loop, &lw->watch, EPOLLIN | EPOLLEXCLUSIVE);
         else
             gw_loop_del(s->loop, &lw->watch);
         lw->is_active = on;
@@ -149,8 +146,12 @@ static void begin_stop(gw_server_t *s, const char *why)
     if (s->is_stopping)
         return;
     s->is_stopping = true;
-    gw_log_error("%s: stopping; %llu connection(s) to finish (up to %llus)", why,
-                 (unsigned long long)s->conns.nconns,
+    if (s->who.slot)
+        atomic_store_explicit(&s->who.slot->state, GW_SLOT_STOPPING, memory_order_relaxed);
+    gw_timer_stop(&s->lifetime);
+    gw_timer_stop(&s->rss);
+    gw_log_error("worker %u: %s: stopping; %llu connection(s) to finish (up to %llus)",
+                 s->who.id, why, (unsigned long long)s->conns.nconns,
                  (unsigned long long)s->cfg->graceful_timeout);
     set_accepting(s, false);
     for (size_t i = 0; i < s->nl; i++)
@@ -173,17 +174,77 @@ static void on_graceful(gw_loop_t *loop, gw_timer_t *t)
 static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
 {
     gw_server_t *s = (gw_server_t *)((char *)w - offsetof(gw_server_t, sigwatch));
-    struct signalfd_siginfo si;
+    int sig;
 
     (void)events;
-    while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
-        if (si.ssi_signo == SIGQUIT) {
-            gw_log_error("SIGQUIT: quick stop");
+    while ((sig = gw_signals_next(w->fd)) > 0) {
+        switch (sig) {
+        case SIGQUIT:
+        case SIGINT:
+            /* Quick stop: what is in flight is dropped (the app still gets
+             * close() on its iterables). */
+            gw_conn_close_all(&s->conns);
             gw_loop_stop(loop);
             return;
+        case SIGUSR1:
+            gw_log_reopen();
+            break;
+        case SIGTERM:
+            begin_stop(s, "SIGTERM");
+            break;
+        default:
+            break;
         }
-        begin_stop(s, si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
     }
+}
+
+static void on_request_done(void *server)
+{
+    gw_server_t *s = server;
+    if (++s->requests == s->max_requests)
+        begin_stop(s, "max-requests reached");
+}
+
+static void on_lifetime(gw_loop_t *loop, gw_timer_t *t)
+{
+    gw_server_t *s = (gw_server_t *)((char *)t - offsetof(gw_server_t, lifetime));
+    (void)loop;
+    begin_stop(s, "max-worker-lifetime reached");
+}
+
+/* Resident memory in MB, from /proc/self/statm (its second field, in pages). */
+static uint64_t rss_mb(void)
+{
+    char buf[128];
+    unsigned long long size, resident;
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+        return 0;
+    return resident * (uint64_t)sysconf(_SC_PAGESIZE) / (1024 * 1024);
+}
+
+static void on_rss_check(gw_loop_t *loop, gw_timer_t *t)
+{
+    gw_server_t *s = (gw_server_t *)((char *)t - offsetof(gw_server_t, rss));
+    uint64_t mb = rss_mb();
+
+    (void)loop;
+    if (mb > s->cfg->reload_on_rss) {
+        gw_log_error("worker %u uses %llu MB (reload-on-rss %llu)", s->who.id,
+                     (unsigned long long)mb, (unsigned long long)s->cfg->reload_on_rss);
+        begin_stop(s, "reload-on-rss reached");
+        return;
+    }
+    gw_timer_start(&s->rss_q, &s->rss);
 }
 
 static void before_wait(void *ctx)
@@ -214,7 +275,8 @@ static void block_end(void *ctx)
 }
 
 gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, size_t n,
-                           const gw_handler_t *handler, const gw_block_hooks_t *hooks)
+                           const gw_handler_t *handler, const gw_block_hooks_t *hooks,
+                           const gw_worker_info_t *who)
 {
     gw_server_t *s = calloc(1, sizeof(*s));
     gw_loop_hooks_t lh = {.before_wait = before_wait,
@@ -229,7 +291,7 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
         .body = cfg->limit_body,
     };
     const char *tmpdir = cfg->body_tmpdir ? cfg->body_tmpdir : getenv("TMPDIR");
-    sigset_t set;
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1};
 
     if (!s)
         return NULL;
@@ -244,12 +306,28 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     gw_conn_ctx_init(&s->conns, s->loop, handler, &lim, cfg->body_buffer_size,
                      tmpdir && *tmpdir ? tmpdir : "/tmp", cfg->header_timeout, cfg->body_timeout,
                      cfg->keepalive_timeout, cfg->write_timeout);
+    if (who)
+        s->who = *who;
     s->conns.on_conn_freed = on_conn_freed;
     s->conns.server = s;
+    s->conns.slot = s->who.slot;
     gw_timerq_init(s->loop, &s->backoff_q, ACCEPT_BACKOFF_MS);
     gw_timerq_init(s->loop, &s->graceful_q, cfg->graceful_timeout * 1000);
+    gw_timerq_init(s->loop, &s->lifetime_q, cfg->max_worker_lifetime * 1000);
+    gw_timerq_init(s->loop, &s->rss_q, RSS_CHECK_MS);
     gw_timer_init(&s->backoff, on_backoff);
     gw_timer_init(&s->graceful, on_graceful);
+    gw_timer_init(&s->lifetime, on_lifetime);
+    gw_timer_init(&s->rss, on_rss_check);
+    if (cfg->max_requests) {
+        /* uWSGI's max-requests-delta: worker i waits (i-1)*jitter more. */
+        s->max_requests = cfg->max_requests + (s->who.id ? s->who.id - 1 : 0) * cfg->max_requests_jitter;
+        s->conns.on_request_done = on_request_done;
+    }
+    if (cfg->max_worker_lifetime)
+        gw_timer_start(&s->lifetime_q, &s->lifetime);
+    if (cfg->reload_on_rss)
+        gw_timer_start(&s->rss_q, &s->rss);
 
     s->lw = calloc(n, sizeof(*s->lw));
     if (!s->lw)
@@ -263,11 +341,11 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     }
     set_accepting(s, true);
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGQUIT);
-    s->sigwatch.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    /* Job-control and reload signals are the master's business. */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGTTIN, SIG_IGN);
+    signal(SIGTTOU, SIG_IGN);
+    s->sigwatch.fd = gw_signals_open(sigs, sizeof(sigs) / sizeof(sigs[0]));
     s->sigwatch.cb = on_signal;
     if (s->sigwatch.fd < 0 || gw_loop_add(s->loop, &s->sigwatch, EPOLLIN) < 0) {
         gw_log_error("cannot watch signals: %s", strerror(errno));
@@ -289,7 +367,7 @@ void gw_server_free(gw_server_t *s)
     if (!s)
         return;
     if (s->sigwatch.fd > 0)
-        close(s->sigwatch.fd);
+        gw_signals_close(s->sigwatch.fd);
     if (s->loop)
         gw_conn_ctx_dispose(&s->conns);
     gw_loop_free(s->loop);

@@ -6,6 +6,7 @@
 #include "config.h"
 #include "conn.h"
 #include "listen.h"
+#include "scoreboard.h"
 
 typedef struct gw_server gw_server_t;
 
@@ -17,19 +18,22 @@ typedef struct gw_block_hooks {
     void (*end)(void *ctx);
 } gw_block_hooks_t;
 
-/* Borrows cfg, the listeners and the handler for the server's lifetime.
- * Returns NULL (with a logged reason) on failure. */
+/* Who this server is among the master's workers. */
+typedef struct gw_worker_info {
+    unsigned id;      /* 1-based; jitters max-requests */
+    gw_slot_t *slot;  /* its scoreboard slot, or NULL */
+} gw_worker_info_t;
+
+/* Borrows cfg, the listeners, the handler and the slot for the server's
+ * lifetime. Returns NULL (with a logged reason) on failure. */
 gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, size_t n,
-                           const gw_handler_t *handler, const gw_block_hooks_t *hooks);
+                           const gw_handler_t *handler, const gw_block_hooks_t *hooks,
+                           const gw_worker_info_t *who);
 
 /* Serves until SIGTERM/SIGINT and the graceful stop complete. Returns 0, or a
  * negative errno when the loop itself failed. Runs Python via the handler. */
 int gw_server_run(gw_server_t *s);
 
 void gw_server_free(gw_server_t *s);
-
-/* Blocks the signals the server takes through signalfd; call before any
- * thread exists so every thread inherits the mask. */
-void gw_server_block_signals(void);
 
 #endif

@@ -11,6 +11,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef GW_PYTHON_EXE
@@ -65,6 +68,13 @@ struct gw_wsgi {
     PyObject *v_http10, *v_http11, *v_empty;
     PyObject *methods[8];
     known_header_t known[24];
+    PyObject *timeout_exc;    /* gangway.RequestTimeout */
+    unsigned long main_thread;
+    gw_slot_t *wd_slot;       /* watchdog: the slot it watches */
+    unsigned wd_id;
+    pthread_t wd_thread;
+    bool has_watchdog;
+    _Atomic bool wd_stop;     /* set before the interpreter goes away */
 };
 
 static const char *method_names[8] = {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH",
@@ -1014,6 +1024,95 @@ void gw_wsgi_handler(gw_wsgi_t *w, gw_handler_t *h, gw_block_hooks_t *hooks)
     hooks->end = gil_acquire;
 }
 
+/* ---- harakiri ---- */
+
+/* Exported by libpython (faulthandler's watchdog uses it) but declared only
+ * in CPython's internal headers: it walks every thread's frames without the
+ * GIL, which is what a watchdog needs when the stuck code holds it. */
+extern const char *_Py_DumpTracebackThreads(int fd, PyInterpreterState *interp,
+                                            PyThreadState *current_tstate);
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static void *watchdog_main(void *arg)
+{
+    gw_wsgi_t *w = arg;
+    gw_slot_t *slot = w->wd_slot;
+    uint64_t limit = w->cfg->harakiri * 1000, fired_for = 0;
+    PyInterpreterState *interp = PyInterpreterState_Main();
+
+    while (!atomic_load(&w->wd_stop)) {
+        uint64_t since = atomic_load_explicit(&slot->busy_since_ms, memory_order_acquire);
+        uint64_t now = mono_ms(), ran;
+        char what[sizeof(slot->current)];
+
+        if (!since || since == fired_for) {
+            sleep_ms(limit < 1000 ? limit : 1000);
+            continue;
+        }
+        ran = now > since ? now - since : 0;
+        if (ran < limit) {
+            uint64_t left = limit - ran;
+            sleep_ms(left < 1000 ? left : 1000);
+            continue;
+        }
+        fired_for = since;
+        memcpy(what, slot->current, sizeof(what));
+        what[sizeof(what) - 1] = '\0';
+        gw_log_error("harakiri: worker %u: \"%s\" has run %llus (limit %llus); where it is:",
+                     w->wd_id, what, (unsigned long long)(ran / 1000),
+                     (unsigned long long)w->cfg->harakiri);
+        _Py_DumpTracebackThreads(gw_log_error_fd(), interp, NULL);
+        /* Then interrupt it. Waits for the GIL: pure-Python code hands it
+         * over within the switch interval; code stuck in C never does, and
+         * the master kills the worker after --harakiri-grace. */
+        if (atomic_load(&w->wd_stop))
+            break;
+        PyGILState_STATE g = PyGILState_Ensure();
+        if (!atomic_load(&w->wd_stop) &&
+            atomic_load_explicit(&slot->busy_since_ms, memory_order_acquire) == since) {
+            PyThreadState_SetAsyncExc(w->main_thread, w->timeout_exc);
+            atomic_fetch_add_explicit(&slot->harakiri, 1, memory_order_relaxed);
+            gw_log_error("harakiri: worker %u: raised gangway.RequestTimeout in \"%s\"",
+                         w->wd_id, what);
+        }
+        PyGILState_Release(g);
+    }
+    return NULL;
+}
+
+int gw_wsgi_start_watchdog(gw_wsgi_t *w, gw_slot_t *slot, unsigned worker_id)
+{
+    sigset_t all, old;
+    int rc;
+
+    w->wd_slot = slot;
+    w->wd_id = worker_id;
+    w->main_thread = PyThread_get_thread_ident();
+    /* The watchdog takes no signals: they belong to the loop's thread. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&w->wd_thread, NULL, watchdog_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc)
+        return -1;
+    pthread_detach(w->wd_thread);
+    w->has_watchdog = true;
+    return 0;
+}
+
 /* ---- start-up ---- */
 
 static int start_interpreter(const gw_config_t *cfg)
@@ -1211,7 +1310,7 @@ static PyObject *make_template(gw_wsgi_t *w, const gw_listener_t *l)
     SET("wsgi.version", Py_BuildValue("(ii)", 1, 0));
     SET("wsgi.url_scheme", PyUnicode_FromString("http"));
     SET("wsgi.multithread", Py_NewRef(Py_False));
-    SET("wsgi.multiprocess", Py_NewRef(Py_False));
+    SET("wsgi.multiprocess", Py_NewRef(w->cfg->workers > 1 ? Py_True : Py_False));
     SET("wsgi.run_once", Py_NewRef(Py_False));
     SET("wsgi.input_terminated", Py_NewRef(Py_True));
     SET("wsgi.errors", Py_NewRef(w->errors));
@@ -1264,7 +1363,10 @@ gw_wsgi_t *gw_wsgi_new(const gw_config_t *cfg, const gw_listener_t *listeners, s
         free(w);
         return NULL;
     }
-    if (gw_wsgi_types_init() < 0 || intern_all(w) < 0 || !(w->errors = gw_errors_new()))
+    if (gw_wsgi_types_init() < 0 || intern_all(w) < 0 || !(w->errors = gw_errors_new()) ||
+        !(w->timeout_exc = PyErr_NewExceptionWithDoc(
+              "gangway.RequestTimeout",
+              "Raised inside a request that ran past --harakiri.", PyExc_Exception, NULL)))
         goto py_fail;
 
     if (!(g = PyDict_New()) || !(paths = PyList_New(0)) ||
@@ -1323,6 +1425,9 @@ void gw_wsgi_free(gw_wsgi_t *w)
 {
     if (!w)
         return;
+    /* The watchdog only takes the GIL while a request is busy, and none is
+     * now; the flag keeps it from starting to after this point. */
+    atomic_store(&w->wd_stop, true);
     if (w->templates)
         for (size_t i = 0; i < w->nlisteners; i++)
             Py_XDECREF(w->templates[i]);
@@ -1331,6 +1436,7 @@ void gw_wsgi_free(gw_wsgi_t *w)
     Py_XDECREF(w->start_response);
     Py_XDECREF(w->write);
     Py_XDECREF(w->errors);
+    Py_XDECREF(w->timeout_exc);
     /* Interned keys live as long as the interpreter. */
     if (Py_FinalizeEx() < 0)
         gw_log_error("Python finalization reported an error");

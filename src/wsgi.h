@@ -8,6 +8,7 @@
 #include "config.h"
 #include "conn.h"
 #include "listen.h"
+#include "scoreboard.h"
 #include "server.h"
 
 typedef struct gw_wsgi gw_wsgi_t;
@@ -19,6 +20,12 @@ gw_wsgi_t *gw_wsgi_new(const gw_config_t *cfg, const gw_listener_t *listeners, s
 
 /* The handler and GIL hooks to give the server. */
 void gw_wsgi_handler(gw_wsgi_t *w, gw_handler_t *h, gw_block_hooks_t *hooks);
+
+/* Starts the harakiri watchdog thread: when one Python call for a request
+ * runs past --harakiri, it logs the request and the Python traceback, then
+ * raises gangway.RequestTimeout inside that code so the app (or gangway)
+ * answers 500 and the worker lives on. 0 or -1. */
+int gw_wsgi_start_watchdog(gw_wsgi_t *w, gw_slot_t *slot, unsigned worker_id);
 
 /* Drops the app and finalizes the interpreter (runs atexit handlers). */
 void gw_wsgi_free(gw_wsgi_t *w);

@@ -1,0 +1,822 @@
+#!/usr/bin/python3
+"""gangway side by side with uWSGI, Gunicorn, waitress and nginx.
+
+Each row starts its server itself on 127.0.0.1 (pinned to CPU 0, one worker),
+checks that it answers correctly (status + body), warms it up, drives it with
+wrk (-t1, pinned to CPU 1) several times, takes the median of each figure and
+stops the server by PID. Writes bench/results/<date>-<name>.md and .svg and
+copies them to latest.md / latest.svg. See bench/README.md.
+
+    bench/run.py            # full run (make bench), < 15 minutes
+    bench/run.py --quick    # hello keep-alive + Flask, 3 x 3 s (make bench-quick)
+"""
+import argparse
+import errno
+import json
+import os
+import resource
+import select
+import shlex
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as B  # noqa: E402
+from benchlib import Skip  # noqa: E402
+
+POST_BODY = b"0123456789abcdef" * 640          # what bench/wrk/post-10k.lua sends
+ALL = ["gangway", "uwsgi", "gunicorn", "waitress", "nginx"]
+WSGI = ["gangway", "uwsgi", "gunicorn", "waitress"]
+STATIC = ["gangway", "uwsgi", "nginx"]
+
+SCENARIOS = [
+    dict(key="hello-keepalive", title="Hello world, keep-alive, 64 connections",
+         kind="wrk", app="hello", path="/", servers=ALL,
+         about="GET / on 64 keep-alive connections; the bare request/response path."),
+    dict(key="hello-close", title="Hello world, new connection per request (64 connections)",
+         kind="wrk", app="hello", path="/", servers=ALL, headers=["Connection: close"],
+         about="wrk -H 'Connection: close': every request pays accept + close."),
+    dict(key="flask", title="Flask hello world, keep-alive, 64 connections",
+         kind="wrk", app="flask", path="/", servers=WSGI,
+         about="The same answer through Flask: server overhead next to a real framework."),
+    dict(key="post-10k", title="10 KiB POST echoed back, keep-alive, 64 connections",
+         kind="wrk", app="echo", path="/", servers=WSGI, script="post-10k.lua",
+         about="Request body reading (wsgi.input) and a 10 KiB response."),
+    dict(key="static-4k", title="Static file, 4 KiB, keep-alive, 64 connections",
+         kind="wrk", app="hello", path="/static/4k.bin", servers=STATIC, static="4k.bin",
+         about="A small file through the server's static map (nginx: alias + sendfile)."),
+    dict(key="static-1m", title="Static file, 1 MiB, keep-alive, 64 connections",
+         kind="wrk", app="hello", path="/static/1m.bin", servers=STATIC, static="1m.bin",
+         about="A large file: sendfile and write-buffer handling."),
+    dict(key="nginx-uwsgi", title="nginx in front over the uwsgi protocol, 64 connections",
+         kind="front", app="hello", path="/", servers=["gangway", "uwsgi"],
+         about="nginx uwsgi_pass to the server's uwsgi-protocol socket; both on CPU 0, "
+               "CPU time is nginx + server."),
+    dict(key="idle-2000", title="2,000 idle keep-alive connections + a fresh client",
+         kind="idle", app="hello", path="/", servers=ALL,
+         about="2,000 connections each make one request and stay open; then a new "
+               "client connects and asks: time until its answer."),
+]
+QUICK = ["hello-keepalive", "flask"]
+
+NOTES = [
+    "Every server runs the same app file from bench/apps with one worker process, "
+    "pinned with `taskset -c 0`; wrk runs `-t1` pinned with `taskset -c 1`. "
+    "A scenario's servers are all started at once and their runs interleaved "
+    "round-robin, so load from elsewhere on the machine hits them alike.",
+    "uWSGI uses `--http-socket` in the wrk scenarios: with one sync process, "
+    "`--http11-socket` (keep-alive) serves only the first connection and starves "
+    "the other 63 of 64, so its figures would not be comparable. uWSGI therefore "
+    "closes the connection after each response (wrk reports these as read errors "
+    "and reconnects). `bench/instructions.py` does use `--http11-socket` (one connection).",
+    "Gunicorn's sync worker does not do keep-alive: it answers `Connection: close` "
+    "and every request pays a new connection.",
+    "waitress runs with its defaults: 1 process, 4 threads, connection_limit 100.",
+    "nginx is the upper bound (`return 200` / sendfile), not a WSGI server; "
+    "it keeps its default keepalive_requests (1000).",
+    "CPU µs/request is utime+stime of all the server's processes (master and "
+    "workers, plus reaped children) over the measured runs divided by the requests: "
+    "the figure that still compares when wrk, not the server, is the bottleneck.",
+    "RSS is VmRSS of the serving worker (the process that used the most CPU) right "
+    "after the last run (for idle-2000: while the 2,000 connections are open).",
+]
+
+
+# ------------------------------------------------------------------- wrk
+
+def wrk_argv(port, scn, conns, duration):
+    script = os.path.join("bench/wrk", scn.get("script", "report.lua"))
+    argv = ["taskset", "-c", B.CLIENT_CPU, "wrk", "-t1", "-c%d" % conns,
+            "-d%ds" % duration, "--timeout", "5s", "-s", script]
+    for h in scn.get("headers", []):
+        argv += ["-H", h]
+    return argv + ["http://127.0.0.1:%d%s" % (port, scn["path"])]
+
+
+def run_wrk(argv, duration):
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        p = subprocess.run(argv, cwd=B.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=duration + 30)
+    except subprocess.TimeoutExpired:
+        raise Skip("wrk did not finish within %d s" % (duration + 30))
+    out = p.stdout.decode("utf-8", "replace")
+    for line in out.splitlines():
+        if line.startswith("WRKJSON "):
+            r = json.loads(line[8:])
+            r["rps"] = r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0
+            # wrk is the only child reaped meanwhile: this is its CPU time
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+            r["wrk_cpu"] = cpu / (r["duration_us"] / 1e6) if r["duration_us"] else 0
+            return r
+    raise Skip("wrk failed (rc %s): %s" % (p.returncode, out.strip()[-300:]))
+
+
+# ------------------------------------------------------------- launching
+
+def launch_for(server, scn, port, uwsgi_port=None):
+    static = "static" in scn
+    if server == "gangway":
+        return B.gangway_launch(scn["app"], port, static=static, uwsgi_port=uwsgi_port,
+                                extra=GANGWAY_EXTRA)
+    if server == "uwsgi":
+        return B.uwsgi_launch(scn["app"], port, static=static, uwsgi_port=uwsgi_port)
+    if server == "gunicorn":
+        return B.gunicorn_launch(scn["app"], port)
+    if server == "waitress":
+        return B.waitress_launch(scn["app"], port)
+    if server == "nginx":
+        return B.nginx_launch(port)
+    raise ValueError(server)
+
+
+GANGWAY_EXTRA = []
+CONFIGS = {}   # title -> one generated nginx.conf, for the report
+
+
+def expected(scn, static_files):
+    """(method, body to send, headers, expected response body)."""
+    headers = {}
+    for h in scn.get("headers", []):
+        k, _, v = h.partition(":")
+        headers[k.strip()] = v.strip()
+    if "static" in scn:
+        return "GET", None, headers, static_files[scn["static"]]
+    if scn["app"] == "echo":
+        return "POST", POST_BODY, dict(headers, **{"Content-Type": "application/octet-stream"}), POST_BODY
+    return "GET", None, headers, B.HELLO
+
+
+def start_servers(server, scn, static_files, tag):
+    """Start the row's server(s); returns (servers, http port, app server, commands)."""
+    method, body, headers, want = expected(scn, static_files)
+    port = B.free_port()
+    started = []
+    try:
+        return _start_servers(server, scn, port, method, body, headers, want, started, tag)
+    except Skip as ex:
+        for s in reversed(started):
+            s.stop()
+        if server == "gangway" and "static" in scn:
+            raise Skip("gangway --static-map not working yet (%s)" % ex)
+        if server == "gangway" and scn["kind"] == "front":
+            raise Skip("gangway --uwsgi not working yet (%s)" % ex)
+        raise
+    except BaseException:
+        for s in reversed(started):
+            s.stop()
+        raise
+
+
+def _start_servers(server, scn, port, method, body, headers, want, started, tag):
+    if scn["kind"] == "front":
+        up = B.free_port()
+        back = B.Server(launch_for(server, scn, port, uwsgi_port=up), "%s-%s.log" % (tag, server))
+        started.append(back)
+
+        def tcp_ok():
+            socket.create_connection(("127.0.0.1", up), timeout=2).close()
+        back.wait_ready(tcp_ok, timeout=20)
+        front = B.Server(B.nginx_launch(port, uwsgi_port=up, tag="nginx-front"),
+                         "%s-nginx-front.log" % tag)
+        started.append(front)
+        front.wait_ready(lambda: B.check_get(port, scn["path"], want, method, body, headers),
+                         timeout=20)
+        if not back.alive():
+            raise Skip("%s exited: %s" % (server, back.tail()))
+        CONFIGS.setdefault("nginx in front (nginx-uwsgi)", front.launch.config)
+        return started, port, back, [back.launch.display(), front.launch.display()]
+    srv = B.Server(launch_for(server, scn, port), "%s-%s.log" % (tag, server))
+    started.append(srv)
+    srv.wait_ready(lambda: B.check_get(port, scn["path"], want, method, body, headers),
+                   timeout=20)
+    if srv.launch.config:
+        CONFIGS.setdefault("nginx alone", srv.launch.config)
+    return started, port, srv, [srv.launch.display()]
+
+
+def stop_all(servers):
+    for s in reversed(servers):
+        s.stop()
+
+
+def label(server, scn):
+    name = B.SERVER_LABELS[server]
+    return "nginx → " + name if scn["kind"] == "front" else name
+
+
+# ------------------------------------------------------------------- rows
+
+class WrkRow:
+    """One server of a wrk scenario, started and kept up for the whole scenario."""
+
+    def __init__(self, server, scn, static_files):
+        self.row = dict(scenario=scn["key"], server=server, label=label(server, scn))
+        self.server, self.scn, self.static_files = server, scn, static_files
+        self.servers, self.runs, self.busy = [], [], {}
+
+    def start(self):
+        self.servers, self.port, self.app_srv, cmds = start_servers(
+            self.server, self.scn, self.static_files, self.scn["key"])
+        self.row["commands"] = cmds
+        self.roots = [s.pid for s in self.servers]
+
+    def fail(self, msg):
+        self.row["skipped"] = msg
+        self.stop()
+
+    def stop(self):
+        stop_all(self.servers)
+        self.servers = []
+
+    def alive_or_skip(self):
+        for s in self.servers:
+            if not s.alive():
+                raise Skip("%s died during the run: %s" % (s.launch.name, s.tail()))
+
+    def warm(self, args):
+        run_wrk(wrk_argv(self.port, self.scn, args.connections, args.warmup), args.warmup)
+        self.alive_or_skip()
+
+    def measure(self, args):
+        argv = wrk_argv(self.port, self.scn, args.connections, args.duration)
+        self.row["wrk"] = " ".join(shlex.quote(a) for a in argv)
+        before = B.process_tree(self.roots)
+        r = run_wrk(argv, args.duration)
+        after = B.process_tree(self.roots)
+        for s in self.servers:
+            s.tree()
+        self.alive_or_skip()
+        cpu_s, busiest = B.cpu_delta(before, after)
+        if r["requests"] <= 0:
+            raise Skip("wrk completed no requests")
+        r["cpu_s"] = cpu_s
+        r["cpu_us"] = cpu_s * 1e6 / r["requests"]
+        r["server_cpu"] = cpu_s / (r["duration_us"] / 1e6)
+        self.runs.append(r)
+        if busiest is not None:
+            self.busy[busiest] = self.busy.get(busiest, 0) + 1
+
+    def finish(self, args):
+        """RSS of the serving worker, a last check, stop, medians and notes."""
+        row, runs, scn = self.row, self.runs, self.scn
+        app_tree = B.process_tree([self.app_srv.pid])
+        busy = self.busy
+        worker = max((p for p in busy if p in app_tree), key=lambda p: busy[p], default=None)
+        if worker is None:
+            worker = max(app_tree, key=lambda p: app_tree[p][2]) if app_tree else self.app_srv.pid
+        row["rss_kib"] = B.rss_kib(worker)
+        method, body, headers, want = expected(scn, self.static_files)
+        notes = row.setdefault("notes", [])
+        try:
+            msg = B.check_get(self.port, scn["path"], want, method, body, headers)
+        except (OSError, ConnectionError, TimeoutError, ValueError) as ex:
+            msg = "%s: %s" % (type(ex).__name__, ex)
+        if msg:
+            notes.append("after the runs: " + msg)
+        self.stop()
+        row["runs"] = runs
+        med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+        row.update(rps=med("rps"), p50_us=med("lat_p50"), p99_us=med("lat_p99"),
+                   cpu_us=med("cpu_us"), mean_us=med("lat_mean"))
+        errs = {k: sum(r[k] for r in runs) for k in ("connect", "read", "write", "status", "timeout")}
+        total = sum(r["requests"] for r in runs)
+        if errs["read"] > 0.5 * total:
+            notes.append("closes the connection after each response (wrk: %d read errors)" % errs["read"])
+        elif errs["read"]:
+            notes.append("wrk read errors: %d" % errs["read"])
+        for k in ("connect", "write", "status", "timeout"):
+            if errs[k]:
+                notes.append("wrk %s errors: %d" % ("non-2xx/3xx" if k == "status" else k, errs[k]))
+        conc = row["rps"] * row["mean_us"] / 1e6
+        keepalive = errs["read"] <= 0.5 * total and "Connection: close" not in scn.get("headers", [])
+        if keepalive and conc < 0.5 * args.connections:
+            notes.append("only ≈%.0f of %d connections in flight (Little's law)" % (conc, args.connections))
+        row["wrk_cpu"], row["server_cpu"] = med("wrk_cpu"), med("server_cpu")
+        if row["wrk_cpu"] >= 0.9 and row["server_cpu"] < 0.9:
+            notes.append("wrk-bound (wrk %.0f%% of its CPU, server %.0f%%): compare CPU/req" % (
+                row["wrk_cpu"] * 100, row["server_cpu"] * 100))
+        spread = (max(r["rps"] for r in runs) - min(r["rps"] for r in runs)) / row["rps"]
+        if spread > 0.25:
+            notes.append("noisy: req/s spread %.0f%% across runs" % (spread * 100))
+
+
+def run_wrk_scenario(scn, servers, args, static_files):
+    """All the scenario's servers up at once (idle ones cost nothing); the runs
+    are interleaved round-robin, so load from elsewhere on a shared machine
+    hits every server alike and the ratios stay fair."""
+    rows = [WrkRow(srv, scn, static_files) for srv in servers]
+    live = []
+    try:
+        for w in rows:
+            try:
+                w.start()
+                live.append(w)
+            except Skip as ex:
+                w.fail(str(ex))
+        for w in list(live):
+            try:
+                w.warm(args)
+            except Skip as ex:
+                w.fail(str(ex))
+                live.remove(w)
+        for i in range(args.runs):
+            order = live[i % len(live):] + live[:i % len(live)] if live else []
+            for w in order:
+                if w.row.get("skipped"):
+                    continue
+                try:
+                    w.measure(args)
+                except Skip as ex:
+                    w.fail(str(ex))
+        for w in live:
+            if not w.row.get("skipped"):
+                w.finish(args)
+    finally:
+        for w in rows:
+            w.stop()
+    return [w.row for w in rows]
+
+
+def idle_probe(port, n_idle, phase_timeout, fresh_timeout, fresh_count, at_end):
+    """Open n_idle keep-alive connections (one request each), then time fresh
+    clients. Returns a dict; calls at_end() while the idle sockets are open."""
+    req = B.build_request("/")
+    ep = select.epoll()
+    socks, state, bufs = {}, {}, {}
+    res = dict(idle=n_idle)
+    try:
+        for _ in range(n_idle):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            err = s.connect_ex(("127.0.0.1", port))
+            fd = s.fileno()
+            socks[fd] = s
+            if err not in (0, errno.EINPROGRESS):
+                state[fd] = "failed"
+                continue
+            state[fd] = "connecting"
+            bufs[fd] = b""
+            ep.register(fd, select.EPOLLOUT)
+        deadline = time.monotonic() + phase_timeout
+        for _ in range(1000000):
+            pending = sum(1 for v in state.values() if v in ("connecting", "sent"))
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:
+                break
+            for fd, ev in ep.poll(min(0.2, left), 4096):
+                s, st = socks[fd], state[fd]
+                if st == "connecting":
+                    if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        state[fd] = "failed"
+                        ep.unregister(fd)
+                        continue
+                    try:
+                        s.send(req)
+                    except OSError:
+                        state[fd] = "closed"
+                        ep.unregister(fd)
+                        continue
+                    state[fd] = "sent"
+                    ep.modify(fd, select.EPOLLIN)
+                elif st in ("sent", "open"):
+                    try:
+                        data = s.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        data = b""
+                    if not data:
+                        state[fd] = "closed" if st == "open" else "closed-unanswered"
+                        ep.unregister(fd)
+                        continue
+                    bufs[fd] += data
+                    if st == "sent" and _complete(bufs[fd]):
+                        state[fd] = "open"
+        res["answered"] = sum(1 for v in state.values() if v in ("open", "closed"))
+        res["unanswered"] = sum(1 for v in state.values() if v in ("connecting", "sent"))
+        # the fresh clients
+        times = []
+        for _ in range(fresh_count):
+            t0 = time.monotonic()
+            try:
+                st, _, body = B.http_request(port, "/", timeout=fresh_timeout)
+            except (OSError, TimeoutError, ConnectionError) as ex:
+                res["fresh_error"] = "%s after %.1f s" % (type(ex).__name__, time.monotonic() - t0)
+                break
+            times.append((time.monotonic() - t0) * 1000)
+            if st != 200 or body != B.HELLO:
+                res["fresh_error"] = "wrong answer (status %d)" % st
+                break
+        res["fresh_ms"] = statistics.median(times) if times else None
+        res["fresh_max_ms"] = max(times) if times else None
+        res["fresh_n"] = len(times)
+        # which idle connections did the server keep open?
+        for fd, ev in ep.poll(0, 4096):
+            if state.get(fd) == "open":
+                try:
+                    if socks[fd].recv(65536) == b"":
+                        state[fd] = "closed"
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    state[fd] = "closed"
+        res["open"] = sum(1 for v in state.values() if v == "open")
+        at_end(res)
+    finally:
+        for s in socks.values():
+            s.close()
+        ep.close()
+    return res
+
+
+def _complete(buf):
+    if b"\r\n\r\n" not in buf:
+        return False
+    head, body = buf.split(b"\r\n\r\n", 1)
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            return len(body) >= int(v.strip())
+    return True
+
+
+def run_idle_row(server, scn, args, static_files):
+    row = dict(scenario=scn["key"], server=server, label=label(server, scn))
+    servers, port, app_srv, cmds = start_servers(server, scn, static_files, scn["key"])
+    row["commands"] = cmds
+    try:
+        before = B.process_tree([app_srv.pid])
+
+        def at_end(res):
+            after = B.process_tree([app_srv.pid])
+            app_srv.tree()
+            _, busiest = B.cpu_delta(before, after)
+            res["rss_kib"] = B.rss_kib(busiest or app_srv.pid)
+        res = idle_probe(port, args.idle, args.idle_phase, args.fresh_timeout, 5, at_end)
+    finally:
+        stop_all(servers)
+    row.update(res)
+    notes = row.setdefault("notes", [])
+    if res.get("fresh_error"):
+        notes.append("fresh client: " + res["fresh_error"])
+    if res["unanswered"]:
+        notes.append("%d idle connections unanswered after %.0f s" % (res["unanswered"], args.idle_phase))
+    if res["open"] < res["idle"] and not res["unanswered"]:
+        notes.append("server closed %d idle connections" % (res["idle"] - res["open"]))
+    return row
+
+
+# ----------------------------------------------------------------- report
+
+def fmt_lat(us):
+    if us is None:
+        return "–"
+    if us < 1000:
+        return "%.0f µs" % us
+    return "%.2f ms" % (us / 1000)
+
+
+def fmt_num(x, nd=0):
+    if x is None:
+        return "–"
+    return "{:,.{nd}f}".format(x, nd=nd)
+
+
+def fmt_ratio(r):
+    return "–" if r is None else "%.2f×" % r
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def gangway_row(rows, key):
+    for r in rows:
+        if r["scenario"] == key and r["server"] == "gangway" and not r.get("skipped"):
+            return r
+    return None
+
+
+def report_md(rows, meta, scenarios, chart_name):
+    L = []
+    L.append("# gangway benchmark, %s (%s)" % (meta["date"], meta["name"]))
+    L.append("")
+    m = meta["machine"]
+    L.append("- Machine: %s, %s CPUs%s, %s RAM, kernel %s, Debian %s" % (
+        m["cpu"], m["cpus"], " (%s guest)" % m["hypervisor"] if m["hypervisor"] else "",
+        m["memory"], m["kernel"], m["debian"]))
+    L.append("- Run: `%s`: each figure is the median of %d runs of %d s after a %d s warm-up; "
+             "wrk `-t1 -c%d` on CPU %s, the server on CPU %s; took %.0f s; load average "
+             "%.2f before, %.2f after." % (
+                 meta["cmdline"], meta["runs"], meta["duration"], meta["warmup"],
+                 meta["connections"], B.CLIENT_CPU, B.SERVER_CPU, meta["elapsed"],
+                 meta["load_before"], meta["load_after"]))
+    L.append("- The machine is shared and noisy: only ratios within this file are meaningful. "
+             "`gangway ÷ peer` for req/s: above 1 means gangway serves more; for CPU/req: "
+             "below 1 means gangway spends less CPU per request.")
+    L.append("")
+    L.append("![chart](%s)" % chart_name)
+    L.append("")
+    for scn in scenarios:
+        srows = [r for r in rows if r["scenario"] == scn["key"]]
+        if not srows:
+            continue
+        L.append("## %s" % scn["title"])
+        L.append("")
+        L.append(scn["about"])
+        L.append("")
+        g = gangway_row(rows, scn["key"])
+        if scn["kind"] == "idle":
+            L.append("| server | fresh client (median of 5) | slowest | idle conns open | RSS | gangway ÷ peer (time) | notes |")
+            L.append("|---|---:|---:|---:|---:|---:|---|")
+            for r in srows:
+                if r.get("skipped"):
+                    L.append("| %s | – | – | – | – | – | skipped: %s |" % (r["label"], r["skipped"]))
+                    continue
+                rat = None if r is g or not g else ratio(g.get("fresh_ms"), r.get("fresh_ms"))
+                L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                    r["label"],
+                    "%.2f ms" % r["fresh_ms"] if r.get("fresh_ms") is not None else "no answer",
+                    "%.2f ms" % r["fresh_max_ms"] if r.get("fresh_max_ms") is not None else "–",
+                    "%d / %d" % (r["open"], r["idle"]),
+                    "%.1f MiB" % (r["rss_kib"] / 1024) if r.get("rss_kib") else "–",
+                    fmt_ratio(rat), "; ".join(r.get("notes", []))))
+            L.append("")
+            continue
+        L.append("| server | req/s | p50 | p99 | CPU µs/req | RSS | gangway ÷ peer req/s | gangway ÷ peer CPU/req | notes |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in srows:
+            if r.get("skipped"):
+                L.append("| %s | – | – | – | – | – | – | – | skipped: %s |" % (r["label"], r["skipped"]))
+                continue
+            if g and r is not g:
+                rr, rc = ratio(g["rps"], r["rps"]), ratio(g["cpu_us"], r["cpu_us"])
+            else:
+                rr = rc = None
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["label"], fmt_num(r["rps"]), fmt_lat(r["p50_us"]), fmt_lat(r["p99_us"]),
+                fmt_num(r["cpu_us"], 1),
+                "%.1f MiB" % (r["rss_kib"] / 1024) if r.get("rss_kib") else "–",
+                fmt_ratio(rr), fmt_ratio(rc), "; ".join(r.get("notes", []))))
+        L.append("")
+    L.append("## Notes")
+    L.append("")
+    for n in NOTES:
+        L.append("- " + n)
+    L.append("")
+    L.append("## Versions")
+    L.append("")
+    for k, v in meta["versions"].items():
+        L.append("- %s: %s" % (k, v))
+    L.append("")
+    L.append("## Commands")
+    L.append("")
+    L.append("Run from the repository root (`%s`); ports are picked free per row." % B.ROOT)
+    L.append("")
+    for scn in scenarios:
+        srows = [r for r in rows if r["scenario"] == scn["key"] and r.get("commands")]
+        if not srows:
+            continue
+        L.append("### %s" % scn["key"])
+        L.append("")
+        L.append("```")
+        for r in srows:
+            for c in r["commands"]:
+                L.append(c)
+            if r.get("wrk"):
+                L.append(r["wrk"])
+        L.append("```")
+        L.append("")
+    for title, conf in CONFIGS.items():
+        L.append("### Generated nginx.conf, %s (one of the rows; only ports and paths differ)" % title)
+        L.append("")
+        L.append("```nginx")
+        L.append(conf.rstrip())
+        L.append("```")
+        L.append("")
+    L.append("The idle-2000 client is Python in bench/run.py (`idle_probe`): %d connections, "
+             "one `GET /` each, then 5 fresh `GET /` on new connections, one after another." % meta["idle"])
+    L.append("")
+    return "\n".join(L) + "\n"
+
+
+COLORS = {"gangway": "#d62728", "uwsgi": "#1f77b4", "gunicorn": "#2ca02c",
+          "waitress": "#9467bd", "nginx": "#7f7f7f"}
+
+
+def _esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def report_svg(rows, meta, scenarios):
+    """Hand-written SVG: one row of panels per scenario, one panel per metric,
+    horizontal bars per server."""
+    metrics = [("rps", "req/s (higher is better)", lambda v: fmt_num(v)),
+               ("p99_us", "p99 latency (lower is better)", fmt_lat),
+               ("cpu_us", "CPU µs/request (lower is better)", lambda v: fmt_num(v, 1)),
+               ("rss_mib", "worker RSS MiB", lambda v: "%.1f" % v)]
+    idle_metrics = [("fresh_ms", "fresh client ms (lower is better)", lambda v: "%.2f" % v),
+                    None, None, ("rss_mib", "worker RSS MiB", lambda v: "%.1f" % v)]
+    pw, bar, gap, label_w, top = 300, 16, 4, 120, 50
+    shown = [s for s in scenarios if any(r["scenario"] == s["key"] for r in rows)]
+    blocks = []
+    y = top
+    for scn in shown:
+        srows = [r for r in rows if r["scenario"] == scn["key"]]
+        h = 26 + len(srows) * (bar + gap) + 16
+        blocks.append((scn, srows, y, h))
+        y += h
+    W = 20 + 4 * (label_w + pw + 20)
+    H = y + 30
+    o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+         'font-family="sans-serif" font-size="11">' % (W, H),
+         '<rect width="100%" height="100%" fill="white"/>',
+         '<text x="20" y="22" font-size="16" font-weight="bold">gangway benchmark %s (%s)</text>'
+         % (_esc(meta["date"]), _esc(meta["name"])),
+         '<text x="20" y="40" fill="#555">%s; medians of %d × %d s; only ratios within one run mean anything</text>'
+         % (_esc(meta["machine"]["cpu"]), meta["runs"], meta["duration"])]
+    for scn, srows, y0, h in blocks:
+        o.append('<text x="20" y="%d" font-size="13" font-weight="bold">%s</text>'
+                 % (y0 + 14, _esc(scn["title"])))
+        ms = idle_metrics if scn["kind"] == "idle" else metrics
+        for i, m in enumerate(ms):
+            if m is None:
+                continue
+            key, title, fmt = m
+            x0 = 20 + i * (label_w + pw + 20)
+            vals = []
+            for r in srows:
+                v = r.get(key)
+                if key == "rss_mib" and r.get("rss_kib"):
+                    v = r["rss_kib"] / 1024
+                vals.append(v if (v is not None and not r.get("skipped")) else None)
+            vmax = max([v for v in vals if v] or [1])
+            o.append('<text x="%d" y="%d" fill="#333">%s</text>' % (x0 + label_w, y0 + 28, _esc(title)))
+            for j, (r, v) in enumerate(zip(srows, vals)):
+                yy = y0 + 34 + j * (bar + gap)
+                o.append('<text x="%d" y="%d" text-anchor="end">%s</text>'
+                         % (x0 + label_w - 6, yy + bar - 4, _esc(r["label"])))
+                if v is None:
+                    o.append('<text x="%d" y="%d" fill="#999">%s</text>'
+                             % (x0 + label_w + 4, yy + bar - 4,
+                                "skipped" if r.get("skipped") else "no answer"))
+                    continue
+                w = max(1.0, (pw - 70) * v / vmax)
+                o.append('<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>'
+                         % (x0 + label_w, yy, w, bar, COLORS.get(r["server"], "#333")))
+                o.append('<text x="%.1f" y="%d">%s</text>'
+                         % (x0 + label_w + w + 4, yy + bar - 4, _esc(fmt(v))))
+    o.append("</svg>")
+    return "\n".join(o) + "\n"
+
+
+# ------------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="hello keep-alive + Flask, 3 runs x 3 s, 1 s warm-up (make bench-quick)")
+    ap.add_argument("--scenarios", help="comma-separated subset of: " + ",".join(s["key"] for s in SCENARIOS))
+    ap.add_argument("--servers", help="comma-separated subset of: " + ",".join(ALL))
+    ap.add_argument("--runs", type=int, help="runs per row (default 5, quick 3)")
+    ap.add_argument("--duration", type=int, help="seconds per run (default 3)")
+    ap.add_argument("--warmup", type=int, help="warm-up seconds (default 2, quick 1)")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--idle", type=int, default=2000, help="idle connections (default 2000)")
+    ap.add_argument("--idle-phase", type=float, default=8.0,
+                    help="seconds allowed to open the idle connections (default 8)")
+    ap.add_argument("--fresh-timeout", type=float, default=8.0,
+                    help="seconds the fresh client waits (default 8)")
+    ap.add_argument("--budget", type=float,
+                    help="seconds; rows that would end later are skipped (default 840, quick 115)")
+    ap.add_argument("--name", help="result name (default <commit>[-quick])")
+    ap.add_argument("--out-dir", default=B.RESULTS, help="where to write (default bench/results)")
+    ap.add_argument("--no-latest", action="store_true", help="do not update latest.md/latest.svg")
+    ap.add_argument("--gangway-arg", action="append", default=[],
+                    help="extra argument for ./gangway (repeatable)")
+    args = ap.parse_args()
+    q = args.quick
+    args.runs = args.runs or (3 if q else 5)
+    args.duration = args.duration or 3
+    args.warmup = args.warmup if args.warmup is not None else (1 if q else 2)
+    args.budget = args.budget or (115.0 if q else 840.0)
+    GANGWAY_EXTRA.extend(args.gangway_arg)
+    for n in ("runs", "duration", "warmup"):
+        if not 1 <= getattr(args, n) <= 600:
+            ap.error("--%s out of range" % n)
+    if not 1 <= args.idle <= 20000:
+        ap.error("--idle out of range")
+
+    keys = [s["key"] for s in SCENARIOS]
+    want = args.scenarios.split(",") if args.scenarios else (QUICK if q else keys)
+    bad = [k for k in want if k not in keys]
+    if bad:
+        ap.error("unknown scenario(s): " + ",".join(bad))
+    scenarios = [s for s in SCENARIOS if s["key"] in want]
+    servers = args.servers.split(",") if args.servers else ALL
+    bad = [k for k in servers if k not in ALL]
+    if bad:
+        ap.error("unknown server(s): " + ",".join(bad))
+
+    for tool in ("wrk", "taskset", "nginx", "uwsgi", "gunicorn", "waitress-serve"):
+        if not shutil.which(tool):
+            print("warning: %s not found (scripts/install-deps --bench)" % tool, file=sys.stderr)
+
+    B.pin_self()
+    nofile = B.raise_nofile(65536)
+    if nofile < args.idle + 100:
+        print("warning: RLIMIT_NOFILE %d < %d" % (nofile, args.idle + 100), file=sys.stderr)
+    os.makedirs(B.WORK, exist_ok=True)
+    B.clean_work(["nginx-[0-9]*", "nginx-front-[0-9]*"])
+    static_files = B.ensure_static_files()
+    have_gangway = os.access(B.GANGWAY, os.X_OK)
+
+    t_start = time.monotonic()
+    load_before = os.getloadavg()[0]
+    est_wrk = 1.5 + args.warmup + args.runs * (args.duration + 0.3)
+    est_idle = 3 + args.idle_phase + args.fresh_timeout
+    n_rows = sum(1 for scn in scenarios for srv in scn["servers"] if srv in servers)
+    rows = []
+    for scn in scenarios:
+        plan, todo = [], []
+        for srv in scn["servers"]:
+            if srv not in servers:
+                continue
+            row = dict(scenario=scn["key"], server=srv, label=label(srv, scn))
+            plan.append(row)
+            if srv == "gangway" and not have_gangway:
+                row["skipped"] = "./gangway not built (make gangway)"
+            else:
+                todo.append(row)
+        # rows that would end after the budget are skipped
+        left = args.budget - (time.monotonic() - t_start)
+        est = est_idle if scn["kind"] == "idle" else est_wrk
+        fit = max(0, min(len(todo), int(left // est)))
+        for row in todo[fit:]:
+            row["skipped"] = "time budget (%.0f s) would be exceeded" % args.budget
+        todo = todo[:fit]
+        done = {}
+        try:
+            if scn["kind"] == "idle":
+                for row in todo:
+                    try:
+                        done[row["server"]] = run_idle_row(row["server"], scn, args, static_files)
+                    except Skip as ex:
+                        row["skipped"] = str(ex)
+            elif todo:
+                for r in run_wrk_scenario(scn, [r["server"] for r in todo], args, static_files):
+                    done[r["server"]] = r
+        except Exception as ex:   # one broken scenario must not lose the others
+            for row in todo:
+                if row["server"] not in done:
+                    row["skipped"] = "harness error: %s: %s" % (type(ex).__name__, ex)
+        for row in plan:
+            row = done.get(row["server"], row)
+            rows.append(row)
+            prefix = "[%2d/%d] %-16s %-18s" % (len(rows), n_rows, scn["key"], row["label"])
+            if row.get("skipped"):
+                print("%s skipped: %s" % (prefix, row["skipped"]), flush=True)
+            elif scn["kind"] == "idle":
+                print("%s fresh %s ms, %d/%d idle open, RSS %s KiB %s" % (
+                    prefix, "%.2f" % row["fresh_ms"] if row.get("fresh_ms") is not None else "-",
+                    row["open"], row["idle"], row.get("rss_kib"), "; ".join(row.get("notes", []))),
+                    flush=True)
+            else:
+                print("%s %9.0f req/s  p50 %-9s p99 %-9s %6.1f µs/req  RSS %s KiB %s" % (
+                    prefix, row["rps"], fmt_lat(row["p50_us"]), fmt_lat(row["p99_us"]), row["cpu_us"],
+                    row.get("rss_kib"), "; ".join(row.get("notes", []))), flush=True)
+
+    commit = B.git_commit()
+    name = args.name or (commit.split("-")[0][:7] + ("-quick" if q else ""))
+    meta = dict(date=B.today(), name=name, machine=B.machine_info(), versions=B.versions(),
+                runs=args.runs, duration=args.duration, warmup=args.warmup,
+                connections=args.connections, elapsed=time.monotonic() - t_start,
+                idle=args.idle, load_before=load_before, load_after=os.getloadavg()[0],
+                cmdline=" ".join(["bench/run.py"] + [shlex.quote(a) for a in sys.argv[1:]]))
+    os.makedirs(args.out_dir, exist_ok=True)
+    base = os.path.join(args.out_dir, "%s-%s" % (meta["date"], name))
+    with open(base + ".svg", "w") as f:
+        f.write(report_svg(rows, meta, scenarios))
+    with open(base + ".md", "w") as f:
+        f.write(report_md(rows, meta, scenarios, os.path.basename(base) + ".svg"))
+    with open(os.path.join(B.WORK, "last-run.json"), "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1, default=str)
+    if not args.no_latest:
+        shutil.copyfile(base + ".svg", os.path.join(args.out_dir, "latest.svg"))
+        md = report_md(rows, meta, scenarios, "latest.svg")
+        with open(os.path.join(args.out_dir, "latest.md"), "w") as f:
+            f.write(md)
+    print("wrote %s.md and %s.svg%s (%.0f s)" % (
+        os.path.relpath(base, B.ROOT), os.path.relpath(base, B.ROOT),
+        "" if args.no_latest else " (+ latest.md/latest.svg)", time.monotonic() - t_start))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

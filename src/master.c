@@ -1,0 +1,506 @@
+#include "master.h"
+
+#include "clock.h"
+#include "log.h"
+#include "loop.h"
+#include "scoreboard.h"
+#include "signals.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define NSLOTS (2 * GW_MAX_WORKERS) /* room for a whole new generation during a reload */
+#define MAX_LOAD_FAILURES 5
+#define QUICK_KILL_MS 5000
+#define TICK_MS 1000
+
+typedef struct wproc {
+    pid_t pid;           /* 0: the slot is free */
+    uint32_t generation;
+    bool is_ready;
+    bool is_retiring;    /* told to stop: do not replace it */
+    bool is_killed;      /* harakiri SIGKILL sent */
+    uint64_t respawn_at; /* >0: a replacement is due then (back-off) */
+} wproc_t;
+
+typedef struct master {
+    const gw_config_t *cfg;
+    gw_listener_t *ls;
+    size_t nl;
+    const char *banner;
+    gw_loop_t *loop;
+    gw_scoreboard_t sb;
+    wproc_t w[NSLOTS];
+    gw_watch_t sigwatch, notify;
+    int notify_wr;
+    unsigned target;
+    uint32_t generation;
+    bool is_ready;       /* the first generation is serving */
+    bool is_reloading;
+    bool is_stopping;
+    bool is_delaying;    /* SIGTERM received, shutdown-delay running */
+    int exit_code;
+    unsigned failures;   /* consecutive workers that could not load the app */
+    struct timespec *touch_mtime;
+    gw_timerq_t tick_q, delay_q, kill_graceful_q, kill_quick_q;
+    gw_timer_t tick, delay, kill;
+} master_t;
+
+#define RELAXED memory_order_relaxed
+
+static unsigned count_live(master_t *m, uint32_t gen, bool ready_only)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < NSLOTS; i++)
+        if (m->w[i].pid && m->w[i].generation == gen && !m->w[i].is_retiring &&
+            (!ready_only || m->w[i].is_ready))
+            n++;
+    return n;
+}
+
+static bool any_live(master_t *m)
+{
+    for (size_t i = 0; i < NSLOTS; i++)
+        if (m->w[i].pid)
+            return true;
+    return false;
+}
+
+static int spawn(master_t *m, size_t i)
+{
+    wproc_t *w = &m->w[i];
+    gw_slot_t *slot = &m->sb.slots[i];
+    pid_t pid;
+
+    gw_slot_reset(slot, m->generation);
+    gw_log_flush();
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        gw_log_error("cannot fork worker %zu: %s", i + 1, strerror(errno));
+        return -errno;
+    }
+    if (pid == 0) {
+        /* The child: drop the master's loop and signal pipe, then serve. */
+        gw_signals_close(m->sigwatch.fd);
+        close(m->notify.fd);
+        gw_loop_free(m->loop);
+        exit(gw_worker_run(m->cfg, m->ls, m->nl, (unsigned)i + 1, slot, m->notify_wr));
+    }
+    memset(w, 0, sizeof(*w));
+    w->pid = pid;
+    w->generation = m->generation;
+    return 0;
+}
+
+/* The first free slot for a worker of the current generation. */
+static long free_slot(master_t *m)
+{
+    for (size_t i = 0; i < NSLOTS; i++)
+        if (!m->w[i].pid && !m->w[i].respawn_at)
+            return (long)i;
+    return -1;
+}
+
+static void spawn_more(master_t *m, unsigned n)
+{
+    while (n-- > 0) {
+        long i = free_slot(m);
+        if (i < 0 || spawn(m, (size_t)i) < 0)
+            return;
+    }
+}
+
+static void signal_all(master_t *m, int sig, bool old_only)
+{
+    for (size_t i = 0; i < NSLOTS; i++) {
+        wproc_t *w = &m->w[i];
+        if (!w->pid || (old_only && w->generation == m->generation))
+            continue;
+        if (sig == SIGTERM || sig == SIGQUIT)
+            w->is_retiring = true;
+        kill(w->pid, sig);
+    }
+}
+
+static void vacuum(master_t *m)
+{
+    if (!m->cfg->vacuum)
+        return;
+    for (size_t i = 0; i < m->nl; i++)
+        if (m->ls[i].is_unix && m->ls[i].path[0])
+            unlink(m->ls[i].path);
+    if (m->cfg->pidfile)
+        unlink(m->cfg->pidfile);
+}
+
+static void begin_stop(master_t *m, bool graceful, const char *why)
+{
+    if (m->is_stopping && graceful)
+        return;
+    if (!m->is_stopping && why)
+        gw_log_error("%s: %s stop of %u worker(s)", why, graceful ? "graceful" : "quick",
+                     count_live(m, m->generation, false));
+    m->is_stopping = true;
+    m->is_delaying = false;
+    gw_timer_stop(&m->delay);
+    /* New connections are refused from now on rather than queued for
+     * workers that will not take them. */
+    for (size_t i = 0; i < m->nl; i++)
+        gw_listen_close(&m->ls[i]);
+    signal_all(m, graceful ? SIGTERM : SIGQUIT, false);
+    gw_timer_start(graceful ? &m->kill_graceful_q : &m->kill_quick_q, &m->kill);
+    if (!any_live(m))
+        gw_loop_stop(m->loop);
+}
+
+static void on_kill_timer(gw_loop_t *loop, gw_timer_t *t)
+{
+    master_t *m = (master_t *)((char *)t - offsetof(master_t, kill));
+    (void)loop;
+    gw_log_error("workers still running after the stop timeout: killing them");
+    signal_all(m, SIGKILL, false);
+}
+
+static void on_delay_timer(gw_loop_t *loop, gw_timer_t *t)
+{
+    master_t *m = (master_t *)((char *)t - offsetof(master_t, delay));
+    (void)loop;
+    begin_stop(m, true, "shutdown-delay over");
+}
+
+static void reload(master_t *m, const char *why)
+{
+    if (m->is_stopping || m->is_delaying)
+        return;
+    if (m->is_reloading) {
+        gw_log_error("%s: a reload is already under way", why);
+        return;
+    }
+    m->generation++;
+    m->is_reloading = true;
+    gw_log_error("%s: graceful reload: starting %u new worker(s)", why, m->target);
+    spawn_more(m, m->target);
+}
+
+static void announce_ready(master_t *m)
+{
+    m->is_ready = true;
+    m->failures = 0;
+    gw_log_error("%s, master pid %d, %u worker(s)", m->banner, (int)getpid(), m->target);
+    for (size_t i = 0; i < m->nl; i++)
+        gw_log_error("listening on %s", m->ls[i].url);
+    for (size_t i = 0; i < NSLOTS; i++)
+        if (m->w[i].pid && m->w[i].is_ready)
+            gw_log_error("worker %zu ready (pid %d)", i + 1, (int)m->w[i].pid);
+    gw_log_error("ready");
+}
+
+/* Moves start-up and reloads forward after a worker became ready. */
+static void progress(master_t *m)
+{
+    unsigned ready = count_live(m, m->generation, true);
+
+    if (!m->is_ready) {
+        /* The first worker proves the app loads; then the rest start. */
+        if (ready == 1 && count_live(m, m->generation, false) == 1 && m->target > 1)
+            spawn_more(m, m->target - 1);
+        if (ready >= m->target)
+            announce_ready(m);
+        return;
+    }
+    if (m->is_reloading && ready >= m->target) {
+        m->is_reloading = false;
+        m->failures = 0;
+        signal_all(m, SIGTERM, true);
+        gw_log_error("reload: %u new worker(s) serving; the old ones finish what they hold",
+                     ready);
+    }
+}
+
+static void on_notify(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
+{
+    master_t *m = (master_t *)((char *)w - offsetof(master_t, notify));
+    uint16_t id;
+
+    (void)loop;
+    (void)events;
+    while (read(w->fd, &id, sizeof(id)) == sizeof(id)) {
+        if (id < 1 || id > NSLOTS || !m->w[id - 1].pid)
+            continue;
+        m->w[id - 1].is_ready = true;
+        if (m->is_ready)
+            gw_log_error("worker %u ready (pid %d)", id, (int)m->w[id - 1].pid);
+    }
+    progress(m);
+}
+
+static void describe(int st, char *buf, size_t n)
+{
+    if (WIFEXITED(st))
+        snprintf(buf, n, "exited with status %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        snprintf(buf, n, "was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+    else
+        snprintf(buf, n, "ended (status 0x%x)", st);
+}
+
+static void on_worker_exit(master_t *m, size_t i, int st)
+{
+    wproc_t w = m->w[i];
+    char how[96];
+    bool load_failed = WIFEXITED(st) && WEXITSTATUS(st) == GW_EXIT_APP_FAILED;
+
+    memset(&m->w[i], 0, sizeof(m->w[i]));
+    atomic_store_explicit(&m->sb.slots[i].state, GW_SLOT_EMPTY, RELAXED);
+    describe(st, how, sizeof(how));
+    if (m->is_stopping || w.is_retiring) {
+        if (!m->is_stopping && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))
+            gw_log_error("worker %zu (pid %d) %s while stopping", i + 1, (int)w.pid, how);
+        return;
+    }
+    if (load_failed) {
+        if (!m->is_ready) {
+            /* The app does not load at all: the worker said why, in one
+             * line; add nothing and go. */
+            m->exit_code = 1;
+            begin_stop(m, false, NULL);
+            return;
+        }
+        if (w.generation == m->generation && m->is_reloading) {
+            gw_log_error("reload failed: the new workers cannot load the app; the old ones "
+                         "keep serving");
+            for (size_t j = 0; j < NSLOTS; j++)
+                if (m->w[j].pid && m->w[j].generation == m->generation)
+                    kill(m->w[j].pid, SIGQUIT), m->w[j].is_retiring = true;
+            m->generation--;
+            m->is_reloading = false;
+            return;
+        }
+        if (++m->failures >= MAX_LOAD_FAILURES) {
+            gw_log_error("worker %zu cannot load the app %u times in a row: giving up", i + 1,
+                         m->failures);
+            m->exit_code = 1;
+            begin_stop(m, true, "repeated start-up failures");
+            return;
+        }
+        m->w[i].respawn_at = gw_clock_ms() + (1000ULL << m->failures);
+        gw_log_error("worker %zu (pid %d) cannot load the app; retrying in %llus", i + 1,
+                     (int)w.pid, (unsigned long long)(1ULL << m->failures));
+        return;
+    }
+    if (w.generation != m->generation)
+        return; /* an old generation's worker */
+    if (count_live(m, m->generation, false) >= m->target)
+        return;
+    gw_log_error("worker %zu (pid %d) %s; respawning", i + 1, (int)w.pid, how);
+    spawn(m, i);
+}
+
+static void reap(master_t *m)
+{
+    int st;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        for (size_t i = 0; i < NSLOTS; i++) {
+            if (m->w[i].pid == pid) {
+                on_worker_exit(m, i, st);
+                break;
+            }
+        }
+    }
+    if (m->is_stopping && !any_live(m))
+        gw_loop_stop(m->loop);
+}
+
+static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
+{
+    master_t *m = (master_t *)((char *)w - offsetof(master_t, sigwatch));
+    int sig;
+
+    (void)loop;
+    (void)events;
+    while ((sig = gw_signals_next(w->fd)) > 0) {
+        switch (sig) {
+        case SIGCHLD:
+            reap(m);
+            break;
+        case SIGTERM:
+            if (m->cfg->shutdown_delay && !m->is_stopping && !m->is_delaying) {
+                m->is_delaying = true;
+                gw_log_error("SIGTERM: serving %llus more (shutdown-delay), then stopping",
+                             (unsigned long long)m->cfg->shutdown_delay);
+                gw_timer_start(&m->delay_q, &m->delay);
+            } else {
+                begin_stop(m, true, "SIGTERM");
+            }
+            break;
+        case SIGINT:
+            begin_stop(m, false, "SIGINT");
+            break;
+        case SIGQUIT:
+            begin_stop(m, false, "SIGQUIT");
+            break;
+        case SIGHUP:
+            reload(m, "SIGHUP");
+            break;
+        case SIGUSR1:
+            gw_log_reopen();
+            signal_all(m, SIGUSR1, false);
+            break;
+        case SIGTTIN:
+            if (m->is_stopping || m->target >= GW_MAX_WORKERS)
+                break;
+            m->target++;
+            gw_log_error("SIGTTIN: %u worker(s)", m->target);
+            spawn_more(m, 1);
+            break;
+        case SIGTTOU:
+            if (m->is_stopping || m->target <= 1)
+                break;
+            m->target--;
+            gw_log_error("SIGTTOU: %u worker(s)", m->target);
+            for (size_t i = NSLOTS; i-- > 0;) {
+                wproc_t *wp = &m->w[i];
+                if (wp->pid && wp->generation == m->generation && !wp->is_retiring) {
+                    wp->is_retiring = true;
+                    kill(wp->pid, SIGTERM);
+                    break;
+                }
+            }
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static bool touched(master_t *m)
+{
+    bool changed = false;
+    for (size_t i = 0; i < m->cfg->touch_reload.n; i++) {
+        struct stat st;
+        if (stat(m->cfg->touch_reload.v[i], &st) < 0)
+            continue;
+        if (st.st_mtim.tv_sec != m->touch_mtime[i].tv_sec ||
+            st.st_mtim.tv_nsec != m->touch_mtime[i].tv_nsec) {
+            m->touch_mtime[i] = st.st_mtim;
+            changed = true;
+        }
+    }
+    return changed;
+}
+
+/* Once a second: harakiri kills, due respawns, touch-reload. */
+static void on_tick(gw_loop_t *loop, gw_timer_t *t)
+{
+    master_t *m = (master_t *)((char *)t - offsetof(master_t, tick));
+    uint64_t now = gw_clock_ms();
+    uint64_t limit = (m->cfg->harakiri + m->cfg->harakiri_grace) * 1000;
+
+    (void)loop;
+    for (size_t i = 0; i < NSLOTS; i++) {
+        wproc_t *w = &m->w[i];
+        if (w->pid && m->cfg->harakiri && !w->is_killed) {
+            gw_slot_t *s = &m->sb.slots[i];
+            uint64_t since = atomic_load_explicit(&s->busy_since_ms, memory_order_acquire);
+            if (since && now > since && now - since > limit) {
+                char what[sizeof(s->current)];
+                memcpy(what, s->current, sizeof(what));
+                what[sizeof(what) - 1] = '\0';
+                gw_log_error("harakiri: worker %zu (pid %d) still stuck after %llus on \"%s\"; "
+                             "killing it", i + 1, (int)w->pid,
+                             (unsigned long long)((now - since) / 1000), what);
+                kill(w->pid, SIGKILL);
+                w->is_killed = true;
+            }
+        }
+        if (!w->pid && w->respawn_at && now >= w->respawn_at && !m->is_stopping) {
+            w->respawn_at = 0;
+            spawn(m, i);
+        }
+    }
+    if (m->cfg->touch_reload.n && touched(m))
+        reload(m, "touch-reload");
+    gw_timer_start(&m->tick_q, &m->tick);
+}
+
+int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner)
+{
+    static const int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT,
+                               SIGHUP,  SIGUSR1, SIGTTIN, SIGTTOU};
+    master_t *m = calloc(1, sizeof(*m));
+    int p[2] = {-1, -1}, rc = 1;
+
+    if (!m)
+        return 1;
+    m->cfg = cfg;
+    m->ls = ls;
+    m->nl = nl;
+    m->banner = banner;
+    m->target = (unsigned)cfg->workers;
+    m->generation = 1;
+    m->sigwatch.fd = m->notify.fd = -1;
+    if (gw_scoreboard_open(&m->sb, NSLOTS) < 0 || !(m->loop = gw_loop_new(NULL)) ||
+        pipe2(p, O_CLOEXEC) < 0) {
+        gw_log_error("cannot start the master: %s", strerror(errno));
+        goto out;
+    }
+    /* Workers write their ready notes; the master reads without blocking. */
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    m->notify.fd = p[0];
+    m->notify.cb = on_notify;
+    m->notify_wr = p[1];
+    m->sigwatch.fd = gw_signals_open(sigs, sizeof(sigs) / sizeof(sigs[0]));
+    m->sigwatch.cb = on_signal;
+    if (m->sigwatch.fd < 0 || gw_loop_add(m->loop, &m->sigwatch, EPOLLIN) < 0 ||
+        gw_loop_add(m->loop, &m->notify, EPOLLIN) < 0) {
+        gw_log_error("cannot start the master: %s", strerror(errno));
+        goto out;
+    }
+    if (cfg->touch_reload.n) {
+        m->touch_mtime = calloc(cfg->touch_reload.n, sizeof(*m->touch_mtime));
+        if (m->touch_mtime)
+            (void)touched(m); /* remember the mtimes we start with */
+    }
+    gw_timerq_init(m->loop, &m->tick_q, TICK_MS);
+    gw_timerq_init(m->loop, &m->delay_q, cfg->shutdown_delay * 1000);
+    /* The workers have graceful-timeout themselves; the kill is a backstop. */
+    gw_timerq_init(m->loop, &m->kill_graceful_q, cfg->graceful_timeout * 1000 + QUICK_KILL_MS);
+    gw_timerq_init(m->loop, &m->kill_quick_q, QUICK_KILL_MS);
+    gw_timer_init(&m->tick, on_tick);
+    gw_timer_init(&m->delay, on_delay_timer);
+    gw_timer_init(&m->kill, on_kill_timer);
+    gw_timer_start(&m->tick_q, &m->tick);
+
+    if (spawn(m, 0) < 0)
+        goto out;
+    if (gw_loop_run(m->loop) < 0)
+        gw_log_error("master loop failed: %s", strerror(errno));
+    rc = m->exit_code;
+    if (rc == 0)
+        gw_log_error("stopped");
+out:
+    vacuum(m);
+    if (m->sigwatch.fd >= 0)
+        gw_signals_close(m->sigwatch.fd);
+    if (m->notify.fd >= 0)
+        close(m->notify.fd);
+    if (p[1] >= 0)
+        close(p[1]);
+    gw_loop_free(m->loop);
+    gw_scoreboard_close(&m->sb);
+    free(m->touch_mtime);
+    free(m);
+    return rc;
+}

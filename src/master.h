@@ -1,0 +1,15 @@
+/* The master: pure C (no Python), forks the workers on the listeners it
+ * bound, and supervises them: respawn, graceful reload (SIGHUP,
+ * --touch-reload), graceful and quick stop, more or fewer workers
+ * (SIGTTIN/SIGTTOU), log reopen (SIGUSR1) and the harakiri kill. */
+#ifndef GW_MASTER_H
+#define GW_MASTER_H
+
+#include "config.h"
+#include "listen.h"
+
+/* Runs until the workers are stopped; returns the process exit status. The
+ * listeners are borrowed (and closed when a stop begins). */
+int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner);
+
+#endif

@@ -1,0 +1,67 @@
+#include "scoreboard.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define RELAXED memory_order_relaxed
+
+const uint64_t gw_lat_bounds_us[GW_LAT_BUCKETS - 1] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000, 5000000,
+};
+
+int gw_scoreboard_open(gw_scoreboard_t *sb, size_t nslots)
+{
+    void *p = mmap(NULL, nslots * sizeof(gw_slot_t), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    sb->slots = p;
+    sb->nslots = nslots;
+    return 0;
+}
+
+void gw_scoreboard_close(gw_scoreboard_t *sb)
+{
+    if (sb->slots)
+        munmap(sb->slots, sb->nslots * sizeof(gw_slot_t));
+    sb->slots = NULL;
+    sb->nslots = 0;
+}
+
+void gw_slot_reset(gw_slot_t *s, uint32_t generation)
+{
+    memset((void *)s, 0, sizeof(*s));
+    atomic_store_explicit(&s->generation, generation, RELAXED);
+    atomic_store_explicit(&s->state, GW_SLOT_STARTING, RELAXED);
+}
+
+void gw_slot_busy(gw_slot_t *s, uint64_t now_ms, const char *what, size_t what_len)
+{
+    if (what_len >= sizeof(s->current))
+        what_len = sizeof(s->current) - 1;
+    memcpy(s->current, what, what_len);
+    s->current[what_len] = '\0';
+    atomic_store_explicit(&s->busy_since_ms, now_ms ? now_ms : 1, memory_order_release);
+}
+
+void gw_slot_idle(gw_slot_t *s)
+{
+    atomic_store_explicit(&s->busy_since_ms, 0, memory_order_release);
+}
+
+void gw_slot_count(gw_slot_t *s, int status, uint64_t bytes, uint64_t duration_us)
+{
+    int cls = status >= 100 && status < 600 ? status / 100 - 1 : 5;
+    int b = 0;
+
+    while (b < GW_LAT_BUCKETS - 1 && duration_us > gw_lat_bounds_us[b])
+        b++;
+    /* One writer per slot: a load and a store, no read-modify-write needed. */
+    atomic_store_explicit(&s->requests, atomic_load_explicit(&s->requests, RELAXED) + 1, RELAXED);
+    atomic_store_explicit(&s->bytes_out, atomic_load_explicit(&s->bytes_out, RELAXED) + bytes,
+                          RELAXED);
+    atomic_store_explicit(&s->status[cls], atomic_load_explicit(&s->status[cls], RELAXED) + 1,
+                          RELAXED);
+    atomic_store_explicit(&s->lat[b], atomic_load_explicit(&s->lat[b], RELAXED) + 1, RELAXED);
+}

@@ -1,0 +1,46 @@
+#include "worker.h"
+
+#include "clock.h"
+#include "log.h"
+#include "server.h"
+#include "wsgi.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned id,
+                  gw_slot_t *slot, int notify_fd)
+{
+    gw_handler_t handler;
+    gw_block_hooks_t hooks;
+    gw_worker_info_t who = {.id = id, .slot = slot};
+    gw_server_t *s;
+    gw_wsgi_t *w;
+    uint16_t msg = (uint16_t)id;
+    int rc;
+
+    if (!(w = gw_wsgi_new(cfg, ls, nl)))
+        return GW_EXIT_APP_FAILED;
+    gw_wsgi_handler(w, &handler, &hooks);
+    if (!(s = gw_server_new(cfg, ls, nl, &handler, &hooks, &who))) {
+        gw_wsgi_free(w);
+        return 1;
+    }
+    if (cfg->harakiri && gw_wsgi_start_watchdog(w, slot, id) < 0)
+        gw_log_error("worker %u: cannot start the harakiri watchdog; only the master's kill "
+                     "remains", id);
+    gw_clock_update();
+    atomic_store(&slot->pid, (int32_t)getpid());
+    atomic_store(&slot->started_ms, gw_clock_ms());
+    atomic_store(&slot->state, GW_SLOT_READY);
+    if (write(notify_fd, &msg, sizeof(msg)) != sizeof(msg))
+        gw_log_error("worker %u: cannot tell the master it is ready: %s", id, strerror(errno));
+    close(notify_fd);
+    rc = gw_server_run(s);
+    gw_log_flush();
+    gw_server_free(s);
+    gw_wsgi_free(w);
+    return rc < 0 ? 1 : 0;
+}

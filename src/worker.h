@@ -1,0 +1,18 @@
+/* A worker process: starts Python, loads the app and runs one server loop
+ * on the listeners it inherited from the master. */
+#ifndef GW_WORKER_H
+#define GW_WORKER_H
+
+#include "config.h"
+#include "listen.h"
+#include "scoreboard.h"
+
+/* The worker could not load the application (the reason is logged). */
+#define GW_EXIT_APP_FAILED 3
+
+/* Runs in the child after fork; returns its exit status. Tells the master it
+ * serves by writing its id (uint16) to notify_fd. Runs Python. */
+int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned id,
+                  gw_slot_t *slot, int notify_fd);
+
+#endif
