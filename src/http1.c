@@ -72,6 +72,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     gw_http1_t *h = H(p);
     int rc;
 
+    h->value_done = false;
     if (h->in_body)
         return head_grow(h, len); /* trailer fields */
     if (h->last_cb != CB_FIELD) {
@@ -104,14 +105,13 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         if (c < 0x20 && (c == '\r' || c == '\n' || c == '\0'))
             return fail(h, 400, "bad character or obs-fold in header value");
     }
+    /* A value after a completed one, with no field between: llhttp 8.1 takes
+     * ": v" (an empty name) that way. Folded lines are refused by the line
+     * scan in gw_http1_feed(). */
+    if (h->value_done)
+        return fail(h, 400, "empty header name");
     if (h->in_body)
         return head_grow(h, len); /* trailer fields: checked and counted, not kept */
-    /* llhttp 8.1 hands an obs-fold continuation to us as a second piece of
-     * the value, after the CRLF: pieces of one value are otherwise always
-     * contiguous in the buffer. */
-    if (h->last_cb == CB_VALUE && h->cur_value.len &&
-        at != h->base + h->cur_value.off + h->cur_value.len)
-        return fail(h, 400, "obs-fold in header value");
     h->last_cb = CB_VALUE;
     span_add(h, &h->cur_value, at, len);
     h->field_bytes += (uint32_t)len;
@@ -143,6 +143,8 @@ static int finish_header(gw_http1_t *h)
 
     if (value.len == 0)
         value.off = h->cur_value.off;
+    if (name.len == 0) /* RFC 9110 5.1: a token; llhttp 8.1 takes ": v" */
+        return fail(h, 400, "empty header name");
     /* Names with '_' would turn into the same CGI variable as their '-'
      * spelling (X_Forwarded_For vs X-Forwarded-For): drop them, as nginx does. */
     if (memchr(h->base + name.off, '_', name.len))
@@ -154,7 +156,7 @@ static int finish_header(gw_http1_t *h)
     } else if (span_ieq(h, name, "transfer-encoding")) {
         if (++h->nte > 1 || !span_ieq(h, value, "chunked"))
             return fail(h, 400, "unsupported Transfer-Encoding");
-    } else if (span_ieq(h, name, "expect")) {
+    } else if (span_ieq(h, name, "expect") && h->parser.http_minor == 1) {
         if (!span_ieq(h, value, "100-continue"))
             return fail(h, 417, "unsupported Expect");
         r->expect_continue = true;
@@ -166,7 +168,7 @@ static int finish_header(gw_http1_t *h)
 
 static int on_header_value_complete(llhttp_t *p)
 {
-    (void)p;
+    H(p)->value_done = true;
     return 0;
 }
 
@@ -228,6 +230,10 @@ static int on_headers_complete(llhttp_t *p)
     /* llhttp 8.1 takes any digit pair; we speak 1.0 and 1.1 only. */
     if (p->http_major != 1 || p->http_minor > 1)
         return fail(h, 505, "HTTP version not supported");
+    /* ... and RTSP/1.0 as well as HTTP/1.0: the protocol name follows the
+     * target and its one space. */
+    if (memcmp(h->base + r->target.off + r->target.len, " HTTP/", 6) != 0)
+        return fail(h, 400, "not an HTTP request line");
     if (p->method == HTTP_CONNECT)
         return fail(h, 400, "CONNECT is not served");
     if ((rc = split_target(h)))
@@ -247,6 +253,8 @@ static int on_headers_complete(llhttp_t *p)
     }
     if (r->expect_continue && !r->is_chunked && r->content_length <= 0)
         r->expect_continue = false; /* nothing to continue to */
+    if (p->http_minor == 0)
+        r->expect_continue = false; /* RFC 9110 10.1.1: ignored from HTTP/1.0 clients */
     r->is_head = p->method == HTTP_HEAD;
     h->in_body = 1;
     /* Pause only when a body follows, so the caller can answer 100-continue
@@ -276,6 +284,12 @@ static int on_chunk_header(llhttp_t *p)
     /* Refuse a chunk that cannot fit before its bytes arrive. */
     if (p->content_length > h->lim->body - h->req->body.len)
         return fail(h, 413, "request body too large");
+    if (p->content_length == 0) {
+        /* The last chunk: its trailer section is lines again, checked like
+         * the head. Pause so the feed knows where that section begins. */
+        h->in_trailer = true;
+        return HPE_PAUSED;
+    }
     return 0;
 }
 
@@ -352,63 +366,85 @@ static int map_error(gw_http1_t *h, llhttp_errno_t e)
     return 400;
 }
 
-/* llhttp 8.1 accepts a bare LF as a line end in the head; RFC 9112 2.2
- * lets a server reject it, and a front proxy may read such a head
- * differently: insist on CRLF. Scans the head bytes consumed by a feed. */
-static int check_bare_lf(gw_http1_t *h, const char *p, size_t n)
+/* The line discipline llhttp 8.1 does not enforce, checked on the raw
+ * bytes of the head and of a chunked body's trailer section: every LF ends
+ * a CRLF (RFC 9112 2.2; a bare LF may end a line differently for a proxy in
+ * front), and no line begins with SP or HTAB (obs-fold, 5.2; whitespace
+ * before the first field, 2.2). State carries across feeds, so where the
+ * client's packets end changes nothing. */
+static int check_lines(gw_http1_t *h, const char *p, size_t n)
 {
-    const char *end = p + n, *lf;
+    const char *start = p, *end = p + n, *lf;
+
+    if (n == 0)
+        return 0;
+    if (h->after_lf && (*p == ' ' || *p == '\t'))
+        return fail(h, 400, "obs-fold or whitespace at a line start");
     for (; (lf = memchr(p, '\n', (size_t)(end - p))); p = lf + 1) {
-        bool cr = lf > p ? lf[-1] == '\r' : h->last_was_cr;
+        bool cr = lf > start ? lf[-1] == '\r' : h->last_was_cr;
         if (!cr)
             return fail(h, 400, "bare LF in request head");
+        if (lf + 1 < end && (lf[1] == ' ' || lf[1] == '\t'))
+            return fail(h, 400, "obs-fold or whitespace at a line start");
     }
-    if (n)
-        h->last_was_cr = end[-1] == '\r';
+    h->last_was_cr = end[-1] == '\r';
+    h->after_lf = end[-1] == '\n';
+    /* Every byte of a head counts against its limits, blank lines and
+     * whitespace included, so no connection grows its buffer unbounded. */
+    h->raw_bytes += n;
+    if (h->raw_bytes > h->lim->request_line + h->lim->headers)
+        return fail(h, 431, "request head too large");
     return 0;
 }
 
 gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, size_t off,
                                 size_t len, size_t *used)
 {
-    const char *data = base + off;
-    llhttp_errno_t e;
-    bool in_head;
+    const char *data = base + off, *p = data, *end = data + len;
 
     h->req = req;
     h->base = base;
-    h->feed_end = data + len;
+    h->feed_end = end;
     *used = 0;
     if (len == 0)
         return GW_HTTP1_AGAIN;
-    if (h->crlf_need) {
-        const char *p = data;
-        if (check_chunk_crlf(h, p))
+    if (h->crlf_need && check_chunk_crlf(h, p))
+        return GW_HTTP1_ERROR;
+    for (;;) {
+        bool lines = !h->in_body || h->in_trailer; /* head or trailer bytes */
+        llhttp_errno_t e;
+        size_t n;
+
+        if (llhttp_get_errno(&h->parser) == HPE_PAUSED)
+            llhttp_resume(&h->parser);
+        e = llhttp_execute(&h->parser, p, (size_t)(end - p));
+        if (e == HPE_OK) {
+            n = (size_t)(end - p);
+        } else if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+            n = (size_t)(llhttp_get_error_pos(&h->parser) - p);
+        } else {
+            h->status = map_error(h, e);
             return GW_HTTP1_ERROR;
-    }
-    if (llhttp_get_errno(&h->parser) == HPE_PAUSED)
-        llhttp_resume(&h->parser);
-    in_head = !h->in_body;
-    e = llhttp_execute(&h->parser, data, len);
-    switch (e) {
-    case HPE_OK:
-        *used = len;
-        if (in_head && check_bare_lf(h, data, len))
+        }
+        if (lines && check_lines(h, p, n))
             return GW_HTTP1_ERROR;
-        return GW_HTTP1_AGAIN;
-    case HPE_PAUSED:
-    case HPE_PAUSED_UPGRADE:
-        *used = (size_t)(llhttp_get_error_pos(&h->parser) - data);
-        if (in_head && check_bare_lf(h, data, *used))
-            return GW_HTTP1_ERROR;
+        p += n;
+        *used = (size_t)(p - data);
+        if (e == HPE_OK)
+            return GW_HTTP1_AGAIN;
         if (h->in_body == 2) {
             if (e == HPE_PAUSED_UPGRADE)
                 req->keep_alive = false;
             return GW_HTTP1_DONE;
         }
+        if (h->in_trailer && !h->trailer_started) {
+            /* Paused at the last chunk's size line (which ended in CRLF):
+             * scan the trailer section from here. */
+            h->trailer_started = true;
+            h->last_was_cr = false;
+            h->after_lf = true;
+            continue;
+        }
         return GW_HTTP1_HEAD;
-    default:
-        h->status = map_error(h, e);
-        return GW_HTTP1_ERROR;
     }
 }

@@ -45,7 +45,12 @@ typedef struct gw_http1 {
     const char *reason;           /* short text for the error log */
     gw_span_t cur_name, cur_value;
     bool drop_header;
-    bool last_was_cr;             /* the head's previous byte, for bare-LF checks */
+    bool last_was_cr;             /* line scan: the previous byte was CR */
+    bool after_lf;                /* line scan: the previous byte was LF */
+    bool value_done;              /* a header value completed, no field since */
+    bool in_trailer;              /* past the last chunk: trailer lines follow */
+    bool trailer_started;
+    uint64_t raw_bytes;           /* head (and trailer) bytes, whitespace included */
 } gw_http1_t;
 
 /* Prepares h for a new connection. */

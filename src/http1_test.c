@@ -50,6 +50,9 @@ static int n_pass, n_fail, n_known;
 /* Behaviour src/http1.c gets wrong today: reported to its owner, not fixed
  * here. Not counted as a failure, so `make unit` stays usable; printed while
  * it still fails, and flagged once it passes so that it moves to a CHECK. */
+/* A check with a name: the gaps of llhttp 8.1 that http1.c closes. */
+#define CHECK_THAT(cond, what) CHECK(cond)
+
 #define KNOWN_BUG(cond, what)                                                                      \
     do {                                                                                           \
         if (cond) {                                                                                \
@@ -920,22 +923,22 @@ static void test_known_bugs(void)
      * a value whose first piece was empty. With Transfer-Encoding or
      * Content-Length this frames the body from a folded header, which a
      * front end that rejects or keeps obs-fold reads differently. */
-    KNOWN_BUG(status_of("GET / HTTP/1.1\r\nHost: a\r\nX-A:\r\n 2\r\n\r\n", NULL) == 400,
+    CHECK_THAT(status_of("GET / HTTP/1.1\r\nHost: a\r\nX-A:\r\n 2\r\n\r\n", NULL) == 400,
               "obs-fold after an empty value is accepted");
-    KNOWN_BUG(status_of("GET / HTTP/1.1\r\nHost: a\r\nX-A: \r\n 2\r\n\r\n", NULL) == 400,
+    CHECK_THAT(status_of("GET / HTTP/1.1\r\nHost: a\r\nX-A: \r\n 2\r\n\r\n", NULL) == 400,
               "obs-fold after an all-blank value is accepted");
-    KNOWN_BUG(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"
+    CHECK_THAT(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"
                         "0\r\n\r\n",
                         NULL) == 400,
               "folded Transfer-Encoding frames a chunked body");
-    KNOWN_BUG(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n 3\r\n\r\nabc", NULL) ==
+    CHECK_THAT(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n 3\r\n\r\nabc", NULL) ==
                   400,
               "folded Content-Length frames a body");
 
     /* RFC 9110 5.1: a field name is a token, one or more tchar. llhttp 8.1
      * takes a line starting with ':' and the module keeps a header with an
      * empty name (the WSGI environ then gets "HTTP_"). */
-    KNOWN_BUG(status_of("GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", NULL) == 400,
+    CHECK_THAT(status_of("GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", NULL) == 400,
               "empty header name is accepted");
 
     /* Head bytes that llhttp skips without a callback are counted by no
@@ -944,18 +947,18 @@ static void test_known_bugs(void)
      * read buffer, so one connection grows it without bound until the header
      * timeout. */
     s = repeat("GET / HTTP/1.1\r\nHost: a\r\nX:", ' ', 100000, "v\r\n\r\n");
-    KNOWN_BUG(status_of(s, NULL) == 431, "OWS before a field value escapes the header limits");
+    CHECK_THAT(status_of(s, NULL) == 431, "OWS before a field value escapes the header limits");
     free(s);
     s = repeat("GET", ' ', 100000, "/ HTTP/1.1\r\nHost: a\r\n\r\n");
     run_str(s, &default_limits, &run);
-    KNOWN_BUG(run.r[0].st == GW_HTTP1_ERROR, "spaces in the request line escape the 414 limit");
+    CHECK_THAT(run.r[0].st == GW_HTTP1_ERROR, "spaces in the request line escape the 414 limit");
     free(s);
     s = malloc(200001);
     for (int i = 0; i < 100000; i++)
         memcpy(s + 2 * i, "\r\n", 2);
     s[200000] = '\0';
     run_str(s, &default_limits, &run);
-    KNOWN_BUG(run.n == 1 && run.r[0].st == GW_HTTP1_ERROR,
+    CHECK_THAT(run.n == 1 && run.r[0].st == GW_HTTP1_ERROR,
               "blank lines before the request line are buffered without limit");
     free(s);
 
@@ -965,13 +968,13 @@ static void test_known_bugs(void)
     run_str("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n"
             "GET /next HTTP/1.1\r\nHost: a\r\n\r\n",
             &default_limits, &run);
-    KNOWN_BUG(run.r[0].st == GW_HTTP1_ERROR && run.r[0].status == 400,
+    CHECK_THAT(run.r[0].st == GW_HTTP1_ERROR && run.r[0].status == 400,
               "bare LF ends a chunked body");
-    KNOWN_BUG(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    CHECK_THAT(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                         "0\r\nX: a\r\n\n",
                         NULL) == 400,
               "bare LF ends a trailer section");
-    KNOWN_BUG(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    CHECK_THAT(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                         "0\r\nX: a\r\n b\r\n\r\n",
                         NULL) == 400,
               "obs-fold in a trailer is accepted");
@@ -986,14 +989,14 @@ static void test_known_bugs(void)
         size_t cut = strlen("GET / HTTP/1.1\r\nHost: a\r");
         CHECK_INT(status_of(in, NULL), 400);
         run_cuts(in, strlen(in), &cut, 1, &default_limits, &run);
-        KNOWN_BUG(run.r[0].st == GW_HTTP1_ERROR && run.r[0].status == 400,
+        CHECK_THAT(run.r[0].st == GW_HTTP1_ERROR && run.r[0].status == 400,
                   "bare LF after LF passes when the previous read ended in CR");
     }
 
     /* RFC 9110 10.1.1: a server MUST ignore 100-continue from HTTP/1.0. */
     run_str("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
             &default_limits, &run);
-    KNOWN_BUG(run.r[0].st == GW_HTTP1_DONE && !run.r[0].expect_continue,
+    CHECK_THAT(run.r[0].st == GW_HTTP1_DONE && !run.r[0].expect_continue,
               "Expect: 100-continue honoured for HTTP/1.0");
 
     /* The bare-LF check runs after llhttp_execute(), so an error that a
@@ -1003,7 +1006,7 @@ static void test_known_bugs(void)
               "error status depends on read boundaries after a bare LF");
 
     /* llhttp takes RTSP/1.0 as a protocol; the module reports it as 1.0. */
-    KNOWN_BUG(status_of("GET / RTSP/1.0\r\n\r\n", NULL) >= 400, "RTSP/1.0 accepted as HTTP/1.0");
+    CHECK_THAT(status_of("GET / RTSP/1.0\r\n\r\n", NULL) >= 400, "RTSP/1.0 accepted as HTTP/1.0");
 }
 
 int main(void)
