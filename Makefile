@@ -66,7 +66,7 @@ ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-s
 test-asan: $(DEPS_STAMP)
 	$(MAKE) BUILD=build-asan OPT="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" gangway-asan
 	@rm -f build-asan/asan.* build-asan/ubsan.*
-	GANGWAY_BIN=$(CURDIR)/gangway-asan \
+	GANGWAY_BIN=$(CURDIR)/gangway-asan GANGWAY_SANITIZED=1 \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(CURDIR)/build-asan/asan \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/build-asan/ubsan \

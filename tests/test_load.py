@@ -1,3 +1,4 @@
+import os
 """Large bodies, keep-alive, concurrency and memory stability under load.
 
 Apps: tests/apps/load_app.py and tests/apps/hello.py.
@@ -275,6 +276,9 @@ def tree_rss_kib(server):
     return total
 
 
+@pytest.mark.skipif(os.environ.get("GANGWAY_SANITIZED") == "1",
+                    reason="ASan's quarantine holds freed memory, so RSS grows by design; "
+                           "LeakSanitizer checks leaks in that build")
 def test_rss_stable_over_100k_keepalive_requests(gangway):
     server = gangway("hello:application")
     socks = [server.connect(timeout=30) for _ in range(2)]
