@@ -45,6 +45,9 @@ static const opt_t opts[] = {
      "listen backlog", "Sockets"},
     {"max-connections", NULL, 0, T_SIZE, OFF(max_connections), "10000", "N",
      "open connections per process; beyond it accepting pauses", "Sockets"},
+    {"reuse-port", NULL, 0, T_BOOL, OFF(reuse_port), "false", NULL,
+     "each worker listens on its own SO_REUSEPORT socket (the kernel spreads connections "
+     "evenly; a dying worker drops what was queued on its socket)", "Sockets"},
     {"chmod-socket", NULL, 'C', T_STR, OFF(chmod_socket), NULL, "MODE",
      "chmod unix sockets (octal, e.g. 660)", "Sockets"},
 

@@ -31,6 +31,7 @@ typedef struct gw_config {
     gw_strlist_t http;
     uint64_t listen_backlog;
     const char *chmod_socket; /* octal mode for unix sockets; "" means 666 */
+    bool reuse_port;
 
     /* processes */
     uint64_t workers;          /* 0 until resolved: "auto" is the CPU count */

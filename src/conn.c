@@ -44,6 +44,7 @@ struct gw_conn {
     bool want_abort;   /* queued: died with a response in progress */
     bool waiting_write;
     bool continue_sent;
+    uint32_t nreq;     /* requests answered on this connection */
     gw_buf_t rbuf;
     size_t parsed;     /* rbuf bytes the parser has consumed */
     size_t head_end;   /* rbuf bytes of the current request's head */
@@ -209,6 +210,8 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
         ctx->_all->all_prev = c;
     ctx->_all = c;
     ctx->nconns++;
+    if (ctx->slot)
+        atomic_store_explicit(&ctx->slot->conns, ctx->nconns, memory_order_relaxed);
     c->state = C_HEAD;
     c->can_write = true;
     /* The request often arrives with the connection: try at once. */
@@ -267,6 +270,8 @@ static void free_dead(gw_conn_ctx_t *ctx)
         gw_conn_t *c = ctx->_dead;
         ctx->_dead = c->dead_next;
         ctx->nconns--;
+        if (ctx->slot)
+            atomic_store_explicit(&ctx->slot->conns, ctx->nconns, memory_order_relaxed);
         if (nfree < FREE_CONNS_MAX) {
             c->dead_next = ctx->_free;
             ctx->_free = c;
@@ -661,8 +666,15 @@ void gw_conn_stop_all(gw_conn_ctx_t *ctx)
     ctx->is_stopping = true;
     for (; c; c = next) {
         next = c->all_next;
-        if (c->state == C_HEAD && c->rbuf.len == 0 && c->parsed == 0)
-            close_conn(c);
+        if (c->state != C_HEAD || c->rbuf.len != 0 || c->parsed != 0)
+            continue; /* a request is under way: it finishes, then the conn closes */
+        if (c->nreq > 0) {
+            close_conn(c); /* idle keep-alive: the client retries elsewhere */
+        } else {
+            /* Accepted, its first request not here yet (it may be in flight):
+             * a short grace to arrive, served with Connection: close. */
+            gw_timer_start(&ctx->linger_q, &c->timer);
+        }
     }
     free_dead(ctx);
 }
@@ -783,6 +795,7 @@ void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_byt
     uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
 
     log_request(c, status, body_bytes, us);
+    c->nreq++;
     if (ctx->slot)
         gw_slot_count(ctx->slot, status, body_bytes, us);
     if (ctx->on_request_done)

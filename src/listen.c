@@ -53,7 +53,45 @@ fail:
     return rc;
 }
 
+static int open_addr(gw_listener_t *l, const char *addr, int backlog, bool reuse, char *err,
+                     size_t errlen);
+
 int gw_listen_open(gw_listener_t *l, const char *addr, int backlog, char *err, size_t errlen)
+{
+    return open_addr(l, addr, backlog, false, err, errlen);
+}
+
+int gw_listen_open_reuse(gw_listener_t *l, const char *addr, int backlog, char *err,
+                         size_t errlen)
+{
+    return open_addr(l, addr, backlog, true, err, errlen);
+}
+
+int gw_listen_reuse_port(gw_listener_t *l)
+{
+    int one = 1, fd, rc;
+
+    if (!l->is_reuse_port)
+        return 0;
+    fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (l->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&l->addr, l->addrlen) < 0 || listen(fd, l->backlog) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    close(l->fd); /* the master's placeholder: bound, never listening */
+    l->fd = fd;
+    return 0;
+}
+
+static int open_addr(gw_listener_t *l, const char *addr, int backlog, bool reuse, char *err,
+                     size_t errlen)
 {
     char host[256];
     const char *port, *colon;
@@ -65,6 +103,7 @@ int gw_listen_open(gw_listener_t *l, const char *addr, int backlog, char *err, s
 
     memset(l, 0, sizeof(*l));
     l->fd = -1;
+    l->backlog = backlog;
     if (strncmp(addr, "unix:", 5) == 0)
         return open_unix(l, addr + 5, backlog, err, errlen);
     if (addr[0] == '/' || addr[0] == '.')
@@ -94,12 +133,19 @@ int gw_listen_open(gw_listener_t *l, const char *addr, int backlog, char *err, s
     if (fd < 0)
         goto fail;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuse)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (res->ai_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, backlog) < 0)
+    /* With reuse-port the master's socket holds the address but never
+     * listens: the kernel spreads connections over listening members only. */
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || (!reuse && listen(fd, backlog) < 0))
         goto fail;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
         goto fail;
+    l->is_reuse_port = reuse;
+    l->addr = ss;
+    l->addrlen = sl;
     getnameinfo((struct sockaddr *)&ss, sl, l->host, sizeof(l->host), l->port, sizeof(l->port),
                 NI_NUMERICHOST | NI_NUMERICSERV);
     if (ss.ss_family == AF_INET6)

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
 typedef struct gw_listener {
     int fd;
@@ -12,11 +13,22 @@ typedef struct gw_listener {
     char port[8];   /* as bound (port 0 resolves to the real one) */
     char path[108]; /* unix socket path */
     char url[160];  /* for logs: http://127.0.0.1:8000, http://unix:/run/x.sock */
+    bool is_reuse_port;          /* each worker listens on a socket of its own */
+    int backlog;
+    struct sockaddr_storage addr; /* as bound, for gw_listen_reuse_port() */
+    socklen_t addrlen;
 } gw_listener_t;
 
 /* Binds and listens on addr ("host:port", ":port", "[v6]:port", "unix:/path"
  * or "/path"). Returns 0, or a negative errno with a one-line reason in err. */
 int gw_listen_open(gw_listener_t *l, const char *addr, int backlog, char *err, size_t errlen);
+
+/* With SO_REUSEPORT (TCP only): gw_listen_open() then only binds, holding the
+ * address without taking connections, and each worker calls this to listen
+ * on a socket of its own in the same group. 0 or -errno. */
+int gw_listen_open_reuse(gw_listener_t *l, const char *addr, int backlog, char *err,
+                         size_t errlen);
+int gw_listen_reuse_port(gw_listener_t *l);
 
 void gw_listen_close(gw_listener_t *l);
 

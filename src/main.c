@@ -169,7 +169,9 @@ static int serve(gw_config_t *cfg)
     for (size_t i = 0; i < nl; i++)
         ls[i].fd = -1;
     for (size_t i = 0; i < nl; i++) {
-        if (gw_listen_open(&ls[i], addrs[i], (int)cfg->listen_backlog, err, sizeof(err)) < 0) {
+        int (*open_fn)(gw_listener_t *, const char *, int, char *, size_t) =
+            cfg->reuse_port ? gw_listen_open_reuse : gw_listen_open;
+        if (open_fn(&ls[i], addrs[i], (int)cfg->listen_backlog, err, sizeof(err)) < 0) {
             gw_log_error("%s", err);
             goto out;
         }

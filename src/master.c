@@ -94,7 +94,7 @@ static int spawn(master_t *m, size_t i)
         gw_signals_close(m->sigwatch.fd);
         close(m->notify.fd);
         gw_loop_free(m->loop);
-        exit(gw_worker_run(m->cfg, m->ls, m->nl, (unsigned)i + 1, slot, m->notify_wr));
+        exit(gw_worker_run(m->cfg, m->ls, m->nl, (unsigned)i + 1, &m->sb, m->notify_wr));
     }
     memset(w, 0, sizeof(*w));
     w->pid = pid;

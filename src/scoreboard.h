@@ -34,6 +34,7 @@ typedef struct gw_slot {
     _Atomic uint64_t status[6];     /* 1xx..5xx, other */
     _Atomic uint64_t lat[GW_LAT_BUCKETS];
     _Atomic uint64_t harakiri;
+    _Atomic uint64_t conns;         /* open connections */
     char current[120];              /* "GET /path from 1.2.3.4" while busy */
 } gw_slot_t;
 

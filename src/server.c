@@ -16,6 +16,7 @@
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_BACKOFF_MS 100
+#define ACCEPT_YIELD_MS 2
 #define RSS_CHECK_MS 1000
 
 typedef struct lwatch {
@@ -33,7 +34,7 @@ struct gw_server {
     size_t nl;
     gw_watch_t sigwatch;
     gw_block_hooks_t hooks;
-    gw_timerq_t backoff_q, graceful_q, lifetime_q, rss_q;
+    gw_timerq_t backoff_q, yield_q, graceful_q, lifetime_q, rss_q;
     gw_timer_t backoff, graceful, lifetime, rss;
     gw_worker_info_t who;
     uint64_t requests;
@@ -41,6 +42,7 @@ struct gw_server {
     bool is_paused;   /* accept paused: too many connections or no fds */
     bool is_stopping;
     bool has_logged_emfile;
+    bool has_yielded;
 };
 
 static void set_accepting(gw_server_t *s, bool on)
@@ -82,6 +84,36 @@ static void on_backoff(gw_loop_t *loop, gw_timer_t *t)
     maybe_resume_accept(s);
 }
 
+/* Workers sharing a socket: EPOLLEXCLUSIVE wakes whichever worker waits,
+ * and a worker that loops back to epoll_wait quickest would take nearly every
+ * connection (keep-alive clients then stick to it). One holding more
+ * connections than the least loaded ready worker steps back for a moment. */
+static bool should_yield(gw_server_t *s)
+{
+    uint64_t mine = s->conns.nconns, least = UINT64_MAX, now = gw_clock_ms();
+
+    if (s->has_yielded) {
+        s->has_yielded = false; /* after stepping back once, take one */
+        return false;
+    }
+    for (size_t i = 0; i < s->who.nall; i++) {
+        gw_slot_t *o = &s->who.all[i];
+        uint64_t busy;
+        if (o == s->who.slot ||
+            atomic_load_explicit(&o->state, memory_order_relaxed) != GW_SLOT_READY)
+            continue;
+        /* A worker deep in a long request is not accepting: leave it out. */
+        busy = atomic_load_explicit(&o->busy_since_ms, memory_order_relaxed);
+        if (busy && now > busy + 100)
+            continue;
+        uint64_t n = atomic_load_explicit(&o->conns, memory_order_relaxed);
+        if (n < least)
+            least = n;
+    }
+    s->has_yielded = least != UINT64_MAX && mine > least + 1;
+    return s->has_yielded;
+}
+
 static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
 {
     lwatch_t *lw = (lwatch_t *)w;
@@ -89,7 +121,19 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
 
     (void)loop;
     (void)events;
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
+    /* With several workers on one socket, taking one connection per wake-up
+     * lets the kernel's EPOLLEXCLUSIVE hand the next to another worker:
+     * connections spread evenly instead of to whoever woke first. */
+    bool shared = s->cfg->workers > 1 && !lw->l->is_reuse_port && s->who.all;
+    int batch = shared ? 1 : ACCEPT_BATCH;
+
+    if (shared && should_yield(s)) {
+        pause_accept(s);
+        gw_timer_start(&s->yield_q, &s->backoff);
+        return;
+    }
+
+    for (int i = 0; i < batch; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
         int fd;
@@ -312,6 +356,7 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     s->conns.server = s;
     s->conns.slot = s->who.slot;
     gw_timerq_init(s->loop, &s->backoff_q, ACCEPT_BACKOFF_MS);
+    gw_timerq_init(s->loop, &s->yield_q, ACCEPT_YIELD_MS);
     gw_timerq_init(s->loop, &s->graceful_q, cfg->graceful_timeout * 1000);
     gw_timerq_init(s->loop, &s->lifetime_q, cfg->max_worker_lifetime * 1000);
     gw_timerq_init(s->loop, &s->rss_q, RSS_CHECK_MS);

@@ -22,6 +22,8 @@ typedef struct gw_block_hooks {
 typedef struct gw_worker_info {
     unsigned id;      /* 1-based; jitters max-requests */
     gw_slot_t *slot;  /* its scoreboard slot, or NULL */
+    gw_slot_t *all;   /* every slot, to compare loads with the other workers */
+    size_t nall;
 } gw_worker_info_t;
 
 /* Borrows cfg, the listeners, the handler and the slot for the server's

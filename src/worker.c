@@ -11,16 +11,24 @@
 #include <unistd.h>
 
 int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned id,
-                  gw_slot_t *slot, int notify_fd)
+                  gw_scoreboard_t *sb, int notify_fd)
 {
+    gw_slot_t *slot = &sb->slots[id - 1];
     gw_handler_t handler;
     gw_block_hooks_t hooks;
-    gw_worker_info_t who = {.id = id, .slot = slot};
+    gw_worker_info_t who = {.id = id, .slot = &sb->slots[id - 1], .all = sb->slots,
+                            .nall = sb->nslots};
     gw_server_t *s;
     gw_wsgi_t *w;
     uint16_t msg = (uint16_t)id;
     int rc;
 
+    for (size_t i = 0; i < nl; i++) {
+        if ((rc = gw_listen_reuse_port(&ls[i])) < 0) {
+            gw_log_error("worker %u: cannot listen on %s: %s", id, ls[i].url, strerror(-rc));
+            return 1;
+        }
+    }
     if (!(w = gw_wsgi_new(cfg, ls, nl)))
         return GW_EXIT_APP_FAILED;
     gw_wsgi_handler(w, &handler, &hooks);

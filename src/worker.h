@@ -13,6 +13,6 @@
 /* Runs in the child after fork; returns its exit status. Tells the master it
  * serves by writing its id (uint16) to notify_fd. Runs Python. */
 int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned id,
-                  gw_slot_t *slot, int notify_fd);
+                  gw_scoreboard_t *sb, int notify_fd);
 
 #endif

@@ -1,0 +1,831 @@
+"""The process model: master and pre-forked workers, respawn, reload, stop,
+recycling, harakiri, scaling, log reopening, pidfile, sockets and privileges.
+
+Apps: tests/apps/proc_app.py (every answer names the serving pid) and
+tests/apps/proc_reload.py (a template the reload tests copy into tmp_path and
+rewrite). Worker pids come from the log's "worker I ready (pid X)" lines and
+from /proc/<master>/task/*/children; every process stopped here is one the
+fixture started, signalled by pid. Every wait is a bounded poll.
+"""
+import glob
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import APPS, RawReader, request, wait_for
+
+READY_RE = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+def get(server, target="/", timeout=10, close=True):
+    head = "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % target
+    if close:
+        head += "Connection: close\r\n"
+    raw = (head + "\r\n").encode("latin-1")
+    if server.port is None and server.unix:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(server.unix)
+            s.sendall(raw)
+            return RawReader(s, timeout).read_response()
+        finally:
+            s.close()
+    return request(server, raw, timeout=timeout)
+
+
+def pid_in(body):
+    m = re.search(rb"pid=(\d+)", body)
+    assert m, body[:300]
+    return int(m.group(1))
+
+
+def served_pid(server, target="/"):
+    r = get(server, target)
+    assert r.status == 200, (r.status, r.body[:300])
+    return pid_in(r.body)
+
+
+def busy_pids(server, tmp_path, n):
+    """n slow requests, each sent once the previous one is inside the app (its
+    worker busy, so it accepts nothing): with n idle workers they land on n
+    different workers. Returns the pids that answered. (Sequential quick
+    requests may all land on the same idle worker: that is not a spread test.)"""
+    socks = []
+    try:
+        for k in range(n):
+            marker = tmp_path / ("slow-%d-%d" % (time.monotonic_ns(), k))
+            c = server.connect(timeout=15)
+            socks.append(c)
+            c.sendall(b"GET /slow?marker=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Connection: close\r\n\r\n" % str(marker).encode())
+            wait_for(marker.exists, 10, what="slow request %d to start" % k)
+        out = []
+        for c in socks:
+            r = RawReader(c, timeout=15).read_response()
+            assert r.status == 200, (r.status, r.body[:200])
+            out.append(pid_in(r.body))
+        return out
+    finally:
+        for c in socks:
+            c.close()
+
+
+def ready_lines(log):
+    """[(worker id, pid)] in log order."""
+    return [(int(i), int(p)) for i, p in READY_RE.findall(log)]
+
+
+def current_workers(log):
+    """{worker id: pid of its latest "ready" line}."""
+    out = {}
+    for i, p in ready_lines(log):
+        out[i] = p
+    return out
+
+
+def children(pid):
+    """The child pids of pid (all its threads' children)."""
+    out = set()
+    for path in glob.glob("/proc/%d/task/*/children" % pid):
+        try:
+            with open(path) as f:
+                out.update(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def live_children(pid):
+    """Children that are not zombies."""
+    out = set()
+    for c in children(pid):
+        try:
+            with open("/proc/%d/stat" % c) as f:
+                st = f.read()
+        except OSError:
+            continue
+        if st[st.rindex(")") + 2] != "Z":
+            out.add(c)
+    return out
+
+
+def reaped(pid, parent):
+    """True once pid is gone (reaped by parent), or the pid now belongs to someone else."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return True
+    return int(st[st.rindex(")") + 2:].split()[1]) != parent
+
+
+def proc_status(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return line.split(":", 1)[1].split()
+    return None
+
+
+def exit_code(server, timeout):
+    try:
+        return server.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail("gangway (pid %d) still running %ss later; log:\n%s"
+                    % (server.pid, timeout, server.read_log()[-3000:]))
+
+
+def kill_leftovers(server, pids):
+    """After a failed test: SIGKILL the workers of ours that might outlive the master's stop."""
+    for p in pids:
+        if not reaped(p, server.pid):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+class Load:
+    """A bounded load: `threads` threads each issue GET `target` on a fresh
+    connection, one after another, until stop(), max_requests in all, or max_seconds."""
+
+    def __init__(self, server, target="/", threads=4, max_requests=200000, max_seconds=30,
+                 timeout=10):
+        self.server, self.target, self.timeout = server, target, timeout
+        self.results = []  # (t_start, t_end, ok, detail)
+        self.max_requests = max_requests
+        self.deadline = time.monotonic() + max_seconds
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.issued = 0
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self):
+        while not self.stopping.is_set() and time.monotonic() < self.deadline:
+            with self.lock:
+                if self.issued >= self.max_requests:
+                    return
+                self.issued += 1
+            t0 = time.monotonic()
+            try:
+                r = get(self.server, self.target, timeout=self.timeout)
+                ok = r.status == 200
+                detail = r.body if ok else "status %d: %r" % (r.status, r.body[:200])
+            except (OSError, EOFError, ValueError) as e:
+                ok, detail = False, "%s: %s" % (type(e).__name__, e)
+            self.results.append((t0, time.monotonic(), ok, detail))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(self.timeout + 5)
+        assert not any(t.is_alive() for t in self.threads), "load threads did not finish"
+        return self.results
+
+    def wait_successes(self, n, timeout=10):
+        wait_for(lambda: sum(1 for r in self.results if r[2]) >= n, timeout,
+                 what="%d successful requests under load" % n)
+
+    def failures(self):
+        return [r for r in self.results if not r[2]]
+
+    def summary(self):
+        f = self.failures()
+        return "%d requests, %d failed; first failures: %s" % (
+            len(self.results), len(f), [x[3] for x in f[:5]])
+
+
+# ---------------------------------------------------------------------------
+# start-up: master, workers, log lines
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("opt", ["--workers", "--processes", "-p"])
+def test_master_forks_workers_and_logs_them(gangway, tmp_path, opt):
+    s = gangway(opt, "3", "proc_app:application")
+    lines = s.read_log().splitlines()
+
+    def index(pred, what):
+        for i, line in enumerate(lines):
+            if pred(line):
+                return i
+        pytest.fail("no %s line in the log:\n%s" % (what, "\n".join(lines)))
+
+    banner = index(lambda l: re.search(r"gangway .*master pid %d, 3 worker\(s\)" % s.pid, l),
+                   "banner")
+    listening = index(lambda l: "listening on http://127.0.0.1:%d" % s.port in l, "listening")
+    ready = index(lambda l: re.search(r"(^|: )ready$", l), "ready")
+    workers = [(i, READY_RE.search(l)) for i, l in enumerate(lines) if READY_RE.search(l)]
+    assert banner < listening < ready
+    assert [int(m.group(1)) for _, m in workers] == [1, 2, 3], lines
+    assert all(listening < i < ready for i, _ in workers), lines
+    pids = {int(m.group(2)) for _, m in workers}
+    assert len(pids) == 3 and s.pid not in pids
+    assert live_children(s.pid) == pids
+    assert set(busy_pids(s, tmp_path, 3)) == pids  # each of them serves
+
+
+def test_workers_auto_is_cpu_count(gangway):
+    n = os.sysconf("SC_NPROCESSORS_ONLN")
+    s = gangway("--workers", "auto", "proc_app:application")
+    assert re.search(r"master pid %d, %d worker\(s\)" % (s.pid, n), s.read_log())
+    assert len(ready_lines(s.read_log())) == n
+    assert len(live_children(s.pid)) == n
+
+
+@pytest.mark.parametrize("workers,expected", [("1", "False"), ("2", "True")])
+def test_wsgi_multiprocess(gangway, workers, expected):
+    s = gangway("--workers", workers, "proc_app:application")
+    r = get(s, "/mp")
+    assert r.status == 200
+    assert r.body.decode().startswith("multiprocess=%s " % expected)
+
+
+# ---------------------------------------------------------------------------
+# a worker that dies is replaced
+# ---------------------------------------------------------------------------
+
+def test_killed_worker_is_respawned_under_load(gangway):
+    s = gangway("--workers", "2", "proc_app:application")
+    before = current_workers(s.read_log())
+    victim = before[1]
+    with Load(s, threads=4, max_seconds=20) as load:
+        load.wait_successes(50)
+        t_kill = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        pat = re.compile(r"worker 1 \(pid %d\) was killed by signal 9\b.*; respawning" % victim)
+
+        def respawned():
+            log = s.read_log()
+            m = pat.search(log)
+            if not m:
+                return None
+            new = READY_RE.findall(log[m.end():])
+            return [int(p) for i, p in new if i == "1"]
+        new_pids = wait_for(respawned, 5, what="worker 1 respawned")
+        t_respawn = time.monotonic()
+        new = new_pids[0]
+        assert new != victim and new != before[2]
+        assert t_respawn - t_kill < 1.0, "respawn took %.2fs" % (t_respawn - t_kill)
+        assert live_children(s.pid) == {new, before[2]}
+        # Keep the load on for a while with both workers.
+        wait_for(lambda: sum(1 for r in load.results if r[0] > t_respawn and r[2]) >= 100, 10,
+                 what="requests after the respawn")
+    by_victim = sum(1 for r in load.results if r[2] and pid_in(r[3]) == victim)
+    assert by_victim > 0, "the killed worker served nothing: the test proves nothing"
+    bad = load.failures()
+    assert len(bad) <= 5, load.summary()
+    late = [r for r in bad if r[0] > t_respawn]
+    assert not late, "requests started after the respawn failed: " + load.summary()
+    pids = {pid_in(r[3]) for r in load.results if r[2] and r[0] > t_respawn}
+    assert pids <= {new, before[2]}
+
+
+# ---------------------------------------------------------------------------
+# graceful reload: SIGHUP and --touch-reload
+# ---------------------------------------------------------------------------
+
+def reload_app(tmp_path, version=None, broken=False):
+    """Writes tmp_path/reload_app/app.py from tests/apps/proc_reload.py."""
+    d = tmp_path / "reload_app"
+    d.mkdir(exist_ok=True)
+    path = d / "app.py"
+    text = open(os.path.join(APPS, "proc_reload.py")).read()
+    if version is not None:
+        text = text.replace('VERSION = "one"', "VERSION = %r" % version)
+    if broken:
+        text += "\nraise RuntimeError('proc_reload broken on purpose')\n"
+    old = path.stat().st_mtime if path.exists() else None
+    path.write_text(text)
+    if old is not None:  # never let a same-second rewrite look unchanged
+        os.utime(path, (old + 2, old + 2))
+    return path
+
+
+RELOAD_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+@pytest.mark.parametrize("trigger", ["SIGHUP", "touch-reload"])
+def test_graceful_reload_under_load(gangway, tmp_path, trigger):
+    app = reload_app(tmp_path)
+    touch = tmp_path / "touch-me"
+    touch.write_text("x")
+    args = ["--workers", "2", "--wsgi-file", str(app)]
+    if trigger == "touch-reload":
+        args += ["--touch-reload", str(touch)]
+    s = gangway(*args, env=RELOAD_ENV)
+    old = set(current_workers(s.read_log()).values())
+    assert get(s).body.startswith(b"version=one ")
+    try:
+        with Load(s, threads=4, max_seconds=30) as load:
+            load.wait_successes(50)
+            reload_app(tmp_path, version="two-after-reload")
+            if trigger == "SIGHUP":
+                s.signal(signal.SIGHUP)
+            else:
+                st = touch.stat()
+                os.utime(touch, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10 ** 9))
+            wait_for(lambda: re.search(r"%s: graceful reload" % trigger, s.read_log()), 5,
+                     what="the %s reload to start" % trigger)
+            wait_for(lambda: "new worker(s) serving" in s.read_log(), 10,
+                     what="the new workers to serve")
+            wait_for(lambda: all(reaped(p, s.pid) for p in old), 10,
+                     what="the old workers to exit")
+            t_done = time.monotonic()
+            wait_for(lambda: sum(1 for r in load.results if r[0] > t_done and r[2]) >= 100, 10,
+                     what="requests after the reload")
+    finally:
+        kill_leftovers(s, old)
+    new = live_children(s.pid)
+    assert len(new) == 2 and not (new & old)
+    ok = [r for r in load.results if r[2]]
+    after = [r for r in ok if r[0] > t_done]
+    assert all(r[3].startswith(b"version=two-after-reload ") for r in after), \
+        {r[3][:40] for r in after}
+    assert {pid_in(r[3]) for r in after} <= new
+    assert b"version=one " in {r[3][:12] for r in ok}
+    assert not load.failures(), load.summary()
+
+
+def test_failed_reload_keeps_old_workers(gangway, tmp_path):
+    app = reload_app(tmp_path)
+    s = gangway("--workers", "2", "--wsgi-file", str(app), env=RELOAD_ENV)
+    old = set(current_workers(s.read_log()).values())
+    with Load(s, threads=2, max_seconds=30) as load:
+        load.wait_successes(20)
+        reload_app(tmp_path, version="broken-version", broken=True)
+        s.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in s.read_log(), 10, what='"reload failed"')
+        t_failed = time.monotonic()
+        wait_for(lambda: sum(1 for r in load.results if r[0] > t_failed and r[2]) >= 50, 10,
+                 what="requests after the failed reload")
+        # The failed generation is gone; the old workers are the only ones.
+        wait_for(lambda: live_children(s.pid) == old, 10, what="only the old workers left")
+    ok = [r for r in load.results if r[2]]
+    assert all(r[3].startswith(b"version=one ") for r in ok)
+    assert {pid_in(r[3]) for r in ok} <= old
+    assert "proc_reload broken on purpose" in s.read_log()
+    assert not load.failures(), load.summary()
+    # The master is not stuck in the failed reload: a fixed app reloads.
+    reload_app(tmp_path, version="three-fixed")
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: get(s).body.startswith(b"version=three-fixed "), 10,
+             what="the fixed app to answer")
+    wait_for(lambda: all(reaped(p, s.pid) for p in old), 10, what="the old workers to exit")
+
+
+def accept_queue_len(port):
+    """The accept queue of our listening socket on 127.0.0.1:port (from /proc/net/tcp)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            local, state = parts[1], parts[3]
+            if state == "0A" and int(local.split(":")[1], 16) == port:
+                return int(parts[4].split(":")[1], 16)
+    return None
+
+
+def test_reload_serves_connection_accepted_before_its_request(gangway, tmp_path):
+    """The deterministic form of the race the load tests hit: the old worker
+    has accepted a connection whose request has not arrived yet when it is told
+    to stop. The request arrives a moment later and must be answered."""
+    app = reload_app(tmp_path)
+    s = gangway("--wsgi-file", str(app), env=RELOAD_ENV)
+    old = current_workers(s.read_log())[1]
+    c = s.connect(timeout=10)
+    try:
+        wait_for(lambda: accept_queue_len(s.port) == 0, 5, what="the worker to accept")
+        reload_app(tmp_path, version="two-after-reload")
+        s.signal(signal.SIGHUP)
+        wait_for(lambda: "new worker(s) serving" in s.read_log(), 10, what="the new worker")
+        wait_for(lambda: "worker 1: SIGTERM: stopping" in s.read_log(), 5,
+                 what="the old worker to begin its stop")
+        try:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            r = RawReader(c, timeout=10).read_response()
+        except (OSError, EOFError) as e:
+            pytest.fail("the accepted connection was dropped by the stopping worker: %s: %s; "
+                        "log:\n%s" % (type(e).__name__, e, s.read_log()[-1500:]))
+        assert r.status == 200
+        assert pid_in(r.body) == old  # the worker that accepted it answers it
+    finally:
+        c.close()
+        kill_leftovers(s, [old])
+
+
+# ---------------------------------------------------------------------------
+# stopping
+# ---------------------------------------------------------------------------
+
+def test_sigterm_finishes_slow_request_then_exits_0(gangway, tmp_path):
+    marker = tmp_path / "slow-started"
+    s = gangway("--workers", "2", "proc_app:application")
+    sock = s.connect(timeout=15)
+    try:
+        sock.sendall(b"GET /slow?marker=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                     % str(marker).encode())
+        wait_for(marker.exists, 10, what="the slow request to start")
+        s.signal(signal.SIGTERM)
+        r = RawReader(sock, timeout=15).read_response()
+        assert r.status == 200 and r.body.startswith(b"slow done ")
+    finally:
+        sock.close()
+    assert exit_code(s, 10) == 0
+
+
+def test_shutdown_delay_keeps_serving_then_stops(gangway):
+    s = gangway("--workers", "2", "--shutdown-delay", "2", "proc_app:application")
+    assert get(s).status == 200
+    t0 = time.monotonic()
+    s.signal(signal.SIGTERM)
+    wait_for(lambda: time.monotonic() - t0 >= 0.5, 2, what="0.5 s")
+    r = get(s, timeout=5)
+    assert r.status == 200
+    assert time.monotonic() - t0 < 1.8  # answered inside the delay
+    assert s.proc.poll() is None
+    assert exit_code(s, 10) == 0
+    took = time.monotonic() - t0
+    assert 1.8 <= took < 6, "stopped %.2fs after SIGTERM" % took
+    log = s.read_log()
+    assert "shutdown-delay" in log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["SIGINT", "SIGQUIT"])
+def test_quick_stop(gangway, sig):
+    s = gangway("--workers", "2", "proc_app:application")
+    workers = set(current_workers(s.read_log()).values())
+    assert get(s).status == 200
+    t0 = time.monotonic()
+    s.signal(sig)
+    assert exit_code(s, 5) == 0
+    assert time.monotonic() - t0 < 2.0
+    assert all(reaped(p, s.pid) for p in workers)
+    assert "quick stop" in s.read_log()
+
+
+# ---------------------------------------------------------------------------
+# harakiri
+# ---------------------------------------------------------------------------
+
+def test_harakiri_interrupts_pure_python_loop(gangway):
+    s = gangway("--harakiri", "2", "proc_app:application")
+    pid = served_pid(s)
+    t0 = time.monotonic()
+    r = get(s, "/spin", timeout=15)
+    took = time.monotonic() - t0
+    assert r.status == 500, (r.status, r.body[:200])
+    assert took < 3.5, "the 500 came after %.2fs" % took
+    assert served_pid(s) == pid  # same worker, still serving
+    log = s.read_log()
+    assert re.search(r"harakiri.*/spin", log), log[-2000:]
+    assert re.search(r'File "[^"]*proc_app\.py", line \d+', log), log[-2000:]
+    assert "still stuck" not in log
+
+
+def test_harakiri_kills_worker_stuck_in_c(gangway):
+    s = gangway("--harakiri", "1", "--harakiri-grace", "1", "proc_app:application")
+    pid = served_pid(s)
+    try:
+        t0 = time.monotonic()
+        sock = s.connect(timeout=15)
+        try:
+            sock.sendall(b"GET /stuck HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            rd = RawReader(sock, timeout=15)
+            try:
+                r = rd.read_response()
+                pytest.fail("got an answer from the stuck request: %d %r"
+                            % (r.status, r.body[:200]))
+            except (EOFError, ConnectionResetError):
+                pass
+        finally:
+            sock.close()
+        took = time.monotonic() - t0
+        assert took < 5, "the connection closed %.2fs later" % took
+        wait_for(lambda: re.search(r"still stuck .*killing it", s.read_log()), 5,
+                 what='"still stuck ... killing it"')
+        log = s.read_log()
+        assert re.search(r"harakiri: worker 1 \(pid %d\) still stuck.*/stuck.*killing it" % pid,
+                         log), log[-2000:]
+        assert re.search(r'File "[^"]*proc_app\.py", line \d+', log), log[-2000:]
+        new = served_pid(s)
+        assert new != pid
+        assert reaped(pid, s.pid)
+    finally:
+        kill_leftovers(s, [pid])
+
+
+# ---------------------------------------------------------------------------
+# recycling
+# ---------------------------------------------------------------------------
+
+def sequential(server, n, target="/", seconds=60):
+    """n requests one after another on fresh connections: [(ok, body or error)]."""
+    out = []
+    deadline = time.monotonic() + seconds
+    for _ in range(n):
+        assert time.monotonic() < deadline, "sequential load ran out of time"
+        try:
+            r = get(server, target)
+            out.append((r.status == 200, r.body if r.status == 200 else r.status))
+        except (OSError, EOFError, ValueError) as e:
+            out.append((False, "%s: %s" % (type(e).__name__, e)))
+    return out
+
+
+def test_max_requests_recycles(gangway):
+    s = gangway("--max-requests", "50", "proc_app:application")
+    res = sequential(s, 300)
+    bad = [x for x in res if not x[0]]
+    assert not bad, "%d of 300 failed: %s" % (len(bad), bad[:5])
+    counts = {}
+    for _, body in res:
+        p = pid_in(body)
+        counts[p] = counts.get(p, 0) + 1
+    order = list(dict.fromkeys(pid_in(b) for _, b in res))
+    assert len(order) == 6, counts
+    assert all(counts[p] == 50 for p in order), counts
+    log = s.read_log()
+    assert log.count("max-requests reached") >= 5
+    assert [p for i, p in ready_lines(log)][:6] == order
+
+
+@pytest.mark.parametrize("opt", ["--max-requests-jitter", "--max-requests-delta"])
+def test_max_requests_jitter(gangway, opt):
+    s = gangway("--workers", "2", "--max-requests", "20", opt, "10", "proc_app:application")
+    res = sequential(s, 200)
+    bad = [x for x in res if not x[0]]
+    assert not bad, "%d of 200 failed: %s" % (len(bad), bad[:5])
+    counts = {}
+    for _, body in res:
+        p = pid_in(body)
+        counts[p] = counts.get(p, 0) + 1
+    log = s.read_log()
+    lines = ready_lines(log)
+    worker_of = {p: i for i, p in lines}
+    assert set(counts) <= set(worker_of)
+    latest = current_workers(log)
+    retired = [p for i, p in lines if latest[i] != p]
+    for p in retired:
+        limit = 20 + (worker_of[p] - 1) * 10
+        assert counts.get(p) == limit, (worker_of[p], counts.get(p), limit)
+    assert {worker_of[p] for p in retired} == {1, 2}, (lines, counts)
+    assert re.search(r"worker 1: max-requests reached", log)
+    assert re.search(r"worker 2: max-requests reached", log)
+
+
+def test_max_worker_lifetime(gangway):
+    s = gangway("--max-worker-lifetime", "2", "proc_app:application")
+    first = current_workers(s.read_log())[1]
+    try:
+        with Load(s, threads=4, max_seconds=20) as load:
+            wait_for(lambda: "max-worker-lifetime reached" in s.read_log(), 4,
+                     what="max-worker-lifetime")
+            wait_for(lambda: current_workers(s.read_log())[1] != first, 5,
+                     what="a new worker 1")
+            t_new = time.monotonic()
+            wait_for(lambda: sum(1 for r in load.results if r[0] > t_new and r[2]) >= 50, 10,
+                     what="requests after the recycle")
+    finally:
+        kill_leftovers(s, [first])
+    pids = {pid_in(r[3]) for r in load.results if r[2]}
+    assert first in pids and len(pids) >= 2
+    assert not load.failures(), load.summary()
+
+
+def test_reload_on_rss(gangway):
+    s = gangway("--reload-on-rss", "60", "proc_app:application")
+    first = served_pid(s)
+    for _ in range(4):
+        r = get(s, "/grow", timeout=15)
+        assert r.status == 200, r.status
+        if pid_in(r.body) != first:
+            break
+        try:
+            wait_for(lambda: "reload-on-rss" in s.read_log(), 1.5, what="reload-on-rss")
+            break
+        except TimeoutError:
+            pass
+    wait_for(lambda: "reload-on-rss" in s.read_log(), 3, what='"reload-on-rss" in the log')
+    res = sequential(s, 30)
+    assert all(ok for ok, _ in res), res[:5]
+    wait_for(lambda: served_pid(s) != first, 5, what="a new worker after reload-on-rss")
+
+
+# ---------------------------------------------------------------------------
+# SIGTTIN / SIGTTOU
+# ---------------------------------------------------------------------------
+
+def test_sigttin_adds_and_sigttou_removes_a_worker(gangway, tmp_path):
+    s = gangway("proc_app:application")
+    first = current_workers(s.read_log())[1]
+    s.signal(signal.SIGTTIN)
+    wait_for(lambda: "SIGTTIN: 2 worker(s)" in s.read_log(), 5, what="SIGTTIN line")
+    added = wait_for(lambda: current_workers(s.read_log()).get(2), 5, what="worker 2 ready")
+    assert added != first
+    assert live_children(s.pid) == {first, added}
+    assert set(busy_pids(s, tmp_path, 2)) == {first, added}
+
+    s.signal(signal.SIGTTOU)
+    wait_for(lambda: "SIGTTOU: 1 worker(s)" in s.read_log(), 5, what="SIGTTOU line")
+    gone = wait_for(lambda: [p for p in (first, added) if reaped(p, s.pid)], 10,
+                    what="one worker to exit")
+    assert len(gone) == 1
+    left = ({first, added} - set(gone)).pop()
+    # No replacement: the only child is the remaining worker, now and shortly after.
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert live_children(s.pid) == {left}, s.read_log()[-1500:]
+        time.sleep(0.05)
+    assert "respawning" not in s.read_log()
+    assert {served_pid(s) for _ in range(10)} == {left}
+
+
+# ---------------------------------------------------------------------------
+# SIGUSR1: reopen the access log
+# ---------------------------------------------------------------------------
+
+def test_sigusr1_reopens_access_log(gangway, tmp_path):
+    path = tmp_path / "access.log"
+    rotated = tmp_path / "access.log.1"
+    s = gangway("--workers", "2", "--access-log", str(path), "proc_app:application")
+    assert get(s, "/before-rotate").status == 200
+    wait_for(lambda: path.exists() and "/before-rotate" in path.read_text(), 5,
+             what="the first access line")
+    os.rename(path, rotated)
+    s.signal(signal.SIGUSR1)
+    wait_for(path.exists, 5, what="the reopened access log")
+    # Workers reopen when the master passes the signal on: the first request
+    # after it may land before that; poll with fresh requests (bounded).
+    found = None
+    for k in range(50):
+        assert get(s, "/after-rotate-%d" % k).status == 200
+        try:
+            found = wait_for(lambda: re.search(r"/after-rotate-\d+", path.read_text()), 0.2,
+                             what="an access line in the new file")
+            break
+        except TimeoutError:
+            pass
+    assert found, "no request logged in the reopened file; old file:\n" + rotated.read_text()
+    # Once both workers reopened, every later request goes to the new file.
+    tags = ["/after-all-%d" % k for k in range(10)]
+    for t in tags:
+        assert get(s, t).status == 200
+    try:
+        wait_for(lambda: all(t in path.read_text() for t in tags), 5,
+                 what="the later access lines")
+    except TimeoutError:
+        pass  # reported below with where they went
+    text = path.read_text()
+    missing = [t for t in tags if t not in text]
+    assert not missing, "went elsewhere: %s; old file has %s" % (
+        missing, [t for t in missing if t in rotated.read_text()])
+    assert "/before-rotate" in rotated.read_text()
+    assert "/before-rotate" not in text
+
+
+# ---------------------------------------------------------------------------
+# pidfile, vacuum, unix sockets
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("vacuum", [True, False], ids=["vacuum", "no-vacuum"])
+def test_pidfile_and_unix_socket(gangway, tmp_path, vacuum):
+    pidfile = tmp_path / "gangway.pid"
+    sock = tmp_path / "gw.sock"
+    args = ["--http", "unix:%s" % sock, "--pidfile", str(pidfile)]
+    if vacuum:
+        args.append("--vacuum")
+    s = gangway(*(args + ["proc_app:application"]))
+    assert s.unix == str(sock)
+    assert pidfile.read_text().strip() == str(s.pid)
+    assert stat.S_ISSOCK(os.stat(sock).st_mode)
+    assert get(s).status == 200
+    assert s.stop() == 0
+    assert pidfile.exists() != vacuum
+    assert os.path.exists(sock) != vacuum
+
+
+def test_chmod_socket(gangway, tmp_path):
+    sock = tmp_path / "gw.sock"
+    s = gangway("--http", "unix:%s" % sock, "--chmod-socket", "660", "proc_app:application")
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+    assert get(s).status == 200
+
+
+# ---------------------------------------------------------------------------
+# privileges
+# ---------------------------------------------------------------------------
+
+def world_readable_path(path):
+    """Every directory on the way is o+x and the file is o+r."""
+    p = os.path.abspath(path)
+    if not os.stat(p).st_mode & stat.S_IROTH:
+        return False
+    d = os.path.dirname(p)
+    while True:
+        if not os.stat(d).st_mode & stat.S_IXOTH:
+            return False
+        if d == "/":
+            return True
+        d = os.path.dirname(d)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_uid_gid_drop(gangway, tmp_path):
+    import grp
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    nogroup = grp.getgrnam("nogroup")
+    app = os.path.join(APPS, "proc_app.py")
+    assert world_readable_path(app), "tests/apps/proc_app.py is not readable by nobody"
+    pidfile = tmp_path / "gangway.pid"  # in a root-only directory: written before the drop
+    assert not os.stat(tmp_path).st_mode & stat.S_IWOTH
+    s = gangway("--workers", "2", "--uid", "nobody", "--gid", "nogroup", "--pidfile",
+                str(pidfile), "proc_app:application")
+    assert pidfile.read_text().strip() == str(s.pid)
+    assert os.stat(pidfile).st_uid == 0
+    workers = set(current_workers(s.read_log()).values())
+    assert len(workers) == 2
+    for p in workers:
+        assert proc_status(p, "Uid") == [str(nobody.pw_uid)] * 4
+        assert proc_status(p, "Gid") == [str(nogroup.gr_gid)] * 4
+    assert served_pid(s) in workers
+    assert s.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# load balance between workers
+# ---------------------------------------------------------------------------
+
+def keepalive_client(server, n, counts, conns, errors, lock, deadline):
+    try:
+        sock = server.connect(timeout=10)
+    except OSError as e:
+        with lock:
+            errors.append("connect: %s" % e)
+        return
+    try:
+        rd = RawReader(sock, timeout=10)
+        local = {}
+        for _ in range(n):
+            if time.monotonic() > deadline:
+                break
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            r = rd.read_response()
+            if r.status != 200:
+                with lock:
+                    errors.append("status %d" % r.status)
+                return
+            p = pid_in(r.body)
+            local[p] = local.get(p, 0) + 1
+        with lock:
+            for p, c in local.items():
+                counts[p] = counts.get(p, 0) + c
+                conns[p] = conns.get(p, 0) + 1
+    except (OSError, EOFError) as e:
+        with lock:
+            errors.append("%s: %s" % (type(e).__name__, e))
+    finally:
+        sock.close()
+
+
+def test_keepalive_load_spreads_over_workers(gangway):
+    s = gangway("--workers", "2", "--disable-logging", "proc_app:application")
+    workers = set(current_workers(s.read_log()).values())
+    counts, conns, errors, lock = {}, {}, [], threading.Lock()
+    per_conn = 250
+    deadline = time.monotonic() + 20
+    threads = [threading.Thread(target=keepalive_client,
+                                args=(s, per_conn, counts, conns, errors, lock, deadline),
+                                daemon=True)
+               for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(25)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors[:5]
+    total = sum(counts.values())
+    assert total == 64 * per_conn
+    assert set(counts) <= workers
+    shares = {p: counts.get(p, 0) / total for p in workers}
+    assert all(0.35 <= v <= 0.65 for v in shares.values()), \
+        "requests per worker: %s of %d (connections per worker: %s)" % (counts, total, conns)
