@@ -55,6 +55,9 @@ static const opt_t opts[] = {
      "worker processes ('auto': one per CPU)", "Processes"},
     {"master", NULL, 'M', T_BOOL, OFF(master), "true", NULL,
      "accepted for uWSGI compatibility: the master always runs", "Processes"},
+    {"preload", NULL, 0, T_BOOL, OFF(preload), "false", NULL,
+     "import the app once in the master before forking (copy-on-write); a reload then "
+     "re-executes the master, keeping its sockets", "Processes"},
     {"shutdown-delay", NULL, 0, T_SECONDS, OFF(shutdown_delay), "0", "SECONDS",
      "on SIGTERM, keep serving this long (a load balancer notices) before stopping",
      "Processes"},
@@ -116,6 +119,8 @@ static const opt_t opts[] = {
     {"disable-logging", NULL, 'L', T_BOOL, OFF(disable_logging), "false", NULL,
      "no access log", "Logging"},
 
+    {"check-config", NULL, 0, T_BOOL, OFF(check_config), "false", NULL,
+     "check the options and import the app, then exit 0 (or 1 with the reason)", "Other"},
     {"help", NULL, 'h', T_BOOL, OFF(show_help), "false", NULL, "show this help", "Other"},
     {"version", NULL, 'V', T_BOOL, OFF(show_version), "false", NULL,
      "print the gangway, Python and llhttp versions", "Other"},

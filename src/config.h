@@ -36,6 +36,7 @@ typedef struct gw_config {
     /* processes */
     uint64_t workers;          /* 0 until resolved: "auto" is the CPU count */
     bool master;               /* accepted; the master always runs */
+    bool preload;              /* import the app in the master, before forking */
     uint64_t shutdown_delay;
     uint64_t max_requests;
     uint64_t max_requests_jitter;
@@ -73,6 +74,7 @@ typedef struct gw_config {
 
     bool show_help;
     bool show_version;
+    bool check_config;
 } gw_config_t;
 
 /* Fills c with the defaults. */

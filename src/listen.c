@@ -169,6 +169,38 @@ bad:
     return -EINVAL;
 }
 
+int gw_listen_adopt(gw_listener_t *l, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    memset(l, 0, sizeof(*l));
+    l->fd = -1;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return -errno;
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    l->fd = fd;
+    l->addr = ss;
+    l->addrlen = sl;
+    if (ss.ss_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const void *)&ss;
+        l->is_unix = true;
+        snprintf(l->path, sizeof(l->path), "%.107s", un->sun_path);
+        snprintf(l->host, sizeof(l->host), "localhost");
+        snprintf(l->port, sizeof(l->port), "0");
+        snprintf(l->url, sizeof(l->url), "http://unix:%s", l->path);
+        return 0;
+    }
+    getnameinfo((struct sockaddr *)&ss, sl, l->host, sizeof(l->host), l->port, sizeof(l->port),
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    if (ss.ss_family == AF_INET6)
+        snprintf(l->url, sizeof(l->url), "http://[%s]:%s", l->host, l->port);
+    else
+        snprintf(l->url, sizeof(l->url), "http://%s:%s", l->host, l->port);
+    return 0;
+}
+
 void gw_listen_close(gw_listener_t *l)
 {
     if (l->fd >= 0)

@@ -30,6 +30,9 @@ int gw_listen_open_reuse(gw_listener_t *l, const char *addr, int backlog, char *
                          size_t errlen);
 int gw_listen_reuse_port(gw_listener_t *l);
 
+/* Describes an already listening socket handed in (re-exec): 0 or -errno. */
+int gw_listen_adopt(gw_listener_t *l, int fd);
+
 void gw_listen_close(gw_listener_t *l);
 
 #endif

@@ -148,13 +148,42 @@ static int drop_privileges(const gw_config_t *cfg)
     return 0;
 }
 
-static int serve(gw_config_t *cfg)
+/* A master re-executed by a --preload reload takes its listening sockets
+ * from the environment instead of binding them again. */
+static int adopt_listeners(gw_listener_t *ls, size_t nl, const char *fds)
+{
+    const char *p = fds;
+
+    for (size_t i = 0; i < nl; i++) {
+        char *end;
+        long fd = strtol(p, &end, 10);
+        if (end == p || fd < 0 || gw_listen_adopt(&ls[i], (int)fd) < 0) {
+            gw_log_error("cannot adopt listening socket %zu from %s", i, GW_ENV_FDS);
+            return -1;
+        }
+        p = *end == ',' ? end + 1 : end;
+    }
+    unsetenv(GW_ENV_FDS);
+    return 0;
+}
+
+static int check_app(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
+{
+    gw_wsgi_t *w = gw_wsgi_new(cfg, ls, nl);
+    if (!w)
+        return 1;
+    gw_wsgi_free(w);
+    return 0;
+}
+
+static int serve(gw_config_t *cfg, char **argv)
 {
     static const char *default_http[] = {"127.0.0.1:8000"};
     gw_listener_t *ls;
     size_t nl = cfg->http.n ? cfg->http.n : 1;
     const char **addrs = cfg->http.n ? cfg->http.v : default_http;
     char err[256], banner[128];
+    const char *inherited = getenv(GW_ENV_FDS);
     int rc = 1;
 
     if (cfg->disable_logging) {
@@ -168,27 +197,38 @@ static int serve(gw_config_t *cfg)
         return 1;
     for (size_t i = 0; i < nl; i++)
         ls[i].fd = -1;
-    for (size_t i = 0; i < nl; i++) {
-        int (*open_fn)(gw_listener_t *, const char *, int, char *, size_t) =
-            cfg->reuse_port ? gw_listen_open_reuse : gw_listen_open;
-        if (open_fn(&ls[i], addrs[i], (int)cfg->listen_backlog, err, sizeof(err)) < 0) {
-            gw_log_error("%s", err);
+    if (inherited) {
+        /* Re-executed by a reload: sockets, pidfile and privileges are as
+         * the previous image left them. */
+        if (adopt_listeners(ls, nl, inherited) < 0)
             goto out;
+    } else if (!cfg->check_config) {
+        for (size_t i = 0; i < nl; i++) {
+            int (*open_fn)(gw_listener_t *, const char *, int, char *, size_t) =
+                cfg->reuse_port ? gw_listen_open_reuse : gw_listen_open;
+            if (open_fn(&ls[i], addrs[i], (int)cfg->listen_backlog, err, sizeof(err)) < 0) {
+                gw_log_error("%s", err);
+                goto out;
+            }
         }
+        if (chmod_sockets(cfg, ls, nl) < 0)
+            goto out;
+        if (cfg->pidfile && write_pidfile(cfg->pidfile) < 0)
+            goto out;
+        if (drop_privileges(cfg) < 0)
+            goto out;
     }
-    if (chmod_sockets(cfg, ls, nl) < 0)
-        goto out;
-    if (cfg->pidfile && write_pidfile(cfg->pidfile) < 0)
-        goto out;
-    if (drop_privileges(cfg) < 0)
-        goto out;
     if (cfg->chdir && chdir(cfg->chdir) < 0) {
         gw_log_error("cannot chdir to '%s': %s", cfg->chdir, strerror(errno));
         goto out;
     }
+    if (cfg->check_config) {
+        rc = check_app(cfg, ls, nl);
+        goto out;
+    }
     snprintf(banner, sizeof(banner), "gangway %s (Python %s)", GW_VERSION,
              gw_wsgi_python_version());
-    rc = gw_master_run(cfg, ls, nl, banner);
+    rc = gw_master_run(cfg, ls, nl, banner, argv);
 out:
     for (size_t i = 0; i < nl; i++)
         gw_listen_close(&ls[i]);
@@ -212,7 +252,7 @@ int main(int argc, char **argv)
                LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
         rc = 0;
     } else if (!(rc = check_config(&cfg))) {
-        rc = serve(&cfg);
+        rc = serve(&cfg, argv);
     }
     gw_config_dispose(&cfg);
     return rc;

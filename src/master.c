@@ -6,6 +6,7 @@
 #include "scoreboard.h"
 #include "signals.h"
 #include "worker.h"
+#include "wsgi.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +35,11 @@ typedef struct wproc {
 
 typedef struct master {
     const gw_config_t *cfg;
+    char **argv;
+    gw_wsgi_t *app;      /* --preload: the app, imported here */
+    pid_t checker;       /* --preload reload: `gangway --check-config` running */
+    pid_t *old;          /* a re-executed master's previous workers */
+    size_t nold;
     gw_listener_t *ls;
     size_t nl;
     const char *banner;
@@ -84,18 +90,28 @@ static int spawn(master_t *m, size_t i)
     gw_slot_reset(slot, m->generation);
     gw_log_flush();
     fflush(NULL);
+    if (m->app)
+        gw_wsgi_fork_prepare(m->app);
     pid = fork();
     if (pid < 0) {
-        gw_log_error("cannot fork worker %zu: %s", i + 1, strerror(errno));
-        return -errno;
+        int e = errno;
+        if (m->app)
+            gw_wsgi_fork_parent(m->app);
+        gw_log_error("cannot fork worker %zu: %s", i + 1, strerror(e));
+        return -e;
     }
     if (pid == 0) {
         /* The child: drop the master's loop and signal pipe, then serve. */
+        if (m->app)
+            gw_wsgi_fork_child(m->app);
         gw_signals_close(m->sigwatch.fd);
         close(m->notify.fd);
         gw_loop_free(m->loop);
-        exit(gw_worker_run(m->cfg, m->ls, m->nl, (unsigned)i + 1, &m->sb, m->notify_wr));
+        exit(gw_worker_run(m->cfg, m->ls, m->nl, (unsigned)i + 1, &m->sb, m->notify_wr,
+                           m->app));
     }
+    if (m->app)
+        gw_wsgi_fork_parent(m->app);
     memset(w, 0, sizeof(*w));
     w->pid = pid;
     w->generation = m->generation;
@@ -178,12 +194,80 @@ static void on_delay_timer(gw_loop_t *loop, gw_timer_t *t)
     begin_stop(m, true, "shutdown-delay over");
 }
 
+/* --preload reload, step 1: a fresh `gangway ARGS --check-config` proves the
+ * new code imports before this master gives up its own image. */
+static void start_checker(master_t *m, const char *why)
+{
+    size_t n = 0;
+    char **args;
+    pid_t pid;
+
+    while (m->argv[n])
+        n++;
+    if (!(args = calloc(n + 2, sizeof(*args))))
+        return;
+    memcpy(args, m->argv, n * sizeof(*args));
+    args[n] = "--check-config";
+    gw_log_flush();
+    fflush(NULL);
+    pid = fork();
+    if (pid == 0) {
+        execv("/proc/self/exe", args);
+        _exit(127);
+    }
+    free(args);
+    if (pid < 0) {
+        gw_log_error("%s: cannot check the new code: %s", why, strerror(errno));
+        return;
+    }
+    m->checker = pid;
+    m->is_reloading = true;
+    gw_log_error("%s: graceful reload with --preload: checking that the app imports", why);
+}
+
+/* Step 2: re-execute the master with its listening sockets; the new master
+ * stops these workers once its own serve. */
+static void reexec(master_t *m)
+{
+    char fds[512] = "", pids[4096] = "";
+    size_t fl = 0, pl = 0;
+
+    for (size_t i = 0; i < m->nl; i++) {
+        fcntl(m->ls[i].fd, F_SETFD, 0); /* survive the exec */
+        fl += (size_t)snprintf(fds + fl, sizeof(fds) - fl, "%s%d", i ? "," : "", m->ls[i].fd);
+    }
+    for (size_t i = 0; i < NSLOTS && pl < sizeof(pids) - 16; i++)
+        if (m->w[i].pid)
+            pl += (size_t)snprintf(pids + pl, sizeof(pids) - pl, "%s%d", pl ? "," : "",
+                                   (int)m->w[i].pid);
+    setenv(GW_ENV_FDS, fds, 1);
+    setenv(GW_ENV_OLD_WORKERS, pids, 1);
+    gw_log_error("reload: re-executing the master (pid %d)", (int)getpid());
+    gw_log_flush();
+    fflush(NULL);
+    gw_signals_close(m->sigwatch.fd); /* the new image installs its own */
+    execv("/proc/self/exe", m->argv);
+    gw_log_error("reload: cannot re-execute: %s; going on as before", strerror(errno));
+    for (size_t i = 0; i < m->nl; i++)
+        fcntl(m->ls[i].fd, F_SETFD, FD_CLOEXEC);
+    unsetenv(GW_ENV_FDS);
+    unsetenv(GW_ENV_OLD_WORKERS);
+    m->is_reloading = false;
+    /* The signal pipe is gone: without it the master cannot supervise. */
+    m->exit_code = 1;
+    begin_stop(m, true, "reload failed");
+}
+
 static void reload(master_t *m, const char *why)
 {
     if (m->is_stopping || m->is_delaying)
         return;
     if (m->is_reloading) {
         gw_log_error("%s: a reload is already under way", why);
+        return;
+    }
+    if (m->app) {
+        start_checker(m, why);
         return;
     }
     m->generation++;
@@ -194,6 +278,9 @@ static void reload(master_t *m, const char *why)
 
 static void announce_ready(master_t *m)
 {
+    /* A re-executed master: the previous image's workers finish and go. */
+    for (size_t i = 0; i < m->nold; i++)
+        kill(m->old[i], SIGTERM);
     m->is_ready = true;
     m->failures = 0;
     gw_log_error("%s, master pid %d, %u worker(s)", m->banner, (int)getpid(), m->target);
@@ -312,6 +399,18 @@ static void reap(master_t *m)
     pid_t pid;
 
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (pid == m->checker) {
+            m->checker = 0;
+            if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !m->is_stopping) {
+                reexec(m);
+            } else {
+                m->is_reloading = false;
+                if (!m->is_stopping)
+                    gw_log_error("reload failed: the new code does not load; the workers "
+                                 "keep serving");
+            }
+            continue;
+        }
         for (size_t i = 0; i < NSLOTS; i++) {
             if (m->w[i].pid == pid) {
                 on_worker_exit(m, i, st);
@@ -435,7 +534,31 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
     gw_timer_start(&m->tick_q, &m->tick);
 }
 
-int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner)
+static void read_old_workers(master_t *m)
+{
+    const char *v = getenv(GW_ENV_OLD_WORKERS);
+    size_t n = 1;
+
+    if (!v || !*v)
+        return;
+    for (const char *p = v; *p; p++)
+        n += *p == ',';
+    if (!(m->old = calloc(n, sizeof(*m->old))))
+        return;
+    for (const char *p = v; *p;) {
+        char *end;
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (pid > 0)
+            m->old[m->nold++] = (pid_t)pid;
+        p = *end == ',' ? end + 1 : end;
+    }
+    unsetenv(GW_ENV_OLD_WORKERS);
+}
+
+int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner,
+                  char **argv)
 {
     static const int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT,
                                SIGHUP,  SIGUSR1, SIGTTIN, SIGTTOU};
@@ -445,6 +568,7 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     if (!m)
         return 1;
     m->cfg = cfg;
+    m->argv = argv;
     m->ls = ls;
     m->nl = nl;
     m->banner = banner;
@@ -482,7 +606,15 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     gw_timer_init(&m->delay, on_delay_timer);
     gw_timer_init(&m->kill, on_kill_timer);
     gw_timer_start(&m->tick_q, &m->tick);
+    read_old_workers(m);
 
+    if (cfg->preload) {
+        /* Imported once here; every worker starts with it in copy-on-write
+         * memory. A failure is the same one clear line as in a worker. */
+        if (!(m->app = gw_wsgi_new(cfg, ls, nl)))
+            goto out;
+        gw_wsgi_detach(m->app);
+    }
     if (spawn(m, 0) < 0)
         goto out;
     if (gw_loop_run(m->loop) < 0)
@@ -491,6 +623,11 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     if (rc == 0)
         gw_log_error("stopped");
 out:
+    if (m->app) {
+        gw_wsgi_attach(m->app);
+        gw_wsgi_free(m->app);
+    }
+    free(m->old);
     vacuum(m);
     if (m->sigwatch.fd >= 0)
         gw_signals_close(m->sigwatch.fd);

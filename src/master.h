@@ -9,7 +9,14 @@
 #include "listen.h"
 
 /* Runs until the workers are stopped; returns the process exit status. The
- * listeners are borrowed (and closed when a stop begins). */
-int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner);
+ * listeners are borrowed (and closed when a stop begins). argv is what the
+ * master re-executes itself with on a --preload reload. */
+int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner,
+                  char **argv);
+
+/* The environment a re-executed master finds: its listening sockets (in the
+ * order of --http) and the previous workers, to stop once its own serve. */
+#define GW_ENV_FDS "GANGWAY_LISTEN_FDS"
+#define GW_ENV_OLD_WORKERS "GANGWAY_OLD_WORKERS"
 
 #endif

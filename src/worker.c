@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned id,
-                  gw_scoreboard_t *sb, int notify_fd)
+                  gw_scoreboard_t *sb, int notify_fd, gw_wsgi_t *app)
 {
     gw_slot_t *slot = &sb->slots[id - 1];
     gw_handler_t handler;
@@ -19,7 +19,7 @@ int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned
     gw_worker_info_t who = {.id = id, .slot = &sb->slots[id - 1], .all = sb->slots,
                             .nall = sb->nslots};
     gw_server_t *s;
-    gw_wsgi_t *w;
+    gw_wsgi_t *w = app;
     uint16_t msg = (uint16_t)id;
     int rc;
 
@@ -29,7 +29,7 @@ int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned
             return 1;
         }
     }
-    if (!(w = gw_wsgi_new(cfg, ls, nl)))
+    if (!w && !(w = gw_wsgi_new(cfg, ls, nl)))
         return GW_EXIT_APP_FAILED;
     gw_wsgi_handler(w, &handler, &hooks);
     if (!(s = gw_server_new(cfg, ls, nl, &handler, &hooks, &who))) {

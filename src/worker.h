@@ -10,9 +10,12 @@
 /* The worker could not load the application (the reason is logged). */
 #define GW_EXIT_APP_FAILED 3
 
+struct gw_wsgi;
+
 /* Runs in the child after fork; returns its exit status. Tells the master it
- * serves by writing its id (uint16) to notify_fd. Runs Python. */
+ * serves by writing its id (uint16) to notify_fd. app: the app the master
+ * preloaded (the child owns it now), or NULL to load it here. Runs Python. */
 int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned id,
-                  gw_scoreboard_t *sb, int notify_fd);
+                  gw_scoreboard_t *sb, int notify_fd, struct gw_wsgi *app);
 
 #endif

@@ -1421,6 +1421,35 @@ fail:
     return NULL;
 }
 
+void gw_wsgi_detach(gw_wsgi_t *w)
+{
+    w->tstate = PyEval_SaveThread();
+}
+
+void gw_wsgi_attach(gw_wsgi_t *w)
+{
+    PyEval_RestoreThread(w->tstate);
+    w->tstate = NULL;
+}
+
+void gw_wsgi_fork_prepare(gw_wsgi_t *w)
+{
+    PyEval_RestoreThread(w->tstate);
+    PyOS_BeforeFork();
+}
+
+void gw_wsgi_fork_parent(gw_wsgi_t *w)
+{
+    PyOS_AfterFork_Parent();
+    w->tstate = PyEval_SaveThread();
+}
+
+void gw_wsgi_fork_child(gw_wsgi_t *w)
+{
+    PyOS_AfterFork_Child(); /* this thread holds the GIL from here on */
+    w->tstate = NULL;
+}
+
 void gw_wsgi_free(gw_wsgi_t *w)
 {
     if (!w)

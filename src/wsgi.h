@@ -27,6 +27,14 @@ void gw_wsgi_handler(gw_wsgi_t *w, gw_handler_t *h, gw_block_hooks_t *hooks);
  * answers 500 and the worker lives on. 0 or -1. */
 int gw_wsgi_start_watchdog(gw_wsgi_t *w, gw_slot_t *slot, unsigned worker_id);
 
+/* --preload: the master holds the interpreter without the GIL between
+ * forks (the app's own threads may run), and hands it to each child. */
+void gw_wsgi_detach(gw_wsgi_t *w);
+void gw_wsgi_attach(gw_wsgi_t *w);
+void gw_wsgi_fork_prepare(gw_wsgi_t *w);
+void gw_wsgi_fork_parent(gw_wsgi_t *w);
+void gw_wsgi_fork_child(gw_wsgi_t *w);
+
 /* Drops the app and finalizes the interpreter (runs atexit handlers). */
 void gw_wsgi_free(gw_wsgi_t *w);
 

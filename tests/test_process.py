@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import APPS, RawReader, request, wait_for
+from conftest import APPS, BIN, RawReader, request, wait_for
 
 READY_RE = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
 
@@ -829,3 +829,85 @@ def test_keepalive_load_spreads_over_workers(gangway):
     shares = {p: counts.get(p, 0) / total for p in workers}
     assert all(0.35 <= v <= 0.65 for v in shares.values()), \
         "requests per worker: %s of %d (connections per worker: %s)" % (counts, total, conns)
+
+
+# ---------------------------------------------------------------------------
+# --preload: the app imported once in the master; a reload re-executes it
+# ---------------------------------------------------------------------------
+
+def test_preload_imports_in_master_and_reload_reexecutes(gangway, tmp_path):
+    app = reload_app(tmp_path)
+    s = gangway("--workers", "2", "--preload", "--wsgi-file", str(app), env=RELOAD_ENV)
+    old = set(current_workers(s.read_log()).values())
+    assert get(s).body.startswith(b"version=one ")
+    try:
+        with Load(s, threads=4, max_seconds=30) as load:
+            load.wait_successes(50)
+            reload_app(tmp_path, version="two-preloaded")
+            s.signal(signal.SIGHUP)
+            wait_for(lambda: "re-executing the master (pid %d)" % s.pid in s.read_log(), 10,
+                     what="the master to re-execute itself")
+            wait_for(lambda: s.read_log().count("gangway: ready") >= 2, 10,
+                     what="the re-executed master's workers to serve")
+            wait_for(lambda: all(reaped(p, s.pid) for p in old), 10,
+                     what="the old workers to exit")
+            t_done = time.monotonic()
+            wait_for(lambda: sum(1 for r in load.results if r[0] > t_done and r[2]) >= 100, 10,
+                     what="requests after the reload")
+    finally:
+        kill_leftovers(s, old)
+    after = [r for r in load.results if r[2] and r[0] > t_done]
+    assert all(r[3].startswith(b"version=two-preloaded ") for r in after)
+    assert not load.failures(), load.summary()
+    # Same process, same sockets: the pid did not change and SIGTERM still ends it.
+    assert s.proc.poll() is None
+    s.signal(signal.SIGTERM)
+    assert exit_code(s, 15) == 0
+
+
+def test_preload_failed_reload_keeps_serving(gangway, tmp_path):
+    app = reload_app(tmp_path)
+    s = gangway("--workers", "2", "--preload", "--wsgi-file", str(app), env=RELOAD_ENV)
+    old = set(current_workers(s.read_log()).values())
+    reload_app(tmp_path, version="broken", broken=True)
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed: the new code does not load" in s.read_log(), 15,
+             what='"reload failed"')
+    assert get(s).body.startswith(b"version=one ")
+    assert live_children(s.pid) == old
+    assert "proc_reload broken on purpose" in s.read_log()
+
+
+def test_preload_import_error_exits_1(tmp_path):
+    import subprocess
+    app = reload_app(tmp_path, broken=True)
+    p = subprocess.run([BIN, "--http", "127.0.0.1:0", "--preload", "--wsgi-file", str(app)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert p.returncode == 1
+    assert b"proc_reload broken on purpose" in p.stderr
+
+
+def test_check_config(tmp_path):
+    import subprocess
+    good = subprocess.run([BIN, "--check-config", "hello:application"], cwd=APPS,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert good.returncode == 0, good.stderr
+    bad = subprocess.run([BIN, "--check-config", "gangway_no_such_module_xyz"], cwd=APPS,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert bad.returncode == 1 and b"gangway_no_such_module_xyz" in bad.stderr
+
+
+def test_reuse_port_spreads_over_workers(gangway):
+    s = gangway("--workers", "2", "--reuse-port", "--disable-logging", "proc_app:application")
+    workers = set(current_workers(s.read_log()).values())
+    counts, conns, errors, lock = {}, {}, [], threading.Lock()
+    deadline = time.monotonic() + 20
+    threads = [threading.Thread(target=keepalive_client,
+                                args=(s, 50, counts, conns, errors, lock, deadline), daemon=True)
+               for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(25)
+    assert not errors, errors[:5]
+    assert set(counts) == workers, (counts, workers)
