@@ -41,6 +41,14 @@ static const opt_t opts[] = {
     {"http", "http-socket", 0, T_LIST, OFF(http), NULL, "ADDR",
      "serve HTTP on host:port, :port, [::1]:port or unix:/path (repeatable; "
      "default 127.0.0.1:8000)", "Sockets"},
+    {"uwsgi", "socket uwsgi-socket", 's', T_LIST, OFF(uwsgi), NULL, "ADDR",
+     "serve the uwsgi protocol (nginx's uwsgi_pass) on host:port, :port, [v6]:port or a unix "
+     "socket path (repeatable)", "Sockets"},
+    {"uwsgi-allow-from", NULL, 0, T_LIST, OFF(uwsgi_allow_from), NULL, "CIDR",
+     "who may connect to --uwsgi sockets, which trust their peer (repeatable; default "
+     "127.0.0.0/8 and ::1; unix sockets always)", "Sockets"},
+    {"buffer-size", NULL, 'b', T_SIZE, OFF(buffer_size), "65535", "BYTES",
+     "largest uwsgi variables block (the protocol's maximum by default)", "Limits"},
     {"listen", NULL, 'l', T_SIZE, OFF(listen_backlog), "1024", "N",
      "listen backlog", "Sockets"},
     {"max-connections", NULL, 0, T_SIZE, OFF(max_connections), "10000", "N",

@@ -29,6 +29,9 @@ typedef struct gw_config {
 
     /* sockets */
     gw_strlist_t http;
+    gw_strlist_t uwsgi;
+    gw_strlist_t uwsgi_allow_from;
+    uint64_t buffer_size;
     uint64_t listen_backlog;
     const char *chmod_socket; /* octal mode for unix sockets; "" means 666 */
     bool reuse_port;

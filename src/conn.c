@@ -48,7 +48,11 @@ struct gw_conn {
     gw_buf_t rbuf;
     size_t parsed;     /* rbuf bytes the parser has consumed */
     size_t head_end;   /* rbuf bytes of the current request's head */
-    gw_http1_t http;
+    bool is_uwsgi;     /* the listener speaks uwsgi, not HTTP */
+    union {
+        gw_http1_t http;
+        gw_uwsgi_t uw;
+    } p;
     gw_req_t req;
     out_node_t *out;
     void *app_state;
@@ -174,7 +178,7 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
         close(fd);
         return -ENOMEM;
     }
-    memset(c, 0, offsetof(gw_conn_t, http));
+    memset(c, 0, offsetof(gw_conn_t, p));
     c->ctx = ctx;
     c->watch.fd = fd;
     c->watch.cb = on_io;
@@ -183,7 +187,11 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     c->out = NULL;
     c->app_state = NULL;
     c->handler_data = NULL;
-    gw_http1_init(&c->http, &ctx->limits, &ctx->body_env);
+    c->is_uwsgi = l->proto == GW_PROTO_UWSGI;
+    if (c->is_uwsgi)
+        gw_uwsgi_init(&c->p.uw, &ctx->uwsgi_limits, &ctx->body_env);
+    else
+        gw_http1_init(&c->p.http, &ctx->limits, &ctx->body_env);
     gw_req_init(&c->req, &ctx->arena_pool);
     gw_timer_init(&c->timer, on_timer);
     c->peer.listener = l;
@@ -308,6 +316,7 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
     const char *rb = c->rbuf.data;
     gw_req_t *r = &c->req;
     gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes};
+    char remote[48];
     static const char *protos[] = {"HTTP/1.0", "HTTP/1.1"};
 
     if (!gw_log_access_enabled())
@@ -318,7 +327,24 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
         a.target = rb + r->target.off;
         a.target_len = r->target.len;
         a.protocol = protos[r->http_minor];
-        for (uint32_t i = 0; i < r->nheaders; i++) {
+        for (uint32_t i = 0; i < r->nheaders && r->is_uwsgi; i++) {
+            /* Behind nginx: the client is what nginx says it is. */
+            gw_header_t *h = &r->headers[i];
+            const char *k = rb + h->name.off;
+            if (h->name.len == 12 && memcmp(k, "HTTP_REFERER", 12) == 0) {
+                a.referer = rb + h->value.off;
+                a.referer_len = h->value.len;
+            } else if (h->name.len == 15 && memcmp(k, "HTTP_USER_AGENT", 15) == 0) {
+                a.agent = rb + h->value.off;
+                a.agent_len = h->value.len;
+            } else if (h->name.len == 11 && memcmp(k, "REMOTE_ADDR", 11) == 0 &&
+                       h->value.len < sizeof(remote)) {
+                memcpy(remote, rb + h->value.off, h->value.len);
+                remote[h->value.len] = '\0';
+                a.remote = remote;
+            }
+        }
+        for (uint32_t i = 0; i < r->nheaders && !r->is_uwsgi; i++) {
             gw_header_t *h = &r->headers[i];
             if (h->name.len == 7 && strncasecmp(rb + h->name.off, "referer", 7) == 0) {
                 a.referer = rb + h->value.off;
@@ -449,8 +475,10 @@ static void process_input(gw_conn_t *c)
 
     for (;;) {
         size_t used = 0;
-        gw_http1_status_t st = gw_http1_feed(&c->http, &c->req, c->rbuf.data, c->parsed,
-                                             c->rbuf.len - c->parsed, &used);
+        gw_parse_t st = c->is_uwsgi ? gw_uwsgi_feed(&c->p.uw, &c->req, c->rbuf.data, c->parsed,
+                                                     c->rbuf.len - c->parsed, &used)
+                                    : gw_http1_feed(&c->p.http, &c->req, c->rbuf.data,
+                                                    c->parsed, c->rbuf.len - c->parsed, &used);
         c->parsed += used;
         switch (st) {
         case GW_HTTP1_AGAIN:
@@ -474,7 +502,17 @@ static void process_input(gw_conn_t *c)
             ready_push(c);
             return;
         case GW_HTTP1_ERROR:
-            respond_error(c, c->http.status, c->http.reason);
+            if (!c->is_uwsgi) {
+                respond_error(c, c->p.http.status, c->p.http.reason);
+            } else if (c->p.uw.status) {
+                respond_error(c, c->p.uw.status, c->p.uw.reason);
+            } else {
+                /* Not the uwsgi protocol (HTTP sent to a uwsgi socket, say):
+                 * nothing it would understand as an answer. */
+                gw_log_error("uwsgi: %s: %s; closing", c->peer.addr[0] ? c->peer.addr : "unix",
+                             c->p.uw.reason);
+                close_conn(c);
+            }
             return;
         }
     }
@@ -602,10 +640,17 @@ static void mark_busy(gw_conn_t *c)
 
     if (!slot)
         return;
-    if (c->rbuf.data && r->target.len) {
+    if (c->rbuf.data && r->target.len && !r->is_uwsgi) {
         /* "METHOD target": contiguous in the request line. */
         gw_slot_busy(slot, gw_clock_ms(), c->rbuf.data + r->method.off,
                      r->target.off + r->target.len - r->method.off);
+    } else if (c->rbuf.data && r->target.len) {
+        char what[sizeof(slot->current)];
+        int n = snprintf(what, sizeof(what), "%.*s %.*s", (int)r->method.len,
+                         c->rbuf.data + r->method.off, (int)r->target.len,
+                         c->rbuf.data + r->target.off);
+        gw_slot_busy(slot, gw_clock_ms(), what,
+                     n < 0 ? 0 : (size_t)n < sizeof(what) ? (size_t)n : sizeof(what) - 1);
     } else {
         gw_slot_busy(slot, gw_clock_ms(), "-", 1);
     }
@@ -765,7 +810,10 @@ static void enter_keepalive(gw_conn_t *c)
     size_t left = c->rbuf.len - c->parsed;
 
     gw_req_reset(&c->req, &ctx->body_env);
-    gw_http1_reset(&c->http);
+    if (c->is_uwsgi)
+        gw_uwsgi_reset(&c->p.uw);
+    else
+        gw_http1_reset(&c->p.http);
     if (left) {
         memmove(c->rbuf.data, c->rbuf.data + c->parsed, left);
         c->rbuf.len = left;

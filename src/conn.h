@@ -13,6 +13,7 @@
 #include "request.h"
 #include "response.h"
 #include "scoreboard.h"
+#include "uwsgi.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -42,6 +43,7 @@ typedef struct gw_conn_ctx {
     gw_loop_t *loop;
     gw_handler_t handler;
     gw_http1_limits_t limits;
+    gw_uwsgi_limits_t uwsgi_limits;
     gw_body_env_t body_env;
     gw_bufpool_t rbuf_pool;
     gw_bufpool_t body_pool;

@@ -20,12 +20,11 @@ typedef struct gw_http1_limits {
     uint64_t body;
 } gw_http1_limits_t;
 
-typedef enum gw_http1_status {
-    GW_HTTP1_AGAIN, /* everything consumed; feed more */
-    GW_HTTP1_HEAD,  /* headers complete and valid; body may follow */
-    GW_HTTP1_DONE,  /* the whole message is in; the parser waits */
-    GW_HTTP1_ERROR, /* answer h->status and close */
-} gw_http1_status_t;
+typedef gw_parse_t gw_http1_status_t;
+#define GW_HTTP1_AGAIN GW_PARSE_AGAIN
+#define GW_HTTP1_HEAD GW_PARSE_HEAD
+#define GW_HTTP1_DONE GW_PARSE_DONE
+#define GW_HTTP1_ERROR GW_PARSE_ERROR
 
 typedef struct gw_http1 {
     llhttp_t parser;

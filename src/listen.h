@@ -6,6 +6,20 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+enum gw_proto { GW_PROTO_HTTP, GW_PROTO_UWSGI };
+
+/* Addresses allowed to speak the uwsgi protocol (it trusts its peer). */
+typedef struct gw_cidr {
+    int family;           /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    unsigned bits;
+} gw_cidr_t;
+
+typedef struct gw_allow {
+    gw_cidr_t *v;
+    size_t n;
+} gw_allow_t;
+
 typedef struct gw_listener {
     int fd;
     bool is_unix;
@@ -14,6 +28,8 @@ typedef struct gw_listener {
     char path[108]; /* unix socket path */
     char url[160];  /* for logs: http://127.0.0.1:8000, http://unix:/run/x.sock */
     bool is_reuse_port;          /* each worker listens on a socket of its own */
+    enum gw_proto proto;
+    const gw_allow_t *allow;     /* uwsgi: who may connect (unix sockets always may) */
     int backlog;
     struct sockaddr_storage addr; /* as bound, for gw_listen_reuse_port() */
     socklen_t addrlen;
@@ -29,6 +45,16 @@ int gw_listen_open(gw_listener_t *l, const char *addr, int backlog, char *err, s
 int gw_listen_open_reuse(gw_listener_t *l, const char *addr, int backlog, char *err,
                          size_t errlen);
 int gw_listen_reuse_port(gw_listener_t *l);
+
+/* Makes l speak proto (its url says so in the logs). */
+void gw_listen_set_proto(gw_listener_t *l, enum gw_proto proto);
+
+/* Parses "127.0.0.0/8", "::1", "10.1.2.3" into a; 0 or -EINVAL. */
+int gw_allow_add(gw_allow_t *a, const char *cidr);
+void gw_allow_dispose(gw_allow_t *a);
+
+/* True when sa may use l (always for HTTP listeners and unix sockets). */
+bool gw_listen_allows(const gw_listener_t *l, const struct sockaddr *sa);
 
 /* Describes an already listening socket handed in (re-exec): 0 or -errno. */
 int gw_listen_adopt(gw_listener_t *l, int fd);

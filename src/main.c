@@ -179,9 +179,13 @@ static int check_app(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
 static int serve(gw_config_t *cfg, char **argv)
 {
     static const char *default_http[] = {"127.0.0.1:8000"};
+    static const char *default_allow[] = {"127.0.0.0/8", "::1"};
     gw_listener_t *ls;
-    size_t nl = cfg->http.n ? cfg->http.n : 1;
-    const char **addrs = cfg->http.n ? cfg->http.v : default_http;
+    /* HTTP listeners first, then uwsgi ones; with none given, 127.0.0.1:8000. */
+    size_t nhttp = cfg->http.n || cfg->uwsgi.n ? cfg->http.n : 1;
+    size_t nl = nhttp + cfg->uwsgi.n;
+    const char **http_addrs = cfg->http.n ? cfg->http.v : default_http;
+    gw_allow_t allow = {0};
     char err[256], banner[128];
     const char *inherited = getenv(GW_ENV_FDS);
     int rc = 1;
@@ -193,8 +197,22 @@ static int serve(gw_config_t *cfg, char **argv)
         return 1;
     }
     rc = 1;
-    if (!(ls = calloc(nl, sizeof(*ls))))
+    if (cfg->buffer_size < 4 || cfg->buffer_size > 65535) {
+        gw_log_error("--buffer-size must be between 4 and 65535 (the uwsgi protocol's limit)");
         return 1;
+    }
+    for (size_t i = 0; i < (cfg->uwsgi_allow_from.n ? cfg->uwsgi_allow_from.n : 2); i++) {
+        const char *c = cfg->uwsgi_allow_from.n ? cfg->uwsgi_allow_from.v[i] : default_allow[i];
+        if (gw_allow_add(&allow, c) < 0) {
+            gw_log_error("--uwsgi-allow-from: bad address or CIDR '%s'", c);
+            gw_allow_dispose(&allow);
+            return 1;
+        }
+    }
+    if (!(ls = calloc(nl, sizeof(*ls)))) {
+        gw_allow_dispose(&allow);
+        return 1;
+    }
     for (size_t i = 0; i < nl; i++)
         ls[i].fd = -1;
     if (inherited) {
@@ -206,7 +224,8 @@ static int serve(gw_config_t *cfg, char **argv)
         for (size_t i = 0; i < nl; i++) {
             int (*open_fn)(gw_listener_t *, const char *, int, char *, size_t) =
                 cfg->reuse_port ? gw_listen_open_reuse : gw_listen_open;
-            if (open_fn(&ls[i], addrs[i], (int)cfg->listen_backlog, err, sizeof(err)) < 0) {
+            const char *a = i < nhttp ? http_addrs[i] : cfg->uwsgi.v[i - nhttp];
+            if (open_fn(&ls[i], a, (int)cfg->listen_backlog, err, sizeof(err)) < 0) {
                 gw_log_error("%s", err);
                 goto out;
             }
@@ -217,6 +236,10 @@ static int serve(gw_config_t *cfg, char **argv)
             goto out;
         if (drop_privileges(cfg) < 0)
             goto out;
+    }
+    for (size_t i = nhttp; i < nl; i++) {
+        gw_listen_set_proto(&ls[i], GW_PROTO_UWSGI);
+        ls[i].allow = &allow;
     }
     if (cfg->chdir && chdir(cfg->chdir) < 0) {
         gw_log_error("cannot chdir to '%s': %s", cfg->chdir, strerror(errno));
@@ -233,6 +256,7 @@ out:
     for (size_t i = 0; i < nl; i++)
         gw_listen_close(&ls[i]);
     free(ls);
+    gw_allow_dispose(&allow);
     return rc;
 }
 

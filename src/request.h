@@ -34,6 +34,14 @@ typedef struct gw_body {
     uint64_t len; /* bytes stored */
 } gw_body_t;
 
+/* What a protocol parser's feed returns. */
+typedef enum gw_parse {
+    GW_PARSE_AGAIN, /* everything usable consumed; feed more */
+    GW_PARSE_HEAD,  /* the head is complete and valid; a body follows */
+    GW_PARSE_DONE,  /* the whole request is in; the parser waits */
+    GW_PARSE_ERROR, /* answer the parser's status (or just close) */
+} gw_parse_t;
+
 typedef struct gw_req {
     gw_span_t method, target, path, query; /* path: decoded later, raw here */
     uint8_t http_major, http_minor;
@@ -41,6 +49,7 @@ typedef struct gw_req {
     bool is_chunked;
     bool keep_alive;
     bool expect_continue;
+    bool is_uwsgi;          /* headers are CGI variables from a uwsgi packet */
     int64_t content_length; /* -1: none given */
     gw_header_t *headers;   /* in the arena */
     uint32_t nheaders, cap_headers;

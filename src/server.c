@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -172,6 +173,13 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         }
         if (lw->l->is_unix)
             ss.ss_family = AF_UNIX;
+        if (!gw_listen_allows(lw->l, (struct sockaddr *)&ss)) {
+            char who[64] = "?";
+            getnameinfo((struct sockaddr *)&ss, sl, who, sizeof(who), NULL, 0, NI_NUMERICHOST);
+            gw_log_error("uwsgi: refused a connection from %s (not in --uwsgi-allow-from)", who);
+            close(fd);
+            continue;
+        }
         gw_conn_open(&s->conns, fd, lw->l, (struct sockaddr *)&ss);
     }
 }
@@ -347,9 +355,12 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
         gw_log_error("cannot create the event loop: %s", strerror(errno));
         goto fail;
     }
+    gw_uwsgi_limits_t ulim = {.buffer_size = cfg->buffer_size, .body = cfg->limit_body};
+
     gw_conn_ctx_init(&s->conns, s->loop, handler, &lim, cfg->body_buffer_size,
                      tmpdir && *tmpdir ? tmpdir : "/tmp", cfg->header_timeout, cfg->body_timeout,
                      cfg->keepalive_timeout, cfg->write_timeout);
+    s->conns.uwsgi_limits = ulim;
     if (who)
         s->who = *who;
     s->conns.on_conn_freed = on_conn_freed;

@@ -65,7 +65,7 @@ struct gw_wsgi {
     wreq_t *cur;              /* the request whose Python code is running */
     PyObject *k_method, *k_path, *k_query, *k_uri, *k_proto, *k_raddr, *k_rport, *k_sname,
         *k_ctype, *k_clen, *k_input, *s_close;
-    PyObject *v_http10, *v_http11, *v_empty;
+    PyObject *v_http10, *v_http11, *v_empty, *v_https;
     PyObject *methods[8];
     known_header_t known[24];
     PyObject *timeout_exc;    /* gangway.RequestTimeout */
@@ -273,6 +273,61 @@ static void on_close(void *ctx, gw_conn_t *c)
     PyObject **slot = (PyObject **)gw_conn_handler_data(c);
     (void)ctx;
     Py_CLEAR(*slot); /* a tuple of two str: no Python code runs */
+}
+
+static bool var_is(const char *k, size_t n, const char *lit)
+{
+    return n == strlen(lit) && memcmp(k, lit, n) == 0;
+}
+
+/* A uwsgi request: nginx sent CGI variables already; they become the
+ * environ as they are, with the scheme taken from HTTPS / REQUEST_SCHEME. */
+static PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
+{
+    gw_conn_t *c = wr->conn;
+    gw_req_t *r = gw_conn_req(c);
+    const char *rb = gw_conn_rbuf(c);
+    const gw_peer_t *peer = gw_conn_peer(c);
+    size_t li = (size_t)(peer->listener - w->listeners);
+    PyObject *env = PyDict_Copy(w->templates[li < w->nlisteners ? li : 0]); /* new ref */
+    char clen[24];
+
+    if (!env)
+        return NULL;
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        const char *k = rb + r->headers[i].name.off, *v = rb + r->headers[i].value.off;
+        size_t kn = r->headers[i].name.len, vn = r->headers[i].value.len;
+        PyObject *key;
+        int rc;
+
+        if (var_is(k, kn, "CONTENT_LENGTH") || var_is(k, kn, "HTTP_CONTENT_LENGTH") ||
+            var_is(k, kn, "HTTP_CONTENT_TYPE") || var_is(k, kn, "HTTP_PROXY"))
+            continue; /* the length comes from the stored body, below; the rest as in HTTP */
+        if ((var_is(k, kn, "HTTPS") && vn && !(vn == 3 && memcmp(v, "off", 3) == 0)) ||
+            ((var_is(k, kn, "REQUEST_SCHEME") || var_is(k, kn, "UWSGI_SCHEME")) && vn == 5 &&
+             memcmp(v, "https", 5) == 0)) {
+            if (PyDict_SetItemString(env, "wsgi.url_scheme", w->v_https) < 0)
+                goto fail;
+        }
+        if (!(key = latin1(k, kn)))
+            goto fail;
+        PyUnicode_InternInPlace(&key);
+        rc = set_item(env, key, latin1(v, vn));
+        Py_DECREF(key);
+        if (rc < 0)
+            goto fail;
+    }
+    if (r->content_length >= 0) {
+        snprintf(clen, sizeof(clen), "%llu", (unsigned long long)r->body.len);
+        if (set_item(env, w->k_clen, PyUnicode_FromString(clen)) < 0)
+            goto fail;
+    }
+    if (!(wr->input = gw_input_new(&r->body)) || PyDict_SetItem(env, w->k_input, wr->input) < 0)
+        goto fail;
+    return env;
+fail:
+    Py_DECREF(env);
+    return NULL;
 }
 
 static PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr)
@@ -631,7 +686,8 @@ static int send_head(wreq_t *wr)
         h.add_length = true;
         h.content_length = (uint64_t)wr->known_length;
         wr->app_length = wr->known_length;
-    } else if (r->http_minor == 1) {
+    } else if (r->http_minor == 1 && !r->is_uwsgi) {
+        /* (nginx reads a uwsgi answer to the end of the connection) */
         h.framing = GW_FRAME_CHUNKED;
         wr->chunked = true;
     } else {
@@ -914,7 +970,8 @@ static void on_request(void *ctx, gw_conn_t *c)
     wr->fd = -1;
     *gw_conn_app_slot(c) = wr;
 
-    if (!(env = build_environ(w, wr))) {
+    env = gw_conn_req(c)->is_uwsgi ? build_environ_cgi(w, wr) : build_environ(w, wr);
+    if (!env) {
         app_error(wr, "cannot build the environ");
         return;
     }
@@ -1333,6 +1390,7 @@ static int intern_all(gw_wsgi_t *w)
         {&w->k_input, "wsgi.input"},      {&w->v_http10, "HTTP/1.0"},
         {&w->s_close, "close"},
         {&w->v_http11, "HTTP/1.1"},       {&w->v_empty, ""},
+        {&w->v_https, "https"},
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         if (!(*keys[i].slot = PyUnicode_InternFromString(keys[i].s)))
