@@ -36,6 +36,7 @@ struct gw_conn {
     gw_conn_t *ready_prev, *ready_next;
     gw_conn_t *dead_next;
     uint8_t state;
+    bool is_watched;   /* registered with epoll (only once it has to wait) */
     bool can_read;     /* edge-triggered: the kernel may hold unread bytes */
     bool can_write;
     bool in_ready;
@@ -170,7 +171,7 @@ bool gw_conn_has_ready(const gw_conn_ctx_t *ctx)
 int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struct sockaddr *sa)
 {
     gw_conn_t *c = ctx->_free;
-    int one = 1, rc;
+    int one = 1;
 
     if (c) {
         ctx->_free = c->dead_next;
@@ -207,12 +208,6 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     }
     if (!l->is_unix) /* whole responses go out at once: Nagle would only delay them */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if ((rc = gw_loop_add(ctx->loop, &c->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) < 0) {
-        close(fd);
-        c->dead_next = ctx->_free;
-        ctx->_free = c;
-        return rc;
-    }
     c->all_next = ctx->_all;
     if (ctx->_all)
         ctx->_all->all_prev = c;
@@ -241,6 +236,23 @@ static void release_out(gw_conn_t *c)
     ctx->_outs = o;
 }
 
+/* Registers c with epoll the first time it has to wait for the socket: a
+ * request that arrives with its connection and is answered at once (a
+ * uwsgi request from nginx, a Connection: close client) costs no epoll_ctl
+ * at all. An fd added while already readable reports at once, so nothing
+ * is missed. Returns false (c closed) when epoll refuses. */
+static bool watch(gw_conn_t *c)
+{
+    if (c->is_watched)
+        return true;
+    if (gw_loop_add(c->ctx->loop, &c->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
+        close_conn(c);
+        return false;
+    }
+    c->is_watched = true;
+    return true;
+}
+
 static void close_conn(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
@@ -250,7 +262,8 @@ static void close_conn(gw_conn_t *c)
     c->state = C_DEAD;
     gw_timer_stop(&c->timer);
     ready_remove(c);
-    gw_loop_del(ctx->loop, &c->watch);
+    if (c->is_watched)
+        gw_loop_del(ctx->loop, &c->watch);
     close(c->watch.fd);
     if (c->handler_data && ctx->handler.on_close)
         ctx->handler.on_close(ctx->handler.ctx, c);
@@ -364,6 +377,8 @@ static void linger(gw_conn_t *c)
     c->state = C_LINGER;
     shutdown(c->watch.fd, SHUT_WR);
     gw_timer_start(&c->ctx->linger_q, &c->timer);
+    if (!watch(c))
+        return;
     if (c->can_read)
         on_io(c->ctx->loop, &c->watch, EPOLLIN);
 }
@@ -397,6 +412,7 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
     if (rc == -EAGAIN) {
         c->can_write = false;
         gw_timer_start(&c->ctx->write_q, &c->timer);
+        watch(c);
         return; /* linger() once the answer is out */
     }
     if (rc < 0) {
@@ -431,6 +447,7 @@ static void do_read(gw_conn_t *c)
                 c->can_read = false;
                 if (c->rbuf.len == 0)
                     gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* idle: hold no buffer */
+                watch(c);
                 return;
             }
             close_conn(c);
@@ -454,6 +471,8 @@ static void do_read(gw_conn_t *c)
         c->rbuf.len += (size_t)n;
         process_input(c);
     }
+    if ((c->state == C_HEAD || c->state == C_BODY) && !c->can_read)
+        watch(c); /* drained by a short read: wait for the next bytes */
 }
 
 static void send_continue(gw_conn_t *c)
@@ -465,8 +484,10 @@ static void send_continue(gw_conn_t *c)
     if (!o)
         return;
     gw_out_push(&o->out, msg, sizeof(msg) - 1, NULL);
-    if (gw_out_flush(&o->out, c->watch.fd) == -EAGAIN)
+    if (gw_out_flush(&o->out, c->watch.fd) == -EAGAIN) {
         c->can_write = false; /* the rest leaves before the response */
+        watch(c);
+    }
 }
 
 static void process_input(gw_conn_t *c)
@@ -782,6 +803,10 @@ int gw_conn_send(gw_conn_t *c)
             c->waiting_write = true;
             gw_timer_start(&c->ctx->write_q, &c->timer);
         }
+        if (!c->is_watched &&
+            gw_loop_add(c->ctx->loop, &c->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) == 0)
+            c->is_watched = true;
+        /* (if epoll refused, the write timeout ends the connection) */
     }
     return rc;
 }
@@ -830,6 +855,8 @@ static void enter_keepalive(gw_conn_t *c)
         return;
     }
     gw_timer_start(&ctx->keepalive_q, &c->timer);
+    if (!watch(c))
+        return;
     if (c->can_read) {
         /* Bytes may wait in the kernel with no edge to come: read next turn. */
         c->want_read = true;
