@@ -54,6 +54,14 @@ typedef struct gw_config {
     const char *umask;
     bool vacuum;
 
+    /* static files */
+    gw_strlist_t static_map;
+    const char *static_index;
+    uint64_t static_expires;
+    bool static_gzip;
+    bool static_dotfiles;
+    bool static_fallthrough;
+
     /* limits */
     uint64_t limit_request_line;
     uint64_t limit_request_field_size;

@@ -45,6 +45,9 @@ struct gw_conn {
     bool want_abort;   /* queued: died with a response in progress */
     bool waiting_write;
     bool continue_sent;
+    bool is_static;    /* the answer is a static file: no handler involved */
+    int static_status;
+    uint64_t static_bytes;
     uint32_t nreq;     /* requests answered on this connection */
     gw_buf_t rbuf;
     size_t parsed;     /* rbuf bytes the parser has consumed */
@@ -683,6 +686,26 @@ static void mark_idle(gw_conn_ctx_t *ctx)
         gw_slot_idle(ctx->slot);
 }
 
+/* Answers from --static-map without the handler; false: the app answers. */
+static bool serve_static(gw_conn_t *c)
+{
+    gw_static_result_t res;
+    gw_out_t *o = gw_conn_out(c);
+    int rc;
+
+    if (!o || !gw_static_answer(c->ctx->statics, &c->req, c->rbuf.data, o,
+                                gw_conn_may_keep_alive(c), &res))
+        return false;
+    c->is_static = true;
+    c->static_status = res.status;
+    c->static_bytes = res.bytes;
+    rc = gw_conn_send(c);
+    if (rc == -EAGAIN)
+        return true; /* on_resume-less: the drained queue finishes it */
+    gw_conn_finish(c, rc == 0, res.status, res.bytes);
+    return true;
+}
+
 void gw_conn_run_ready(gw_conn_ctx_t *ctx)
 {
     uint64_t n = ctx->_nready;
@@ -697,7 +720,7 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
         ready_remove(c);
         if (c->want_abort) {
             c->want_abort = c->want_resume = false;
-            if (c->state == C_APP && h->on_abort) {
+            if (c->state == C_APP && h->on_abort && !c->is_static) {
                 mark_busy(c);
                 h->on_abort(h->ctx, c);
                 mark_idle(ctx);
@@ -705,7 +728,9 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
             close_conn(c);
         } else if (c->want_resume) {
             c->want_resume = false;
-            if (c->state == C_APP) {
+            if (c->state == C_APP && c->is_static) {
+                gw_conn_finish(c, true, c->static_status, c->static_bytes);
+            } else if (c->state == C_APP) {
                 mark_busy(c);
                 h->on_resume(h->ctx, c);
                 mark_idle(ctx);
@@ -717,6 +742,8 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
         } else if (c->state == C_READY) {
             c->state = C_APP;
             c->continue_sent = false;
+            if (ctx->statics && serve_static(c))
+                continue;
             mark_busy(c);
             h->on_request(h->ctx, c);
             mark_idle(ctx);
@@ -871,6 +898,7 @@ void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_byt
 
     log_request(c, status, body_bytes, us);
     c->nreq++;
+    c->is_static = false;
     if (ctx->slot)
         gw_slot_count(ctx->slot, status, body_bytes, us);
     if (ctx->on_request_done)

@@ -3,6 +3,7 @@
 #include "listen.h"
 #include "log.h"
 #include "master.h"
+#include "static.h"
 #include "wsgi.h"
 
 #include <errno.h>
@@ -244,6 +245,15 @@ static int serve(gw_config_t *cfg, char **argv)
     if (cfg->chdir && chdir(cfg->chdir) < 0) {
         gw_log_error("cannot chdir to '%s': %s", cfg->chdir, strerror(errno));
         goto out;
+    }
+    {
+        /* Bad --static-map directories stop the start here, in one line. */
+        gw_static_t *st = gw_static_new(cfg, err, sizeof(err));
+        gw_static_free(st);
+        if (!st && err[0]) {
+            gw_log_error("%s", err);
+            goto out;
+        }
     }
     if (cfg->check_config) {
         rc = check_app(cfg, ls, nl);

@@ -13,6 +13,7 @@ void gw_req_init(gw_req_t *r, gw_arena_pool_t *pool)
     r->content_length = -1;
     r->host = -1;
     r->body.fd = -1;
+    r->static_fd = -1;
     gw_arena_init(&r->arena, pool);
 }
 
@@ -25,10 +26,13 @@ void gw_req_reset(gw_req_t *r, const gw_body_env_t *env)
     gw_buf_release(&body.mem, env->pool);
     if (body.fd >= 0)
         close(body.fd);
+    if (r->static_fd >= 0)
+        close(r->static_fd);
     memset(r, 0, sizeof(*r));
     r->content_length = -1;
     r->host = -1;
     r->body.fd = -1;
+    r->static_fd = -1;
     r->arena = arena;
 }
 

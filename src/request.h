@@ -55,6 +55,7 @@ typedef struct gw_req {
     uint32_t nheaders, cap_headers;
     int32_t host;           /* index in headers, -1 when absent */
     gw_body_t body;
+    int static_fd;          /* a static file being sent, closed with the request */
     uint64_t start_us;      /* first byte of the request */
     gw_arena_t arena;
 } gw_req_t;

@@ -36,6 +36,7 @@ struct gw_server {
     gw_watch_t sigwatch;
     gw_block_hooks_t hooks;
     gw_timerq_t backoff_q, yield_q, graceful_q, lifetime_q, rss_q;
+    gw_static_t *statics;
     gw_timer_t backoff, graceful, lifetime, rss;
     gw_worker_info_t who;
     uint64_t requests;
@@ -361,6 +362,15 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
                      tmpdir && *tmpdir ? tmpdir : "/tmp", cfg->header_timeout, cfg->body_timeout,
                      cfg->keepalive_timeout, cfg->write_timeout);
     s->conns.uwsgi_limits = ulim;
+    {
+        char err[256];
+        s->statics = gw_static_new(cfg, err, sizeof(err));
+        if (!s->statics && err[0]) {
+            gw_log_error("%s", err);
+            goto fail;
+        }
+        s->conns.statics = s->statics;
+    }
     if (who)
         s->who = *who;
     s->conns.on_conn_freed = on_conn_freed;
@@ -426,6 +436,7 @@ void gw_server_free(gw_server_t *s)
         gw_signals_close(s->sigwatch.fd);
     if (s->loop)
         gw_conn_ctx_dispose(&s->conns);
+    gw_static_free(s->statics);
     gw_loop_free(s->loop);
     free(s->lw);
     free(s);

@@ -1,0 +1,660 @@
+#include "static.h"
+
+#include "clock.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MIME_SLOTS 4096 /* a power of two, over twice the types Debian lists */
+
+typedef struct smap {
+    char *prefix; /* "/static", no trailing slash */
+    size_t plen;
+    int dirfd;    /* O_PATH directory every open is resolved beneath */
+} smap_t;
+
+typedef struct mime {
+    char ext[16];
+    char type[80];
+} mime_t;
+
+struct gw_static {
+    smap_t *maps;
+    size_t n;
+    const gw_config_t *cfg;
+    mime_t *mime; /* open addressing by extension */
+    bool has_openat2;
+};
+
+/* ---- MIME types ---- */
+
+static const char *builtin_types[][2] = {
+    {"html", "text/html"},        {"htm", "text/html"},        {"css", "text/css"},
+    {"js", "text/javascript"},    {"mjs", "text/javascript"},  {"json", "application/json"},
+    {"txt", "text/plain"},        {"xml", "application/xml"},  {"svg", "image/svg+xml"},
+    {"png", "image/png"},         {"jpg", "image/jpeg"},       {"jpeg", "image/jpeg"},
+    {"gif", "image/gif"},         {"webp", "image/webp"},      {"ico", "image/vnd.microsoft.icon"},
+    {"avif", "image/avif"},       {"woff", "font/woff"},       {"woff2", "font/woff2"},
+    {"ttf", "font/ttf"},          {"otf", "font/otf"},         {"pdf", "application/pdf"},
+    {"zip", "application/zip"},   {"gz", "application/gzip"},  {"wasm", "application/wasm"},
+    {"mp4", "video/mp4"},         {"webm", "video/webm"},      {"mp3", "audio/mpeg"},
+    {"ogg", "audio/ogg"},         {"csv", "text/csv"},         {"md", "text/markdown"},
+    {"map", "application/json"},  {"tar", "application/x-tar"},
+};
+
+static unsigned ext_hash(const char *e, size_t n)
+{
+    unsigned h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)tolower((unsigned char)e[i])) * 16777619u;
+    return h;
+}
+
+static void mime_put(mime_t *t, const char *ext, const char *type)
+{
+    size_t n = strlen(ext);
+    if (n == 0 || n >= sizeof(t->ext) || strlen(type) >= sizeof(t->type))
+        return;
+    for (unsigned i = ext_hash(ext, n) & (MIME_SLOTS - 1);; i = (i + 1) & (MIME_SLOTS - 1)) {
+        if (!t[i].ext[0] || strcasecmp(t[i].ext, ext) == 0) {
+            if (!t[i].ext[0]) /* the first listing of an extension wins */
+                snprintf(t[i].type, sizeof(t[i].type), "%s", type);
+            snprintf(t[i].ext, sizeof(t[i].ext), "%s", ext);
+            return;
+        }
+    }
+}
+
+static const char *mime_get(const mime_t *t, const char *ext, size_t n)
+{
+    if (n == 0 || n >= sizeof(t->ext))
+        return NULL;
+    for (unsigned i = ext_hash(ext, n) & (MIME_SLOTS - 1);; i = (i + 1) & (MIME_SLOTS - 1)) {
+        if (!t[i].ext[0])
+            return NULL;
+        if (strlen(t[i].ext) == n && strncasecmp(t[i].ext, ext, n) == 0)
+            return t[i].type;
+    }
+}
+
+/* Debian's media-types file, with the built-in table for what it lacks. */
+static void mime_load(mime_t *t)
+{
+    FILE *f = fopen("/etc/mime.types", "re");
+    char line[1024];
+    size_t loaded = 0;
+
+    while (f && fgets(line, sizeof(line), f)) {
+        char *save, *type = strtok_r(line, " \t\r\n", &save), *ext;
+        if (!type || type[0] == '#')
+            continue;
+        while ((ext = strtok_r(NULL, " \t\r\n", &save)) && loaded < MIME_SLOTS / 2) {
+            mime_put(t, ext, type);
+            loaded++;
+        }
+    }
+    if (f)
+        fclose(f);
+    for (size_t i = 0; i < sizeof(builtin_types) / sizeof(builtin_types[0]); i++)
+        if (!mime_get(t, builtin_types[i][0], strlen(builtin_types[i][0])))
+            mime_put(t, builtin_types[i][0], builtin_types[i][1]);
+}
+
+/* ---- set-up ---- */
+
+gw_static_t *gw_static_new(const gw_config_t *cfg, char *err, size_t errlen)
+{
+    gw_static_t *s;
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH};
+
+    err[0] = '\0';
+    if (!cfg->static_map.n)
+        return NULL;
+    if (!(s = calloc(1, sizeof(*s))) || !(s->maps = calloc(cfg->static_map.n, sizeof(smap_t))) ||
+        !(s->mime = calloc(MIME_SLOTS, sizeof(mime_t)))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    s->cfg = cfg;
+    for (size_t i = 0; i < cfg->static_map.n; i++) {
+        const char *m = cfg->static_map.v[i], *eq = strchr(m, '=');
+        smap_t *sm = &s->maps[i];
+        size_t pl;
+
+        if (!eq || m[0] != '/' || !eq[1]) {
+            snprintf(err, errlen, "--static-map wants /prefix=DIR, got '%s'", m);
+            goto fail;
+        }
+        pl = (size_t)(eq - m);
+        while (pl > 0 && m[pl - 1] == '/')
+            pl--; /* "/" maps everything: prefix "" */
+        sm->prefix = strndup(m, pl);
+        sm->plen = pl;
+        sm->dirfd = open(eq + 1, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (!sm->prefix || sm->dirfd < 0) {
+            snprintf(err, errlen, "--static-map %s: cannot open directory '%s': %s", m, eq + 1,
+                     strerror(errno));
+            s->n = i + 1;
+            goto fail;
+        }
+        s->n = i + 1;
+    }
+    /* openat2 (Linux 5.6) resolves beneath the root in the kernel; without
+     * it, a component-by-component walk that refuses every symlink. */
+    s->has_openat2 = syscall(SYS_openat2, s->maps[0].dirfd, ".", &how, sizeof(how)) >= 0 ||
+                     errno != ENOSYS;
+    if (s->has_openat2) {
+        int fd = (int)syscall(SYS_openat2, s->maps[0].dirfd, ".", &how, sizeof(how));
+        if (fd >= 0)
+            close(fd);
+    }
+    mime_load(s->mime);
+    return s;
+fail:
+    gw_static_free(s);
+    return NULL;
+}
+
+void gw_static_free(gw_static_t *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->maps[i].prefix);
+        if (s->maps[i].dirfd >= 0)
+            close(s->maps[i].dirfd);
+    }
+    free(s->maps);
+    free(s->mime);
+    free(s);
+}
+
+/* ---- request helpers ---- */
+
+/* A request header's value (HTTP name, or its CGI variable from uwsgi). */
+static bool header(const gw_req_t *r, const char *rb, const char *name, const char **v,
+                   size_t *vn)
+{
+    size_t n = strlen(name);
+    char cgi[64];
+
+    if (r->is_uwsgi) {
+        size_t i;
+        if (n + 5 >= sizeof(cgi))
+            return false;
+        memcpy(cgi, "HTTP_", 5);
+        for (i = 0; i < n; i++)
+            cgi[5 + i] = name[i] == '-' ? '_' : (char)toupper((unsigned char)name[i]);
+        name = cgi;
+        n += 5;
+    }
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        const gw_header_t *h = &r->headers[i];
+        if (h->name.len == n && strncasecmp(rb + h->name.off, name, n) == 0) {
+            *v = rb + h->value.off;
+            *vn = h->value.len;
+            return true;
+        }
+    }
+    return false;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Decodes the path once and checks every segment: no NUL, no backslash, no
+ * "." or ".." segment, no dot-file unless allowed. Writes the relative path
+ * (no leading slash) to out. Returns 0, or -1 for a path never served. */
+static int clean_path(const char *p, size_t n, bool dotfiles, char *out, size_t outlen)
+{
+    size_t o = 0, seg = 0;
+
+    for (size_t i = 0; i <= n; i++) {
+        int c;
+        if (i == n) {
+            c = '/';
+        } else if (p[i] == '%') {
+            int hi, lo;
+            if (i + 2 >= n || (hi = hexval((unsigned char)p[i + 1])) < 0 ||
+                (lo = hexval((unsigned char)p[i + 2])) < 0)
+                return -1;
+            c = hi << 4 | lo;
+            i += 2;
+            if (c == '/')
+                return -1; /* an encoded slash never separates segments here */
+        } else {
+            c = (unsigned char)p[i];
+        }
+        if (c == 0 || c == '\\')
+            return -1;
+        if (c == '/') {
+            size_t len = o - seg;
+            if (len == 0) /* "//" or the leading slash */
+                continue;
+            if ((len == 1 && out[seg] == '.') || (len == 2 && out[seg] == '.' && out[seg + 1] == '.'))
+                return -1;
+            if (out[seg] == '.' && !dotfiles)
+                return -1;
+            if (o + 1 >= outlen)
+                return -1;
+            out[o++] = '/';
+            seg = o;
+            continue;
+        }
+        if (o + 1 >= outlen)
+            return -1;
+        out[o++] = (char)c;
+    }
+    if (o > 0 && out[o - 1] == '/')
+        o--;
+    out[o] = '\0';
+    return 0;
+}
+
+/* Opens rel beneath dirfd as O_PATH: no "..", no absolute path, and no
+ * symlink that leaves the directory (openat2), or none at all (the walk). */
+static int open_beneath(const gw_static_t *s, int dirfd, const char *rel)
+{
+    char buf[4096];
+    char *save, *seg, *next;
+    int fd, cur;
+
+    if (!rel[0])
+        return fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+    if (s->has_openat2) {
+        struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+        return (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+    }
+    snprintf(buf, sizeof(buf), "%s", rel);
+    cur = dirfd;
+    for (seg = strtok_r(buf, "/", &save); seg; seg = next) {
+        next = strtok_r(NULL, "/", &save);
+        fd = openat(cur, seg, O_PATH | O_NOFOLLOW | O_CLOEXEC | (next ? O_DIRECTORY : 0));
+        if (cur != dirfd)
+            close(cur);
+        if (fd < 0)
+            return -1;
+        cur = fd;
+    }
+    return cur == dirfd ? -1 : cur;
+}
+
+/* From an O_PATH handle of a regular file to one that reads. */
+static int reopen_read(int pathfd)
+{
+    char proc[64];
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pathfd);
+    return open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+}
+
+static bool accepts(const char *v, size_t vn, const char *coding)
+{
+    size_t cl = strlen(coding);
+    for (size_t i = 0; i + cl <= vn; i++) {
+        if (strncasecmp(v + i, coding, cl) == 0 && (i == 0 || v[i - 1] == ' ' || v[i - 1] == ',') &&
+            (i + cl == vn || v[i + cl] == ',' || v[i + cl] == ';' || v[i + cl] == ' ')) {
+            /* "br;q=0" turns a coding off (RFC 9110 12.4.2) */
+            char q[16] = "";
+            size_t j = i + cl, k = 0;
+            while (j < vn && v[j] == ' ')
+                j++;
+            if (j + 2 < vn && v[j] == ';' && v[j + 1] == 'q' && v[j + 2] == '=') {
+                for (j += 3; j < vn && k < sizeof(q) - 1 && v[j] != ',' && v[j] != ' '; j++)
+                    q[k++] = v[j];
+                q[k] = '\0';
+                return strtod(q, NULL) > 0;
+            }
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool etag_matches(const char *v, size_t vn, const char *etag)
+{
+    size_t el = strlen(etag);
+    if (vn == 1 && v[0] == '*')
+        return true;
+    for (size_t i = 0; i + el <= vn; i++)
+        if (memcmp(v + i, etag, el) == 0)
+            return true;
+    /* a weak validator of ours compares equal too (RFC 9110 13.1.2) */
+    return false;
+}
+
+static time_t parse_http_date(const char *v, size_t vn)
+{
+    char buf[64];
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    if (vn >= sizeof(buf))
+        return -1;
+    memcpy(buf, v, vn);
+    buf[vn] = '\0';
+    if (!strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm))
+        return -1;
+    return timegm(&tm);
+}
+
+static void http_date(time_t t, char *out, size_t n)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+/* "bytes=a-b" | "bytes=a-" | "bytes=-n", one range only. Returns 1 with the
+ * range, 0 to ignore the header (several ranges, other units, syntax), -1
+ * when it cannot be satisfied. */
+static int parse_range(const char *v, size_t vn, uint64_t size, uint64_t *start, uint64_t *end)
+{
+    char buf[128], *p, *dash, *e1, *e2;
+    unsigned long long a, b;
+
+    if (vn < 7 || vn >= sizeof(buf) || strncasecmp(v, "bytes=", 6) != 0)
+        return 0;
+    memcpy(buf, v + 6, vn - 6);
+    buf[vn - 6] = '\0';
+    if (strchr(buf, ','))
+        return 0; /* several ranges: the whole file, 200 (documented) */
+    for (p = buf; *p == ' '; p++)
+        ;
+    if (!(dash = strchr(p, '-')))
+        return 0;
+    *dash = '\0';
+    if (!*p) { /* suffix: the last n bytes */
+        errno = 0;
+        b = strtoull(dash + 1, &e2, 10);
+        if (errno || *e2 || e2 == dash + 1)
+            return 0;
+        if (b == 0 || size == 0)
+            return -1;
+        *start = b >= size ? 0 : size - b;
+        *end = size - 1;
+        return 1;
+    }
+    errno = 0;
+    a = strtoull(p, &e1, 10);
+    if (errno || *e1 || !isdigit((unsigned char)*p))
+        return 0;
+    if (!dash[1]) {
+        b = size ? size - 1 : 0;
+    } else {
+        b = strtoull(dash + 1, &e2, 10);
+        if (errno || *e2 || !isdigit((unsigned char)dash[1]) || b < a)
+            return 0;
+    }
+    if (a >= size)
+        return -1;
+    *start = a;
+    *end = b >= size ? size - 1 : b;
+    return 1;
+}
+
+/* ---- the answer ---- */
+
+#define MAX_HDRS 12
+
+typedef struct answer {
+    gw_hdr_t h[MAX_HDRS];
+    size_t n;
+    gw_arena_t *a;
+} answer_t;
+
+static void add(answer_t *an, const char *name, const char *value)
+{
+    if (an->n == MAX_HDRS || !value)
+        return;
+    an->h[an->n].name = name;
+    an->h[an->n].name_len = strlen(name);
+    an->h[an->n].value = value;
+    an->h[an->n].value_len = strlen(value);
+    an->n++;
+}
+
+static char *fmt(gw_arena_t *a, const char *f, ...) __attribute__((format(printf, 2, 3)));
+static char *fmt(gw_arena_t *a, const char *f, ...)
+{
+    char buf[256];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(buf, sizeof(buf), f, ap);
+    va_end(ap);
+    return gw_arena_dup(a, buf, strlen(buf));
+}
+
+static bool queue(gw_req_t *r, gw_out_t *out, int status, answer_t *an, uint64_t length,
+                  bool with_body, bool keep_alive, int fd, uint64_t off, gw_static_result_t *res)
+{
+    char status_line[64];
+    gw_head_t h = {
+        .http_minor = r->is_uwsgi ? 0 : r->http_minor,
+        .status = status_line,
+        .hdrs = an->h,
+        .nhdrs = an->n,
+        .framing = with_body ? GW_FRAME_LENGTH : GW_FRAME_NONE,
+        .content_length = length,
+        .add_length = true,
+        .add_server = true,
+        .add_date = true,
+        .keep_alive = keep_alive,
+    };
+    char *buf;
+    size_t n;
+
+    h.status_len = (size_t)snprintf(status_line, sizeof(status_line), "%d %s", status,
+                                    gw_status_reason(status));
+    if (status == 304)
+        h.add_length = false;
+    n = gw_head_format(&h, &r->arena, &buf);
+    res->status = status;
+    res->bytes = 0;
+    if (!n || gw_out_push(out, buf, n, NULL) < 0)
+        return false;
+    if (with_body && fd >= 0 && length) {
+        gw_out_push_file(out, fd, (off_t)off, length, NULL);
+        res->bytes = length;
+    } else if (with_body && length && fd < 0) {
+        /* a short text body for errors */
+        const char *reason = gw_status_reason(status);
+        char *b = fmt(&r->arena, "%s\n", reason);
+        if (b)
+            gw_out_push(out, b, strlen(b), NULL);
+        res->bytes = length;
+    }
+    return true;
+}
+
+static bool simple(gw_req_t *r, gw_out_t *out, int status, answer_t *an, bool keep_alive,
+                   gw_static_result_t *res)
+{
+    size_t len = strlen(gw_status_reason(status)) + 1;
+    add(an, "Content-Type", "text/plain; charset=utf-8");
+    return queue(r, out, status, an, len, !r->is_head, keep_alive, -1, 0, res);
+}
+
+bool gw_static_answer(const gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out,
+                      bool keep_alive, gw_static_result_t *res)
+{
+    const gw_config_t *cfg = s->cfg;
+    const char *path = rb + r->path.off, *v, *type, *dot, *enc = NULL;
+    size_t pn = r->path.len, vn, best = 0;
+    const smap_t *m = NULL;
+    char rel[4096], var[4200];
+    answer_t an = {.a = &r->arena};
+    struct stat st;
+    int pfd = -1, fd, rc;
+    uint64_t start = 0, end, size;
+    bool is_get, partial = false;
+
+    for (size_t i = 0; i < s->n; i++) {
+        const smap_t *c = &s->maps[i];
+        if (pn >= c->plen && memcmp(path, c->prefix, c->plen) == 0 &&
+            (pn == c->plen || path[c->plen] == '/') && (!m || c->plen > best)) {
+            m = c;
+            best = c->plen;
+        }
+    }
+    if (!m)
+        return false;
+    is_get = r->method.len == 3 && memcmp(rb + r->method.off, "GET", 3) == 0;
+    if (!is_get && !r->is_head) {
+        add(&an, "Allow", "GET, HEAD");
+        return simple(r, out, 405, &an, keep_alive, res);
+    }
+    if (clean_path(path + m->plen, pn - m->plen, cfg->static_dotfiles, rel, sizeof(rel)) < 0)
+        goto not_found;
+    pfd = open_beneath(s, m->dirfd, rel);
+    if (pfd < 0 || fstat(pfd, &st) < 0)
+        goto not_found;
+    if (S_ISDIR(st.st_mode)) {
+        int ifd;
+        if (!cfg->static_index || strchr(cfg->static_index, '/'))
+            goto not_found; /* no listings */
+        ifd = open_beneath(s, pfd, cfg->static_index);
+        close(pfd);
+        pfd = ifd;
+        if (pfd < 0 || fstat(pfd, &st) < 0)
+            goto not_found;
+        snprintf(rel + strlen(rel), sizeof(rel) - strlen(rel), "%s%s", rel[0] ? "/" : "",
+                 cfg->static_index);
+    }
+    if (!S_ISREG(st.st_mode))
+        goto not_found; /* FIFOs, devices, sockets are never opened for reading */
+
+    /* The type is the original file's, whatever variant goes out. */
+    dot = strrchr(rel, '.');
+    type = dot && !strchr(dot, '/') ? mime_get(s->mime, dot + 1, strlen(dot + 1)) : NULL;
+    if (!type)
+        type = "application/octet-stream";
+    if (strncmp(type, "text/", 5) == 0 || strcmp(type, "application/json") == 0 ||
+        strcmp(type, "application/javascript") == 0 || strcmp(type, "image/svg+xml") == 0)
+        add(&an, "Content-Type", fmt(&r->arena, "%s; charset=utf-8", type));
+    else
+        add(&an, "Content-Type", type);
+
+    if (cfg->static_gzip) {
+        add(&an, "Vary", "Accept-Encoding");
+        if (header(r, rb, "accept-encoding", &v, &vn)) {
+            static const char *codings[][2] = {{"br", ".br"}, {"gzip", ".gz"}};
+            for (size_t i = 0; i < 2 && !enc; i++) {
+                struct stat vst;
+                int vfd;
+                if (!accepts(v, vn, codings[i][0]))
+                    continue;
+                snprintf(var, sizeof(var), "%s%s", rel, codings[i][1]);
+                if ((vfd = open_beneath(s, m->dirfd, var)) < 0)
+                    continue;
+                if (fstat(vfd, &vst) == 0 && S_ISREG(vst.st_mode)) {
+                    close(pfd);
+                    pfd = vfd;
+                    st = vst;
+                    enc = codings[i][0];
+                } else {
+                    close(vfd);
+                }
+            }
+        }
+        if (enc)
+            add(&an, "Content-Encoding", enc);
+    }
+    size = (uint64_t)st.st_size;
+    {
+        /* Strong, from inode, size and mtime; each variant has its own. */
+        char *etag = fmt(&r->arena, "\"%llx-%llx-%llx%s%s\"", (unsigned long long)st.st_ino,
+                         (unsigned long long)size,
+                         (unsigned long long)st.st_mtim.tv_sec * 1000000000ULL +
+                             (unsigned long long)st.st_mtim.tv_nsec,
+                         enc ? "-" : "", enc ? enc : "");
+        char lm[64];
+        bool not_modified = false;
+
+        http_date(st.st_mtim.tv_sec, lm, sizeof(lm));
+        add(&an, "ETag", etag);
+        add(&an, "Last-Modified", gw_arena_dup(&r->arena, lm, strlen(lm)));
+        add(&an, "Accept-Ranges", "bytes");
+        if (cfg->static_expires) {
+            char ex[64];
+            http_date(time(NULL) + (time_t)cfg->static_expires, ex, sizeof(ex));
+            add(&an, "Cache-Control",
+                fmt(&r->arena, "max-age=%llu", (unsigned long long)cfg->static_expires));
+            add(&an, "Expires", gw_arena_dup(&r->arena, ex, strlen(ex)));
+        }
+        /* RFC 9110 13.2.2: If-None-Match first; If-Modified-Since only without it. */
+        if (header(r, rb, "if-none-match", &v, &vn)) {
+            not_modified = etag && etag_matches(v, vn, etag);
+        } else if (header(r, rb, "if-modified-since", &v, &vn)) {
+            time_t ims = parse_http_date(v, vn);
+            not_modified = ims >= 0 && st.st_mtim.tv_sec <= ims;
+        }
+        if (not_modified) {
+            close(pfd);
+            return queue(r, out, 304, &an, 0, false, keep_alive, -1, 0, res);
+        }
+        end = size ? size - 1 : 0;
+        if (header(r, rb, "range", &v, &vn)) {
+            const char *ir;
+            size_t irn;
+            bool use = true;
+            if (header(r, rb, "if-range", &ir, &irn)) {
+                /* A range only while the representation is the one the client has. */
+                if (irn && ir[0] == '"')
+                    use = etag && irn == strlen(etag) && memcmp(ir, etag, irn) == 0;
+                else
+                    use = parse_http_date(ir, irn) == st.st_mtim.tv_sec;
+            }
+            if (use) {
+                rc = parse_range(v, vn, size, &start, &end);
+                if (rc < 0) {
+                    close(pfd);
+                    add(&an, "Content-Range", fmt(&r->arena, "bytes */%llu",
+                                                  (unsigned long long)size));
+                    return simple(r, out, 416, &an, keep_alive, res);
+                }
+                partial = rc > 0;
+            }
+        }
+    }
+    if (partial)
+        add(&an, "Content-Range", fmt(&r->arena, "bytes %llu-%llu/%llu",
+                                      (unsigned long long)start, (unsigned long long)end,
+                                      (unsigned long long)size));
+    if (r->is_head) {
+        close(pfd);
+        return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, false,
+                     keep_alive, -1, 0, res);
+    }
+    fd = reopen_read(pfd);
+    close(pfd);
+    if (fd < 0)
+        goto not_found_nofd;
+    r->static_fd = fd;
+    return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, true, keep_alive,
+                 fd, start, res);
+
+not_found:
+    if (pfd >= 0)
+        close(pfd);
+not_found_nofd:
+    if (cfg->static_fallthrough)
+        return false;
+    an.n = 0;
+    return simple(r, out, 404, &an, keep_alive, res);
+}
