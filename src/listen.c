@@ -13,6 +13,27 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* host, port and url of a bound TCP socket, for the environ and the logs. */
+static void describe_tcp(gw_listener_t *l, const struct sockaddr_storage *ss, socklen_t sl)
+{
+    getnameinfo((const struct sockaddr *)ss, sl, l->host, sizeof(l->host), l->port,
+                sizeof(l->port), NI_NUMERICHOST | NI_NUMERICSERV);
+    if (ss->ss_family == AF_INET6)
+        snprintf(l->url, sizeof(l->url), "http://[%s]:%s", l->host, l->port);
+    else
+        snprintf(l->url, sizeof(l->url), "http://%s:%s", l->host, l->port);
+}
+
+/* The same for a unix socket at path. */
+static void describe_unix(gw_listener_t *l, const char *path)
+{
+    l->is_unix = true;
+    snprintf(l->path, sizeof(l->path), "%.107s", path);
+    snprintf(l->host, sizeof(l->host), "localhost");
+    snprintf(l->port, sizeof(l->port), "0");
+    snprintf(l->url, sizeof(l->url), "http://unix:%s", l->path);
+}
+
 static int open_unix(gw_listener_t *l, const char *path, int backlog, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -40,11 +61,7 @@ static int open_unix(gw_listener_t *l, const char *path, int backlog, char *err,
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, backlog) < 0)
         goto fail;
     l->fd = fd;
-    l->is_unix = true;
-    snprintf(l->path, sizeof(l->path), "%s", path);
-    snprintf(l->host, sizeof(l->host), "localhost");
-    snprintf(l->port, sizeof(l->port), "0");
-    snprintf(l->url, sizeof(l->url), "http://unix:%s", path);
+    describe_unix(l, path);
     return 0;
 fail:
     rc = -errno;
@@ -147,12 +164,7 @@ static int open_addr(gw_listener_t *l, const char *addr, int backlog, bool reuse
     l->is_reuse_port = reuse;
     l->addr = ss;
     l->addrlen = sl;
-    getnameinfo((struct sockaddr *)&ss, sl, l->host, sizeof(l->host), l->port, sizeof(l->port),
-                NI_NUMERICHOST | NI_NUMERICSERV);
-    if (ss.ss_family == AF_INET6)
-        snprintf(l->url, sizeof(l->url), "http://[%s]:%s", l->host, l->port);
-    else
-        snprintf(l->url, sizeof(l->url), "http://%s:%s", l->host, l->port);
+    describe_tcp(l, &ss, sl);
     freeaddrinfo(res);
     l->fd = fd;
     return 0;
@@ -185,20 +197,10 @@ int gw_listen_adopt(gw_listener_t *l, int fd)
     l->addr = ss;
     l->addrlen = sl;
     if (ss.ss_family == AF_UNIX) {
-        const struct sockaddr_un *un = (const void *)&ss;
-        l->is_unix = true;
-        snprintf(l->path, sizeof(l->path), "%.107s", un->sun_path);
-        snprintf(l->host, sizeof(l->host), "localhost");
-        snprintf(l->port, sizeof(l->port), "0");
-        snprintf(l->url, sizeof(l->url), "http://unix:%s", l->path);
+        describe_unix(l, ((const struct sockaddr_un *)(const void *)&ss)->sun_path);
         return 0;
     }
-    getnameinfo((struct sockaddr *)&ss, sl, l->host, sizeof(l->host), l->port, sizeof(l->port),
-                NI_NUMERICHOST | NI_NUMERICSERV);
-    if (ss.ss_family == AF_INET6)
-        snprintf(l->url, sizeof(l->url), "http://[%s]:%s", l->host, l->port);
-    else
-        snprintf(l->url, sizeof(l->url), "http://%s:%s", l->host, l->port);
+    describe_tcp(l, &ss, sl);
     return 0;
 }
 

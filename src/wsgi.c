@@ -280,6 +280,30 @@ static bool var_is(const char *k, size_t n, const char *lit)
     return n == strlen(lit) && memcmp(k, lit, n) == 0;
 }
 
+/* A copy of the environ template of the listener c came through (new ref). */
+static PyObject *environ_from_template(gw_wsgi_t *w, gw_conn_t *c)
+{
+    const gw_peer_t *peer = gw_conn_peer(c);
+    size_t li = (size_t)(peer->listener - w->listeners);
+    return PyDict_Copy(w->templates[li < w->nlisteners ? li : 0]);
+}
+
+/* CONTENT_LENGTH from the stored body (whatever framing brought it) and
+ * wsgi.input over it. 0 or -1. */
+static int set_body(gw_wsgi_t *w, wreq_t *wr, PyObject *env, gw_req_t *r)
+{
+    char clen[24];
+
+    if (r->content_length >= 0 || r->is_chunked) {
+        snprintf(clen, sizeof(clen), "%llu", (unsigned long long)r->body.len);
+        if (set_item(env, w->k_clen, PyUnicode_FromString(clen)) < 0)
+            return -1;
+    }
+    if (!(wr->input = gw_input_new(&r->body)) || PyDict_SetItem(env, w->k_input, wr->input) < 0)
+        return -1;
+    return 0;
+}
+
 /* A uwsgi request: nginx sent CGI variables already; they become the
  * environ as they are, with the scheme taken from HTTPS / REQUEST_SCHEME. */
 static PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
@@ -287,10 +311,7 @@ static PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
     gw_conn_t *c = wr->conn;
     gw_req_t *r = gw_conn_req(c);
     const char *rb = gw_conn_rbuf(c);
-    const gw_peer_t *peer = gw_conn_peer(c);
-    size_t li = (size_t)(peer->listener - w->listeners);
-    PyObject *env = PyDict_Copy(w->templates[li < w->nlisteners ? li : 0]); /* new ref */
-    char clen[24];
+    PyObject *env = environ_from_template(w, c);
 
     if (!env)
         return NULL;
@@ -317,12 +338,7 @@ static PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
         if (rc < 0)
             goto fail;
     }
-    if (r->content_length >= 0) {
-        snprintf(clen, sizeof(clen), "%llu", (unsigned long long)r->body.len);
-        if (set_item(env, w->k_clen, PyUnicode_FromString(clen)) < 0)
-            goto fail;
-    }
-    if (!(wr->input = gw_input_new(&r->body)) || PyDict_SetItem(env, w->k_input, wr->input) < 0)
+    if (set_body(w, wr, env, r) < 0)
         goto fail;
     return env;
 fail:
@@ -336,10 +352,8 @@ static PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr)
     gw_req_t *r = gw_conn_req(c);
     const char *rb = gw_conn_rbuf(c);
     const gw_peer_t *peer = gw_conn_peer(c);
-    size_t li = (size_t)(peer->listener - w->listeners);
-    PyObject *env = PyDict_Copy(w->templates[li < w->nlisteners ? li : 0]); /* new ref */
+    PyObject *env = environ_from_template(w, c); /* new ref */
     PyObject *method = NULL;
-    char clen[24];
 
     if (!env)
         return NULL;
@@ -376,15 +390,10 @@ static PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr)
         if (end > start && set_item(env, w->k_sname, latin1(hv + start, end - start)) < 0)
             goto fail;
     }
-    if (r->content_length >= 0 || r->is_chunked) {
-        snprintf(clen, sizeof(clen), "%llu", (unsigned long long)r->body.len);
-        if (set_item(env, w->k_clen, PyUnicode_FromString(clen)) < 0)
-            goto fail;
-    }
     for (uint32_t i = 0; i < r->nheaders; i++)
         if (add_header(w, env, rb, &r->headers[i], &r->arena) < 0)
             goto fail;
-    if (!(wr->input = gw_input_new(&r->body)) || PyDict_SetItem(env, w->k_input, wr->input) < 0)
+    if (set_body(w, wr, env, r) < 0)
         goto fail;
     return env;
 fail:
