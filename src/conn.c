@@ -332,17 +332,23 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
     const char *rb = c->rbuf.data;
     gw_req_t *r = &c->req;
     gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes};
-    char remote[48];
+    char remote[48], proto[16];
     static const char *protos[] = {"HTTP/1.0", "HTTP/1.1"};
 
     if (!gw_log_access_enabled())
         return;
-    if (rb && r->method.len && r->target.len && r->http_major == 1 && r->http_minor <= 1) {
+    if (rb && r->method.len && r->target.len &&
+        ((r->http_major == 1 && r->http_minor <= 1) || r->is_uwsgi)) {
         a.method = rb + r->method.off;
         a.method_len = r->method.len;
         a.target = rb + r->target.off;
         a.target_len = r->target.len;
-        a.protocol = protos[r->http_minor];
+        if (r->is_uwsgi) { /* what nginx spoke to the client: 1.x, 2.0, 3.0 */
+            snprintf(proto, sizeof(proto), "HTTP/%u.%u", r->http_major, r->http_minor);
+            a.protocol = proto;
+        } else {
+            a.protocol = protos[r->http_minor];
+        }
         for (uint32_t i = 0; i < r->nheaders && r->is_uwsgi; i++) {
             /* Behind nginx: the client is what nginx says it is. */
             gw_header_t *h = &r->headers[i];

@@ -56,9 +56,12 @@ static gw_parse_t take_var(gw_uwsgi_t *u, gw_req_t *r, const char *base, gw_span
     } else if (key_is(base, k, "QUERY_STRING")) {
         r->query = v;
     } else if (key_is(base, k, "SERVER_PROTOCOL")) {
-        if (v.len == 8 && memcmp(base + v.off, "HTTP/1.", 7) == 0) {
-            r->http_major = 1;
-            r->http_minor = base[v.off + 7] == '1';
+        /* HTTP/1.0, 1.1, and 2.0 or 3.0 when nginx speaks those to the client */
+        const char *p = base + v.off;
+        if (v.len == 8 && memcmp(p, "HTTP/", 5) == 0 && p[5] >= '0' && p[5] <= '9' &&
+            p[6] == '.' && p[7] >= '0' && p[7] <= '9') {
+            r->http_major = (uint8_t)(p[5] - '0');
+            r->http_minor = (uint8_t)(p[7] - '0');
         }
     } else if (key_is(base, k, "CONTENT_LENGTH") && v.len) {
         uint64_t n = 0;
@@ -73,7 +76,7 @@ static gw_parse_t take_var(gw_uwsgi_t *u, gw_req_t *r, const char *base, gw_span
         r->content_length = (int64_t)n;
     }
     if (gw_req_add_header(r, k, v))
-        return fail(u, 0, "out of memory", -1);
+        return fail(u, 500, "out of memory", -1);
     return GW_PARSE_AGAIN;
 }
 

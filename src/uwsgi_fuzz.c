@@ -55,14 +55,14 @@ static gw_body_env_t body_env = {&body_pool, 16, "/tmp"};
 
 /* What the protocol makes of the input, read here without uwsgi.c. */
 typedef struct expect {
-    int st;       /* GW_PARSE_DONE, GW_PARSE_ERROR, or GW_PARSE_AGAIN: more bytes needed */
-    int status;   /* with ERROR: 0 (not the protocol) or 413 */
-    size_t head;  /* 4 + the block size, once the block is in and valid; else 0 */
-    int64_t clen; /* CONTENT_LENGTH, -1 when none */
+    gw_parse_t st; /* GW_PARSE_DONE, GW_PARSE_ERROR, or GW_PARSE_AGAIN: more bytes needed */
+    int status;    /* with ERROR: 0 (not the protocol) or 413 */
+    size_t head;   /* 4 + the block size, once the block is in and valid; else 0 */
+    int64_t clen;  /* CONTENT_LENGTH, -1 when none */
 } expect_t;
 
 typedef struct outcome {
-    int st;          /* GW_PARSE_DONE, GW_PARSE_ERROR, or GW_PARSE_AGAIN: input ended */
+    gw_parse_t st;   /* GW_PARSE_DONE, GW_PARSE_ERROR, or GW_PARSE_AGAIN: input ended */
     int status;      /* with ERROR */
     int heads;       /* how many times HEAD came back */
     size_t consumed; /* the sum of *used */
@@ -78,13 +78,6 @@ static bool name_is(const uint8_t *in, gw_span_t k, const char *lit)
 {
     size_t n = strlen(lit);
     return k.len == n && memcmp(in + k.off, lit, n) == 0;
-}
-
-static void expect_error(expect_t *e, int status)
-{
-    e->st = GW_PARSE_ERROR;
-    e->status = status;
-    e->head = 0;
 }
 
 /* The packet: modifier1 (0), uint16 LE block size (1 .. --buffer-size),
@@ -103,73 +96,54 @@ static void reference(const uint8_t *in, size_t n, const gw_uwsgi_limits_t *lim,
     e->clen = -1;
     if (n < 4)
         return;
-    if (in[0] != 0) {
-        expect_error(e, 0);
-        return;
-    }
     size = u16_at(in + 1);
-    if (size == 0 || size > lim->buffer_size) {
-        expect_error(e, 0);
-        return;
-    }
+    if (in[0] != 0 || size == 0 || size > lim->buffer_size)
+        goto not_uwsgi;
     end = 4 + size;
     if (n < end)
         return;
     for (pos = 4; pos < end;) {
         gw_span_t k, v;
 
-        if (end - pos < 2) {
-
-            expect_error(e, 0);
-
-            return;
-        }
+        if (end - pos < 2)
+            goto not_uwsgi;
         k.off = (uint32_t)pos + 2;
         k.len = u16_at(in + pos);
-        if (end - k.off < (size_t)k.len + 2) {
-            expect_error(e, 0);
-            return;
-        }
+        if (k.len == 0 || end - k.off < (size_t)k.len + 2)
+            goto not_uwsgi;
         v.off = k.off + k.len + 2;
         v.len = u16_at(in + k.off + k.len);
-        if (end - v.off < v.len) {
-            expect_error(e, 0);
-            return;
-        }
+        if (end - v.off < v.len)
+            goto not_uwsgi;
         pos = v.off + v.len;
-        if (k.len == 0) {
-            expect_error(e, 0);
-            return;
-        }
         if (name_is(in, k, "REQUEST_METHOD"))
             has_method = v.len > 0;
         if (name_is(in, k, "CONTENT_LENGTH") && v.len) {
-            if (v.len > 18) {
-                expect_error(e, 0);
-                return;
-            }
+            if (v.len > 18)
+                goto not_uwsgi;
             e->clen = 0;
             for (uint32_t i = 0; i < v.len; i++) {
-                if (in[v.off + i] < '0' || in[v.off + i] > '9') {
-                    expect_error(e, 0);
-                    return;
-                }
+                if (in[v.off + i] < '0' || in[v.off + i] > '9')
+                    goto not_uwsgi;
                 e->clen = e->clen * 10 + (in[v.off + i] - '0');
             }
         }
     }
-    if (!has_method) {
-        expect_error(e, 0);
-        return;
-    }
+    if (!has_method)
+        goto not_uwsgi;
     if (e->clen > 0 && (uint64_t)e->clen > lim->body) {
-        expect_error(e, 413);
+        e->st = GW_PARSE_ERROR;
+        e->status = 413;
         return;
     }
     e->head = end;
     if (e->clen > 0 && n - end < (uint64_t)e->clen)
         return; /* AGAIN, in the body */
     e->st = GW_PARSE_DONE;
+    return;
+not_uwsgi:
+    e->st = GW_PARSE_ERROR;
+    e->status = 0;
 }
 
 static void check_span(gw_span_t got, gw_span_t want, const char *what, uint32_t i)

@@ -466,7 +466,6 @@ static void test_head_and_protocols(void)
     /* Only the exact method is HEAD. */
     static const char *const not_head[] = {"HEADX", "head", "HEA", "GET"};
     for (size_t i = 0; i < sizeof(not_head) / sizeof(*not_head); i++) {
-        memset(&v, 0, sizeof(v));
         put_var(&v, "REQUEST_METHOD", not_head[i]);
         p = packet(&v, "");
         run_bytes(&p, &default_limits, &r);
@@ -477,10 +476,13 @@ static void test_head_and_protocols(void)
         bytes_free(&v);
     }
 
-    /* No SERVER_PROTOCOL, or not HTTP/1.x: the version stays unknown (0.0). */
-    static const char *const other[] = {NULL, "HTTP/2.0", "HTTP/1", "HTTP/1.10", "http/1.1", ""};
+    /* No SERVER_PROTOCOL, or a malformed one: the version stays unknown
+     * (0.0). nginx's "HTTP/2.0" and "HTTP/3.0" (clients on h2 / h3) are left
+     * out on purpose: they also come out 0.0 today, and conn.c's access log
+     * then drops the request line, REMOTE_ADDR, referer and agent; whether
+     * the fix belongs here or in log_request() is open. */
+    static const char *const other[] = {NULL, "HTTP/1", "HTTP/1.10", "http/1.1", ""};
     for (size_t i = 0; i < sizeof(other) / sizeof(*other); i++) {
-        memset(&v, 0, sizeof(v));
         put_var(&v, "REQUEST_METHOD", "GET");
         if (other[i])
             put_var(&v, "SERVER_PROTOCOL", other[i]);
@@ -1055,6 +1057,8 @@ static void test_reset(void)
     CHECK_INT(gw_uwsgi_feed(&u, &req, good.p, 0, good.n - 1, &used), GW_PARSE_HEAD);
     gw_req_reset(&req, &body_env);
     gw_uwsgi_reset(&u);
+    CHECK_INT(u.state, U_HEAD);
+    CHECK_INT(u.body_left, 0);
     CHECK_INT(gw_uwsgi_feed(&u, &req, good.p, 0, good.n, &used), GW_PARSE_HEAD);
     CHECK_INT(used, good.n - 2);
     CHECK_INT(gw_uwsgi_feed(&u, &req, good.p, used, 2, &used), GW_PARSE_DONE);
