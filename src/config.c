@@ -166,7 +166,7 @@ static int parse_bool(const char *v, bool *out)
     return -EINVAL;
 }
 
-/* "64k", "1m", "1g" (powers of 1024); seconds accept "30s", "2m", "1h". */
+/* "64k", "1m", "1g" (powers of 1024); seconds accept "30s", "2m", "1h", "1d". */
 static int parse_num(const char *v, enum opt_type t, uint64_t *out)
 {
     char *end;
@@ -186,7 +186,7 @@ static int parse_num(const char *v, enum opt_type t, uint64_t *out)
         if (t == T_SIZE)
             mul = u == 'k' ? 1ULL << 10 : u == 'm' ? 1ULL << 20 : u == 'g' ? 1ULL << 30 : 0;
         else
-            mul = u == 's' ? 1 : u == 'm' ? 60 : u == 'h' ? 3600 : 0;
+            mul = u == 's' ? 1 : u == 'm' ? 60 : u == 'h' ? 3600 : u == 'd' ? 86400 : 0;
         if (!mul)
             return -EINVAL;
     }

@@ -218,10 +218,12 @@ static int hexval(int c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Decodes the path once and checks every segment: no NUL, no backslash, no
+/* Decodes the path once (a uwsgi PATH_INFO comes decoded by nginx already)
+ * and checks every segment: no NUL, no backslash, no
  * "." or ".." segment, no dot-file unless allowed. Writes the relative path
  * (no leading slash) to out. Returns 0, or -1 for a path never served. */
-static int clean_path(const char *p, size_t n, bool dotfiles, char *out, size_t outlen)
+static int clean_path(const char *p, size_t n, bool is_decoded, bool dotfiles, char *out,
+                      size_t outlen)
 {
     size_t o = 0, seg = 0;
 
@@ -229,7 +231,7 @@ static int clean_path(const char *p, size_t n, bool dotfiles, char *out, size_t 
         int c;
         if (i == n) {
             c = '/';
-        } else if (p[i] == '%') {
+        } else if (p[i] == '%' && !is_decoded) {
             int hi, lo;
             if (i + 2 >= n || (hi = hexval((unsigned char)p[i + 1])) < 0 ||
                 (lo = hexval((unsigned char)p[i + 2])) < 0)
@@ -310,18 +312,28 @@ static bool accepts(const char *v, size_t vn, const char *coding)
     for (size_t i = 0; i + cl <= vn; i++) {
         if (strncasecmp(v + i, coding, cl) == 0 && (i == 0 || v[i - 1] == ' ' || v[i - 1] == ',') &&
             (i + cl == vn || v[i + cl] == ',' || v[i + cl] == ';' || v[i + cl] == ' ')) {
-            /* "br;q=0" turns a coding off (RFC 9110 12.4.2) */
+            /* "br;q=0" (OWS allowed around ';' and '=') turns a coding off
+             * (RFC 9110 12.4.2) */
             char q[16] = "";
             size_t j = i + cl, k = 0;
-            while (j < vn && v[j] == ' ')
+            while (j < vn && (v[j] == ' ' || v[j] == '\t'))
                 j++;
-            if (j + 2 < vn && v[j] == ';' && v[j + 1] == 'q' && v[j + 2] == '=') {
-                for (j += 3; j < vn && k < sizeof(q) - 1 && v[j] != ',' && v[j] != ' '; j++)
-                    q[k++] = v[j];
-                q[k] = '\0';
-                return strtod(q, NULL) > 0;
-            }
-            return true;
+            if (j >= vn || v[j] != ';')
+                return true;
+            for (j++; j < vn && (v[j] == ' ' || v[j] == '\t'); j++)
+                ;
+            if (j >= vn || (v[j] | 0x20) != 'q')
+                return true;
+            for (j++; j < vn && (v[j] == ' ' || v[j] == '\t'); j++)
+                ;
+            if (j >= vn || v[j] != '=')
+                return true;
+            for (j++; j < vn && (v[j] == ' ' || v[j] == '\t'); j++)
+                ;
+            for (; j < vn && k < sizeof(q) - 1 && v[j] != ',' && v[j] != ' '; j++)
+                q[k++] = v[j];
+            q[k] = '\0';
+            return strtod(q, NULL) > 0;
         }
     }
     return false;
@@ -348,7 +360,11 @@ static time_t parse_http_date(const char *v, size_t vn)
         return -1;
     memcpy(buf, v, vn);
     buf[vn] = '\0';
-    if (!strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm))
+    /* IMF-fixdate, and the obsolete RFC 850 and asctime forms a recipient
+     * must still accept (RFC 9110 5.6.7). */
+    if (!strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm) &&
+        !strptime(buf, "%A, %d-%b-%y %H:%M:%S GMT", &tm) &&
+        !strptime(buf, "%a %b %e %H:%M:%S %Y", &tm))
         return -1;
     return timegm(&tm);
 }
@@ -516,10 +532,13 @@ bool gw_static_answer(const gw_static_t *s, gw_req_t *r, const char *rb, gw_out_
         return false;
     is_get = r->method.len == 3 && memcmp(rb + r->method.off, "GET", 3) == 0;
     if (!is_get && !r->is_head) {
+        if (cfg->static_fallthrough)
+            return false; /* files are only read: everything else is the app's */
         add(&an, "Allow", "GET, HEAD");
         return simple(r, out, 405, &an, keep_alive, res);
     }
-    if (clean_path(path + m->plen, pn - m->plen, cfg->static_dotfiles, rel, sizeof(rel)) < 0)
+    if (clean_path(path + m->plen, pn - m->plen, r->is_uwsgi, cfg->static_dotfiles, rel,
+                   sizeof(rel)) < 0)
         goto not_found;
     pfd = open_beneath(s, m->dirfd, rel);
     if (pfd < 0 || fstat(pfd, &st) < 0)
@@ -528,13 +547,15 @@ bool gw_static_answer(const gw_static_t *s, gw_req_t *r, const char *rb, gw_out_
         int ifd;
         if (!cfg->static_index || strchr(cfg->static_index, '/'))
             goto not_found; /* no listings */
-        ifd = open_beneath(s, pfd, cfg->static_index);
+        /* Beneath the mapped directory, not the subdirectory: an index that
+         * is a symlink elsewhere inside DIR works like any other file. */
+        snprintf(rel + strlen(rel), sizeof(rel) - strlen(rel), "%s%s", rel[0] ? "/" : "",
+                 cfg->static_index);
+        ifd = open_beneath(s, m->dirfd, rel);
         close(pfd);
         pfd = ifd;
         if (pfd < 0 || fstat(pfd, &st) < 0)
             goto not_found;
-        snprintf(rel + strlen(rel), sizeof(rel) - strlen(rel), "%s%s", rel[0] ? "/" : "",
-                 cfg->static_index);
     }
     if (!S_ISREG(st.st_mode))
         goto not_found; /* FIFOs, devices, sockets are never opened for reading */
@@ -623,10 +644,11 @@ bool gw_static_answer(const gw_static_t *s, gw_req_t *r, const char *rb, gw_out_
             if (use) {
                 rc = parse_range(v, vn, size, &start, &end);
                 if (rc < 0) {
+                    answer_t e = {.a = &r->arena};
                     close(pfd);
-                    add(&an, "Content-Range", fmt(&r->arena, "bytes */%llu",
-                                                  (unsigned long long)size));
-                    return simple(r, out, 416, &an, keep_alive, res);
+                    add(&e, "Content-Range", fmt(&r->arena, "bytes */%llu",
+                                                 (unsigned long long)size));
+                    return simple(r, out, 416, &e, keep_alive, res);
                 }
                 partial = rc > 0;
             }
