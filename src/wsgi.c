@@ -209,6 +209,17 @@ static PyObject *header_key(gw_wsgi_t *w, const char *name, size_t n, gw_arena_t
     return PyUnicode_FromStringAndSize(k, (Py_ssize_t)n + 5);
 }
 
+/* "old, more" (or "old; more" for cookies); steals more. New ref or NULL. */
+static PyObject *join_values(PyObject *old, PyObject *more, const char *sep)
+{
+    PyObject *joined;
+    if (!more)
+        return NULL;
+    joined = PyUnicode_FromFormat("%U%s%U", old, sep, more);
+    Py_DECREF(more);
+    return joined;
+}
+
 static int add_header(gw_wsgi_t *w, PyObject *env, const char *rb, const gw_header_t *h,
                       gw_arena_t *a)
 {
@@ -232,8 +243,7 @@ static int add_header(gw_wsgi_t *w, PyObject *env, const char *rb, const gw_head
     if (old) {
         /* Repeated fields join with ", " (RFC 9110 5.3); cookies with "; ". */
         bool is_cookie = nl == 6 && strncasecmp(name, "cookie", 6) == 0;
-        v = PyUnicode_FromFormat("%U%s%U", old, is_cookie ? "; " : ", ",
-                                 latin1(val, h->value.len));
+        v = join_values(old, latin1(val, h->value.len), is_cookie ? "; " : ", ");
     } else if (PyErr_Occurred()) {
         v = NULL;
     } else {
@@ -318,12 +328,14 @@ static PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
     for (uint32_t i = 0; i < r->nheaders; i++) {
         const char *k = rb + r->headers[i].name.off, *v = rb + r->headers[i].value.off;
         size_t kn = r->headers[i].name.len, vn = r->headers[i].value.len;
-        PyObject *key;
+        PyObject *key, *old;
         int rc;
 
         if (var_is(k, kn, "CONTENT_LENGTH") || var_is(k, kn, "HTTP_CONTENT_LENGTH") ||
-            var_is(k, kn, "HTTP_CONTENT_TYPE") || var_is(k, kn, "HTTP_PROXY"))
-            continue; /* the length comes from the stored body, below; the rest as in HTTP */
+            var_is(k, kn, "HTTP_CONTENT_TYPE") || var_is(k, kn, "HTTP_PROXY") ||
+            var_is(k, kn, "HTTP_TRANSFER_ENCODING"))
+            continue; /* the length comes from the stored body, below; the rest as in HTTP
+                       * (nginx de-chunks an upload but forwards the client's header) */
         if ((var_is(k, kn, "HTTPS") && vn && !(vn == 3 && memcmp(v, "off", 3) == 0)) ||
             ((var_is(k, kn, "REQUEST_SCHEME") || var_is(k, kn, "UWSGI_SCHEME")) && vn == 5 &&
              memcmp(v, "https", 5) == 0)) {
@@ -333,7 +345,15 @@ static PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
         if (!(key = latin1(k, kn)))
             goto fail;
         PyUnicode_InternInPlace(&key);
-        rc = set_item(env, key, latin1(v, vn));
+        if (kn > 5 && memcmp(k, "HTTP_", 5) == 0 && (old = PyDict_GetItemWithError(env, key))) {
+            /* nginx repeats a header the client repeated: join as HTTP does */
+            rc = set_item(env, key, join_values(old, latin1(v, vn),
+                                                var_is(k, kn, "HTTP_COOKIE") ? "; " : ", "));
+        } else if (PyErr_Occurred()) {
+            rc = -1;
+        } else {
+            rc = set_item(env, key, latin1(v, vn));
+        }
         Py_DECREF(key);
         if (rc < 0)
             goto fail;
