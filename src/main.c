@@ -168,6 +168,32 @@ static int adopt_listeners(gw_listener_t *ls, size_t nl, const char *fds)
     return 0;
 }
 
+/* Rewrites each --static-map "/prefix=DIR" with DIR absolute; the strings
+ * are stored in *owned (freed by the caller). 0, or -1 after logging. */
+static int absolute_static_dirs(gw_config_t *cfg, char ***owned)
+{
+    char cwd[4096];
+
+    if (!cfg->static_map.n)
+        return 0;
+    if (!getcwd(cwd, sizeof(cwd)) || !(*owned = calloc(cfg->static_map.n, sizeof(char *)))) {
+        gw_log_error("cannot resolve --static-map directories: %s", strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->static_map.n; i++) {
+        const char *m = cfg->static_map.v[i], *eq = strchr(m, '=');
+        size_t n;
+        if (!eq || eq[1] == '/' || !eq[1])
+            continue; /* absolute already, or malformed (gw_static_new says so) */
+        n = strlen(m) + strlen(cwd) + 2;
+        if (!((*owned)[i] = malloc(n)))
+            return -1;
+        snprintf((*owned)[i], n, "%.*s=%s/%s", (int)(eq - m), m, cwd, eq + 1);
+        cfg->static_map.v[i] = (*owned)[i];
+    }
+    return 0;
+}
+
 static int check_app(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
 {
     gw_wsgi_t *w = gw_wsgi_new(cfg, ls, nl);
@@ -189,6 +215,7 @@ static int serve(gw_config_t *cfg, char **argv)
     gw_allow_t allow = {0};
     char err[256], banner[128];
     const char *inherited = getenv(GW_ENV_FDS);
+    char **static_abs = NULL;
     int rc = 1;
 
     if (cfg->disable_logging) {
@@ -242,6 +269,10 @@ static int serve(gw_config_t *cfg, char **argv)
         gw_listen_set_proto(&ls[i], GW_PROTO_UWSGI);
         ls[i].allow = &allow;
     }
+    /* Directories on the command line mean where the command was run, not
+     * where --chdir goes: make them absolute first. */
+    if (absolute_static_dirs(cfg, &static_abs) < 0)
+        goto out;
     if (cfg->chdir && chdir(cfg->chdir) < 0) {
         gw_log_error("cannot chdir to '%s': %s", cfg->chdir, strerror(errno));
         goto out;
@@ -267,6 +298,9 @@ out:
         gw_listen_close(&ls[i]);
     free(ls);
     gw_allow_dispose(&allow);
+    for (size_t i = 0; static_abs && i < cfg->static_map.n; i++)
+        free(static_abs[i]);
+    free(static_abs);
     return rc;
 }
 
