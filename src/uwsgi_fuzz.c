@@ -32,6 +32,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -185,9 +186,11 @@ static void check_done(const gw_req_t *r, const char *buf, const uint8_t *in, co
         } else if (name_is(in, k, "QUERY_STRING")) {
             query = v;
         } else if (name_is(in, k, "SERVER_PROTOCOL") && v.len == 8 &&
-                   memcmp(in + v.off, "HTTP/1.", 7) == 0) {
-            major = 1;
-            minor = in[v.off + 7] == '1';
+                   memcmp(in + v.off, "HTTP/", 5) == 0 && isdigit(in[v.off + 5]) &&
+                   in[v.off + 6] == '.' && isdigit(in[v.off + 7])) {
+            /* HTTP/1.0 and 1.1, and 2.0 or 3.0 when nginx speaks those */
+            major = (uint8_t)(in[v.off + 5] - '0');
+            minor = (uint8_t)(in[v.off + 7] - '0');
         }
     }
     if (i != r->nheaders)
