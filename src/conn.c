@@ -244,16 +244,20 @@ static void release_out(gw_conn_t *c)
  * uwsgi request from nginx, a Connection: close client) costs no epoll_ctl
  * at all. An fd added while already readable reports at once, so nothing
  * is missed. Returns false (c closed) when epoll refuses. */
+static bool try_watch(gw_conn_t *c)
+{
+    if (!c->is_watched &&
+        gw_loop_add(c->ctx->loop, &c->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) == 0)
+        c->is_watched = true;
+    return c->is_watched;
+}
+
 static bool watch(gw_conn_t *c)
 {
-    if (c->is_watched)
+    if (try_watch(c))
         return true;
-    if (gw_loop_add(c->ctx->loop, &c->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
-        close_conn(c);
-        return false;
-    }
-    c->is_watched = true;
-    return true;
+    close_conn(c);
+    return false;
 }
 
 static void close_conn(gw_conn_t *c)
@@ -836,10 +840,9 @@ int gw_conn_send(gw_conn_t *c)
             c->waiting_write = true;
             gw_timer_start(&c->ctx->write_q, &c->timer);
         }
-        if (!c->is_watched &&
-            gw_loop_add(c->ctx->loop, &c->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) == 0)
-            c->is_watched = true;
-        /* (if epoll refused, the write timeout ends the connection) */
+        /* The handler still owns c here: if epoll refuses, the write
+         * timeout ends the connection rather than closing it under it. */
+        try_watch(c);
     }
     return rc;
 }
