@@ -14,10 +14,10 @@ CFLAGS  += -Werror
 endif
 PY_CFLAGS  := $(shell $(PYCONFIG) --includes 2>/dev/null)
 PY_LDFLAGS := $(shell $(PYCONFIG) --embed --ldflags 2>/dev/null)
-LDLIBS  += $(PY_LDFLAGS) -linih
+LDLIBS  += $(PY_LDFLAGS) -lsystemd
 
 # Modules of the server; *_test.c and *_fuzz.c sit beside them.
-MODS  := arena buf clock config conn http1 listen log loop master request response scoreboard server signals static uwsgi worker wsgi wsgi_types
+MODS  := arena buf clock config conn http1 ini listen log loop master request response scoreboard server signals static uwsgi worker wsgi wsgi_types
 OBJS  := $(MODS:%=$(BUILD)/%.o) $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
 DEPS_STAMP := $(BUILD)/.deps-ok
 

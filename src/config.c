@@ -1,6 +1,10 @@
 #include "config.h"
 
+#include "ini.h"
+
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -9,7 +13,7 @@
 enum opt_type { T_BOOL, T_SIZE, T_SECONDS, T_STR, T_LIST, T_WORKERS };
 
 typedef struct opt {
-    const char *name;
+    const char *name;       /* also the ini key and GANGWAY_<NAME> */
     const char *aliases; /* space separated long names */
     char short_name;
     enum opt_type type;
@@ -23,7 +27,7 @@ typedef struct opt {
 #define OFF(f) offsetof(gw_config_t, f)
 
 static const opt_t opts[] = {
-    {"module", NULL, 'w', T_STR, OFF(module), NULL, "MOD[:CALLABLE]",
+    {"module", "wsgi", 'w', T_STR, OFF(module), NULL, "MOD[:CALLABLE]",
      "the WSGI module to load (also the first positional argument)", "Application"},
     {"wsgi-file", "file", 0, T_STR, OFF(wsgi_file), NULL, "FILE", "load the WSGI app from a file",
      "Application"},
@@ -33,7 +37,7 @@ static const opt_t opts[] = {
      "Application"},
     {"pythonpath", "python-path pp", 0, T_LIST, OFF(pythonpath), NULL, "DIR",
      "add DIR to sys.path (repeatable)", "Application"},
-    {"virtualenv", "home venv", 'H', T_STR, OFF(virtualenv), NULL, "DIR",
+    {"virtualenv", "home venv pyhome", 'H', T_STR, OFF(virtualenv), NULL, "DIR",
      "make a virtualenv's packages importable", "Application"},
     {"env", NULL, 0, T_LIST, OFF(env), NULL, "KEY=VALUE",
      "set an environment variable (repeatable)", "Application"},
@@ -57,7 +61,9 @@ static const opt_t opts[] = {
      "each worker listens on its own SO_REUSEPORT socket (the kernel spreads connections "
      "evenly; a dying worker drops what was queued on its socket)", "Sockets"},
     {"chmod-socket", NULL, 'C', T_STR, OFF(chmod_socket), NULL, "MODE",
-     "chmod unix sockets (octal, e.g. 660)", "Sockets"},
+     "chmod unix sockets (octal, e.g. 660; empty: 666)", "Sockets"},
+    {"chown-socket", NULL, 0, T_STR, OFF(chown_socket), NULL, "USER[:GROUP]",
+     "chown unix sockets", "Sockets"},
 
     {"workers", "processes", 'p', T_WORKERS, OFF(workers), "1", "N|auto",
      "worker processes ('auto': one per CPU)", "Processes"},
@@ -66,6 +72,9 @@ static const opt_t opts[] = {
     {"preload", NULL, 0, T_BOOL, OFF(preload), "false", NULL,
      "import the app once in the master before forking (copy-on-write); a reload then "
      "re-executes the master, keeping its sockets", "Processes"},
+    {"lazy-apps", NULL, 0, T_BOOL, OFF(lazy_apps), "true", NULL,
+     "uWSGI's name: true (the default) loads the app in each worker; false means --preload",
+     "Processes"},
     {"shutdown-delay", NULL, 0, T_SECONDS, OFF(shutdown_delay), "0", "SECONDS",
      "on SIGTERM, keep serving this long (a load balancer notices) before stopping",
      "Processes"},
@@ -136,29 +145,133 @@ static const opt_t opts[] = {
     {"graceful-timeout", NULL, 0, T_SECONDS, OFF(graceful_timeout), "30", "SECONDS",
      "on SIGTERM/SIGINT, how long in-flight requests may take to finish", "Timeouts"},
 
+    {"log-file", "logto", 0, T_STR, OFF(log_file), NULL, "PATH",
+     "the error log (and the access log, unless --access-log names another) goes to this "
+     "file, reopened on SIGUSR1 (default stderr)", "Logging"},
     {"access-log", NULL, 0, T_STR, OFF(access_log), NULL, "PATH",
      "access log file ('-' for stdout; default stderr)", "Logging"},
     {"disable-logging", NULL, 'L', T_BOOL, OFF(disable_logging), "false", NULL,
      "no access log", "Logging"},
 
+    {"ini", NULL, 0, T_LIST, OFF(ini), NULL, "FILE[:SECTION]",
+     "read options from a uWSGI-style ini file, sections [uwsgi] and [gangway] unless one is "
+     "named (repeatable; a bare FILE.ini argument works too)", "Configuration"},
+    {"strict", NULL, 0, T_BOOL, OFF(strict), "false", NULL,
+     "unknown keys and uWSGI options gangway does not implement are errors, not warnings",
+     "Configuration"},
+    {"print-config", "show-config", 0, T_BOOL, OFF(print_config), "false", NULL,
+     "print the effective configuration, each value with where it came from, and exit",
+     "Configuration"},
     {"check-config", NULL, 0, T_BOOL, OFF(check_config), "false", NULL,
-     "check the options and import the app, then exit 0 (or 1 with the reason)", "Other"},
-    {"help", NULL, 'h', T_BOOL, OFF(show_help), "false", NULL, "show this help", "Other"},
+     "check the options and import the app, then exit 0 (or 1 with the reason)",
+     "Configuration"},
+    {"help", NULL, 'h', T_BOOL, OFF(show_help), "false", NULL, "show this help",
+     "Configuration"},
     {"version", NULL, 'V', T_BOOL, OFF(show_version), "false", NULL,
-     "print the gangway, Python and llhttp versions", "Other"},
+     "print the gangway, Python and llhttp versions", "Configuration"},
+    {"print-man", NULL, 0, T_BOOL, OFF(print_man), "false", NULL,
+     "print the man page (troff), generated from this table", "Configuration"},
+
+    {"threads", NULL, 0, T_SIZE, OFF(threads), "1", "N",
+     "accepted; each worker serves one request at a time (a note says so when N > 1)",
+     "uWSGI compatibility"},
+    {"plugins", "plugin", 0, T_LIST, OFF(plugins), NULL, "NAME",
+     "ignored with a note: Python is built in", "uWSGI compatibility"},
+    {"need-app", NULL, 0, T_BOOL, OFF(need_app), "true", NULL,
+     "accepted: gangway never starts without its app", "uWSGI compatibility"},
+    {"die-on-term", NULL, 0, T_BOOL, OFF(die_on_term), "true", NULL,
+     "accepted: SIGTERM always stops gracefully here", "uWSGI compatibility"},
+    {"enable-threads", NULL, 0, T_BOOL, OFF(enable_threads), "true", NULL,
+     "accepted: the app may always start threads", "uWSGI compatibility"},
+    {"single-interpreter", NULL, 0, T_BOOL, OFF(single_interpreter), "true", NULL,
+     "accepted: there is only ever one interpreter", "uWSGI compatibility"},
+    {"thunder-lock", NULL, 0, T_BOOL, OFF(thunder_lock), "false", NULL,
+     "accepted: accepting is already serialised (EPOLLEXCLUSIVE)", "uWSGI compatibility"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
+#include "uwsgi_options.h"
+
+enum src { SRC_DEFAULT, SRC_INI, SRC_ENV, SRC_CLI };
+
+typedef struct origin {
+    uint8_t src;
+    const char *where; /* the ini file or the variable's name */
+    unsigned line;
+} origin_t;
+
+/* One value from one source, before it is applied. */
+typedef struct assign {
+    const opt_t *o;
+    const char *val;
+    origin_t at;
+} assign_t;
+
+typedef struct assigns {
+    assign_t *v;
+    size_t n, cap;
+} assigns_t;
+
+struct gw_config_priv {
+    origin_t origin[NOPTS];
+    gw_ini_t ini;
+    char **strs; /* owned strings: environment copies, deferred warnings */
+    size_t nstrs, capstrs;
+    const char **warnings; /* held until --strict is known (some in strs) */
+    size_t nwarnings, capwarnings;
+};
+
+static int grow(void **v, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    void *nv = realloc(*v, ncap * size);
+    if (!nv)
+        return -ENOMEM;
+    *v = nv;
+    *cap = ncap;
+    return 0;
+}
+
+static char *keep(struct gw_config_priv *p, char *s)
+{
+    if (!s || grow((void **)&p->strs, &p->capstrs, p->nstrs, sizeof(char *)) < 0) {
+        free(s);
+        return NULL;
+    }
+    return p->strs[p->nstrs++] = s;
+}
+
+/* A warning that --strict turns into an error; printed once all sources are
+ * read, since `strict` may come from any of them. */
+static void defer(struct gw_config_priv *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void defer(struct gw_config_priv *p, const char *fmt, ...)
+{
+    char *msg;
+    va_list ap;
+
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    if (!keep(p, msg) ||
+        grow((void **)&p->warnings, &p->capwarnings, p->nwarnings, sizeof(char *)) < 0)
+        return;
+    p->warnings[p->nwarnings++] = msg;
+}
+
 static int parse_bool(const char *v, bool *out)
 {
-    static const char *yes[] = {"1", "true", "yes", "on"};
+    static const char *yes[] = {"1", "true", "yes", "on", ""}; /* "": a bare ini key */
     static const char *no[] = {"0", "false", "no", "off"};
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < 5; i++) {
         if (strcasecmp(v, yes[i]) == 0) {
             *out = true;
             return 0;
         }
-        if (strcasecmp(v, no[i]) == 0) {
+        if (i < 4 && strcasecmp(v, no[i]) == 0) {
             *out = false;
             return 0;
         }
@@ -196,31 +309,29 @@ static int parse_num(const char *v, enum opt_type t, uint64_t *out)
     return 0;
 }
 
-static int set_opt(gw_config_t *c, const opt_t *o, const char *v)
+static int set_value(gw_config_t *c, const opt_t *o, const char *v)
 {
     char *field = (char *)c + o->off;
-    int rc = 0;
 
     switch (o->type) {
     case T_BOOL:
-        rc = parse_bool(v, (bool *)field);
-        break;
+        return parse_bool(v, (bool *)field);
     case T_SIZE:
     case T_SECONDS:
-        rc = parse_num(v, o->type, (uint64_t *)field);
-        break;
+        return parse_num(v, o->type, (uint64_t *)field);
     case T_STR:
         *(const char **)field = v;
-        break;
+        return 0;
     case T_WORKERS:
         if (strcmp(v, "auto") == 0) {
             long n = sysconf(_SC_NPROCESSORS_ONLN);
             *(uint64_t *)field = n > 0 ? (uint64_t)n : 1;
-        } else if ((rc = parse_num(v, T_SIZE, (uint64_t *)field)) == 0 &&
-                   (*(uint64_t *)field < 1 || *(uint64_t *)field > GW_MAX_WORKERS)) {
-            rc = -EINVAL;
+            return 0;
         }
-        break;
+        if (parse_num(v, T_SIZE, (uint64_t *)field) < 0 || *(uint64_t *)field < 1 ||
+            *(uint64_t *)field > GW_MAX_WORKERS)
+            return -EINVAL;
+        return 0;
     case T_LIST: {
         gw_strlist_t *l = (gw_strlist_t *)field;
         const char **nv = realloc(l->v, (l->n + 1) * sizeof(*nv));
@@ -228,12 +339,60 @@ static int set_opt(gw_config_t *c, const opt_t *o, const char *v)
             return -ENOMEM;
         nv[l->n++] = v;
         l->v = nv;
+        return 0;
+    }
+    }
+    return -EINVAL;
+}
+
+static void print_origin(FILE *out, const origin_t *at)
+{
+    switch (at->src) {
+    case SRC_INI:
+        fprintf(out, "%s:%u", at->where, at->line);
         break;
+    case SRC_ENV:
+        fprintf(out, "%s", at->where);
+        break;
+    case SRC_CLI:
+        fprintf(out, "command line");
+        break;
+    default:
+        fprintf(out, "default");
     }
+}
+
+/* Applies one value. A list given by a source replaces what a weaker source
+ * gave (the command line's --http replaces the ini's http-socket lines);
+ * repeated in one source, it accumulates. */
+static int apply(gw_config_t *c, const assign_t *a)
+{
+    size_t idx = (size_t)(a->o - opts);
+    origin_t *at = &c->_priv->origin[idx];
+    int rc;
+
+    if (a->o->type == T_LIST && at->src != a->at.src)
+        ((gw_strlist_t *)((char *)c + a->o->off))->n = 0;
+    if ((rc = set_value(c, a->o, a->val)) < 0) {
+        fprintf(stderr, "gangway: ");
+        if (a->at.src == SRC_CLI)
+            fprintf(stderr, "invalid value '%s' for --%s\n", a->val, a->o->name);
+        else {
+            print_origin(stderr, &a->at);
+            fprintf(stderr, ": invalid value '%s' for %s\n", a->val, a->o->name);
+        }
+        return rc;
     }
-    if (rc)
-        fprintf(stderr, "gangway: invalid value '%s' for --%s\n", v, o->name);
-    return rc;
+    *at = a->at;
+    return 0;
+}
+
+static int push(assigns_t *as, const opt_t *o, const char *val, origin_t at)
+{
+    if (grow((void **)&as->v, &as->cap, as->n, sizeof(assign_t)) < 0)
+        return -ENOMEM;
+    as->v[as->n++] = (assign_t){o, val, at};
+    return 0;
 }
 
 void gw_config_init(gw_config_t *c)
@@ -241,7 +400,7 @@ void gw_config_init(gw_config_t *c)
     memset(c, 0, sizeof(*c));
     for (size_t i = 0; i < NOPTS; i++)
         if (opts[i].def && opts[i].type != T_STR && opts[i].type != T_LIST)
-            set_opt(c, &opts[i], opts[i].def);
+            set_value(c, &opts[i], opts[i].def);
 }
 
 static bool name_matches(const opt_t *o, const char *name, size_t len)
@@ -275,21 +434,109 @@ static const opt_t *find_short(char s)
     return NULL;
 }
 
-int gw_config_parse_argv(gw_config_t *c, int argc, char **argv)
+static const opt_t *find_name(const char *name)
 {
+    return find_long(name, strlen(name));
+}
+
+/* Edit distance with transpositions (optimal string alignment). */
+static size_t distance(const char *a, size_t an, const char *b, size_t bn)
+{
+    size_t d[48][48];
+
+    if (an >= 48 || bn >= 48)
+        return SIZE_MAX;
+    for (size_t i = 0; i <= an; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= bn; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= an; i++) {
+        for (size_t j = 1; j <= bn; j++) {
+            size_t cost = a[i - 1] != b[j - 1], v = d[i - 1][j - 1] + cost;
+            if (d[i - 1][j] + 1 < v)
+                v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v)
+                v = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    }
+    return d[an][bn];
+}
+
+/* The option name or alias closest to name, copied into buf; false when
+ * nothing is close enough to be what was meant. */
+static bool closest(const char *name, char *buf, size_t n)
+{
+    size_t len = strlen(name), best = SIZE_MAX, limit = len < 6 ? 1 : len < 12 ? 2 : 3;
+
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *t = opts[i].name;
+        size_t tl = strlen(t);
+        const char *a = opts[i].aliases;
+        for (;;) {
+            size_t dd = distance(name, len, t, tl);
+            if (dd < best) {
+                best = dd;
+                snprintf(buf, n, "%.*s", (int)tl, t);
+            }
+            if (!a || !*a)
+                break;
+            t = a;
+            tl = strcspn(a, " ");
+            a += tl;
+            a += strspn(a, " ");
+        }
+    }
+    return best <= limit;
+}
+
+static int cmp_name(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, *(const char *const *)elem);
+}
+
+static bool is_uwsgi_option(const char *name)
+{
+    return bsearch(name, uwsgi_option_names,
+                   sizeof(uwsgi_option_names) / sizeof(uwsgi_option_names[0]),
+                   sizeof(uwsgi_option_names[0]), cmp_name) != NULL;
+}
+
+static size_t suffix_is(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* argv into assignments, without applying them: the ini files it names are
+ * read first, and its values win over theirs. */
+static int from_argv(assigns_t *as, int argc, char **argv)
+{
+    static const origin_t cli = {SRC_CLI, NULL, 0};
     bool only_positional = false;
+    const char *module = NULL;
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *val = NULL, *eq = NULL;
         const opt_t *o;
 
         if (only_positional || arg[0] != '-' || arg[1] == '\0') {
-            if (c->module) {
+            if (suffix_is(arg, ".ini")) {
+                if (push(as, find_name("ini"), arg, cli) < 0)
+                    return -ENOMEM;
+                continue;
+            }
+            if (module) {
                 fprintf(stderr, "gangway: unexpected argument '%s' (the app is already '%s')\n",
-                        arg, c->module);
+                        arg, module);
                 return -EINVAL;
             }
-            c->module = arg;
+            module = arg;
+            if (push(as, find_name("module"), arg, cli) < 0)
+                return -ENOMEM;
             continue;
         }
         if (strcmp(arg, "--") == 0) {
@@ -305,7 +552,12 @@ int gw_config_parse_argv(gw_config_t *c, int argc, char **argv)
             o = arg[2] ? NULL : find_short(arg[1]);
         }
         if (!o) {
-            fprintf(stderr, "gangway: unknown option '%s' (see --help)\n", arg);
+            char name[64], best[64];
+            snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - arg - 2) : 63, arg + 2);
+            if (arg[1] == '-' && closest(name, best, sizeof(best)))
+                fprintf(stderr, "gangway: unknown option '%s' (did you mean --%s?)\n", arg, best);
+            else
+                fprintf(stderr, "gangway: unknown option '%s' (see --help)\n", arg);
             return -EINVAL;
         }
         if (o->type == T_BOOL && !val) {
@@ -317,10 +569,157 @@ int gw_config_parse_argv(gw_config_t *c, int argc, char **argv)
             }
             val = argv[++i];
         }
-        if (set_opt(c, o, val))
-            return -EINVAL;
+        if (push(as, o, val, cli) < 0)
+            return -ENOMEM;
     }
     return 0;
+}
+
+/* GANGWAY_MAX_REQUESTS=100 is --max-requests 100. GANGWAY__* names are
+ * gangway's own hand-over between processes, not options. */
+static int from_env(gw_config_t *c, assigns_t *as, char **envp)
+{
+    for (char **e = envp; e && *e; e++) {
+        const char *kv = *e, *eq = strchr(kv, '=');
+        char name[64], best[64];
+        const opt_t *o;
+        size_t n;
+
+        if (strncmp(kv, "GANGWAY_", 8) != 0 || !eq || kv[8] == '_')
+            continue;
+        n = (size_t)(eq - kv - 8);
+        if (n >= sizeof(name))
+            n = sizeof(name) - 1;
+        for (size_t i = 0; i < n; i++)
+            name[i] = kv[8 + i] == '_' ? '-' : (char)(kv[8 + i] | 0x20);
+        name[n] = '\0';
+        char *var = keep(c->_priv, strndup(kv, (size_t)(eq - kv)));
+        char *val = keep(c->_priv, strdup(eq + 1));
+        if (!var || !val)
+            return -ENOMEM;
+        if (!(o = find_name(name))) {
+            if (closest(name, best, sizeof(best))) {
+                for (char *p = best; *p; p++)
+                    *p = *p == '-' ? '_' : (char)(*p & ~0x20);
+                defer(c->_priv, "%s is not an option (did you mean GANGWAY_%s?)", var, best);
+            } else {
+                defer(c->_priv, "%s is not an option (see --help)", var);
+            }
+            continue;
+        }
+        if (push(as, o, val, (origin_t){SRC_ENV, var, 0}) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static void on_ini_warning(void *user, const char *file, unsigned line, const char *msg)
+{
+    defer(user, "%s:%u: %s", file, line, msg);
+}
+
+/* The files named by the strongest source that names any. */
+static int read_ini_files(gw_config_t *c, const assigns_t *cli, const assigns_t *env)
+{
+    const opt_t *ini = find_name("ini");
+    char err[512];
+
+    for (int pass = 0; pass < 2; pass++) {
+        const assigns_t *as = pass == 0 ? cli : env;
+        bool any = false;
+        for (size_t i = 0; i < as->n; i++) {
+            if (as->v[i].o != ini)
+                continue;
+            any = true;
+            if (gw_ini_load(&c->_priv->ini, as->v[i].val, err, sizeof(err)) < 0) {
+                fprintf(stderr, "gangway: %s\n", err);
+                return -EINVAL;
+            }
+        }
+        if (any)
+            return 0;
+    }
+    return 0;
+}
+
+/* ini entries become assignments; keys that are no option are warned about
+ * unless a placeholder used them (`project = mysite`, then %(project)). */
+static int from_ini(gw_config_t *c, assigns_t *as)
+{
+    const gw_ini_t *ini = &c->_priv->ini;
+
+    for (size_t i = 0; i < ini->n; i++) {
+        const gw_ini_entry_t *e = &ini->v[i];
+        const opt_t *o = find_name(e->key);
+        char best[64];
+
+        if (o) {
+            if (push(as, o, e->value, (origin_t){SRC_INI, e->file, e->line}) < 0)
+                return -ENOMEM;
+            if (strcmp(e->key, "http") == 0)
+                fprintf(stderr, "gangway: note: %s:%u: uWSGI's 'http' starts a router process "
+                        "in front of the workers; gangway's workers serve HTTP on %s "
+                        "themselves\n", e->file, e->line, e->value);
+        } else if (e->is_referenced) {
+            continue;
+        } else if (is_uwsgi_option(e->key)) {
+            defer(c->_priv, "%s:%u: '%s' is a uWSGI option that gangway does not implement",
+                  e->file, e->line, e->key);
+        } else if (closest(e->key, best, sizeof(best))) {
+            defer(c->_priv, "%s:%u: unknown option '%s' (did you mean %s?)", e->file, e->line,
+                  e->key, best);
+        } else {
+            defer(c->_priv, "%s:%u: unknown option '%s'", e->file, e->line, e->key);
+        }
+    }
+    return 0;
+}
+
+int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
+{
+    assigns_t cli = {0}, env = {0}, ini = {0};
+    int rc = -ENOMEM;
+
+    gw_config_init(c);
+    if (!(c->_priv = calloc(1, sizeof(*c->_priv))))
+        goto out;
+    gw_ini_init(&c->_priv->ini, on_ini_warning, c->_priv);
+    if ((rc = from_argv(&cli, argc, argv)) < 0 || (rc = from_env(c, &env, envp)) < 0 ||
+        (rc = read_ini_files(c, &cli, &env)) < 0 || (rc = from_ini(c, &ini)) < 0)
+        goto out;
+    /* Weakest first: each source overrides the one before. */
+    for (int pass = 0; pass < 3; pass++) {
+        const assigns_t *as = pass == 0 ? &ini : pass == 1 ? &env : &cli;
+        for (size_t i = 0; i < as->n; i++)
+            if ((rc = apply(c, &as->v[i])) < 0)
+                goto out;
+    }
+    for (size_t i = 0; i < c->_priv->nwarnings; i++)
+        fprintf(stderr, "gangway: %s: %s\n", c->strict ? "error" : "warning",
+                c->_priv->warnings[i]);
+    if (c->strict && c->_priv->nwarnings) {
+        fprintf(stderr, "gangway: stopping: --strict is on\n");
+        rc = -EINVAL;
+        goto out;
+    }
+    if (!c->lazy_apps) {
+        c->preload = true;
+    } else if (c->preload && c->_priv->origin[find_name("lazy-apps") - opts].src != SRC_DEFAULT) {
+        fprintf(stderr, "gangway: --preload and lazy-apps = true contradict each other\n");
+        rc = -EINVAL;
+        goto out;
+    }
+    if (c->threads > 1)
+        fprintf(stderr, "gangway: note: threads = %llu: each gangway worker serves one request "
+                "at a time; add processes for concurrency\n", (unsigned long long)c->threads);
+    if (c->plugins.n)
+        fprintf(stderr, "gangway: note: plugins are ignored: gangway has Python built in\n");
+    rc = 0;
+out:
+    free(cli.v);
+    free(env.v);
+    free(ini.v);
+    return rc;
 }
 
 void gw_config_dispose(gw_config_t *c)
@@ -333,16 +732,116 @@ void gw_config_dispose(gw_config_t *c)
             l->n = 0;
         }
     }
+    if (c->_priv) {
+        gw_ini_dispose(&c->_priv->ini);
+        for (size_t i = 0; i < c->_priv->nstrs; i++)
+            free(c->_priv->strs[i]);
+        free(c->_priv->strs);
+        free((void *)c->_priv->warnings);
+        free(c->_priv);
+        c->_priv = NULL;
+    }
+}
+
+const char *gw_config_origin(const gw_config_t *c, const char *name, char *buf, size_t n)
+{
+    const opt_t *o = find_name(name);
+    const origin_t *at;
+
+    if (!o || !c->_priv)
+        return "default";
+    at = &c->_priv->origin[o - opts];
+    switch (at->src) {
+    case SRC_INI:
+        snprintf(buf, n, "%s:%u", at->where, at->line);
+        return buf;
+    case SRC_ENV:
+        return at->where;
+    case SRC_CLI:
+        return "command line";
+    }
+    return "default";
+}
+
+static bool is_meta(const opt_t *o)
+{
+    return o->off == OFF(show_help) || o->off == OFF(show_version) ||
+           o->off == OFF(print_config) || o->off == OFF(print_man);
+}
+
+void gw_config_print(const gw_config_t *c, FILE *out)
+{
+    fprintf(out, "# gangway's effective configuration: option = value  (where it came from)\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_t *o = &opts[i];
+        const char *field = (const char *)c + o->off;
+        char val[512];
+        int w;
+
+        if (is_meta(o))
+            continue;
+        switch (o->type) {
+        case T_BOOL:
+            snprintf(val, sizeof(val), "%s", *(const bool *)field ? "true" : "false");
+            break;
+        case T_SIZE:
+        case T_SECONDS:
+        case T_WORKERS:
+            snprintf(val, sizeof(val), "%llu", (unsigned long long)*(const uint64_t *)field);
+            break;
+        case T_STR:
+            snprintf(val, sizeof(val), "%s", *(const char *const *)field ? *(const char *const *)field : "");
+            break;
+        case T_LIST: {
+            const gw_strlist_t *l = (const gw_strlist_t *)field;
+            for (size_t j = 0; j < l->n; j++) {
+                w = fprintf(out, "%s = %s", o->name, l->v[j]);
+                fprintf(out, "%*s(", w < 40 ? 40 - w : 1, "");
+                print_origin(out, &c->_priv->origin[i]);
+                fprintf(out, ")\n");
+            }
+            if (l->n)
+                continue;
+            val[0] = '\0';
+            break;
+        }
+        }
+        w = fprintf(out, "%s = %s", o->name, val);
+        fprintf(out, "%*s(", w < 40 ? 40 - w : 1, "");
+        print_origin(out, &c->_priv->origin[i]);
+        fprintf(out, ")\n");
+    }
+}
+
+/* The k-th option when the table is listed group by group, the groups in
+ * the order they first appear (help and man page). */
+static const opt_t *by_group(size_t k)
+{
+    for (size_t g = 0; g < NOPTS; g++) {
+        bool is_first = true;
+        for (size_t j = 0; j < g && is_first; j++)
+            is_first = strcmp(opts[j].group, opts[g].group) != 0;
+        if (!is_first)
+            continue;
+        for (size_t i = 0; i < NOPTS; i++) {
+            if (strcmp(opts[i].group, opts[g].group) == 0 && k-- == 0)
+                return &opts[i];
+        }
+    }
+    return &opts[0];
 }
 
 void gw_config_print_help(FILE *out)
 {
     const char *group = NULL;
 
-    fprintf(out, "usage: gangway [OPTIONS] [MODULE[:CALLABLE]]\n\n"
-                 "A WSGI application server. Example: gangway --http :8000 mysite.wsgi\n");
-    for (size_t i = 0; i < NOPTS; i++) {
-        const opt_t *o = &opts[i];
+    fprintf(out, "usage: gangway [OPTIONS] [MODULE[:CALLABLE]] [FILE.ini]\n\n"
+                 "A WSGI application server. Example: gangway --http :8000 mysite.wsgi\n"
+                 "Every option is also an ini key ([uwsgi] or [gangway] section) and a\n"
+                 "GANGWAY_<NAME> environment variable (dashes as underscores); the command\n"
+                 "line wins over the environment, which wins over ini files.\n");
+    for (size_t k = 0; k < NOPTS; k++) {
+        const opt_t *o = by_group(k);
         char left[80];
         int n;
 
@@ -363,4 +862,88 @@ void gw_config_print_help(FILE *out)
             fprintf(out, " (also: %s)", o->aliases);
         fputc('\n', out);
     }
+}
+
+/* troff: a leading dot or quote would be a request; dashes and backslashes
+ * need escapes. */
+static void man_text(FILE *out, const char *s)
+{
+    if (*s == '.' || *s == '\'')
+        fputs("\\&", out);
+    for (; *s; s++) {
+        if (*s == '-')
+            fputs("\\-", out);
+        else if (*s == '\\')
+            fputs("\\e", out);
+        else
+            fputc(*s, out);
+    }
+}
+
+void gw_config_print_man(FILE *out, const char *version)
+{
+    const char *group = NULL;
+
+    fprintf(out, ".\\\" Generated by `gangway --print-man` from the option table in src/config.c.\n"
+                 ".TH GANGWAY 1 \"\" \"gangway %s\" \"User Commands\"\n", version);
+    fputs(".SH NAME\ngangway \\- a WSGI application server for Python\n"
+          ".SH SYNOPSIS\n.B gangway\n[\\fIOPTIONS\\fR] [\\fIMODULE\\fR[:\\fICALLABLE\\fR]] "
+          "[\\fIFILE\\fR.ini]\n"
+          ".SH DESCRIPTION\n"
+          "gangway serves a Python WSGI application (PEP 3333) over HTTP/1.1 and over the "
+          "uwsgi protocol (nginx's \\fBuwsgi_pass\\fR), with a master process supervising "
+          "pre-forked workers, and serves static files itself.\n"
+          ".PP\nEvery option below is also a key of a uWSGI-style ini file (sections "
+          "\\fB[uwsgi]\\fR and \\fB[gangway]\\fR) and an environment variable "
+          "\\fBGANGWAY_\\fR\\fINAME\\fR (dashes as underscores, e.g. "
+          "\\fBGANGWAY_MAX_REQUESTS\\fR). The command line wins over the environment, which "
+          "wins over ini files, which win over the defaults. Sizes take k, m and g; durations "
+          "s, m, h and d; flags true/false, yes/no, on/off or 1/0.\n"
+          ".SH OPTIONS\n", out);
+    for (size_t k = 0; k < NOPTS; k++) {
+        const opt_t *o = by_group(k);
+        if (!group || strcmp(group, o->group) != 0) {
+            group = o->group;
+            fputs(".SS ", out);
+            man_text(out, group);
+            fputc('\n', out);
+        }
+        fputs(".TP\n", out);
+        if (o->short_name)
+            fprintf(out, "\\fB\\-%c\\fR, ", o->short_name);
+        fputs("\\fB\\-\\-", out);
+        man_text(out, o->name);
+        fputs("\\fR", out);
+        if (o->metavar) {
+            fputs(" \\fI", out);
+            man_text(out, o->metavar);
+            fputs("\\fR", out);
+        }
+        fputc('\n', out);
+        man_text(out, o->help);
+        if (o->def && o->type != T_BOOL) {
+            fputs(" Default: ", out);
+            man_text(out, o->def);
+            fputc('.', out);
+        }
+        if (o->aliases) {
+            fputs(" Also: ", out);
+            man_text(out, o->aliases);
+            fputc('.', out);
+        }
+        fputc('\n', out);
+    }
+    fputs(".SH SIGNALS\n"
+          ".TP\n\\fBSIGTERM\\fR\nstop gracefully (after \\fB\\-\\-shutdown\\-delay\\fR), letting "
+          "requests in flight finish within \\fB\\-\\-graceful\\-timeout\\fR\n"
+          ".TP\n\\fBSIGINT\\fR, \\fBSIGQUIT\\fR\nstop quickly\n"
+          ".TP\n\\fBSIGHUP\\fR\nreload the workers gracefully (a new generation serves before the "
+          "old one stops)\n"
+          ".TP\n\\fBSIGUSR1\\fR\nreopen the log files\n"
+          ".TP\n\\fBSIGTTIN\\fR, \\fBSIGTTOU\\fR\nadd or remove a worker\n"
+          ".SH EXIT STATUS\n0 after a clean stop; 1 when the app cannot be loaded or a socket "
+          "cannot be bound; 2 for a configuration error.\n"
+          ".SH SEE ALSO\n\\fBnginx\\fR(8), \\fBuwsgi\\fR(1), \\fBsystemd.socket\\fR(5); "
+          "docs/configuration.md and docs/migrating\\-from\\-uwsgi.md in the source tree.\n",
+          out);
 }

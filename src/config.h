@@ -1,7 +1,9 @@
 /* The one option table: every option is declared once in config.c (name,
- * aliases, type, default, help) and the command line and --help both come
- * from it. The parsed result is a gw_config_t that is handed, const, to
- * whoever needs it. */
+ * aliases, type, default, help). The command line, GANGWAY_<NAME> environment
+ * variables and uWSGI-style ini files all go through it, and --help,
+ * --print-config and the man page are generated from it. Precedence: command
+ * line over environment over ini files over defaults. The parsed result is a
+ * gw_config_t that is handed, const, to whoever needs it. */
 #ifndef GW_CONFIG_H
 #define GW_CONFIG_H
 
@@ -13,7 +15,7 @@
 #define GW_MAX_WORKERS 256
 
 typedef struct gw_strlist {
-    const char **v; /* borrowed from argv */
+    const char **v; /* borrowed from argv, or owned by the config */
     size_t n;
 } gw_strlist_t;
 
@@ -34,12 +36,14 @@ typedef struct gw_config {
     uint64_t buffer_size;
     uint64_t listen_backlog;
     const char *chmod_socket; /* octal mode for unix sockets; "" means 666 */
+    const char *chown_socket; /* "user[:group]" for unix sockets */
     bool reuse_port;
 
     /* processes */
     uint64_t workers;          /* 0 until resolved: "auto" is the CPU count */
     bool master;               /* accepted; the master always runs */
     bool preload;              /* import the app in the master, before forking */
+    bool lazy_apps;            /* uWSGI's name for gangway's default; false: preload */
     uint64_t shutdown_delay;
     uint64_t max_requests;
     uint64_t max_requests_jitter;
@@ -80,25 +84,47 @@ typedef struct gw_config {
     uint64_t graceful_timeout;
 
     /* logging */
+    const char *log_file;
     const char *access_log;
     bool disable_logging;
 
+    /* configuration */
+    gw_strlist_t ini;
+    bool strict;
+    bool print_config;
+    bool check_config;
     bool show_help;
     bool show_version;
-    bool check_config;
+    bool print_man;
+
+    /* uWSGI options accepted with nothing to do (or a note) */
+    uint64_t threads;
+    gw_strlist_t plugins;
+    bool need_app, die_on_term, enable_threads, single_interpreter, thunder_lock;
+
+    struct gw_config_priv *_priv; /* where each value came from; owned strings */
 } gw_config_t;
 
 /* Fills c with the defaults. */
 void gw_config_init(gw_config_t *c);
 
-/* Parses argv into c (strings are borrowed from argv). Returns 0, or -EINVAL
- * after printing one line about the bad option to stderr. */
-int gw_config_parse_argv(gw_config_t *c, int argc, char **argv);
+/* Reads every source into c: the ini files named by --ini, a positional
+ * FILE.ini or GANGWAY_INI, then GANGWAY_<NAME> variables from envp, then
+ * argv. Warnings (an unknown key, a uWSGI option gangway does not implement)
+ * go to stderr as one line each, naming file and line; with --strict they
+ * are errors. Returns 0, or -EINVAL after printing what is wrong. */
+int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp);
 
-/* Frees what parsing allocated (the lists; strings stay argv's). */
+/* Frees what loading allocated. Strings in c die with it. */
 void gw_config_dispose(gw_config_t *c);
 
-/* Prints --help, generated from the option table. */
+/* "uwsgi.ini:12", "GANGWAY_WORKERS", "command line" or "default": where the
+ * option named name got its value (for error messages). */
+const char *gw_config_origin(const gw_config_t *c, const char *name, char *buf, size_t n);
+
+/* --help, --print-config and the man page, generated from the option table. */
 void gw_config_print_help(FILE *out);
+void gw_config_print(const gw_config_t *c, FILE *out);
+void gw_config_print_man(FILE *out, const char *version);
 
 #endif

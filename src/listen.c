@@ -108,11 +108,35 @@ int gw_listen_reuse_port(gw_listener_t *l)
     return 0;
 }
 
+/* "host:port", ":port" or "[v6]:port": the host into host (empty for all
+ * interfaces), the port returned; NULL when addr is none of these. */
+static const char *split_host_port(const char *addr, char *host, size_t hostlen)
+{
+    const char *port, *colon;
+
+    if (addr[0] == '[') {
+        const char *close_br = strchr(addr, ']');
+        if (!close_br || close_br[1] != ':' || (size_t)(close_br - addr) > hostlen)
+            return NULL;
+        snprintf(host, hostlen, "%.*s", (int)(close_br - addr - 1), addr + 1);
+        port = close_br + 2;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon || (size_t)(colon - addr) >= hostlen)
+            return NULL;
+        snprintf(host, hostlen, "%.*s", (int)(colon - addr), addr);
+        port = colon + 1;
+    }
+    if (!*port || strspn(port, "0123456789") != strlen(port) || strlen(port) > 5)
+        return NULL;
+    return port;
+}
+
 static int open_addr(gw_listener_t *l, const char *addr, int backlog, bool reuse, char *err,
                      size_t errlen)
 {
     char host[256];
-    const char *port, *colon;
+    const char *port;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     struct sockaddr_storage ss;
@@ -127,20 +151,7 @@ static int open_addr(gw_listener_t *l, const char *addr, int backlog, bool reuse
     if (addr[0] == '/' || addr[0] == '.')
         return open_unix(l, addr, backlog, err, errlen);
 
-    if (addr[0] == '[') {
-        const char *close_br = strchr(addr, ']');
-        if (!close_br || close_br[1] != ':')
-            goto bad;
-        snprintf(host, sizeof(host), "%.*s", (int)(close_br - addr - 1), addr + 1);
-        port = close_br + 2;
-    } else {
-        colon = strrchr(addr, ':');
-        if (!colon || (size_t)(colon - addr) >= sizeof(host))
-            goto bad;
-        snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
-        port = colon + 1;
-    }
-    if (!*port || strspn(port, "0123456789") != strlen(port) || strlen(port) > 5)
+    if (!(port = split_host_port(addr, host, sizeof(host))))
         goto bad;
     rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
     if (rc) {
@@ -297,6 +308,41 @@ bool gw_listen_allows(const gw_listener_t *l, const struct sockaddr *sa)
             return true;
     }
     return false;
+}
+
+bool gw_listen_is_bound_to(int fd, const char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST};
+    struct addrinfo *res = NULL, *ai;
+    char host[256];
+    const char *port;
+    bool same = false;
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return false;
+    if (ss.ss_family == AF_UNIX) {
+        const char *path = strncmp(addr, "unix:", 5) == 0 ? addr + 5 : addr;
+        return strcmp(((const struct sockaddr_un *)(const void *)&ss)->sun_path, path) == 0;
+    }
+    if (!(port = split_host_port(addr, host, sizeof(host))) ||
+        getaddrinfo(*host ? host : NULL, port, &hints, &res) != 0)
+        return false;
+    for (ai = res; ai && !same; ai = ai->ai_next)
+        same = ai->ai_family == ss.ss_family && ai->ai_addrlen == sl &&
+               (ss.ss_family == AF_INET
+                    ? memcmp(&((struct sockaddr_in *)ai->ai_addr)->sin_addr,
+                             &((struct sockaddr_in *)(void *)&ss)->sin_addr, 4) == 0 &&
+                          ((struct sockaddr_in *)ai->ai_addr)->sin_port ==
+                              ((struct sockaddr_in *)(void *)&ss)->sin_port
+                    : memcmp(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr,
+                             &((struct sockaddr_in6 *)(void *)&ss)->sin6_addr, 16) == 0 &&
+                          ((struct sockaddr_in6 *)ai->ai_addr)->sin6_port ==
+                              ((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
+    freeaddrinfo(res);
+    return same;
 }
 
 void gw_listen_close(gw_listener_t *l)

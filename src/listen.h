@@ -59,6 +59,11 @@ bool gw_listen_allows(const gw_listener_t *l, const struct sockaddr *sa);
 /* Describes an already listening socket handed in (re-exec): 0 or -errno. */
 int gw_listen_adopt(gw_listener_t *l, int fd);
 
+/* True when the listening socket fd is bound to addr (numeric addresses and
+ * unix paths; systemd socket activation matches its sockets to --http and
+ * --uwsgi this way). */
+bool gw_listen_is_bound_to(int fd, const char *addr);
+
 void gw_listen_close(gw_listener_t *l);
 
 #endif

@@ -12,6 +12,7 @@
 static int err_fd = STDERR_FILENO;
 static int acc_fd = STDERR_FILENO;
 static char acc_path[4096]; /* "" unless the access log is a file we opened */
+static char err_path[4096]; /* --log-file: "" while the error log is the inherited stderr */
 static char acc_buf[64 * 1024];
 static size_t acc_len;
 
@@ -33,11 +34,40 @@ int gw_log_open_access(const char *path)
     return 0;
 }
 
+/* The error log is descriptor 2 itself, so that what Python or a C library
+ * prints to stderr lands in the same file. */
+static int open_onto_stderr(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    if (fd != STDERR_FILENO) {
+        int rc = dup2(fd, STDERR_FILENO) < 0 ? -errno : 0;
+        close(fd);
+        return rc;
+    }
+    return 0;
+}
+
+int gw_log_open_error(const char *path)
+{
+    int rc;
+
+    if (!path)
+        return 0;
+    if ((rc = open_onto_stderr(path)) < 0)
+        return rc;
+    snprintf(err_path, sizeof(err_path), "%s", path);
+    return 0;
+}
+
 void gw_log_reopen(void)
 {
-    int fd;
+    int fd, rc;
 
     gw_log_flush();
+    if (err_path[0] && (rc = open_onto_stderr(err_path)) < 0)
+        gw_log_error("cannot reopen the log file '%s': %s", err_path, strerror(-rc));
     if (!acc_path[0] || acc_fd < 0)
         return;
     fd = open(acc_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);

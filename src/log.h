@@ -25,7 +25,12 @@ typedef struct gw_access {
  * for appending. Returns 0 or a negative errno. */
 int gw_log_open_access(const char *path);
 
-/* Reopens the access log file (logrotate moved it: SIGUSR1). */
+/* Sends the error log (descriptor 2, so everything the process and Python
+ * print to stderr) to a file opened for appending (--log-file); the access
+ * log follows unless it has a file of its own. 0 or a negative errno. */
+int gw_log_open_error(const char *path);
+
+/* Reopens the log files (logrotate moved them: SIGUSR1). */
 void gw_log_reopen(void);
 
 /* Disables the access log entirely (--disable-logging). */

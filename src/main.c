@@ -14,7 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #define GW_VERSION "0.2.0"
 
@@ -77,18 +80,62 @@ static int check_config(gw_config_t *cfg)
     return 0;
 }
 
-/* Unix sockets get --chmod-socket; TCP ones are unaffected. */
-static int chmod_sockets(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
+/* "user[:group]" (names or numbers) into ids; -1 stays unchanged. */
+static int parse_owner(const char *s, uid_t *uid, gid_t *gid)
+{
+    char user[256], *colon, *end;
+
+    snprintf(user, sizeof(user), "%s", s);
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if ((colon = strchr(user, ':'))) {
+        *colon++ = '\0';
+        struct group *gr = getgrnam(colon);
+        unsigned long v = strtoul(colon, &end, 10);
+        if (gr)
+            *gid = gr->gr_gid;
+        else if (*colon && !*end)
+            *gid = (gid_t)v;
+        else
+            return -1;
+    }
+    if (*user) {
+        struct passwd *pw = getpwnam(user);
+        unsigned long v = strtoul(user, &end, 10);
+        if (pw)
+            *uid = pw->pw_uid;
+        else if (!*end)
+            *uid = (uid_t)v;
+        else
+            return -1;
+    }
+    return 0;
+}
+
+/* Unix sockets get --chmod-socket and --chown-socket; TCP ones are
+ * unaffected. */
+static int own_sockets(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
 {
     mode_t mode = 0666;
+    uid_t uid = (uid_t)-1;
+    gid_t gid = (gid_t)-1;
 
-    if (!cfg->chmod_socket)
-        return 0;
-    if (*cfg->chmod_socket)
+    if (cfg->chmod_socket && *cfg->chmod_socket)
         parse_mode(cfg->chmod_socket, "chmod-socket", &mode);
+    if (cfg->chown_socket && parse_owner(cfg->chown_socket, &uid, &gid) < 0) {
+        gw_log_error("--chown-socket: unknown user or group in '%s'", cfg->chown_socket);
+        return -1;
+    }
     for (size_t i = 0; i < nl; i++) {
-        if (ls[i].is_unix && chmod(ls[i].path, mode) < 0) {
+        if (!ls[i].is_unix)
+            continue;
+        if (cfg->chmod_socket && chmod(ls[i].path, mode) < 0) {
             gw_log_error("cannot chmod %s: %s", ls[i].path, strerror(errno));
+            return -1;
+        }
+        if (cfg->chown_socket && chown(ls[i].path, uid, gid) < 0) {
+            gw_log_error("cannot chown %s to %s: %s", ls[i].path, cfg->chown_socket,
+                         strerror(errno));
             return -1;
         }
     }
@@ -150,22 +197,149 @@ static int drop_privileges(const gw_config_t *cfg)
 }
 
 /* A master re-executed by a --preload reload takes its listening sockets
- * from the environment instead of binding them again. */
-static int adopt_listeners(gw_listener_t *ls, size_t nl, const char *fds)
+ * from the environment ("3,4u") instead of binding them again. */
+static int adopt_handed_over(gw_listener_t **out, size_t *nout, const char *fds)
 {
+    size_t n = 1;
     const char *p = fds;
 
-    for (size_t i = 0; i < nl; i++) {
+    for (const char *q = fds; *q; q++)
+        n += *q == ',';
+    if (!(*out = calloc(n, sizeof(**out))))
+        return -1;
+    *nout = n;
+    for (size_t i = 0; i < n; i++)
+        (*out)[i].fd = -1;
+    for (size_t i = 0; i < n; i++) {
         char *end;
         long fd = strtol(p, &end, 10);
-        if (end == p || fd < 0 || gw_listen_adopt(&ls[i], (int)fd) < 0) {
+        if (end == p || fd < 0 || gw_listen_adopt(&(*out)[i], (int)fd) < 0) {
             gw_log_error("cannot adopt listening socket %zu from %s", i, GW_ENV_FDS);
             return -1;
         }
+        if (*end == 'u')
+            gw_listen_set_proto(&(*out)[i], GW_PROTO_UWSGI), end++;
         p = *end == ',' ? end + 1 : end;
     }
     unsetenv(GW_ENV_FDS);
     return 0;
+}
+
+/* systemd socket activation: with no --http / --uwsgi, every socket handed
+ * in serves (HTTP, or uwsgi when its FileDescriptorName= is "uwsgi"); with
+ * addresses given, each takes the handed-in socket bound to it and binds
+ * itself when there is none. Returns the number of sockets taken, 0 when
+ * there is no activation, -1 after logging. */
+static int adopt_activated(const char *const *addrs, const bool *is_uwsgi, size_t naddrs,
+                           gw_listener_t **out, size_t *nout)
+{
+    char **names = NULL;
+    int n = sd_listen_fds_with_names(1, &names), rc = -1;
+    bool *used = NULL;
+
+    if (n <= 0) {
+        if (n < 0)
+            gw_log_error("LISTEN_FDS: %s", strerror(-n));
+        return n < 0 ? -1 : 0;
+    }
+    *nout = naddrs ? naddrs : (size_t)n;
+    if (!(*out = calloc(*nout, sizeof(**out))) || !(used = calloc((size_t)n, sizeof(*used))))
+        goto out;
+    for (size_t i = 0; i < *nout; i++)
+        (*out)[i].fd = -1;
+    for (size_t i = 0; i < *nout; i++) {
+        int fd = -1;
+        bool uw;
+        if (naddrs) {
+            for (int j = 0; j < n && fd < 0; j++)
+                if (!used[j] && gw_listen_is_bound_to(SD_LISTEN_FDS_START + j, addrs[i]))
+                    fd = j;
+            if (fd < 0)
+                continue; /* bound by the caller */
+            uw = is_uwsgi[i];
+        } else {
+            fd = (int)i;
+            uw = names && names[i] && strcmp(names[i], "uwsgi") == 0;
+        }
+        used[fd] = true;
+        if (gw_listen_adopt(&(*out)[i], SD_LISTEN_FDS_START + fd) < 0) {
+            gw_log_error("LISTEN_FDS: socket %d is not a listening socket", SD_LISTEN_FDS_START + fd);
+            goto out;
+        }
+        if (uw)
+            gw_listen_set_proto(&(*out)[i], GW_PROTO_UWSGI);
+    }
+    for (int j = 0; j < n; j++) {
+        if (!used[j]) {
+            gw_log_error("LISTEN_FDS: socket %d matches no --http or --uwsgi address: closed",
+                         SD_LISTEN_FDS_START + j);
+            close(SD_LISTEN_FDS_START + j);
+        }
+    }
+    rc = n;
+out:
+    for (int j = 0; names && j < n; j++)
+        free(names[j]);
+    free(names);
+    free(used);
+    return rc;
+}
+
+/* The listening sockets, from the strongest source: a re-executed master's
+ * hand-over, systemd's, or --http / --uwsgi bound here (127.0.0.1:8000 when
+ * nothing is given). *is_handed_over tells the caller that pidfile and
+ * privileges are already as the previous image left them. */
+static int open_listeners(const gw_config_t *cfg, gw_listener_t **ls, size_t *nl,
+                          bool *is_handed_over)
+{
+    static const char *default_http = "127.0.0.1:8000";
+    const char *handed = getenv(GW_ENV_FDS);
+    size_t naddrs = cfg->http.n + cfg->uwsgi.n;
+    const char **addrs;
+    bool *is_uwsgi;
+    char err[256];
+    int rc = -1, act = 0;
+
+    *is_handed_over = handed != NULL;
+    if (handed)
+        return adopt_handed_over(ls, nl, handed);
+    if (!(addrs = calloc(naddrs + 1, sizeof(*addrs))) ||
+        !(is_uwsgi = calloc(naddrs + 1, sizeof(*is_uwsgi)))) {
+        free(addrs);
+        return -1;
+    }
+    for (size_t i = 0; i < naddrs; i++) {
+        is_uwsgi[i] = i >= cfg->http.n;
+        addrs[i] = is_uwsgi[i] ? cfg->uwsgi.v[i - cfg->http.n] : cfg->http.v[i];
+    }
+    if (!cfg->check_config && (act = adopt_activated(addrs, is_uwsgi, naddrs, ls, nl)) < 0)
+        goto out;
+    if (!act) {
+        if (!naddrs)
+            addrs[naddrs++] = default_http;
+        if (!(*ls = calloc(naddrs, sizeof(**ls))))
+            goto out;
+        *nl = naddrs;
+        for (size_t i = 0; i < naddrs; i++)
+            (*ls)[i].fd = -1;
+    }
+    for (size_t i = 0; i < *nl && !cfg->check_config; i++) {
+        if ((*ls)[i].fd >= 0)
+            continue; /* handed in by systemd */
+        int (*open_fn)(gw_listener_t *, const char *, int, char *, size_t) =
+            cfg->reuse_port ? gw_listen_open_reuse : gw_listen_open;
+        if (open_fn(&(*ls)[i], addrs[i], (int)cfg->listen_backlog, err, sizeof(err)) < 0) {
+            gw_log_error("%s", err);
+            goto out;
+        }
+        if (is_uwsgi[i])
+            gw_listen_set_proto(&(*ls)[i], GW_PROTO_UWSGI);
+    }
+    rc = 0;
+out:
+    free(addrs);
+    free(is_uwsgi);
+    return rc;
 }
 
 /* Rewrites each --static-map "/prefix=DIR" with DIR absolute; the strings
@@ -205,19 +379,19 @@ static int check_app(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
 
 static int serve(gw_config_t *cfg, char **argv)
 {
-    static const char *default_http[] = {"127.0.0.1:8000"};
     static const char *default_allow[] = {"127.0.0.0/8", "::1"};
-    gw_listener_t *ls;
-    /* HTTP listeners first, then uwsgi ones; with none given, 127.0.0.1:8000. */
-    size_t nhttp = cfg->http.n || cfg->uwsgi.n ? cfg->http.n : 1;
-    size_t nl = nhttp + cfg->uwsgi.n;
-    const char **http_addrs = cfg->http.n ? cfg->http.v : default_http;
+    gw_listener_t *ls = NULL;
+    size_t nl = 0;
     gw_allow_t allow = {0};
     char err[256], banner[128];
-    const char *inherited = getenv(GW_ENV_FDS);
     char **static_abs = NULL;
+    bool is_handed_over;
     int rc = 1;
 
+    if (cfg->log_file && (rc = gw_log_open_error(cfg->log_file)) < 0) {
+        gw_log_error("cannot open the log file '%s': %s", cfg->log_file, strerror(-rc));
+        return 1;
+    }
     if (cfg->disable_logging) {
         gw_log_disable_access();
     } else if ((rc = gw_log_open_access(cfg->access_log)) < 0) {
@@ -226,7 +400,8 @@ static int serve(gw_config_t *cfg, char **argv)
     }
     rc = 1;
     if (cfg->buffer_size < 4 || cfg->buffer_size > 65535) {
-        gw_log_error("--buffer-size must be between 4 and 65535 (the uwsgi protocol's limit)");
+        gw_log_error("buffer-size (%s) must be between 4 and 65535 (the uwsgi protocol's limit)",
+                     gw_config_origin(cfg, "buffer-size", err, sizeof(err)));
         return 1;
     }
     for (size_t i = 0; i < (cfg->uwsgi_allow_from.n ? cfg->uwsgi_allow_from.n : 2); i++) {
@@ -237,38 +412,19 @@ static int serve(gw_config_t *cfg, char **argv)
             return 1;
         }
     }
-    if (!(ls = calloc(nl, sizeof(*ls)))) {
-        gw_allow_dispose(&allow);
-        return 1;
-    }
-    for (size_t i = 0; i < nl; i++)
-        ls[i].fd = -1;
-    if (inherited) {
-        /* Re-executed by a reload: sockets, pidfile and privileges are as
-         * the previous image left them. */
-        if (adopt_listeners(ls, nl, inherited) < 0)
-            goto out;
-    } else if (!cfg->check_config) {
-        for (size_t i = 0; i < nl; i++) {
-            int (*open_fn)(gw_listener_t *, const char *, int, char *, size_t) =
-                cfg->reuse_port ? gw_listen_open_reuse : gw_listen_open;
-            const char *a = i < nhttp ? http_addrs[i] : cfg->uwsgi.v[i - nhttp];
-            if (open_fn(&ls[i], a, (int)cfg->listen_backlog, err, sizeof(err)) < 0) {
-                gw_log_error("%s", err);
-                goto out;
-            }
-        }
-        if (chmod_sockets(cfg, ls, nl) < 0)
+    if (open_listeners(cfg, &ls, &nl, &is_handed_over) < 0)
+        goto out;
+    if (!is_handed_over && !cfg->check_config) {
+        if (own_sockets(cfg, ls, nl) < 0)
             goto out;
         if (cfg->pidfile && write_pidfile(cfg->pidfile) < 0)
             goto out;
         if (drop_privileges(cfg) < 0)
             goto out;
     }
-    for (size_t i = nhttp; i < nl; i++) {
-        gw_listen_set_proto(&ls[i], GW_PROTO_UWSGI);
-        ls[i].allow = &allow;
-    }
+    for (size_t i = 0; i < nl; i++)
+        if (ls[i].proto == GW_PROTO_UWSGI)
+            ls[i].allow = &allow;
     /* Directories on the command line mean where the command was run, not
      * where --chdir goes: make them absolute first. */
     if (absolute_static_dirs(cfg, &static_abs) < 0)
@@ -294,7 +450,7 @@ static int serve(gw_config_t *cfg, char **argv)
              gw_wsgi_python_version());
     rc = gw_master_run(cfg, ls, nl, banner, argv);
 out:
-    for (size_t i = 0; i < nl; i++)
+    for (size_t i = 0; ls && i < nl; i++)
         gw_listen_close(&ls[i]);
     free(ls);
     gw_allow_dispose(&allow);
@@ -309,11 +465,16 @@ int main(int argc, char **argv)
     gw_config_t cfg;
     int rc;
 
-    gw_config_init(&cfg);
-    if (gw_config_parse_argv(&cfg, argc, argv) < 0) {
+    if (gw_config_load(&cfg, argc, argv, environ) < 0) {
         rc = 2;
     } else if (cfg.show_help) {
         gw_config_print_help(stdout);
+        rc = 0;
+    } else if (cfg.print_man) {
+        gw_config_print_man(stdout, GW_VERSION);
+        rc = 0;
+    } else if (cfg.print_config) {
+        gw_config_print(&cfg, stdout);
         rc = 0;
     } else if (cfg.show_version) {
         printf("gangway %s (Python %s, llhttp %d.%d.%d)\n", GW_VERSION, gw_wsgi_python_version(),

@@ -8,6 +8,7 @@
 #include "worker.h"
 #include "wsgi.h"
 
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #define NSLOTS (2 * GW_MAX_WORKERS) /* room for a whole new generation during a reload */
@@ -159,10 +161,19 @@ static void vacuum(master_t *m)
         unlink(m->cfg->pidfile);
 }
 
+/* systemd (Type=notify): state is "READY=1", "RELOADING=1", "STOPPING=1" or
+ * "" for a status update; STATUS says what an operator sees in `systemctl
+ * status`. Without NOTIFY_SOCKET this costs nothing. */
+static void tell_systemd(master_t *m, const char *state, const char *what)
+{
+    sd_notifyf(0, "%s%sSTATUS=%s, %u worker(s)", state, *state ? "\n" : "", what, m->target);
+}
+
 static void begin_stop(master_t *m, bool graceful, const char *why)
 {
     if (m->is_stopping && graceful)
         return;
+    tell_systemd(m, "STOPPING=1", graceful ? "stopping gracefully" : "stopping");
     if (!m->is_stopping && why)
         gw_log_error("%s: %s stop of %u worker(s)", why, graceful ? "graceful" : "quick",
                      count_live(m, m->generation, false));
@@ -222,6 +233,7 @@ static void start_checker(master_t *m, const char *why)
     }
     m->checker = pid;
     m->is_reloading = true;
+    tell_systemd(m, "RELOADING=1", "reloading: checking that the app imports");
     gw_log_error("%s: graceful reload with --preload: checking that the app imports", why);
 }
 
@@ -234,7 +246,8 @@ static void reexec(master_t *m)
 
     for (size_t i = 0; i < m->nl; i++) {
         fcntl(m->ls[i].fd, F_SETFD, 0); /* survive the exec */
-        fl += (size_t)snprintf(fds + fl, sizeof(fds) - fl, "%s%d", i ? "," : "", m->ls[i].fd);
+        fl += (size_t)snprintf(fds + fl, sizeof(fds) - fl, "%s%d%s", i ? "," : "", m->ls[i].fd,
+                               m->ls[i].proto == GW_PROTO_UWSGI ? "u" : "");
     }
     for (size_t i = 0; i < NSLOTS && pl < sizeof(pids) - 16; i++)
         if (m->w[i].pid)
@@ -272,6 +285,7 @@ static void reload(master_t *m, const char *why)
     }
     m->generation++;
     m->is_reloading = true;
+    tell_systemd(m, "RELOADING=1", "reloading");
     gw_log_error("%s: graceful reload: starting %u new worker(s)", why, m->target);
     spawn_more(m, m->target);
 }
@@ -290,6 +304,8 @@ static void announce_ready(master_t *m)
         if (m->w[i].pid && m->w[i].is_ready)
             gw_log_error("worker %zu ready (pid %d)", i + 1, (int)m->w[i].pid);
     gw_log_error("ready");
+    sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving, %u worker(s)", (int)getpid(),
+               m->target);
 }
 
 /* Moves start-up and reloads forward after a worker became ready. */
@@ -309,6 +325,7 @@ static void progress(master_t *m)
         m->is_reloading = false;
         m->failures = 0;
         signal_all(m, SIGTERM, true);
+        tell_systemd(m, "READY=1", "serving (reloaded)");
         gw_log_error("reload: %u new worker(s) serving; the old ones finish what they hold",
                      ready);
     }
@@ -371,6 +388,7 @@ static void on_worker_exit(master_t *m, size_t i, int st)
                     kill(m->w[j].pid, SIGQUIT), m->w[j].is_retiring = true;
             m->generation--;
             m->is_reloading = false;
+            tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
             return;
         }
         if (++m->failures >= MAX_LOAD_FAILURES) {
@@ -405,9 +423,11 @@ static void reap(master_t *m)
                 reexec(m);
             } else {
                 m->is_reloading = false;
-                if (!m->is_stopping)
+                if (!m->is_stopping) {
+                    tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
                     gw_log_error("reload failed: the new code does not load; the workers "
                                  "keep serving");
+                }
             }
             continue;
         }
@@ -437,6 +457,7 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         case SIGTERM:
             if (m->cfg->shutdown_delay && !m->is_stopping && !m->is_delaying) {
                 m->is_delaying = true;
+                tell_systemd(m, "STOPPING=1", "stopping after shutdown-delay");
                 gw_log_error("SIGTERM: serving %llus more (shutdown-delay), then stopping",
                              (unsigned long long)m->cfg->shutdown_delay);
                 gw_timer_start(&m->delay_q, &m->delay);
@@ -461,6 +482,7 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
             if (m->is_stopping || m->target >= GW_MAX_WORKERS)
                 break;
             m->target++;
+            tell_systemd(m, "", "serving");
             gw_log_error("SIGTTIN: %u worker(s)", m->target);
             spawn_more(m, 1);
             break;
@@ -468,6 +490,7 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
             if (m->is_stopping || m->target <= 1)
                 break;
             m->target--;
+            tell_systemd(m, "", "serving");
             gw_log_error("SIGTTOU: %u worker(s)", m->target);
             for (size_t i = NSLOTS; i-- > 0;) {
                 wproc_t *wp = &m->w[i];

@@ -37,7 +37,9 @@ class Server:
     def __init__(self, tmp_path, args, cwd=None, env=None):
         self.log_path = os.path.join(str(tmp_path), "gangway-%d.log" % id(self))
         self.args = [BIN] + list(args)
-        e = dict(os.environ)
+        # GANGWAY_BIN and GANGWAY_SANITIZED steer the tests; gangway would
+        # read GANGWAY_* variables as options (and warn about these two).
+        e = {k: v for k, v in os.environ.items() if not k.startswith("GANGWAY_")}
         e.update(env or {})
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
