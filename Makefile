@@ -83,5 +83,10 @@ include fuzz/Makefile.inc
 clean:
 	rm -rf build build-asan build-fuzz gangway gangway-asan
 
-.PHONY: all run test test-asan unit clean bench bench-quick bench-instructions bench-deps
+# The man page is generated from the option table; a test checks that the
+# committed one is current.
+man: gangway
+	./gangway --print-man >docs/gangway.1
+
+.PHONY: all run test test-asan unit clean man bench bench-quick bench-instructions bench-deps
 -include $(wildcard $(BUILD)/*.d)

@@ -921,19 +921,48 @@ void gw_config_print_man(FILE *out, const char *version)
         }
         fputc('\n', out);
         man_text(out, o->help);
+        if (o->help[strlen(o->help) - 1] != '.')
+            fputc('.', out);
         if (o->def && o->type != T_BOOL) {
             fputs(" Default: ", out);
             man_text(out, o->def);
             fputc('.', out);
         }
-        if (o->aliases) {
-            fputs(" Also: ", out);
-            man_text(out, o->aliases);
-            fputc('.', out);
+        for (const char *a = o->aliases; a && *a;) {
+            size_t n = strcspn(a, " ");
+            char alias[64];
+            snprintf(alias, sizeof(alias), "%.*s", (int)n, a);
+            fputs(a == o->aliases ? " Also \\fB\\-\\-" : ", \\fB\\-\\-", out);
+            man_text(out, alias);
+            fputs("\\fR", out);
+            a += n;
+            a += strspn(a, " ");
+            if (!*a)
+                fputc('.', out);
         }
-        fputc('\n', out);
+        fputs(" Environment: \\fBGANGWAY_", out);
+        for (const char *p = o->name; *p; p++)
+            fputc(*p == '-' ? '_' : (char)(*p & ~0x20), out);
+        fputs("\\fR.\n", out);
     }
-    fputs(".SH SIGNALS\n"
+    fputs(".SH INI FILES\n"
+          "gangway reads uWSGI's ini files as uWSGI does: \\fBkey = value\\fR lines, "
+          "\\fB;\\fR or \\fB#\\fR comments at the start of a line only, a bare key for true, "
+          "\\fBini = other.ini\\fR includes, and uWSGI's placeholders: \\fB%(key)\\fR (any "
+          "key set before, also one that is no option), \\fB%(%k + 1)\\fR arithmetic, "
+          "\\fB$(VAR)\\fR from the environment, \\fB%d\\fR (the file's directory, with a "
+          "trailing slash), \\fB%p\\fR, \\fB%n\\fR, \\fB%x\\fR, \\fB%c\\fR, \\fB%k\\fR (CPU "
+          "count), \\fB%h\\fR, \\fB%u\\fR, \\fB%U\\fR, \\fB%g\\fR, \\fB%G\\fR and \\fB%%\\fR. "
+          "A uWSGI option gangway does not implement, or an unknown key, gives one warning "
+          "(with \\fB\\-\\-strict\\fR, an error).\n"
+          ".SH SYSTEMD\n"
+          "Under \\fBType=notify\\fR, gangway reports READY=1 once its workers serve, "
+          "RELOADING=1 and STOPPING=1 around reloads and stops, and its worker count in "
+          "STATUS=. Sockets handed in by socket activation (LISTEN_FDS) are used instead of "
+          "binding: each \\fB\\-\\-http\\fR or \\fB\\-\\-uwsgi\\fR address takes the socket "
+          "bound to it; with no address given, every socket serves HTTP, or the uwsgi "
+          "protocol when its FileDescriptorName= is \\fBuwsgi\\fR.\n"
+          ".SH SIGNALS\n"
           ".TP\n\\fBSIGTERM\\fR\nstop gracefully (after \\fB\\-\\-shutdown\\-delay\\fR), letting "
           "requests in flight finish within \\fB\\-\\-graceful\\-timeout\\fR\n"
           ".TP\n\\fBSIGINT\\fR, \\fBSIGQUIT\\fR\nstop quickly\n"
