@@ -152,10 +152,9 @@ gw_static_t *gw_static_new(const gw_config_t *cfg, char *err, size_t errlen)
     }
     /* openat2 (Linux 5.6) resolves beneath the root in the kernel; without
      * it, a component-by-component walk that refuses every symlink. */
-    s->has_openat2 = syscall(SYS_openat2, s->maps[0].dirfd, ".", &how, sizeof(how)) >= 0 ||
-                     errno != ENOSYS;
-    if (s->has_openat2) {
+    {
         int fd = (int)syscall(SYS_openat2, s->maps[0].dirfd, ".", &how, sizeof(how));
+        s->has_openat2 = fd >= 0 || errno != ENOSYS;
         if (fd >= 0)
             close(fd);
     }
@@ -398,8 +397,8 @@ static int parse_range(const char *v, size_t vn, uint64_t size, uint64_t *start,
     if (!*p) { /* suffix: the last n bytes */
         errno = 0;
         b = strtoull(dash + 1, &e2, 10);
-        if (errno || *e2 || e2 == dash + 1)
-            return 0;
+        if (errno || *e2 || !isdigit((unsigned char)dash[1]))
+            return 0; /* strtoull would take "-5", "+5", " 5" */
         if (b == 0 || size == 0)
             return -1;
         *start = b >= size ? 0 : size - b;

@@ -416,6 +416,30 @@ def test_no_file_descriptor_leaks(serve):
     assert calls(srv) == []
 
 
+def _fds_to(pid, path):
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == path:
+                n += 1
+        except OSError:
+            pass  # closed meanwhile
+    return n
+
+
+def test_mapped_directory_is_held_open_once_per_worker(serve, site):
+    """Each worker holds one descriptor of the mapped directory, and the master
+    (which only checks the map) none: probing for openat2 at start-up used to
+    leak one more in every process that opened the map."""
+    srv = serve("--workers", "2")
+    workers = wait_for(lambda: len(_worker_pids(srv)) == 2 and _worker_pids(srv), 10,
+                       what="two workers")
+    assert fetch(srv, "/static/hello.txt").body == HELLO
+    assert _fds_to(srv.pid, site.root) == 0
+    for pid in workers:
+        assert _fds_to(pid, site.root) == 1, pid
+
+
 def test_keep_alive_and_pipelining_mix_static_and_app(serve):
     srv = serve()
     etag = fetch(srv, "/static/hello.txt").header("etag")
@@ -716,6 +740,18 @@ def test_several_or_invalid_ranges_get_the_whole_file(serve, spec):
     assert r.header("content-range") is None
     assert r.header("content-length") == str(len(RANGE_DATA))
     assert r.body == RANGE_DATA
+
+
+@pytest.mark.parametrize("spec", ["bytes=--5", "bytes=-+5", "bytes=- 5", "bytes=-\t5"])
+def test_suffix_range_takes_digits_only(serve, spec):
+    """A suffix length is 1*DIGIT (RFC 9110 14.1.1): these are not ranges, so
+    the whole file. strtoull() alone took "-5" (as 2^64 - 5), "+5" and " 5"."""
+    srv = serve()
+    r = fetch(srv, "/static/range.bin", [("Range", spec)])
+    assert r.status == 200, spec
+    assert r.header("content-range") is None
+    assert r.body == RANGE_DATA
+    assert calls(srv) == []
 
 
 def test_if_range(serve):
