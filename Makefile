@@ -17,8 +17,8 @@ PY_LDFLAGS := $(shell $(PYCONFIG) --embed --ldflags 2>/dev/null)
 LDLIBS  += $(PY_LDFLAGS) -lsystemd
 
 # Modules of the server; *_test.c and *_fuzz.c sit beside them.
-MODS  := arena buf clock config conn http1 ini listen log loop master request response scoreboard server signals static uwsgi worker wsgi wsgi_types
-OBJS  := $(MODS:%=$(BUILD)/%.o) $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
+MODS  := arena buf clock config conn http1 ini listen log loop master request response scoreboard server signals static stats uwsgi worker wsgi wsgi_types
+OBJS  := $(MODS:%=$(BUILD)/%.o) $(BUILD)/stats_page.o $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 all: gangway
@@ -35,6 +35,16 @@ $(BUILD)/wsgi.o $(BUILD)/wsgi_types.o: $(BUILD)/%.o: src/%.c $(DEPS_STAMP)
 	$(CC) $(CFLAGS) $(PY_CFLAGS) -DGW_PYTHON_EXE='"$(PYTHON)"' -I$(LLHTTP_INC) -c -o $@ $<
 $(BUILD)/%.o: src/%.c $(DEPS_STAMP)
 	$(CC) $(CFLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+
+# The --stats status page is kept as HTML and compiled in as one string
+# (quotes, backslashes and '?' escaped: no trigraphs in C11).
+$(BUILD)/stats_page.c: src/stats_page.html $(DEPS_STAMP)
+	{ echo '/* Generated from src/stats_page.html by the Makefile: edit that file. */'; \
+	  echo '#include "stats.h"'; echo 'const char gw_stats_status_page[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
+	  echo ';'; } >$@
+$(BUILD)/stats_page.o: $(BUILD)/stats_page.c
+	$(CC) $(CFLAGS) -Isrc -c -o $@ $<
 
 # llhttp from Debian's node-llhttp, built in strict mode, never copied here.
 LLHTTP_CFLAGS := $(filter-out -Wshadow -Wstrict-prototypes -MMD -MP,$(CFLAGS)) -w -DLLHTTP_STRICT_MODE=1

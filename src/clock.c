@@ -7,6 +7,7 @@ static uint64_t mono_ms;
 static time_t last_sec = -1;
 static char http_date[64];
 static char log_date[40];
+static char iso_date[40];
 
 void gw_clock_update(void)
 {
@@ -28,6 +29,8 @@ void gw_clock_update(void)
              tm.tm_min, tm.tm_sec);
     snprintf(log_date, sizeof(log_date), "%02d/%s/%04d:%02d:%02d:%02d +0000", tm.tm_mday,
              months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    snprintf(iso_date, sizeof(iso_date), "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 uint64_t gw_clock_ms(void)
@@ -50,4 +53,9 @@ const char *gw_clock_http_date(void)
 const char *gw_clock_log_date(void)
 {
     return log_date;
+}
+
+const char *gw_clock_iso_date(void)
+{
+    return iso_date;
 }

@@ -24,4 +24,7 @@ const char *gw_clock_http_date(void);
 /* Common-log-format date of the current second, NUL-terminated. */
 const char *gw_clock_log_date(void);
 
+/* ISO 8601 UTC of the current second ("2026-11-28T18:40:00Z"), NUL-terminated. */
+const char *gw_clock_iso_date(void);
+
 #endif

@@ -145,13 +145,29 @@ static const opt_t opts[] = {
     {"graceful-timeout", NULL, 0, T_SECONDS, OFF(graceful_timeout), "30", "SECONDS",
      "on SIGTERM/SIGINT, how long in-flight requests may take to finish", "Timeouts"},
 
+    {"stats", NULL, 0, T_STR, OFF(stats), NULL, "ADDR",
+     "serve statistics from the master: JSON at /, Prometheus metrics at /metrics, a live "
+     "page at /status (a bare port or :port stays on 127.0.0.1; unix paths work)",
+     "Logging and statistics"},
     {"log-file", "logto", 0, T_STR, OFF(log_file), NULL, "PATH",
      "the error log (and the access log, unless --access-log names another) goes to this "
-     "file, reopened on SIGUSR1 (default stderr)", "Logging"},
+     "file, reopened on SIGUSR1 (default stderr)", "Logging and statistics"},
     {"access-log", NULL, 0, T_STR, OFF(access_log), NULL, "PATH",
-     "access log file ('-' for stdout; default stderr)", "Logging"},
+     "access log file ('-' for stdout; default stderr)", "Logging and statistics"},
+    {"log-format", NULL, 0, T_STR, OFF(log_format), NULL, "FORMAT",
+     "access log lines from named fields: %(client) %(method) %(uri) %(protocol) %(status) "
+     "%(bytes) %(duration_us) %(duration_ms) %(referer) %(user_agent) %(request_id) "
+     "%(worker) %(time) %(time_iso) (uWSGI's names work too: %(addr) %(size) %(msecs) ...); "
+     "default: combined plus the duration", "Logging and statistics"},
+    {"log-json", NULL, 0, T_BOOL, OFF(log_json), "false", NULL,
+     "access log lines as JSON objects (every field, or those --log-format names), every "
+     "value escaped", "Logging and statistics"},
+    {"request-id", NULL, 0, T_BOOL, OFF(request_id), "false", NULL,
+     "give every request an id: the client's X-Request-Id, or a new one; the app sees it as "
+     "HTTP_X_REQUEST_ID and its answer carries X-Request-Id (the access log's %(request_id) "
+     "has one either way)", "Logging and statistics"},
     {"disable-logging", NULL, 'L', T_BOOL, OFF(disable_logging), "false", NULL,
-     "no access log", "Logging"},
+     "no access log", "Logging and statistics"},
 
     {"ini", NULL, 0, T_LIST, OFF(ini), NULL, "FILE[:SECTION]",
      "read options from a uWSGI-style ini file, sections [uwsgi] and [gangway] unless one is "
@@ -683,7 +699,9 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
     gw_config_init(c);
     if (!(c->_priv = calloc(1, sizeof(*c->_priv))))
         goto out;
+    static const char *const literal_keys[] = {"log-format", NULL};
     gw_ini_init(&c->_priv->ini, on_ini_warning, c->_priv);
+    c->_priv->ini.literal_keys = literal_keys;
     if ((rc = from_argv(&cli, argc, argv)) < 0 || (rc = from_env(c, &env, envp)) < 0 ||
         (rc = read_ini_files(c, &cli, &env)) < 0 || (rc = from_ini(c, &ini)) < 0)
         goto out;

@@ -83,10 +83,14 @@ typedef struct gw_config {
     uint64_t write_timeout;
     uint64_t graceful_timeout;
 
-    /* logging */
+    /* logging and statistics */
+    const char *stats;
     const char *log_file;
     const char *access_log;
+    const char *log_format;
+    bool log_json;
     bool disable_logging;
+    bool request_id;
 
     /* configuration */
     gw_strlist_t ini;

@@ -331,6 +331,18 @@ static out_node_t *get_out(gw_conn_t *c)
     return o;
 }
 
+/* The scoreboard's counters for one finished request. */
+static void count(gw_conn_t *c, int status, uint64_t bytes_out, uint64_t duration_us)
+{
+    const gw_req_t *r = &c->req;
+    int method = c->rbuf.data && r->method.len
+                     ? gw_method_index(c->rbuf.data + r->method.off, r->method.len)
+                     : GW_METHODS - 1;
+    uint64_t in = (c->head_end ? c->head_end : c->parsed) + r->body.len;
+
+    gw_slot_count(c->ctx->slot, status, method, in, bytes_out, duration_us);
+}
+
 static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t duration_us)
 {
     const char *rb = c->rbuf.data;
@@ -381,6 +393,10 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
             }
         }
     }
+    /* An id the log shows is made here if the request has none yet (the
+     * app's answer may already carry one made by --request-id). */
+    if (gw_log_wants_request_id())
+        a.request_id = gw_req_id(r, rb, true, &a.request_id_len);
     a.duration_us = duration_us;
     gw_log_access(&a);
 }
@@ -417,7 +433,7 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
         uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
         log_request(c, status, 0, us);
         if (c->ctx->slot)
-            gw_slot_count(c->ctx->slot, status, 0, us);
+            count(c, status, 0, us);
     }
     gw_out_discard(&o->out);
     gw_out_push(&o->out, resp, n, NULL);
@@ -909,7 +925,7 @@ void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_byt
     c->nreq++;
     c->is_static = false;
     if (ctx->slot)
-        gw_slot_count(ctx->slot, status, body_bytes, us);
+        count(c, status, body_bytes, us);
     if (ctx->on_request_done)
         ctx->on_request_done(ctx->server);
     c->app_state = NULL;

@@ -153,6 +153,9 @@ static int finish_header(gw_http1_t *h)
         if (r->host >= 0)
             return fail(h, 400, "repeated Host header");
         r->host = (int32_t)r->nheaders;
+    } else if (span_ieq(h, name, "x-request-id")) {
+        if (r->request_id < 0)
+            r->request_id = (int32_t)r->nheaders;
     } else if (span_ieq(h, name, "transfer-encoding")) {
         if (++h->nte > 1 || !span_ieq(h, value, "chunked"))
             return fail(h, 400, "unsupported Transfer-Encoding");

@@ -129,7 +129,7 @@ static void warn(gw_ini_t *ini, const file_ctx_t *f, unsigned line, const char *
     char msg[512];
     va_list ap;
 
-    if (!ini->warn)
+    if (!ini->warn || ini->_is_quiet)
         return;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -446,7 +446,11 @@ static int feed(gw_ini_t *ini, const file_ctx_t *f, const char *data, size_t len
             return -EINVAL;
         }
         sb_t val = {0};
+        ini->_is_quiet = false;
+        for (const char *const *q = ini->literal_keys; q && *q && !ini->_is_quiet; q++)
+            ini->_is_quiet = strlen(*q) == kn && memcmp(*q, l, kn) == 0;
         expand(ini, f, line, v, vn, &val, 0);
+        ini->_is_quiet = false;
         if (val.is_failed) {
             free(val.p);
             fail(e, f, line, "the value is longer than %u bytes, or its placeholders nest "

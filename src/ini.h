@@ -30,10 +30,15 @@ typedef struct gw_ini {
     size_t n;
     gw_ini_warn_cb *warn;
     void *user;
+    /* Keys whose values hold %(...) of their own (log-format's fields): an
+     * undefined placeholder there is left as written without a warning.
+     * NULL-terminated; NULL for none. */
+    const char *const *literal_keys;
     size_t _cap;
     char **_strs; /* every string above is owned here */
     size_t _nstrs, _capstrs;
     unsigned _depth;
+    bool _is_quiet; /* expanding a literal_keys value */
 } gw_ini_t;
 
 void gw_ini_init(gw_ini_t *ini, gw_ini_warn_cb *warn, void *user);

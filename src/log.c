@@ -160,11 +160,235 @@ static char *put_escaped(char *o, const char *s, size_t n)
 
 #define FIELD_MAX 1024 /* longer fields are cut in the log */
 
+/* ---- --log-format and --log-json ---- */
+
+enum field {
+    F_CLIENT, F_METHOD, F_URI, F_PROTOCOL, F_STATUS, F_BYTES, F_DURATION_US, F_DURATION_MS,
+    F_DURATION, F_REFERER, F_USER_AGENT, F_REQUEST_ID, F_WORKER, F_TIME, F_TIME_ISO, F_PID,
+    NFIELDS
+};
+
+/* Each field's name, and the name uWSGI's log-format gives it, if any. */
+static const struct {
+    const char *name, *uwsgi;
+} fields[NFIELDS] = {
+    [F_CLIENT] = {"client", "addr"},          [F_METHOD] = {"method", NULL},
+    [F_URI] = {"uri", NULL},                  [F_PROTOCOL] = {"protocol", "proto"},
+    [F_STATUS] = {"status", NULL},            [F_BYTES] = {"bytes", "size"},
+    [F_DURATION_US] = {"duration_us", "micros"}, [F_DURATION_MS] = {"duration_ms", "msecs"},
+    [F_DURATION] = {"duration", "secs"},      [F_REFERER] = {"referer", NULL},
+    [F_USER_AGENT] = {"user_agent", "uagent"}, [F_REQUEST_ID] = {"request_id", NULL},
+    [F_WORKER] = {"worker", "wid"},           [F_TIME] = {"time", "ltime"},
+    [F_TIME_ISO] = {"time_iso", NULL},        [F_PID] = {"pid", NULL},
+};
+
+#define MAX_PIECES 64
+
+/* The compiled format: literal text and fields, in order. */
+static struct piece {
+    const char *lit; /* borrowed from the option's string */
+    size_t lit_len;
+    int field;       /* -1: the literal */
+} pieces[MAX_PIECES];
+static size_t npieces;
+static bool is_custom, is_json, wants_id;
+static unsigned worker_id;
+
+void gw_log_set_worker(unsigned id)
+{
+    worker_id = id;
+}
+
+bool gw_log_wants_request_id(void)
+{
+    return wants_id;
+}
+
+static int add_piece(const char *lit, size_t n, int field, char *err, size_t errlen)
+{
+    if (npieces == MAX_PIECES) {
+        snprintf(err, errlen, "--log-format has more than %d pieces", MAX_PIECES);
+        return -EINVAL;
+    }
+    pieces[npieces++] = (struct piece){lit, n, field};
+    if (field == F_REQUEST_ID)
+        wants_id = true;
+    return 0;
+}
+
+int gw_log_set_format(const char *format, bool json, char *err, size_t errlen)
+{
+    npieces = 0;
+    wants_id = false;
+    is_custom = format != NULL;
+    is_json = json;
+    if (!format) {
+        if (json)
+            for (int f = 0; f < NFIELDS; f++)
+                add_piece(NULL, 0, f, err, errlen);
+        return 0;
+    }
+    for (const char *p = format; *p;) {
+        const char *start = p, *close;
+        while (*p && !(p[0] == '%' && p[1] == '('))
+            p++;
+        if (p > start && !json && add_piece(start, (size_t)(p - start), -1, err, errlen) < 0)
+            return -EINVAL;
+        if (!*p)
+            break;
+        if (!(close = strchr(p, ')'))) {
+            snprintf(err, errlen, "--log-format: '%s' has no closing ')'", p);
+            return -EINVAL;
+        }
+        int field = -1;
+        size_t n = (size_t)(close - p - 2);
+        for (int f = 0; f < NFIELDS && field < 0; f++)
+            if ((strlen(fields[f].name) == n && memcmp(fields[f].name, p + 2, n) == 0) ||
+                (fields[f].uwsgi && strlen(fields[f].uwsgi) == n &&
+                 memcmp(fields[f].uwsgi, p + 2, n) == 0))
+                field = f;
+        if (field < 0) {
+            snprintf(err, errlen, "--log-format: unknown field '%.*s' (fields: client method "
+                     "uri protocol status bytes duration_us duration_ms duration referer "
+                     "user_agent request_id worker time time_iso pid)", (int)n, p + 2);
+            return -EINVAL;
+        }
+        if (add_piece(NULL, 0, field, err, errlen) < 0)
+            return -EINVAL;
+        p = close + 1;
+    }
+    return 0;
+}
+
+/* A JSON string: quotes, backslashes and control bytes escaped, well-formed
+ * UTF-8 kept, any other byte as the Latin-1 character it would be. */
+static char *put_json(char *o, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = u[i];
+        size_t len = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 && c < 0xf0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+        bool ok = len && i + len <= n;
+        for (size_t j = 1; ok && j < len; j++)
+            ok = (u[i + j] & 0xc0) == 0x80;
+        /* no overlong or surrogate forms */
+        if (ok && len == 3)
+            ok = !(c == 0xe0 && u[i + 1] < 0xa0) && !(c == 0xed && u[i + 1] >= 0xa0);
+        if (ok && len == 4)
+            ok = !(c == 0xf0 && u[i + 1] < 0x90) && !(c == 0xf4 && u[i + 1] >= 0x90);
+        if (ok) {
+            memcpy(o, s + i, len);
+            o += len;
+            i += len - 1;
+        } else if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c < 0x20 || c >= 0x7f) {
+            memcpy(o, "\\u00", 4);
+            o += 4;
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    *o++ = '"';
+    return o;
+}
+
+/* One field's value: a string (escaped for the line's format) or a number. */
+static char *put_field(char *o, int f, const gw_access_t *a, size_t ml, size_t tl, size_t rl,
+                       size_t ul, size_t il)
+{
+    const char *s = NULL;
+    size_t n = 0;
+
+    switch (f) {
+    case F_STATUS:
+        return o + sprintf(o, "%d", a->status);
+    case F_BYTES:
+        return o + sprintf(o, "%llu", (unsigned long long)a->bytes);
+    case F_DURATION_US:
+        return o + sprintf(o, "%llu", (unsigned long long)a->duration_us);
+    case F_DURATION_MS:
+        return o + sprintf(o, "%llu.%03llu", (unsigned long long)(a->duration_us / 1000),
+                           (unsigned long long)(a->duration_us % 1000));
+    case F_DURATION:
+        return o + sprintf(o, "%llu.%06llu", (unsigned long long)(a->duration_us / 1000000),
+                           (unsigned long long)(a->duration_us % 1000000));
+    case F_WORKER:
+        return o + sprintf(o, "%u", worker_id);
+    case F_PID:
+        return o + sprintf(o, "%d", (int)getpid());
+    case F_CLIENT:
+        s = a->remote && *a->remote ? a->remote : "-";
+        n = strlen(s);
+        break;
+    case F_METHOD:
+        s = a->protocol ? a->method : NULL, n = ml;
+        break;
+    case F_URI:
+        s = a->protocol ? a->target : NULL, n = tl;
+        break;
+    case F_PROTOCOL:
+        s = a->protocol, n = s ? strlen(s) : 0;
+        break;
+    case F_REFERER:
+        s = rl ? a->referer : NULL, n = rl;
+        break;
+    case F_USER_AGENT:
+        s = ul ? a->agent : NULL, n = ul;
+        break;
+    case F_REQUEST_ID:
+        s = il ? a->request_id : NULL, n = il;
+        break;
+    case F_TIME:
+        s = gw_clock_log_date(), n = strlen(s);
+        break;
+    case F_TIME_ISO:
+        s = gw_clock_iso_date(), n = strlen(s);
+        break;
+    }
+    if (is_json)
+        return s ? put_json(o, s, n) : (memcpy(o, "null", 4), o + 4);
+    if (!s) {
+        *o++ = '-';
+        return o;
+    }
+    return put_escaped(o, s, n);
+}
+
+/* The most bytes a line of the compiled format can take. */
+static size_t format_need(size_t ml, size_t tl, size_t rl, size_t ul, size_t il)
+{
+    size_t need = 8;
+
+    for (size_t i = 0; i < npieces; i++) {
+        size_t n;
+        switch (pieces[i].field) {
+        case -1: n = pieces[i].lit_len; break;
+        case F_CLIENT: n = 6 * 48; break;
+        case F_METHOD: n = 6 * ml; break;
+        case F_URI: n = 6 * tl; break;
+        case F_REFERER: n = 6 * rl; break;
+        case F_USER_AGENT: n = 6 * ul; break;
+        case F_REQUEST_ID: n = 6 * il; break;
+        default: n = 48; break; /* numbers, dates, the protocol */
+        }
+        need += n + 24; /* quotes, a JSON key */
+    }
+    return need;
+}
+
 void gw_log_access(const gw_access_t *a)
 {
     size_t need;
     char *o;
     size_t ml = a->method_len, tl = a->target_len, rl = a->referer_len, ul = a->agent_len;
+    size_t il = a->request_id ? a->request_id_len : 0;
 
     if (acc_fd < 0)
         return;
@@ -176,9 +400,48 @@ void gw_log_access(const gw_access_t *a)
         rl = FIELD_MAX;
     if (ul > FIELD_MAX)
         ul = FIELD_MAX;
-    need = 200 + 4 * (ml + tl + rl + ul);
+    if (il > 128)
+        il = 128;
+    /* Every byte may become six (\u00XX) and every field may appear in a
+     * format up to MAX_PIECES times: bound the line before writing. */
+    need = 200 + 6 * (ml + tl + rl + ul + il);
+    if (is_custom || is_json) {
+        need = format_need(ml, tl, rl, ul, il);
+        if (need > sizeof(acc_buf) / 2) { /* a format naming long fields many times */
+            tl = tl < 64 ? tl : 64, rl = rl < 64 ? rl : 64, ul = ul < 64 ? ul : 64;
+            need = format_need(ml, tl, rl, ul, il);
+        }
+        if (need > sizeof(acc_buf))
+            return; /* 64 pieces of at most ~800 bytes: cannot happen */
+    }
     if (acc_len + need > sizeof(acc_buf))
         gw_log_flush();
+    o = acc_buf + acc_len;
+    if (is_json) {
+        *o++ = '{';
+        for (size_t i = 0; i < npieces; i++) {
+            int f = pieces[i].field;
+            o += sprintf(o, "%s\"%s\":", i ? "," : "", fields[f].name);
+            o = put_field(o, f, a, ml, tl, rl, ul, il);
+        }
+        *o++ = '}';
+        *o++ = '\n';
+        acc_len = (size_t)(o - acc_buf);
+        return;
+    }
+    if (is_custom) {
+        for (size_t i = 0; i < npieces; i++) {
+            if (pieces[i].field < 0) {
+                memcpy(o, pieces[i].lit, pieces[i].lit_len);
+                o += pieces[i].lit_len;
+            } else {
+                o = put_field(o, pieces[i].field, a, ml, tl, rl, ul, il);
+            }
+        }
+        *o++ = '\n';
+        acc_len = (size_t)(o - acc_buf);
+        return;
+    }
     o = acc_buf + acc_len;
     o += sprintf(o, "%s - - [%s] \"", a->remote && *a->remote ? a->remote : "-",
                  gw_clock_log_date());

@@ -16,6 +16,7 @@ typedef struct gw_access {
     const char *protocol; /* "HTTP/1.1"; NULL when the request line was bad */
     const char *referer;  size_t referer_len;
     const char *agent;    size_t agent_len;
+    const char *request_id; size_t request_id_len; /* NULL unless the format wants it */
     int status;
     uint64_t bytes;       /* body bytes sent */
     uint64_t duration_us;
@@ -32,6 +33,19 @@ int gw_log_open_error(const char *path);
 
 /* Reopens the log files (logrotate moved them: SIGUSR1). */
 void gw_log_reopen(void);
+
+/* Access log lines from named fields (--log-format, "%(status) %(uri)"),
+ * and/or as JSON objects (--log-json: the named fields, or all of them).
+ * NULL and false keep the combined format. 0, or -EINVAL with the reason in
+ * err. The format string is borrowed for the process's life. */
+int gw_log_set_format(const char *format, bool json, char *err, size_t errlen);
+
+/* True when the access log shows the request id (callers skip making one
+ * otherwise). */
+bool gw_log_wants_request_id(void);
+
+/* The worker number the access log's %(worker) shows (0: the master). */
+void gw_log_set_worker(unsigned id);
 
 /* Disables the access log entirely (--disable-logging). */
 void gw_log_disable_access(void);

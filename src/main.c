@@ -398,9 +398,14 @@ static int serve(gw_config_t *cfg, char **argv)
         gw_log_error("cannot open the access log '%s': %s", cfg->access_log, strerror(-rc));
         return 1;
     }
+    if (gw_log_set_format(cfg->log_format, cfg->log_json, err, sizeof(err)) < 0) {
+        gw_log_error("%s", err);
+        return 1;
+    }
     rc = 1;
     if (cfg->buffer_size < 4 || cfg->buffer_size > 65535) {
-        gw_log_error("buffer-size (%s) must be between 4 and 65535 (the uwsgi protocol's limit)",
+        gw_log_error("--buffer-size must be between 4 and 65535 (the uwsgi protocol's limit), "
+                     "not %llu (from %s)", (unsigned long long)cfg->buffer_size,
                      gw_config_origin(cfg, "buffer-size", err, sizeof(err)));
         return 1;
     }

@@ -5,6 +5,7 @@
 #include "loop.h"
 #include "scoreboard.h"
 #include "signals.h"
+#include "stats.h"
 #include "worker.h"
 #include "wsgi.h"
 
@@ -61,6 +62,13 @@ typedef struct master {
     struct timespec *touch_mtime;
     gw_timerq_t tick_q, delay_q, kill_graceful_q, kill_quick_q;
     gw_timer_t tick, delay, kill;
+    /* --stats: what the master's statistics server reads */
+    gw_stats_t *stats;
+    gw_stats_source_t stats_src;
+    gw_totals_t retired;                  /* counters of workers that are gone */
+    uint64_t respawns[GW_RESPAWN_REASONS];
+    uint32_t slot_respawns[NSLOTS];
+    time_t slot_spawned[NSLOTS];
 } master_t;
 
 #define RELAXED memory_order_relaxed
@@ -108,6 +116,7 @@ static int spawn(master_t *m, size_t i)
             gw_wsgi_fork_child(m->app);
         gw_signals_close(m->sigwatch.fd);
         close(m->notify.fd);
+        gw_stats_close_fds(m->stats);
         gw_loop_free(m->loop);
         exit(gw_worker_run(m->cfg, m->ls, m->nl, (unsigned)i + 1, &m->sb, m->notify_wr,
                            m->app));
@@ -117,6 +126,8 @@ static int spawn(master_t *m, size_t i)
     memset(w, 0, sizeof(*w));
     w->pid = pid;
     w->generation = m->generation;
+    atomic_store_explicit(&slot->pid, (int32_t)pid, RELAXED);
+    m->slot_spawned[i] = time(NULL);
     return 0;
 }
 
@@ -358,14 +369,37 @@ static void describe(int st, char *buf, size_t n)
         snprintf(buf, n, "ended (status 0x%x)", st);
 }
 
+static enum gw_respawn exit_reason_to_respawn(uint32_t reason)
+{
+    switch (reason) {
+    case GW_EXIT_MAX_REQUESTS:
+        return GW_RESPAWN_MAX_REQUESTS;
+    case GW_EXIT_LIFETIME:
+        return GW_RESPAWN_LIFETIME;
+    case GW_EXIT_RSS:
+        return GW_RESPAWN_RSS;
+    }
+    return GW_RESPAWN_CRASH; /* exit 0 unasked: not what a healthy worker does */
+}
+
 static void on_worker_exit(master_t *m, size_t i, int st)
 {
     wproc_t w = m->w[i];
     char how[96];
     bool load_failed = WIFEXITED(st) && WEXITSTATUS(st) == GW_EXIT_APP_FAILED;
 
+    gw_slot_t *slot = &m->sb.slots[i];
+    enum gw_respawn why = w.is_killed ? GW_RESPAWN_HARAKIRI
+                          : load_failed ? GW_RESPAWN_LOAD_FAILED
+                          : !WIFEXITED(st) || WEXITSTATUS(st) != 0 ? GW_RESPAWN_CRASH
+                          : exit_reason_to_respawn(atomic_load_explicit(&slot->exit_reason, RELAXED));
+
+    /* Its counters join the totals of past workers before the slot is
+     * reused: the sums that --stats reports never go down. */
+    gw_totals_add(&m->retired, slot);
+    atomic_store_explicit(&slot->state, GW_SLOT_EMPTY, RELAXED);
+    atomic_store_explicit(&slot->pid, 0, RELAXED);
     memset(&m->w[i], 0, sizeof(m->w[i]));
-    atomic_store_explicit(&m->sb.slots[i].state, GW_SLOT_EMPTY, RELAXED);
     describe(st, how, sizeof(how));
     if (m->is_stopping || w.is_retiring) {
         if (!m->is_stopping && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))
@@ -399,6 +433,8 @@ static void on_worker_exit(master_t *m, size_t i, int st)
             return;
         }
         m->w[i].respawn_at = gw_clock_ms() + (1000ULL << m->failures);
+        m->respawns[why]++;
+        m->slot_respawns[i]++;
         gw_log_error("worker %zu (pid %d) cannot load the app; retrying in %llus", i + 1,
                      (int)w.pid, (unsigned long long)(1ULL << m->failures));
         return;
@@ -408,6 +444,8 @@ static void on_worker_exit(master_t *m, size_t i, int st)
     if (count_live(m, m->generation, false) >= m->target)
         return;
     gw_log_error("worker %zu (pid %d) %s; respawning", i + 1, (int)w.pid, how);
+    m->respawns[why]++;
+    m->slot_respawns[i]++;
     spawn(m, i);
 }
 
@@ -580,6 +618,31 @@ static void read_old_workers(master_t *m)
     unsetenv(GW_ENV_OLD_WORKERS);
 }
 
+/* --stats: the server reads the scoreboard and the master's own counters
+ * through stats_src, which points into m. */
+static int start_stats(master_t *m, const char *banner)
+{
+    char err[256];
+    static char version[64];
+
+    /* "gangway 0.2.0 (Python 3.11.2)": the version is the second word. */
+    snprintf(version, sizeof(version), "%s", banner + (strncmp(banner, "gangway ", 8) ? 0 : 8));
+    version[strcspn(version, " ")] = '\0';
+    m->stats_src = (gw_stats_source_t){
+        .cfg = m->cfg, .version = version, .pid = getpid(), .started_ms = gw_clock_ms(),
+        .started_unix = time(NULL), .ls = m->ls, .nl = m->nl, .slots = m->sb.slots,
+        .nslots = NSLOTS, .retired = &m->retired, .respawns = m->respawns,
+        .slot_respawns = m->slot_respawns, .slot_spawned_unix = m->slot_spawned,
+        .target = &m->target, .generation = &m->generation,
+    };
+    if (!(m->stats = gw_stats_new(m->loop, m->cfg->stats, &m->stats_src, err, sizeof(err)))) {
+        gw_log_error("--stats: %s", err);
+        return -1;
+    }
+    gw_log_error("statistics on %s (/, /metrics, /status)", gw_stats_url(m->stats));
+    return 0;
+}
+
 int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner,
                   char **argv)
 {
@@ -630,6 +693,8 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     gw_timer_init(&m->kill, on_kill_timer);
     gw_timer_start(&m->tick_q, &m->tick);
     read_old_workers(m);
+    if (cfg->stats && start_stats(m, banner) < 0)
+        goto out;
 
     if (cfg->preload) {
         /* Imported once here; every worker starts with it in copy-on-write
@@ -651,6 +716,7 @@ out:
         gw_wsgi_free(m->app);
     }
     free(m->old);
+    gw_stats_free(m->stats);
     vacuum(m);
     if (m->sigwatch.fd >= 0)
         gw_signals_close(m->sigwatch.fd);

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 void gw_req_init(gw_req_t *r, gw_arena_pool_t *pool)
@@ -12,6 +14,7 @@ void gw_req_init(gw_req_t *r, gw_arena_pool_t *pool)
     memset(r, 0, sizeof(*r));
     r->content_length = -1;
     r->host = -1;
+    r->request_id = -1;
     r->body.fd = -1;
     r->static_fd = -1;
     gw_arena_init(&r->arena, pool);
@@ -31,9 +34,62 @@ void gw_req_reset(gw_req_t *r, const gw_body_env_t *env)
     memset(r, 0, sizeof(*r));
     r->content_length = -1;
     r->host = -1;
+    r->request_id = -1;
     r->body.fd = -1;
     r->static_fd = -1;
     r->arena = arena;
+}
+
+/* xorshift128+: ids need to be unique, not secret; one getrandom() per
+ * worker instead of one per request. */
+static uint64_t id_state[2] = {0x9e3779b97f4a7c15ULL, 0xbf58476d1ce4e5b9ULL};
+
+void gw_req_seed_ids(void)
+{
+    uint64_t seed[2];
+    if (getrandom(seed, sizeof(seed), 0) == sizeof(seed) && (seed[0] | seed[1])) {
+        id_state[0] = seed[0];
+        id_state[1] = seed[1];
+    } else {
+        id_state[0] ^= (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
+    }
+}
+
+static uint64_t next_random(void)
+{
+    uint64_t x = id_state[0], y = id_state[1];
+    id_state[0] = y;
+    x ^= x << 23;
+    id_state[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+    return id_state[1] + y;
+}
+
+const char *gw_req_id(gw_req_t *r, const char *rb, bool generate, size_t *len)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    if (r->request_id >= 0 && rb) {
+        const gw_header_t *h = &r->headers[r->request_id];
+        const char *v = rb + h->value.off;
+        bool ok = h->value.len >= 1 && h->value.len <= 128;
+        for (uint32_t i = 0; ok && i < h->value.len; i++)
+            ok = v[i] > 0x20 && v[i] < 0x7f;
+        if (ok) {
+            *len = h->value.len;
+            return v;
+        }
+    }
+    if (!r->gen_id_len && generate) {
+        for (int half = 0; half < 2; half++) {
+            uint64_t x = next_random();
+            for (int i = 0; i < 16; i++, x >>= 4)
+                r->gen_id[half * 16 + i] = hex[x & 15];
+        }
+        r->gen_id[32] = '\0';
+        r->gen_id_len = 32;
+    }
+    *len = r->gen_id_len;
+    return r->gen_id_len ? r->gen_id : NULL;
 }
 
 int gw_req_add_header(gw_req_t *r, gw_span_t name, gw_span_t value)

@@ -54,6 +54,9 @@ typedef struct gw_req {
     gw_header_t *headers;   /* in the arena */
     uint32_t nheaders, cap_headers;
     int32_t host;           /* index in headers, -1 when absent */
+    int32_t request_id;     /* index of X-Request-Id (HTTP_X_REQUEST_ID), -1 when absent */
+    uint8_t gen_id_len;     /* a generated id in gen_id, 0: none yet */
+    char gen_id[33];
     gw_body_t body;
     int static_fd;          /* a static file being sent, closed with the request */
     uint64_t start_us;      /* first byte of the request */
@@ -66,6 +69,15 @@ void gw_req_init(gw_req_t *r, gw_arena_pool_t *pool);
 /* Forgets the request: arena, body (memory back to the pool, temp file
  * closed). r is ready for the next one. */
 void gw_req_reset(gw_req_t *r, const gw_body_env_t *env);
+
+/* Seeds this process's request-id generator; call once in each worker. */
+void gw_req_seed_ids(void);
+
+/* The request's id: the X-Request-Id it came with (when 1 to 128 visible
+ * ASCII bytes), else with generate a random one made on first use and kept
+ * in r. NULL (and *len 0) when it has none and generate is false. rb is the
+ * read buffer the header spans point into. */
+const char *gw_req_id(gw_req_t *r, const char *rb, bool generate, size_t *len);
 
 /* Appends a header by spans; 0 or -ENOMEM. */
 int gw_req_add_header(gw_req_t *r, gw_span_t name, gw_span_t value);

@@ -214,7 +214,7 @@ static char *put(char *p, const char *s, size_t n)
 
 size_t gw_head_format(const gw_head_t *h, gw_arena_t *a, char **out)
 {
-    size_t need = 128 + h->status_len + GW_HTTP_DATE_LEN;
+    size_t need = 128 + h->status_len + GW_HTTP_DATE_LEN + h->request_id_len;
     char *buf, *p;
 
     for (size_t i = 0; i < h->nhdrs; i++)
@@ -229,6 +229,11 @@ size_t gw_head_format(const gw_head_t *h, gw_arena_t *a, char **out)
     if (h->add_date) {
         p = PUT_LIT(p, "Date: ");
         p = put(p, gw_clock_http_date(), GW_HTTP_DATE_LEN);
+        p = PUT_LIT(p, "\r\n");
+    }
+    if (h->request_id) {
+        p = PUT_LIT(p, "X-Request-Id: ");
+        p = put(p, h->request_id, h->request_id_len);
         p = PUT_LIT(p, "\r\n");
     }
     for (size_t i = 0; i < h->nhdrs; i++) {

@@ -80,6 +80,8 @@ typedef struct gw_head {
     gw_framing_t framing;
     uint64_t content_length; /* with GW_FRAME_LENGTH when the app gave none */
     bool add_length;         /* write Content-Length: content_length */
+    const char *request_id;  /* X-Request-Id to add, or NULL */
+    size_t request_id_len;
     bool add_server;         /* unless the app gave its own */
     bool add_date;
     bool keep_alive;

@@ -10,6 +10,18 @@ const uint64_t gw_lat_bounds_us[GW_LAT_BUCKETS - 1] = {
     100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000, 5000000,
 };
 
+const char *const gw_method_names[GW_METHODS] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
+};
+
+int gw_method_index(const char *m, size_t n)
+{
+    for (int i = 0; i < GW_METHODS - 1; i++)
+        if (strlen(gw_method_names[i]) == n && memcmp(gw_method_names[i], m, n) == 0)
+            return i;
+    return GW_METHODS - 1;
+}
+
 int gw_scoreboard_open(gw_scoreboard_t *sb, size_t nslots)
 {
     void *p = mmap(NULL, nslots * sizeof(gw_slot_t), PROT_READ | PROT_WRITE,
@@ -50,18 +62,42 @@ void gw_slot_idle(gw_slot_t *s)
     atomic_store_explicit(&s->busy_since_ms, 0, memory_order_release);
 }
 
-void gw_slot_count(gw_slot_t *s, int status, uint64_t bytes, uint64_t duration_us)
+/* One writer per slot: a load and a store, no read-modify-write needed. */
+static void bump(_Atomic uint64_t *c, uint64_t by)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, RELAXED) + by, RELAXED);
+}
+
+void gw_slot_count(gw_slot_t *s, int status, int method, uint64_t bytes_in, uint64_t bytes_out,
+                   uint64_t duration_us)
 {
     int cls = status >= 100 && status < 600 ? status / 100 - 1 : 5;
     int b = 0;
 
     while (b < GW_LAT_BUCKETS - 1 && duration_us > gw_lat_bounds_us[b])
         b++;
-    /* One writer per slot: a load and a store, no read-modify-write needed. */
-    atomic_store_explicit(&s->requests, atomic_load_explicit(&s->requests, RELAXED) + 1, RELAXED);
-    atomic_store_explicit(&s->bytes_out, atomic_load_explicit(&s->bytes_out, RELAXED) + bytes,
-                          RELAXED);
-    atomic_store_explicit(&s->status[cls], atomic_load_explicit(&s->status[cls], RELAXED) + 1,
-                          RELAXED);
-    atomic_store_explicit(&s->lat[b], atomic_load_explicit(&s->lat[b], RELAXED) + 1, RELAXED);
+    bump(&s->requests, 1);
+    bump(&s->bytes_in, bytes_in);
+    bump(&s->bytes_out, bytes_out);
+    bump(&s->status[cls], 1);
+    bump(&s->methods[method >= 0 && method < GW_METHODS ? method : GW_METHODS - 1], 1);
+    bump(&s->lat[b], 1);
+    bump(&s->lat_sum_us, duration_us);
+}
+
+void gw_totals_add(gw_totals_t *t, const gw_slot_t *s)
+{
+#define GET(f) atomic_load_explicit(&s->f, RELAXED)
+    t->requests += GET(requests);
+    t->bytes_in += GET(bytes_in);
+    t->bytes_out += GET(bytes_out);
+    t->lat_sum_us += GET(lat_sum_us);
+    t->harakiri += GET(harakiri);
+    for (int i = 0; i < 6; i++)
+        t->status[i] += GET(status[i]);
+    for (int i = 0; i < GW_METHODS; i++)
+        t->methods[i] += GET(methods[i]);
+    for (int i = 0; i < GW_LAT_BUCKETS; i++)
+        t->lat[i] += GET(lat[i]);
+#undef GET
 }

@@ -23,6 +23,18 @@ enum gw_slot_state {
 #define GW_LAT_BUCKETS 14
 extern const uint64_t gw_lat_bounds_us[GW_LAT_BUCKETS - 1];
 
+/* Requests are counted by method: these seven, then everything else. */
+#define GW_METHODS 8
+extern const char *const gw_method_names[GW_METHODS];
+
+/* Why a worker stopped by itself (the master counts respawns by reason). */
+enum gw_exit_reason {
+    GW_EXIT_NONE,
+    GW_EXIT_MAX_REQUESTS,
+    GW_EXIT_LIFETIME,
+    GW_EXIT_RSS,
+};
+
 typedef struct gw_slot {
     _Atomic int32_t pid;
     _Atomic uint32_t state;
@@ -30,11 +42,15 @@ typedef struct gw_slot {
     _Atomic uint64_t busy_since_ms; /* Python running for a request since (monotonic), 0: not */
     _Atomic uint64_t started_ms;    /* when the worker became ready */
     _Atomic uint64_t requests;
-    _Atomic uint64_t bytes_out;
+    _Atomic uint64_t bytes_in;      /* request heads and bodies */
+    _Atomic uint64_t bytes_out;     /* response bodies */
     _Atomic uint64_t status[6];     /* 1xx..5xx, other */
+    _Atomic uint64_t methods[GW_METHODS];
     _Atomic uint64_t lat[GW_LAT_BUCKETS];
+    _Atomic uint64_t lat_sum_us;
     _Atomic uint64_t harakiri;
     _Atomic uint64_t conns;         /* open connections */
+    _Atomic uint32_t exit_reason;   /* enum gw_exit_reason, set before a recycling stop */
     char current[120];              /* "GET /path from 1.2.3.4" while busy */
 } gw_slot_t;
 
@@ -54,7 +70,22 @@ void gw_slot_reset(gw_slot_t *s, uint32_t generation);
 void gw_slot_busy(gw_slot_t *s, uint64_t now_ms, const char *what, size_t what_len);
 void gw_slot_idle(gw_slot_t *s);
 
+/* The index of a method in gw_method_names (the last one: any other). */
+int gw_method_index(const char *m, size_t n);
+
 /* Worker: a request finished. */
-void gw_slot_count(gw_slot_t *s, int status, uint64_t bytes, uint64_t duration_us);
+void gw_slot_count(gw_slot_t *s, int status, int method, uint64_t bytes_in, uint64_t bytes_out,
+                   uint64_t duration_us);
+
+/* The counters of a slot, added up: the master keeps the sum over workers
+ * that are gone so that totals never go down when a worker is replaced. */
+typedef struct gw_totals {
+    uint64_t requests, bytes_in, bytes_out, lat_sum_us, harakiri;
+    uint64_t status[6];
+    uint64_t methods[GW_METHODS];
+    uint64_t lat[GW_LAT_BUCKETS];
+} gw_totals_t;
+
+void gw_totals_add(gw_totals_t *t, const gw_slot_t *s);
 
 #endif

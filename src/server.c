@@ -251,18 +251,27 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
     }
 }
 
+/* A graceful stop the master will answer with a new worker; the slot says
+ * why, for the respawn counters. */
+static void recycle(gw_server_t *s, enum gw_exit_reason why, const char *what)
+{
+    if (s->who.slot)
+        atomic_store_explicit(&s->who.slot->exit_reason, why, memory_order_relaxed);
+    begin_stop(s, what);
+}
+
 static void on_request_done(void *server)
 {
     gw_server_t *s = server;
     if (++s->requests == s->max_requests)
-        begin_stop(s, "max-requests reached");
+        recycle(s, GW_EXIT_MAX_REQUESTS, "max-requests reached");
 }
 
 static void on_lifetime(gw_loop_t *loop, gw_timer_t *t)
 {
     gw_server_t *s = (gw_server_t *)((char *)t - offsetof(gw_server_t, lifetime));
     (void)loop;
-    begin_stop(s, "max-worker-lifetime reached");
+    recycle(s, GW_EXIT_LIFETIME, "max-worker-lifetime reached");
 }
 
 /* Resident memory in MB, from /proc/self/statm (its second field, in pages). */
@@ -294,7 +303,7 @@ static void on_rss_check(gw_loop_t *loop, gw_timer_t *t)
     if (mb > s->cfg->reload_on_rss) {
         gw_log_error("worker %u uses %llu MB (reload-on-rss %llu)", s->who.id,
                      (unsigned long long)mb, (unsigned long long)s->cfg->reload_on_rss);
-        begin_stop(s, "reload-on-rss reached");
+        recycle(s, GW_EXIT_RSS, "reload-on-rss reached");
         return;
     }
     gw_timer_start(&s->rss_q, &s->rss);

@@ -53,6 +53,9 @@ static gw_parse_t take_var(gw_uwsgi_t *u, gw_req_t *r, const char *base, gw_span
         r->target = v;
     } else if (key_is(base, k, "PATH_INFO")) {
         r->path = v;
+    } else if (key_is(base, k, "HTTP_X_REQUEST_ID")) {
+        if (r->request_id < 0)
+            r->request_id = (int32_t)r->nheaders;
     } else if (key_is(base, k, "QUERY_STRING")) {
         r->query = v;
     } else if (key_is(base, k, "SERVER_PROTOCOL")) {

@@ -2,6 +2,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "request.h"
 #include "server.h"
 #include "wsgi.h"
 
@@ -29,6 +30,8 @@ int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned
             return 1;
         }
     }
+    gw_log_set_worker(id);
+    gw_req_seed_ids();
     if (!w && !(w = gw_wsgi_new(cfg, ls, nl)))
         return GW_EXIT_APP_FAILED;
     gw_wsgi_handler(w, &handler, &hooks);

@@ -43,7 +43,7 @@ typedef struct wreq {
     long long fpos;
     uint8_t mode;
     bool headers_set, headers_sent, chunked, no_body, keep_alive, app_close;
-    bool has_server, has_date, is_finishing, is_dead, has_truncated;
+    bool has_server, has_date, has_request_id, is_finishing, is_dead, has_truncated;
 } wreq_t;
 
 typedef struct known_header {
@@ -64,7 +64,7 @@ struct gw_wsgi {
     PyThreadState *tstate;
     wreq_t *cur;              /* the request whose Python code is running */
     PyObject *k_method, *k_path, *k_query, *k_uri, *k_proto, *k_raddr, *k_rport, *k_sname,
-        *k_ctype, *k_clen, *k_input, *s_close;
+        *k_ctype, *k_clen, *k_input, *k_reqid, *s_close;
     PyObject *v_http10, *v_http11, *v_empty, *v_https;
     PyObject *methods[8];
     known_header_t known[24];
@@ -290,6 +290,21 @@ static bool var_is(const char *k, size_t n, const char *lit)
     return n == strlen(lit) && memcmp(k, lit, n) == 0;
 }
 
+/* --request-id: a request without a usable X-Request-Id gets a new one,
+ * which the app sees like the header it would have sent. */
+static int set_request_id(gw_wsgi_t *w, PyObject *env, gw_req_t *r, const char *rb)
+{
+    size_t n;
+    const char *id;
+
+    if (!w->cfg->request_id)
+        return 0;
+    id = gw_req_id(r, rb, true, &n);
+    if (id != r->gen_id)
+        return 0; /* the client's, already in the environ as it came */
+    return set_item(env, w->k_reqid, latin1(id, n));
+}
+
 /* A copy of the environ template of the listener c came through (new ref). */
 static PyObject *environ_from_template(gw_wsgi_t *w, gw_conn_t *c)
 {
@@ -358,7 +373,7 @@ static PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
         if (rc < 0)
             goto fail;
     }
-    if (set_body(w, wr, env, r) < 0)
+    if (set_request_id(w, env, r, rb) < 0 || set_body(w, wr, env, r) < 0)
         goto fail;
     return env;
 fail:
@@ -413,7 +428,7 @@ static PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr)
     for (uint32_t i = 0; i < r->nheaders; i++)
         if (add_header(w, env, rb, &r->headers[i], &r->arena) < 0)
             goto fail;
-    if (set_body(w, wr, env, r) < 0)
+    if (set_request_id(w, env, r, rb) < 0 || set_body(w, wr, env, r) < 0)
         goto fail;
     return env;
 fail:
@@ -499,7 +514,7 @@ static int take_headers(wreq_t *wr, PyObject *status, PyObject *headers)
     wr->status_len = n;
     wr->app_length = -1;
     wr->cl_index = -1;
-    wr->app_close = wr->has_server = wr->has_date = false;
+    wr->app_close = wr->has_server = wr->has_date = wr->has_request_id = false;
     for (Py_ssize_t i = 0; i < nh; i++) {
         PyObject *t = PySequence_Fast_GET_ITEM(headers, i);
         const char *name, *val;
@@ -559,6 +574,8 @@ static int take_headers(wreq_t *wr, PyObject *status, PyObject *headers)
             wr->has_server = true;
         if (name_is(name, nl, "date"))
             wr->has_date = true;
+        if (name_is(name, nl, "x-request-id"))
+            wr->has_request_id = true;
         if (!(hdrs[k].name = gw_arena_dup(a, name, nl)) ||
             !(hdrs[k].value = gw_arena_dup(a, val, vl))) {
             PyErr_NoMemory();
@@ -725,6 +742,8 @@ static int send_head(wreq_t *wr)
     }
     h.keep_alive = keep;
     wr->keep_alive = keep;
+    if (wr->w->cfg->request_id && !wr->has_request_id)
+        h.request_id = gw_req_id(r, gw_conn_rbuf(wr->conn), true, &h.request_id_len);
     n = gw_head_format(&h, &r->arena, &buf);
     if (!n || gw_out_push(gw_conn_out(wr->conn), buf, n, NULL) < 0) {
         PyErr_NoMemory();
@@ -1417,6 +1436,7 @@ static int intern_all(gw_wsgi_t *w)
         {&w->k_rport, "REMOTE_PORT"},     {&w->k_sname, "SERVER_NAME"},
         {&w->k_ctype, "CONTENT_TYPE"},    {&w->k_clen, "CONTENT_LENGTH"},
         {&w->k_input, "wsgi.input"},      {&w->v_http10, "HTTP/1.0"},
+        {&w->k_reqid, "HTTP_X_REQUEST_ID"},
         {&w->s_close, "close"},
         {&w->v_http11, "HTTP/1.1"},       {&w->v_empty, ""},
         {&w->v_https, "https"},
