@@ -154,11 +154,12 @@ static const opt_t opts[] = {
      "file, reopened on SIGUSR1 (default stderr)", "Logging and statistics"},
     {"access-log", NULL, 0, T_STR, OFF(access_log), NULL, "PATH",
      "access log file ('-' for stdout; default stderr)", "Logging and statistics"},
-    {"log-format", NULL, 0, T_STR, OFF(log_format), NULL, "FORMAT",
+    {"log-format", "logformat", 0, T_STR, OFF(log_format), NULL, "FORMAT",
      "access log lines from named fields: %(client) %(method) %(uri) %(protocol) %(status) "
-     "%(bytes) %(duration_us) %(duration_ms) %(referer) %(user_agent) %(request_id) "
-     "%(worker) %(time) %(time_iso) (uWSGI's names work too: %(addr) %(size) %(msecs) ...); "
-     "default: combined plus the duration", "Logging and statistics"},
+     "%(bytes) %(duration_us) %(duration_ms) %(duration) %(referer) %(user_agent) "
+     "%(request_id) %(worker) %(pid) %(time) (epoch) %(time_local) %(time_iso); uWSGI's names "
+     "work too (%(addr) %(size) %(msecs) %(uagent) ...); default: combined plus the duration",
+     "Logging and statistics"},
     {"log-json", NULL, 0, T_BOOL, OFF(log_json), "false", NULL,
      "access log lines as JSON objects (every field, or those --log-format names), every "
      "value escaped", "Logging and statistics"},
@@ -699,7 +700,7 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
     gw_config_init(c);
     if (!(c->_priv = calloc(1, sizeof(*c->_priv))))
         goto out;
-    static const char *const literal_keys[] = {"log-format", NULL};
+    static const char *const literal_keys[] = {"log-format", "logformat", NULL};
     gw_ini_init(&c->_priv->ini, on_ini_warning, c->_priv);
     c->_priv->ini.literal_keys = literal_keys;
     if ((rc = from_argv(&cli, argc, argv)) < 0 || (rc = from_env(c, &env, envp)) < 0 ||

@@ -134,6 +134,26 @@ static void test_placeholders(void)
     gw_ini_dispose(&ini);
 }
 
+/* log-format's own %(fields) are no placeholders: left as written, quietly;
+ * a defined key still expands there, as in uWSGI. */
+static void test_literal_keys(void)
+{
+    static const char *const literal[] = {"log-format", NULL};
+    gw_ini_t ini;
+    char err[256];
+
+    gw_ini_init(&ini, on_warn, NULL);
+    ini.literal_keys = literal;
+    n_warn = 0;
+    const char *text = "[uwsgi]\nsite = shop\n"
+                       "log-format = %(site) %(addr) \"%(method) %(uri)\"\n"
+                       "other = %(addr)\n";
+    CHECK_INT(gw_ini_feed(&ini, "/l.ini", text, strlen(text), NULL, err, sizeof(err)), 0);
+    CHECK_STR(value(&ini, "log-format", 0), "shop %(addr) \"%(method) %(uri)\"");
+    CHECK_INT(n_warn, 1); /* only for "other" */
+    gw_ini_dispose(&ini);
+}
+
 static void test_errors_name_file_and_line(void)
 {
     gw_ini_t ini;
@@ -220,6 +240,7 @@ int main(void)
     test_named_section_only();
     test_long_line();
     test_placeholders();
+    test_literal_keys();
     test_errors_name_file_and_line();
     test_includes();
     printf("ini_test: %d passed, %d failed\n", n_pass, n_fail);

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static int err_fd = STDERR_FILENO;
@@ -164,8 +165,9 @@ static char *put_escaped(char *o, const char *s, size_t n)
 
 enum field {
     F_CLIENT, F_METHOD, F_URI, F_PROTOCOL, F_STATUS, F_BYTES, F_DURATION_US, F_DURATION_MS,
-    F_DURATION, F_REFERER, F_USER_AGENT, F_REQUEST_ID, F_WORKER, F_TIME, F_TIME_ISO, F_PID,
-    NFIELDS
+    F_DURATION, F_REFERER, F_USER_AGENT, F_REQUEST_ID, F_WORKER, F_TIME, F_TIME_LOCAL,
+    F_TIME_ISO, F_PID, NFIELDS,
+    F_DASH = NFIELDS, /* a uWSGI field gangway does not have: "-" */
 };
 
 /* Each field's name, and the name uWSGI's log-format gives it, if any. */
@@ -178,8 +180,17 @@ static const struct {
     [F_DURATION_US] = {"duration_us", "micros"}, [F_DURATION_MS] = {"duration_ms", "msecs"},
     [F_DURATION] = {"duration", "secs"},      [F_REFERER] = {"referer", NULL},
     [F_USER_AGENT] = {"user_agent", "uagent"}, [F_REQUEST_ID] = {"request_id", NULL},
-    [F_WORKER] = {"worker", "wid"},           [F_TIME] = {"time", "ltime"},
-    [F_TIME_ISO] = {"time_iso", NULL},        [F_PID] = {"pid", NULL},
+    [F_WORKER] = {"worker", "wid"},           [F_TIME] = {"time", "epoch"},
+    [F_TIME_LOCAL] = {"time_local", "ltime"}, [F_TIME_ISO] = {"time_iso", NULL},
+    [F_PID] = {"pid", NULL},
+};
+
+/* uWSGI's other log-format variables: accepted so that a uwsgi.ini runs,
+ * shown as "-" (%(user) is always "-" in uWSGI's own default format too). */
+static const char *const uwsgi_only[] = {
+    "user", "host", "ftime", "ctime", "hsize", "rsize", "cl", "switches", "vars", "pktsize",
+    "modifier1", "modifier2", "headers", "core", "vsz", "rss", "vszM", "rssM", "tmsecs",
+    "tmicros", NULL,
 };
 
 #define MAX_PIECES 64
@@ -247,12 +258,17 @@ int gw_log_set_format(const char *format, bool json, char *err, size_t errlen)
                 (fields[f].uwsgi && strlen(fields[f].uwsgi) == n &&
                  memcmp(fields[f].uwsgi, p + 2, n) == 0))
                 field = f;
+        for (int u = 0; uwsgi_only[u] && field < 0; u++)
+            if (strlen(uwsgi_only[u]) == n && memcmp(uwsgi_only[u], p + 2, n) == 0)
+                field = F_DASH;
         if (field < 0) {
             snprintf(err, errlen, "--log-format: unknown field '%.*s' (fields: client method "
                      "uri protocol status bytes duration_us duration_ms duration referer "
-                     "user_agent request_id worker time time_iso pid)", (int)n, p + 2);
+                     "user_agent request_id worker time time_local time_iso pid)", (int)n, p + 2);
             return -EINVAL;
         }
+        if (field == F_DASH && json)
+            continue; /* no key to give it */
         if (add_piece(NULL, 0, field, err, errlen) < 0)
             return -EINVAL;
         p = close + 1;
@@ -321,6 +337,9 @@ static char *put_field(char *o, int f, const gw_access_t *a, size_t ml, size_t t
                            (unsigned long long)(a->duration_us % 1000000));
     case F_WORKER:
         return o + sprintf(o, "%u", worker_id);
+    case F_DASH:
+        *o++ = '-';
+        return o;
     case F_PID:
         return o + sprintf(o, "%d", (int)getpid());
     case F_CLIENT:
@@ -346,6 +365,8 @@ static char *put_field(char *o, int f, const gw_access_t *a, size_t ml, size_t t
         s = il ? a->request_id : NULL, n = il;
         break;
     case F_TIME:
+        return o + sprintf(o, "%lld", (long long)time(NULL));
+    case F_TIME_LOCAL:
         s = gw_clock_log_date(), n = strlen(s);
         break;
     case F_TIME_ISO:
