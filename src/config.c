@@ -112,6 +112,9 @@ static const opt_t opts[] = {
      "answer a directory with this file (no listings)", "Static files"},
     {"static-expires", NULL, 0, T_SECONDS, OFF(static_expires), "0", "SECONDS",
      "Cache-Control max-age and Expires for static files (0: none)", "Static files"},
+    {"static-cache", NULL, 0, T_SECONDS, OFF(static_cache), "1", "SECONDS",
+     "keep resolved files open this long (a file changed on disk shows within it); 0: "
+     "resolve every request", "Static files"},
     {"static-gzip", NULL, 0, T_BOOL, OFF(static_gzip), "false", NULL,
      "send file.br / file.gz when they exist and the client accepts them", "Static files"},
     {"static-dotfiles", NULL, 0, T_BOOL, OFF(static_dotfiles), "false", NULL,

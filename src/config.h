@@ -62,6 +62,7 @@ typedef struct gw_config {
     gw_strlist_t static_map;
     const char *static_index;
     uint64_t static_expires;
+    uint64_t static_cache;  /* seconds a resolved file stays open; 0: resolve each time */
     bool static_gzip;
     bool static_dotfiles;
     bool static_fallthrough;

@@ -58,7 +58,7 @@ typedef struct gw_conn_ctx {
     uint64_t nconns;
     bool is_stopping;     /* graceful stop: no keep-alive, close idle ones */
     gw_slot_t *slot;      /* this worker's scoreboard slot, or NULL */
-    const gw_static_t *statics; /* --static-map, or NULL */
+    gw_static_t *statics; /* --static-map, or NULL (its file cache changes) */
     void (*on_conn_freed)(void *server); /* accept may resume; stop may finish */
     void (*on_request_done)(void *server); /* recycling checks */
     void *server;

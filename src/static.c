@@ -1,6 +1,7 @@
 #include "static.h"
 
 #include "clock.h"
+#include "log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -29,12 +30,41 @@ typedef struct mime {
     char type[80];
 } mime_t;
 
+/* A file resolved beneath a map, ready to answer from. */
+typedef struct sfile {
+    int fd;          /* reads the file */
+    struct stat st;
+    const char *rel; /* the name it resolved to (an index appended) */
+    char type[112];  /* Content-Type, from that name */
+    char etag[96];   /* strong: inode, size, mtime, and a variant's coding */
+    char lm[40];     /* Last-Modified */
+} sfile_t;
+
+/* --static-cache: resolved files stay open for a while, so that a hot file
+ * costs no open, fstat and close per request. Direct-mapped: a collision
+ * replaces the older entry. Names longer than FC_NAME are never cached. */
+#define FC_SLOTS 256
+#define FC_NAME 192
+
+typedef struct fentry {
+    sfile_t f;          /* f.fd -1: nothing servable under this name (cached too) */
+    uint64_t checked_ms;
+    size_t map;
+    const char *coding; /* "", "br" or "gzip": part of the key */
+    bool with_index;    /* part of the key */
+    bool used;
+    char key[FC_NAME];
+    char rel[FC_NAME];
+} fentry_t;
+
 struct gw_static {
     smap_t *maps;
     size_t n;
     const gw_config_t *cfg;
     mime_t *mime; /* open addressing by extension */
     bool has_openat2;
+    fentry_t *cache; /* FC_SLOTS, or NULL with --static-cache 0 */
+    uint64_t cache_ms;
 };
 
 /* ---- MIME types ---- */
@@ -159,6 +189,13 @@ gw_static_t *gw_static_new(const gw_config_t *cfg, char *err, size_t errlen)
             close(fd);
     }
     mime_load(s->mime);
+    if (cfg->static_cache) {
+        if (!(s->cache = calloc(FC_SLOTS, sizeof(fentry_t)))) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        s->cache_ms = cfg->static_cache * 1000;
+    }
     return s;
 fail:
     gw_static_free(s);
@@ -174,6 +211,10 @@ void gw_static_free(gw_static_t *s)
         if (s->maps[i].dirfd >= 0)
             close(s->maps[i].dirfd);
     }
+    for (size_t i = 0; s->cache && i < FC_SLOTS; i++)
+        if (s->cache[i].used && s->cache[i].f.fd >= 0)
+            close(s->cache[i].f.fd);
+    free(s->cache);
     free(s->maps);
     free(s->mime);
     free(s);
@@ -505,19 +546,125 @@ static bool simple(gw_req_t *r, gw_out_t *out, int status, answer_t *an, bool ke
     return queue(r, out, status, an, len, !r->is_head, keep_alive, -1, 0, res);
 }
 
-bool gw_static_answer(const gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out,
+static void close_all(const int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* Resolves rel (a buffer of relcap bytes; an index is appended to it for a
+ * directory when with_index) beneath m to a regular file opened for
+ * reading, filling f. Special files are only ever opened O_PATH. 0, -1
+ * (nothing servable), or -ENAMETOOLONG (rel cannot take the index). */
+static int resolve(const gw_static_t *s, const smap_t *m, char *rel, size_t relcap,
+                   bool with_index, const char *coding, sfile_t *f)
+{
+    const gw_config_t *cfg = s->cfg;
+    const char *dot, *type;
+    int pfd = open_beneath(s, m->dirfd, rel);
+
+    if (pfd < 0 || fstat(pfd, &f->st) < 0)
+        goto fail;
+    if (S_ISDIR(f->st.st_mode)) {
+        size_t n = strlen(rel);
+        if (!with_index || !cfg->static_index || strchr(cfg->static_index, '/'))
+            goto fail; /* no listings */
+        if (n + 1 + strlen(cfg->static_index) + 1 > relcap) {
+            close(pfd);
+            return -ENAMETOOLONG;
+        }
+        /* Beneath the mapped directory, not the subdirectory: an index that
+         * is a symlink elsewhere inside DIR works like any other file. */
+        snprintf(rel + n, relcap - n, "%s%s", n ? "/" : "", cfg->static_index);
+        close(pfd);
+        pfd = open_beneath(s, m->dirfd, rel);
+        if (pfd < 0 || fstat(pfd, &f->st) < 0)
+            goto fail;
+    }
+    if (!S_ISREG(f->st.st_mode))
+        goto fail; /* FIFOs, devices, sockets are never opened for reading */
+    f->fd = reopen_read(pfd);
+    close(pfd);
+    if (f->fd < 0)
+        return -1;
+    f->rel = rel;
+    dot = strrchr(rel, '.');
+    type = dot && !strchr(dot, '/') ? mime_get(s->mime, dot + 1, strlen(dot + 1)) : NULL;
+    if (!type)
+        type = "application/octet-stream";
+    if (strncmp(type, "text/", 5) == 0 || strcmp(type, "application/json") == 0 ||
+        strcmp(type, "application/javascript") == 0 || strcmp(type, "image/svg+xml") == 0)
+        snprintf(f->type, sizeof(f->type), "%s; charset=utf-8", type);
+    else
+        snprintf(f->type, sizeof(f->type), "%s", type);
+    snprintf(f->etag, sizeof(f->etag), "\"%llx-%llx-%llx%s%s\"",
+             (unsigned long long)f->st.st_ino, (unsigned long long)f->st.st_size,
+             (unsigned long long)f->st.st_mtim.tv_sec * 1000000000ULL +
+                 (unsigned long long)f->st.st_mtim.tv_nsec,
+             *coding ? "-" : "", coding);
+    http_date(f->st.st_mtim.tv_sec, f->lm, sizeof(f->lm));
+    return 0;
+fail:
+    if (pfd >= 0)
+        close(pfd);
+    return -1;
+}
+
+/* rel resolved beneath m, from the cache while its entry is younger than
+ * --static-cache, else resolved now. NULL when there is nothing to serve.
+ * *owned: the file is tmp and its descriptor the caller's to close. */
+static const sfile_t *get_file(gw_static_t *s, const smap_t *m, char *rel, size_t relcap,
+                               bool with_index, const char *coding, sfile_t *tmp, bool *owned)
+{
+    size_t kl = strlen(rel), mi = (size_t)(m - s->maps);
+    uint64_t now = gw_clock_ms(), h = 1469598103934665603ULL ^ mi;
+    fentry_t *e;
+
+    *owned = false;
+    if (s->cache && kl < FC_NAME) {
+        for (size_t i = 0; i < kl; i++)
+            h = (h ^ (unsigned char)rel[i]) * 1099511628211ULL;
+        e = &s->cache[(h ^ (h >> 32)) & (FC_SLOTS - 1)];
+        if (e->used && e->map == mi && e->coding == coding && e->with_index == with_index &&
+            now - e->checked_ms < s->cache_ms && strcmp(e->key, rel) == 0)
+            return e->f.fd >= 0 ? &e->f : NULL;
+        if (e->used && e->f.fd >= 0)
+            close(e->f.fd);
+        e->used = false;
+        memcpy(e->rel, rel, kl + 1);
+        int rc = resolve(s, m, e->rel, sizeof(e->rel), with_index, coding, &e->f);
+        if (rc != -ENAMETOOLONG) {
+            if (rc < 0)
+                e->f.fd = -1;
+            memcpy(e->key, rel, kl + 1);
+            e->map = mi;
+            e->coding = coding;
+            e->with_index = with_index;
+            e->checked_ms = now;
+            e->used = true;
+            return e->f.fd >= 0 ? &e->f : NULL;
+        }
+    }
+    if (resolve(s, m, rel, relcap, with_index, coding, tmp) < 0)
+        return NULL;
+    *owned = true;
+    return tmp;
+}
+
+bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out,
                       bool keep_alive, gw_static_result_t *res)
 {
     const gw_config_t *cfg = s->cfg;
-    const char *path = rb + r->path.off, *v, *type, *dot, *enc = NULL;
+    const char *path = rb + r->path.off, *v, *enc = NULL;
     size_t pn = r->path.len, vn, best = 0;
     const smap_t *m = NULL;
     char rel[4096], var[4200];
     answer_t an = {.a = &r->arena};
-    struct stat st;
-    int pfd = -1, fd, rc;
+    sfile_t tmp, vtmp;
+    const sfile_t *f;
+    int own[2], nown = 0, fd, rc; /* descriptors this request opened uncached */
     uint64_t start = 0, end, size;
-    bool is_get, partial = false;
+    bool is_get, partial = false, owned;
 
     for (size_t i = 0; i < s->n; i++) {
         const smap_t *c = &s->maps[i];
@@ -539,76 +686,40 @@ bool gw_static_answer(const gw_static_t *s, gw_req_t *r, const char *rb, gw_out_
     if (clean_path(path + m->plen, pn - m->plen, r->is_uwsgi, cfg->static_dotfiles, rel,
                    sizeof(rel)) < 0)
         goto not_found;
-    pfd = open_beneath(s, m->dirfd, rel);
-    if (pfd < 0 || fstat(pfd, &st) < 0)
+    if (!(f = get_file(s, m, rel, sizeof(rel), true, "", &tmp, &owned)))
         goto not_found;
-    if (S_ISDIR(st.st_mode)) {
-        int ifd;
-        if (!cfg->static_index || strchr(cfg->static_index, '/'))
-            goto not_found; /* no listings */
-        /* Beneath the mapped directory, not the subdirectory: an index that
-         * is a symlink elsewhere inside DIR works like any other file. */
-        snprintf(rel + strlen(rel), sizeof(rel) - strlen(rel), "%s%s", rel[0] ? "/" : "",
-                 cfg->static_index);
-        ifd = open_beneath(s, m->dirfd, rel);
-        close(pfd);
-        pfd = ifd;
-        if (pfd < 0 || fstat(pfd, &st) < 0)
-            goto not_found;
-    }
-    if (!S_ISREG(st.st_mode))
-        goto not_found; /* FIFOs, devices, sockets are never opened for reading */
-
-    /* The type is the original file's, whatever variant goes out. */
-    dot = strrchr(rel, '.');
-    type = dot && !strchr(dot, '/') ? mime_get(s->mime, dot + 1, strlen(dot + 1)) : NULL;
-    if (!type)
-        type = "application/octet-stream";
-    if (strncmp(type, "text/", 5) == 0 || strcmp(type, "application/json") == 0 ||
-        strcmp(type, "application/javascript") == 0 || strcmp(type, "image/svg+xml") == 0)
-        add(&an, "Content-Type", fmt(&r->arena, "%s; charset=utf-8", type));
-    else
-        add(&an, "Content-Type", type);
+    if (owned)
+        own[nown++] = f->fd;
+    add(&an, "Content-Type", f->type);
 
     if (cfg->static_gzip) {
         add(&an, "Vary", "Accept-Encoding");
         if (header(r, rb, "accept-encoding", &v, &vn)) {
             static const char *codings[][2] = {{"br", ".br"}, {"gzip", ".gz"}};
             for (size_t i = 0; i < 2 && !enc; i++) {
-                struct stat vst;
-                int vfd;
+                const sfile_t *vf;
                 if (!accepts(v, vn, codings[i][0]))
                     continue;
-                snprintf(var, sizeof(var), "%s%s", rel, codings[i][1]);
-                if ((vfd = open_beneath(s, m->dirfd, var)) < 0)
+                /* Beside the file the name resolved to (an index too). */
+                snprintf(var, sizeof(var), "%s%s", f->rel, codings[i][1]);
+                if (!(vf = get_file(s, m, var, sizeof(var), false, codings[i][0], &vtmp,
+                                    &owned)))
                     continue;
-                if (fstat(vfd, &vst) == 0 && S_ISREG(vst.st_mode)) {
-                    close(pfd);
-                    pfd = vfd;
-                    st = vst;
-                    enc = codings[i][0];
-                } else {
-                    close(vfd);
-                }
+                if (owned)
+                    own[nown++] = vf->fd;
+                f = vf;
+                enc = codings[i][0];
             }
         }
         if (enc)
             add(&an, "Content-Encoding", enc);
     }
-    size = (uint64_t)st.st_size;
+    size = (uint64_t)f->st.st_size;
     {
-        /* Strong, from inode, size and mtime; each variant has its own. */
-        char *etag = fmt(&r->arena, "\"%llx-%llx-%llx%s%s\"", (unsigned long long)st.st_ino,
-                         (unsigned long long)size,
-                         (unsigned long long)st.st_mtim.tv_sec * 1000000000ULL +
-                             (unsigned long long)st.st_mtim.tv_nsec,
-                         enc ? "-" : "", enc ? enc : "");
-        char lm[64];
         bool not_modified = false;
 
-        http_date(st.st_mtim.tv_sec, lm, sizeof(lm));
-        add(&an, "ETag", etag);
-        add(&an, "Last-Modified", gw_arena_dup(&r->arena, lm, strlen(lm)));
+        add(&an, "ETag", f->etag);
+        add(&an, "Last-Modified", f->lm);
         add(&an, "Accept-Ranges", "bytes");
         if (cfg->static_expires) {
             char ex[64];
@@ -619,13 +730,13 @@ bool gw_static_answer(const gw_static_t *s, gw_req_t *r, const char *rb, gw_out_
         }
         /* RFC 9110 13.2.2: If-None-Match first; If-Modified-Since only without it. */
         if (header(r, rb, "if-none-match", &v, &vn)) {
-            not_modified = etag && etag_matches(v, vn, etag);
+            not_modified = etag_matches(v, vn, f->etag);
         } else if (header(r, rb, "if-modified-since", &v, &vn)) {
             time_t ims = parse_http_date(v, vn);
-            not_modified = ims >= 0 && st.st_mtim.tv_sec <= ims;
+            not_modified = ims >= 0 && f->st.st_mtim.tv_sec <= ims;
         }
         if (not_modified) {
-            close(pfd);
+            close_all(own, nown);
             return queue(r, out, 304, &an, 0, false, keep_alive, -1, 0, res);
         }
         end = size ? size - 1 : 0;
@@ -636,15 +747,15 @@ bool gw_static_answer(const gw_static_t *s, gw_req_t *r, const char *rb, gw_out_
             if (header(r, rb, "if-range", &ir, &irn)) {
                 /* A range only while the representation is the one the client has. */
                 if (irn && ir[0] == '"')
-                    use = etag && irn == strlen(etag) && memcmp(ir, etag, irn) == 0;
+                    use = irn == strlen(f->etag) && memcmp(ir, f->etag, irn) == 0;
                 else
-                    use = parse_http_date(ir, irn) == st.st_mtim.tv_sec;
+                    use = parse_http_date(ir, irn) == f->st.st_mtim.tv_sec;
             }
             if (use) {
                 rc = parse_range(v, vn, size, &start, &end);
                 if (rc < 0) {
                     answer_t e = {.a = &r->arena};
-                    close(pfd);
+                    close_all(own, nown);
                     add(&e, "Content-Range", fmt(&r->arena, "bytes */%llu",
                                                  (unsigned long long)size));
                     return simple(r, out, 416, &e, keep_alive, res);
@@ -658,22 +769,31 @@ bool gw_static_answer(const gw_static_t *s, gw_req_t *r, const char *rb, gw_out_
                                       (unsigned long long)start, (unsigned long long)end,
                                       (unsigned long long)size));
     if (r->is_head) {
-        close(pfd);
+        close_all(own, nown);
         return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, false,
                      keep_alive, -1, 0, res);
     }
-    fd = reopen_read(pfd);
-    close(pfd);
-    if (fd < 0)
-        goto not_found_nofd;
+    /* The request owns the descriptor it sends from: a cached one is
+     * duplicated, since the cache may close its own before a slow client
+     * has the whole file. */
+    if (f->fd == (nown ? own[nown - 1] : -1)) {
+        fd = f->fd;
+        nown--;
+    } else {
+        fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
+    }
+    close_all(own, nown);
+    if (fd < 0) {
+        answer_t e = {.a = &r->arena};
+        gw_log_error("static file %s: %s", f->rel, strerror(errno));
+        return simple(r, out, 503, &e, keep_alive, res);
+    }
     r->static_fd = fd;
     return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, true, keep_alive,
                  fd, start, res);
 
 not_found:
-    if (pfd >= 0)
-        close(pfd);
-not_found_nofd:
+    close_all(own, nown);
     if (cfg->static_fallthrough)
         return false;
     an.n = 0;

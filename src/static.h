@@ -29,7 +29,7 @@ typedef struct gw_static_result {
  * and the file (sendfile; the fd is r->static_fd, closed with the request)
  * on out. Returns true when it answered, false when the app should (no map
  * matched, or a missing file with --static-fallthrough). Never runs Python. */
-bool gw_static_answer(const gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out,
+bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out,
                       bool keep_alive, gw_static_result_t *res);
 
 #endif

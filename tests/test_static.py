@@ -380,8 +380,9 @@ def _nfds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
-def test_no_file_descriptor_leaks(serve):
-    srv = serve("--static-gzip", "--static-index", "index.html")
+@pytest.mark.parametrize("cache", ["0", "60"])
+def test_no_file_descriptor_leaks(serve, cache):
+    srv = serve("--static-gzip", "--static-index", "index.html", "--static-cache", cache)
     (worker,) = _worker_pids(srv)
     base = _nfds(worker)  # before any connection
     etag = fetch(srv, "/static/range.bin").header("etag")
@@ -405,14 +406,51 @@ def test_no_file_descriptor_leaks(serve):
     s = srv.connect()
     try:
         rd = RawReader(s)
-        for _ in range(20):
+        for i in range(20):
             s.sendall(b"".join(raw for raw, _ in batch))
             for _, head in batch:
                 rd.read_response(head=head)
-        assert _nfds(worker) <= base + 1  # this connection, at most
+            if i == 0:
+                after_one = _nfds(worker)
+            # Without the cache, nothing but this connection; with it, the
+            # files the first round opened stay open, and no more.
+            assert _nfds(worker) == (base + 1 if cache == "0" else after_one)
+        assert after_one <= base + 1 + len(batch)
     finally:
         s.close()
-    wait_for(lambda: _nfds(worker) <= base, 5, what="the worker back to %d fds" % base)
+    held = after_one - base - 1
+    wait_for(lambda: _nfds(worker) <= base + held, 5,
+             what="the worker back to %d fds" % (base + held))
+
+
+def test_static_cache_serves_then_sees_a_change(serve, tmp_path):
+    """--static-cache 1: a file replaced on disk may be served as it was for
+    up to a second, then the new one is served (new content, new ETag)."""
+    d = tmp_path / "cached"
+    d.mkdir()
+    f = d / "f.txt"
+    f.write_bytes(b"old!")
+    srv = serve("--static-cache", "1", maps=["/c=" + str(d)])
+    r1 = fetch(srv, "/c/f.txt")
+    assert r1.body == b"old!"
+    tmp = d / "f.txt.new"
+    tmp.write_bytes(b"new content")
+    os.rename(tmp, f)  # a deploy: a new inode under the old name
+    changed_at = time.monotonic()
+    r2 = wait_for(lambda: (lambda r: r if r.body == b"new content" else None)(
+        fetch(srv, "/c/f.txt")), 5, interval=0.05, what="the new file served")
+    assert time.monotonic() - changed_at < 2.5
+    assert r2.header("etag") != r1.header("etag")
+    assert int(r2.header("content-length")) == len(b"new content")
+    # A file that appears is found within the same second, and one that
+    # goes away is gone.
+    assert fetch(srv, "/c/later.txt").status == 404
+    (d / "later.txt").write_bytes(b"here")
+    wait_for(lambda: fetch(srv, "/c/later.txt").status == 200, 5, interval=0.05,
+             what="the new file found")
+    os.unlink(f)
+    wait_for(lambda: fetch(srv, "/c/f.txt").status == 404, 5, interval=0.05,
+             what="the removed file gone")
     assert calls(srv) == []
 
 
@@ -653,7 +691,7 @@ def test_etag_follows_inode_size_and_mtime_ns(serve, tmp_path):
     t = 1_600_000_000_000_000_000
     os.utime(f, ns=(t, t))
     os.utime(twin, ns=(t, t))
-    srv = serve(maps=["/e=" + str(d)])
+    srv = serve("--static-cache", "0", maps=["/e=" + str(d)])  # every change seen at once
     e1 = fetch(srv, "/e/f.txt").header("etag")
     assert ETAG_RE.match(e1)
     # same size and mtime, another inode
