@@ -548,6 +548,7 @@ static void process_input(gw_conn_t *c)
             if (c->state == C_HEAD)
                 c->head_end = c->parsed;
             c->state = C_READY;
+            c->want_read = false; /* read whole: a queued read must not stand in for it */
             gw_timer_stop(&c->timer);
             ready_push(c);
             return;
@@ -763,7 +764,7 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
             }
         } else if (c->want_read) {
             c->want_read = false;
-            if (c->state == C_HEAD)
+            if (c->state == C_HEAD || c->state == C_BODY)
                 do_read(c);
         } else if (c->state == C_READY) {
             c->state = C_APP;
@@ -900,10 +901,21 @@ static void enter_keepalive(gw_conn_t *c)
     c->parsed = c->head_end = 0;
     c->state = C_HEAD;
     if (left) {
-        /* A pipelined request is already here. */
+        /* A pipelined request is already here, maybe only its start: the
+         * rest may already wait in the kernel (the last read filled the
+         * buffer), with no edge to come, or the socket may never have been
+         * registered. Read on next turn, as below. */
         c->req.start_us = gw_clock_us_now();
         gw_timer_start(&ctx->header_q, &c->timer);
         process_input(c);
+        if (c->state != C_HEAD && c->state != C_BODY)
+            return;
+        if (!watch(c))
+            return;
+        if (c->can_read) {
+            c->want_read = true;
+            ready_push(c);
+        }
         return;
     }
     gw_timer_start(&ctx->keepalive_q, &c->timer);

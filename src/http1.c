@@ -1,5 +1,6 @@
 #include "http1.h"
 
+#include <errno.h>
 #include <string.h>
 #include <strings.h>
 
@@ -305,7 +306,9 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     if (r->body.len + len > h->lim->body)
         return fail(h, 413, "request body too large");
     if ((rc = gw_body_append(&r->body, h->body_env, at, len)) < 0)
-        return fail(h, 500, "cannot store request body");
+        return rc == -ENOSPC || rc == -EDQUOT
+                   ? fail(h, 503, "no space left to store the request body")
+                   : fail(h, 500, "cannot store request body");
     if (r->is_chunked) {
         h->chunk_left -= len;
         if (h->chunk_left == 0) {

@@ -43,7 +43,7 @@ struct gw_server {
     uint64_t max_requests; /* with this worker's jitter; 0: no limit */
     bool is_paused;   /* accept paused: too many connections or no fds */
     bool is_stopping;
-    bool has_logged_emfile;
+    uint64_t emfile_logged_ms; /* when accept last said it had no descriptors */
     bool has_yielded;
 };
 
@@ -159,10 +159,12 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
             case ENOMEM:
                 /* Out of descriptors or memory: stop polling the listener for a
                  * moment instead of spinning on a readiness we cannot serve. */
-                if (!s->has_logged_emfile) {
-                    gw_log_error("accept: %s; pausing new connections (logged once)",
-                                 strerror(errno));
-                    s->has_logged_emfile = true;
+                /* Once a minute at most: near the limit it may come and go
+                 * many times a second. */
+                if (!s->emfile_logged_ms || gw_clock_ms() - s->emfile_logged_ms >= 60000) {
+                    gw_log_error("accept: %s; pausing new connections (logged at most once "
+                                 "a minute)", strerror(errno));
+                    s->emfile_logged_ms = gw_clock_ms() ? gw_clock_ms() : 1;
                 }
                 pause_accept(s);
                 gw_timer_start(&s->backoff_q, &s->backoff);

@@ -1,5 +1,6 @@
 #include "uwsgi.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -145,16 +146,20 @@ gw_parse_t gw_uwsgi_feed(gw_uwsgi_t *u, gw_req_t *req, const char *base, size_t 
     switch (u->state) {
     case U_HEAD:
         return parse_head(u, req, base, off, len, used);
-    case U_BODY:
+    case U_BODY: {
+        int rc = 0;
         n = len < u->body_left ? len : (size_t)u->body_left;
-        if (n && gw_body_append(&req->body, u->body_env, base + off, n) < 0)
-            return fail(u, 500, "cannot store the request body", -1);
+        if (n && (rc = gw_body_append(&req->body, u->body_env, base + off, n)) < 0)
+            return rc == -ENOSPC || rc == -EDQUOT
+                       ? fail(u, 503, "no space left to store the request body", -1)
+                       : fail(u, 500, "cannot store the request body", -1);
         u->body_left -= n;
         *used = n;
         if (u->body_left)
             return GW_PARSE_AGAIN;
         u->state = U_DONE;
         return GW_PARSE_DONE;
+    }
     default:
         return GW_PARSE_DONE; /* one request per connection: the rest is ignored */
     }

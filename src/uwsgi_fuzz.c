@@ -22,7 +22,7 @@
  *     their variables, the body is the CONTENT_LENGTH bytes right after the
  *     block and nothing past them is consumed, HEAD comes exactly when a
  *     body follows, the body is in a file exactly when past the memory limit;
- *   - an error status is not 0, 413 or 500, or comes without a reason;
+ *   - an error status is not 0, 413, 500 or 503, or comes without a reason;
  *   - a request body's temp file outlives the input;
  *   - one read and the chosen reads come out different. The second run
  *     reuses the parser and request after gw_uwsgi_reset() and
@@ -301,7 +301,7 @@ static void run(gw_uwsgi_t *u, gw_req_t *req, const uint8_t *in, size_t n, size_
     if (st == GW_PARSE_ERROR) {
         out->status = u->status;
         memcpy(out->reason, u->reason, sizeof(out->reason));
-        if (u->status != 0 && u->status != 413 && u->status != 500)
+        if (u->status != 0 && u->status != 413 && u->status != 500 && u->status != 503)
             FAIL("error status %d (%s)", u->status, u->reason);
         if (!u->reason[0] || !memchr(u->reason, '\0', sizeof(u->reason)))
             FAIL("error %d without a reason", u->status);
