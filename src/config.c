@@ -233,7 +233,8 @@ typedef struct assigns {
 } assigns_t;
 
 struct gw_config_priv {
-    origin_t origin[NOPTS];
+    origin_t origin[NOPTS];   /* a list's: its last value's */
+    origin_t *list_origin[NOPTS]; /* a list's, value by value */
     gw_ini_t ini;
     char **strs; /* owned strings: environment copies, deferred warnings */
     size_t nstrs, capstrs;
@@ -382,6 +383,20 @@ static void print_origin(FILE *out, const origin_t *at)
     }
 }
 
+static void print_bad(const opt_t *o, const origin_t *at, const char *val, const char *why)
+{
+    fprintf(stderr, "gangway: ");
+    if (at->src == SRC_CLI) {
+        fprintf(stderr, "invalid value '%s' for --%s", val, o->name);
+    } else {
+        print_origin(stderr, at);
+        fprintf(stderr, ": invalid value '%s' for %s", val, o->name);
+    }
+    if (why)
+        fprintf(stderr, " (%s)", why);
+    fputc('\n', stderr);
+}
+
 /* Applies one value. A list given by a source replaces what a weaker source
  * gave (the command line's --http replaces the ini's http-socket lines);
  * repeated in one source, it accumulates. */
@@ -393,14 +408,16 @@ static int apply(gw_config_t *c, const assign_t *a)
 
     if (a->o->type == T_LIST && at->src != a->at.src)
         ((gw_strlist_t *)((char *)c + a->o->off))->n = 0;
+    if (a->o->type == T_LIST) {
+        size_t n = ((gw_strlist_t *)((char *)c + a->o->off))->n;
+        origin_t *v = realloc(c->_priv->list_origin[idx], (n + 1) * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        v[n] = a->at;
+        c->_priv->list_origin[idx] = v;
+    }
     if ((rc = set_value(c, a->o, a->val)) < 0) {
-        fprintf(stderr, "gangway: ");
-        if (a->at.src == SRC_CLI)
-            fprintf(stderr, "invalid value '%s' for --%s\n", a->val, a->o->name);
-        else {
-            print_origin(stderr, &a->at);
-            fprintf(stderr, ": invalid value '%s' for %s\n", a->val, a->o->name);
-        }
+        print_bad(a->o, &a->at, a->val, NULL);
         return rc;
     }
     *at = a->at;
@@ -664,7 +681,15 @@ static int read_ini_files(gw_config_t *c, const assigns_t *cli, const assigns_t 
 
 /* ini entries become assignments; keys that are no option are warned about
  * unless a placeholder used them (`project = mysite`, then %(project)). */
-static int from_ini(gw_config_t *c, assigns_t *as)
+static bool is_variable(const gw_ini_t *ini, const char *key)
+{
+    for (size_t i = 0; i < ini->n; i++)
+        if (ini->v[i].is_referenced && strcmp(ini->v[i].key, key) == 0)
+            return true;
+    return false;
+}
+
+static int from_ini(gw_config_t *c, assigns_t *as, const gw_ini_entry_t **http_key)
 {
     const gw_ini_t *ini = &c->_priv->ini;
 
@@ -676,11 +701,9 @@ static int from_ini(gw_config_t *c, assigns_t *as)
         if (o) {
             if (push(as, o, e->value, (origin_t){SRC_INI, e->file, e->line}) < 0)
                 return -ENOMEM;
-            if (strcmp(e->key, "http") == 0)
-                fprintf(stderr, "gangway: note: %s:%u: uWSGI's 'http' starts a router process "
-                        "in front of the workers; gangway's workers serve HTTP on %s "
-                        "themselves\n", e->file, e->line, e->value);
-        } else if (e->is_referenced) {
+            if (strcmp(e->key, "http") == 0 && !*http_key)
+                *http_key = e;
+        } else if (is_variable(ini, e->key)) {
             continue;
         } else if (is_uwsgi_option(e->key)) {
             defer(c->_priv, "%s:%u: '%s' is a uWSGI option that gangway does not implement",
@@ -698,6 +721,7 @@ static int from_ini(gw_config_t *c, assigns_t *as)
 int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
 {
     assigns_t cli = {0}, env = {0}, ini = {0};
+    const gw_ini_entry_t *http_key = NULL;
     int rc = -ENOMEM;
 
     gw_config_init(c);
@@ -707,7 +731,8 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
     gw_ini_init(&c->_priv->ini, on_ini_warning, c->_priv);
     c->_priv->ini.literal_keys = literal_keys;
     if ((rc = from_argv(&cli, argc, argv)) < 0 || (rc = from_env(c, &env, envp)) < 0 ||
-        (rc = read_ini_files(c, &cli, &env)) < 0 || (rc = from_ini(c, &ini)) < 0)
+        (rc = read_ini_files(c, &cli, &env)) < 0 ||
+        (rc = from_ini(c, &ini, &http_key)) < 0)
         goto out;
     /* Weakest first: each source overrides the one before. */
     for (int pass = 0; pass < 3; pass++) {
@@ -724,13 +749,24 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
         rc = -EINVAL;
         goto out;
     }
-    if (!c->lazy_apps) {
-        c->preload = true;
-    } else if (c->preload && c->_priv->origin[find_name("lazy-apps") - opts].src != SRC_DEFAULT) {
-        fprintf(stderr, "gangway: --preload and lazy-apps = true contradict each other\n");
-        rc = -EINVAL;
-        goto out;
+    {
+        /* lazy-apps is uWSGI's inverted --preload: the stronger source of
+         * the two decides; one source saying both ways is an error. */
+        const origin_t *lz = &c->_priv->origin[find_name("lazy-apps") - opts];
+        const origin_t *pl = &c->_priv->origin[find_name("preload") - opts];
+        if (lz->src != SRC_DEFAULT && lz->src > pl->src) {
+            c->preload = !c->lazy_apps;
+        } else if (lz->src != SRC_DEFAULT && lz->src == pl->src && c->preload == c->lazy_apps) {
+            fprintf(stderr, "gangway: preload and lazy-apps = %s contradict each other\n",
+                    c->lazy_apps ? "true" : "false");
+            rc = -EINVAL;
+            goto out;
+        }
     }
+    if (http_key && c->_priv->origin[find_name("http") - opts].src == SRC_INI)
+        fprintf(stderr, "gangway: note: %s:%u: uWSGI's 'http' starts a router process in front "
+                "of the workers; gangway's workers serve HTTP on %s themselves\n",
+                http_key->file, http_key->line, http_key->value);
     if (c->threads > 1)
         fprintf(stderr, "gangway: note: threads = %llu: each gangway worker serves one request "
                 "at a time; add processes for concurrency\n", (unsigned long long)c->threads);
@@ -760,12 +796,30 @@ void gw_config_dispose(gw_config_t *c)
             free(c->_priv->strs[i]);
         free(c->_priv->strs);
         free((void *)c->_priv->warnings);
+        for (size_t i = 0; i < NOPTS; i++)
+            free(c->_priv->list_origin[i]);
         free(c->_priv);
         c->_priv = NULL;
     }
 }
 
-const char *gw_config_origin(const gw_config_t *c, const char *name, char *buf, size_t n)
+void gw_config_bad_value(const gw_config_t *c, const char *name, size_t i, const char *value,
+                         const char *why)
+{
+    const opt_t *o = find_name(name);
+    const origin_t *at;
+
+    if (!o)
+        return;
+    at = &c->_priv->origin[o - opts];
+    if (o->type == T_LIST && c->_priv->list_origin[o - opts] &&
+        i < ((const gw_strlist_t *)((const char *)c + o->off))->n)
+        at = &c->_priv->list_origin[o - opts][i];
+    print_bad(o, at, value, why);
+}
+
+const char *gw_config_origin(const gw_config_t *c, const char *name, size_t i, char *buf,
+                             size_t n)
 {
     const opt_t *o = find_name(name);
     const origin_t *at;
@@ -773,6 +827,9 @@ const char *gw_config_origin(const gw_config_t *c, const char *name, char *buf, 
     if (!o || !c->_priv)
         return "default";
     at = &c->_priv->origin[o - opts];
+    if (o->type == T_LIST && c->_priv->list_origin[o - opts] &&
+        i < ((const gw_strlist_t *)((const char *)c + o->off))->n)
+        at = &c->_priv->list_origin[o - opts][i];
     switch (at->src) {
     case SRC_INI:
         snprintf(buf, n, "%s:%u", at->where, at->line);
@@ -791,47 +848,49 @@ static bool is_meta(const opt_t *o)
            o->off == OFF(print_config) || o->off == OFF(print_man);
 }
 
+static void print_line(FILE *out, const char *name, const char *val, const origin_t *at)
+{
+    int w = fprintf(out, "%s = %s", name, val);
+    fprintf(out, "%*s(", w < 40 ? 40 - w : 1, "");
+    print_origin(out, at);
+    fprintf(out, ")\n");
+}
+
 void gw_config_print(const gw_config_t *c, FILE *out)
 {
     fprintf(out, "# gangway's effective configuration: option = value  (where it came from)\n");
     for (size_t i = 0; i < NOPTS; i++) {
         const opt_t *o = &opts[i];
         const char *field = (const char *)c + o->off;
-        char val[512];
-        int w;
+        const origin_t *at = &c->_priv->origin[i];
+        char num[32];
 
         if (is_meta(o))
             continue;
         switch (o->type) {
         case T_BOOL:
-            snprintf(val, sizeof(val), "%s", *(const bool *)field ? "true" : "false");
+            print_line(out, o->name, *(const bool *)field ? "true" : "false", at);
             break;
         case T_SIZE:
         case T_SECONDS:
         case T_WORKERS:
-            snprintf(val, sizeof(val), "%llu", (unsigned long long)*(const uint64_t *)field);
+            snprintf(num, sizeof(num), "%llu", (unsigned long long)*(const uint64_t *)field);
+            print_line(out, o->name, num, at);
             break;
-        case T_STR:
-            snprintf(val, sizeof(val), "%s", *(const char *const *)field ? *(const char *const *)field : "");
+        case T_STR: {
+            const char *v = *(const char *const *)field;
+            print_line(out, o->name, v ? v : "", at);
             break;
+        }
         case T_LIST: {
             const gw_strlist_t *l = (const gw_strlist_t *)field;
-            for (size_t j = 0; j < l->n; j++) {
-                w = fprintf(out, "%s = %s", o->name, l->v[j]);
-                fprintf(out, "%*s(", w < 40 ? 40 - w : 1, "");
-                print_origin(out, &c->_priv->origin[i]);
-                fprintf(out, ")\n");
-            }
-            if (l->n)
-                continue;
-            val[0] = '\0';
+            for (size_t j = 0; j < l->n; j++)
+                print_line(out, o->name, l->v[j], &c->_priv->list_origin[i][j]);
+            if (!l->n)
+                print_line(out, o->name, "", at);
             break;
         }
         }
-        w = fprintf(out, "%s = %s", o->name, val);
-        fprintf(out, "%*s(", w < 40 ? 40 - w : 1, "");
-        print_origin(out, &c->_priv->origin[i]);
-        fprintf(out, ")\n");
     }
 }
 

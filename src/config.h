@@ -124,8 +124,16 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp);
 void gw_config_dispose(gw_config_t *c);
 
 /* "uwsgi.ini:12", "GANGWAY_WORKERS", "command line" or "default": where the
- * option named name got its value (for error messages). */
-const char *gw_config_origin(const gw_config_t *c, const char *name, char *buf, size_t n);
+ * option named name got its value (a list's value number i; i is ignored
+ * for other options), for error messages. */
+const char *gw_config_origin(const gw_config_t *c, const char *name, size_t i, char *buf,
+                             size_t n);
+
+/* Prints the one line a bad value gets, as if the option's own parser had
+ * refused it ("gangway: uwsgi.ini:7: invalid value '9x' for umask (why)"),
+ * for values judged after loading. value is the i-th of a list. */
+void gw_config_bad_value(const gw_config_t *c, const char *name, size_t i, const char *value,
+                         const char *why);
 
 /* --help, --print-config and the man page, generated from the option table. */
 void gw_config_print_help(FILE *out);

@@ -386,6 +386,12 @@ static int include(gw_ini_t *ini, const file_ctx_t *f, unsigned line, const char
     ini->_depth++;
     int rc = load(ini, spec, f, e);
     ini->_depth--;
+    if (rc < 0 && rc != -ELOOP) {
+        /* "a.ini:3: in 'ini = b.ini': b.ini: cannot read: ..." */
+        char inner[512];
+        snprintf(inner, sizeof(inner), "%s", e->buf);
+        fail(e, f, line, "in 'ini = %s': %s", spec, inner);
+    }
     return rc;
 }
 

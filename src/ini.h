@@ -5,8 +5,9 @@
  * The lines are read the way uWSGI reads them, which is not the way general
  * ini libraries do: no inline comments (`;` and `#` only start a comment at
  * the start of a line), `=` is the only separator, a bare key means an empty
- * value (true for a flag), no continuation lines, no length limit. This
- * module only reads; which keys are options is config.c's business. */
+ * value (true for a flag), no continuation lines, no line length limit (a
+ * value may take 64 KiB after expansion, a file 1 MiB). This module only
+ * reads; which keys are options is config.c's business. */
 #ifndef GW_INI_H
 #define GW_INI_H
 

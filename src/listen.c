@@ -310,6 +310,34 @@ bool gw_listen_allows(const gw_listener_t *l, const struct sockaddr *sa)
     return false;
 }
 
+int gw_listen_check(const char *addr, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char host[256];
+    const char *port;
+    int rc;
+
+    if (strncmp(addr, "unix:", 5) == 0 || addr[0] == '/' || addr[0] == '.') {
+        const char *path = strncmp(addr, "unix:", 5) == 0 ? addr + 5 : addr;
+        if (!*path || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            snprintf(err, errlen, "a unix socket path of 1 to 107 bytes");
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (!(port = split_host_port(addr, host, sizeof(host))) || atoi(port) > 65535) {
+        snprintf(err, errlen, "want host:port, :port, [v6]:port or unix:/path");
+        return -EINVAL;
+    }
+    if ((rc = getaddrinfo(*host ? host : NULL, port, &hints, &res)) != 0) {
+        snprintf(err, errlen, "cannot resolve it: %s", gai_strerror(rc));
+        return -EINVAL;
+    }
+    freeaddrinfo(res);
+    return 0;
+}
+
 bool gw_listen_is_bound_to(int fd, const char *addr)
 {
     struct sockaddr_storage ss;

@@ -28,6 +28,7 @@ typedef struct gw_listener {
     char path[108]; /* unix socket path */
     char url[160];  /* for logs: http://127.0.0.1:8000, http://unix:/run/x.sock */
     bool is_reuse_port;          /* each worker listens on a socket of its own */
+    bool is_activated;           /* handed in by systemd: its file is not ours to remove */
     enum gw_proto proto;
     const gw_allow_t *allow;     /* uwsgi: who may connect (unix sockets always may) */
     int backlog;
@@ -58,6 +59,10 @@ bool gw_listen_allows(const gw_listener_t *l, const struct sockaddr *sa);
 
 /* Describes an already listening socket handed in (re-exec): 0 or -errno. */
 int gw_listen_adopt(gw_listener_t *l, int fd);
+
+/* Checks that addr is an address gw_listen_open() would take (resolving a
+ * host name, binding nothing). 0, or -EINVAL with the reason in err. */
+int gw_listen_check(const char *addr, char *err, size_t errlen);
 
 /* True when the listening socket fd is bound to addr (numeric addresses and
  * unix paths; systemd socket activation matches its sockets to --http and

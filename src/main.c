@@ -27,7 +27,7 @@ static int apply_env(const gw_config_t *cfg)
         const char *kv = cfg->env.v[i], *eq = strchr(kv, '=');
         char key[256];
         if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof(key)) {
-            fprintf(stderr, "gangway: --env wants KEY=VALUE, got '%s'\n", kv);
+            gw_config_bad_value(cfg, "env", i, kv, "KEY=VALUE");
             return -1;
         }
         snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
@@ -36,25 +36,34 @@ static int apply_env(const gw_config_t *cfg)
     return 0;
 }
 
-static int parse_mode(const char *s, const char *what, mode_t *out)
+static int parse_mode(const char *s, mode_t *out)
 {
     char *end;
     unsigned long v;
 
     errno = 0;
     v = strtoul(s, &end, 8);
-    if (errno || *end || end == s || v > 07777) {
-        fprintf(stderr, "gangway: --%s wants an octal mode, got '%s'\n", what, s);
+    if (errno || *end || end == s || v > 07777)
         return -1;
-    }
     *out = (mode_t)v;
     return 0;
 }
 
-/* Checks what needs no Python; returns 0, or the exit status. */
+/* One line naming the value and where it came from; exit status 2. */
+static int bad(const gw_config_t *cfg, const char *name, size_t i, const char *what,
+               const char *value)
+{
+    gw_config_bad_value(cfg, name, i, value, what);
+    return 2;
+}
+
+/* Checks what needs no Python, every value an option's parser cannot judge
+ * alone; returns 0, or the exit status (2: the configuration is wrong). */
 static int check_config(gw_config_t *cfg)
 {
+    char err[256], num[32];
     mode_t mode;
+    gw_allow_t allow = {0};
 
     if (!cfg->module && !cfg->wsgi_file) {
         fprintf(stderr, "gangway: no application given (try: gangway mymodule:app; see --help)\n");
@@ -64,15 +73,40 @@ static int check_config(gw_config_t *cfg)
         fprintf(stderr, "gangway: give either a module or --wsgi-file, not both\n");
         return 2;
     }
+    if (cfg->buffer_size < 4 || cfg->buffer_size > 65535) {
+        snprintf(num, sizeof(num), "%llu", (unsigned long long)cfg->buffer_size);
+        return bad(cfg, "buffer-size", 0, "from 4 to 65535, the uwsgi protocol's limit", num);
+    }
+    for (size_t i = 0; i < cfg->uwsgi_allow_from.n; i++) {
+        int rc = gw_allow_add(&allow, cfg->uwsgi_allow_from.v[i]);
+        gw_allow_dispose(&allow);
+        if (rc < 0)
+            return bad(cfg, "uwsgi-allow-from", i, "an address or CIDR",
+                       cfg->uwsgi_allow_from.v[i]);
+    }
+    for (int l = 0; l < 3; l++) {
+        const gw_strlist_t one = {&cfg->stats, cfg->stats ? 1 : 0};
+        const gw_strlist_t *list = l == 0 ? &cfg->http : l == 1 ? &cfg->uwsgi : &one;
+        const char *name = l == 0 ? "http" : l == 1 ? "uwsgi" : "stats";
+        for (size_t i = 0; i < list->n; i++) {
+            char a[300];
+            const char *addr = list->v[i];
+            if (l == 2 && strspn(addr, "0123456789") == strlen(addr)) /* a bare port */
+                snprintf(a, sizeof(a), "127.0.0.1:%s", addr), addr = a;
+            if (gw_listen_check(addr, err, sizeof(err)) < 0)
+                return bad(cfg, name, i, err, list->v[i]);
+        }
+    }
     if (apply_env(cfg) < 0)
         return 2;
     if (cfg->umask) {
-        if (parse_mode(cfg->umask, "umask", &mode) < 0)
-            return 2;
+        if (parse_mode(cfg->umask, &mode) < 0)
+            return bad(cfg, "umask", 0, "an octal mode", cfg->umask);
         umask(mode);
     }
-    if (cfg->chmod_socket && *cfg->chmod_socket && parse_mode(cfg->chmod_socket, "chmod-socket", &mode) < 0)
-        return 2;
+    if (cfg->chmod_socket && *cfg->chmod_socket && parse_mode(cfg->chmod_socket, &mode) < 0)
+        return bad(cfg, "chmod-socket", 0, "an octal mode, or nothing for 666",
+                   cfg->chmod_socket);
     if (cfg->virtualenv && access(cfg->virtualenv, X_OK) != 0) {
         gw_log_error("cannot use --virtualenv '%s': %s", cfg->virtualenv, strerror(errno));
         return 1;
@@ -121,7 +155,7 @@ static int own_sockets(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
     gid_t gid = (gid_t)-1;
 
     if (cfg->chmod_socket && *cfg->chmod_socket)
-        parse_mode(cfg->chmod_socket, "chmod-socket", &mode);
+        parse_mode(cfg->chmod_socket, &mode); /* checked by check_config() */
     if (cfg->chown_socket && parse_owner(cfg->chown_socket, &uid, &gid) < 0) {
         gw_log_error("--chown-socket: unknown user or group in '%s'", cfg->chown_socket);
         return -1;
@@ -219,6 +253,8 @@ static int adopt_handed_over(gw_listener_t **out, size_t *nout, const char *fds)
         }
         if (*end == 'u')
             gw_listen_set_proto(&(*out)[i], GW_PROTO_UWSGI), end++;
+        if (*end == 's')
+            (*out)[i].is_activated = true, end++;
         p = *end == ',' ? end + 1 : end;
     }
     unsetenv(GW_ENV_FDS);
@@ -268,6 +304,7 @@ static int adopt_activated(const char *const *addrs, const bool *is_uwsgi, size_
         }
         if (uw)
             gw_listen_set_proto(&(*out)[i], GW_PROTO_UWSGI);
+        (*out)[i].is_activated = true;
     }
     for (int j = 0; j < n; j++) {
         if (!used[j]) {
@@ -388,7 +425,8 @@ static int serve(gw_config_t *cfg, char **argv)
     bool is_handed_over;
     int rc = 1;
 
-    if (cfg->log_file && (rc = gw_log_open_error(cfg->log_file)) < 0) {
+    /* --check-config answers on stderr, whatever the log file. */
+    if (cfg->log_file && !cfg->check_config && (rc = gw_log_open_error(cfg->log_file)) < 0) {
         gw_log_error("cannot open the log file '%s': %s", cfg->log_file, strerror(-rc));
         return 1;
     }
@@ -403,12 +441,6 @@ static int serve(gw_config_t *cfg, char **argv)
         return 1;
     }
     rc = 1;
-    if (cfg->buffer_size < 4 || cfg->buffer_size > 65535) {
-        gw_log_error("--buffer-size must be between 4 and 65535 (the uwsgi protocol's limit), "
-                     "not %llu (from %s)", (unsigned long long)cfg->buffer_size,
-                     gw_config_origin(cfg, "buffer-size", err, sizeof(err)));
-        return 1;
-    }
     for (size_t i = 0; i < (cfg->uwsgi_allow_from.n ? cfg->uwsgi_allow_from.n : 2); i++) {
         const char *c = cfg->uwsgi_allow_from.n ? cfg->uwsgi_allow_from.v[i] : default_allow[i];
         if (gw_allow_add(&allow, c) < 0) {

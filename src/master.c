@@ -55,6 +55,7 @@ typedef struct master {
     uint32_t generation;
     bool is_ready;       /* the first generation is serving */
     bool is_reloading;
+    bool is_reload_pending; /* asked for before the first workers served */
     bool is_stopping;
     bool is_delaying;    /* SIGTERM received, shutdown-delay running */
     int exit_code;
@@ -95,6 +96,7 @@ static int spawn(master_t *m, size_t i)
 {
     wproc_t *w = &m->w[i];
     gw_slot_t *slot = &m->sb.slots[i];
+    sigset_t mask;
     pid_t pid;
 
     gw_slot_reset(slot, m->generation);
@@ -102,25 +104,29 @@ static int spawn(master_t *m, size_t i)
     fflush(NULL);
     if (m->app)
         gw_wsgi_fork_prepare(m->app);
+    gw_signals_block(&mask);
     pid = fork();
     if (pid < 0) {
         int e = errno;
+        gw_signals_restore(&mask);
         if (m->app)
             gw_wsgi_fork_parent(m->app);
         gw_log_error("cannot fork worker %zu: %s", i + 1, strerror(e));
         return -e;
     }
     if (pid == 0) {
-        /* The child: drop the master's loop and signal pipe, then serve. */
+        /* The child: drop the master's loop and signal pipe, then serve.
+         * A signal for it that comes before its own handlers is kept. */
+        gw_signals_forked(m->sigwatch.fd, &mask);
         if (m->app)
             gw_wsgi_fork_child(m->app);
-        gw_signals_close(m->sigwatch.fd);
         close(m->notify.fd);
         gw_stats_close_fds(m->stats);
         gw_loop_free(m->loop);
         exit(gw_worker_run(m->cfg, m->ls, m->nl, (unsigned)i + 1, &m->sb, m->notify_wr,
                            m->app));
     }
+    gw_signals_restore(&mask);
     if (m->app)
         gw_wsgi_fork_parent(m->app);
     memset(w, 0, sizeof(*w));
@@ -166,10 +172,11 @@ static void vacuum(master_t *m)
     if (!m->cfg->vacuum)
         return;
     for (size_t i = 0; i < m->nl; i++)
-        if (m->ls[i].is_unix && m->ls[i].path[0])
-            unlink(m->ls[i].path);
-    if (m->cfg->pidfile)
-        unlink(m->cfg->pidfile);
+        if (m->ls[i].is_unix && m->ls[i].path[0] && !m->ls[i].is_activated &&
+            unlink(m->ls[i].path) < 0 && errno != ENOENT)
+            gw_log_error("vacuum: cannot remove %s: %s", m->ls[i].path, strerror(errno));
+    if (m->cfg->pidfile && unlink(m->cfg->pidfile) < 0 && errno != ENOENT)
+        gw_log_error("vacuum: cannot remove %s: %s", m->cfg->pidfile, strerror(errno));
 }
 
 /* systemd (Type=notify): state is "READY=1", "RELOADING=1", "STOPPING=1" or
@@ -220,6 +227,7 @@ static void on_delay_timer(gw_loop_t *loop, gw_timer_t *t)
  * new code imports before this master gives up its own image. */
 static void start_checker(master_t *m, const char *why)
 {
+    sigset_t mask;
     size_t n = 0;
     char **args;
     pid_t pid;
@@ -232,11 +240,15 @@ static void start_checker(master_t *m, const char *why)
     args[n] = "--check-config";
     gw_log_flush();
     fflush(NULL);
+    gw_signals_block(&mask);
     pid = fork();
     if (pid == 0) {
+        gw_signals_close(-1); /* default handlers, then the mask back */
+        gw_signals_restore(&mask);
         execv("/proc/self/exe", args);
         _exit(127);
     }
+    gw_signals_restore(&mask);
     free(args);
     if (pid < 0) {
         gw_log_error("%s: cannot check the new code: %s", why, strerror(errno));
@@ -252,13 +264,15 @@ static void start_checker(master_t *m, const char *why)
  * stops these workers once its own serve. */
 static void reexec(master_t *m)
 {
+    sigset_t mask;
     char fds[512] = "", pids[4096] = "";
     size_t fl = 0, pl = 0;
 
     for (size_t i = 0; i < m->nl; i++) {
         fcntl(m->ls[i].fd, F_SETFD, 0); /* survive the exec */
-        fl += (size_t)snprintf(fds + fl, sizeof(fds) - fl, "%s%d%s", i ? "," : "", m->ls[i].fd,
-                               m->ls[i].proto == GW_PROTO_UWSGI ? "u" : "");
+        fl += (size_t)snprintf(fds + fl, sizeof(fds) - fl, "%s%d%s%s", i ? "," : "",
+                               m->ls[i].fd, m->ls[i].proto == GW_PROTO_UWSGI ? "u" : "",
+                               m->ls[i].is_activated ? "s" : "");
     }
     for (size_t i = 0; i < NSLOTS && pl < sizeof(pids) - 16; i++)
         if (m->w[i].pid)
@@ -269,23 +283,32 @@ static void reexec(master_t *m)
     gw_log_error("reload: re-executing the master (pid %d)", (int)getpid());
     gw_log_flush();
     fflush(NULL);
-    gw_signals_close(m->sigwatch.fd); /* the new image installs its own */
+    /* Signals that come meanwhile stay pending across the exec (the mask
+     * is kept) until the new image's handlers are in place. */
+    gw_signals_block(&mask);
     execv("/proc/self/exe", m->argv);
+    gw_signals_restore(&mask);
     gw_log_error("reload: cannot re-execute: %s; going on as before", strerror(errno));
     for (size_t i = 0; i < m->nl; i++)
         fcntl(m->ls[i].fd, F_SETFD, FD_CLOEXEC);
     unsetenv(GW_ENV_FDS);
     unsetenv(GW_ENV_OLD_WORKERS);
     m->is_reloading = false;
-    /* The signal pipe is gone: without it the master cannot supervise. */
-    m->exit_code = 1;
-    begin_stop(m, true, "reload failed");
+    tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
 }
 
 static void reload(master_t *m, const char *why)
 {
     if (m->is_stopping || m->is_delaying)
         return;
+    if (!m->is_ready) {
+        /* The first workers are still starting: reloading them now would
+         * race the start-up; do it as soon as they serve. */
+        if (!m->is_reload_pending)
+            gw_log_error("%s: reloading once the workers serve", why);
+        m->is_reload_pending = true;
+        return;
+    }
     if (m->is_reloading) {
         gw_log_error("%s: a reload is already under way", why);
         return;
@@ -317,6 +340,10 @@ static void announce_ready(master_t *m)
     gw_log_error("ready");
     sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving, %u worker(s)", (int)getpid(),
                m->target);
+    if (m->is_reload_pending) {
+        m->is_reload_pending = false;
+        reload(m, "reload asked during start-up");
+    }
 }
 
 /* Moves start-up and reloads forward after a worker became ready. */
@@ -699,6 +726,7 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     if (cfg->preload) {
         /* Imported once here; every worker starts with it in copy-on-write
          * memory. A failure is the same one clear line as in a worker. */
+        gw_log_error("preload: the master imports the app once, before forking");
         if (!(m->app = gw_wsgi_new(cfg, ls, nl)))
             goto out;
         gw_wsgi_detach(m->app);

@@ -14,9 +14,9 @@
 int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner,
                   char **argv);
 
-/* The environment a re-executed master finds: its listening sockets ("3,4u":
- * descriptors in order, "u" marking the uwsgi ones) and the previous
- * workers, to stop once its own serve. */
+/* The environment a re-executed master finds: its listening sockets ("3,4us":
+ * descriptors in order, "u" marking the uwsgi ones, "s" those systemd
+ * handed in) and the previous workers, to stop once its own serve. */
 #define GW_ENV_FDS "GANGWAY__LISTEN_FDS"
 #define GW_ENV_OLD_WORKERS "GANGWAY__OLD_WORKERS"
 

@@ -1,19 +1,28 @@
 #include "signals.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
-static int wfd = -1;
+static volatile sig_atomic_t wfd = -1;
 static int handled[16];
 static size_t nhandled;
+/* A child between fork() and its own gw_signals_open(): what arrived. */
+static volatile sig_atomic_t pending[65];
 
 static void on_signal(int sig)
 {
     int saved = errno;
     unsigned char b = (unsigned char)sig;
+
+    if (wfd < 0) {
+        if (sig > 0 && sig < 65)
+            pending[sig] = 1;
+        return;
+    }
     /* A full pipe already holds wake-ups; dropping this byte loses nothing
      * the loop will not see. */
     (void)!write(wfd, &b, 1);
@@ -30,7 +39,17 @@ int gw_signals_open(const int *sigs, size_t n)
         return -EINVAL;
     if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
         return -errno;
-    wfd = p[1];
+    /* Signals of an earlier set (a forked child's parent's) that this set
+     * does not take go back to their defaults. */
+    for (size_t i = 0; i < nhandled; i++) {
+        bool keep = false;
+        for (size_t j = 0; j < n && !keep; j++)
+            keep = sigs[j] == handled[i];
+        if (!keep) {
+            signal(handled[i], SIG_DFL);
+            pending[handled[i]] = 0;
+        }
+    }
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sa.sa_flags = SA_RESTART;
@@ -42,6 +61,16 @@ int gw_signals_open(const int *sigs, size_t n)
         handled[i] = sigs[i];
     }
     nhandled = n;
+    wfd = p[1];
+    /* What a forked child received before it got here goes in first (from
+     * here on, the handler writes itself). */
+    for (int sig = 1; sig < 65; sig++) {
+        if (pending[sig]) {
+            unsigned char b = (unsigned char)sig;
+            pending[sig] = 0;
+            (void)!write(p[1], &b, 1);
+        }
+    }
     sigprocmask(SIG_UNBLOCK, &unblock, NULL);
     signal(SIGPIPE, SIG_IGN);
     return p[0];
@@ -56,6 +85,33 @@ int gw_signals_next(int fd)
         r = read(fd, &b, 1);
     } while (r < 0 && errno == EINTR);
     return r == 1 ? b : 0;
+}
+
+void gw_signals_block(sigset_t *old)
+{
+    sigset_t all;
+    sigemptyset(&all);
+    for (size_t i = 0; i < nhandled; i++)
+        sigaddset(&all, handled[i]);
+    sigprocmask(SIG_BLOCK, &all, old);
+}
+
+void gw_signals_restore(const sigset_t *old)
+{
+    sigprocmask(SIG_SETMASK, old, NULL);
+}
+
+void gw_signals_forked(int fd, const sigset_t *old)
+{
+    /* The handlers stay; with no pipe they only remember what came. */
+    if (fd >= 0)
+        close(fd);
+    if (wfd >= 0)
+        close(wfd);
+    wfd = -1;
+    for (int sig = 1; sig < 65; sig++)
+        pending[sig] = 0;
+    sigprocmask(SIG_SETMASK, old, NULL);
 }
 
 void gw_signals_close(int fd)

@@ -5,6 +5,7 @@
 #ifndef GW_SIGNALS_H
 #define GW_SIGNALS_H
 
+#include <signal.h>
 #include <stddef.h>
 
 /* Installs handlers for sigs (replacing any earlier set) and returns the
@@ -14,7 +15,18 @@ int gw_signals_open(const int *sigs, size_t n);
 /* The next signal received, 0 when none is pending. */
 int gw_signals_next(int fd);
 
-/* Restores default handlers and closes the pipe (a child after fork). */
+/* Restores default handlers and closes the pipe (before exec, or at exit). */
 void gw_signals_close(int fd);
+
+/* Around fork(): the parent blocks its handled signals (old keeps the mask
+ * to restore) so that the child never runs a handler that writes to the
+ * parent's pipe. The child calls gw_signals_forked(): the parent's pipe is
+ * closed and the mask restored, and signals that arrive until its own
+ * gw_signals_open() are kept and delivered then (a SIGTERM sent to a worker
+ * still importing the app is not lost). The parent calls
+ * gw_signals_restore(). */
+void gw_signals_block(sigset_t *old);
+void gw_signals_forked(int fd, const sigset_t *old);
+void gw_signals_restore(const sigset_t *old);
 
 #endif

@@ -659,6 +659,27 @@ def test_sigttin_adds_and_sigttou_removes_a_worker(gangway, tmp_path):
     assert {served_pid(s) for _ in range(10)} == {left}
 
 
+def test_sigterm_right_after_a_fork_is_not_lost(gangway):
+    """SIGTTIN then SIGTERM at once: the master's SIGTERM reaches a worker that
+    is still starting (between fork and its own handlers). It must be kept and
+    acted on, not lost: every stop is graceful and prompt, never the kill
+    after the stop timeout. A race, so it is tried a number of times."""
+    for i in range(30):
+        s = gangway("--graceful-timeout", "1", "proc_app:application")
+        s.signal(signal.SIGTTIN)
+        if i % 2:
+            # a moment later: the child is between fork and its handlers
+            wait_for(lambda: "SIGTTIN: 2 worker(s)" in s.read_log(), 5, what="SIGTTIN line")
+        s.signal(signal.SIGTERM)
+        start = time.monotonic()
+        rc = s.proc.wait(timeout=15)
+        took = time.monotonic() - start
+        log = s.read_log()
+        assert rc == 0, log[-1500:]
+        assert "still running after the stop timeout" not in log, log[-1500:]
+        assert took < 4.0, (took, log[-1500:])
+
+
 # ---------------------------------------------------------------------------
 # SIGUSR1: reopen the access log
 # ---------------------------------------------------------------------------
