@@ -83,6 +83,9 @@ static const opt_t opts[] = {
     {"max-requests-jitter", "max-requests-delta", 0, T_SIZE, OFF(max_requests_jitter), "0", "N",
      "worker i recycles after max-requests + (i-1)*N requests, so they do not all go at once",
      "Processes"},
+    {"min-worker-lifetime", NULL, 0, T_SECONDS, OFF(min_worker_lifetime), "0", "SECONDS",
+     "a worker that reached max-requests recycles only once it is this old (uWSGI 2.0's "
+     "default is 60)", "Processes"},
     {"max-worker-lifetime", NULL, 0, T_SECONDS, OFF(max_worker_lifetime), "0", "SECONDS",
      "recycle a worker after this long (0: never)", "Processes"},
     {"reload-on-rss", NULL, 0, T_SIZE, OFF(reload_on_rss), "0", "MB",
@@ -110,8 +113,14 @@ static const opt_t opts[] = {
      "Static files"},
     {"static-index", NULL, 0, T_STR, OFF(static_index), NULL, "FILE",
      "answer a directory with this file (no listings)", "Static files"},
-    {"static-expires", NULL, 0, T_SECONDS, OFF(static_expires), "0", "SECONDS",
-     "Cache-Control max-age and Expires for static files (0: none)", "Static files"},
+    {"static-expires", NULL, 0, T_LIST, OFF(static_expires), NULL, "RULE",
+     "Cache-Control max-age and Expires for static files: RULE is SECONDS for all of them, "
+     "or (uWSGI's form, repeatable) 'REGEX SECONDS' for those whose file path matches; the "
+     "first match wins", "Static files"},
+    {"static-expires-uri", NULL, 0, T_LIST, OFF(static_expires_uri), NULL, "RULE",
+     "'REGEX SECONDS' for request paths matching REGEX (repeatable; tried before "
+     "static-expires)",
+     "Static files"},
     {"static-cache", NULL, 0, T_SECONDS, OFF(static_cache), "1", "SECONDS",
      "keep resolved files open this long (a file changed on disk shows within it); 0: "
      "resolve every request", "Static files"},
@@ -179,8 +188,11 @@ static const opt_t opts[] = {
     {"strict", NULL, 0, T_BOOL, OFF(strict), "false", NULL,
      "unknown keys and uWSGI options gangway does not implement are errors, not warnings",
      "Configuration"},
-    {"print-config", "show-config", 0, T_BOOL, OFF(print_config), "false", NULL,
+    {"print-config", NULL, 0, T_BOOL, OFF(print_config), "false", NULL,
      "print the effective configuration, each value with where it came from, and exit",
+     "Configuration"},
+    {"show-config", NULL, 0, T_BOOL, OFF(show_config), "false", NULL,
+     "print the same to the log at start-up, then serve (uWSGI's show-config)",
      "Configuration"},
     {"check-config", NULL, 0, T_BOOL, OFF(check_config), "false", NULL,
      "check the options and import the app, then exit 0 (or 1 with the reason)",
@@ -548,6 +560,20 @@ static size_t suffix_is(const char *s, const char *suffix)
     return n > m && strcmp(s + n - m, suffix) == 0;
 }
 
+/* "site.ini" or "site.ini:section": an ini file, not a module. */
+static bool is_ini_arg(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    char head[4096];
+
+    if (suffix_is(s, ".ini"))
+        return true;
+    if (!colon || strchr(colon, '/') || (size_t)(colon - s) >= sizeof(head))
+        return false;
+    snprintf(head, sizeof(head), "%.*s", (int)(colon - s), s);
+    return suffix_is(head, ".ini");
+}
+
 /* argv into assignments, without applying them: the ini files it names are
  * read first, and its values win over theirs. */
 static int from_argv(assigns_t *as, int argc, char **argv)
@@ -561,7 +587,7 @@ static int from_argv(assigns_t *as, int argc, char **argv)
         const opt_t *o;
 
         if (only_positional || arg[0] != '-' || arg[1] == '\0') {
-            if (suffix_is(arg, ".ini")) {
+            if (is_ini_arg(arg)) {
                 if (push(as, find_name("ini"), arg, cli) < 0)
                     return -ENOMEM;
                 continue;

@@ -47,6 +47,7 @@ typedef struct gw_config {
     uint64_t shutdown_delay;
     uint64_t max_requests;
     uint64_t max_requests_jitter;
+    uint64_t min_worker_lifetime;
     uint64_t max_worker_lifetime;
     uint64_t reload_on_rss;    /* MB */
     uint64_t harakiri;
@@ -61,7 +62,8 @@ typedef struct gw_config {
     /* static files */
     gw_strlist_t static_map;
     const char *static_index;
-    uint64_t static_expires;
+    gw_strlist_t static_expires;      /* "SECONDS", or uWSGI's "REGEX SECONDS" on file paths */
+    gw_strlist_t static_expires_uri;  /* "REGEX SECONDS" on request paths */
     uint64_t static_cache;  /* seconds a resolved file stays open; 0: resolve each time */
     bool static_gzip;
     bool static_dotfiles;
@@ -97,6 +99,7 @@ typedef struct gw_config {
     gw_strlist_t ini;
     bool strict;
     bool print_config;
+    bool show_config;
     bool check_config;
     bool show_help;
     bool show_version;

@@ -518,6 +518,8 @@ int main(int argc, char **argv)
                LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
         rc = 0;
     } else if (!(rc = check_config(&cfg))) {
+        if (cfg.show_config)
+            gw_config_print(&cfg, stderr);
         rc = serve(&cfg, argv);
     }
     gw_config_dispose(&cfg);

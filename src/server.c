@@ -41,6 +41,7 @@ struct gw_server {
     gw_worker_info_t who;
     uint64_t requests;
     uint64_t max_requests; /* with this worker's jitter; 0: no limit */
+    uint64_t started_ms;
     bool is_paused;   /* accept paused: too many connections or no fds */
     bool is_stopping;
     uint64_t emfile_logged_ms; /* when accept last said it had no descriptors */
@@ -265,7 +266,10 @@ static void recycle(gw_server_t *s, enum gw_exit_reason why, const char *what)
 static void on_request_done(void *server)
 {
     gw_server_t *s = server;
-    if (++s->requests == s->max_requests)
+    /* With --min-worker-lifetime, a young worker past its count goes on
+     * until it is old enough (checked as each later request ends). */
+    if (++s->requests >= s->max_requests && s->max_requests && !s->is_stopping &&
+        gw_clock_ms() - s->started_ms >= s->cfg->min_worker_lifetime * 1000)
         recycle(s, GW_EXIT_MAX_REQUESTS, "max-requests reached");
 }
 
@@ -396,6 +400,8 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     gw_timer_init(&s->graceful, on_graceful);
     gw_timer_init(&s->lifetime, on_lifetime);
     gw_timer_init(&s->rss, on_rss_check);
+    gw_clock_update();
+    s->started_ms = gw_clock_ms();
     if (cfg->max_requests) {
         /* uWSGI's max-requests-delta: worker i waits (i-1)*jitter more. */
         s->max_requests = cfg->max_requests + (s->who.id ? s->who.id - 1 : 0) * cfg->max_requests_jitter;

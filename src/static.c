@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <linux/openat2.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,17 @@
 typedef struct smap {
     char *prefix; /* "/static", no trailing slash */
     size_t plen;
+    const char *dir; /* as configured (absolute, see main.c), for static-expires */
     int dirfd;    /* O_PATH directory every open is resolved beneath */
 } smap_t;
+
+/* --static-expires / --static-expires-uri: how long a client may cache. */
+typedef struct expire {
+    bool is_uri;     /* matched against the request path, else the file path */
+    bool has_re;     /* false: every file */
+    regex_t re;
+    uint64_t seconds;
+} expire_t;
 
 typedef struct mime {
     char ext[16];
@@ -65,6 +75,9 @@ struct gw_static {
     bool has_openat2;
     fentry_t *cache; /* FC_SLOTS, or NULL with --static-cache 0 */
     uint64_t cache_ms;
+    expire_t *expires; /* uri rules first, then file rules, in the order given */
+    size_t nexpires;
+    bool has_file_rules;
 };
 
 /* ---- MIME types ---- */
@@ -143,6 +156,103 @@ static void mime_load(mime_t *t)
 
 /* ---- set-up ---- */
 
+/* "3600", "1h", "1d": seconds; -1 when not a number. */
+static long long seconds_of(const char *v)
+{
+    char *end;
+    unsigned long long n;
+
+    if (*v < '0' || *v > '9')
+        return -1;
+    n = strtoull(v, &end, 10);
+    if (!*end)
+        return (long long)n;
+    if (end[1])
+        return -1;
+    switch (*end) {
+    case 's': return (long long)n;
+    case 'm': return (long long)n * 60;
+    case 'h': return (long long)n * 3600;
+    case 'd': return (long long)n * 86400;
+    }
+    return -1;
+}
+
+static int compile_expires(gw_static_t *s, char *err, size_t errlen)
+{
+    const gw_config_t *cfg = s->cfg;
+    size_t n = cfg->static_expires.n + cfg->static_expires_uri.n;
+
+    if (!n)
+        return 0;
+    if (!(s->expires = calloc(n, sizeof(expire_t)))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t k = 0; k < n; k++) {
+        bool is_uri = k < cfg->static_expires_uri.n;
+        const char *v = is_uri ? cfg->static_expires_uri.v[k]
+                               : cfg->static_expires.v[k - cfg->static_expires_uri.n];
+        const char *sp = strrchr(v, ' ');
+        expire_t *e = &s->expires[s->nexpires];
+        long long secs = seconds_of(sp ? sp + 1 : v);
+        char re[1024];
+        int rc;
+
+        if (secs < 0 || (is_uri && !sp)) {
+            snprintf(err, errlen, "--static-expires%s wants %sSECONDS, got '%s'",
+                     is_uri ? "-uri" : "", is_uri ? "REGEX " : "[REGEX] ", v);
+            return -1;
+        }
+        e->is_uri = is_uri;
+        e->seconds = (uint64_t)secs;
+        if (sp) {
+            size_t rl = (size_t)(sp - v);
+            while (rl && v[rl - 1] == ' ')
+                rl--;
+            snprintf(re, sizeof(re), "%.*s", (int)rl, v);
+            if ((rc = regcomp(&e->re, re, REG_EXTENDED | REG_NOSUB)) != 0) {
+                char why[128];
+                regerror(rc, &e->re, why, sizeof(why));
+                snprintf(err, errlen, "--static-expires%s: bad regular expression '%s': %s",
+                         is_uri ? "-uri" : "", re, why);
+                return -1;
+            }
+            e->has_re = true;
+            s->has_file_rules |= !is_uri;
+        }
+        s->nexpires++;
+    }
+    return 0;
+}
+
+/* The seconds a client may cache this answer: the first rule that matches
+ * (request path rules first), 0 for none. */
+static uint64_t expires_for(const gw_static_t *s, const smap_t *m, const char *path, size_t pn,
+                            const sfile_t *f)
+{
+    char buf[4096 + 512];
+
+    if (!s->nexpires)
+        return 0;
+    if (s->has_file_rules)
+        snprintf(buf, sizeof(buf), "%s/%s", m->dir, f->rel);
+    for (size_t i = 0; i < s->nexpires; i++) {
+        const expire_t *e = &s->expires[i];
+        if (!e->has_re)
+            return e->seconds;
+        if (e->is_uri) {
+            char uri[4096];
+            snprintf(uri, sizeof(uri), "%.*s", (int)pn, path);
+            if (regexec(&e->re, uri, 0, NULL, 0) == 0)
+                return e->seconds;
+        } else if (regexec(&e->re, buf, 0, NULL, 0) == 0) {
+            return e->seconds;
+        }
+    }
+    return 0;
+}
+
 gw_static_t *gw_static_new(const gw_config_t *cfg, char *err, size_t errlen)
 {
     gw_static_t *s;
@@ -171,6 +281,7 @@ gw_static_t *gw_static_new(const gw_config_t *cfg, char *err, size_t errlen)
             pl--; /* "/" maps everything: prefix "" */
         sm->prefix = strndup(m, pl);
         sm->plen = pl;
+        sm->dir = eq + 1;
         sm->dirfd = open(eq + 1, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (!sm->prefix || sm->dirfd < 0) {
             snprintf(err, errlen, "--static-map %s: cannot open directory '%s': %s", m, eq + 1,
@@ -189,6 +300,8 @@ gw_static_t *gw_static_new(const gw_config_t *cfg, char *err, size_t errlen)
             close(fd);
     }
     mime_load(s->mime);
+    if (compile_expires(s, err, errlen) < 0)
+        goto fail;
     if (cfg->static_cache) {
         if (!(s->cache = calloc(FC_SLOTS, sizeof(fentry_t)))) {
             snprintf(err, errlen, "out of memory");
@@ -215,6 +328,10 @@ void gw_static_free(gw_static_t *s)
         if (s->cache[i].used && s->cache[i].f.fd >= 0)
             close(s->cache[i].f.fd);
     free(s->cache);
+    for (size_t i = 0; i < s->nexpires; i++)
+        if (s->expires[i].has_re)
+            regfree(&s->expires[i].re);
+    free(s->expires);
     free(s->maps);
     free(s->mime);
     free(s);
@@ -721,11 +838,11 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         add(&an, "ETag", f->etag);
         add(&an, "Last-Modified", f->lm);
         add(&an, "Accept-Ranges", "bytes");
-        if (cfg->static_expires) {
+        uint64_t expires = expires_for(s, m, path, pn, f);
+        if (expires) {
             char ex[64];
-            http_date(time(NULL) + (time_t)cfg->static_expires, ex, sizeof(ex));
-            add(&an, "Cache-Control",
-                fmt(&r->arena, "max-age=%llu", (unsigned long long)cfg->static_expires));
+            http_date(time(NULL) + (time_t)expires, ex, sizeof(ex));
+            add(&an, "Cache-Control", fmt(&r->arena, "max-age=%llu", (unsigned long long)expires));
             add(&an, "Expires", gw_arena_dup(&r->arena, ex, strlen(ex)));
         }
         /* RFC 9110 13.2.2: If-None-Match first; If-Modified-Since only without it. */

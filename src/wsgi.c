@@ -73,6 +73,8 @@ struct gw_wsgi {
     gw_slot_t *wd_slot;       /* watchdog: the slot it watches */
     unsigned wd_id;
     pthread_t wd_thread;
+    pthread_mutex_t wd_mu;    /* with wd_cv: the watchdog's sleep, cut short to stop */
+    pthread_cond_t wd_cv;
     bool has_watchdog;
     _Atomic bool wd_stop;     /* set before the interpreter goes away */
 };
@@ -1144,11 +1146,23 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(uint64_t ms)
+/* Sleeps ms, or until gw_wsgi_free() says stop. */
+static void wd_sleep(gw_wsgi_t *w, uint64_t ms)
 {
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&w->wd_mu);
+    while (!atomic_load(&w->wd_stop) &&
+           pthread_cond_timedwait(&w->wd_cv, &w->wd_mu, &ts) != ETIMEDOUT)
         ;
+    pthread_mutex_unlock(&w->wd_mu);
 }
 
 static void *watchdog_main(void *arg)
@@ -1164,13 +1178,13 @@ static void *watchdog_main(void *arg)
         char what[sizeof(slot->current)];
 
         if (!since || since == fired_for) {
-            sleep_ms(limit < 1000 ? limit : 1000);
+            wd_sleep(w, limit < 1000 ? limit : 1000);
             continue;
         }
         ran = now > since ? now - since : 0;
         if (ran < limit) {
             uint64_t left = limit - ran;
-            sleep_ms(left < 1000 ? left : 1000);
+            wd_sleep(w, left < 1000 ? left : 1000);
             continue;
         }
         fired_for = since;
@@ -1206,15 +1220,25 @@ int gw_wsgi_start_watchdog(gw_wsgi_t *w, gw_slot_t *slot, unsigned worker_id)
     w->wd_slot = slot;
     w->wd_id = worker_id;
     w->main_thread = PyThread_get_thread_ident();
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&w->wd_cv, &ca);
+        pthread_condattr_destroy(&ca);
+        pthread_mutex_init(&w->wd_mu, NULL);
+    }
     /* The watchdog takes no signals: they belong to the loop's thread. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&w->wd_thread, NULL, watchdog_main, w);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc)
+    if (rc) {
+        pthread_cond_destroy(&w->wd_cv);
+        pthread_mutex_destroy(&w->wd_mu);
         return -1;
-    pthread_detach(w->wd_thread);
-    w->has_watchdog = true;
+    }
+    w->has_watchdog = true; /* joined by gw_wsgi_free() */
     return 0;
 }
 
@@ -1561,8 +1585,22 @@ void gw_wsgi_free(gw_wsgi_t *w)
 {
     if (!w)
         return;
-    /* The watchdog only takes the GIL while a request is busy, and none is
-     * now; the flag keeps it from starting to after this point. */
+    /* Stop the watchdog and wait for it: it reads w and may be about to take
+     * the GIL (which it then gives back at once, seeing the flag), so the
+     * GIL is let go while waiting. */
+    if (w->has_watchdog) {
+        PyThreadState *ts;
+        pthread_mutex_lock(&w->wd_mu);
+        atomic_store(&w->wd_stop, true);
+        pthread_cond_signal(&w->wd_cv);
+        pthread_mutex_unlock(&w->wd_mu);
+        ts = PyEval_SaveThread();
+        pthread_join(w->wd_thread, NULL);
+        PyEval_RestoreThread(ts);
+        pthread_cond_destroy(&w->wd_cv);
+        pthread_mutex_destroy(&w->wd_mu);
+        w->has_watchdog = false;
+    }
     atomic_store(&w->wd_stop, true);
     if (w->templates)
         for (size_t i = 0; i < w->nlisteners; i++)

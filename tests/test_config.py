@@ -1516,3 +1516,14 @@ def test_logto_takes_both_logs_and_sigusr1_reopens(gangway, tmp_path):
     assert "/pid?before-rotate" in old and "gangway: ready" in old
     assert "later-" not in old and "SIGTTIN" not in old
     assert "ready" not in s.read_log() and "/pid" not in s.read_log()
+
+
+def test_show_config_prints_then_serves(gangway, tmp_path):
+    """uWSGI's show-config: the configuration goes to the log, and the server
+    starts as usual (unlike --print-config, which exits)."""
+    ini = write(tmp_path / "show.ini", "[uwsgi]\nmodule = cfg_app\nshow-config = true\n"
+                                       "max-requests = 77\n")
+    s = gangway(str(ini))
+    log = s.read_log()
+    assert re.search(r"^max-requests = 77 +\(%s:4\)$" % re.escape(str(ini)), log, re.M), log
+    assert "ready" in log

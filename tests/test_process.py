@@ -568,6 +568,22 @@ def test_max_requests_recycles(gangway):
     assert [p for i, p in ready_lines(log)][:6] == order
 
 
+def test_min_worker_lifetime_holds_max_requests_back(gangway):
+    """uWSGI's min-worker-lifetime: past max-requests, a worker younger than
+    it goes on serving; the first request that ends after it is old enough
+    recycles it."""
+    s = gangway("--max-requests", "3", "--min-worker-lifetime", "2", "proc_app:application")
+    first = served_pid(s)
+    start = time.monotonic()
+    assert {served_pid(s) for _ in range(8)} == {first}  # 9 requests, still young
+    assert time.monotonic() - start < 1.5, "too slow to prove anything"
+    assert "max-requests reached" not in s.read_log()
+    # Once 2 s old, the next request's end recycles it.
+    wait_for(lambda: served_pid(s) != first, 10, interval=0.1, what="the worker recycled")
+    assert time.monotonic() - start >= 1.5
+    assert "max-requests reached" in s.read_log()
+
+
 @pytest.mark.parametrize("opt", ["--max-requests-jitter", "--max-requests-delta"])
 def test_max_requests_jitter(gangway, opt):
     s = gangway("--workers", "2", "--max-requests", "20", opt, "10", "proc_app:application")

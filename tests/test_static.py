@@ -619,6 +619,39 @@ def test_expires_takes_time_units(serve):
     assert fetch(srv, "/static/hello.txt").header("cache-control") == "max-age=7200"
 
 
+def test_expires_rules_in_uwsgi_form(serve, tmp_path):
+    """uWSGI's forms: "REGEX SECONDS" on the file's path (static-expires) and
+    on the request path (static-expires-uri, tried first); the first rule
+    that matches wins; a bare number is every file; none: no header."""
+    d = tmp_path / "assets"
+    (d / "img").mkdir(parents=True)
+    for name in ("site.css", "app.js", "img/logo.png", "readme.txt"):
+        (d / name).write_bytes(b"x")
+    srv = serve("--static-expires", r"/assets/.*\.(css|js)$ 3600",
+                "--static-expires-uri", "^/a/img/ 1d",
+                "--static-expires", r"\.js$ 7", maps=["/a=" + str(d)])
+    got = {p: fetch(srv, "/a/" + p).header("cache-control")
+           for p in ("site.css", "app.js", "img/logo.png", "readme.txt")}
+    assert got == {"site.css": "max-age=3600", "app.js": "max-age=3600",
+                   "img/logo.png": "max-age=86400", "readme.txt": None}
+    r = fetch(srv, "/a/img/logo.png")
+    date = email.utils.parsedate_to_datetime(r.header("date"))
+    expires = email.utils.parsedate_to_datetime(r.header("expires"))
+    assert abs((expires - date).total_seconds() - 86400) <= 2
+
+
+@pytest.mark.parametrize("opt,value,why", [
+    ("--static-expires", "(unclosed 60", "bad regular expression"),
+    ("--static-expires", "abc", "wants [REGEX] SECONDS"),
+    ("--static-expires-uri", "60", "wants REGEX SECONDS"),
+])
+def test_bad_expires_rule_stops_the_start(gangway, site, opt, value, why):
+    srv = gangway("--static-map", "/static=" + site.root, opt, value, "echo:application",
+                  wait=False)
+    assert srv.proc.wait(timeout=20) == 1
+    assert why in srv.read_log()
+
+
 def test_if_none_match(serve):
     srv = serve()
     etag = fetch(srv, "/static/hello.txt").header("etag")
