@@ -338,7 +338,9 @@ static void count(gw_conn_t *c, int status, uint64_t bytes_out, uint64_t duratio
     int method = c->rbuf.data && r->method.len
                      ? gw_method_index(c->rbuf.data + r->method.off, r->method.len)
                      : GW_METHODS - 1;
-    uint64_t in = (c->head_end ? c->head_end : c->parsed) + r->body.len;
+    /* A refused request: what was read of it (the connection closes). */
+    uint64_t in = c->head_end ? c->head_end + r->body.len
+                              : (c->parsed > c->rbuf.len ? c->parsed : c->rbuf.len);
 
     gw_slot_count(c->ctx->slot, status, method, in, bytes_out, duration_us);
 }
@@ -424,16 +426,17 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
         gw_log_error("%s: %d (%s)", c->peer.addr[0] ? c->peer.addr : "unix", status, reason);
     c->state = C_LINGER;
     ready_remove(c);
-    n = gw_head_simple(status, false, c->req.is_head, &c->req.arena, &resp);
+    n = gw_head_simple(status, false, c->req.is_head, NULL, 0, &c->req.arena, &resp);
     if (!o || !n) {
         close_conn(c);
         return;
     }
     {
         uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
-        log_request(c, status, 0, us);
+        uint64_t body = c->req.is_head ? 0 : strlen(gw_status_reason(status)) + 1;
+        log_request(c, status, body, us);
         if (c->ctx->slot)
-            count(c, status, 0, us);
+            count(c, status, body, us);
     }
     gw_out_discard(&o->out);
     gw_out_push(&o->out, resp, n, NULL);

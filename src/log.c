@@ -1,6 +1,7 @@
 #include "log.h"
 
 #include "clock.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -267,11 +268,11 @@ int gw_log_set_format(const char *format, bool json, char *err, size_t errlen)
                      "user_agent request_id worker time time_local time_iso pid)", (int)n, p + 2);
             return -EINVAL;
         }
+        p = close + 1;
         if (field == F_DASH && json)
             continue; /* no key to give it */
         if (add_piece(NULL, 0, field, err, errlen) < 0)
             return -EINVAL;
-        p = close + 1;
     }
     return 0;
 }
@@ -286,16 +287,8 @@ static char *put_json(char *o, const char *s, size_t n)
     *o++ = '"';
     for (size_t i = 0; i < n; i++) {
         unsigned char c = u[i];
-        size_t len = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 && c < 0xf0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-        bool ok = len && i + len <= n;
-        for (size_t j = 1; ok && j < len; j++)
-            ok = (u[i + j] & 0xc0) == 0x80;
-        /* no overlong or surrogate forms */
-        if (ok && len == 3)
-            ok = !(c == 0xe0 && u[i + 1] < 0xa0) && !(c == 0xed && u[i + 1] >= 0xa0);
-        if (ok && len == 4)
-            ok = !(c == 0xf0 && u[i + 1] < 0x90) && !(c == 0xf4 && u[i + 1] >= 0x90);
-        if (ok) {
+        size_t len = c >= 0x80 ? gw_utf8_seq(u + i, n - i) : 0;
+        if (len) {
             memcpy(o, s + i, len);
             o += len;
             i += len - 1;

@@ -257,19 +257,22 @@ size_t gw_head_format(const gw_head_t *h, gw_arena_t *a, char **out)
     return (size_t)(p - buf);
 }
 
-size_t gw_head_simple(int status, bool keep_alive, bool is_head, gw_arena_t *a, char **out)
+size_t gw_head_simple(int status, bool keep_alive, bool is_head, const char *request_id,
+                      size_t request_id_len, gw_arena_t *a, char **out)
 {
     const char *reason = gw_status_reason(status);
     size_t rl = strlen(reason);
-    char *buf = gw_arena_alloc(a, 200 + 2 * rl);
+    char *buf = gw_arena_alloc(a, 220 + 2 * rl + request_id_len);
     int n;
 
     if (!buf)
         return 0;
     n = sprintf(buf,
-                "HTTP/1.1 %d %s\r\nServer: gangway\r\nDate: %.*s\r\n"
+                "HTTP/1.1 %d %s\r\nServer: gangway\r\nDate: %.*s\r\n%s%.*s%s"
                 "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n%s\r\n",
-                status, reason, GW_HTTP_DATE_LEN, gw_clock_http_date(), rl + 1,
+                status, reason, GW_HTTP_DATE_LEN, gw_clock_http_date(),
+                request_id ? "X-Request-Id: " : "", request_id ? (int)request_id_len : 0,
+                request_id ? request_id : "", request_id ? "\r\n" : "", rl + 1,
                 keep_alive ? "" : "Connection: close\r\n");
     if (!is_head)
         n += sprintf(buf + n, "%s\n", reason);

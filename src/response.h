@@ -91,9 +91,12 @@ typedef struct gw_head {
  * Connection) into the arena. Returns the length, 0 when out of memory. */
 size_t gw_head_format(const gw_head_t *h, gw_arena_t *a, char **out);
 
-/* A complete short response with a text body, for errors the server answers
- * itself (400, 408, 413, 500, ...). Returns a static or arena string. */
-size_t gw_head_simple(int status, bool keep_alive, bool is_head, gw_arena_t *a, char **out);
+/* A complete short response with a text body ("Bad Request\n"), for errors
+ * the server answers itself (400, 408, 413, 500, ...), with X-Request-Id
+ * when request_id is not NULL. Returns its length (0: out of memory); the
+ * body is gw_status_reason(status) plus a newline, unless is_head. */
+size_t gw_head_simple(int status, bool keep_alive, bool is_head, const char *request_id,
+                      size_t request_id_len, gw_arena_t *a, char **out);
 
 /* "Bad Request" for 400 and so on; "Unknown" otherwise. */
 const char *gw_status_reason(int status);

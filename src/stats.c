@@ -1,6 +1,7 @@
 #include "stats.h"
 
 #include "clock.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +19,7 @@
 #define RELAXED memory_order_relaxed
 #define MAX_CONNS 32        /* the master serves a few operators, not a crowd */
 #define REQ_MAX 4096        /* a request head larger than this is not for us */
-#define BARE_MS 200         /* nothing sent by then: a uwsgitop-style client */
+#define BARE_MS 1000        /* nothing sent by then: a uwsgitop-style client */
 #define IO_MS 5000          /* the longest a client may take to send or read */
 
 const char *const gw_respawn_names[GW_RESPAWN_REASONS] = {
@@ -83,12 +84,8 @@ static void json_str(gw_text_t *t, const char *s)
             put(t, (const char *)p, 1);
         } else {
             /* Copy a well-formed multi-byte sequence, replace anything else. */
-            size_t n = *p >= 0xf0 && *p < 0xf5 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc2 ? 2 : 0;
-            size_t ok = n;
-            for (size_t i = 1; i < n && ok; i++)
-                if ((p[i] & 0xc0) != 0x80)
-                    ok = 0;
-            if (ok) {
+            size_t n = gw_utf8_seq(p, strlen((const char *)p));
+            if (n) {
                 put(t, (const char *)p, n);
                 p += n - 1;
             } else {
@@ -342,6 +339,7 @@ void gw_stats_prometheus(const gw_stats_source_t *src, gw_text_t *t)
     wview_t *v = calloc(src->nslots, sizeof(*v));
     size_t nv = 0;
     unsigned states[4] = {0}; /* starting, idle, busy, stopping */
+    unsigned in_flight = 0;   /* the app running, whatever the state */
     uint64_t conns = 0;
 
     if (!v) {
@@ -355,6 +353,7 @@ void gw_stats_prometheus(const gw_stats_source_t *src, gw_text_t *t)
         const char *s = v[nv].state;
         states[s[0] == 's' ? (s[2] == 'a' ? 0 : 3) : s[0] == 'i' ? 1 : 2]++;
         conns += v[nv].conns;
+        in_flight += v[nv].busy_ms != 0;
         nv++;
     }
 
@@ -388,7 +387,7 @@ void gw_stats_prometheus(const gw_stats_source_t *src, gw_text_t *t)
     printf_(t, "gangway_request_duration_seconds_count %" PRIu64 "\n", cum);
 
     metric(t, "gangway_requests_in_flight", "gauge", "Requests the app is running now.");
-    printf_(t, "gangway_requests_in_flight %u\n", states[2]);
+    printf_(t, "gangway_requests_in_flight %u\n", in_flight);
     metric(t, "gangway_workers", "gauge", "Workers by state.");
     printf_(t, "gangway_workers{state=\"starting\"} %u\ngangway_workers{state=\"idle\"} %u\n"
                "gangway_workers{state=\"busy\"} %u\ngangway_workers{state=\"stopping\"} %u\n",

@@ -839,18 +839,22 @@ static void respond_500(wreq_t *wr)
 {
     gw_req_t *r = gw_conn_req(wr->conn);
     gw_out_t *o = gw_conn_out(wr->conn);
+    const char *id = NULL;
     char *buf;
-    size_t n;
+    size_t n, idn = 0;
 
     gw_out_discard(o);
     wr->code = 500;
     wr->keep_alive = gw_conn_may_keep_alive(wr->conn);
-    n = gw_head_simple(500, wr->keep_alive, r->is_head, &r->arena, &buf);
+    if (wr->w->cfg->request_id)
+        id = gw_req_id(r, gw_conn_rbuf(wr->conn), true, &idn);
+    n = gw_head_simple(500, wr->keep_alive, r->is_head, id, idn, &r->arena, &buf);
     if (!n) {
         finish(wr, false, 500);
         return;
     }
     gw_out_push(o, buf, n, NULL);
+    wr->body_sent = r->is_head ? 0 : strlen(gw_status_reason(500)) + 1;
     complete(wr);
 }
 
