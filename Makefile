@@ -73,10 +73,9 @@ test: gangway unit
 
 # The whole integration suite against an ASan + UBSan build.
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-test-asan: $(DEPS_STAMP)
-	$(MAKE) BUILD=build-asan OPT="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" gangway-asan
+test-asan: gangway-asan
 	@rm -f build-asan/asan.* build-asan/ubsan.*
-	GANGWAY_BIN=$(CURDIR)/gangway-asan GANGWAY_SANITIZED=1 \
+	GW_TEST_BIN=$(CURDIR)/gangway-asan GW_TEST_SANITIZED=1 \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(CURDIR)/build-asan/asan \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/build-asan/ubsan \
@@ -84,8 +83,15 @@ test-asan: $(DEPS_STAMP)
 	@if ls build-asan/asan.* build-asan/ubsan.* >/dev/null 2>&1; then \
 	    cat build-asan/asan.* build-asan/ubsan.* 2>/dev/null; echo "sanitizer reports above"; exit 1; fi
 
+# `make gangway-asan` builds the sanitized objects in build-asan/ whatever
+# BUILD says: a gangway-asan linked from plain objects would test nothing.
+ifeq ($(BUILD),build-asan)
 gangway-asan: $(DEPS_STAMP) $(OBJS) $(BUILD)/main.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(BUILD)/main.o $(LDLIBS)
+else
+gangway-asan: $(DEPS_STAMP)
+	$(MAKE) BUILD=build-asan OPT="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" gangway-asan
+endif
 
 include bench/Makefile.inc
 include fuzz/Makefile.inc
@@ -98,5 +104,5 @@ clean:
 man: gangway
 	./gangway --print-man >docs/gangway.1
 
-.PHONY: all run test test-asan unit clean man bench bench-quick bench-instructions bench-deps
+.PHONY: all run test test-asan unit clean man gangway-asan bench bench-quick bench-instructions bench-deps
 -include $(wildcard $(BUILD)/*.d)

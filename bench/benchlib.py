@@ -19,8 +19,9 @@ WORK = os.path.join(BENCH, "work")          # scratch, git-ignored
 RESULTS = os.path.join(BENCH, "results")
 APPS_REL = "bench/apps"                      # servers run with cwd=ROOT
 STATIC_REL = "bench/work/static"
-# GANGWAY_BIN overrides ./gangway (as in tests/conftest.py)
-GANGWAY = os.environ.get("GANGWAY_BIN") or os.path.join(ROOT, "gangway")
+# GW_TEST_BIN overrides ./gangway (as in tests/conftest.py; not a GANGWAY_
+# name, which gangway would read as an option)
+GANGWAY = os.environ.get("GW_TEST_BIN") or os.path.join(ROOT, "gangway")
 PYTHON = "/usr/bin/python3"
 HZ = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"   # taskset -c 0 for every server process

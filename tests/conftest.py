@@ -15,7 +15,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APPS = os.path.join(ROOT, "tests", "apps")
-BIN = os.environ.get("GANGWAY_BIN", os.path.join(ROOT, "gangway"))
+BIN = os.environ.get("GW_TEST_BIN", os.path.join(ROOT, "gangway"))
 PYTHON = "/usr/bin/python3"
 
 
@@ -37,8 +37,8 @@ class Server:
     def __init__(self, tmp_path, args, cwd=None, env=None):
         self.log_path = os.path.join(str(tmp_path), "gangway-%d.log" % id(self))
         self.args = [BIN] + list(args)
-        # GANGWAY_BIN and GANGWAY_SANITIZED steer the tests; gangway would
-        # read GANGWAY_* variables as options (and warn about these two).
+        # gangway reads GANGWAY_* variables as options: none of the caller's
+        # leak into a test (the harness's own are GW_TEST_*).
         e = {k: v for k, v in os.environ.items() if not k.startswith("GANGWAY_")}
         e.update(env or {})
         self.log = open(self.log_path, "wb")

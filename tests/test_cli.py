@@ -258,7 +258,7 @@ def test_virtualenv_sets_sys_prefix(gangway, venv):
 
 def test_sigterm_finishes_inflight_request_then_exits_0(gangway, tmp_path):
     marker = tmp_path / "slow-started"
-    s = gangway("--env", "GANGWAY_SLOW_MARKER=%s" % marker, "cli_slow_app:application")
+    s = gangway("--env", "GW_TEST_SLOW_MARKER=%s" % marker, "cli_slow_app:application")
     sock = s.connect(timeout=15)
     try:
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

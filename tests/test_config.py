@@ -36,10 +36,10 @@ IS_ROOT = os.geteuid() == 0
 
 
 # ---------------------------------------------------------------------------
-# the sanitizer build (GANGWAY_BIN=.../gangway-asan GANGWAY_SANITIZED=1)
+# the sanitizer build (GW_TEST_BIN=.../gangway-asan GW_TEST_SANITIZED=1)
 # ---------------------------------------------------------------------------
 
-SANITIZED = os.environ.get("GANGWAY_SANITIZED") == "1"
+SANITIZED = os.environ.get("GW_TEST_SANITIZED") == "1"
 LSAN_SUPP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsan.supp")
 
 
@@ -83,7 +83,7 @@ def sanitizer_reports(tmp_path):
 # ---------------------------------------------------------------------------
 
 def clean_env(extra=None):
-    """The test's environment without GANGWAY_* (GANGWAY_BIN steers the tests)."""
+    """The test's environment without GANGWAY_* (gangway would read them)."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("GANGWAY_")}
     e.update(extra or {})
     return e

@@ -15,7 +15,7 @@ FILE_DATA = random.Random(5).randbytes(256 * 1024 + 3)
 def flask_server(gangway, tmp_path):
     p = tmp_path / "download.bin"
     p.write_bytes(FILE_DATA)
-    return gangway("flask_app:app", "--env", "GANGWAY_FLASK_FILE=%s" % p)
+    return gangway("flask_app:app", "--env", "GW_TEST_FLASK_FILE=%s" % p)
 
 
 def call(server, method, path, body=None, headers=None):

@@ -9,7 +9,7 @@ selector waits that are themselves the thing measured.
 Figures (latency, memory per connection, RSS, CPU) are printed (pytest -s) and
 recorded with record_property; the memory figure also goes to a file in tmp_path.
 
-Under the sanitizer build (GANGWAY_SANITIZED=1) the soak does not bound RSS and
+Under the sanitizer build (GW_TEST_SANITIZED=1) the soak does not bound RSS and
 the memory-per-connection test is skipped: ASan's allocator adds redzones and a
 quarantine to every allocation, so its RSS says nothing about gangway's
 (LeakSanitizer checks leaks when the workers exit).
@@ -31,7 +31,7 @@ import pytest
 
 from conftest import RawReader, request, wait_for
 
-SANITIZED = os.environ.get("GANGWAY_SANITIZED") == "1"
+SANITIZED = os.environ.get("GW_TEST_SANITIZED") == "1"
 READY_RE = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
 CL_RE = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.I)
 MiB = 1 << 20

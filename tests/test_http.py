@@ -1,7 +1,7 @@
 """HTTP/1.1 behaviour of gangway, exercised over raw sockets on 127.0.0.1.
 
 Apps live in tests/apps: echo.py (JSON description of the request; appends
-PATH_INFO to $GANGWAY_MARK on every call) and bodies.py (response framing).
+PATH_INFO to $GW_TEST_MARK on every call) and bodies.py (response framing).
 Every wait is a bounded socket timeout on a condition; there are no bare sleeps.
 """
 import email.utils
@@ -93,7 +93,7 @@ def mark(tmp_path):
 def start(gangway, mark):
     """start(*options, app="echo:application") -> ready server (options go first)."""
     def _start(*options, app="echo:application"):
-        return gangway(*options, app, env={"GANGWAY_MARK": mark})
+        return gangway(*options, app, env={"GW_TEST_MARK": mark})
     return _start
 
 

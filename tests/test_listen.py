@@ -85,5 +85,5 @@ def test_bad_address_is_a_usage_error(tmp_path):
     from conftest import BIN, APPS
     p = subprocess.run([BIN, "--http", "nonsense", "hello:application"], cwd=APPS,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=15)
-    assert p.returncode == 1
-    assert b"bad address 'nonsense'" in p.stderr
+    assert p.returncode == 2
+    assert b"invalid value 'nonsense' for --http (want host:port" in p.stderr

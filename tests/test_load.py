@@ -276,7 +276,7 @@ def tree_rss_kib(server):
     return total
 
 
-@pytest.mark.skipif(os.environ.get("GANGWAY_SANITIZED") == "1",
+@pytest.mark.skipif(os.environ.get("GW_TEST_SANITIZED") == "1",
                     reason="ASan's quarantine holds freed memory, so RSS grows by design; "
                            "LeakSanitizer checks leaks in that build")
 def test_rss_stable_over_100k_keepalive_requests(gangway):

@@ -72,7 +72,7 @@ def flask_server(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("flask-" + request.param)
     p = tmp / "download.bin"
     p.write_bytes(FILE_DATA)
-    gw = start_gangway(tmp, request.param, "--env", "GANGWAY_FLASK_FILE=%s" % p,
+    gw = start_gangway(tmp, request.param, "--env", "GW_TEST_FLASK_FILE=%s" % p,
                        "flask_app:app")
     ngx = Nginx(tmp, [nginx_address(gw, request.param == "unix")])
     try:

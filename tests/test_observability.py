@@ -28,7 +28,7 @@ import pytest
 
 from conftest import RawReader, request, wait_for
 
-SANITIZED = os.environ.get("GANGWAY_SANITIZED") == "1"
+SANITIZED = os.environ.get("GW_TEST_SANITIZED") == "1"
 SLOW = 3 if SANITIZED else 1  # the sanitizer build is slower: wider bounds, never narrower
 APP = "obs_app:application"
 

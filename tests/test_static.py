@@ -1,7 +1,7 @@
 """Static files (--static-map and friends), over raw sockets and with curl.
 
 The app behind every server is tests/apps/echo.py, which appends PATH_INFO to
-$GANGWAY_MARK on every call: a static answer must leave that file untouched,
+$GW_TEST_MARK on every call: a static answer must leave that file untouched,
 which proves Python never ran for it. tests/apps/static_django.py and
 static_flask.py do the same for the Django FileResponse and Flask send_file
 tests, and also record every use of wsgi.file_wrapper.
@@ -196,7 +196,7 @@ def serve(gangway, tmp_path, site):
         argv = []
         for m in maps or ["/static=" + site.root]:
             argv += ["--static-map", m]
-        e = {"GANGWAY_MARK": mark}
+        e = {"GW_TEST_MARK": mark}
         e.update(env or {})
         srv = gangway(*argv, *options, app, env=e)
         srv.mark = mark
@@ -1428,7 +1428,7 @@ def test_django_fileresponse_goes_through_file_wrapper(serve, site, payload, mon
     pytest.importorskip("django")
     monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
     path, data = payload
-    srv = serve(app="static_django:application", env={"GANGWAY_STATIC_FILE": path})
+    srv = serve(app="static_django:application", env={"GW_TEST_STATIC_FILE": path})
     s = srv.connect()
     try:
         rd = RawReader(s)
@@ -1452,7 +1452,7 @@ def test_django_fileresponse_goes_through_file_wrapper(serve, site, payload, mon
 def test_flask_send_file_goes_through_file_wrapper(serve, payload):
     pytest.importorskip("flask")
     path, data = payload
-    srv = serve(app="static_flask:application", env={"GANGWAY_STATIC_FILE": path})
+    srv = serve(app="static_flask:application", env={"GW_TEST_STATIC_FILE": path})
     r = fetch(srv, "/download")
     assert r.status == 200
     assert r.header("content-length") == str(len(data)) and r.body == data

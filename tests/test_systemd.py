@@ -34,10 +34,10 @@ SCM_CREDENTIALS = getattr(socket, "SCM_CREDENTIALS", 2)
 
 
 # ---------------------------------------------------------------------------
-# the sanitizer build (GANGWAY_BIN=.../gangway-asan GANGWAY_SANITIZED=1)
+# the sanitizer build (GW_TEST_BIN=.../gangway-asan GW_TEST_SANITIZED=1)
 # ---------------------------------------------------------------------------
 
-SANITIZED = os.environ.get("GANGWAY_SANITIZED") == "1"
+SANITIZED = os.environ.get("GW_TEST_SANITIZED") == "1"
 LSAN_SUPP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsan.supp")
 
 

@@ -6,7 +6,7 @@ the variables block, modifier2), the block of variables (16-bit length, name,
 uwsgi_pass sends. gangway answers with a plain HTTP/1.x response and closes.
 
 Apps: tests/apps/uw_app.py (/env: the environ as JSON, /pid, /stream, /sha256)
-and tests/apps/echo.py. GANGWAY_MARK files prove a refused packet never
+and tests/apps/echo.py. GW_TEST_MARK files prove a refused packet never
 reached the app. Every wait is a bounded poll or a socket timeout.
 """
 import hashlib
@@ -306,7 +306,7 @@ def test_large_body_is_spooled_and_complete(gangway):
 
 def test_one_request_per_connection(gangway, tmp_path):
     mark = str(tmp_path / "mark")
-    srv = start(gangway, env={"GANGWAY_MARK": mark})
+    srv = start(gangway, env={"GW_TEST_MARK": mark})
     raw = exchange(srv, request_packet("GET", "/first") + request_packet("GET", "/second"))
     assert raw.count(b"HTTP/1.1 ") == 1
     assert json.loads(parse(raw).body)["PATH_INFO"] == "/first"
@@ -476,7 +476,7 @@ def assert_refused(srv, data, reason, mark, peer=r"127\.0\.0\.1", sock=None):
 def test_malformed_packet_is_closed_without_an_answer(gangway, tmp_path, case):
     data, reason = MALFORMED[case]
     mark = str(tmp_path / "mark")
-    srv = start(gangway, env={"GANGWAY_MARK": mark})
+    srv = start(gangway, env={"GW_TEST_MARK": mark})
     pid_before = call(srv, request_packet("GET", "/pid")).body
     assert_refused(srv, data, reason, mark)
     # the same worker (nothing crashed or respawned) serves the next connection
@@ -489,7 +489,7 @@ def test_malformed_packet_is_closed_without_an_answer(gangway, tmp_path, case):
 def test_malformed_packet_on_a_unix_socket_is_logged_as_unix(gangway, tmp_path):
     path = str(tmp_path / "u.sock")
     mark = str(tmp_path / "mark")
-    srv = start(gangway, unix=path, env={"GANGWAY_MARK": mark})
+    srv = start(gangway, unix=path, env={"GW_TEST_MARK": mark})
     assert_refused(srv, MALFORMED["no-method"][0], "no REQUEST_METHOD", mark, peer="unix",
                    sock=connect_unix(path))
     assert environ_of(srv, request_packet("GET", "/env"), connect_unix(path))["PATH_INFO"] == "/env"
@@ -497,7 +497,7 @@ def test_malformed_packet_on_a_unix_socket_is_logged_as_unix(gangway, tmp_path):
 
 def test_buffer_size_caps_the_variables_block(gangway, tmp_path):
     mark = str(tmp_path / "mark")
-    srv = start(gangway, "--buffer-size", "512", env={"GANGWAY_MARK": mark})
+    srv = start(gangway, "--buffer-size", "512", env={"GW_TEST_MARK": mark})
     small = nginx_vars("GET", "/env")
     pad = 512 - len(block(small)) - 4 - len("HTTP_X_PAD")
     fits = packet(small + [("HTTP_X_PAD", "p" * pad)])
@@ -524,7 +524,7 @@ def test_buffer_size_out_of_range_is_a_startup_error(tmp_path):
 
 def test_limit_body_answers_413(gangway, tmp_path):
     mark = str(tmp_path / "mark")
-    srv = start(gangway, "--limit-body", "100", env={"GANGWAY_MARK": mark})
+    srv = start(gangway, "--limit-body", "100", env={"GW_TEST_MARK": mark})
     ok = b"x" * 100
     r = call(srv, request_packet("POST", "/sha256", ok))
     assert r.body == b"100 " + hashlib.sha256(ok).hexdigest().encode()
@@ -545,7 +545,7 @@ def test_limit_body_answers_413(gangway, tmp_path):
 
 def test_packet_cut_short_by_the_peer_is_dropped(gangway, tmp_path):
     mark = str(tmp_path / "mark")
-    srv = start(gangway, env={"GANGWAY_MARK": mark})
+    srv = start(gangway, env={"GW_TEST_MARK": mark})
     full = request_packet("POST", "/bad", b"z" * 100)
     for cut in (2, 20, len(full) - 50):  # in the header, the block, the body
         s = connect(srv)
@@ -577,7 +577,7 @@ def test_allow_from_refuses_other_peers_but_not_unix_or_http(gangway, tmp_path):
     path = str(tmp_path / "allow.sock")
     mark = str(tmp_path / "mark")
     srv = gangway("--http", "127.0.0.1:0", "--uwsgi", "127.0.0.1:0", "--uwsgi", path,
-                  "--uwsgi-allow-from", "10.0.0.0/8", "uw_app", env={"GANGWAY_MARK": mark})
+                  "--uwsgi-allow-from", "10.0.0.0/8", "uw_app", env={"GW_TEST_MARK": mark})
     assert exchange(srv, request_packet("GET", "/bad")) == b""
     wait_for(lambda: "uwsgi: refused a connection from 127.0.0.1 (not in --uwsgi-allow-from)"
              in srv.read_log(), 5, what="the refusal in the log")

@@ -72,7 +72,7 @@ from test_django import PASSWORD, project  # noqa: F401 - the Django project fix
 COMPAT = os.path.join(ROOT, "tests", "compat")
 UWSGI = shutil.which("uwsgi") or "/usr/bin/uwsgi"
 PY3_PLUGIN = "/usr/lib/uwsgi/plugins/python3_plugin.so"
-SANITIZED = os.environ.get("GANGWAY_SANITIZED") == "1"
+SANITIZED = os.environ.get("GW_TEST_SANITIZED") == "1"
 START_TIMEOUT = 60 if SANITIZED else 30
 
 if not (os.path.exists(UWSGI) and os.path.exists(PY3_PLUGIN)):
@@ -137,8 +137,8 @@ class Run:
             argv = [BIN, "--ini", ini_spec]
         else:
             argv = [BIN, ini_spec]
-        # GANGWAY_BIN / GANGWAY_SANITIZED steer the tests; gangway would read
-        # GANGWAY_* variables as options. DJANGO_SETTINGS_MODULE comes from
+        # gangway reads GANGWAY_* variables as options: none of the caller's
+        # leak into a test. DJANGO_SETTINGS_MODULE comes from
         # the ini (env = ...), not from whoever runs the tests.
         e = {k: v for k, v in os.environ.items()
              if not k.startswith("GANGWAY_") and k != "DJANGO_SETTINGS_MODULE"}

@@ -1,6 +1,6 @@
 """Echo app for the HTTP tests: replies with a JSON description of the request.
 
-If GANGWAY_MARK names a file, every call appends PATH_INFO and a newline to it,
+If GW_TEST_MARK names a file, every call appends PATH_INFO and a newline to it,
 so a test can prove that a rejected request never reached the app.
 """
 import json
@@ -11,7 +11,7 @@ KEYS = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REQUEST_URI", "SCRIPT_NA
 
 
 def application(environ, start_response):
-    mark = os.environ.get("GANGWAY_MARK")
+    mark = os.environ.get("GW_TEST_MARK")
     if mark:
         with open(mark, "a", encoding="latin-1") as f:
             f.write(environ.get("PATH_INFO", "") + "\n")

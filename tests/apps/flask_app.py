@@ -1,6 +1,6 @@
 """A real Flask application served by gangway (tests/test_flask.py).
 
-GANGWAY_FLASK_FILE (passed with --env) names the file /download sends.
+GW_TEST_FLASK_FILE (passed with --env) names the file /download sends.
 """
 import hashlib
 import os
@@ -66,7 +66,7 @@ def boom():
 
 @app.route("/download")
 def download():
-    return send_file(os.environ["GANGWAY_FLASK_FILE"], mimetype="application/octet-stream",
+    return send_file(os.environ["GW_TEST_FLASK_FILE"], mimetype="application/octet-stream",
                      as_attachment=True, download_name="data.bin")
 
 

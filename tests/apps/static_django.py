@@ -1,7 +1,7 @@
 """A minimal Django app (settings.configure, no project) for tests/test_static.py.
 
-/file sends GANGWAY_STATIC_FILE with django.http.FileResponse. Every call
-appends "app PATH_INFO" to GANGWAY_MARK, and every use of wsgi.file_wrapper
+/file sends GW_TEST_STATIC_FILE with django.http.FileResponse. Every call
+appends "app PATH_INFO" to GW_TEST_MARK, and every use of wsgi.file_wrapper
 appends "file_wrapper NAME", so a test can prove both that Python ran (or did
 not) and that Django handed the open file to the server's file_wrapper.
 """
@@ -25,8 +25,8 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.http import FileResponse, HttpResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
-FILE = os.environ.get("GANGWAY_STATIC_FILE", "")
-MARK = os.environ.get("GANGWAY_MARK", "")
+FILE = os.environ.get("GW_TEST_STATIC_FILE", "")
+MARK = os.environ.get("GW_TEST_MARK", "")
 
 
 def record(line):

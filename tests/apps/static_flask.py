@@ -1,15 +1,15 @@
 """A small Flask app for tests/test_static.py: send_file next to --static-map.
 
-/download sends GANGWAY_STATIC_FILE with flask.send_file. Like
+/download sends GW_TEST_STATIC_FILE with flask.send_file. Like
 static_django.py, calls and wsgi.file_wrapper uses are appended to
-GANGWAY_MARK.
+GW_TEST_MARK.
 """
 import os
 
 from flask import Flask, send_file
 
-FILE = os.environ.get("GANGWAY_STATIC_FILE", "")
-MARK = os.environ.get("GANGWAY_MARK", "")
+FILE = os.environ.get("GW_TEST_STATIC_FILE", "")
+MARK = os.environ.get("GW_TEST_MARK", "")
 
 flask_app = Flask(__name__)
 

@@ -8,7 +8,7 @@
 /sha256  "LENGTH SHA256" of the request body, read in 1 MiB pieces
 /big     ?size= bytes of a fixed pattern in 64 KiB yields, no Content-Length
 
-If GANGWAY_MARK names a file, every call appends PATH_INFO and a newline to
+If GW_TEST_MARK names a file, every call appends PATH_INFO and a newline to
 it, so a test can prove that a refused packet never reached the app.
 """
 import hashlib
@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 
 def application(environ, start_response):
-    mark = os.environ.get("GANGWAY_MARK")
+    mark = os.environ.get("GW_TEST_MARK")
     if mark:
         with open(mark, "a", encoding="latin-1") as f:
             f.write(environ.get("PATH_INFO", "") + "\n")
