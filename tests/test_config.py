@@ -40,42 +40,9 @@ IS_ROOT = os.geteuid() == 0
 # ---------------------------------------------------------------------------
 
 SANITIZED = os.environ.get("GW_TEST_SANITIZED") == "1"
-LSAN_SUPP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsan.supp")
 
 
-@pytest.fixture(autouse=True)
-def sanitizer_reports(tmp_path):
-    """Under the sanitizer build, CPython's own allocations are suppressed as
-    `make test-asan` does (tests/lsan.supp; without that, LeakSanitizer changes
-    the exit status of every process that ran Python), reports go to files, and
-    a report from any gangway process this test started fails the test."""
-    if not SANITIZED:
-        yield
-        return
-    d = tmp_path / "sanitizer-reports"
-    d.mkdir()
-    names = ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS")
-    saved = {k: os.environ.get(k) for k in names}
-    lsan = os.environ.get("LSAN_OPTIONS", "")
-    if "suppressions=" not in lsan:
-        lsan = "suppressions=%s:print_suppressions=0" % LSAN_SUPP + (":" + lsan if lsan else "")
-    os.environ["LSAN_OPTIONS"] = lsan
-    os.environ["ASAN_OPTIONS"] = ":".join(filter(None, [
-        os.environ.get("ASAN_OPTIONS", ""), "detect_leaks=1", "log_path=%s/asan" % d]))
-    os.environ["UBSAN_OPTIONS"] = ":".join(filter(None, [
-        os.environ.get("UBSAN_OPTIONS", ""), "print_stacktrace=1", "log_path=%s/ubsan" % d]))
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    reports = sorted(d.iterdir())
-    if reports:
-        pytest.fail("sanitizer reports:\n" + "\n".join(
-            "%s:\n%s" % (p.name, p.read_text(errors="replace")[:4000]) for p in reports))
+pytestmark = pytest.mark.usefixtures("sanitizer_reports")  # (conftest.py)
 
 
 # ---------------------------------------------------------------------------
