@@ -60,6 +60,12 @@ static const opt_t opts[] = {
     {"reuse-port", NULL, 0, T_BOOL, OFF(reuse_port), "false", NULL,
      "each worker listens on its own SO_REUSEPORT socket (the kernel spreads connections "
      "evenly; a dying worker drops what was queued on its socket)", "Sockets"},
+    {"defer-accept", NULL, 0, T_SECONDS, OFF(defer_accept), "1", "SECONDS",
+     "TCP sockets: a worker wakes for a new connection once its first bytes arrive; a "
+     "client silent this long is handed over anyway (then --header-timeout runs; 0: off)",
+     "Sockets"},
+    {"no-defer-accept", NULL, 0, T_BOOL, OFF(no_defer_accept), "false", NULL,
+     "uWSGI's name: true means --defer-accept 0", "Sockets"},
     {"chmod-socket", NULL, 'C', T_STR, OFF(chmod_socket), NULL, "MODE",
      "chmod unix sockets (octal, e.g. 660; empty: 666)", "Sockets"},
     {"chown-socket", NULL, 0, T_STR, OFF(chown_socket), NULL, "USER[:GROUP]",
@@ -788,6 +794,13 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
             rc = -EINVAL;
             goto out;
         }
+    }
+    {
+        /* uWSGI's no-defer-accept turns it off unless a stronger source set a time. */
+        const origin_t *nd = &c->_priv->origin[find_name("no-defer-accept") - opts];
+        const origin_t *da = &c->_priv->origin[find_name("defer-accept") - opts];
+        if (c->no_defer_accept && nd->src >= da->src)
+            c->defer_accept = 0;
     }
     if (http_key && c->_priv->origin[find_name("http") - opts].src == SRC_INI)
         fprintf(stderr, "gangway: note: %s:%u: uWSGI's 'http' starts a router process in front "

@@ -38,6 +38,8 @@ typedef struct gw_config {
     const char *chmod_socket; /* octal mode for unix sockets; "" means 666 */
     const char *chown_socket; /* "user[:group]" for unix sockets */
     bool reuse_port;
+    uint64_t defer_accept;     /* seconds of TCP_DEFER_ACCEPT; 0: off */
+    bool no_defer_accept;      /* uWSGI's name: true forces defer_accept to 0 */
 
     /* processes */
     uint64_t workers;          /* 0 until resolved: "auto" is the CPU count */

@@ -209,7 +209,7 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
         inet_ntop(AF_INET6, &in6->sin6_addr, c->peer.addr, sizeof(c->peer.addr));
         snprintf(c->peer.port, sizeof(c->peer.port), "%u", ntohs(in6->sin6_port));
     }
-    if (!l->is_unix) /* whole responses go out at once: Nagle would only delay them */
+    if (!l->is_unix && !l->is_nodelay) /* see gw_listen_tune() */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->all_next = ctx->_all;
     if (ctx->_all)

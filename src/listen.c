@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,26 @@ int gw_listen_open_reuse(gw_listener_t *l, const char *addr, int backlog, char *
     return open_addr(l, addr, backlog, true, err, errlen);
 }
 
+/* Applies l's TCP options to fd; failures only cost speed, so they are ignored. */
+static void apply_tcp_options(const gw_listener_t *l, int fd)
+{
+    int one = 1, defer = (int)l->defer_accept;
+
+    if (l->is_nodelay)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (!l->is_activated)
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
+}
+
+void gw_listen_tune(gw_listener_t *l, unsigned defer_accept_s)
+{
+    if (l->is_unix || l->fd < 0)
+        return;
+    l->is_nodelay = true;
+    l->defer_accept = defer_accept_s;
+    apply_tcp_options(l, l->fd);
+}
+
 int gw_listen_reuse_port(gw_listener_t *l)
 {
     int one = 1, fd, rc;
@@ -98,6 +119,7 @@ int gw_listen_reuse_port(gw_listener_t *l)
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (l->addr.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    apply_tcp_options(l, fd);
     if (bind(fd, (struct sockaddr *)&l->addr, l->addrlen) < 0 || listen(fd, l->backlog) < 0) {
         rc = -errno;
         close(fd);

@@ -32,6 +32,8 @@ typedef struct gw_listener {
     enum gw_proto proto;
     const gw_allow_t *allow;     /* uwsgi: who may connect (unix sockets always may) */
     int backlog;
+    unsigned defer_accept;       /* TCP_DEFER_ACCEPT seconds (0: off), see gw_listen_tune() */
+    bool is_nodelay;             /* TCP_NODELAY is on the listener: accepted sockets inherit it */
     struct sockaddr_storage addr; /* as bound, for gw_listen_reuse_port() */
     socklen_t addrlen;
 } gw_listener_t;
@@ -46,6 +48,15 @@ int gw_listen_open(gw_listener_t *l, const char *addr, int backlog, char *err, s
 int gw_listen_open_reuse(gw_listener_t *l, const char *addr, int backlog, char *err,
                          size_t errlen);
 int gw_listen_reuse_port(gw_listener_t *l);
+
+/* Socket options for a TCP listener, kept across gw_listen_reuse_port():
+ * TCP_NODELAY (whole responses go out at once; Nagle would only delay them),
+ * set once here because accepted sockets inherit it, and TCP_DEFER_ACCEPT,
+ * so that a worker wakes for a connection only once its first bytes are in
+ * (the accept, the read and the parse happen in one go, with no epoll round
+ * for a connection that has nothing to say yet). A socket systemd handed in
+ * keeps its own DeferAcceptSec=. Unix sockets have neither: a no-op. */
+void gw_listen_tune(gw_listener_t *l, unsigned defer_accept_s);
 
 /* Makes l speak proto (its url says so in the logs). */
 void gw_listen_set_proto(gw_listener_t *l, enum gw_proto proto);

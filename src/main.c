@@ -459,9 +459,11 @@ static int serve(gw_config_t *cfg, char **argv)
         if (drop_privileges(cfg) < 0)
             goto out;
     }
-    for (size_t i = 0; i < nl; i++)
+    for (size_t i = 0; i < nl; i++) {
+        gw_listen_tune(&ls[i], (unsigned)cfg->defer_accept);
         if (ls[i].proto == GW_PROTO_UWSGI)
             ls[i].allow = &allow;
+    }
     /* Directories on the command line mean where the command was run, not
      * where --chdir goes: make them absolute first. */
     if (absolute_static_dirs(cfg, &static_abs) < 0)

@@ -1440,6 +1440,20 @@ def test_preload_from_a_stronger_source_wins_over_ini_lazy_apps(tmp_path, ini_te
     assert one(parse_config(out), "preload")[0] == want
 
 
+@pytest.mark.parametrize("ini_text,args,want", [
+    ("no-defer-accept = true", [], "0"),
+    ("no-defer-accept = false", [], "1"),
+    ("no-defer-accept = true", ["--defer-accept", "3"], "3"),
+    ("defer-accept = 2", [], "2"),
+], ids=["ini-off", "ini-false-keeps-default", "cli-time-over-ini-off", "ini-time"])
+def test_uwsgi_no_defer_accept(tmp_path, ini_text, args, want):
+    ini = app_ini(tmp_path, "nd.ini", "module = cfg_app\n%s\n" % ini_text)
+    rc, out, err = run("--print-config", *(args + [str(ini)]))
+    assert rc == 0, err
+    assert "warning" not in err
+    assert one(parse_config(out), "defer-accept")[0] == want
+
+
 def test_logto_takes_both_logs_and_sigusr1_reopens(gangway, tmp_path):
     logf = tmp_path / "logs" / "gangway.log"
     logf.parent.mkdir()

@@ -87,3 +87,147 @@ def test_bad_address_is_a_usage_error(tmp_path):
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=15)
     assert p.returncode == 2
     assert b"invalid value 'nonsense' for --http (want host:port" in p.stderr
+
+
+# ------------------------------------------------------------ socket options
+#
+# The checks read the kernel's own state: /proc/net/tcp for the server side of
+# a connection, and the worker's sockets themselves, borrowed with
+# pidfd_getfd(2) (root, or ptrace rights over the worker).
+
+SYS_PIDFD_OPEN, SYS_PIDFD_GETFD = 434, 438
+TCP_STATES = {"01": "ESTABLISHED", "03": "SYN_RECV", "0A": "LISTEN"}
+
+
+def tcp_entries(port):
+    """[(local port, remote port, state, inode)] on 127.0.0.1 touching port."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            p = line.split()
+            lp, rp = int(p[1].split(":")[1], 16), int(p[2].split(":")[1], 16)
+            if port in (lp, rp):
+                out.append((lp, rp, TCP_STATES.get(p[3], p[3]), int(p[9])))
+    return out
+
+
+def server_side(port, client_port):
+    """State of the server's end of the connection from client_port, or None."""
+    for lp, rp, state, _ in tcp_entries(port):
+        if lp == port and rp == client_port:
+            return state
+    return None
+
+
+def socket_fd(pid, inode):
+    """pid's descriptor number for the socket with this inode, or None."""
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == "socket:[%d]" % inode:
+                return int(fd)
+        except OSError:
+            pass
+    return None
+
+
+def borrow_fd(pid, inode):
+    """A duplicate of pid's socket with this inode (pidfd_getfd), or None."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    target = socket_fd(pid, inode)
+    if target is None:
+        return None
+    pidfd = libc.syscall(SYS_PIDFD_OPEN, pid, 0)
+    if pidfd < 0:
+        pytest.skip("pidfd_open: %s" % os.strerror(ctypes.get_errno()))
+    try:
+        fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, target, 0)
+        if fd < 0:
+            pytest.skip("pidfd_getfd: %s" % os.strerror(ctypes.get_errno()))
+        return socket.socket(fileno=fd)
+    finally:
+        os.close(pidfd)
+
+
+def worker_pid(srv):
+    from conftest import wait_for
+    kids = wait_for(lambda: open("/proc/%d/task/%d/children" % (srv.pid, srv.pid)).read().split(),
+                    10, what="a worker")
+    return int(kids[0])
+
+
+def test_defer_accept_keeps_a_silent_connection_in_the_kernel(gangway):
+    """By default a worker is not woken for a connection that has sent
+    nothing: the kernel holds it half-open (SYN_RECV on the server side) until
+    its first bytes, which then arrive with the accept."""
+    srv = gangway("hello:application")
+    s = srv.connect()
+    try:
+        assert server_side(srv.port, s.getsockname()[1]) == "SYN_RECV"
+        assert get(s).body == b"Hello, World!"
+        assert server_side(srv.port, s.getsockname()[1]) == "ESTABLISHED"
+    finally:
+        s.close()
+
+
+def test_defer_accept_0_takes_connections_at_once(gangway):
+    from conftest import wait_for
+    srv = gangway("--defer-accept", "0", "hello:application")
+    w = worker_pid(srv)
+    s = srv.connect()
+    try:
+        port = s.getsockname()[1]
+        conn = [e for e in tcp_entries(srv.port) if e[0] == srv.port and e[1] == port]
+        assert conn and conn[0][2] == "ESTABLISHED", conn
+        wait_for(lambda: socket_fd(w, conn[0][3]) is not None, 10, what="the worker to accept")
+        assert get(s).body == b"Hello, World!"
+    finally:
+        s.close()
+
+
+def test_a_silent_client_is_still_timed_out(gangway):
+    """Deferring does not hide a silent client from --header-timeout: the
+    kernel hands it over after --defer-accept seconds, then the timeout runs."""
+    srv = gangway("--defer-accept", "1", "--header-timeout", "1", "hello:application")
+    s = srv.connect()
+    try:
+        import time
+        t0 = time.monotonic()
+        s.settimeout(10)
+        try:
+            data = s.recv(4096)
+        except ConnectionResetError:
+            data = b""
+        waited = time.monotonic() - t0
+        assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:80]
+        # the kernel holds it for at least the defer time, the worker for the timeout
+        assert 1.8 <= waited < 8, waited
+    finally:
+        s.close()
+
+
+def test_listener_options_on_the_worker_sockets(gangway):
+    """TCP_NODELAY is set once on the listener and inherited by every accepted
+    socket; TCP_DEFER_ACCEPT is on the listener (and off with 0)."""
+    for defer, want in (("1", 1), ("0", 0)):
+        srv = gangway("--defer-accept", defer, "hello:application")
+        w = worker_pid(srv)
+        s = srv.connect()
+        try:
+            assert get(s).body == b"Hello, World!"
+            port = s.getsockname()[1]
+            ents = tcp_entries(srv.port)
+            listener = [e for e in ents if e[2] == "LISTEN" and e[0] == srv.port]
+            conn = [e for e in ents if e[0] == srv.port and e[1] == port]
+            assert listener and conn, ents
+            ls, cs = borrow_fd(w, listener[0][3]), borrow_fd(w, conn[0][3])
+            assert ls is not None and cs is not None, "the worker holds neither socket"
+            try:
+                assert ls.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) == want
+                assert cs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            finally:
+                ls.close()
+                cs.close()
+        finally:
+            s.close()
+        srv.stop()

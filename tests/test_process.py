@@ -407,9 +407,10 @@ def accept_queue_len(port):
 def test_reload_serves_connection_accepted_before_its_request(gangway, tmp_path):
     """The deterministic form of the race the load tests hit: the old worker
     has accepted a connection whose request has not arrived yet when it is told
-    to stop. The request arrives a moment later and must be answered."""
+    to stop. The request arrives a moment later and must be answered.
+    (--defer-accept 0: with it, the kernel would hold the silent connection.)"""
     app = reload_app(tmp_path)
-    s = gangway("--wsgi-file", str(app), env=RELOAD_ENV)
+    s = gangway("--defer-accept", "0", "--wsgi-file", str(app), env=RELOAD_ENV)
     old = current_workers(s.read_log())[1]
     c = s.connect(timeout=10)
     try:
