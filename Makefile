@@ -13,7 +13,21 @@ ifeq ($(CI),true)
 CFLAGS  += -Werror
 endif
 PY_CFLAGS  := $(shell $(PYCONFIG) --includes 2>/dev/null)
+# libpython is linked in statically, as in Debian's own /usr/bin/python3: the
+# shared libpython is position-independent code and runs about 10% more
+# instructions per request of a Flask app (docs/ARCHITECTURE.md, "Python").
+# The archive is not PIC, hence -no-pie (as /usr/bin/python3); the linker
+# exports the interpreter's symbols for extension modules (LINKFORSHARED).
+# PYTHON_LINK=shared, or an archive that is not there, links libpython.so.
+PYTHON_LINK ?= static
+PY_VAR      = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("$(1)") or "")' 2>/dev/null)
+PY_ARCHIVE := $(wildcard $(call PY_VAR,LIBPL)/$(call PY_VAR,LIBRARY))
+ifeq ($(PYTHON_LINK)$(if $(PY_ARCHIVE),,-missing),static)
+PY_LDFLAGS := -no-pie $(call PY_VAR,LINKFORSHARED) $(PY_ARCHIVE) \
+              $(sort $(call PY_VAR,MODLIBS)) $(call PY_VAR,LIBS) $(call PY_VAR,SYSLIBS)
+else
 PY_LDFLAGS := $(shell $(PYCONFIG) --embed --ldflags 2>/dev/null)
+endif
 LDLIBS  += $(PY_LDFLAGS) -lsystemd
 
 # Modules of the server; *_test.c and *_fuzz.c sit beside them.
@@ -85,12 +99,15 @@ test-asan: gangway-asan
 
 # `make gangway-asan` builds the sanitized objects in build-asan/ whatever
 # BUILD says: a gangway-asan linked from plain objects would test nothing.
+# It links the shared libpython: LeakSanitizer then tells the interpreter's
+# own allocations (module libpython3, tests/lsan.supp) from gangway's.
 ifeq ($(BUILD),build-asan)
 gangway-asan: $(DEPS_STAMP) $(OBJS) $(BUILD)/main.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(BUILD)/main.o $(LDLIBS)
 else
 gangway-asan: $(DEPS_STAMP)
-	$(MAKE) BUILD=build-asan OPT="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" gangway-asan
+	$(MAKE) BUILD=build-asan OPT="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
+	    PYTHON_LINK=shared gangway-asan
 endif
 
 include bench/Makefile.inc

@@ -660,3 +660,16 @@ def test_file_wrapper_without_fileno_is_iterated(fwapp, with_length):
     assert r.body == FW_DATA
     if with_length:
         assert r.header("content-length") == str(len(FW_DATA))
+
+
+def test_extension_modules_load_and_work(gangway):
+    """gangway links libpython in (not the shared library): C extensions from
+    lib-dynload and dist-packages must still find the interpreter's symbols."""
+    srv = gangway("ext_modules:application")
+    r = request(srv, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert r.status == 200, r.body
+    got = json.loads(r.body)
+    bad = {k: v for k, v in got.items() if isinstance(v, str) and v.startswith("ERROR")}
+    assert not bad, bad
+    assert got["_ssl"].endswith(".so") and got["markupsafe._speedups"].endswith(".so")
+    assert got["work"] == [4, "3.3", hashlib.sha256(b"gangway").hexdigest()[:8], 42]
