@@ -246,15 +246,20 @@ class WrkRow:
     def measure(self, args):
         argv = wrk_argv(self.port, self.scn, args.connections, args.duration)
         self.row["wrk"] = " ".join(shlex.quote(a) for a in argv)
+        front = self.scn["kind"] == "front"
         before = B.process_tree(self.roots)
+        back0 = B.process_tree([self.app_srv.pid]) if front else None
         r = run_wrk(argv, args.duration)
         after = B.process_tree(self.roots)
+        back1 = B.process_tree([self.app_srv.pid]) if front else None
         for s in self.servers:
             s.tree()
         self.alive_or_skip()
         cpu_s, busiest = B.cpu_delta(before, after)
         if r["requests"] <= 0:
             raise Skip("wrk completed no requests")
+        if front:  # the app server's share of nginx + server
+            r["backend_cpu_us"] = B.cpu_delta(back0, back1)[0] * 1e6 / r["requests"]
         r["cpu_s"] = cpu_s
         r["cpu_us"] = cpu_s * 1e6 / r["requests"]
         r["server_cpu"] = cpu_s / (r["duration_us"] / 1e6)
@@ -297,6 +302,11 @@ class WrkRow:
         keepalive = errs["read"] <= 0.5 * total and "Connection: close" not in scn.get("headers", [])
         if keepalive and conc < 0.5 * args.connections:
             notes.append("only ≈%.0f of %d connections in flight (Little's law)" % (conc, args.connections))
+        if all("backend_cpu_us" in r for r in runs):
+            row["backend_cpu_us"] = med("backend_cpu_us")
+            notes.append("of the CPU/req: %.1f µs %s, %.1f µs nginx" % (
+                row["backend_cpu_us"], B.SERVER_LABELS[self.server],
+                row["cpu_us"] - row["backend_cpu_us"]))
         row["wrk_cpu"], row["server_cpu"] = med("wrk_cpu"), med("server_cpu")
         if row["wrk_cpu"] >= 0.9 and row["server_cpu"] < 0.9:
             notes.append("wrk-bound (wrk %.0f%% of its CPU, server %.0f%%): compare CPU/req" % (
@@ -472,6 +482,73 @@ def run_idle_row(server, scn, args, static_files):
     return row
 
 
+# ----------------------------------------------------------------- bounds
+
+def app_alone(app, post=0, seconds=2.0):
+    """bench/alone.py for app, pinned to the server CPU: its µs per call, or None."""
+    mod, call = B.APPS[app]
+    argv = ["taskset", "-c", B.SERVER_CPU, B.PYTHON, os.path.join(B.ROOT, "bench", "alone.py"),
+            mod, call, "--seconds", str(seconds)] + (["--post", str(post)] if post else [])
+    try:
+        p = subprocess.run(argv, cwd=B.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=seconds + 60)
+        return json.loads(p.stdout.decode().strip().splitlines()[-1])["us_per_call"]
+    except (subprocess.TimeoutExpired, ValueError, IndexError, KeyError) as ex:
+        print("warning: bench/alone.py %s: %s" % (app, ex), file=sys.stderr)
+        return None
+
+
+def measure_floors(scenarios):
+    """{app: µs per call} for the apps of the WSGI scenarios that ran."""
+    floors = {}
+    for scn in scenarios:
+        if scn["kind"] == "wrk" and "static" not in scn and scn["app"] not in floors:
+            floors[scn["app"]] = app_alone(scn["app"], len(POST_BODY) if scn["app"] == "echo" else 0)
+    return floors
+
+
+def bounds_md(rows, scenarios, floors):
+    """What no server could beat in this run: the app alone, nginx alone."""
+    by = {(r["scenario"], r["server"]): r for r in rows if not r.get("skipped")}
+    peers = [p for p in ("uwsgi", "gunicorn", "waitress")
+             if any((s["key"], p) in by for s in scenarios)]
+    L = ["## What bounds the ratios", "",
+         "The app alone (`bench/alone.py`: the same app called in a loop in one process, no "
+         "server, pinned to the server CPU) is the floor of any server's CPU per request. A "
+         "peer's CPU/req divided by it is the best CPU ratio that a server costing nothing "
+         "could reach against that peer. Each cell: gangway now / at best.", "",
+         "| scenario | app alone µs/call | gangway µs/req | of which gangway's own | %s |"
+         % " | ".join("÷ %s CPU/req" % B.SERVER_LABELS[p] for p in peers),
+         "|---|---:|---:|---:|" + "---:|" * len(peers)]
+    for scn in scenarios:
+        g, f = by.get((scn["key"], "gangway")), floors.get(scn["app"])
+        if scn["kind"] != "wrk" or "static" in scn or not g or not f:
+            continue
+        cells = []
+        for p in peers:
+            r = by.get((scn["key"], p))
+            cells.append("%.2f× / %.2f×" % (r["cpu_us"] / g["cpu_us"], r["cpu_us"] / f)
+                         if r else "–")
+        L.append("| %s | %.1f | %.1f | %.1f | %s |" % (
+            scn["key"], f, g["cpu_us"], g["cpu_us"] - f, " | ".join(cells)))
+    L.append("")
+    hk = [by.get(("hello-keepalive", s)) for s in ("nginx", "uwsgi")]
+    if all(hk):
+        L.append("- hello-keepalive: nginx's `return 200`, which runs no app at all, serves "
+                 "%.2f× uWSGI's req/s at %.2f× less CPU/req: no HTTP server here can go "
+                 "much past that." % (hk[0]["rps"] / hk[1]["rps"], hk[1]["cpu_us"] / hk[0]["cpu_us"]))
+    fr = [by.get(("nginx-uwsgi", s)) for s in ("gangway", "uwsgi")]
+    if all(fr) and all("backend_cpu_us" in r for r in fr):
+        ng = fr[1]["cpu_us"] - fr[1]["backend_cpu_us"]
+        L.append("- nginx-uwsgi: nginx itself spends %.1f µs/req in front of uWSGI (%.1f µs in "
+                 "front of gangway); uWSGI %.1f µs, gangway %.1f µs. With a backend that cost "
+                 "nothing, nginx → it would be at most %.2f× nginx → uWSGI." % (
+                     ng, fr[0]["cpu_us"] - fr[0]["backend_cpu_us"], fr[1]["backend_cpu_us"],
+                     fr[0]["backend_cpu_us"], fr[1]["cpu_us"] / ng))
+    L.append("")
+    return L
+
+
 # ----------------------------------------------------------------- report
 
 def fmt_lat(us):
@@ -503,7 +580,7 @@ def gangway_row(rows, key):
     return None
 
 
-def report_md(rows, meta, scenarios, chart_name):
+def report_md(rows, meta, scenarios, chart_name, floors):
     L = []
     L.append("# gangway benchmark, %s (%s)" % (meta["date"], meta["name"]))
     L.append("")
@@ -565,6 +642,7 @@ def report_md(rows, meta, scenarios, chart_name):
                 "%.1f MiB" % (r["rss_kib"] / 1024) if r.get("rss_kib") else "–",
                 fmt_ratio(rr), fmt_ratio(rc), "; ".join(r.get("notes", []))))
         L.append("")
+    L.extend(bounds_md(rows, scenarios, floors))
     L.append("## Notes")
     L.append("")
     for n in NOTES:
@@ -792,6 +870,7 @@ def main():
                     prefix, row["rps"], fmt_lat(row["p50_us"]), fmt_lat(row["p99_us"]), row["cpu_us"],
                     row.get("rss_kib"), "; ".join(row.get("notes", []))), flush=True)
 
+    floors = measure_floors(scenarios)
     commit = B.git_commit()
     name = args.name or (commit.split("-")[0][:7] + ("-quick" if q else ""))
     meta = dict(date=B.today(), name=name, machine=B.machine_info(), versions=B.versions(),
@@ -804,12 +883,12 @@ def main():
     with open(base + ".svg", "w") as f:
         f.write(report_svg(rows, meta, scenarios))
     with open(base + ".md", "w") as f:
-        f.write(report_md(rows, meta, scenarios, os.path.basename(base) + ".svg"))
+        f.write(report_md(rows, meta, scenarios, os.path.basename(base) + ".svg", floors))
     with open(os.path.join(B.WORK, "last-run.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1, default=str)
+        json.dump(dict(meta=meta, rows=rows, floors=floors), f, indent=1, default=str)
     if not args.no_latest:
         shutil.copyfile(base + ".svg", os.path.join(args.out_dir, "latest.svg"))
-        md = report_md(rows, meta, scenarios, "latest.svg")
+        md = report_md(rows, meta, scenarios, "latest.svg", floors)
         with open(os.path.join(args.out_dir, "latest.md"), "w") as f:
             f.write(md)
     print("wrote %s.md and %s.svg%s (%.0f s)" % (
