@@ -316,12 +316,13 @@ class WrkRow:
             notes.append("noisy: req/s spread %.0f%% across runs" % (spread * 100))
 
 
-def run_wrk_scenario(scn, servers, args, static_files):
+def run_wrk_scenario(scn, servers, args, static_files, floors):
     """All the scenario's servers up at once (idle ones cost nothing); the runs
     are interleaved round-robin, so load from elsewhere on a shared machine
-    hits every server alike and the ratios stay fair."""
+    hits every server alike and the ratios stay fair. The app alone runs in
+    the same rounds; floors[scenario] gets the median of its figures."""
     rows = [WrkRow(srv, scn, static_files) for srv in servers]
-    live = []
+    live, alone = [], []
     try:
         for w in rows:
             try:
@@ -344,6 +345,13 @@ def run_wrk_scenario(scn, servers, args, static_files):
                     w.measure(args)
                 except Skip as ex:
                     w.fail(str(ex))
+            if has_floor(scn) and live:
+                us = app_alone(scn["app"], len(POST_BODY) if scn["app"] == "echo" else 0,
+                               seconds=args.duration)
+                if us is not None:
+                    alone.append(us)
+        if alone:
+            floors[scn["key"]] = statistics.median(alone)
         for w in live:
             if not w.row.get("skipped"):
                 w.finish(args)
@@ -498,13 +506,8 @@ def app_alone(app, post=0, seconds=2.0):
         return None
 
 
-def measure_floors(scenarios):
-    """{app: µs per call} for the apps of the WSGI scenarios that ran."""
-    floors = {}
-    for scn in scenarios:
-        if scn["kind"] == "wrk" and "static" not in scn and scn["app"] not in floors:
-            floors[scn["app"]] = app_alone(scn["app"], len(POST_BODY) if scn["app"] == "echo" else 0)
-    return floors
+def has_floor(scn):
+    return scn["kind"] == "wrk" and "static" not in scn
 
 
 def bounds_md(rows, scenarios, floors):
@@ -521,8 +524,8 @@ def bounds_md(rows, scenarios, floors):
          % " | ".join("÷ %s CPU/req" % B.SERVER_LABELS[p] for p in peers),
          "|---|---:|---:|---:|" + "---:|" * len(peers)]
     for scn in scenarios:
-        g, f = by.get((scn["key"], "gangway")), floors.get(scn["app"])
-        if scn["kind"] != "wrk" or "static" in scn or not g or not f:
+        g, f = by.get((scn["key"], "gangway")), floors.get(scn["key"])
+        if not has_floor(scn) or not g or not f:
             continue
         cells = []
         for p in peers:
@@ -820,7 +823,7 @@ def main():
     est_wrk = 1.5 + args.warmup + args.runs * (args.duration + 0.3)
     est_idle = 3 + args.idle_phase + args.fresh_timeout
     n_rows = sum(1 for scn in scenarios for srv in scn["servers"] if srv in servers)
-    rows = []
+    rows, floors = [], {}
     for scn in scenarios:
         plan, todo = [], []
         for srv in scn["servers"]:
@@ -835,6 +838,8 @@ def main():
         # rows that would end after the budget are skipped
         left = args.budget - (time.monotonic() - t_start)
         est = est_idle if scn["kind"] == "idle" else est_wrk
+        if has_floor(scn):
+            left -= est_wrk  # the app alone runs in the same rounds: about one row more
         fit = max(0, min(len(todo), int(left // est)))
         for row in todo[fit:]:
             row["skipped"] = "time budget (%.0f s) would be exceeded" % args.budget
@@ -848,7 +853,8 @@ def main():
                     except Skip as ex:
                         row["skipped"] = str(ex)
             elif todo:
-                for r in run_wrk_scenario(scn, [r["server"] for r in todo], args, static_files):
+                for r in run_wrk_scenario(scn, [r["server"] for r in todo], args, static_files,
+                                          floors):
                     done[r["server"]] = r
         except Exception as ex:   # one broken scenario must not lose the others
             for row in todo:
@@ -870,7 +876,6 @@ def main():
                     prefix, row["rps"], fmt_lat(row["p50_us"]), fmt_lat(row["p99_us"]), row["cpu_us"],
                     row.get("rss_kib"), "; ".join(row.get("notes", []))), flush=True)
 
-    floors = measure_floors(scenarios)
     commit = B.git_commit()
     name = args.name or (commit.split("-")[0][:7] + ("-quick" if q else ""))
     meta = dict(date=B.today(), name=name, machine=B.machine_info(), versions=B.versions(),

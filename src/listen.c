@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -97,12 +98,13 @@ static void apply_tcp_options(const gw_listener_t *l, int fd)
         setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
 }
 
-void gw_listen_tune(gw_listener_t *l, unsigned defer_accept_s)
+void gw_listen_tune(gw_listener_t *l, uint64_t defer_accept_s)
 {
     if (l->is_unix || l->fd < 0)
         return;
     l->is_nodelay = true;
-    l->defer_accept = defer_accept_s;
+    /* the kernel takes an int and caps it at its retransmission limit anyway */
+    l->defer_accept = defer_accept_s > INT_MAX ? INT_MAX : (unsigned)defer_accept_s;
     apply_tcp_options(l, l->fd);
 }
 

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 enum gw_proto { GW_PROTO_HTTP, GW_PROTO_UWSGI };
@@ -56,7 +57,7 @@ int gw_listen_reuse_port(gw_listener_t *l);
  * (the accept, the read and the parse happen in one go, with no epoll round
  * for a connection that has nothing to say yet). A socket systemd handed in
  * keeps its own DeferAcceptSec=. Unix sockets have neither: a no-op. */
-void gw_listen_tune(gw_listener_t *l, unsigned defer_accept_s);
+void gw_listen_tune(gw_listener_t *l, uint64_t defer_accept_s);
 
 /* Makes l speak proto (its url says so in the logs). */
 void gw_listen_set_proto(gw_listener_t *l, enum gw_proto proto);

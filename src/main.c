@@ -460,7 +460,7 @@ static int serve(gw_config_t *cfg, char **argv)
             goto out;
     }
     for (size_t i = 0; i < nl; i++) {
-        gw_listen_tune(&ls[i], (unsigned)cfg->defer_accept);
+        gw_listen_tune(&ls[i], cfg->defer_accept);
         if (ls[i].proto == GW_PROTO_UWSGI)
             ls[i].allow = &allow;
     }
