@@ -100,6 +100,7 @@ static int spawn(master_t *m, size_t i)
     pid_t pid;
 
     gw_slot_reset(slot, m->generation);
+    gw_scoreboard_use(&m->sb, i);
     gw_log_flush();
     fflush(NULL);
     if (m->app)

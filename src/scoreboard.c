@@ -22,23 +22,40 @@ int gw_method_index(const char *m, size_t n)
     return GW_METHODS - 1;
 }
 
+/* The mapping: a cache line for nused, then the slots. */
+#define HEAD 64
+
 int gw_scoreboard_open(gw_scoreboard_t *sb, size_t nslots)
 {
-    void *p = mmap(NULL, nslots * sizeof(gw_slot_t), PROT_READ | PROT_WRITE,
+    void *p = mmap(NULL, HEAD + nslots * sizeof(gw_slot_t), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return -errno;
-    sb->slots = p;
+    sb->nused = p;
+    sb->slots = (gw_slot_t *)((char *)p + HEAD);
     sb->nslots = nslots;
     return 0;
 }
 
 void gw_scoreboard_close(gw_scoreboard_t *sb)
 {
-    if (sb->slots)
-        munmap(sb->slots, sb->nslots * sizeof(gw_slot_t));
+    if (sb->nused)
+        munmap((void *)sb->nused, HEAD + sb->nslots * sizeof(gw_slot_t));
+    sb->nused = NULL;
     sb->slots = NULL;
     sb->nslots = 0;
+}
+
+void gw_scoreboard_use(gw_scoreboard_t *sb, size_t i)
+{
+    if (i < sb->nslots && atomic_load_explicit(sb->nused, RELAXED) < i + 1)
+        atomic_store_explicit(sb->nused, (uint32_t)(i + 1), RELAXED);
+}
+
+size_t gw_scoreboard_used(const gw_scoreboard_t *sb)
+{
+    size_t n = atomic_load_explicit(sb->nused, RELAXED);
+    return n < sb->nslots ? n : sb->nslots;
 }
 
 void gw_slot_reset(gw_slot_t *s, uint32_t generation)

@@ -56,12 +56,21 @@ typedef struct gw_slot {
 
 typedef struct gw_scoreboard {
     size_t nslots;
-    gw_slot_t *slots; /* shared mapping */
+    gw_slot_t *slots;        /* shared mapping */
+    _Atomic uint32_t *nused; /* shared too: 1 + the highest slot ever given a worker */
 } gw_scoreboard_t;
 
 /* Maps nslots shared slots (inherited across fork). 0 or -errno. */
 int gw_scoreboard_open(gw_scoreboard_t *sb, size_t nslots);
 void gw_scoreboard_close(gw_scoreboard_t *sb);
+
+/* Master: slot i is about to get a worker. The master fills slots lowest
+ * first, so the used ones sit at the start and a worker comparing loads
+ * (on every accept) reads a few slots, not all of them. */
+void gw_scoreboard_use(gw_scoreboard_t *sb, size_t i);
+
+/* How many slots from the start may ever have held a worker. */
+size_t gw_scoreboard_used(const gw_scoreboard_t *sb);
 
 /* Master: clears a slot before forking its worker. */
 void gw_slot_reset(gw_slot_t *s, uint32_t generation);

@@ -99,8 +99,8 @@ static bool should_yield(gw_server_t *s)
         s->has_yielded = false; /* after stepping back once, take one */
         return false;
     }
-    for (size_t i = 0; i < s->who.nall; i++) {
-        gw_slot_t *o = &s->who.all[i];
+    for (size_t i = 0, used = gw_scoreboard_used(s->who.sb); i < used; i++) {
+        gw_slot_t *o = &s->who.sb->slots[i];
         uint64_t busy;
         if (o == s->who.slot ||
             atomic_load_explicit(&o->state, memory_order_relaxed) != GW_SLOT_READY)
@@ -127,7 +127,7 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
     /* With several workers on one socket, taking one connection per wake-up
      * lets the kernel's EPOLLEXCLUSIVE hand the next to another worker:
      * connections spread evenly instead of to whoever woke first. */
-    bool shared = s->cfg->workers > 1 && !lw->l->is_reuse_port && s->who.all;
+    bool shared = s->cfg->workers > 1 && !lw->l->is_reuse_port && s->who.sb;
     int batch = shared ? 1 : ACCEPT_BATCH;
 
     if (shared && should_yield(s)) {

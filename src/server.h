@@ -22,8 +22,7 @@ typedef struct gw_block_hooks {
 typedef struct gw_worker_info {
     unsigned id;      /* 1-based; jitters max-requests */
     gw_slot_t *slot;  /* its scoreboard slot, or NULL */
-    gw_slot_t *all;   /* every slot, to compare loads with the other workers */
-    size_t nall;
+    const gw_scoreboard_t *sb; /* every slot, to compare loads with the other workers */
 } gw_worker_info_t;
 
 /* Borrows cfg, the listeners, the handler and the slot for the server's

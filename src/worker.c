@@ -17,8 +17,7 @@ int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned
     gw_slot_t *slot = &sb->slots[id - 1];
     gw_handler_t handler;
     gw_block_hooks_t hooks;
-    gw_worker_info_t who = {.id = id, .slot = &sb->slots[id - 1], .all = sb->slots,
-                            .nall = sb->nslots};
+    gw_worker_info_t who = {.id = id, .slot = &sb->slots[id - 1], .sb = sb};
     gw_server_t *s;
     gw_wsgi_t *w = app;
     uint16_t msg = (uint16_t)id;
