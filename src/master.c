@@ -156,6 +156,16 @@ static void spawn_more(master_t *m, unsigned n)
     }
 }
 
+/* Tells worker i to stop (SIGTERM: gracefully, SIGQUIT: now). Its slot
+ * says "stopping" at once: a worker stuck in the app notices the signal only
+ * when the app returns, and the statistics should not call it merely busy. */
+static void retire(master_t *m, size_t i, int sig)
+{
+    m->w[i].is_retiring = true;
+    atomic_store_explicit(&m->sb.slots[i].state, GW_SLOT_STOPPING, RELAXED);
+    kill(m->w[i].pid, sig);
+}
+
 static void signal_all(master_t *m, int sig, bool old_only)
 {
     for (size_t i = 0; i < NSLOTS; i++) {
@@ -163,8 +173,9 @@ static void signal_all(master_t *m, int sig, bool old_only)
         if (!w->pid || (old_only && w->generation == m->generation))
             continue;
         if (sig == SIGTERM || sig == SIGQUIT)
-            w->is_retiring = true;
-        kill(w->pid, sig);
+            retire(m, i, sig);
+        else
+            kill(w->pid, sig);
     }
 }
 
@@ -447,7 +458,7 @@ static void on_worker_exit(master_t *m, size_t i, int st)
                          "keep serving");
             for (size_t j = 0; j < NSLOTS; j++)
                 if (m->w[j].pid && m->w[j].generation == m->generation)
-                    kill(m->w[j].pid, SIGQUIT), m->w[j].is_retiring = true;
+                    retire(m, j, SIGQUIT);
             m->generation--;
             m->is_reloading = false;
             tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
@@ -561,8 +572,7 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
             for (size_t i = NSLOTS; i-- > 0;) {
                 wproc_t *wp = &m->w[i];
                 if (wp->pid && wp->generation == m->generation && !wp->is_retiring) {
-                    wp->is_retiring = true;
-                    kill(wp->pid, SIGTERM);
+                    retire(m, i, SIGTERM);
                     break;
                 }
             }

@@ -1,7 +1,8 @@
 /* The scoreboard: one shared-memory slot per worker, written by that worker
  * (state, what Python is running and since when, counters, a latency
  * histogram) and read by the master for harakiri and statistics. The master
- * only resets a slot before it forks the slot's worker. No locks: each field
+ * only resets a slot before it forks the slot's worker, and sets its state to
+ * stopping when it tells the worker to stop. No locks: each field
  * is a relaxed atomic, and a reader may see a torn `current` string, which
  * is only ever logged. */
 #ifndef GW_SCOREBOARD_H

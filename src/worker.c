@@ -44,7 +44,9 @@ int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned
     gw_clock_update();
     atomic_store(&slot->pid, (int32_t)getpid());
     atomic_store(&slot->started_ms, gw_clock_ms());
-    atomic_store(&slot->state, GW_SLOT_READY);
+    /* From starting only: the master may have marked it stopping meanwhile. */
+    uint32_t starting = GW_SLOT_STARTING;
+    atomic_compare_exchange_strong(&slot->state, &starting, GW_SLOT_READY);
     if (write(notify_fd, &msg, sizeof(msg)) != sizeof(msg))
         gw_log_error("worker %u: cannot tell the master it is ready: %s", id, strerror(errno));
     close(notify_fd);

@@ -1814,3 +1814,36 @@ def test_status_page_in_headless_chromium_real_time(gangway, tmp_path, tmp_path_
     assert all(u.startswith("http://127.0.0.1:%d/" % addr[1]) for u in urls), urls
     check_png(str(tmp_path / "status-live.png"), 1100, 720)
     save_artifact(tmp_path_factory, str(tmp_path / "status-live.png"), "status-live.png")
+
+
+def test_a_worker_told_to_stop_while_stuck_in_the_app_shows_stopping(gangway, holder):
+    """SIGTTOU retires a worker whose app is stuck: it only sees the signal
+    when the app returns, but the statistics say "stopping" (and not
+    accepting) as soon as the master has told it."""
+    srv = start(gangway, workers=2)
+    addr = stats_addr(srv)
+    target = "/block?port=%d" % holder.port
+    # one held request in each worker (one after the other, as above)
+    holder.hold(lambda: call(srv, "GET", target)[1])
+    held = [holder.accept()]
+    holder.hold(lambda: call(srv, "GET", target)[1])
+    held.append(holder.accept())
+    assert len(set(held)) == 2
+    try:
+        wait_for(lambda: [w["status"] for w in stats_json(addr)["workers"]] == ["busy", "busy"],
+                 timeout=5 * SLOW, what="both workers busy")
+        srv.signal(signal.SIGTTOU)  # the master retires worker 2
+        js = wait_for(lambda: (lambda j: [w["status"] for w in j["workers"]]
+                               == ["busy", "stopping"] and j)(stats_json(addr)),
+                      timeout=5 * SLOW, what="worker 2 stopping while its app is stuck")
+        w2 = js["workers"][1]
+        assert w2["accepting"] == 0 and w2["current"] == "GET " + target
+        fams = stats_metrics(addr)
+        assert sample(fams, "gangway_workers", state="stopping") == 1
+        assert sample(fams, "gangway_requests_in_flight") == 2
+    finally:
+        results = holder.release()
+    assert all(r.status == 200 for r in results)
+    # worker 2 finishes its request and goes; it is not replaced
+    wait_for(lambda: [w["status"] for w in stats_json(addr)["workers"]] == ["idle"],
+             timeout=10 * SLOW, what="worker 2 gone, worker 1 idle")
