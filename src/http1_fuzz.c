@@ -27,11 +27,10 @@
 #include "http1.c"
 #include "request.c"
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
+
+#include "feed_harness.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -347,40 +346,6 @@ static void compare(const run_t *whole, const run_t *pieces)
     }
 }
 
-static int lowest_free_fd(void)
-{
-    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0)
-        close(fd);
-    return fd;
-}
-
-/* Fails if a descriptor still points into the body tmpdir. Body files are
- * unlinked at once, so they show as "<tmpdir>/#123 (deleted)" or
- * "<tmpdir>/gangway-body-XXXXXX (deleted)". */
-static void check_no_body_files(void)
-{
-    char dir[4096], link[4096], path[64];
-    size_t n = (size_t)snprintf(dir, sizeof(dir), "%s/", body_env.tmpdir);
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-
-    if (!d)
-        return;
-    while ((e = readdir(d))) {
-        ssize_t k;
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
-        if ((k = readlink(path, link, sizeof(link) - 1)) <= 0)
-            continue;
-        link[k] = '\0';
-        if (strncmp(link, dir, n) == 0 && strstr(link, "(deleted)"))
-            FAIL("file descriptor leak: fd %s -> %s", e->d_name, link);
-    }
-    closedir(d);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int base_fd = -1;
@@ -388,12 +353,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const gw_http1_limits_t *lim;
     size_t maxread;
     int fd;
+    char leak[HARNESS_FD_WHAT_MAX];
 
     if (size < 2)
         return 0;
     if (base_fd < 0) {
         gw_bufpool_init(&body_pool, 4096, 4);
-        base_fd = lowest_free_fd();
+        base_fd = harness_lowest_free_fd();
     }
     maxread = (data[0] & 0x0f) ? (size_t)1 << ((data[0] & 0x0f) - 1) : 0;
     lim = (data[0] & 0x10) ? &roomy : &tight;
@@ -409,8 +375,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     gw_arena_pool_dispose(&arena_pool);
     /* A leaked body file takes the lowest free descriptor. Something else
      * may too (libFuzzer's symbolizer pipe): look closer, then move on. */
-    if ((fd = lowest_free_fd()) != base_fd) {
-        check_no_body_files();
+    if ((fd = harness_lowest_free_fd()) != base_fd) {
+        if (harness_find_deleted_file(body_env.tmpdir, leak, sizeof(leak)))
+            FAIL("file descriptor leak: %s", leak);
         base_fd = fd;
     }
     return 0;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "feed_harness.h"
 
 static int n_known;
 
@@ -116,10 +117,12 @@ static void record(result_t *out, const gw_http1_t *h, const gw_req_t *r, const 
 /* Delivers in[0..n) in pieces ending at cuts[] (ascending, each in 1..n-1),
  * the way reads would fill conn.c's buffer, and parses every request in it.
  * Each arrival gets a fresh exact-size buffer, so that under ASan a span or
- * pointer kept from an earlier feed, or a read past the fed bytes, is caught. */
-static void run_cuts(const char *in, size_t n, const size_t *cuts, size_t ncuts,
-                     const gw_http1_limits_t *lim, run_t *out)
+ * pointer kept from an earlier feed, or a read past the fed bytes, is caught.
+ * A harness_run_cb: lim is a const gw_http1_limits_t *, result a run_t *. */
+static void run_cuts(const char *in, size_t n, const size_t *cuts, size_t ncuts, const void *lim,
+                     void *result)
 {
+    run_t *out = result;
     gw_http1_t h;
     gw_req_t req;
     char *buf = NULL;
@@ -232,8 +235,10 @@ static bool result_eq(const result_t *a, const result_t *b)
            a->nhead == b->nhead;
 }
 
-static bool run_eq(const run_t *a, const run_t *b)
+static bool run_eq(const void *va, const void *vb)
 {
+    const run_t *a = va, *b = vb;
+
     if (a->n != b->n)
         return false;
     for (int i = 0; i < a->n; i++)
@@ -242,8 +247,10 @@ static bool run_eq(const run_t *a, const run_t *b)
     return true;
 }
 
-static void describe(const char *what, const run_t *r)
+static void describe(const char *what, const void *vr)
 {
+    const run_t *r = vr;
+
     fprintf(stderr, "    %s: %d result(s)", what, r->n);
     for (int i = 0; i < r->n; i++)
         fprintf(stderr, " [st=%d status=%d heads=%d body=%llu]", r->r[i].st, r->r[i].status,
@@ -251,40 +258,14 @@ static void describe(const char *what, const run_t *r)
     fprintf(stderr, "\n");
 }
 
+static const harness_parser_t http1_parser = {run_cuts, run_eq, describe, sizeof(run_t)};
+
 /* Parses in one shot, one byte at a time, and split in two at every point;
  * every way must give the same results. Returns the one-shot run in *whole.
  * Differences are printed with the splits that caused them. */
 static bool splits_agree_n(const char *in, size_t n, const gw_http1_limits_t *lim, run_t *whole)
 {
-    size_t *cuts = malloc((n ? n : 1) * sizeof(*cuts));
-    run_t *got = malloc(sizeof(*got));
-    bool ok = true;
-
-    assert(cuts && got);
-    run_cuts(in, n, NULL, 0, lim, whole);
-    for (size_t i = 1; i < n; i++)
-        cuts[i - 1] = i;
-    run_cuts(in, n, cuts, n ? n - 1 : 0, lim, got);
-    if (!run_eq(whole, got)) {
-        fprintf(stderr, "  byte-at-a-time parse differs from one-shot\n");
-        describe("one-shot", whole);
-        describe("bytewise", got);
-        ok = false;
-    }
-    for (size_t i = 1; i < n; i++) {
-        run_cuts(in, n, &i, 1, lim, got);
-        if (!run_eq(whole, got)) {
-            fprintf(stderr, "  split at %zu (\"%.*s\" | ...) differs from one-shot\n", i,
-                    (int)(i < 40 ? i : 40), in + (i < 40 ? 0 : i - 40));
-            describe("one-shot", whole);
-            describe("split", got);
-            ok = false;
-            break;
-        }
-    }
-    free(got);
-    free(cuts);
-    return ok;
+    return harness_splits_agree(&http1_parser, in, n, lim, whole);
 }
 
 static bool splits_agree(const char *in, const gw_http1_limits_t *lim, run_t *whole)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "feed_harness.h"
 
 /* ---- packets ---- */
 
@@ -182,10 +183,12 @@ static void record(result_t *out, const gw_uwsgi_t *u, const gw_req_t *r, const 
 /* Delivers in[0..n) in pieces ending at cuts[] (ascending, each in 1..n-1),
  * the way reads would fill conn.c's buffer, and parses the request in it.
  * Each arrival gets a fresh exact-size buffer, so that under ASan a span or
- * pointer kept from an earlier feed, or a read past the fed bytes, is caught. */
-static void run_cuts(const char *in, size_t n, const size_t *cuts, size_t ncuts,
-                     const gw_uwsgi_limits_t *lim, result_t *out)
+ * pointer kept from an earlier feed, or a read past the fed bytes, is caught.
+ * A harness_run_cb: lim is a const gw_uwsgi_limits_t *, result a result_t *. */
+static void run_cuts(const char *in, size_t n, const size_t *cuts, size_t ncuts, const void *lim,
+                     void *result)
 {
+    result_t *out = result;
     gw_uwsgi_t u;
     gw_req_t req;
     char *buf = NULL;
@@ -245,8 +248,10 @@ static void run_bytes(const bytes_t *b, const gw_uwsgi_limits_t *lim, result_t *
     run_cuts(b->p, b->n, NULL, 0, lim, out);
 }
 
-static bool result_eq(const result_t *a, const result_t *b)
+static bool result_eq(const void *va, const void *vb)
 {
+    const result_t *a = va, *b = vb;
+
     if (a->st != b->st || a->status != b->status || strcmp(a->reason, b->reason) ||
         a->nhead != b->nhead || a->consumed != b->consumed)
         return false;
@@ -261,45 +266,22 @@ static bool result_eq(const result_t *a, const result_t *b)
            !memcmp(a->body, b->body, sizeof(a->body));
 }
 
-static void describe(const char *what, const result_t *r)
+static void describe(const char *what, const void *vr)
 {
+    const result_t *r = vr;
+
     fprintf(stderr, "    %s: st=%d status=%d reason=\"%s\" heads=%d consumed=%zu body=%llu\n", what,
             r->st, r->status, r->reason, r->nhead, r->consumed, (unsigned long long)r->body_len);
 }
+
+static const harness_parser_t uwsgi_parser = {run_cuts, result_eq, describe, sizeof(result_t)};
 
 /* Parses in one shot, one byte at a time, and split in two at every point;
  * every way must give the same result (errors included: the block is only
  * looked at once it is all in). Returns the one-shot result in *whole. */
 static bool splits_agree_n(const char *in, size_t n, const gw_uwsgi_limits_t *lim, result_t *whole)
 {
-    size_t *cuts = malloc((n ? n : 1) * sizeof(*cuts));
-    result_t *got = malloc(sizeof(*got));
-    bool ok = true;
-
-    assert(cuts && got);
-    run_cuts(in, n, NULL, 0, lim, whole);
-    for (size_t i = 1; i < n; i++)
-        cuts[i - 1] = i;
-    run_cuts(in, n, cuts, n ? n - 1 : 0, lim, got);
-    if (!result_eq(whole, got)) {
-        fprintf(stderr, "  byte-at-a-time parse differs from one-shot\n");
-        describe("one-shot", whole);
-        describe("bytewise", got);
-        ok = false;
-    }
-    for (size_t i = 1; i < n; i++) {
-        run_cuts(in, n, &i, 1, lim, got);
-        if (!result_eq(whole, got)) {
-            fprintf(stderr, "  split at %zu of %zu differs from one-shot\n", i, n);
-            describe("one-shot", whole);
-            describe("split", got);
-            ok = false;
-            break;
-        }
-    }
-    free(got);
-    free(cuts);
-    return ok;
+    return harness_splits_agree(&uwsgi_parser, in, n, lim, whole);
 }
 
 static bool splits_agree(const bytes_t *b, const gw_uwsgi_limits_t *lim, result_t *whole)
