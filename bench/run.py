@@ -347,7 +347,7 @@ def run_wrk_scenario(scn, servers, args, static_files, floors):
                     w.fail(str(ex))
             if has_floor(scn) and live:
                 us = app_alone(scn["app"], len(POST_BODY) if scn["app"] == "echo" else 0,
-                               seconds=args.duration)
+                               seconds=args.floor_seconds)
                 if us is not None:
                     alone.append(us)
         if alone:
@@ -787,6 +787,7 @@ def main():
     args.duration = args.duration or 3
     args.warmup = args.warmup if args.warmup is not None else (1 if q else 2)
     args.budget = args.budget or (115.0 if q else 840.0)
+    args.floor_seconds = 1 if q else args.duration  # bench/alone.py per round
     GANGWAY_EXTRA.extend(args.gangway_arg)
     for n in ("runs", "duration", "warmup"):
         if not 1 <= getattr(args, n) <= 600:
@@ -839,7 +840,7 @@ def main():
         left = args.budget - (time.monotonic() - t_start)
         est = est_idle if scn["kind"] == "idle" else est_wrk
         if has_floor(scn):
-            left -= est_wrk  # the app alone runs in the same rounds: about one row more
+            left -= args.runs * (args.floor_seconds + 0.7)  # the app alone, in the same rounds
         fit = max(0, min(len(todo), int(left // est)))
         for row in todo[fit:]:
             row["skipped"] = "time budget (%.0f s) would be exceeded" % args.budget
