@@ -31,6 +31,49 @@ def wait_for(cond, timeout=10.0, interval=0.01, what="condition"):
         time.sleep(interval)
 
 
+def children(pid):
+    """The child pids of pid (all its threads' children), from /proc."""
+    out = set()
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for t in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, t)) as f:
+                out.update(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def live_children(pid):
+    """Children that are not zombies."""
+    out = set()
+    for c in children(pid):
+        try:
+            with open("/proc/%d/stat" % c) as f:
+                st = f.read()
+        except OSError:
+            continue
+        if st[st.rindex(")") + 2] != "Z":
+            out.add(c)
+    return out
+
+
+def stop_process(proc, timeout=15):
+    """SIGTERM to a process we started (by its PID), SIGKILL after timeout
+    seconds; its exit status."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    return proc.returncode
+
+
 class Server:
     """One gangway process. Its log (stdout+stderr) goes to a file."""
 
@@ -78,15 +121,9 @@ class Server:
             os.kill(self.pid, sig)
 
     def stop(self, timeout=15):
-        if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        rc = stop_process(self.proc, timeout)
         self.log.close()
-        return self.proc.returncode
+        return rc
 
     def rss_kib(self):
         with open("/proc/%d/status" % self.pid) as f:

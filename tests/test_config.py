@@ -27,7 +27,7 @@ import subprocess
 
 import pytest
 
-from conftest import APPS, BIN, PYTHON, RawReader, request, wait_for
+from conftest import APPS, BIN, PYTHON, RawReader, children, request, wait_for
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 INI_DIR = os.path.join(TESTS, "ini")
@@ -216,17 +216,6 @@ def banner_workers(log, pid):
     m = re.search(r"master pid %d, (\d+) worker\(s\)" % pid, log)
     assert m, "no banner in the log:\n" + log
     return int(m.group(1))
-
-
-def children(pid):
-    out = set()
-    for name in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, name)) as f:
-                out.update(int(x) for x in f.read().split())
-        except OSError:
-            pass
-    return out
 
 
 def listening_tcp(port):

@@ -150,10 +150,8 @@ def borrow_fd(pid, inode):
 
 
 def worker_pid(srv):
-    from conftest import wait_for
-    kids = wait_for(lambda: open("/proc/%d/task/%d/children" % (srv.pid, srv.pid)).read().split(),
-                    10, what="a worker")
-    return int(kids[0])
+    from conftest import children, wait_for
+    return min(wait_for(lambda: children(srv.pid), 10, what="a worker"))
 
 
 def test_defer_accept_keeps_a_silent_connection_in_the_kernel(gangway):

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, RawReader, Server, wait_for
+from conftest import ROOT, RawReader, Server, children, wait_for
 from nginx import Nginx, NGINX, nginx, nginx_address, site_config, uwsgi_tcp  # noqa: F401
 from test_load import MiB, StreamReader, pattern
 # Run as they are, against the fixtures below (nginx in front of gangway):
@@ -493,21 +493,6 @@ def test_backend_down_is_502(nginx):
 # scale-out: two gangway instances behind one upstream
 # ---------------------------------------------------------------------------
 
-def children(pid):
-    """Pids whose parent is pid (from /proc)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(d))
-    return out
-
 
 def kill_instance(srv):
     """SIGKILL one gangway: its master and every worker, like a host going away.
@@ -566,7 +551,6 @@ class Load:
             t.join(seconds + 30)
             assert not t.is_alive()
         return out
-
 
 
 def masters_of(results):

@@ -7,7 +7,6 @@ rewrite). Worker pids come from the log's "worker I ready (pid X)" lines and
 from /proc/<master>/task/*/children; every process stopped here is one the
 fixture started, signalled by pid. Every wait is a bounded poll.
 """
-import glob
 import os
 import re
 import signal
@@ -19,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import APPS, BIN, RawReader, request, wait_for
+from conftest import APPS, BIN, RawReader, live_children, request, wait_for
 
 READY_RE = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
 
@@ -92,32 +91,6 @@ def current_workers(log):
     out = {}
     for i, p in ready_lines(log):
         out[i] = p
-    return out
-
-
-def children(pid):
-    """The child pids of pid (all its threads' children)."""
-    out = set()
-    for path in glob.glob("/proc/%d/task/*/children" % pid):
-        try:
-            with open(path) as f:
-                out.update(int(x) for x in f.read().split())
-        except OSError:
-            pass
-    return out
-
-
-def live_children(pid):
-    """Children that are not zombies."""
-    out = set()
-    for c in children(pid):
-        try:
-            with open("/proc/%d/stat" % c) as f:
-                st = f.read()
-        except OSError:
-            continue
-        if st[st.rindex(")") + 2] != "Z":
-            out.add(c)
     return out
 
 

@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from conftest import APPS, BIN, RawReader, wait_for
+from conftest import APPS, BIN, RawReader, children, live_children, stop_process, wait_for
 
 ACTIVATE = shutil.which("systemd-socket-activate") or "/usr/bin/systemd-socket-activate"
 SO_PASSCRED = getattr(socket, "SO_PASSCRED", 16)
@@ -91,21 +91,6 @@ def free_port():
         return s.getsockname()[1]
     finally:
         s.close()
-
-
-def children(pid):
-    out = set()
-    try:
-        tasks = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return out
-    for t in tasks:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, t)) as f:
-                out.update(int(x) for x in f.read().split())
-        except OSError:
-            pass
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -282,19 +267,6 @@ def test_notify_with_preload_reload_reexecutes_same_pid(gangway, notify):
     assert {g[0] for g in notify.got} == {s.pid}, [(g[0], g[2]) for g in notify.got]
 
 
-def live_children(pid):
-    out = set()
-    for c in children(pid):
-        try:
-            with open("/proc/%d/stat" % c) as f:
-                st = f.read()
-        except OSError:
-            continue
-        if st[st.rindex(")") + 2] != "Z":
-            out.add(c)
-    return out
-
-
 def test_sighup_during_start_up_completes(gangway, notify, tmp_path):
     gate = tmp_path / "gate"
     s = start_notified(gangway, notify, "--workers", "2", "cfg_gate_app",
@@ -358,15 +330,9 @@ class Activated:
         return self.read_log()
 
     def stop(self, timeout=15):
-        if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        rc = stop_process(self.proc, timeout)
         self.log.close()
-        return self.proc.returncode
+        return rc
 
 
 @pytest.fixture
