@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from conftest import RawReader, request, wait_for
+from conftest import RawReader, recv_all, request, wait_for
 
 SANITIZED = os.environ.get("GW_TEST_SANITIZED") == "1"
 SLOW = 3 if SANITIZED else 1  # the sanitizer build is slower: wider bounds, never narrower
@@ -166,22 +166,12 @@ def sconnect(addr, timeout=5 * SLOW):
     return socket.create_connection(addr, timeout=timeout)
 
 
-def read_to_eof(s, timeout=5 * SLOW):
-    s.settimeout(timeout)
-    out = []
-    while True:
-        b = s.recv(65536)
-        if not b:
-            return b"".join(out)
-        out.append(b)
-
-
 def stats_exchange(addr, data):
     s = sconnect(addr)
     try:
         if data:
             s.sendall(data)
-        return read_to_eof(s)
+        return recv_all(s, timeout=5 * SLOW)
     finally:
         s.close()
 
