@@ -52,13 +52,24 @@ typedef struct sfile {
 
 /* --static-cache: resolved files stay open for a while, so that a hot file
  * costs no open, fstat and close per request. Direct-mapped: a collision
- * replaces the older entry. Names longer than FC_NAME are never cached. */
+ * replaces the older entry, unless that entry is pinned. Names longer than
+ * FC_NAME are never cached. The static fuzzer builds with a tiny FC_SLOTS
+ * so that every lookup collides. */
+#ifndef FC_SLOTS
 #define FC_SLOTS 256
+#endif
 #define FC_NAME 192
 
 typedef struct fentry {
     sfile_t f;          /* f.fd -1: nothing servable under this name (cached too) */
     uint64_t checked_ms;
+    /* Pinned while pin == gw_static.answer_id: an answer holds pointers
+     * into this entry (its fd, name, type, validators) across the lookups
+     * of the variants, and a probe that collided with it used to close the
+     * fd and rename the entry under the answer (issue 14: 503s, a wrong
+     * Content-Type). A pinned slot is never replaced; a colliding lookup
+     * resolves uncached instead. A new answer unpins everything at once. */
+    uint64_t pin;
     size_t map;
     const char *coding; /* "", "br" or "gzip": part of the key */
     bool with_index;    /* part of the key */
@@ -75,6 +86,7 @@ struct gw_static {
     bool has_openat2;
     fentry_t *cache; /* FC_SLOTS, or NULL with --static-cache 0 */
     uint64_t cache_ms;
+    uint64_t answer_id; /* counts answers; entries with this pin are in use */
     expire_t *expires; /* uri rules first, then file rules, in the order given */
     size_t nexpires;
     bool has_file_rules;
@@ -729,7 +741,9 @@ fail:
 
 /* rel resolved beneath m, from the cache while its entry is younger than
  * --static-cache, else resolved now. NULL when there is nothing to serve.
- * *owned: the file is tmp and its descriptor the caller's to close. */
+ * *owned: the file is tmp and its descriptor the caller's to close. A file
+ * from the cache is pinned: it stays as it is, whatever later lookups of the
+ * same answer do, until the next gw_static_answer(). */
 static const sfile_t *get_file(gw_static_t *s, const smap_t *m, char *rel, size_t relcap,
                                bool with_index, const char *coding, sfile_t *tmp, bool *owned)
 {
@@ -743,8 +757,14 @@ static const sfile_t *get_file(gw_static_t *s, const smap_t *m, char *rel, size_
             h = (h ^ (unsigned char)rel[i]) * 1099511628211ULL;
         e = &s->cache[(h ^ (h >> 32)) & (FC_SLOTS - 1)];
         if (e->used && e->map == mi && e->coding == coding && e->with_index == with_index &&
-            now - e->checked_ms < s->cache_ms && strcmp(e->key, rel) == 0)
-            return e->f.fd >= 0 ? &e->f : NULL;
+            now - e->checked_ms < s->cache_ms && strcmp(e->key, rel) == 0) {
+            if (e->f.fd < 0)
+                return NULL;
+            e->pin = s->answer_id;
+            return &e->f;
+        }
+        if (e->pin == s->answer_id)
+            goto uncached; /* this answer serves from it: leave it be */
         if (e->used && e->f.fd >= 0)
             close(e->f.fd);
         e->used = false;
@@ -759,9 +779,13 @@ static const sfile_t *get_file(gw_static_t *s, const smap_t *m, char *rel, size_
             e->with_index = with_index;
             e->checked_ms = now;
             e->used = true;
-            return e->f.fd >= 0 ? &e->f : NULL;
+            if (e->f.fd < 0)
+                return NULL;
+            e->pin = s->answer_id;
+            return &e->f;
         }
     }
+uncached:
     if (resolve(s, m, rel, relcap, with_index, coding, tmp) < 0)
         return NULL;
     *owned = true;
@@ -793,6 +817,9 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
     }
     if (!m)
         return false;
+    /* Unpins what the previous answer used (its head is formatted and its
+     * descriptors its own by now: nothing outlives an answer in the cache). */
+    s->answer_id++;
     is_get = r->method.len == 3 && memcmp(rb + r->method.off, "GET", 3) == 0;
     if (!is_get && !r->is_head) {
         if (cfg->static_fallthrough)

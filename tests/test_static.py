@@ -946,6 +946,55 @@ def test_variant_fallbacks(serve, site):
     assert calls(srv) == []
 
 
+def test_variant_probes_never_break_the_answer_they_serve(serve, tmp_path):
+    """Issue 14, item 4: the open-file cache is direct-mapped, and probing
+    X.br / X.gz could evict the slot of the file being served (closing its
+    descriptor, renaming it to X.br so the next probe looked for X.br.gz):
+    about 1% of files answered 503 for ever. 2,000 small files, some with
+    both variants, some with one, some with none; each asked for with
+    Accept-Encoding: br, gzip and without, with a cache that keeps every
+    entry: all 200, with the right bytes, coding and type."""
+    d = tmp_path / "many"
+    d.mkdir()
+    want = {}
+    for i in range(2000):
+        name = "f%04d.txt" % i
+        plain = b"file %d\n" % i
+        (d / name).write_bytes(plain)
+        variants = {None: plain}
+        if i % 4 in (0, 1):
+            variants["gzip"] = gzip.compress(plain)
+            (d / (name + ".gz")).write_bytes(variants["gzip"])
+        if i % 4 in (0, 2):
+            variants["br"] = b"pretend-br %d\n" % i
+            (d / (name + ".br")).write_bytes(variants["br"])
+        want[name] = variants
+    srv = serve("--static-gzip", "--static-cache", "600", maps=["/m=" + str(d)])
+    asks = [(name, ae) for name in sorted(want) for ae in ("br, gzip", None)]
+    bad = []
+    s = srv.connect()
+    try:
+        rd = RawReader(s)
+        for k in range(0, len(asks), 100):
+            batch = asks[k:k + 100]
+            s.sendall(b"".join(build("GET", "/m/" + name,
+                                     [("Accept-Encoding", ae)] if ae else [])
+                               for name, ae in batch))
+            for name, ae in batch:
+                r = rd.read_response()
+                v = want[name]
+                coding = None if ae is None else ("br" if "br" in v else
+                                                  "gzip" if "gzip" in v else None)
+                got = (r.status, r.header("content-encoding"), r.body,
+                       r.header("content-type"))
+                if got != (200, coding, v[coding], "text/plain; charset=utf-8"):
+                    bad.append((name, ae, got))
+    finally:
+        s.close()
+    assert bad == [], "%d bad answers, the first: %r" % (len(bad), bad[:5])
+    assert calls(srv) == []
+
+
 def test_index_gets_its_variant(serve):
     srv = serve("--static-gzip", "--static-index", "index.html")
     r = fetch(srv, "/static/sub/", [("Accept-Encoding", "gzip")])
