@@ -46,9 +46,15 @@
  *     non-regular file, a dot-file while dot-files are off, or a body that
  *     does not match Content-Length / Content-Range; or the same request over
  *     HTTP and over uwsgi gets a different status;
+ *   - the same request answered through the open-file cache (--static-cache,
+ *     built here with FC_SLOTS 2 so that a file and its .br / .gz variants
+ *     collide often), cold and then warm, differs from the answer without it
+ *     in status, ETag (so coding), Last-Modified or Content-Type: a lookup
+ *     must never disturb the entry an answer is being built from (issue 14);
  *   - a descriptor into the tree outlives its input, or one that
  *     gw_static_new / gw_static_free opened survives them. Opening a FIFO
  *     for reading would block: libFuzzer's -timeout reports that. */
+#define FC_SLOTS 2 /* a tiny direct-mapped cache: lookups evict each other */
 #include "static.c"
 
 #include <dirent.h>
@@ -93,6 +99,7 @@ static char sub_dir[PATH_MAX];  /* root/sub: the "/" map */
 static gw_config_t cfg;
 static const char *maps[2];
 static gw_static_t *statics;      /* maps[0] is root_dir, maps[1] sub_dir */
+static gw_static_t *cached;       /* the same maps with --static-cache; emptied after each input */
 static gw_static_t s_at2, s_walk; /* copies that resolve one way each */
 static bool kernel_has_openat2;
 static gw_arena_pool_t arena_pool;
@@ -849,6 +856,13 @@ static void setup(void)
     if (fds_into(tmp_dir) != before + 2)
         FAIL("gw_static_new holds %d descriptor(s) into the tree for 2 maps",
              fds_into(tmp_dir) - before);
+    /* The same maps through the cache. gw_clock_ms() never moves here, so
+     * an entry stays fresh until cache_empty(). */
+    cfg.static_cache = 3600;
+    cached = gw_static_new(&cfg, err, sizeof(err));
+    cfg.static_cache = 0;
+    if (!cached || !cached->cache)
+        FAIL("gw_static_new with a cache: %s", err);
     s_at2 = s_walk = *statics;
     s_walk.has_openat2 = false;
     kernel_has_openat2 = statics->has_openat2;
@@ -1200,10 +1214,12 @@ static bool read_etag(const char *etag, uint64_t *ino, uint64_t *size, uint64_t 
 typedef struct result {
     int status; /* 0: not answered */
     char etag[128], lm[64];
+    char ctype[128];
 } result_t;
 
-/* One request through gw_static_answer, checked. */
-static void answer_one(uint8_t flags, const spec_t *spec, const subst_t *sub, result_t *res)
+/* One request through gw_static_answer on gs (statics or cached), checked. */
+static void answer_one(gw_static_t *gs, uint8_t flags, const spec_t *spec, const subst_t *sub,
+                       result_t *res)
 {
     spec_t spec_copy = *spec, *sp = &spec_copy;
     bool uwsgi = flags & FL_DECODED, dotfiles = flags & FL_DOTFILES;
@@ -1225,8 +1241,8 @@ static void answer_one(uint8_t flags, const spec_t *spec, const subst_t *sub, re
     cfg.static_index = (flags & FL_INDEX) ? "index.html" : NULL;
     cfg.static_fallthrough = flags & FL_FALL;
     cfg.static_expires = (gw_strlist_t){expires_all, (flags & FL_EXPIRES) ? 1 : 0};
-    statics->nexpires = cfg.static_expires.n; /* its one rule was compiled at set-up */
-    statics->has_openat2 = kernel_has_openat2 && !(flags & FL_WALK);
+    gs->nexpires = cfg.static_expires.n; /* its one rule was compiled at set-up */
+    gs->has_openat2 = kernel_has_openat2 && !(flags & FL_WALK);
 
     /* HTTP: the path stops at '?' (http1.c keeps the query apart) */
     if (!uwsgi) {
@@ -1276,7 +1292,7 @@ static void answer_one(uint8_t flags, const spec_t *spec, const subst_t *sub, re
     is_get = sp->mn == 3 && memcmp(sp->method, "GET", 3) == 0;
     is_head = r.is_head;
     for (int i = 0, best = -1; i < 2; i++) {
-        const smap_t *c = &statics->maps[i];
+        const smap_t *c = &gs->maps[i];
         if (pn >= c->plen && memcmp(sp->path, c->prefix, c->plen) == 0 &&
             (pn == c->plen || sp->path[c->plen] == '/') && (int)c->plen > best) {
             m = i;
@@ -1285,7 +1301,7 @@ static void answer_one(uint8_t flags, const spec_t *spec, const subst_t *sub, re
     }
 
     gw_out_init(&out, NULL);
-    answered = gw_static_answer(statics, &r, rb, &out, keep_alive, &sr);
+    answered = gw_static_answer(gs, &r, rb, &out, keep_alive, &sr);
     if (!answered) {
         if (m >= 0 && !cfg.static_fallthrough)
             FAIL("%s: a mapped path handed to the app without --static-fallthrough", what);
@@ -1297,6 +1313,7 @@ static void answer_one(uint8_t flags, const spec_t *spec, const subst_t *sub, re
         FAIL("%s: answered a path no map matches", what);
     read_out(&out, &g, what);
     res->status = g.status;
+    snprintf(res->ctype, sizeof(res->ctype), "%s", hdr(&g, "Content-Type") ? hdr(&g, "Content-Type") : "");
     if (sr.status != g.status)
         FAIL("%s: result status %d, head says %d", what, sr.status, g.status);
     if (g.minor != (http10 ? 0 : 1))
@@ -1486,6 +1503,35 @@ done:
         res->status = 0;
 }
 
+/* Closes and forgets every entry of the cache, as if it had aged out. */
+static void cache_empty(gw_static_t *st)
+{
+    for (size_t i = 0; i < FC_SLOTS; i++) {
+        if (st->cache[i].used && st->cache[i].f.fd >= 0)
+            close(st->cache[i].f.fd);
+        memset(&st->cache[i], 0, sizeof(st->cache[i]));
+    }
+}
+
+/* The cache changes nothing a client sees: the request answered through it
+ * from empty, then again from what the first left, as without it (want). */
+static void cache_agrees(uint8_t flags, const spec_t *sp, const subst_t *sub,
+                         const result_t *want)
+{
+    result_t got;
+
+    cache_empty(cached);
+    for (int round = 0; round < 2; round++) {
+        answer_one(cached, flags, sp, sub, &got);
+        if (got.status != want->status || strcmp(got.etag, want->etag) != 0 ||
+            strcmp(got.lm, want->lm) != 0 || strcmp(got.ctype, want->ctype) != 0)
+            FAIL("through the cache (%s): %d %s %s \"%s\", without it: %d %s %s \"%s\"",
+                 round ? "warm" : "cold", got.status, got.etag, got.lm, got.ctype, want->status,
+                 want->etag, want->lm, want->ctype);
+    }
+    cache_empty(cached);
+}
+
 static void fuzz_answer(uint8_t flags, const char *p, size_t n)
 {
     spec_t sp;
@@ -1494,7 +1540,8 @@ static void fuzz_answer(uint8_t flags, const char *p, size_t n)
     bool has_dollar = memchr(p, '$', n) != NULL;
 
     parse_spec(p, n, &sp);
-    answer_one(flags, &sp, NULL, &res);
+    answer_one(statics, flags, &sp, NULL, &res);
+    cache_agrees(flags, &sp, NULL, &res);
     if (has_dollar && res.etag[0]) {
         /* once more, with the file's validators put in */
         time_t t = parse_http_date(res.lm, strlen(res.lm)), t1 = t - 1, t2 = t + 1;
@@ -1508,7 +1555,8 @@ static void fuzz_answer(uint8_t flags, const char *p, size_t n)
         strftime(sub.rfc850, sizeof(sub.rfc850), "%A, %d-%b-%y %H:%M:%S GMT", &tm);
         strftime(sub.asc, sizeof(sub.asc), "%a %b %e %H:%M:%S %Y", &tm);
         subp = &sub;
-        answer_one(flags, &sp, subp, &res);
+        answer_one(statics, flags, &sp, subp, &res);
+        cache_agrees(flags, &sp, subp, &res);
     }
     /* The same request over uwsgi (decoded path, CGI names) when decoding
      * changes nothing: the same status. */
@@ -1517,7 +1565,7 @@ static void fuzz_answer(uint8_t flags, const char *p, size_t n)
         if (memchr(sp.name[i], '_', sp.nn[i]))
             same = false; /* HTTP never has one (http1.c refuses it); uwsgi reads it as '-' */
     if (same) {
-        answer_one(flags ^ FL_DECODED, &sp, subp, &other);
+        answer_one(statics, flags ^ FL_DECODED, &sp, subp, &other);
         if (other.status != res.status || strcmp(other.etag, res.etag) != 0)
             FAIL("over %s %d (%s), over %s %d (%s)", (flags & FL_DECODED) ? "uwsgi" : "HTTP",
                  res.status, res.etag, (flags & FL_DECODED) ? "HTTP" : "uwsgi", other.status,
