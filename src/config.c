@@ -3,6 +3,7 @@
 #include "ini.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,6 +229,63 @@ static const opt_t opts[] = {
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
+/* Numbers whose range is narrower than their type's (0 to UINT64_MAX for
+ * sizes, to GW_CONFIG_SECONDS_MAX for seconds): a value that makes the
+ * server useless, or that a consumer cannot hold, is refused when parsed,
+ * like a value that is no number (issues 14 and 20). max 0: the type's. */
+typedef struct range {
+    const char *name;
+    uint64_t min, max;
+} range_t;
+
+static const range_t ranges[] = {
+    /* 0 would never accept a connection */
+    {"max-connections", 1, 0},
+    /* listen() takes an int; a backlog of 0 queues a single connection */
+    {"listen", 1, INT_MAX},
+    /* server.c adds (id - 1) * jitter, id <= GW_MAX_WORKERS: 32 bits each
+     * keep the sum within 64 */
+    {"max-requests", 0, UINT32_MAX},
+    {"max-requests-jitter", 0, UINT32_MAX},
+    /* a limit of 0 refuses every request (gunicorn's 0 means "unlimited":
+     * a value carried over from it is refused rather than misread) */
+    {"limit-request-line", 1, 0},
+    {"limit-request-field-size", 1, 0},
+    {"limit-request-fields", 1, 0},
+    {"limit-request-headers", 1, 0},
+    /* A timeout of 0 expires at the next loop turn: a request in two
+     * packets gets 408, a keep-alive connection closes under a client that
+     * was told it stays open, a socket that fills up fails the answer. */
+    {"header-timeout", 1, 0},
+    {"body-timeout", 1, 0},
+    {"keepalive-timeout", 1, 0},
+    /* conn.c's write() from the app waits in poll(), whose timeout is an
+     * int of milliseconds */
+    {"write-timeout", 1, INT_MAX / 1000},
+};
+
+static const range_t *range_of(const opt_t *o)
+{
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
+        if (strcmp(ranges[i].name, o->name) == 0)
+            return &ranges[i];
+    return NULL;
+}
+
+static uint64_t min_of(const opt_t *o)
+{
+    const range_t *r = range_of(o);
+    return r ? r->min : 0;
+}
+
+static uint64_t max_of(const opt_t *o)
+{
+    const range_t *r = range_of(o);
+    if (r && r->max)
+        return r->max;
+    return o->type == T_SECONDS ? GW_CONFIG_SECONDS_MAX : UINT64_MAX;
+}
+
 #include "uwsgi_options.h"
 
 enum src { SRC_DEFAULT, SRC_INI, SRC_ENV, SRC_CLI };
@@ -318,18 +376,21 @@ static int parse_bool(const char *v, bool *out)
     return -EINVAL;
 }
 
-/* "64k", "1m", "1g" (powers of 1024); seconds accept "30s", "2m", "1h", "1d". */
-static int parse_num(const char *v, enum opt_type t, uint64_t *out)
+/* "64k", "1m", "1g" (powers of 1024); seconds accept "30s", "2m", "1h", "1d".
+ * -EINVAL for what is no number, -ERANGE past max (the suffix applied). */
+static int parse_num(const char *v, enum opt_type t, uint64_t max, uint64_t *out)
 {
     char *end;
     unsigned long long n;
     uint64_t mul = 1;
+    bool is_huge;
 
     if (*v < '0' || *v > '9')
         return -EINVAL;
     errno = 0;
     n = strtoull(v, &end, 10);
-    if (errno)
+    is_huge = errno == ERANGE; /* judged once the unit is known to be valid */
+    if (errno && !is_huge)
         return -EINVAL;
     if (*end) {
         char u = (char)(*end | 0x20);
@@ -342,8 +403,8 @@ static int parse_num(const char *v, enum opt_type t, uint64_t *out)
         if (!mul)
             return -EINVAL;
     }
-    if (n > UINT64_MAX / mul)
-        return -EINVAL;
+    if (is_huge || n > max / mul)
+        return -ERANGE;
     *out = n * mul;
     return 0;
 }
@@ -356,8 +417,16 @@ static int set_value(gw_config_t *c, const opt_t *o, const char *v)
     case T_BOOL:
         return parse_bool(v, (bool *)field);
     case T_SIZE:
-    case T_SECONDS:
-        return parse_num(v, o->type, (uint64_t *)field);
+    case T_SECONDS: {
+        uint64_t n;
+        int rc = parse_num(v, o->type, max_of(o), &n);
+        if (rc < 0)
+            return rc;
+        if (n < min_of(o))
+            return -EDOM;
+        *(uint64_t *)field = n;
+        return 0;
+    }
     case T_STR:
         *(const char **)field = v;
         return 0;
@@ -367,7 +436,7 @@ static int set_value(gw_config_t *c, const opt_t *o, const char *v)
             *(uint64_t *)field = n > 0 ? (uint64_t)n : 1;
             return 0;
         }
-        if (parse_num(v, T_SIZE, (uint64_t *)field) < 0 || *(uint64_t *)field < 1 ||
+        if (parse_num(v, T_SIZE, UINT64_MAX, (uint64_t *)field) < 0 || *(uint64_t *)field < 1 ||
             *(uint64_t *)field > GW_MAX_WORKERS)
             return -EINVAL;
         return 0;
@@ -435,8 +504,13 @@ static int apply(gw_config_t *c, const assign_t *a)
         c->_priv->list_origin[idx] = v;
     }
     if ((rc = set_value(c, a->o, a->val)) < 0) {
-        print_bad(a->o, &a->at, a->val, NULL);
-        return rc;
+        char why[64];
+        uint64_t lim = rc == -ERANGE ? max_of(a->o) : min_of(a->o);
+        const char *unit = a->o->type != T_SECONDS ? "" : lim == 1 ? " second" : " seconds";
+        snprintf(why, sizeof(why), "at %s %llu%s", rc == -ERANGE ? "most" : "least",
+                 (unsigned long long)lim, unit);
+        print_bad(a->o, &a->at, a->val, rc == -ERANGE || rc == -EDOM ? why : NULL);
+        return rc == -ERANGE || rc == -EDOM ? -EINVAL : rc;
     }
     *at = a->at;
     return 0;

@@ -14,6 +14,11 @@
 
 #define GW_MAX_WORKERS 256
 
+/* The largest value a time option takes (about 136 years): every consumer
+ * turns seconds into 64-bit milliseconds and adds them to the clock or to
+ * another such value, which this keeps far from overflowing. */
+#define GW_CONFIG_SECONDS_MAX UINT32_MAX
+
 typedef struct gw_strlist {
     const char **v; /* borrowed from argv, or owned by the config */
     size_t n;

@@ -168,26 +168,30 @@ static void mime_load(mime_t *t)
 
 /* ---- set-up ---- */
 
-/* "3600", "1h", "1d": seconds; -1 when not a number. */
+/* "3600", "1h", "1d": seconds; -1 when not a number or past
+ * GW_CONFIG_SECONDS_MAX, like every time option (now + the value must still
+ * be a date gmtime_r can write into Expires). */
 static long long seconds_of(const char *v)
 {
     char *end;
-    unsigned long long n;
+    unsigned long long n, mul;
 
     if (*v < '0' || *v > '9')
         return -1;
+    errno = 0;
     n = strtoull(v, &end, 10);
-    if (!*end)
-        return (long long)n;
-    if (end[1])
+    if (errno)
         return -1;
-    switch (*end) {
-    case 's': return (long long)n;
-    case 'm': return (long long)n * 60;
-    case 'h': return (long long)n * 3600;
-    case 'd': return (long long)n * 86400;
-    }
-    return -1;
+    if (!*end)
+        mul = 1;
+    else if (end[1])
+        return -1;
+    else if (!(mul = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600
+                                                       : *end == 'd' ? 86400 : 0))
+        return -1;
+    if (n > GW_CONFIG_SECONDS_MAX / mul)
+        return -1;
+    return (long long)(n * mul);
 }
 
 static int compile_expires(gw_static_t *s, char *err, size_t errlen)
@@ -212,8 +216,9 @@ static int compile_expires(gw_static_t *s, char *err, size_t errlen)
         int rc;
 
         if (secs < 0 || (is_uri && !sp)) {
-            snprintf(err, errlen, "--static-expires%s wants %sSECONDS, got '%s'",
-                     is_uri ? "-uri" : "", is_uri ? "REGEX " : "[REGEX] ", v);
+            snprintf(err, errlen, "--static-expires%s wants %sSECONDS (at most %llu), got '%s'",
+                     is_uri ? "-uri" : "", is_uri ? "REGEX " : "[REGEX] ",
+                     (unsigned long long)GW_CONFIG_SECONDS_MAX, v);
             return -1;
         }
         e->is_uri = is_uri;

@@ -507,6 +507,82 @@ def test_bad_value_is_one_line_and_exit_2(tmp_path, source, name, bad):
     assert out == ""
 
 
+# Values a number's type could hold but the server cannot use: past what a
+# consumer can represent (seconds become 64-bit milliseconds; listen() and
+# poll() take ints), or that make it useless (issues 14 and 20). Refused when
+# parsed, with the range in the one line.
+OUT_OF_RANGE = [
+    ("harakiri", "18446744073709551615", "at most 4294967295 seconds"),
+    ("keepalive-timeout", "99999999999999999", "at most 4294967295 seconds"),
+    ("graceful-timeout", "99999999999999999999999", "at most 4294967295 seconds"),
+    ("harakiri-grace", "4294967296", "at most 4294967295 seconds"),
+    ("max-worker-lifetime", "71582789m", "at most 4294967295 seconds"),
+    ("min-worker-lifetime", "49711d", "at most 4294967295 seconds"),
+    ("shutdown-delay", "1193047h", "at most 4294967295 seconds"),
+    ("static-cache", "4294967296s", "at most 4294967295 seconds"),
+    ("defer-accept", "5000000000", "at most 4294967295 seconds"),
+    ("header-timeout", "4294967296", "at most 4294967295 seconds"),
+    ("body-timeout", "4294967296", "at most 4294967295 seconds"),
+    ("write-timeout", "2147484", "at most 2147483 seconds"),
+    ("limit-body", "17179869184g", "at most 18446744073709551615"),
+    ("body-buffer-size", "18014398509481984m", "at most 18446744073709551615"),
+    ("limit-request-headers", "99999999999999999999", "at most 18446744073709551615"),
+    ("listen", "2147483648", "at most 2147483647"),
+    ("max-requests", "4294967296", "at most 4294967295"),
+    ("max-requests-jitter", "4294967296", "at most 4294967295"),
+    ("max-connections", "0", "at least 1"),
+    ("listen", "0", "at least 1"),
+    ("header-timeout", "0", "at least 1 second"),
+    ("body-timeout", "0s", "at least 1 second"),
+    ("keepalive-timeout", "0", "at least 1 second"),
+    ("write-timeout", "0", "at least 1 second"),
+    ("limit-request-line", "0", "at least 1"),
+    ("limit-request-field-size", "0k", "at least 1"),
+    ("limit-request-fields", "0", "at least 1"),
+    ("limit-request-headers", "0", "at least 1"),
+]
+
+
+@pytest.mark.parametrize("source", ["cli", "ini", "env"])
+@pytest.mark.parametrize("name,bad,why", OUT_OF_RANGE,
+                         ids=["%s=%s" % (n, b) for n, b, _ in OUT_OF_RANGE])
+def test_out_of_range_value_is_one_line_and_exit_2(tmp_path, source, name, bad, why):
+    env, args = None, ["--http", "127.0.0.1:0", "--check-config"]
+    if source == "cli":
+        args += ["--" + name, bad]
+        want = "gangway: invalid value '%s' for --%s (%s)" % (bad, name, why)
+    elif source == "ini":
+        ini = write(tmp_path / "range.ini", "[uwsgi]\nmaster = true\n%s = %s\n" % (name, bad))
+        args.append(str(ini))
+        want = "gangway: %s:3: invalid value '%s' for %s (%s)" % (ini, bad, name, why)
+    else:
+        env = {env_name(name): bad}
+        want = "gangway: %s: invalid value '%s' for %s (%s)" % (env_name(name), bad, name, why)
+    rc, out, err = run(*(args + ["hello"]), env=env)
+    assert (rc, err_lines(err)) == (2, [want])
+    assert out == ""
+
+
+def test_range_limits_themselves_are_accepted():
+    cfg, err = config("--harakiri", "4294967295", "--max-worker-lifetime", "71582788m",
+                      "--write-timeout", "2147483", "--listen", "2147483647",
+                      "--max-connections", "1", "--keepalive-timeout", "1",
+                      "--max-requests", "4294967295", "--max-requests-jitter", "4294967295",
+                      "--limit-body", "17179869183g", "--limit-request-line", "1", "hello")
+    assert one(cfg, "harakiri") == ("4294967295", "command line")
+    assert one(cfg, "max-worker-lifetime") == (str(71582788 * 60), "command line")
+    assert one(cfg, "write-timeout") == ("2147483", "command line")
+    assert one(cfg, "listen") == ("2147483647", "command line")
+    assert one(cfg, "max-connections") == ("1", "command line")
+    assert one(cfg, "limit-body") == (str(17179869183 << 30), "command line")
+    # 0 keeps its meaning where it has one
+    cfg, err = config("--harakiri", "0", "--max-requests", "0", "--static-cache", "0",
+                      "--graceful-timeout", "0", "--limit-body", "0",
+                      "--body-buffer-size", "0", "hello")
+    assert one(cfg, "harakiri") == ("0", "command line")
+    assert one(cfg, "limit-body") == ("0", "command line")
+
+
 LATE_CHECKED = [
     # (source, option, bad value): values checked only after parsing (main.c)
     ("cli", "buffer-size", "3"),

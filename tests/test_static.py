@@ -644,6 +644,10 @@ def test_expires_rules_in_uwsgi_form(serve, tmp_path):
     ("--static-expires", "(unclosed 60", "bad regular expression"),
     ("--static-expires", "abc", "wants [REGEX] SECONDS"),
     ("--static-expires-uri", "60", "wants REGEX SECONDS"),
+    # now + the value must be a date: time options stop at 2^32 - 1 seconds
+    ("--static-expires", "100000000000000d", "SECONDS (at most 4294967295)"),
+    ("--static-expires", "4294967296", "SECONDS (at most 4294967295)"),
+    ("--static-expires-uri", r"\.css$ 18446744073709551616", "SECONDS (at most 4294967295)"),
 ])
 def test_bad_expires_rule_stops_the_start(gangway, site, opt, value, why):
     srv = gangway("--static-map", "/static=" + site.root, opt, value, "echo:application",
