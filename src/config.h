@@ -63,6 +63,7 @@ typedef struct gw_config {
     const char *pidfile;
     const char *uid;
     const char *gid;
+    bool no_initgroups;        /* --uid without the user's supplementary groups */
     const char *umask;
     bool vacuum;
 

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import APPS, BIN, PYTHON, RawReader, request, wait_for
+from conftest import APPS, BIN, PYTHON, RawReader, live_children, request, wait_for
 
 
 def run_gangway(*args, cwd=APPS, timeout=15):
@@ -250,6 +250,160 @@ def test_virtualenv_sets_sys_prefix(gangway, venv):
     s = gangway("--virtualenv", str(venv), "cli_venv_app:application")
     value, prefix = body_of(s).split("|")
     assert os.path.realpath(prefix) == os.path.realpath(str(venv))
+
+
+# ---------------------------------------------------------------------------
+# dropping privileges: --uid and --gid (issue 14, item 5)
+# ---------------------------------------------------------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+
+
+def ids_of(pid):
+    """(Uid, Gid, Groups) of /proc/PID/status: real, effective, saved and
+    filesystem ids as lists, the groups as a sorted list, all ints."""
+    got = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("Uid", "Gid", "Groups"):
+                got[k] = [int(x) for x in v.split()]
+    return got["Uid"], got["Gid"], sorted(got["Groups"])
+
+
+def unused_uid():
+    """A uid no passwd entry names, and no group has as its gid."""
+    import grp
+    import pwd
+    for uid in range(4242, 60000):
+        try:
+            pwd.getpwuid(uid)
+            continue
+        except KeyError:
+            pass
+        try:
+            grp.getgrgid(uid)
+            continue
+        except KeyError:
+            return uid
+    pytest.skip("no free uid")
+
+
+def user_with_supplementary_group():
+    """A passwd name that /etc/group lists as a member of a group other
+    than its primary one, or None."""
+    import grp
+    import pwd
+    for g in grp.getgrall():
+        for name in g.gr_mem:
+            try:
+                if pwd.getpwnam(name).pw_gid != g.gr_gid:
+                    return name
+            except KeyError:
+                pass
+    return None
+
+
+def assert_every_process_runs_as(server, uid, gid, groups):
+    procs = [server.pid] + sorted(live_children(server.pid))
+    assert len(procs) >= 2, procs  # the master and its worker
+    for pid in procs:
+        assert ids_of(pid) == ([uid] * 4, [gid] * 4, sorted(groups)), pid
+
+
+@needs_root
+@pytest.mark.parametrize("form", ["number", "name", "number-and-gid", "name-and-gid-name"])
+def test_uid_sets_the_users_groups_whatever_its_form(gangway, form):
+    """--uid 65534 (the form many uwsgi.ini files use) and --uid nobody both
+    leave root's group 0 behind: gid, egid, saved gid and the group list are
+    nobody's, in the master and in the workers."""
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    args = {"number": ["--uid", str(nobody.pw_uid)],
+            "name": ["--uid", "nobody"],
+            "number-and-gid": ["--uid", str(nobody.pw_uid), "--gid", str(nobody.pw_gid)],
+            "name-and-gid-name": ["--uid", "nobody", "--gid", "nogroup"]}[form]
+    s = gangway(*args, "hello")
+    assert body_of(s) == "Hello, World!"
+    assert_every_process_runs_as(s, nobody.pw_uid, nobody.pw_gid,
+                                 os.getgrouplist("nobody", nobody.pw_gid))
+    assert 0 not in ids_of(s.pid)[2]
+
+
+@needs_root
+@pytest.mark.parametrize("form", ["name", "number"])
+def test_uid_takes_its_supplementary_groups(gangway, form):
+    """A user's supplementary groups come with it, named or numbered (as
+    initgroups gives them: uWSGI, nginx and systemd do the same)."""
+    import pwd
+    name = user_with_supplementary_group()
+    if not name:
+        pytest.skip("no user with a supplementary group on this system")
+    pw = pwd.getpwnam(name)
+    s = gangway("--uid", name if form == "name" else str(pw.pw_uid), "hello")
+    want = os.getgrouplist(name, pw.pw_gid)
+    assert len(set(want)) >= 2
+    assert_every_process_runs_as(s, pw.pw_uid, pw.pw_gid, want)
+
+
+@needs_root
+def test_gid_beside_a_named_uid_is_the_primary_group(gangway):
+    """--gid replaces the user's primary group; its supplementary groups
+    stay (initgroups with that gid, as uWSGI does)."""
+    import grp
+    import pwd
+    name = user_with_supplementary_group() or "nobody"
+    pw = pwd.getpwnam(name)
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    s = gangway("--uid", name, "--gid", "nogroup", "hello")
+    assert_every_process_runs_as(s, pw.pw_uid, nogroup, os.getgrouplist(name, nogroup))
+
+
+@needs_root
+def test_no_initgroups_keeps_only_the_primary_group(gangway):
+    """uWSGI's --no-initgroups: the user's (or --gid's) group, nothing else."""
+    import pwd
+    name = user_with_supplementary_group() or "nobody"
+    pw = pwd.getpwnam(name)
+    s = gangway("--uid", name, "--no-initgroups", "hello")
+    assert_every_process_runs_as(s, pw.pw_uid, pw.pw_gid, [])
+    s = gangway("--uid", str(pw.pw_uid), "--gid", "65534", "--no-initgroups", "hello")
+    assert_every_process_runs_as(s, pw.pw_uid, 65534, [])
+
+
+@needs_root
+def test_uid_without_passwd_entry_needs_gid(gangway):
+    """A uid no passwd entry names has no group: with --gid it runs with
+    that group and no supplementary ones; without, the start is refused
+    (exit 2, one line) rather than keep group 0."""
+    uid = unused_uid()
+    rc, out, err = run_gangway("--http", "127.0.0.1:0", "--uid", str(uid), "hello")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, (rc, err)
+    assert lines == ["gangway: invalid value '%d' for --uid (no passwd entry, so no group to "
+                     "run as: add --gid (gangway will not keep root's group 0))" % uid], err
+    rc, out, err = run_gangway("--check-config", "--uid", str(uid), "hello")
+    assert rc == 2 and "--gid" in err, (rc, err)
+    s = gangway("--uid", str(uid), "--gid", str(uid), "hello")
+    assert body_of(s) == "Hello, World!"
+    assert_every_process_runs_as(s, uid, uid, [])
+
+
+@needs_root
+def test_gid_alone_clears_the_supplementary_groups(gangway):
+    s = gangway("--gid", "65534", "hello")
+    assert_every_process_runs_as(s, 0, 65534, [])
+
+
+@pytest.mark.parametrize("opt,value,why", [
+    ("--uid", "no-such-user-xyz", "no such user"),
+    ("--gid", "no-such-group-xyz", "no such group"),
+])
+def test_unknown_user_or_group_is_refused_at_start(opt, value, why):
+    rc, out, err = run_gangway("--http", "127.0.0.1:0", opt, value, "hello")
+    assert rc == 2, (rc, err)
+    assert [line for line in err.splitlines() if line.strip()] == \
+        ["gangway: invalid value '%s' for %s (%s)" % (value, opt, why)]
 
 
 # ---------------------------------------------------------------------------
