@@ -807,7 +807,7 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
     char rel[4096], var[4200];
     answer_t an = {.a = &r->arena};
     sfile_t tmp, vtmp;
-    const sfile_t *f;
+    const sfile_t *f, *asked;
     int own[2], nown = 0, fd, rc; /* descriptors this request opened uncached */
     uint64_t start = 0, end, size;
     bool is_get, partial = false, owned;
@@ -839,6 +839,7 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         goto not_found;
     if (owned)
         own[nown++] = f->fd;
+    asked = f; /* pinned: a variant probe below never evicts it */
     add(&an, "Content-Type", f->type);
 
     if (cfg->static_gzip) {
@@ -870,7 +871,9 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         add(&an, "ETag", f->etag);
         add(&an, "Last-Modified", f->lm);
         add(&an, "Accept-Ranges", "bytes");
-        uint64_t expires = expires_for(s, m, path, pn, f);
+        /* Rules name the file the client asked for (uWSGI matches the
+         * original's path too): site.css.gz is cached like site.css. */
+        uint64_t expires = expires_for(s, m, path, pn, asked);
         if (expires) {
             char ex[64];
             http_date(time(NULL) + (time_t)expires, ex, sizeof(ex));

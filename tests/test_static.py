@@ -1530,3 +1530,17 @@ def test_bad_static_map_stops_the_start(gangway, site, tmp_path, value, message)
     assert rc == 1
     log = srv.read_log()
     assert message in log and "ready" not in log
+
+
+@pytest.mark.parametrize("accept", [None, "gzip", "br"])
+def test_expires_rules_name_the_file_asked_for_not_its_variant(serve, accept):
+    """A file-path rule for \\.(css|js)$ covers style.css.gz and app.js.br
+    when they answer for style.css and app.js (the variant's own name does
+    not end in .css)."""
+    srv = serve("--static-gzip", "--static-expires", r"\.(css|js)$ 600")
+    hdrs = [("Accept-Encoding", accept)] if accept else []
+    for path in ("/static/gz/style.css", "/static/gz/app.js"):
+        r = fetch(srv, path, hdrs)
+        assert r.status == 200
+        assert r.header("cache-control") == "max-age=600", (path, accept, r.header("content-encoding"))
+    assert fetch(srv, "/static/gz/plain.txt", hdrs).header("cache-control") is None
