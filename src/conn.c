@@ -458,6 +458,17 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
 
 static void enter_keepalive(gw_conn_t *c);
 
+/* Body bytes are read here, not into the read buffer behind the head: the
+ * room there is what the head left (one byte after a 16,383-byte head, which
+ * made a 256 KiB body cost 262,144 read() calls; issue 14). The parser copies
+ * them into the body store; bytes past the body (a pipelined request) join
+ * the read buffer. Lingering closes drain into it too. One per process: the
+ * worker's loop is its only user, and no byte stays in it between calls. */
+static char scratch[65536];
+
+static ssize_t read_some(gw_conn_t *c, char *p, size_t n);
+static void feed_body(gw_conn_t *c, size_t n);
+
 static void do_read(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
@@ -466,45 +477,58 @@ static void do_read(gw_conn_t *c)
         size_t space;
         ssize_t n;
 
-        if (gw_buf_reserve(&c->rbuf, &ctx->rbuf_pool, c->state == C_HEAD ? 1024 : 1) < 0) {
+        if (c->state == C_BODY) {
+            if ((n = read_some(c, scratch, sizeof(scratch))) <= 0)
+                return;
+            gw_timer_start(&ctx->body_q, &c->timer);
+            feed_body(c, (size_t)n);
+            continue;
+        }
+        if (gw_buf_reserve(&c->rbuf, &ctx->rbuf_pool, 1024) < 0) {
             respond_error(c, 500, "out of memory");
             return;
         }
         space = c->rbuf.cap - c->rbuf.len;
-        n = read(c->watch.fd, c->rbuf.data + c->rbuf.len, space);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN) {
-                c->can_read = false;
-                if (c->rbuf.len == 0)
-                    gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* idle: hold no buffer */
-                watch(c);
-                return;
-            }
-            close_conn(c);
+        if ((n = read_some(c, c->rbuf.data + c->rbuf.len, space)) <= 0)
             return;
-        }
-        if (n == 0) {
-            /* The client closed; a partial request is simply dropped. */
-            close_conn(c);
-            return;
-        }
-        /* A short read drained the socket: the next edge will tell us. */
-        if ((size_t)n < space)
-            c->can_read = false;
-        if (c->rbuf.len == 0 && c->parsed == 0 && c->state == C_HEAD) {
+        if (c->rbuf.len == 0 && c->parsed == 0) {
             c->req.start_us = gw_clock_us_now();
             if (c->timer.q != &ctx->header_q)
                 gw_timer_start(&ctx->header_q, &c->timer);
-        } else if (c->state == C_BODY) {
-            gw_timer_start(&ctx->body_q, &c->timer);
         }
         c->rbuf.len += (size_t)n;
         process_input(c);
     }
     if ((c->state == C_HEAD || c->state == C_BODY) && !c->can_read)
         watch(c); /* drained by a short read: wait for the next bytes */
+}
+
+/* One read() for do_read. Returns the byte count (a short read clears
+ * can_read: the socket is drained, the next edge will tell), or 0 when
+ * reading ends here: the socket is empty (c waits) or c is closed. */
+static ssize_t read_some(gw_conn_t *c, char *p, size_t n)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+    ssize_t got;
+
+    do {
+        got = read(c->watch.fd, p, n);
+    } while (got < 0 && errno == EINTR);
+    if (got > 0) {
+        if ((size_t)got < n)
+            c->can_read = false;
+        return got;
+    }
+    if (got < 0 && errno == EAGAIN) {
+        c->can_read = false;
+        if (c->rbuf.len == 0)
+            gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* idle: hold no buffer */
+        watch(c);
+        return 0;
+    }
+    /* EOF or an error: a partial request is simply dropped. */
+    close_conn(c);
+    return 0;
 }
 
 static void send_continue(gw_conn_t *c)
@@ -522,53 +546,105 @@ static void send_continue(gw_conn_t *c)
     }
 }
 
+/* The request is read whole: it waits for the top of the loop. */
+static void request_ready(gw_conn_t *c)
+{
+    c->state = C_READY;
+    c->want_read = false; /* read whole: a queued read must not stand in for it */
+    gw_timer_stop(&c->timer);
+    ready_push(c);
+}
+
+static void parse_error(gw_conn_t *c)
+{
+    if (!c->is_uwsgi) {
+        respond_error(c, c->p.http.status, c->p.http.reason);
+    } else if (c->p.uw.status) {
+        respond_error(c, c->p.uw.status, c->p.uw.reason);
+    } else {
+        /* Not the uwsgi protocol (HTTP sent to a uwsgi socket, say):
+         * nothing it would understand as an answer. */
+        gw_log_error("uwsgi: %s: %s; closing", c->peer.addr[0] ? c->peer.addr : "unix",
+                     c->p.uw.reason);
+        close_conn(c);
+    }
+}
+
+static gw_parse_t feed(gw_conn_t *c, const char *base, size_t off, size_t len, size_t *used)
+{
+    *used = 0;
+    return c->is_uwsgi ? gw_uwsgi_feed(&c->p.uw, &c->req, base, off, len, used)
+                       : gw_http1_feed(&c->p.http, &c->req, base, off, len, used);
+}
+
+/* Parses what the read buffer holds past c->parsed (a head, maybe the start
+ * of its body, maybe a pipelined request). */
 static void process_input(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
 
     for (;;) {
-        size_t used = 0;
-        gw_parse_t st = c->is_uwsgi ? gw_uwsgi_feed(&c->p.uw, &c->req, c->rbuf.data, c->parsed,
-                                                     c->rbuf.len - c->parsed, &used)
-                                    : gw_http1_feed(&c->p.http, &c->req, c->rbuf.data,
-                                                    c->parsed, c->rbuf.len - c->parsed, &used);
+        size_t used;
+        gw_parse_t st = feed(c, c->rbuf.data, c->parsed, c->rbuf.len - c->parsed, &used);
+
         c->parsed += used;
         switch (st) {
-        case GW_HTTP1_AGAIN:
+        case GW_PARSE_AGAIN:
             if (c->state == C_BODY) {
-                /* Body bytes are in the body store now; keep only the head. */
+                /* Body bytes are in the body store now; keep only the head
+                 * (the body's own reads go to the scratch buffer). */
                 c->rbuf.len = c->parsed = c->head_end;
                 if (c->req.expect_continue && !c->continue_sent)
                     send_continue(c);
             }
             return;
-        case GW_HTTP1_HEAD:
+        case GW_PARSE_HEAD:
             c->head_end = c->parsed;
             c->state = C_BODY;
             gw_timer_start(&ctx->body_q, &c->timer);
             continue;
-        case GW_HTTP1_DONE:
+        case GW_PARSE_DONE:
             if (c->state == C_HEAD)
                 c->head_end = c->parsed;
-            c->state = C_READY;
-            c->want_read = false; /* read whole: a queued read must not stand in for it */
-            gw_timer_stop(&c->timer);
-            ready_push(c);
+            request_ready(c);
             return;
-        case GW_HTTP1_ERROR:
-            if (!c->is_uwsgi) {
-                respond_error(c, c->p.http.status, c->p.http.reason);
-            } else if (c->p.uw.status) {
-                respond_error(c, c->p.uw.status, c->p.uw.reason);
-            } else {
-                /* Not the uwsgi protocol (HTTP sent to a uwsgi socket, say):
-                 * nothing it would understand as an answer. */
-                gw_log_error("uwsgi: %s: %s; closing", c->peer.addr[0] ? c->peer.addr : "unix",
-                             c->p.uw.reason);
-                close_conn(c);
-            }
+        case GW_PARSE_ERROR:
+            parse_error(c);
             return;
         }
+    }
+}
+
+/* Feeds n body bytes read into the scratch buffer (c is in C_BODY: the read
+ * buffer holds the head alone). */
+static void feed_body(gw_conn_t *c, size_t n)
+{
+    size_t used, left;
+    gw_parse_t st = feed(c, scratch, 0, n, &used);
+
+    switch (st) {
+    case GW_PARSE_AGAIN:
+        return;
+    case GW_PARSE_DONE:
+        /* What follows the body is the next request's: it goes where
+         * keep-alive looks for it, after this request's head. */
+        left = n - used;
+        if (left) {
+            if (gw_buf_reserve(&c->rbuf, &c->ctx->rbuf_pool, left) < 0) {
+                respond_error(c, 500, "out of memory");
+                return;
+            }
+            memcpy(c->rbuf.data + c->rbuf.len, scratch + used, left);
+            c->rbuf.len += left;
+        }
+        request_ready(c);
+        return;
+    case GW_PARSE_HEAD: /* only ever once, before the body */
+        close_conn(c);
+        return;
+    case GW_PARSE_ERROR:
+        parse_error(c);
+        return;
     }
 }
 

@@ -8,6 +8,7 @@
 #include "request.c"
 
 #include <assert.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -423,6 +424,53 @@ static void test_post_body_to_file(void)
     CHECK_INT(run.r[0].body_len, 300);
     CHECK(run.r[0].body_in_file); /* past body_env.mem_limit (64) */
     CHECK_STR(run.r[0].body, body);
+}
+
+/* Past the memory limit, small appends are batched in memory and written a
+ * buffer's worth at a time (issue 14: one write() per chunk before); reads
+ * see the file and the unwritten batch as one body, at every offset. */
+static void test_body_file_batches(void)
+{
+    static char want[32768];
+    gw_body_t b = {.fd = -1};
+    size_t sizes[] = {1, 3, 60, 1, 4095, 4096, 4097, 1, 9000, 2};
+    size_t len = 0, k = 0;
+    struct stat st;
+    char got[5000];
+
+    for (size_t i = 0; i < sizeof(want); i++)
+        want[i] = (char)(i * 7 + i / 251);
+    while (len + sizes[k % 10] <= 20000) {
+        size_t n = sizes[k++ % 10];
+        CHECK_INT(gw_body_append(&b, &body_env, want + len, n), 0);
+        len += n;
+    }
+    CHECK_INT(b.len, len);
+    CHECK(b.fd >= 0);
+    CHECK(fstat(b.fd, &st) == 0);
+    CHECK_INT((uint64_t)st.st_size + b.mem.len, len);
+    CHECK(b.mem.len > 0); /* the last small pieces wait in the batch */
+    /* 1,000 one-byte pieces: no write until a buffer's worth is in. */
+    off_t before = st.st_size;
+    size_t mem_before = b.mem.len;
+    for (int i = 0; i < 1000 && b.mem.len + 1 < b.mem.cap; i++) {
+        CHECK_INT(gw_body_append(&b, &body_env, "x", 1), 0);
+        want[len++] = 'x'; /* the batch is one pool block (4096): len stays below 32768 */
+    }
+    CHECK(fstat(b.fd, &st) == 0);
+    CHECK_INT(st.st_size, before);
+    CHECK(b.mem.len > mem_before);
+    CHECK_INT(b.len, len);
+    for (size_t off = 0; off < len; off += 997) {
+        for (size_t n = 1; n <= sizeof(got); n = n * 3 + 1) {
+            size_t exp = off + n <= len ? n : len - off;
+            ssize_t r = gw_body_read(&b, off, got, n);
+            CHECK_INT(r, (ssize_t)exp);
+            CHECK(r > 0 && !memcmp(got, want + off, (size_t)r));
+        }
+    }
+    gw_buf_release(&b.mem, &body_pool);
+    close(b.fd);
 }
 
 static void test_post_chunked(void)
@@ -968,6 +1016,7 @@ int main(void)
     test_pipelined();
     test_post_content_length();
     test_post_body_to_file();
+    test_body_file_batches();
     test_post_chunked();
     test_every_split();
     test_error_statuses();

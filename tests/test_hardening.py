@@ -21,6 +21,7 @@ import re
 import resource
 import selectors
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -30,6 +31,7 @@ from collections import Counter
 import pytest
 
 from conftest import RawReader, request, wait_for
+from nginx import uwsgi_tcp
 
 SANITIZED = os.environ.get("GW_TEST_SANITIZED") == "1"
 READY_RE = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
@@ -833,6 +835,107 @@ def test_full_spool_disk_answers_503_and_worker_goes_on(gangway, tmp_path):
         rc = subprocess.run(["umount", str(spool)], capture_output=True, text=True, timeout=30)
         if rc.returncode != 0:
             subprocess.run(["umount", "-l", str(spool)], capture_output=True, timeout=30)
+
+
+# ---------------------------------------------------------------------------
+# CPU per byte: a body costs a few big reads and writes whatever the head
+# (issue 14: the read buffer's room behind a 16,383-byte head was one byte)
+# ---------------------------------------------------------------------------
+
+def syscalls(pid):
+    """(read-type, write-type) system calls pid has made, from /proc/PID/io
+    (read/pread/readv and write/writev; socket send/recv calls are not counted)."""
+    vals = {}
+    with open("/proc/%d/io" % pid) as f:
+        for line in f:
+            k, v = line.split(":")
+            vals[k] = int(v)
+    return vals["syscr"], vals["syscw"]
+
+
+HEAD_BYTES = 16383  # the 16 KiB read buffer less one byte
+
+
+def padded_http_head(framing, body_len):
+    """An HTTP head of exactly HEAD_BYTES bytes (padding in X-Pad-N fields,
+    each under --limit-request-field-size)."""
+    head = b"POST /post HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    head += (b"Transfer-Encoding: chunked\r\n" if framing == "chunked"
+             else b"Content-Length: %d\r\n" % body_len)
+    pads = []
+    left = HEAD_BYTES - len(head) - 2
+    for i in range(3):
+        name = b"X-Pad-%d: " % i
+        n = left if i == 2 else left // 3
+        pads.append(name + b"a" * (n - len(name) - 2) + b"\r\n")
+        left -= n
+    head += b"".join(pads) + b"\r\n"
+    assert len(head) == HEAD_BYTES
+    return head
+
+
+def padded_uwsgi_packet_head(body_len):
+    """A uwsgi packet header and variables block of exactly HEAD_BYTES bytes."""
+    def var(k, v):
+        return struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+    blk = b"".join(var(k, v) for k, v in [
+        (b"REQUEST_METHOD", b"POST"), (b"REQUEST_URI", b"/post"), (b"PATH_INFO", b"/post"),
+        (b"SERVER_PROTOCOL", b"HTTP/1.1"), (b"CONTENT_LENGTH", b"%d" % body_len)])
+    pad = HEAD_BYTES - 4 - len(blk) - 4 - len(b"HTTP_X_PAD")
+    blk += var(b"HTTP_X_PAD", b"a" * pad)
+    out = struct.pack("<BHB", 0, len(blk), 0) + blk
+    assert len(out) == HEAD_BYTES
+    return out
+
+
+@pytest.mark.parametrize("proto,framing,store", [
+    ("http", "length", "memory"), ("http", "length", "file"),
+    ("http", "chunked", "memory"), ("http", "chunked", "file"),
+    ("uwsgi", "length", "memory"), ("uwsgi", "length", "file")])
+def test_body_after_a_16383_byte_head_costs_few_reads_and_writes(gangway, proto, framing, store):
+    """A head that leaves one byte of the 16 KiB read buffer, then a body:
+    256 KiB with Content-Length, or 64 KiB in chunks of one byte each (six
+    bytes a chunk on the wire), kept in memory or spooled to a temp file
+    (--body-buffer-size 16k). The worker's read() and write() calls for the
+    whole request stay under 100: body reads are big whatever the head
+    left, and spooled bytes are written in batches, not one write() per
+    read or per chunk. (Before: one read() per body byte, and one write()
+    per read or chunk once spooled: 262,144 of each.)"""
+    args = ["--workers", "1", "--body-timeout", "20"]
+    if store == "file":
+        args += ["--body-buffer-size", "16k"]
+    if proto == "uwsgi":
+        s = gangway("--uwsgi", "127.0.0.1:0", *args, APP, listen=False)
+    else:
+        s = gangway(*args, APP)
+    wpid = only_worker(s)
+    rnd = random.Random(14)
+    if framing == "chunked":
+        body = rnd.randbytes(64 * 1024)
+        wire = b"".join(b"1\r\n%c\r\n" % b for b in body) + b"0\r\n\r\n"
+    else:
+        body = wire = rnd.randbytes(256 * 1024)
+    if proto == "uwsgi":
+        head = padded_uwsgi_packet_head(len(body))
+        c = socket.create_connection(uwsgi_tcp(s), timeout=20)
+    else:
+        head = padded_http_head(framing, len(body))
+        c = s.connect(timeout=20)
+    r0, w0 = syscalls(wpid)
+    t0 = time.monotonic()
+    try:
+        c.sendall(head + wire)
+        r = RawReader(c, 20).read_response()
+    finally:
+        c.close()
+    dt = time.monotonic() - t0
+    r1, w1 = syscalls(wpid)
+    print("\n%s %s %s: %d read(), %d write() calls, %.3f s"
+          % (proto, framing, store, r1 - r0, w1 - w0, dt))
+    assert r.status == 200, (r.status, r.body[:200])
+    assert r.body == b"len=%d crc=%d" % (len(body), zlib.crc32(body))
+    assert r1 - r0 < 100, "%d read() calls for one request" % (r1 - r0)
+    assert w1 - w0 < 100, "%d write() calls for one request" % (w1 - w0)
 
 
 # ---------------------------------------------------------------------------
