@@ -397,6 +397,10 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
     }
     /* An id the log shows is made here if the request has none yet (the
      * app's answer may already carry one made by --request-id). */
+    if (rb && gw_req_host(r).len) {
+        a.host = rb + gw_req_host(r).off;
+        a.host_len = gw_req_host(r).len;
+    }
     if (gw_log_wants_request_id())
         a.request_id = gw_req_id(r, rb, true, &a.request_id_len);
     a.duration_us = duration_us;

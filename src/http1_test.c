@@ -45,6 +45,7 @@ typedef struct result {
     int status; /* h.status with ERROR */
     int nhead;  /* how many times HEAD was returned */
     char method[STR_MAX], target[STR_MAX], path[STR_MAX], query[STR_MAX];
+    char authority[STR_MAX];
     char headers[BODY_MAX]; /* "name=value\n" for each kept header */
     uint32_t nheaders;
     int32_t host;
@@ -92,6 +93,7 @@ static void record(result_t *out, const gw_http1_t *h, const gw_req_t *r, const 
     copy_span(out->target, base, r->target);
     copy_span(out->path, base, r->path);
     copy_span(out->query, base, r->query);
+    copy_span(out->authority, base, r->authority);
     for (uint32_t i = 0; i < r->nheaders; i++) {
         const gw_header_t *x = &r->headers[i];
         int n =
@@ -228,6 +230,7 @@ static bool result_eq(const result_t *a, const result_t *b)
         return true;
     return !strcmp(a->method, b->method) && !strcmp(a->target, b->target) &&
            !strcmp(a->path, b->path) && !strcmp(a->query, b->query) &&
+           !strcmp(a->authority, b->authority) &&
            !strcmp(a->headers, b->headers) && a->nheaders == b->nheaders && a->host == b->host &&
            a->major == b->major && a->minor == b->minor && a->is_head == b->is_head &&
            a->is_chunked == b->is_chunked && a->keep_alive == b->keep_alive &&
@@ -820,6 +823,7 @@ static void test_target_split(void)
     result_t *r = parse1("GET /a/b?x=1&y=%20#frag HTTP/1.1\r\nHost: h\r\n\r\n");
 
     CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_STR(r->authority, ""); /* origin-form: Host names the host */
     CHECK_STR(r->path, "/a/b");
     CHECK_STR(r->query, "x=1&y=%20");
 
@@ -828,6 +832,16 @@ static void test_target_split(void)
     CHECK_STR(r->target, "http://example.com:8080/a/b?x=1");
     CHECK_STR(r->path, "/a/b");
     CHECK_STR(r->query, "x=1");
+    CHECK_STR(r->authority, "example.com:8080"); /* RFC 9112 3.2.2: it names the host */
+
+    r = parse1("GET http://[::1]:81?q HTTP/1.1\r\nHost: other\r\n\r\n");
+    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_STR(r->authority, "[::1]:81");
+    CHECK_STR(r->path, "");
+
+    r = parse1("GET http://user:pw@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    CHECK_INT(r->st, GW_HTTP1_ERROR);
+    CHECK_INT(r->status, 400); /* RFC 9110 4.2.4: userinfo */
 
     r = parse1("GET HTTPS://example.com?q HTTP/1.1\r\nHost: example.com\r\n\r\n");
     CHECK_INT(r->st, GW_HTTP1_DONE);

@@ -17,6 +17,7 @@ typedef struct gw_access {
     const char *referer;  size_t referer_len;
     const char *agent;    size_t agent_len;
     const char *request_id; size_t request_id_len; /* NULL unless the format wants it */
+    const char *host;     size_t host_len; /* the request's host (gw_req_host) */
     int status;
     uint64_t bytes;       /* body bytes sent */
     uint64_t duration_us;

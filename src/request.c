@@ -92,6 +92,15 @@ const char *gw_req_id(gw_req_t *r, const char *rb, bool generate, size_t *len)
     return r->gen_id_len ? r->gen_id : NULL;
 }
 
+gw_span_t gw_req_host(const gw_req_t *r)
+{
+    if (r->authority.len)
+        return r->authority;
+    if (r->host >= 0 && (uint32_t)r->host < r->nheaders) /* (set before the header is added) */
+        return r->headers[r->host].value;
+    return (gw_span_t){0, 0};
+}
+
 int gw_req_add_header(gw_req_t *r, gw_span_t name, gw_span_t value)
 {
     if (r->nheaders == r->cap_headers) {

@@ -45,6 +45,7 @@ typedef enum gw_parse {
 
 typedef struct gw_req {
     gw_span_t method, target, path, query; /* path: decoded later, raw here */
+    gw_span_t authority;    /* host[:port] of an absolute-form target, else empty */
     uint8_t http_major, http_minor;
     bool is_head;
     bool is_chunked;
@@ -79,6 +80,12 @@ void gw_req_seed_ids(void);
  * in r. NULL (and *len 0) when it has none and generate is false. rb is the
  * read buffer the header spans point into. */
 const char *gw_req_id(gw_req_t *r, const char *rb, bool generate, size_t *len);
+
+/* The host the request is for, as a span of the read buffer: an
+ * absolute-form target's authority (RFC 9112 3.2.2: the Host header is
+ * then ignored), else the Host header's value (HTTP_HOST behind uwsgi);
+ * empty when there is none. */
+gw_span_t gw_req_host(const gw_req_t *r);
 
 /* Appends a header by spans; 0 or -ENOMEM. */
 int gw_req_add_header(gw_req_t *r, gw_span_t name, gw_span_t value);

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import RawReader, request
+from conftest import RawReader, request, wait_for
 
 import apps.bodies as bodies  # tests/apps imports as a namespace package
 
@@ -552,6 +552,38 @@ def test_absolute_form_target(echo):
     e = echo_of(request(echo, req(path="http://example.com/a/b?x=1", host="example.com")))
     assert e["PATH_INFO"] == "/a/b"
     assert e["QUERY_STRING"] == "x=1"
+
+
+def test_absolute_form_target_names_the_host(gangway, tmp_path):
+    """RFC 9112 3.2.2: with an absolute-form target the server MUST ignore
+    Host and use the target's authority. SERVER_NAME and HTTP_HOST come
+    from it (SERVER_PORT stays the port the request came in on, as CGI
+    defines it), and the access log's %(host) shows the same host. A target
+    with userinfo is refused (RFC 9110 4.2.4)."""
+    log = tmp_path / "access.log"
+    s = gangway("--access-log", str(log), "--log-format", "%(host) %(uri)",
+                "pep3333_environ:application")
+
+    def env_of(raw):
+        r = request(s, raw)
+        assert r.status == 200, (r.status, r.body[:300])
+        return {k: v["value"] for k, v in json.loads(r.body).items() if isinstance(v, dict)}
+
+    e = env_of(b"GET http://h.example:81/env?x=1 HTTP/1.1\r\nHost: other.example\r\n\r\n")
+    assert (e["SERVER_NAME"], e["HTTP_HOST"], e["SERVER_PORT"]) == ("h.example", "h.example:81",
+                                                                    str(s.port))
+    assert (e["PATH_INFO"], e["QUERY_STRING"]) == ("/env", "x=1")
+    e = env_of(b"GET https://[2001:db8::1]/env HTTP/1.0\r\n\r\n")  # no Host at all
+    assert (e["SERVER_NAME"], e["HTTP_HOST"]) == ("2001:db8::1", "[2001:db8::1]")
+    e = env_of(b"GET /env HTTP/1.1\r\nHost: plain.example:8080\r\n\r\n")  # origin-form
+    assert (e["SERVER_NAME"], e["HTTP_HOST"]) == ("plain.example", "plain.example:8080")
+    r = request(s, b"GET http://u:p@h.example/env HTTP/1.1\r\nHost: h.example\r\n\r\n")
+    assert r.status == 400
+    wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 3, 10,
+             what="three access log lines")
+    assert log.read_text().splitlines()[:3] == [
+        "h.example:81 http://h.example:81/env?x=1", "[2001:db8::1] https://[2001:db8::1]/env",
+        "plain.example:8080 /env"]
 
 
 def test_options_star(echo):
