@@ -18,7 +18,8 @@
 #include <unistd.h>
 
 #define READ_CHUNK 16384     /* the read buffer's standard size */
-#define LINGER_MS 2000       /* after an error, drain what the client still sends */
+#define LINGER_MS 2000       /* a lingering close drains what the client still sends... */
+#define LINGER_BYTES (8u << 20) /* ...for at most this long and this much (128 big reads) */
 #define FREE_CONNS_MAX 1024
 #define FREE_OUTS_MAX 256
 
@@ -46,8 +47,13 @@ struct gw_conn {
     bool waiting_write;
     bool continue_sent;
     bool is_static;    /* the answer is a static file: no handler involved */
+    bool static_keep;  /* ... and it said keep-alive */
+    bool is_aborted;   /* the answer was given up: the peer went away or stopped reading */
     int static_status;
     uint64_t static_bytes;
+    uint64_t sent_mark; /* the output queue's byte count when this answer began */
+    uint64_t unsent;   /* bytes still queued when the answer was given up */
+    uint32_t linger_left; /* bytes a lingering close may still drain */
     uint32_t nreq;     /* requests answered on this connection */
     gw_buf_t rbuf;
     size_t parsed;     /* rbuf bytes the parser has consumed */
@@ -96,14 +102,17 @@ void gw_conn_ctx_init(gw_conn_ctx_t *ctx, gw_loop_t *loop, const gw_handler_t *h
 
 static void free_dead(gw_conn_ctx_t *ctx);
 
+static void abandon(gw_conn_t *c);
+
 void gw_conn_close_all(gw_conn_ctx_t *ctx)
 {
     while (ctx->_all) {
         gw_conn_t *c = ctx->_all;
-        if (c->state == C_APP && c->app_state && ctx->handler.on_abort)
-            ctx->handler.on_abort(ctx->handler.ctx, c);
+        if (c->state == C_APP)
+            abandon(c); /* logged, as cut short */
         close_conn(c);
     }
+    gw_log_flush(); /* the loop that would have written them is over */
 }
 
 void gw_conn_ctx_dispose(gw_conn_ctx_t *ctx)
@@ -345,11 +354,13 @@ static void count(gw_conn_t *c, int status, uint64_t bytes_out, uint64_t duratio
     gw_slot_count(c->ctx->slot, status, method, in, bytes_out, duration_us);
 }
 
-static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t duration_us)
+static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t duration_us,
+                        bool is_aborted)
 {
     const char *rb = c->rbuf.data;
     gw_req_t *r = &c->req;
-    gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes};
+    gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes,
+                     .is_aborted = is_aborted};
     char remote[48], proto[16];
     static const char *protos[] = {"HTTP/1.0", "HTTP/1.1"};
 
@@ -407,15 +418,110 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
     gw_log_access(&a);
 }
 
-static void linger(gw_conn_t *c)
+/* ---- aborted answers ---- */
+
+/* Bytes still queued in o: head, body and framing not yet written. */
+static uint64_t queued_bytes(const gw_out_t *o)
 {
+    uint64_t n = 0;
+    for (unsigned i = 0; i < o->count; i++)
+        n += o->seg[(o->head + i) % GW_OUT_SEGS].len;
+    return n;
+}
+
+/* The answer cannot be completed (the peer is gone, or stopped reading past
+ * the write timeout): remember what was left unsent, for its log line. */
+static void give_up(gw_conn_t *c)
+{
+    if (c->is_aborted)
+        return;
+    c->is_aborted = true;
+    c->unsent = c->out ? queued_bytes(&c->out->out) : 0;
+}
+
+/* ---- lingering close ---- */
+
+/* Body bytes are read here, not into the read buffer behind the head: the
+ * room there is what the head left (one byte after a 16,383-byte head, which
+ * made a 256 KiB body cost 262,144 read() calls; issue 14). The parser copies
+ * them into the body store; bytes past the body (a pipelined request) join
+ * the read buffer. Lingering closes drain into it too. One per process: the
+ * worker's loop is its only user, and no byte stays in it between calls. */
+static char scratch[65536];
+
+/* Reads and drops what the client still sends, until it closes, the byte
+ * budget is spent (then c closes anyway), or the socket is empty (c waits
+ * for the next edge or the linger timer). Big reads: no CPU per byte. */
+static void drain_linger(gw_conn_t *c)
+{
+    while (c->linger_left > 0) {
+        size_t want = c->linger_left < sizeof(scratch) ? c->linger_left : sizeof(scratch);
+        ssize_t n = read(c->watch.fd, scratch, want);
+        if (n > 0) {
+            c->linger_left -= (uint32_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            c->can_read = false;
+            return;
+        }
+        break; /* EOF or an error: the client has our answer */
+    }
+    close_conn(c);
+}
+
+/* The answer is out and the connection ends. Closing a socket whose receive
+ * queue holds unread bytes (or that gets bytes afterwards) makes the kernel
+ * send a RST, and a RST can make the client's kernel drop the answer it has
+ * not read yet. So: shut down our side (the client reads the answer, then
+ * EOF), read and drop what comes, and close when the client does or after
+ * LINGER_MS / LINGER_BYTES: nothing here lasts or costs more than that. The
+ * request's memory goes back at once; the connection keeps only its slot. */
+static void linger(gw_conn_t *c, size_t drained)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+
     c->state = C_LINGER;
+    c->linger_left = LINGER_BYTES - (uint32_t)drained;
+    ready_remove(c);
+    release_out(c);
+    gw_req_reset(&c->req, &ctx->body_env);
+    gw_buf_release(&c->rbuf, &ctx->rbuf_pool);
+    c->parsed = c->head_end = 0;
     shutdown(c->watch.fd, SHUT_WR);
-    gw_timer_start(&c->ctx->linger_q, &c->timer);
+    gw_timer_start(&ctx->linger_q, &c->timer);
     if (!watch(c))
         return;
     if (c->can_read)
-        on_io(c->ctx->loop, &c->watch, EPOLLIN);
+        drain_linger(c);
+}
+
+/* Closes c after a complete answer: lingering when the client may have sent
+ * more (bytes already read and not parsed, a socket not known to be empty,
+ * or, for HTTP, bytes one read finds now), at once otherwise (the common
+ * case costs one read() or nothing). A uwsgi peer (nginx) sends nothing
+ * after its one request: no probe there. */
+static void end_conn(gw_conn_t *c)
+{
+    ssize_t n;
+
+    if (c->rbuf.len > c->parsed || c->can_read) {
+        linger(c, 0);
+        return;
+    }
+    if (!c->is_uwsgi) {
+        do {
+            n = read(c->watch.fd, scratch, sizeof(scratch));
+        } while (n < 0 && errno == EINTR);
+        if (n > 0) {
+            c->can_read = (size_t)n == sizeof(scratch); /* maybe more, with no edge to come */
+            linger(c, (size_t)n);
+            return;
+        }
+    }
+    close_conn(c);
 }
 
 /* Answers an error the server found itself, then closes after a linger. */
@@ -438,7 +544,7 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
     {
         uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
         uint64_t body = c->req.is_head ? 0 : strlen(gw_status_reason(status)) + 1;
-        log_request(c, status, body, us);
+        log_request(c, status, body, us, false);
         if (c->ctx->slot)
             count(c, status, body, us);
     }
@@ -455,20 +561,12 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
         close_conn(c);
         return;
     }
-    linger(c);
+    linger(c, 0);
 }
 
 /* ---- reading ---- */
 
 static void enter_keepalive(gw_conn_t *c);
-
-/* Body bytes are read here, not into the read buffer behind the head: the
- * room there is what the head left (one byte after a 16,383-byte head, which
- * made a 256 KiB body cost 262,144 read() calls; issue 14). The parser copies
- * them into the body store; bytes past the body (a pipelined request) join
- * the read buffer. Lingering closes drain into it too. One per process: the
- * worker's loop is its only user, and no byte stays in it between calls. */
-static char scratch[65536];
 
 static ssize_t read_some(gw_conn_t *c, char *p, size_t n);
 static void feed_body(gw_conn_t *c, size_t n);
@@ -525,6 +623,14 @@ static ssize_t read_some(gw_conn_t *c, char *p, size_t n)
     }
     if (got < 0 && errno == EAGAIN) {
         c->can_read = false;
+        if (ctx->is_stopping && c->state == C_HEAD && c->rbuf.len == 0 && c->parsed == 0 &&
+            c->nreq > 0) {
+            /* Idle between requests while stopping: nothing unread, so a
+             * plain close (FIN, no RST); the client's next request goes to
+             * another worker. */
+            close_conn(c);
+            return 0;
+        }
         if (c->rbuf.len == 0)
             gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* idle: hold no buffer */
         watch(c);
@@ -553,6 +659,16 @@ static void send_continue(gw_conn_t *c)
 /* The request is read whole: it waits for the top of the loop. */
 static void request_ready(gw_conn_t *c)
 {
+    int rc = gw_body_flush(&c->req.body, &c->ctx->body_env);
+
+    if (rc == -ENOSPC || rc == -EDQUOT) {
+        respond_error(c, 503, "no space left to store the request body");
+        return;
+    }
+    if (rc < 0) {
+        respond_error(c, 500, "cannot store the request body");
+        return;
+    }
     c->state = C_READY;
     c->want_read = false; /* read whole: a queued read must not stand in for it */
     gw_timer_stop(&c->timer);
@@ -654,24 +770,6 @@ static void feed_body(gw_conn_t *c, size_t n)
 
 /* ---- events ---- */
 
-static void drain_linger(gw_conn_t *c)
-{
-    char sink[4096];
-    for (int i = 0; i < 64; i++) {
-        ssize_t n = read(c->watch.fd, sink, sizeof(sink));
-        if (n > 0)
-            continue;
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            c->can_read = false;
-            return;
-        }
-        close_conn(c); /* EOF or error: the client has our answer */
-        return;
-    }
-}
-
 static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
 {
     gw_conn_t *c = (gw_conn_t *)w;
@@ -706,6 +804,7 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
                 if (c->out->out.sent != before)
                     gw_timer_start(&c->ctx->write_q, &c->timer);
             } else {
+                give_up(c);
                 c->waiting_write = false;
                 gw_timer_stop(&c->timer);
                 c->want_abort = true;
@@ -726,7 +825,7 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
                 close_conn(c);
                 break;
             }
-            linger(c);
+            linger(c, 0);
             break;
         }
         if (c->can_read)
@@ -754,6 +853,7 @@ static void on_timer(gw_loop_t *loop, gw_timer_t *t)
         break;
     case C_APP:
         /* The client stopped reading: give up on this response. */
+        give_up(c);
         c->waiting_write = false;
         c->want_abort = true;
         ready_push(c);
@@ -801,19 +901,55 @@ static bool serve_static(gw_conn_t *c)
 {
     gw_static_result_t res;
     gw_out_t *o = gw_conn_out(c);
+    bool keep = gw_conn_may_keep_alive(c);
     int rc;
 
-    if (!o || !gw_static_answer(c->ctx->statics, &c->req, c->rbuf.data, o,
-                                gw_conn_may_keep_alive(c), &res))
+    if (!o || !gw_static_answer(c->ctx->statics, &c->req, c->rbuf.data, o, keep, &res))
         return false;
     c->is_static = true;
+    c->static_keep = keep;
     c->static_status = res.status;
     c->static_bytes = res.bytes;
     rc = gw_conn_send(c);
     if (rc == -EAGAIN)
         return true; /* on_resume-less: the drained queue finishes it */
-    gw_conn_finish(c, rc == 0, res.status, res.bytes);
+    gw_conn_finish(c, rc == 0 && keep, res.status, res.bytes);
     return true;
+}
+
+/* Ends an answer that cannot be completed: the handler drops its state and
+ * ends it with gw_conn_finish(), which logs it as aborted (a static answer
+ * is ended here). Runs Python (the iterable's close()). */
+static void abandon(gw_conn_t *c)
+{
+    gw_handler_t *h = &c->ctx->handler;
+
+    give_up(c);
+    c->want_abort = c->want_resume = false;
+    if (c->is_static) {
+        gw_conn_finish(c, false, c->static_status, c->static_bytes);
+        return;
+    }
+    if (c->app_state && h->on_abort)
+        h->on_abort(h->ctx, c);
+    if (c->state == C_APP) /* the handler kept no state: nothing was sent */
+        gw_conn_finish(c, false, 499, 0);
+}
+
+/* A request starts: its answer's keep-alive is decided from here on. The
+ * server's hook may begin a stop (--max-requests): this very answer then
+ * says Connection: close, instead of being cut after a keep-alive promise. */
+static void start_request(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+
+    c->state = C_APP;
+    c->continue_sent = false;
+    c->is_aborted = false;
+    c->unsent = 0;
+    c->sent_mark = c->out ? c->out->out.sent : 0; /* after a 100 Continue */
+    if (ctx->on_request_start && !ctx->is_stopping)
+        ctx->on_request_start(ctx->server);
 }
 
 void gw_conn_run_ready(gw_conn_ctx_t *ctx)
@@ -830,16 +966,16 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
         ready_remove(c);
         if (c->want_abort) {
             c->want_abort = c->want_resume = false;
-            if (c->state == C_APP && h->on_abort && !c->is_static) {
+            if (c->state == C_APP) {
                 mark_busy(c);
-                h->on_abort(h->ctx, c);
+                abandon(c);
                 mark_idle(ctx);
             }
             close_conn(c);
         } else if (c->want_resume) {
             c->want_resume = false;
             if (c->state == C_APP && c->is_static) {
-                gw_conn_finish(c, true, c->static_status, c->static_bytes);
+                gw_conn_finish(c, c->static_keep, c->static_status, c->static_bytes);
             } else if (c->state == C_APP) {
                 mark_busy(c);
                 h->on_resume(h->ctx, c);
@@ -850,8 +986,7 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
             if (c->state == C_HEAD || c->state == C_BODY)
                 do_read(c);
         } else if (c->state == C_READY) {
-            c->state = C_APP;
-            c->continue_sent = false;
+            start_request(c);
             if (ctx->statics && serve_static(c))
                 continue;
             mark_busy(c);
@@ -872,7 +1007,11 @@ void gw_conn_stop_all(gw_conn_ctx_t *ctx)
         if (c->state != C_HEAD || c->rbuf.len != 0 || c->parsed != 0)
             continue; /* a request is under way: it finishes, then the conn closes */
         if (c->nreq > 0) {
-            close_conn(c); /* idle keep-alive: the client retries elsewhere */
+            /* Idle keep-alive: a last look at the socket (a request may be
+             * there, its event not seen yet: it is answered, with
+             * Connection: close); an empty one closes (read_some). */
+            c->can_read = true;
+            do_read(c);
         } else {
             /* Accepted, its first request not here yet (it may be in flight):
              * a short grace to arrive, served with Connection: close. */
@@ -943,6 +1082,8 @@ int gw_conn_send(gw_conn_t *c)
         /* The handler still owns c here: if epoll refuses, the write
          * timeout ends the connection rather than closing it under it. */
         try_watch(c);
+    } else {
+        give_up(c);
     }
     return rc;
 }
@@ -956,11 +1097,15 @@ int gw_conn_wait_writable(gw_conn_t *c)
         n = poll(&pfd, 1, (int)c->ctx->write_timeout_ms);
     } while (n < 0 && errno == EINTR);
     if (n < 0)
-        return -errno;
-    if (n == 0)
-        return -ETIMEDOUT;
-    if (pfd.revents & (POLLERR | POLLHUP))
-        return -EPIPE;
+        n = -errno;
+    else if (n == 0)
+        n = -ETIMEDOUT;
+    else if (pfd.revents & (POLLERR | POLLHUP))
+        n = -EPIPE;
+    if (n < 0) {
+        give_up(c); /* the caller drops the queue: count what it held now */
+        return n;
+    }
     c->can_write = true;
     return 0;
 }
@@ -1004,6 +1149,11 @@ static void enter_keepalive(gw_conn_t *c)
     gw_timer_start(&ctx->keepalive_q, &c->timer);
     if (!watch(c))
         return;
+    /* While stopping, a last look: a request the client sent after this
+     * answer's keep-alive promise is answered (Connection: close), an empty
+     * socket closes (read_some). */
+    if (ctx->is_stopping)
+        c->can_read = true;
     if (c->can_read) {
         /* Bytes may wait in the kernel with no edge to come: read next turn. */
         c->want_read = true;
@@ -1015,24 +1165,36 @@ void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_byt
 {
     gw_conn_ctx_t *ctx = c->ctx;
     uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
+    bool aborted = c->is_aborted || (c->out && !gw_out_is_empty(&c->out->out));
 
-    log_request(c, status, body_bytes, us);
+    if (aborted) {
+        /* Logged as nginx does: 499 when no byte of the answer was written,
+         * else its status with the body bytes that did leave (what was
+         * queued, less what was still queued when it was given up). */
+        uint64_t sent = c->out ? c->out->out.sent - c->sent_mark : 0;
+        uint64_t unsent = c->is_aborted ? c->unsent : queued_bytes(&c->out->out);
+        if (sent == 0)
+            status = 499;
+        body_bytes = sent == 0 || unsent >= body_bytes ? 0 : body_bytes - unsent;
+    }
+    log_request(c, status, body_bytes, us, aborted);
     c->nreq++;
     c->is_static = false;
     if (ctx->slot)
         count(c, status, body_bytes, us);
-    if (ctx->on_request_done)
-        ctx->on_request_done(ctx->server);
     c->app_state = NULL;
     c->waiting_write = false;
     gw_timer_stop(&c->timer);
-    if (c->out && gw_out_is_empty(&c->out->out))
-        release_out(c);
-    if (!keep_alive || !gw_conn_may_keep_alive(c) || (c->out && !gw_out_is_empty(&c->out->out))) {
-        /* The request was read whole before the app ran: a plain close
-         * loses nothing the client still expects. */
-        close_conn(c);
+    if (aborted) {
+        close_conn(c); /* the peer is gone or stopped reading: nothing to wait for */
         return;
     }
+    release_out(c);
+    if (!keep_alive) {
+        end_conn(c); /* after Connection: close or a close-delimited body */
+        return;
+    }
+    /* The answer promised keep-alive: go on, even if a stop began meanwhile
+     * (enter_keepalive answers what already came, then closes). */
     enter_keepalive(c);
 }

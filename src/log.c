@@ -167,7 +167,7 @@ static char *put_escaped(char *o, const char *s, size_t n)
 enum field {
     F_CLIENT, F_METHOD, F_URI, F_PROTOCOL, F_STATUS, F_BYTES, F_DURATION_US, F_DURATION_MS,
     F_DURATION, F_REFERER, F_USER_AGENT, F_REQUEST_ID, F_WORKER, F_TIME, F_TIME_LOCAL,
-    F_TIME_ISO, F_PID, F_HOST, NFIELDS,
+    F_TIME_ISO, F_PID, F_HOST, F_ABORTED, NFIELDS,
     F_DASH = NFIELDS, /* a uWSGI field gangway does not have: "-" */
 };
 
@@ -184,6 +184,7 @@ static const struct {
     [F_WORKER] = {"worker", "wid"},           [F_TIME] = {"time", "epoch"},
     [F_TIME_LOCAL] = {"time_local", "ltime"}, [F_TIME_ISO] = {"time_iso", NULL},
     [F_PID] = {"pid", NULL},                  [F_HOST] = {"host", "host"},
+    [F_ABORTED] = {"aborted", NULL},
 };
 
 /* uWSGI's other log-format variables: accepted so that a uwsgi.ini runs,
@@ -265,7 +266,7 @@ int gw_log_set_format(const char *format, bool json, char *err, size_t errlen)
         if (field < 0) {
             snprintf(err, errlen, "--log-format: unknown field '%.*s' (fields: client method "
                      "uri protocol status bytes duration_us duration_ms duration referer "
-                     "user_agent request_id worker time time_local time_iso pid host)", (int)n, p + 2);
+                     "user_agent request_id worker time time_local time_iso pid host aborted)", (int)n, p + 2);
             return -EINVAL;
         }
         p = close + 1;
@@ -335,6 +336,12 @@ static char *put_field(char *o, int f, const gw_access_t *a, size_t ml, size_t t
         return o;
     case F_PID:
         return o + sprintf(o, "%d", (int)getpid());
+    case F_ABORTED:
+        if (is_json)
+            return o + sprintf(o, "%s", a->is_aborted ? "true" : "false");
+        s = a->is_aborted ? "aborted" : NULL; /* "-" otherwise */
+        n = s ? 7 : 0;
+        break;
     case F_CLIENT:
         s = a->remote && *a->remote ? a->remote : "-";
         n = strlen(s);

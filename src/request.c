@@ -202,6 +202,18 @@ int gw_body_append(gw_body_t *b, const gw_body_env_t *env, const char *p, size_t
     return 0;
 }
 
+int gw_body_flush(gw_body_t *b, const gw_body_env_t *env)
+{
+    int rc;
+
+    if (b->fd < 0)
+        return 0;
+    if (b->mem.len && (rc = flush_tail(b)) < 0)
+        return rc;
+    gw_buf_release(&b->mem, env->pool);
+    return 0;
+}
+
 ssize_t gw_body_read(const gw_body_t *b, uint64_t off, char *dst, size_t n)
 {
     uint64_t in_file;

@@ -95,6 +95,11 @@ int gw_req_add_header(gw_req_t *r, gw_span_t name, gw_span_t value);
  * Returns 0 or a negative errno (-ENOSPC when the disk is full). */
 int gw_body_append(gw_body_t *b, const gw_body_env_t *env, const char *p, size_t n);
 
+/* Once the body is complete: writes out what a spooled body still holds in
+ * memory and gives that memory back, so that the app reads one whole file.
+ * 0 or a negative errno (-ENOSPC when the disk is full). */
+int gw_body_flush(gw_body_t *b, const gw_body_env_t *env);
+
 /* Copies n bytes at off into dst (fewer only past the end: from the file,
  * then from the unwritten batch); returns the count, or -errno. */
 ssize_t gw_body_read(const gw_body_t *b, uint64_t off, char *dst, size_t n);

@@ -1099,7 +1099,7 @@ static void on_abort(void *ctx, gw_conn_t *c)
     wreq_t *wr = *gw_conn_app_slot(c);
     (void)ctx;
     if (wr)
-        cleanup(wr);
+        finish(wr, false, wr->code); /* its log line says aborted */
 }
 
 /* The GIL is released around the blocking wait only when another thread

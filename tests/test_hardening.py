@@ -14,6 +14,7 @@ the memory-per-connection test is skipped: ASan's allocator adds redzones and a
 quarantine to every allocation, so its RSS says nothing about gangway's
 (LeakSanitizer checks leaks when the workers exit).
 """
+import json
 import multiprocessing
 import os
 import random
@@ -437,6 +438,86 @@ def test_stuck_reader_of_100mib_does_not_block_worker_and_write_timeout_closes_i
     dt, r = timed_get(s)
     assert r.status == 200 and r.body.startswith(b"ok pid=%d" % wpid)
     assert worker_pids(s) == {1: wpid}
+
+
+def access_lines(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def logged_line(path, needle, timeout=15):
+    """The access log line holding needle (written once per loop turn)."""
+    return wait_for(lambda: next((l for l in access_lines(path) if needle in l), None),
+                    timeout, what="an access log line with %r" % needle)
+
+
+@pytest.mark.parametrize("how", ["client-closes", "write-timeout"])
+@pytest.mark.parametrize("source", ["app", "static"])
+def test_aborted_answer_gets_its_access_log_line_marked_aborted(gangway, tmp_path, source,
+                                                                 how):
+    """A 100 MiB answer (a generator, or a file through --static-map) that
+    the client stops reading after the head: it closes its socket, or just
+    stops and --write-timeout gives up. The answer still gets its access log
+    line, with its status, the body bytes that did leave (more than none,
+    less than all) and "aborted": true; a complete answer says false.
+    (Before: an answer given up on was not logged at all.)"""
+    size = 100 * MiB
+    log = tmp_path / "access.log"
+    args = ["--workers", "1", "--write-timeout", "1", "--access-log", str(log), "--log-json",
+            "--log-format", "%(uri) %(status) %(bytes) %(aborted)"]
+    if source == "static":
+        d = tmp_path / "files"
+        d.mkdir()
+        with open(d / "big.bin", "wb") as f:
+            f.truncate(size)  # sparse
+        args += ["--static-map", "/files=%s" % d]
+        target = "/files/big.bin"
+    else:
+        target = "/stream?size=%d" % size
+    s = gangway(*(args + [APP]))
+    a = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    a.settimeout(10)
+    try:
+        a.connect((s.host, s.port))
+        a.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % target.encode())
+        first = a.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200 "), first[:200]
+        if how == "client-closes":
+            a.close()  # unread bytes: the kernel answers the next ones with a RST
+        line = json.loads(logged_line(log, target))
+    finally:
+        a.close()
+    print("\n%s, %s: %s" % (source, how, line))
+    assert line["status"] == 200 and line["aborted"] is True, line
+    assert 0 < line["bytes"] < size, line
+    r = request(s, GET_ROOT.replace(b"GET / ", b"GET /?after "))
+    assert r.status == 200
+    assert json.loads(logged_line(log, "/?after"))["aborted"] is False
+
+
+def test_client_gone_before_the_answer_is_logged_499(gangway, tmp_path):
+    """The client resets its connection while the app works: no byte of the
+    answer can leave, and the line says 499 (as nginx logs it), 0 bytes,
+    aborted (the text form of %(aborted))."""
+    log = tmp_path / "access.log"
+    s = gangway("--workers", "1", "--access-log", str(log),
+                "--log-format", "%(uri) %(status) %(bytes) %(aborted)", APP)
+    marker = tmp_path / "busy"
+    target = "/busy?marker=%s&ms=300" % marker
+    c = s.connect(timeout=10)
+    try:
+        c.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % target.encode())
+        wait_for(marker.exists, 10, what="the app to start")
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        c.close()  # SO_LINGER 0: a RST
+    assert logged_line(log, target) == "%s 499 0 aborted" % target
+    assert request(s, GET_ROOT).status == 200
+    assert logged_line(log, "/ 200 ") .endswith(" -")
 
 
 @pytest.mark.skipif(SANITIZED, reason="ASan adds redzones and a quarantine to every "

@@ -8,6 +8,7 @@ import email.utils
 import json
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -544,6 +545,71 @@ def test_204_on_http10_does_not_close_delimit(start):
         assert rest == b""
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------- lingering close
+
+def read_to_eof(sock, timeout=10):
+    """Everything until the peer's FIN. A RST raises ConnectionResetError:
+    the kernel drops whatever of the answer was still unread then."""
+    sock.settimeout(timeout)
+    out = b""
+    while True:
+        b = sock.recv(65536)
+        if not b:
+            return out
+        out += b
+
+
+class ReadBytes:
+    """A socket stand-in for RawReader over bytes already read: then EOF."""
+
+    def settimeout(self, t):
+        pass
+
+    def recv(self, n):
+        return b""
+
+
+def logged(server, needle):
+    return lambda: needle in server.read_log()
+
+
+@pytest.mark.parametrize("how", ["connection-close", "http10-close-delimited", "error-answer"])
+def test_closing_answer_survives_bytes_the_client_sends_after_it(start, how):
+    """The client sends its request (Connection: close, or HTTP/1.0 with a
+    close-delimited answer, or a request the server refuses) and then 256
+    KiB more, and reads nothing until the server is done with it. Closing a
+    socket with unread bytes makes the kernel send a RST, which drops the
+    answer from the client's receive queue: gangway shuts its side down
+    and drains instead (a lingering close), so the client reads the whole
+    answer and a clean EOF."""
+    s = start("--access-log", "-", app="bodies:application")
+    if how == "connection-close":
+        head = req(path="/gen?lc", headers=[("Connection", "close")])
+    elif how == "http10-close-delimited":
+        head = req(path="/gen?lc", version="HTTP/1.0", host=None)
+    else:
+        head = b"GET /gen?lc HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+    c = s.connect(10)
+    sender = threading.Thread(target=send_quietly, args=(c, head + b"x" * (256 * 1024)))
+    try:
+        sender.start()
+        wait_for(logged(s, ": 400 (" if how == "error-answer" else "/gen?lc"), 10,
+                 what="the answer to be logged")
+        # The server has answered and closed (or is lingering): only now read.
+        data = read_to_eof(c)
+    finally:
+        sender.join(10)
+        c.close()
+    if how == "error-answer":
+        assert data.startswith(b"HTTP/1.1 400 ") and data.endswith(b"Bad Request\n"), data[:300]
+        return
+    assert data.startswith(b"HTTP/1.%d 200 " % (how == "connection-close")), data[:300]
+    rd = RawReader(ReadBytes())  # parse the bytes already read
+    rd.buf = data
+    r = rd.read_response()
+    assert r.body == b"".join(bodies.GEN_PARTS) and not rd.buf
 
 
 # ---------------------------------------------------------------- environ details
