@@ -19,7 +19,7 @@
 
 #define READ_CHUNK 16384     /* the read buffer's standard size */
 #define LINGER_MS 2000       /* a lingering close drains what the client still sends... */
-#define LINGER_BYTES (8u << 20) /* ...for at most this long and this much (128 big reads) */
+#define LINGER_BYTES (8u << 20) /* ...and this much more than a body it still owes us */
 #define FREE_CONNS_MAX 1024
 #define FREE_OUTS_MAX 256
 
@@ -53,7 +53,7 @@ struct gw_conn {
     uint64_t static_bytes;
     uint64_t sent_mark; /* the output queue's byte count when this answer began */
     uint64_t unsent;   /* bytes still queued when the answer was given up */
-    uint32_t linger_left; /* bytes a lingering close may still drain */
+    uint64_t linger_left; /* bytes a lingering close may still drain */
     uint32_t nreq;     /* requests answered on this connection */
     gw_buf_t rbuf;
     size_t parsed;     /* rbuf bytes the parser has consumed */
@@ -458,7 +458,7 @@ static void drain_linger(gw_conn_t *c)
         size_t want = c->linger_left < sizeof(scratch) ? c->linger_left : sizeof(scratch);
         ssize_t n = read(c->watch.fd, scratch, want);
         if (n > 0) {
-            c->linger_left -= (uint32_t)n;
+            c->linger_left -= (uint64_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -476,15 +476,24 @@ static void drain_linger(gw_conn_t *c)
  * queue holds unread bytes (or that gets bytes afterwards) makes the kernel
  * send a RST, and a RST can make the client's kernel drop the answer it has
  * not read yet. So: shut down our side (the client reads the answer, then
- * EOF), read and drop what comes, and close when the client does or after
- * LINGER_MS / LINGER_BYTES: nothing here lasts or costs more than that. The
+ * EOF), read and drop what comes, and close when the client does, after
+ * LINGER_MS, or past LINGER_BYTES beyond the body still owed: nothing here
+ * lasts longer than that, and it costs one big read per 64 KiB. The
  * request's memory goes back at once; the connection keeps only its slot. */
 static void linger(gw_conn_t *c, size_t drained)
 {
     gw_conn_ctx_t *ctx = c->ctx;
+    const gw_req_t *r = &c->req;
+    /* A body the request announced and did not send yet still comes: a
+     * refused upload (413) keeps arriving, and nginx sends a uwsgi body
+     * whole before it reads the answer. Draining it is what reading it
+     * would have cost, and LINGER_MS bounds it anyway. */
+    uint64_t owed = r->content_length > 0 && (uint64_t)r->content_length > r->body.len
+                        ? (uint64_t)r->content_length - r->body.len
+                        : 0;
 
     c->state = C_LINGER;
-    c->linger_left = LINGER_BYTES - (uint32_t)drained;
+    c->linger_left = LINGER_BYTES + owed - drained;
     ready_remove(c);
     release_out(c);
     gw_req_reset(&c->req, &ctx->body_env);

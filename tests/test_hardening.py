@@ -440,6 +440,42 @@ def test_stuck_reader_of_100mib_does_not_block_worker_and_write_timeout_closes_i
     assert worker_pids(s) == {1: wpid}
 
 
+@pytest.mark.parametrize("pace", ["flood", "trickle"])
+def test_lingering_close_is_bounded_in_time_and_bytes(gangway, pace):
+    """After a Connection: close answer the worker drains what the client
+    still sends (a lingering close), but not for ever: a client that keeps
+    sending as fast as it can (past the byte budget) or one byte every
+    50 ms (until the 2 s linger timer) is cut off, and the worker's CPU for
+    it stays small (64 KiB reads)."""
+    s = gangway("--workers", "1", APP)
+    wpid = only_worker(s)
+    c = s.connect(timeout=10)
+    try:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\nextra")
+        r = RawReader(c, 10).read_response()
+        assert r.status == 200 and r.header("connection") == "close"
+        cpu0, t0, sent = cpu_seconds(wpid), time.monotonic(), 0
+        junk = b"j" * (65536 if pace == "flood" else 1)
+        c.settimeout(5)
+        while time.monotonic() - t0 < 15:
+            try:
+                c.sendall(junk)
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                break
+            sent += len(junk)
+            if pace == "trickle":
+                time.sleep(0.05)  # the pace of the client under test
+        else:
+            pytest.fail("still draining %d bytes 15 s after the answer" % sent)
+        dt, cpu = time.monotonic() - t0, cpu_seconds(wpid) - cpu0
+    finally:
+        c.close()
+    print("\n%s: cut off after %.2f s, %d bytes sent, worker CPU %.3f s" % (pace, dt, sent, cpu))
+    assert dt < 5, dt
+    assert cpu < 1.0, cpu
+    assert request(s, GET_ROOT).status == 200
+
+
 def access_lines(path):
     try:
         with open(path, encoding="utf-8") as f:
