@@ -18,7 +18,8 @@
 #include <unistd.h>
 
 #define READ_CHUNK 16384     /* the read buffer's standard size */
-#define LINGER_MS 2000       /* after an error, drain what the client still sends */
+#define LINGER_MS 2000       /* a lingering close drains what the client still sends... */
+#define LINGER_BYTES (8u << 20) /* ...and this much more than a body it still owes us */
 #define FREE_CONNS_MAX 1024
 #define FREE_OUTS_MAX 256
 
@@ -46,8 +47,13 @@ struct gw_conn {
     bool waiting_write;
     bool continue_sent;
     bool is_static;    /* the answer is a static file: no handler involved */
+    bool static_keep;  /* ... and it said keep-alive */
+    bool is_aborted;   /* the answer was given up: the peer went away or stopped reading */
     int static_status;
     uint64_t static_bytes;
+    uint64_t sent_mark; /* the output queue's byte count when this answer began */
+    uint64_t unsent;   /* bytes still queued when the answer was given up */
+    uint64_t linger_left; /* bytes a lingering close may still drain */
     uint32_t nreq;     /* requests answered on this connection */
     gw_buf_t rbuf;
     size_t parsed;     /* rbuf bytes the parser has consumed */
@@ -96,14 +102,17 @@ void gw_conn_ctx_init(gw_conn_ctx_t *ctx, gw_loop_t *loop, const gw_handler_t *h
 
 static void free_dead(gw_conn_ctx_t *ctx);
 
+static void abandon(gw_conn_t *c);
+
 void gw_conn_close_all(gw_conn_ctx_t *ctx)
 {
     while (ctx->_all) {
         gw_conn_t *c = ctx->_all;
-        if (c->state == C_APP && c->app_state && ctx->handler.on_abort)
-            ctx->handler.on_abort(ctx->handler.ctx, c);
+        if (c->state == C_APP)
+            abandon(c); /* logged, as cut short */
         close_conn(c);
     }
+    gw_log_flush(); /* the loop that would have written them is over */
 }
 
 void gw_conn_ctx_dispose(gw_conn_ctx_t *ctx)
@@ -345,11 +354,13 @@ static void count(gw_conn_t *c, int status, uint64_t bytes_out, uint64_t duratio
     gw_slot_count(c->ctx->slot, status, method, in, bytes_out, duration_us);
 }
 
-static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t duration_us)
+static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t duration_us,
+                        bool is_aborted)
 {
     const char *rb = c->rbuf.data;
     gw_req_t *r = &c->req;
-    gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes};
+    gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes,
+                     .is_aborted = is_aborted};
     char remote[48], proto[16];
     static const char *protos[] = {"HTTP/1.0", "HTTP/1.1"};
 
@@ -397,21 +408,129 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
     }
     /* An id the log shows is made here if the request has none yet (the
      * app's answer may already carry one made by --request-id). */
+    if (rb && gw_req_host(r).len) {
+        a.host = rb + gw_req_host(r).off;
+        a.host_len = gw_req_host(r).len;
+    }
     if (gw_log_wants_request_id())
         a.request_id = gw_req_id(r, rb, true, &a.request_id_len);
     a.duration_us = duration_us;
     gw_log_access(&a);
 }
 
-static void linger(gw_conn_t *c)
+/* ---- aborted answers ---- */
+
+/* Bytes still queued in o: head, body and framing not yet written. */
+static uint64_t queued_bytes(const gw_out_t *o)
 {
+    uint64_t n = 0;
+    for (unsigned i = 0; i < o->count; i++)
+        n += o->seg[(o->head + i) % GW_OUT_SEGS].len;
+    return n;
+}
+
+/* The answer cannot be completed (the peer is gone, or stopped reading past
+ * the write timeout): remember what was left unsent, for its log line. */
+static void give_up(gw_conn_t *c)
+{
+    if (c->is_aborted)
+        return;
+    c->is_aborted = true;
+    c->unsent = c->out ? queued_bytes(&c->out->out) : 0;
+}
+
+/* ---- lingering close ---- */
+
+/* Body bytes are read here, not into the read buffer behind the head: the
+ * room there is what the head left (one byte after a 16,383-byte head, which
+ * made a 256 KiB body cost 262,144 read() calls; issue 14). The parser copies
+ * them into the body store; bytes past the body (a pipelined request) join
+ * the read buffer. Lingering closes drain into it too. One per process: the
+ * worker's loop is its only user, and no byte stays in it between calls. */
+static char scratch[65536];
+
+/* Reads and drops what the client still sends, until it closes, the byte
+ * budget is spent (then c closes anyway), or the socket is empty (c waits
+ * for the next edge or the linger timer). Big reads: no CPU per byte. */
+static void drain_linger(gw_conn_t *c)
+{
+    while (c->linger_left > 0) {
+        size_t want = c->linger_left < sizeof(scratch) ? c->linger_left : sizeof(scratch);
+        ssize_t n = read(c->watch.fd, scratch, want);
+        if (n > 0) {
+            c->linger_left -= (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            c->can_read = false;
+            return;
+        }
+        break; /* EOF or an error: the client has our answer */
+    }
+    close_conn(c);
+}
+
+/* The answer is out and the connection ends. Closing a socket whose receive
+ * queue holds unread bytes (or that gets bytes afterwards) makes the kernel
+ * send a RST, and a RST can make the client's kernel drop the answer it has
+ * not read yet. So: shut down our side (the client reads the answer, then
+ * EOF), read and drop what comes, and close when the client does, after
+ * LINGER_MS, or past LINGER_BYTES beyond the body still owed: nothing here
+ * lasts longer than that, and it costs one big read per 64 KiB. The
+ * request's memory goes back at once; the connection keeps only its slot. */
+static void linger(gw_conn_t *c, size_t drained)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+    const gw_req_t *r = &c->req;
+    /* A body the request announced and did not send yet still comes: a
+     * refused upload (413) keeps arriving, and nginx sends a uwsgi body
+     * whole before it reads the answer. Draining it is what reading it
+     * would have cost, and LINGER_MS bounds it anyway. */
+    uint64_t owed = r->content_length > 0 && (uint64_t)r->content_length > r->body.len
+                        ? (uint64_t)r->content_length - r->body.len
+                        : 0;
+
     c->state = C_LINGER;
+    c->linger_left = LINGER_BYTES + owed - drained;
+    ready_remove(c);
+    release_out(c);
+    gw_req_reset(&c->req, &ctx->body_env);
+    gw_buf_release(&c->rbuf, &ctx->rbuf_pool);
+    c->parsed = c->head_end = 0;
     shutdown(c->watch.fd, SHUT_WR);
-    gw_timer_start(&c->ctx->linger_q, &c->timer);
+    gw_timer_start(&ctx->linger_q, &c->timer);
     if (!watch(c))
         return;
     if (c->can_read)
-        on_io(c->ctx->loop, &c->watch, EPOLLIN);
+        drain_linger(c);
+}
+
+/* Closes c after a complete answer: lingering when the client may have sent
+ * more (bytes already read and not parsed, a socket not known to be empty,
+ * or, for HTTP, bytes one read finds now), at once otherwise (the common
+ * case costs one read() or nothing). A uwsgi peer (nginx) sends nothing
+ * after its one request: no probe there. */
+static void end_conn(gw_conn_t *c)
+{
+    ssize_t n;
+
+    if (c->rbuf.len > c->parsed || c->can_read) {
+        linger(c, 0);
+        return;
+    }
+    if (!c->is_uwsgi) {
+        do {
+            n = read(c->watch.fd, scratch, sizeof(scratch));
+        } while (n < 0 && errno == EINTR);
+        if (n > 0) {
+            c->can_read = (size_t)n == sizeof(scratch); /* maybe more, with no edge to come */
+            linger(c, (size_t)n);
+            return;
+        }
+    }
+    close_conn(c);
 }
 
 /* Answers an error the server found itself, then closes after a linger. */
@@ -434,7 +553,7 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
     {
         uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
         uint64_t body = c->req.is_head ? 0 : strlen(gw_status_reason(status)) + 1;
-        log_request(c, status, body, us);
+        log_request(c, status, body, us, false);
         if (c->ctx->slot)
             count(c, status, body, us);
     }
@@ -451,12 +570,15 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
         close_conn(c);
         return;
     }
-    linger(c);
+    linger(c, 0);
 }
 
 /* ---- reading ---- */
 
 static void enter_keepalive(gw_conn_t *c);
+
+static ssize_t read_some(gw_conn_t *c, char *p, size_t n);
+static void feed_body(gw_conn_t *c, size_t n);
 
 static void do_read(gw_conn_t *c)
 {
@@ -466,45 +588,66 @@ static void do_read(gw_conn_t *c)
         size_t space;
         ssize_t n;
 
-        if (gw_buf_reserve(&c->rbuf, &ctx->rbuf_pool, c->state == C_HEAD ? 1024 : 1) < 0) {
+        if (c->state == C_BODY) {
+            if ((n = read_some(c, scratch, sizeof(scratch))) <= 0)
+                return;
+            gw_timer_start(&ctx->body_q, &c->timer);
+            feed_body(c, (size_t)n);
+            continue;
+        }
+        if (gw_buf_reserve(&c->rbuf, &ctx->rbuf_pool, 1024) < 0) {
             respond_error(c, 500, "out of memory");
             return;
         }
         space = c->rbuf.cap - c->rbuf.len;
-        n = read(c->watch.fd, c->rbuf.data + c->rbuf.len, space);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN) {
-                c->can_read = false;
-                if (c->rbuf.len == 0)
-                    gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* idle: hold no buffer */
-                watch(c);
-                return;
-            }
-            close_conn(c);
+        if ((n = read_some(c, c->rbuf.data + c->rbuf.len, space)) <= 0)
             return;
-        }
-        if (n == 0) {
-            /* The client closed; a partial request is simply dropped. */
-            close_conn(c);
-            return;
-        }
-        /* A short read drained the socket: the next edge will tell us. */
-        if ((size_t)n < space)
-            c->can_read = false;
-        if (c->rbuf.len == 0 && c->parsed == 0 && c->state == C_HEAD) {
+        if (c->rbuf.len == 0 && c->parsed == 0) {
             c->req.start_us = gw_clock_us_now();
             if (c->timer.q != &ctx->header_q)
                 gw_timer_start(&ctx->header_q, &c->timer);
-        } else if (c->state == C_BODY) {
-            gw_timer_start(&ctx->body_q, &c->timer);
         }
         c->rbuf.len += (size_t)n;
         process_input(c);
     }
     if ((c->state == C_HEAD || c->state == C_BODY) && !c->can_read)
         watch(c); /* drained by a short read: wait for the next bytes */
+}
+
+/* One read() for do_read. Returns the byte count (a short read clears
+ * can_read: the socket is drained, the next edge will tell), or 0 when
+ * reading ends here: the socket is empty (c waits) or c is closed. */
+static ssize_t read_some(gw_conn_t *c, char *p, size_t n)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+    ssize_t got;
+
+    do {
+        got = read(c->watch.fd, p, n);
+    } while (got < 0 && errno == EINTR);
+    if (got > 0) {
+        if ((size_t)got < n)
+            c->can_read = false;
+        return got;
+    }
+    if (got < 0 && errno == EAGAIN) {
+        c->can_read = false;
+        if (ctx->is_stopping && c->state == C_HEAD && c->rbuf.len == 0 && c->parsed == 0 &&
+            c->nreq > 0) {
+            /* Idle between requests while stopping: nothing unread, so a
+             * plain close (FIN, no RST); the client's next request goes to
+             * another worker. */
+            close_conn(c);
+            return 0;
+        }
+        if (c->rbuf.len == 0)
+            gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* idle: hold no buffer */
+        watch(c);
+        return 0;
+    }
+    /* EOF or an error: a partial request is simply dropped. */
+    close_conn(c);
+    return 0;
 }
 
 static void send_continue(gw_conn_t *c)
@@ -522,75 +665,119 @@ static void send_continue(gw_conn_t *c)
     }
 }
 
+/* The request is read whole: it waits for the top of the loop. */
+static void request_ready(gw_conn_t *c)
+{
+    int rc = gw_body_flush(&c->req.body, &c->ctx->body_env);
+
+    if (rc == -ENOSPC || rc == -EDQUOT) {
+        respond_error(c, 503, "no space left to store the request body");
+        return;
+    }
+    if (rc < 0) {
+        respond_error(c, 500, "cannot store the request body");
+        return;
+    }
+    c->state = C_READY;
+    c->want_read = false; /* read whole: a queued read must not stand in for it */
+    gw_timer_stop(&c->timer);
+    ready_push(c);
+}
+
+static void parse_error(gw_conn_t *c)
+{
+    if (!c->is_uwsgi) {
+        respond_error(c, c->p.http.status, c->p.http.reason);
+    } else if (c->p.uw.status) {
+        respond_error(c, c->p.uw.status, c->p.uw.reason);
+    } else {
+        /* Not the uwsgi protocol (HTTP sent to a uwsgi socket, say):
+         * nothing it would understand as an answer. */
+        gw_log_error("uwsgi: %s: %s; closing", c->peer.addr[0] ? c->peer.addr : "unix",
+                     c->p.uw.reason);
+        close_conn(c);
+    }
+}
+
+static gw_parse_t feed(gw_conn_t *c, const char *base, size_t off, size_t len, size_t *used)
+{
+    *used = 0;
+    return c->is_uwsgi ? gw_uwsgi_feed(&c->p.uw, &c->req, base, off, len, used)
+                       : gw_http1_feed(&c->p.http, &c->req, base, off, len, used);
+}
+
+/* Parses what the read buffer holds past c->parsed (a head, maybe the start
+ * of its body, maybe a pipelined request). */
 static void process_input(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
 
     for (;;) {
-        size_t used = 0;
-        gw_parse_t st = c->is_uwsgi ? gw_uwsgi_feed(&c->p.uw, &c->req, c->rbuf.data, c->parsed,
-                                                     c->rbuf.len - c->parsed, &used)
-                                    : gw_http1_feed(&c->p.http, &c->req, c->rbuf.data,
-                                                    c->parsed, c->rbuf.len - c->parsed, &used);
+        size_t used;
+        gw_parse_t st = feed(c, c->rbuf.data, c->parsed, c->rbuf.len - c->parsed, &used);
+
         c->parsed += used;
         switch (st) {
-        case GW_HTTP1_AGAIN:
+        case GW_PARSE_AGAIN:
             if (c->state == C_BODY) {
-                /* Body bytes are in the body store now; keep only the head. */
+                /* Body bytes are in the body store now; keep only the head
+                 * (the body's own reads go to the scratch buffer). */
                 c->rbuf.len = c->parsed = c->head_end;
                 if (c->req.expect_continue && !c->continue_sent)
                     send_continue(c);
             }
             return;
-        case GW_HTTP1_HEAD:
+        case GW_PARSE_HEAD:
             c->head_end = c->parsed;
             c->state = C_BODY;
             gw_timer_start(&ctx->body_q, &c->timer);
             continue;
-        case GW_HTTP1_DONE:
+        case GW_PARSE_DONE:
             if (c->state == C_HEAD)
                 c->head_end = c->parsed;
-            c->state = C_READY;
-            c->want_read = false; /* read whole: a queued read must not stand in for it */
-            gw_timer_stop(&c->timer);
-            ready_push(c);
+            request_ready(c);
             return;
-        case GW_HTTP1_ERROR:
-            if (!c->is_uwsgi) {
-                respond_error(c, c->p.http.status, c->p.http.reason);
-            } else if (c->p.uw.status) {
-                respond_error(c, c->p.uw.status, c->p.uw.reason);
-            } else {
-                /* Not the uwsgi protocol (HTTP sent to a uwsgi socket, say):
-                 * nothing it would understand as an answer. */
-                gw_log_error("uwsgi: %s: %s; closing", c->peer.addr[0] ? c->peer.addr : "unix",
-                             c->p.uw.reason);
-                close_conn(c);
-            }
+        case GW_PARSE_ERROR:
+            parse_error(c);
             return;
         }
+    }
+}
+
+/* Feeds n body bytes read into the scratch buffer (c is in C_BODY: the read
+ * buffer holds the head alone). */
+static void feed_body(gw_conn_t *c, size_t n)
+{
+    size_t used, left;
+    gw_parse_t st = feed(c, scratch, 0, n, &used);
+
+    switch (st) {
+    case GW_PARSE_AGAIN:
+        return;
+    case GW_PARSE_DONE:
+        /* What follows the body is the next request's: it goes where
+         * keep-alive looks for it, after this request's head. */
+        left = n - used;
+        if (left) {
+            if (gw_buf_reserve(&c->rbuf, &c->ctx->rbuf_pool, left) < 0) {
+                respond_error(c, 500, "out of memory");
+                return;
+            }
+            memcpy(c->rbuf.data + c->rbuf.len, scratch + used, left);
+            c->rbuf.len += left;
+        }
+        request_ready(c);
+        return;
+    case GW_PARSE_HEAD: /* only ever once, before the body */
+        close_conn(c);
+        return;
+    case GW_PARSE_ERROR:
+        parse_error(c);
+        return;
     }
 }
 
 /* ---- events ---- */
-
-static void drain_linger(gw_conn_t *c)
-{
-    char sink[4096];
-    for (int i = 0; i < 64; i++) {
-        ssize_t n = read(c->watch.fd, sink, sizeof(sink));
-        if (n > 0)
-            continue;
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            c->can_read = false;
-            return;
-        }
-        close_conn(c); /* EOF or error: the client has our answer */
-        return;
-    }
-}
 
 static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
 {
@@ -626,6 +813,7 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
                 if (c->out->out.sent != before)
                     gw_timer_start(&c->ctx->write_q, &c->timer);
             } else {
+                give_up(c);
                 c->waiting_write = false;
                 gw_timer_stop(&c->timer);
                 c->want_abort = true;
@@ -646,7 +834,7 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
                 close_conn(c);
                 break;
             }
-            linger(c);
+            linger(c, 0);
             break;
         }
         if (c->can_read)
@@ -674,6 +862,7 @@ static void on_timer(gw_loop_t *loop, gw_timer_t *t)
         break;
     case C_APP:
         /* The client stopped reading: give up on this response. */
+        give_up(c);
         c->waiting_write = false;
         c->want_abort = true;
         ready_push(c);
@@ -721,19 +910,55 @@ static bool serve_static(gw_conn_t *c)
 {
     gw_static_result_t res;
     gw_out_t *o = gw_conn_out(c);
+    bool keep = gw_conn_may_keep_alive(c);
     int rc;
 
-    if (!o || !gw_static_answer(c->ctx->statics, &c->req, c->rbuf.data, o,
-                                gw_conn_may_keep_alive(c), &res))
+    if (!o || !gw_static_answer(c->ctx->statics, &c->req, c->rbuf.data, o, keep, &res))
         return false;
     c->is_static = true;
+    c->static_keep = keep;
     c->static_status = res.status;
     c->static_bytes = res.bytes;
     rc = gw_conn_send(c);
     if (rc == -EAGAIN)
         return true; /* on_resume-less: the drained queue finishes it */
-    gw_conn_finish(c, rc == 0, res.status, res.bytes);
+    gw_conn_finish(c, rc == 0 && keep, res.status, res.bytes);
     return true;
+}
+
+/* Ends an answer that cannot be completed: the handler drops its state and
+ * ends it with gw_conn_finish(), which logs it as aborted (a static answer
+ * is ended here). Runs Python (the iterable's close()). */
+static void abandon(gw_conn_t *c)
+{
+    gw_handler_t *h = &c->ctx->handler;
+
+    give_up(c);
+    c->want_abort = c->want_resume = false;
+    if (c->is_static) {
+        gw_conn_finish(c, false, c->static_status, c->static_bytes);
+        return;
+    }
+    if (c->app_state && h->on_abort)
+        h->on_abort(h->ctx, c);
+    if (c->state == C_APP) /* the handler kept no state: nothing was sent */
+        gw_conn_finish(c, false, 499, 0);
+}
+
+/* A request starts: its answer's keep-alive is decided from here on. The
+ * server's hook may begin a stop (--max-requests): this very answer then
+ * says Connection: close, instead of being cut after a keep-alive promise. */
+static void start_request(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+
+    c->state = C_APP;
+    c->continue_sent = false;
+    c->is_aborted = false;
+    c->unsent = 0;
+    c->sent_mark = c->out ? c->out->out.sent : 0; /* after a 100 Continue */
+    if (ctx->on_request_start && !ctx->is_stopping)
+        ctx->on_request_start(ctx->server);
 }
 
 void gw_conn_run_ready(gw_conn_ctx_t *ctx)
@@ -750,16 +975,16 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
         ready_remove(c);
         if (c->want_abort) {
             c->want_abort = c->want_resume = false;
-            if (c->state == C_APP && h->on_abort && !c->is_static) {
+            if (c->state == C_APP) {
                 mark_busy(c);
-                h->on_abort(h->ctx, c);
+                abandon(c);
                 mark_idle(ctx);
             }
             close_conn(c);
         } else if (c->want_resume) {
             c->want_resume = false;
             if (c->state == C_APP && c->is_static) {
-                gw_conn_finish(c, true, c->static_status, c->static_bytes);
+                gw_conn_finish(c, c->static_keep, c->static_status, c->static_bytes);
             } else if (c->state == C_APP) {
                 mark_busy(c);
                 h->on_resume(h->ctx, c);
@@ -770,8 +995,7 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
             if (c->state == C_HEAD || c->state == C_BODY)
                 do_read(c);
         } else if (c->state == C_READY) {
-            c->state = C_APP;
-            c->continue_sent = false;
+            start_request(c);
             if (ctx->statics && serve_static(c))
                 continue;
             mark_busy(c);
@@ -792,7 +1016,11 @@ void gw_conn_stop_all(gw_conn_ctx_t *ctx)
         if (c->state != C_HEAD || c->rbuf.len != 0 || c->parsed != 0)
             continue; /* a request is under way: it finishes, then the conn closes */
         if (c->nreq > 0) {
-            close_conn(c); /* idle keep-alive: the client retries elsewhere */
+            /* Idle keep-alive: a last look at the socket (a request may be
+             * there, its event not seen yet: it is answered, with
+             * Connection: close); an empty one closes (read_some). */
+            c->can_read = true;
+            do_read(c);
         } else {
             /* Accepted, its first request not here yet (it may be in flight):
              * a short grace to arrive, served with Connection: close. */
@@ -863,6 +1091,8 @@ int gw_conn_send(gw_conn_t *c)
         /* The handler still owns c here: if epoll refuses, the write
          * timeout ends the connection rather than closing it under it. */
         try_watch(c);
+    } else {
+        give_up(c);
     }
     return rc;
 }
@@ -876,11 +1106,15 @@ int gw_conn_wait_writable(gw_conn_t *c)
         n = poll(&pfd, 1, (int)c->ctx->write_timeout_ms);
     } while (n < 0 && errno == EINTR);
     if (n < 0)
-        return -errno;
-    if (n == 0)
-        return -ETIMEDOUT;
-    if (pfd.revents & (POLLERR | POLLHUP))
-        return -EPIPE;
+        n = -errno;
+    else if (n == 0)
+        n = -ETIMEDOUT;
+    else if (pfd.revents & (POLLERR | POLLHUP))
+        n = -EPIPE;
+    if (n < 0) {
+        give_up(c); /* the caller drops the queue: count what it held now */
+        return n;
+    }
     c->can_write = true;
     return 0;
 }
@@ -924,6 +1158,11 @@ static void enter_keepalive(gw_conn_t *c)
     gw_timer_start(&ctx->keepalive_q, &c->timer);
     if (!watch(c))
         return;
+    /* While stopping, a last look: a request the client sent after this
+     * answer's keep-alive promise is answered (Connection: close), an empty
+     * socket closes (read_some). */
+    if (ctx->is_stopping)
+        c->can_read = true;
     if (c->can_read) {
         /* Bytes may wait in the kernel with no edge to come: read next turn. */
         c->want_read = true;
@@ -935,24 +1174,36 @@ void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_byt
 {
     gw_conn_ctx_t *ctx = c->ctx;
     uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
+    bool aborted = c->is_aborted || (c->out && !gw_out_is_empty(&c->out->out));
 
-    log_request(c, status, body_bytes, us);
+    if (aborted) {
+        /* Logged as nginx does: 499 when no byte of the answer was written,
+         * else its status with the body bytes that did leave (what was
+         * queued, less what was still queued when it was given up). */
+        uint64_t sent = c->out ? c->out->out.sent - c->sent_mark : 0;
+        uint64_t unsent = c->is_aborted ? c->unsent : queued_bytes(&c->out->out);
+        if (sent == 0)
+            status = 499;
+        body_bytes = sent == 0 || unsent >= body_bytes ? 0 : body_bytes - unsent;
+    }
+    log_request(c, status, body_bytes, us, aborted);
     c->nreq++;
     c->is_static = false;
     if (ctx->slot)
         count(c, status, body_bytes, us);
-    if (ctx->on_request_done)
-        ctx->on_request_done(ctx->server);
     c->app_state = NULL;
     c->waiting_write = false;
     gw_timer_stop(&c->timer);
-    if (c->out && gw_out_is_empty(&c->out->out))
-        release_out(c);
-    if (!keep_alive || !gw_conn_may_keep_alive(c) || (c->out && !gw_out_is_empty(&c->out->out))) {
-        /* The request was read whole before the app ran: a plain close
-         * loses nothing the client still expects. */
-        close_conn(c);
+    if (aborted) {
+        close_conn(c); /* the peer is gone or stopped reading: nothing to wait for */
         return;
     }
+    release_out(c);
+    if (!keep_alive) {
+        end_conn(c); /* after Connection: close or a close-delimited body */
+        return;
+    }
+    /* The answer promised keep-alive: go on, even if a stop began meanwhile
+     * (enter_keepalive answers what already came, then closes). */
     enter_keepalive(c);
 }

@@ -29,8 +29,10 @@ typedef struct gw_handler {
     void (*on_request)(void *ctx, gw_conn_t *c);
     /* The output queue drained after gw_conn_send() said -EAGAIN. */
     void (*on_resume)(void *ctx, gw_conn_t *c);
-    /* The connection died with a response in progress: drop the app state.
-     * The connection is closed right after. */
+    /* The connection died with a response in progress (or the server stops
+     * at once): drop the app state and end the answer with
+     * gw_conn_finish(c, false, status, body bytes queued), which logs it as
+     * aborted. The connection is closed right after. */
     void (*on_abort)(void *ctx, gw_conn_t *c);
     /* Drops an output segment's owner once its bytes are out (GIL held). */
     gw_release_cb release;
@@ -60,7 +62,10 @@ typedef struct gw_conn_ctx {
     gw_slot_t *slot;      /* this worker's scoreboard slot, or NULL */
     gw_static_t *statics; /* --static-map, or NULL (its file cache changes) */
     void (*on_conn_freed)(void *server); /* accept may resume; stop may finish */
-    void (*on_request_done)(void *server); /* recycling checks */
+    /* A request starts (app or static): --max-requests counts here, so that
+     * the answer reaching the limit already says Connection: close (the
+     * hook begins the stop; gw_conn_may_keep_alive() is false from then). */
+    void (*on_request_start)(void *server);
     void *server;
 } gw_conn_ctx_t;
 
@@ -89,7 +94,8 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
 void gw_conn_run_ready(gw_conn_ctx_t *ctx);
 bool gw_conn_has_ready(const gw_conn_ctx_t *ctx);
 
-/* Graceful stop: idle connections close now, others after their response. */
+/* Graceful stop: idle connections close now (a request already sent is
+ * still answered), others after their response, with a lingering close. */
 void gw_conn_stop_all(gw_conn_ctx_t *ctx);
 
 /* Quick stop: every connection closes now; the app's iterables get close(). */
@@ -121,9 +127,14 @@ int gw_conn_send(gw_conn_t *c);
  * Blocks; the caller releases the GIL around it. 0, -ETIMEDOUT or -errno. */
 int gw_conn_wait_writable(gw_conn_t *c);
 
-/* The response is complete (or abandoned when !keep_alive): log it, and go
- * back to reading (keep-alive) or close. status and bytes are for the log.
- * The handler must not touch c afterwards. */
+/* The response is complete (or abandoned): log it, and go back to reading
+ * when keep_alive (the answer said so and is all sent; requests already
+ * read are answered even if a stop began meanwhile), else close: at once
+ * when the answer was given up (gw_conn_send() or gw_conn_wait_writable()
+ * failed; the log line then says aborted, with status 499 if no byte of it
+ * left), with a lingering close when the client may have sent more.
+ * status and body_bytes (queued) are for the log. The handler must not
+ * touch c afterwards. */
 void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_bytes);
 
 #endif

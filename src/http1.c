@@ -197,11 +197,15 @@ static int split_target(gw_http1_t *h)
         start = 0;
     } else if ((n > 7 && strncasecmp(t, "http://", 7) == 0) ||
                (n > 8 && strncasecmp(t, "https://", 8) == 0)) {
-        i = t[4] == ':' ? 7 : 8;
-        while (i < n && t[i] != '/' && t[i] != '?')
-            i++;
-        if (i == (t[4] == ':' ? 7u : 8u))
+        uint32_t host = t[4] == ':' ? 7 : 8;
+        for (i = host; i < n && t[i] != '/' && t[i] != '?' && t[i] != '#'; i++)
+            if (t[i] == '@') /* RFC 9110 4.2.4: userinfo in an http URI is an error */
+                return fail(h, 400, "absolute-form target with userinfo");
+        if (i == host)
             return fail(h, 400, "absolute-form target without host");
+        /* RFC 9112 3.2.2: the target's authority names the host, not Host. */
+        r->authority.off = r->target.off + host;
+        r->authority.len = i - host;
         start = i;
     } else {
         return fail(h, 400, "bad request target");

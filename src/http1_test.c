@@ -8,6 +8,7 @@
 #include "request.c"
 
 #include <assert.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -44,6 +45,7 @@ typedef struct result {
     int status; /* h.status with ERROR */
     int nhead;  /* how many times HEAD was returned */
     char method[STR_MAX], target[STR_MAX], path[STR_MAX], query[STR_MAX];
+    char authority[STR_MAX];
     char headers[BODY_MAX]; /* "name=value\n" for each kept header */
     uint32_t nheaders;
     int32_t host;
@@ -91,6 +93,7 @@ static void record(result_t *out, const gw_http1_t *h, const gw_req_t *r, const 
     copy_span(out->target, base, r->target);
     copy_span(out->path, base, r->path);
     copy_span(out->query, base, r->query);
+    copy_span(out->authority, base, r->authority);
     for (uint32_t i = 0; i < r->nheaders; i++) {
         const gw_header_t *x = &r->headers[i];
         int n =
@@ -227,6 +230,7 @@ static bool result_eq(const result_t *a, const result_t *b)
         return true;
     return !strcmp(a->method, b->method) && !strcmp(a->target, b->target) &&
            !strcmp(a->path, b->path) && !strcmp(a->query, b->query) &&
+           !strcmp(a->authority, b->authority) &&
            !strcmp(a->headers, b->headers) && a->nheaders == b->nheaders && a->host == b->host &&
            a->major == b->major && a->minor == b->minor && a->is_head == b->is_head &&
            a->is_chunked == b->is_chunked && a->keep_alive == b->keep_alive &&
@@ -423,6 +427,53 @@ static void test_post_body_to_file(void)
     CHECK_INT(run.r[0].body_len, 300);
     CHECK(run.r[0].body_in_file); /* past body_env.mem_limit (64) */
     CHECK_STR(run.r[0].body, body);
+}
+
+/* Past the memory limit, small appends are batched in memory and written a
+ * buffer's worth at a time (issue 14: one write() per chunk before); reads
+ * see the file and the unwritten batch as one body, at every offset. */
+static void test_body_file_batches(void)
+{
+    static char want[32768];
+    gw_body_t b = {.fd = -1};
+    size_t sizes[] = {1, 3, 60, 1, 4095, 4096, 4097, 1, 9000, 2};
+    size_t len = 0, k = 0;
+    struct stat st;
+    char got[5000];
+
+    for (size_t i = 0; i < sizeof(want); i++)
+        want[i] = (char)(i * 7 + i / 251);
+    while (len + sizes[k % 10] <= 20000) {
+        size_t n = sizes[k++ % 10];
+        CHECK_INT(gw_body_append(&b, &body_env, want + len, n), 0);
+        len += n;
+    }
+    CHECK_INT(b.len, len);
+    CHECK(b.fd >= 0);
+    CHECK(fstat(b.fd, &st) == 0);
+    CHECK_INT((uint64_t)st.st_size + b.mem.len, len);
+    CHECK(b.mem.len > 0); /* the last small pieces wait in the batch */
+    /* 1,000 one-byte pieces: no write until a buffer's worth is in. */
+    off_t before = st.st_size;
+    size_t mem_before = b.mem.len;
+    for (int i = 0; i < 1000 && b.mem.len + 1 < b.mem.cap; i++) {
+        CHECK_INT(gw_body_append(&b, &body_env, "x", 1), 0);
+        want[len++] = 'x'; /* the batch is one pool block (4096): len stays below 32768 */
+    }
+    CHECK(fstat(b.fd, &st) == 0);
+    CHECK_INT(st.st_size, before);
+    CHECK(b.mem.len > mem_before);
+    CHECK_INT(b.len, len);
+    for (size_t off = 0; off < len; off += 997) {
+        for (size_t n = 1; n <= sizeof(got); n = n * 3 + 1) {
+            size_t exp = off + n <= len ? n : len - off;
+            ssize_t r = gw_body_read(&b, off, got, n);
+            CHECK_INT(r, (ssize_t)exp);
+            CHECK(r > 0 && !memcmp(got, want + off, (size_t)r));
+        }
+    }
+    gw_buf_release(&b.mem, &body_pool);
+    close(b.fd);
 }
 
 static void test_post_chunked(void)
@@ -772,6 +823,7 @@ static void test_target_split(void)
     result_t *r = parse1("GET /a/b?x=1&y=%20#frag HTTP/1.1\r\nHost: h\r\n\r\n");
 
     CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_STR(r->authority, ""); /* origin-form: Host names the host */
     CHECK_STR(r->path, "/a/b");
     CHECK_STR(r->query, "x=1&y=%20");
 
@@ -780,6 +832,16 @@ static void test_target_split(void)
     CHECK_STR(r->target, "http://example.com:8080/a/b?x=1");
     CHECK_STR(r->path, "/a/b");
     CHECK_STR(r->query, "x=1");
+    CHECK_STR(r->authority, "example.com:8080"); /* RFC 9112 3.2.2: it names the host */
+
+    r = parse1("GET http://[::1]:81?q HTTP/1.1\r\nHost: other\r\n\r\n");
+    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_STR(r->authority, "[::1]:81");
+    CHECK_STR(r->path, "");
+
+    r = parse1("GET http://user:pw@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    CHECK_INT(r->st, GW_HTTP1_ERROR);
+    CHECK_INT(r->status, 400); /* RFC 9110 4.2.4: userinfo */
 
     r = parse1("GET HTTPS://example.com?q HTTP/1.1\r\nHost: example.com\r\n\r\n");
     CHECK_INT(r->st, GW_HTTP1_DONE);
@@ -968,6 +1030,7 @@ int main(void)
     test_pipelined();
     test_post_content_length();
     test_post_body_to_file();
+    test_body_file_batches();
     test_post_chunked();
     test_every_split();
     test_error_statuses();

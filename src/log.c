@@ -167,7 +167,7 @@ static char *put_escaped(char *o, const char *s, size_t n)
 enum field {
     F_CLIENT, F_METHOD, F_URI, F_PROTOCOL, F_STATUS, F_BYTES, F_DURATION_US, F_DURATION_MS,
     F_DURATION, F_REFERER, F_USER_AGENT, F_REQUEST_ID, F_WORKER, F_TIME, F_TIME_LOCAL,
-    F_TIME_ISO, F_PID, NFIELDS,
+    F_TIME_ISO, F_PID, F_HOST, F_ABORTED, NFIELDS,
     F_DASH = NFIELDS, /* a uWSGI field gangway does not have: "-" */
 };
 
@@ -183,13 +183,14 @@ static const struct {
     [F_USER_AGENT] = {"user_agent", "uagent"}, [F_REQUEST_ID] = {"request_id", NULL},
     [F_WORKER] = {"worker", "wid"},           [F_TIME] = {"time", "epoch"},
     [F_TIME_LOCAL] = {"time_local", "ltime"}, [F_TIME_ISO] = {"time_iso", NULL},
-    [F_PID] = {"pid", NULL},
+    [F_PID] = {"pid", NULL},                  [F_HOST] = {"host", "host"},
+    [F_ABORTED] = {"aborted", NULL},
 };
 
 /* uWSGI's other log-format variables: accepted so that a uwsgi.ini runs,
  * shown as "-" (%(user) is always "-" in uWSGI's own default format too). */
 static const char *const uwsgi_only[] = {
-    "user", "host", "ftime", "ctime", "hsize", "rsize", "cl", "switches", "vars", "pktsize",
+    "user", "ftime", "ctime", "hsize", "rsize", "cl", "switches", "vars", "pktsize",
     "modifier1", "modifier2", "headers", "core", "vsz", "rss", "vszM", "rssM", "tmsecs",
     "tmicros", NULL,
 };
@@ -265,7 +266,7 @@ int gw_log_set_format(const char *format, bool json, char *err, size_t errlen)
         if (field < 0) {
             snprintf(err, errlen, "--log-format: unknown field '%.*s' (fields: client method "
                      "uri protocol status bytes duration_us duration_ms duration referer "
-                     "user_agent request_id worker time time_local time_iso pid)", (int)n, p + 2);
+                     "user_agent request_id worker time time_local time_iso pid host aborted)", (int)n, p + 2);
             return -EINVAL;
         }
         p = close + 1;
@@ -310,7 +311,7 @@ static char *put_json(char *o, const char *s, size_t n)
 
 /* One field's value: a string (escaped for the line's format) or a number. */
 static char *put_field(char *o, int f, const gw_access_t *a, size_t ml, size_t tl, size_t rl,
-                       size_t ul, size_t il)
+                       size_t ul, size_t il, size_t hl)
 {
     const char *s = NULL;
     size_t n = 0;
@@ -335,6 +336,12 @@ static char *put_field(char *o, int f, const gw_access_t *a, size_t ml, size_t t
         return o;
     case F_PID:
         return o + sprintf(o, "%d", (int)getpid());
+    case F_ABORTED:
+        if (is_json)
+            return o + sprintf(o, "%s", a->is_aborted ? "true" : "false");
+        s = a->is_aborted ? "aborted" : NULL; /* "-" otherwise */
+        n = s ? 7 : 0;
+        break;
     case F_CLIENT:
         s = a->remote && *a->remote ? a->remote : "-";
         n = strlen(s);
@@ -357,6 +364,9 @@ static char *put_field(char *o, int f, const gw_access_t *a, size_t ml, size_t t
     case F_REQUEST_ID:
         s = il ? a->request_id : NULL, n = il;
         break;
+    case F_HOST:
+        s = hl ? a->host : NULL, n = hl;
+        break;
     case F_TIME:
         return o + sprintf(o, "%lld", (long long)time(NULL));
     case F_TIME_LOCAL:
@@ -376,7 +386,7 @@ static char *put_field(char *o, int f, const gw_access_t *a, size_t ml, size_t t
 }
 
 /* The most bytes a line of the compiled format can take. */
-static size_t format_need(size_t ml, size_t tl, size_t rl, size_t ul, size_t il)
+static size_t format_need(size_t ml, size_t tl, size_t rl, size_t ul, size_t il, size_t hl)
 {
     size_t need = 8;
 
@@ -390,6 +400,7 @@ static size_t format_need(size_t ml, size_t tl, size_t rl, size_t ul, size_t il)
         case F_REFERER: n = 6 * rl; break;
         case F_USER_AGENT: n = 6 * ul; break;
         case F_REQUEST_ID: n = 6 * il; break;
+        case F_HOST: n = 6 * hl; break;
         default: n = 48; break; /* numbers, dates, the protocol */
         }
         need += n + 24; /* quotes, a JSON key */
@@ -403,6 +414,7 @@ void gw_log_access(const gw_access_t *a)
     char *o;
     size_t ml = a->method_len, tl = a->target_len, rl = a->referer_len, ul = a->agent_len;
     size_t il = a->request_id ? a->request_id_len : 0;
+    size_t hl = a->host ? a->host_len : 0;
 
     if (acc_fd < 0)
         return;
@@ -416,14 +428,17 @@ void gw_log_access(const gw_access_t *a)
         ul = FIELD_MAX;
     if (il > 128)
         il = 128;
+    if (hl > 255)
+        hl = 255;
     /* Every byte may become six (\u00XX) and every field may appear in a
      * format up to MAX_PIECES times: bound the line before writing. */
     need = 200 + 6 * (ml + tl + rl + ul + il);
     if (is_custom || is_json) {
-        need = format_need(ml, tl, rl, ul, il);
+        need = format_need(ml, tl, rl, ul, il, hl);
         if (need > sizeof(acc_buf) / 2) { /* a format naming long fields many times */
             tl = tl < 64 ? tl : 64, rl = rl < 64 ? rl : 64, ul = ul < 64 ? ul : 64;
-            need = format_need(ml, tl, rl, ul, il);
+            hl = hl < 64 ? hl : 64;
+            need = format_need(ml, tl, rl, ul, il, hl);
         }
         if (need > sizeof(acc_buf))
             return; /* 64 pieces of at most ~800 bytes: cannot happen */
@@ -436,7 +451,7 @@ void gw_log_access(const gw_access_t *a)
         for (size_t i = 0; i < npieces; i++) {
             int f = pieces[i].field;
             o += sprintf(o, "%s\"%s\":", i ? "," : "", fields[f].name);
-            o = put_field(o, f, a, ml, tl, rl, ul, il);
+            o = put_field(o, f, a, ml, tl, rl, ul, il, hl);
         }
         *o++ = '}';
         *o++ = '\n';
@@ -449,7 +464,7 @@ void gw_log_access(const gw_access_t *a)
                 memcpy(o, pieces[i].lit, pieces[i].lit_len);
                 o += pieces[i].lit_len;
             } else {
-                o = put_field(o, pieces[i].field, a, ml, tl, rl, ul, il);
+                o = put_field(o, pieces[i].field, a, ml, tl, rl, ul, il, hl);
             }
         }
         *o++ = '\n';

@@ -17,9 +17,11 @@ typedef struct gw_access {
     const char *referer;  size_t referer_len;
     const char *agent;    size_t agent_len;
     const char *request_id; size_t request_id_len; /* NULL unless the format wants it */
-    int status;
+    const char *host;     size_t host_len; /* the request's host (gw_req_host) */
+    int status;           /* 499: given up before any byte of the answer left */
     uint64_t bytes;       /* body bytes sent */
     uint64_t duration_us;
+    bool is_aborted;      /* the answer was cut short (client gone, write timeout) */
 } gw_access_t;
 
 /* Opens the access log: NULL keeps stderr, "-" is stdout, else a file opened

@@ -92,6 +92,15 @@ const char *gw_req_id(gw_req_t *r, const char *rb, bool generate, size_t *len)
     return r->gen_id_len ? r->gen_id : NULL;
 }
 
+gw_span_t gw_req_host(const gw_req_t *r)
+{
+    if (r->authority.len)
+        return r->authority;
+    if (r->host >= 0 && (uint32_t)r->host < r->nheaders) /* (set before the header is added) */
+        return r->headers[r->host].value;
+    return (gw_span_t){0, 0};
+}
+
 int gw_req_add_header(gw_req_t *r, gw_span_t name, gw_span_t value)
 {
     if (r->nheaders == r->cap_headers) {
@@ -142,6 +151,15 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* Writes out the bytes the body holds in memory after spilling to a file. */
+static int flush_tail(gw_body_t *b)
+{
+    int rc = write_all(b->fd, b->mem.data, b->mem.len);
+    if (rc == 0)
+        b->mem.len = 0;
+    return rc;
+}
+
 int gw_body_append(gw_body_t *b, const gw_body_env_t *env, const char *p, size_t n)
 {
     int rc;
@@ -156,12 +174,24 @@ int gw_body_append(gw_body_t *b, const gw_body_env_t *env, const char *p, size_t
             close(fd);
             return rc;
         }
-        gw_buf_release(&b->mem, env->pool);
+        b->mem.len = 0;
         b->fd = fd;
     }
     if (b->fd >= 0) {
-        if ((rc = write_all(b->fd, p, n)) < 0)
+        /* The memory buffer stays as a write-behind batch: a body arriving
+         * in small pieces (a chunk of one byte each, a slow client) costs
+         * one write() per buffer's worth, not one per piece (issue 14). */
+        if (!b->mem.data && (rc = gw_buf_reserve(&b->mem, env->pool, 1)) < 0)
             return rc;
+        if (b->mem.len + n > b->mem.cap && b->mem.len && (rc = flush_tail(b)) < 0)
+            return rc;
+        if (n >= b->mem.cap) {
+            if ((rc = write_all(b->fd, p, n)) < 0) /* big piece: no copy */
+                return rc;
+        } else {
+            memcpy(b->mem.data + b->mem.len, p, n);
+            b->mem.len += n;
+        }
     } else {
         if ((rc = gw_buf_reserve(&b->mem, env->pool, n)) < 0)
             return rc;
@@ -172,8 +202,23 @@ int gw_body_append(gw_body_t *b, const gw_body_env_t *env, const char *p, size_t
     return 0;
 }
 
+int gw_body_flush(gw_body_t *b, const gw_body_env_t *env)
+{
+    int rc;
+
+    if (b->fd < 0)
+        return 0;
+    if (b->mem.len && (rc = flush_tail(b)) < 0)
+        return rc;
+    gw_buf_release(&b->mem, env->pool);
+    return 0;
+}
+
 ssize_t gw_body_read(const gw_body_t *b, uint64_t off, char *dst, size_t n)
 {
+    uint64_t in_file;
+    size_t done = 0;
+
     if (off >= b->len)
         return 0;
     if (n > b->len - off)
@@ -182,10 +227,25 @@ ssize_t gw_body_read(const gw_body_t *b, uint64_t off, char *dst, size_t n)
         memcpy(dst, b->mem.data + off, n);
         return (ssize_t)n;
     }
-    for (;;) {
-        ssize_t r = pread(b->fd, dst, n, (off_t)off);
+    /* The file holds the first len - mem.len bytes, mem the rest. */
+    in_file = b->len - b->mem.len;
+    while (off + done < in_file && done < n) {
+        size_t want = n - done;
+        ssize_t r;
+        if (want > in_file - (off + done))
+            want = (size_t)(in_file - (off + done));
+        r = pread(b->fd, dst + done, want, (off_t)(off + done));
         if (r < 0 && errno == EINTR)
             continue;
-        return r < 0 ? -errno : r;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return -EIO; /* the temp file is shorter than what was written */
+        done += (size_t)r;
     }
+    if (done < n) {
+        memcpy(dst + done, b->mem.data + (off + done - in_file), n - done);
+        done = n;
+    }
+    return (ssize_t)done;
 }

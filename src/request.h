@@ -29,9 +29,10 @@ typedef struct gw_body_env {
 } gw_body_env_t;
 
 typedef struct gw_body {
-    gw_buf_t mem;
+    gw_buf_t mem; /* the whole body while fd < 0; after that, its last
+                   * mem.len bytes, not yet written to the file (a batch) */
     int fd;       /* -1 while the body is in memory */
-    uint64_t len; /* bytes stored */
+    uint64_t len; /* bytes stored (file and batch) */
 } gw_body_t;
 
 /* What a protocol parser's feed returns. */
@@ -44,6 +45,7 @@ typedef enum gw_parse {
 
 typedef struct gw_req {
     gw_span_t method, target, path, query; /* path: decoded later, raw here */
+    gw_span_t authority;    /* host[:port] of an absolute-form target, else empty */
     uint8_t http_major, http_minor;
     bool is_head;
     bool is_chunked;
@@ -79,14 +81,27 @@ void gw_req_seed_ids(void);
  * read buffer the header spans point into. */
 const char *gw_req_id(gw_req_t *r, const char *rb, bool generate, size_t *len);
 
+/* The host the request is for, as a span of the read buffer: an
+ * absolute-form target's authority (RFC 9112 3.2.2: the Host header is
+ * then ignored), else the Host header's value (HTTP_HOST behind uwsgi);
+ * empty when there is none. */
+gw_span_t gw_req_host(const gw_req_t *r);
+
 /* Appends a header by spans; 0 or -ENOMEM. */
 int gw_req_add_header(gw_req_t *r, gw_span_t name, gw_span_t value);
 
-/* Appends body bytes, moving to a temp file past env->mem_limit.
+/* Appends body bytes, moving to a temp file past env->mem_limit. In the
+ * file, small appends are batched in b->mem: one write() per buffer's worth.
  * Returns 0 or a negative errno (-ENOSPC when the disk is full). */
 int gw_body_append(gw_body_t *b, const gw_body_env_t *env, const char *p, size_t n);
 
-/* Copies up to n bytes at off into dst; returns the count, or -errno. */
+/* Once the body is complete: writes out what a spooled body still holds in
+ * memory and gives that memory back, so that the app reads one whole file.
+ * 0 or a negative errno (-ENOSPC when the disk is full). */
+int gw_body_flush(gw_body_t *b, const gw_body_env_t *env);
+
+/* Copies n bytes at off into dst (fewer only past the end: from the file,
+ * then from the unwritten batch); returns the count, or -errno. */
 ssize_t gw_body_read(const gw_body_t *b, uint64_t off, char *dst, size_t n);
 
 #endif

@@ -263,11 +263,15 @@ static void recycle(gw_server_t *s, enum gw_exit_reason why, const char *what)
     begin_stop(s, what);
 }
 
-static void on_request_done(void *server)
+/* Counted as each request starts, so that the one reaching --max-requests
+ * is answered with Connection: close (the stop begins before its answer):
+ * a keep-alive client never sees a connection close after a keep-alive
+ * promise, and what was already read is answered (issue 20). */
+static void on_request_start(void *server)
 {
     gw_server_t *s = server;
     /* With --min-worker-lifetime, a young worker past its count goes on
-     * until it is old enough (checked as each later request ends). */
+     * until it is old enough (checked as each later request starts). */
     if (++s->requests >= s->max_requests && s->max_requests && !s->is_stopping &&
         gw_clock_ms() - s->started_ms >= s->cfg->min_worker_lifetime * 1000)
         recycle(s, GW_EXIT_MAX_REQUESTS, "max-requests reached");
@@ -405,7 +409,7 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     if (cfg->max_requests) {
         /* uWSGI's max-requests-delta: worker i waits (i-1)*jitter more. */
         s->max_requests = cfg->max_requests + (s->who.id ? s->who.id - 1 : 0) * cfg->max_requests_jitter;
-        s->conns.on_request_done = on_request_done;
+        s->conns.on_request_start = on_request_start;
     }
     if (cfg->max_worker_lifetime)
         gw_timer_start(&s->lifetime_q, &s->lifetime);

@@ -54,6 +54,9 @@ static gw_parse_t take_var(gw_uwsgi_t *u, gw_req_t *r, const char *base, gw_span
         r->target = v;
     } else if (key_is(base, k, "PATH_INFO")) {
         r->path = v;
+    } else if (key_is(base, k, "HTTP_HOST")) {
+        if (r->host < 0)
+            r->host = (int32_t)r->nheaders; /* for the log's %(host) */
     } else if (key_is(base, k, "HTTP_X_REQUEST_ID")) {
         if (r->request_id < 0)
             r->request_id = (int32_t)r->nheaders;

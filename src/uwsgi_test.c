@@ -119,6 +119,7 @@ typedef struct result {
     int nhead;       /* how many times HEAD was returned */
     size_t consumed; /* the sum of *used over every feed: head and body */
     char method[STR_MAX], target[STR_MAX], path[STR_MAX], query[STR_MAX];
+    char host[STR_MAX];  /* gw_req_host(): HTTP_HOST, for the log */
     char vars[VARS_MAX]; /* "name=value\n" for each variable */
     uint32_t nheaders;
     int major, minor;
@@ -160,6 +161,7 @@ static void record(result_t *out, const gw_uwsgi_t *u, const gw_req_t *r, const 
     copy_span(out->target, base, r->target);
     copy_span(out->path, base, r->path);
     copy_span(out->query, base, r->query);
+    copy_span(out->host, base, gw_req_host(r));
     for (uint32_t i = 0; i < r->nheaders; i++) {
         const gw_header_t *x = &r->headers[i];
         int n = snprintf(out->vars + hl, sizeof(out->vars) - hl, "%.*s=%.*s\n", (int)x->name.len,
@@ -259,6 +261,7 @@ static bool result_eq(const void *va, const void *vb)
         return true;
     return !strcmp(a->method, b->method) && !strcmp(a->target, b->target) &&
            !strcmp(a->path, b->path) && !strcmp(a->query, b->query) && !strcmp(a->vars, b->vars) &&
+           !strcmp(a->host, b->host) &&
            a->nheaders == b->nheaders && a->major == b->major && a->minor == b->minor &&
            a->is_head == b->is_head && a->is_uwsgi == b->is_uwsgi &&
            a->keep_alive == b->keep_alive && a->content_length == b->content_length &&
@@ -375,6 +378,7 @@ static void test_nginx_get(void)
     CHECK_STR(r.target, "/a/b?x=1&y=%20");
     CHECK_STR(r.path, "/a/b");
     CHECK_STR(r.query, "x=1&y=%20");
+    CHECK_STR(r.host, "example.com");
     CHECK_INT(r.major, 1);
     CHECK_INT(r.minor, 1);
     CHECK_INT(r.content_length, -1); /* nginx's empty CONTENT_LENGTH: none given */

@@ -389,6 +389,7 @@ static PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr)
     gw_req_t *r = gw_conn_req(c);
     const char *rb = gw_conn_rbuf(c);
     const gw_peer_t *peer = gw_conn_peer(c);
+    gw_span_t host = gw_req_host(r);
     PyObject *env = environ_from_template(w, c); /* new ref */
     PyObject *method = NULL;
 
@@ -412,10 +413,9 @@ static PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr)
         PyDict_SetItem(env, w->k_proto, r->http_minor ? w->v_http11 : w->v_http10) < 0 ||
         set_remote(env, w, c, peer) < 0)
         goto fail;
-    if (r->host >= 0) {
-        const gw_header_t *h = &r->headers[r->host];
-        const char *hv = rb + h->value.off;
-        size_t n = h->value.len, start = 0, end;
+    if (host.len) { /* an absolute-form target's authority, else Host */
+        const char *hv = rb + host.off;
+        size_t n = host.len, start = 0, end;
         if (n && hv[0] == '[') {
             const char *rbr = memchr(hv, ']', n);
             start = 1;
@@ -430,6 +430,9 @@ static PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr)
     for (uint32_t i = 0; i < r->nheaders; i++)
         if (add_header(w, env, rb, &r->headers[i], &r->arena) < 0)
             goto fail;
+    if (r->authority.len && /* RFC 9112 3.2.2: it replaces Host; known[0] is HTTP_HOST */
+        set_item(env, w->known[0].k, latin1(rb + r->authority.off, r->authority.len)) < 0)
+        goto fail;
     if (set_request_id(w, env, r, rb) < 0 || set_body(w, wr, env, r) < 0)
         goto fail;
     return env;
@@ -1096,7 +1099,7 @@ static void on_abort(void *ctx, gw_conn_t *c)
     wreq_t *wr = *gw_conn_app_slot(c);
     (void)ctx;
     if (wr)
-        cleanup(wr);
+        finish(wr, false, wr->code); /* its log line says aborted */
 }
 
 /* The GIL is released around the blocking wait only when another thread

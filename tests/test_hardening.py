@@ -14,6 +14,7 @@ the memory-per-connection test is skipped: ASan's allocator adds redzones and a
 quarantine to every allocation, so its RSS says nothing about gangway's
 (LeakSanitizer checks leaks when the workers exit).
 """
+import json
 import multiprocessing
 import os
 import random
@@ -21,6 +22,7 @@ import re
 import resource
 import selectors
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -30,6 +32,7 @@ from collections import Counter
 import pytest
 
 from conftest import RawReader, request, wait_for
+from nginx import uwsgi_tcp
 
 SANITIZED = os.environ.get("GW_TEST_SANITIZED") == "1"
 READY_RE = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
@@ -437,6 +440,122 @@ def test_stuck_reader_of_100mib_does_not_block_worker_and_write_timeout_closes_i
     assert worker_pids(s) == {1: wpid}
 
 
+@pytest.mark.parametrize("pace", ["flood", "trickle"])
+def test_lingering_close_is_bounded_in_time_and_bytes(gangway, pace):
+    """After a Connection: close answer the worker drains what the client
+    still sends (a lingering close), but not for ever: a client that keeps
+    sending as fast as it can (past the byte budget) or one byte every
+    50 ms (until the 2 s linger timer) is cut off, and the worker's CPU for
+    it stays small (64 KiB reads)."""
+    s = gangway("--workers", "1", APP)
+    wpid = only_worker(s)
+    c = s.connect(timeout=10)
+    try:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\nextra")
+        r = RawReader(c, 10).read_response()
+        assert r.status == 200 and r.header("connection") == "close"
+        cpu0, t0, sent = cpu_seconds(wpid), time.monotonic(), 0
+        junk = b"j" * (65536 if pace == "flood" else 1)
+        c.settimeout(5)
+        while time.monotonic() - t0 < 15:
+            try:
+                c.sendall(junk)
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                break
+            sent += len(junk)
+            if pace == "trickle":
+                time.sleep(0.05)  # the pace of the client under test
+        else:
+            pytest.fail("still draining %d bytes 15 s after the answer" % sent)
+        dt, cpu = time.monotonic() - t0, cpu_seconds(wpid) - cpu0
+    finally:
+        c.close()
+    print("\n%s: cut off after %.2f s, %d bytes sent, worker CPU %.3f s" % (pace, dt, sent, cpu))
+    assert dt < 5, dt
+    assert cpu < 1.0, cpu
+    assert request(s, GET_ROOT).status == 200
+
+
+def access_lines(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def logged_line(path, needle, timeout=15):
+    """The access log line holding needle (written once per loop turn)."""
+    return wait_for(lambda: next((l for l in access_lines(path) if needle in l), None),
+                    timeout, what="an access log line with %r" % needle)
+
+
+@pytest.mark.parametrize("how", ["client-closes", "write-timeout"])
+@pytest.mark.parametrize("source", ["app", "static"])
+def test_aborted_answer_gets_its_access_log_line_marked_aborted(gangway, tmp_path, source,
+                                                                 how):
+    """A 100 MiB answer (a generator, or a file through --static-map) that
+    the client stops reading after the head: it closes its socket, or just
+    stops and --write-timeout gives up. The answer still gets its access log
+    line, with its status, the body bytes that did leave (more than none,
+    less than all) and "aborted": true; a complete answer says false.
+    (Before: an answer given up on was not logged at all.)"""
+    size = 100 * MiB
+    log = tmp_path / "access.log"
+    args = ["--workers", "1", "--write-timeout", "1", "--access-log", str(log), "--log-json",
+            "--log-format", "%(uri) %(status) %(bytes) %(aborted)"]
+    if source == "static":
+        d = tmp_path / "files"
+        d.mkdir()
+        with open(d / "big.bin", "wb") as f:
+            f.truncate(size)  # sparse
+        args += ["--static-map", "/files=%s" % d]
+        target = "/files/big.bin"
+    else:
+        target = "/stream?size=%d" % size
+    s = gangway(*(args + [APP]))
+    a = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    a.settimeout(10)
+    try:
+        a.connect((s.host, s.port))
+        a.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % target.encode())
+        first = a.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200 "), first[:200]
+        if how == "client-closes":
+            a.close()  # unread bytes: the kernel answers the next ones with a RST
+        line = json.loads(logged_line(log, target))
+    finally:
+        a.close()
+    print("\n%s, %s: %s" % (source, how, line))
+    assert line["status"] == 200 and line["aborted"] is True, line
+    assert 0 < line["bytes"] < size, line
+    r = request(s, GET_ROOT.replace(b"GET / ", b"GET /?after "))
+    assert r.status == 200
+    assert json.loads(logged_line(log, "/?after"))["aborted"] is False
+
+
+def test_client_gone_before_the_answer_is_logged_499(gangway, tmp_path):
+    """The client resets its connection while the app works: no byte of the
+    answer can leave, and the line says 499 (as nginx logs it), 0 bytes,
+    aborted (the text form of %(aborted))."""
+    log = tmp_path / "access.log"
+    s = gangway("--workers", "1", "--access-log", str(log),
+                "--log-format", "%(uri) %(status) %(bytes) %(aborted)", APP)
+    marker = tmp_path / "busy"
+    target = "/busy?marker=%s&ms=300" % marker
+    c = s.connect(timeout=10)
+    try:
+        c.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % target.encode())
+        wait_for(marker.exists, 10, what="the app to start")
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        c.close()  # SO_LINGER 0: a RST
+    assert logged_line(log, target) == "%s 499 0 aborted" % target
+    assert request(s, GET_ROOT).status == 200
+    assert logged_line(log, "/ 200 ") .endswith(" -")
+
+
 @pytest.mark.skipif(SANITIZED, reason="ASan adds redzones and a quarantine to every "
                     "allocation: the worker's RSS is not gangway's memory per connection")
 def test_memory_per_idle_keepalive_connection(gangway, tmp_path, record_property):
@@ -833,6 +952,107 @@ def test_full_spool_disk_answers_503_and_worker_goes_on(gangway, tmp_path):
         rc = subprocess.run(["umount", str(spool)], capture_output=True, text=True, timeout=30)
         if rc.returncode != 0:
             subprocess.run(["umount", "-l", str(spool)], capture_output=True, timeout=30)
+
+
+# ---------------------------------------------------------------------------
+# CPU per byte: a body costs a few big reads and writes whatever the head
+# (issue 14: the read buffer's room behind a 16,383-byte head was one byte)
+# ---------------------------------------------------------------------------
+
+def syscalls(pid):
+    """(read-type, write-type) system calls pid has made, from /proc/PID/io
+    (read/pread/readv and write/writev; socket send/recv calls are not counted)."""
+    vals = {}
+    with open("/proc/%d/io" % pid) as f:
+        for line in f:
+            k, v = line.split(":")
+            vals[k] = int(v)
+    return vals["syscr"], vals["syscw"]
+
+
+HEAD_BYTES = 16383  # the 16 KiB read buffer less one byte
+
+
+def padded_http_head(framing, body_len):
+    """An HTTP head of exactly HEAD_BYTES bytes (padding in X-Pad-N fields,
+    each under --limit-request-field-size)."""
+    head = b"POST /post HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    head += (b"Transfer-Encoding: chunked\r\n" if framing == "chunked"
+             else b"Content-Length: %d\r\n" % body_len)
+    pads = []
+    left = HEAD_BYTES - len(head) - 2
+    for i in range(3):
+        name = b"X-Pad-%d: " % i
+        n = left if i == 2 else left // 3
+        pads.append(name + b"a" * (n - len(name) - 2) + b"\r\n")
+        left -= n
+    head += b"".join(pads) + b"\r\n"
+    assert len(head) == HEAD_BYTES
+    return head
+
+
+def padded_uwsgi_packet_head(body_len):
+    """A uwsgi packet header and variables block of exactly HEAD_BYTES bytes."""
+    def var(k, v):
+        return struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+    blk = b"".join(var(k, v) for k, v in [
+        (b"REQUEST_METHOD", b"POST"), (b"REQUEST_URI", b"/post"), (b"PATH_INFO", b"/post"),
+        (b"SERVER_PROTOCOL", b"HTTP/1.1"), (b"CONTENT_LENGTH", b"%d" % body_len)])
+    pad = HEAD_BYTES - 4 - len(blk) - 4 - len(b"HTTP_X_PAD")
+    blk += var(b"HTTP_X_PAD", b"a" * pad)
+    out = struct.pack("<BHB", 0, len(blk), 0) + blk
+    assert len(out) == HEAD_BYTES
+    return out
+
+
+@pytest.mark.parametrize("proto,framing,store", [
+    ("http", "length", "memory"), ("http", "length", "file"),
+    ("http", "chunked", "memory"), ("http", "chunked", "file"),
+    ("uwsgi", "length", "memory"), ("uwsgi", "length", "file")])
+def test_body_after_a_16383_byte_head_costs_few_reads_and_writes(gangway, proto, framing, store):
+    """A head that leaves one byte of the 16 KiB read buffer, then a body:
+    256 KiB with Content-Length, or 64 KiB in chunks of one byte each (six
+    bytes a chunk on the wire), kept in memory or spooled to a temp file
+    (--body-buffer-size 16k). The worker's read() and write() calls for the
+    whole request stay under 100: body reads are big whatever the head
+    left, and spooled bytes are written in batches, not one write() per
+    read or per chunk. (Before: one read() per body byte, and one write()
+    per read or chunk once spooled: 262,144 of each.)"""
+    args = ["--workers", "1", "--body-timeout", "20"]
+    if store == "file":
+        args += ["--body-buffer-size", "16k"]
+    if proto == "uwsgi":
+        s = gangway("--uwsgi", "127.0.0.1:0", *args, APP, listen=False)
+    else:
+        s = gangway(*args, APP)
+    wpid = only_worker(s)
+    rnd = random.Random(14)
+    if framing == "chunked":
+        body = rnd.randbytes(64 * 1024)
+        wire = b"".join(b"1\r\n%c\r\n" % b for b in body) + b"0\r\n\r\n"
+    else:
+        body = wire = rnd.randbytes(256 * 1024)
+    if proto == "uwsgi":
+        head = padded_uwsgi_packet_head(len(body))
+        c = socket.create_connection(uwsgi_tcp(s), timeout=20)
+    else:
+        head = padded_http_head(framing, len(body))
+        c = s.connect(timeout=20)
+    r0, w0 = syscalls(wpid)
+    t0 = time.monotonic()
+    try:
+        c.sendall(head + wire)
+        r = RawReader(c, 20).read_response()
+    finally:
+        c.close()
+    dt = time.monotonic() - t0
+    r1, w1 = syscalls(wpid)
+    print("\n%s %s %s: %d read(), %d write() calls, %.3f s"
+          % (proto, framing, store, r1 - r0, w1 - w0, dt))
+    assert r.status == 200, (r.status, r.body[:200])
+    assert r.body == b"len=%d crc=%d" % (len(body), zlib.crc32(body))
+    assert r1 - r0 < 100, "%d read() calls for one request" % (r1 - r0)
+    assert w1 - w0 < 100, "%d write() calls for one request" % (w1 - w0)
 
 
 # ---------------------------------------------------------------------------

@@ -8,11 +8,12 @@ import email.utils
 import json
 import re
 import socket
+import threading
 import time
 
 import pytest
 
-from conftest import RawReader, request
+from conftest import RawReader, request, wait_for
 
 import apps.bodies as bodies  # tests/apps imports as a namespace package
 
@@ -546,12 +547,109 @@ def test_204_on_http10_does_not_close_delimit(start):
         s.close()
 
 
+# ---------------------------------------------------------------- lingering close
+
+def read_to_eof(sock, timeout=10):
+    """Everything until the peer's FIN. A RST raises ConnectionResetError:
+    the kernel drops whatever of the answer was still unread then."""
+    sock.settimeout(timeout)
+    out = b""
+    while True:
+        b = sock.recv(65536)
+        if not b:
+            return out
+        out += b
+
+
+class ReadBytes:
+    """A socket stand-in for RawReader over bytes already read: then EOF."""
+
+    def settimeout(self, t):
+        pass
+
+    def recv(self, n):
+        return b""
+
+
+def logged(server, needle):
+    return lambda: needle in server.read_log()
+
+
+@pytest.mark.parametrize("how", ["connection-close", "http10-close-delimited", "error-answer"])
+def test_closing_answer_survives_bytes_the_client_sends_after_it(start, how):
+    """The client sends its request (Connection: close, or HTTP/1.0 with a
+    close-delimited answer, or a request the server refuses) and then 256
+    KiB more, and reads nothing until the server is done with it. Closing a
+    socket with unread bytes makes the kernel send a RST, which drops the
+    answer from the client's receive queue: gangway shuts its side down
+    and drains instead (a lingering close), so the client reads the whole
+    answer and a clean EOF."""
+    s = start("--access-log", "-", app="bodies:application")
+    if how == "connection-close":
+        head = req(path="/gen?lc", headers=[("Connection", "close")])
+    elif how == "http10-close-delimited":
+        head = req(path="/gen?lc", version="HTTP/1.0", host=None)
+    else:
+        head = b"GET /gen?lc HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+    c = s.connect(10)
+    sender = threading.Thread(target=send_quietly, args=(c, head + b"x" * (256 * 1024)))
+    try:
+        sender.start()
+        wait_for(logged(s, ": 400 (" if how == "error-answer" else "/gen?lc"), 10,
+                 what="the answer to be logged")
+        # The server has answered and closed (or is lingering): only now read.
+        data = read_to_eof(c)
+    finally:
+        sender.join(10)
+        c.close()
+    if how == "error-answer":
+        assert data.startswith(b"HTTP/1.1 400 ") and data.endswith(b"Bad Request\n"), data[:300]
+        return
+    assert data.startswith(b"HTTP/1.%d 200 " % (how == "connection-close")), data[:300]
+    rd = RawReader(ReadBytes())  # parse the bytes already read
+    rd.buf = data
+    r = rd.read_response()
+    assert r.body == b"".join(bodies.GEN_PARTS) and not rd.buf
+
+
 # ---------------------------------------------------------------- environ details
 
 def test_absolute_form_target(echo):
     e = echo_of(request(echo, req(path="http://example.com/a/b?x=1", host="example.com")))
     assert e["PATH_INFO"] == "/a/b"
     assert e["QUERY_STRING"] == "x=1"
+
+
+def test_absolute_form_target_names_the_host(gangway, tmp_path):
+    """RFC 9112 3.2.2: with an absolute-form target the server MUST ignore
+    Host and use the target's authority. SERVER_NAME and HTTP_HOST come
+    from it (SERVER_PORT stays the port the request came in on, as CGI
+    defines it), and the access log's %(host) shows the same host. A target
+    with userinfo is refused (RFC 9110 4.2.4)."""
+    log = tmp_path / "access.log"
+    s = gangway("--access-log", str(log), "--log-format", "%(host) %(uri)",
+                "pep3333_environ:application")
+
+    def env_of(raw):
+        r = request(s, raw)
+        assert r.status == 200, (r.status, r.body[:300])
+        return {k: v["value"] for k, v in json.loads(r.body).items() if isinstance(v, dict)}
+
+    e = env_of(b"GET http://h.example:81/env?x=1 HTTP/1.1\r\nHost: other.example\r\n\r\n")
+    assert (e["SERVER_NAME"], e["HTTP_HOST"], e["SERVER_PORT"]) == ("h.example", "h.example:81",
+                                                                    str(s.port))
+    assert (e["PATH_INFO"], e["QUERY_STRING"]) == ("/env", "x=1")
+    e = env_of(b"GET https://[2001:db8::1]/env HTTP/1.0\r\n\r\n")  # no Host at all
+    assert (e["SERVER_NAME"], e["HTTP_HOST"]) == ("2001:db8::1", "[2001:db8::1]")
+    e = env_of(b"GET /env HTTP/1.1\r\nHost: plain.example:8080\r\n\r\n")  # origin-form
+    assert (e["SERVER_NAME"], e["HTTP_HOST"]) == ("plain.example", "plain.example:8080")
+    r = request(s, b"GET http://u:p@h.example/env HTTP/1.1\r\nHost: h.example\r\n\r\n")
+    assert r.status == 400
+    wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 3, 10,
+             what="three access log lines")
+    assert log.read_text().splitlines()[:3] == [
+        "h.example:81 http://h.example:81/env?x=1", "[2001:db8::1] https://[2001:db8::1]/env",
+        "plain.example:8080 /env"]
 
 
 def test_options_star(echo):

@@ -7,6 +7,7 @@ rewrite). Worker pids come from the log's "worker I ready (pid X)" lines and
 from /proc/<master>/task/*/children; every process stopped here is one the
 fixture started, signalled by pid. Every wait is a bounded poll.
 """
+import http.client
 import os
 import re
 import signal
@@ -540,6 +541,70 @@ def test_max_requests_recycles(gangway):
     log = s.read_log()
     assert log.count("max-requests reached") >= 5
     assert [p for i, p in ready_lines(log)][:6] == order
+
+
+def test_max_requests_loses_nothing_on_a_keepalive_connection(gangway):
+    """README: a worker recycles "without losing a request". One client on
+    one reused keep-alive connection (http.client, which reconnects only
+    when an answer says Connection: close), 30 requests, --max-requests 3
+    and one worker: the answer that reaches the limit says Connection: close
+    (the stop is decided as that request starts), so no request ever goes
+    out on a connection the worker is about to drop. (Before: the third
+    answer promised keep-alive and the connection was closed after it; the
+    next request failed.)"""
+    s = gangway("--workers", "1", "--max-requests", "3", "proc_app:application")
+    conn = http.client.HTTPConnection(s.host, s.port, timeout=15)
+    failures, pids, closes = [], [], 0
+    try:
+        for i in range(30):
+            try:
+                conn.request("GET", "/?i=%d" % i)
+                r = conn.getresponse()
+                body = r.read()
+                assert r.status == 200, (r.status, body[:200])
+                pids.append(pid_in(body))
+                closes += (r.getheader("Connection") or "").lower() == "close"
+            except (OSError, http.client.HTTPException) as e:
+                failures.append((i, "%s: %s" % (type(e).__name__, e)))
+                conn.close()  # the next request reconnects
+    finally:
+        conn.close()
+    assert failures == [], failures
+    # Each worker answered exactly 3, the third with Connection: close.
+    order = list(dict.fromkeys(pids))
+    assert [pids.count(p) for p in order] == [3] * 10, pids
+    assert closes == 10
+
+
+def test_max_requests_answers_pipelined_requests_or_closes_cleanly(gangway):
+    """Five pipelined requests (padded, so that they are more than one read
+    of the worker's 16 KiB buffer) on one connection, --max-requests 3: the
+    first two answers keep the connection, the third says Connection: close
+    and is the last; then the connection ends with a FIN, never a RST, even
+    though the client reads nothing until the worker has exited (a RST would
+    drop the answers still unread in the client's receive queue: a lingering
+    close drains the requests the worker will not answer)."""
+    s = gangway("--workers", "1", "--max-requests", "3", "proc_app:application")
+    wpid = current_workers(s.read_log())[1]
+    pad = "X-Pad: %s\r\n" % ("p" * 7000)
+    one = ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n" % pad).encode()
+    c = s.connect(timeout=15)
+    try:
+        c.sendall(one * 5)
+        wait_for(lambda: reaped(wpid, s.pid), 15, what="the recycled worker to exit")
+        c.settimeout(15)
+        data = b""
+        while True:
+            b = c.recv(65536)  # a RST raises ConnectionResetError here
+            if not b:
+                break
+            data += b
+    finally:
+        c.close()
+    heads = re.findall(rb"HTTP/1\.1 (\d+) [^\r]*\r\n((?:[^\r]+\r\n)*)\r\n", data)
+    assert [h[0] for h in heads] == [b"200"] * 3, data[:2000]
+    assert [b"connection: close" in h[1].lower() for h in heads] == [False, False, True]
+    assert data.count(b"pid=%d" % wpid) == 3
 
 
 def test_min_worker_lifetime_holds_max_requests_back(gangway):
