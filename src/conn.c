@@ -1027,7 +1027,10 @@ void gw_conn_stop_all(gw_conn_ctx_t *ctx)
             gw_timer_start(&ctx->linger_q, &c->timer);
         }
     }
-    free_dead(ctx);
+    /* What closed here is freed at the top of the next turn, not now: this
+     * runs from a signal's event, and a later event of the same batch may
+     * still name a closed connection (whose struct an accept in that batch
+     * would otherwise take from the free list). */
 }
 
 /* ---- the handler's side ---- */
