@@ -232,7 +232,7 @@ static int drop_privileges(const gw_config_t *cfg)
 
 /* A master re-executed by a --preload reload takes its listening sockets
  * from the environment ("3,4u") instead of binding them again. */
-static int adopt_handed_over(gw_listener_t **out, size_t *nout, const char *fds)
+static int adopt_handed_over(gw_listener_t **out, size_t *nout, const char *fds, int backlog)
 {
     size_t n = 1;
     const char *p = fds;
@@ -247,7 +247,7 @@ static int adopt_handed_over(gw_listener_t **out, size_t *nout, const char *fds)
     for (size_t i = 0; i < n; i++) {
         char *end;
         long fd = strtol(p, &end, 10);
-        if (end == p || fd < 0 || gw_listen_adopt(&(*out)[i], (int)fd) < 0) {
+        if (end == p || fd < 0 || gw_listen_adopt(&(*out)[i], (int)fd, backlog) < 0) {
             gw_log_error("cannot adopt listening socket %zu from %s", i, GW_ENV_FDS);
             return -1;
         }
@@ -267,7 +267,7 @@ static int adopt_handed_over(gw_listener_t **out, size_t *nout, const char *fds)
  * itself when there is none. Returns the number of sockets taken, 0 when
  * there is no activation, -1 after logging. */
 static int adopt_activated(const char *const *addrs, const bool *is_uwsgi, size_t naddrs,
-                           gw_listener_t **out, size_t *nout)
+                           int backlog, gw_listener_t **out, size_t *nout)
 {
     char **names = NULL;
     int n = sd_listen_fds_with_names(1, &names), rc = -1;
@@ -298,7 +298,7 @@ static int adopt_activated(const char *const *addrs, const bool *is_uwsgi, size_
             uw = names && names[i] && strcmp(names[i], "uwsgi") == 0;
         }
         used[fd] = true;
-        if (gw_listen_adopt(&(*out)[i], SD_LISTEN_FDS_START + fd) < 0) {
+        if (gw_listen_adopt(&(*out)[i], SD_LISTEN_FDS_START + fd, backlog) < 0) {
             gw_log_error("LISTEN_FDS: socket %d is not a listening socket", SD_LISTEN_FDS_START + fd);
             goto out;
         }
@@ -339,7 +339,7 @@ static int open_listeners(const gw_config_t *cfg, gw_listener_t **ls, size_t *nl
 
     *is_handed_over = handed != NULL;
     if (handed)
-        return adopt_handed_over(ls, nl, handed);
+        return adopt_handed_over(ls, nl, handed, (int)cfg->listen_backlog);
     if (!(addrs = calloc(naddrs + 1, sizeof(*addrs))) ||
         !(is_uwsgi = calloc(naddrs + 1, sizeof(*is_uwsgi)))) {
         free(addrs);
@@ -349,7 +349,7 @@ static int open_listeners(const gw_config_t *cfg, gw_listener_t **ls, size_t *nl
         is_uwsgi[i] = i >= cfg->http.n;
         addrs[i] = is_uwsgi[i] ? cfg->uwsgi.v[i - cfg->http.n] : cfg->http.v[i];
     }
-    if (!cfg->check_config && (act = adopt_activated(addrs, is_uwsgi, naddrs, ls, nl)) < 0)
+    if (!cfg->check_config && (act = adopt_activated(addrs, is_uwsgi, naddrs, (int)cfg->listen_backlog, ls, nl)) < 0)
         goto out;
     if (!act) {
         if (!naddrs)

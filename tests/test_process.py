@@ -876,6 +876,35 @@ def test_preload_imports_in_master_and_reload_reexecutes(gangway, tmp_path):
     assert exit_code(s, 15) == 0
 
 
+def test_preload_reuse_port_reload_keeps_serving(gangway, tmp_path):
+    """--preload --reuse-port: the re-executed master's sockets keep their
+    reuse-port role (issue 14: they lost it, the new workers accept()ed on a
+    socket that does not listen, connections were refused and a worker spun
+    writing 100k log lines a second). After the reload every request is
+    answered by the new code and the log stays small."""
+    app = reload_app(tmp_path)
+    s = gangway("--workers", "2", "--preload", "--reuse-port", "--disable-logging",
+                "--wsgi-file", str(app), env=RELOAD_ENV)
+    old = set(current_workers(s.read_log()).values())
+    reload_app(tmp_path, version="two-reuse-port")
+    s.signal(signal.SIGHUP)
+    try:
+        wait_for(lambda: s.read_log().count("gangway: ready") >= 2, 15,
+                 what="the re-executed master's workers to serve")
+        wait_for(lambda: all(reaped(p, s.pid) for p in old), 15, what="the old workers to exit")
+    finally:
+        kill_leftovers(s, old)
+    for i in range(200):
+        try:
+            r = get(s, timeout=5)
+        except OSError as e:
+            pytest.fail("request %d after the reload: %s: %s; log tail:\n%s"
+                        % (i, type(e).__name__, e, s.read_log()[-1500:]))
+        assert r.status == 200 and r.body.startswith(b"version=two-reuse-port "), r.body[:100]
+    lines = s.read_log().count("\n")
+    assert lines < 60, "%d log lines; tail:\n%s" % (lines, s.read_log()[-1500:])
+
+
 def test_preload_failed_reload_keeps_serving(gangway, tmp_path):
     app = reload_app(tmp_path)
     s = gangway("--workers", "2", "--preload", "--wsgi-file", str(app), env=RELOAD_ENV)
