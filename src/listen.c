@@ -269,11 +269,13 @@ int gw_listen_share(gw_listener_t *l)
 
 void gw_listen_set_proto(gw_listener_t *l, enum gw_proto proto)
 {
+    const char *from = proto == GW_PROTO_UWSGI ? "http://" : "uwsgi://";
+    const char *to = proto == GW_PROTO_UWSGI ? "uwsgi://" : "http://";
     char url[sizeof(l->url)];
 
     l->proto = proto;
-    if (proto == GW_PROTO_UWSGI && strncmp(l->url, "http://", 7) == 0) {
-        snprintf(url, sizeof(url), "uwsgi://%s", l->url + 7);
+    if (strncmp(l->url, from, strlen(from)) == 0) {
+        snprintf(url, sizeof(url), "%s%s", to, l->url + strlen(from));
         memcpy(l->url, url, sizeof(url));
     }
 }
