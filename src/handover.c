@@ -76,10 +76,11 @@ static int parse_socks(gw_handover_t *h, const char *v, char *err, size_t errlen
         if (*p != (i + 1 < n ? ',' : '\0'))
             goto bad;
         p++;
-        if ((rc = check_fd(GW_ENV_FDS, s->fd, S_IFSOCK, err, errlen)) < 0)
-            return rc;
-        h->nsocks++;
     }
+    for (size_t i = 0; i < n; i++)
+        if ((rc = check_fd(GW_ENV_FDS, h->socks[i].fd, S_IFSOCK, err, errlen)) < 0)
+            return rc;
+    h->nsocks = n;
     return 0;
 bad:
     snprintf(err, errlen, "%s='%.64s': want descriptors such as 3,4u,5s" SET_BY, GW_ENV_FDS, v);
