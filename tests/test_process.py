@@ -1266,3 +1266,41 @@ def test_reload_follows_listener_changes(gangway, tmp_path):
         unix_get(a)
     log = s.read_log()
     assert "reload: http://unix:%s is no longer configured: closed" % a in log
+
+
+FLAKY_APP = '''
+import os
+BROKEN = os.environ["GW_TEST_BROKEN"]
+if os.path.exists(BROKEN) and b"--check-config" not in open("/proc/self/cmdline", "rb").read():
+    raise RuntimeError("broken outside the check")
+
+
+def application(environ, start_response):
+    body = ("pid=%d" % os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_reload_whose_new_workers_cannot_load_keeps_the_old_ones(gangway, tmp_path):
+    """The check passes but the re-executed master's new workers cannot load
+    the app: they are stopped and the old workers, handed over, keep
+    serving as the current generation; a later reload goes through."""
+    app = tmp_path / "flaky.py"
+    app.write_text(FLAKY_APP)
+    broken = tmp_path / "broken"
+    s = gangway("--workers", "2", "--wsgi-file", str(app),
+                env={"GW_TEST_BROKEN": str(broken), **RELOAD_ENV})
+    old = live_children(s.pid)
+    broken.write_text("x")
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed: the new workers cannot load the app" in s.read_log(), 20,
+             what="the new workers to fail")
+    assert "broken outside the check" in s.read_log()
+    assert "re-executing the master" in s.read_log()
+    wait_for(lambda: live_children(s.pid) == old, 10, what="only the old workers")
+    for _ in range(10):
+        assert pid_in(get(s).body) in old
+    broken.unlink()
+    new = reload_and_wait(s)
+    assert not new & old and pid_in(get(s).body) in new
