@@ -393,10 +393,15 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
                 (*out)[n++] = old[j], used[j] = true;
     }
     for (size_t j = 0; j < h->nsocks; j++) {
-        if (!used[j]) {
-            gw_log_error("reload: %s is no longer configured: closed", old[j].url);
-            gw_listen_close(&old[j]);
-        }
+        if (used[j])
+            continue;
+        gw_log_error("reload: %s is no longer configured: closed", old[j].url);
+        /* --vacuum removes the files of our unix sockets when they close
+         * for good, as at a stop (the old workers' copies go with them) */
+        if (cfg->vacuum && old[j].is_unix && !old[j].is_activated && old[j].path[0] &&
+            unlink(old[j].path) < 0 && errno != ENOENT)
+            gw_log_error("vacuum: cannot remove %s: %s", old[j].path, strerror(errno));
+        gw_listen_close(&old[j]);
     }
     /* A socket's reuse-port role comes from the socket: turning the option
      * off is done here (the placeholder starts listening, shared), turning

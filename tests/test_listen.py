@@ -279,3 +279,30 @@ def test_a_listener_that_stops_listening_costs_no_cpu_and_little_log(gangway):
     assert lines <= elapsed + 1, "%d accept lines in %.1f s:\n%s" % (
         lines, elapsed, srv.read_log()[-2000:])
     assert "accept on http://127.0.0.1:%d: Invalid argument" % ports[0] in srv.read_log()
+
+
+def test_a_stats_socket_that_stops_listening_costs_the_master_no_cpu(gangway):
+    """The master's --stats listener backs off a failing accept() too: the
+    master keeps supervising at ~0 CPU, with one log line a second at most."""
+    srv = gangway("--stats", "127.0.0.1:0", "--workers", "1", "hello:application")
+    port = int(re.search(r"statistics on http://127\.0\.0\.1:(\d+)", srv.read_log()).group(1))
+    listener = [e for e in tcp_entries(port) if e[2] == "LISTEN" and e[0] == port]
+    assert listener, tcp_entries(port)
+    ls = borrow_fd(srv.pid, listener[0][3])
+    assert ls is not None, "the master holds no such socket"
+    ls.shutdown(socket.SHUT_RD)
+    ls.close()
+    # nothing to wait on in the baseline's log: it fails silently
+    t0, cpu0 = time.monotonic(), cpu_seconds(srv.pid)
+    lines0 = srv.read_log().count("--stats: accept")
+    wait_for(lambda: time.monotonic() - t0 >= 2, 5, interval=0.1, what="2 seconds")
+    elapsed = time.monotonic() - t0
+    cpu = (cpu_seconds(srv.pid) - cpu0) / elapsed
+    lines = srv.read_log().count("--stats: accept") - lines0
+    assert cpu < 0.1, "the master used %.0f%% of a CPU on a failing --stats socket" % (cpu * 100)
+    assert 1 <= lines + lines0 and lines <= elapsed + 1, srv.read_log()[-2000:]
+    s = srv.connect()
+    try:
+        assert get(s).body == b"Hello, World!"
+    finally:
+        s.close()
