@@ -39,8 +39,8 @@ static int check_fd(const char *name, int fd, mode_t type, char *err, size_t err
     struct stat st;
 
     if (fd <= 2) {
-        snprintf(err, errlen, "%s: descriptor %d is standard input, output or error" SET_BY,
-                 name, fd);
+        snprintf(err, errlen, "%s: descriptor %d is standard input, output or error" SET_BY, name,
+                 fd);
         return -EINVAL;
     }
     if (fstat(fd, &st) < 0) {
@@ -184,8 +184,7 @@ int gw_handover_take(gw_handover_t *h, char *err, size_t errlen)
     qsort(named, nn, sizeof(*named), cmp_int);
     for (size_t i = 1; i < nn; i++) {
         if (named[i] == named[i - 1]) {
-            snprintf(err, errlen, "descriptor %d is named twice in the hand-over" SET_BY,
-                     named[i]);
+            snprintf(err, errlen, "descriptor %d is named twice in the hand-over" SET_BY, named[i]);
             rc = -EINVAL;
             goto fail;
         }

@@ -21,10 +21,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define GW_ENV_FDS "GANGWAY__LISTEN_FDS"
+#define GW_ENV_FDS         "GANGWAY__LISTEN_FDS"
 #define GW_ENV_OLD_WORKERS "GANGWAY__OLD_WORKERS"
-#define GW_ENV_SCOREBOARD "GANGWAY__SCOREBOARD_FD"
-#define GW_ENV_STATS "GANGWAY__STATS_FD"
+#define GW_ENV_SCOREBOARD  "GANGWAY__SCOREBOARD_FD"
+#define GW_ENV_STATS       "GANGWAY__STATS_FD"
 
 typedef struct gw_handover_sock {
     int fd;
@@ -33,13 +33,13 @@ typedef struct gw_handover_sock {
 } gw_handover_sock_t;
 
 typedef struct gw_handover {
-    bool is_present;          /* this image was re-executed by a reload */
+    bool is_present; /* this image was re-executed by a reload */
     gw_handover_sock_t *socks;
     size_t nsocks;
     pid_t *old;
     size_t nold;
-    int scoreboard_fd;        /* -1: none */
-    int stats_fd;             /* -1: none */
+    int scoreboard_fd; /* -1: none */
+    int stats_fd;      /* -1: none */
 } gw_handover_t;
 
 /* Reads the hand-over variables and unsets them (neither the app nor any

@@ -72,8 +72,8 @@ static void test_bad_values_are_refused(int sock, int file)
     CHECK_INT(take(NULL, "12", NULL, NULL, err, sizeof(err)), -EINVAL);
     CHECK(strstr(err, "GANGWAY__OLD_WORKERS is set without GANGWAY__LISTEN_FDS") != NULL);
     CHECK_INT(take(NULL, NULL, f, NULL, err, sizeof(err)), -EINVAL);
-    const char *bad_lists[] = {"", ",", "x", "3,", ",3", "3,,4", "3x", "3su", "-3", "+3",
-                               "99999999999", "2147483648", " 3", "3 "};
+    const char *bad_lists[] = {"",    ",",  "x",  "3,",          ",3",         "3,,4", "3x",
+                               "3su", "-3", "+3", "99999999999", "2147483648", " 3",   "3 "};
     for (size_t i = 0; i < sizeof(bad_lists) / sizeof(bad_lists[0]); i++) {
         CHECK_INT(take(bad_lists[i], NULL, NULL, NULL, err, sizeof(err)), -EINVAL);
         CHECK(strstr(err, "want descriptors") != NULL);
