@@ -911,8 +911,8 @@ def test_preload_failed_reload_keeps_serving(gangway, tmp_path):
     old = set(current_workers(s.read_log()).values())
     reload_app(tmp_path, version="broken", broken=True)
     s.signal(signal.SIGHUP)
-    wait_for(lambda: "reload failed: the new configuration or app does not load" in s.read_log(), 15,
-             what='"reload failed"')
+    wait_for(lambda: "reload failed: the new configuration or app does not load"
+             in s.read_log(), 15, what='"reload failed"')
     assert get(s).body.startswith(b"version=one ")
     assert live_children(s.pid) == old
     assert "proc_reload broken on purpose" in s.read_log()
