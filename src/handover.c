@@ -49,7 +49,9 @@ static int check_fd(const char *name, int fd, mode_t type, char *err, size_t err
     }
     if ((st.st_mode & S_IFMT) != type) {
         snprintf(err, errlen, "%s: descriptor %d is not a %s" SET_BY, name, fd,
-                 type == S_IFSOCK ? "socket" : "regular file");
+                 type == S_IFSOCK  ? "socket"
+                 : type == S_IFIFO ? "pipe"
+                                   : "regular file");
         return -EINVAL;
     }
     return 0;
@@ -154,16 +156,26 @@ int gw_handover_take(gw_handover_t *h, char *err, size_t errlen)
 {
     const char *fds = getenv(GW_ENV_FDS), *old = getenv(GW_ENV_OLD_WORKERS);
     const char *sbv = getenv(GW_ENV_SCOREBOARD), *stv = getenv(GW_ENV_STATS);
+    const char *chk = getenv(GW_ENV_CHECK);
     int *named = NULL, rc;
     size_t nn = 0;
 
     memset(h, 0, sizeof(*h));
-    h->scoreboard_fd = h->stats_fd = -1;
+    h->scoreboard_fd = h->stats_fd = h->check_fd = -1;
     if (!fds) {
         const char *stray = old ? GW_ENV_OLD_WORKERS : sbv ? GW_ENV_SCOREBOARD : GW_ENV_STATS;
-        if (!old && !sbv && !stv)
-            return 0;
-        snprintf(err, errlen, "%s is set without %s" SET_BY, stray, GW_ENV_FDS);
+        if (old || sbv || stv) {
+            snprintf(err, errlen, "%s is set without %s" SET_BY, stray, GW_ENV_FDS);
+            return -EINVAL;
+        }
+        /* a reload's checker: it answers once the check passes */
+        if (chk && (rc = parse_one_fd(GW_ENV_CHECK, chk, S_IFIFO, &h->check_fd, err, errlen)) < 0)
+            return rc;
+        unsetenv(GW_ENV_CHECK);
+        return 0;
+    }
+    if (chk) {
+        snprintf(err, errlen, "%s is set with %s" SET_BY, GW_ENV_CHECK, GW_ENV_FDS);
         return -EINVAL;
     }
     if ((rc = parse_socks(h, fds, err, errlen)) < 0 ||
@@ -203,6 +215,21 @@ fail:
     if (rc == -ENOMEM)
         snprintf(err, errlen, "reading the hand-over: %s", strerror(ENOMEM));
     return rc;
+}
+
+void gw_handover_answer_check(gw_handover_t *h)
+{
+    char v[16];
+    int n = snprintf(v, sizeof(v), "%d\n", GW_HANDOVER_VERSION);
+
+    if (h->check_fd < 0)
+        return;
+    /* A few bytes into an empty pipe: they fit. Lost, they only make the
+     * master hand over less. */
+    if (write(h->check_fd, v, (size_t)n) < 0)
+        n = 0;
+    close(h->check_fd);
+    h->check_fd = -1;
 }
 
 void gw_handover_dispose(gw_handover_t *h)

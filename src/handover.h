@@ -11,7 +11,12 @@
  *   GANGWAY__STATS_FD       "6": the --stats listening socket
  *
  * The first two keep the format of gangway 0.2.0, so a reload into an older
- * binary still takes over the sockets and stops the workers. */
+ * binary still takes over the sockets and stops the workers. Which binary
+ * speaks the rest is asked first: the reload's checker (`BINARY ARGS
+ * --check-config`) finds GANGWAY__CHECK_FD, a pipe, and once the check
+ * passes writes there the hand-over version it takes. A binary that writes
+ * nothing (an older gangway) gets the first two only: it would bind its
+ * --stats address again, held by a socket it does not know of. */
 #ifndef GW_HANDOVER_H
 #define GW_HANDOVER_H
 
@@ -25,6 +30,10 @@
 #define GW_ENV_OLD_WORKERS "GANGWAY__OLD_WORKERS"
 #define GW_ENV_SCOREBOARD  "GANGWAY__SCOREBOARD_FD"
 #define GW_ENV_STATS       "GANGWAY__STATS_FD"
+#define GW_ENV_CHECK       "GANGWAY__CHECK_FD"
+
+/* The hand-over this binary takes: all four variables. */
+#define GW_HANDOVER_VERSION 1
 
 typedef struct gw_handover_sock {
     int fd;
@@ -40,11 +49,13 @@ typedef struct gw_handover {
     size_t nold;
     int scoreboard_fd; /* -1: none */
     int stats_fd;      /* -1: none */
+    int check_fd;      /* a reload's checker: its answer goes there (-1: none) */
 } gw_handover_t;
 
 /* Reads the hand-over variables and unsets them (neither the app nor any
  * process started later sees them). Without GW_ENV_FDS there is no
- * hand-over (is_present false) and the other variables are an error. Every
+ * hand-over (is_present false) and the other variables are an error, but
+ * GW_ENV_CHECK (a pipe, kept in check_fd: this is a reload's checker). Every
  * value is checked: descriptors above 2 that are open sockets (the
  * scoreboard: a regular file), named once; pids above 0, named once. Then
  * every descriptor above 2 that no variable names is closed: what the
@@ -53,6 +64,10 @@ typedef struct gw_handover {
  * the caller's, to adopt or close. 0, or -EINVAL / -ENOMEM with a one-line
  * reason in err (nothing is then owned, nothing closed). */
 int gw_handover_take(gw_handover_t *h, char *err, size_t errlen);
+
+/* A reload's checker whose check passed: writes GW_HANDOVER_VERSION to
+ * check_fd and closes it. No-op without check_fd. */
+void gw_handover_answer_check(gw_handover_t *h);
 
 /* Frees the lists; closes no descriptor. Accepts a zeroed h. */
 void gw_handover_dispose(gw_handover_t *h);

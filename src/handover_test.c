@@ -11,6 +11,7 @@
 
 static void clear_env(void)
 {
+    unsetenv(GW_ENV_CHECK);
     unsetenv(GW_ENV_FDS);
     unsetenv(GW_ENV_OLD_WORKERS);
     unsetenv(GW_ENV_SCOREBOARD);
@@ -176,6 +177,37 @@ static void test_round_trip_closes_the_rest(void)
     gw_handover_dispose(&in);
 }
 
+/* A reload's checker: GANGWAY__CHECK_FD alone, a pipe; the answer is the
+ * hand-over version. */
+static void test_the_checker_answers(int sock)
+{
+    gw_handover_t h;
+    char err[256], v[16], buf[16] = "";
+    int p[2];
+
+    CHECK(pipe(p) == 0);
+    clear_env();
+    snprintf(v, sizeof(v), "%d", p[1]);
+    setenv(GW_ENV_CHECK, v, 1);
+    CHECK_INT(gw_handover_take(&h, err, sizeof(err)), 0);
+    CHECK(!h.is_present && h.check_fd == p[1] && !getenv(GW_ENV_CHECK));
+    gw_handover_answer_check(&h);
+    CHECK(h.check_fd == -1 && fcntl(p[1], F_GETFD) < 0);
+    CHECK(read(p[0], buf, sizeof(buf) - 1) > 0);
+    CHECK_INT(atoi(buf), GW_HANDOVER_VERSION);
+    close(p[0]);
+    gw_handover_dispose(&h);
+
+    snprintf(v, sizeof(v), "%d", sock);
+    setenv(GW_ENV_CHECK, v, 1);
+    CHECK_INT(gw_handover_take(&h, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "GANGWAY__CHECK_FD: descriptor") && strstr(err, "is not a pipe"));
+    setenv(GW_ENV_FDS, v, 1);
+    CHECK_INT(gw_handover_take(&h, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "GANGWAY__CHECK_FD is set with GANGWAY__LISTEN_FDS") != NULL);
+    clear_env();
+}
+
 int main(void)
 {
     int sock = socket(AF_INET, SOCK_STREAM, 0);
@@ -183,6 +215,7 @@ int main(void)
 
     test_nothing_handed_over();
     test_bad_values_are_refused(sock, file);
+    test_the_checker_answers(sock);
     test_round_trip_closes_the_rest();
     printf("handover: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

@@ -714,6 +714,9 @@ int main(int argc, char **argv)
         if (cfg.show_config)
             gw_config_print(&cfg, stderr);
         rc = serve(&cfg, &ex, &h);
+        /* a reload's checker tells the master which hand-over it takes */
+        if (cfg.check_config && rc == 0)
+            gw_handover_answer_check(&h);
     }
     gw_config_dispose(&cfg);
 out:

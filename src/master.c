@@ -41,6 +41,7 @@ typedef struct master {
     const gw_master_exec_t *ex;
     gw_wsgi_t *app;      /* --preload: the app, imported here */
     pid_t checker;       /* a reload's `gangway ARGS --check-config`, running */
+    int checker_rd;      /* its answer: the hand-over version it takes (-1: none) */
     gw_listener_t *ls;
     size_t nl;
     const char *banner;
@@ -140,6 +141,8 @@ static int spawn(master_t *m, size_t i)
         close(m->notify.fd);
         gw_stats_close_fds(m->stats);
         gw_scoreboard_close_fd(&m->sb);
+        if (m->checker_rd >= 0)
+            close(m->checker_rd);
         gw_loop_free(m->loop);
         exit(gw_worker_run(m->cfg, m->ls, m->nl, (unsigned)i + 1, &m->sb, m->notify_wr,
                            m->app));
@@ -260,19 +263,27 @@ static void on_delay_timer(gw_loop_t *loop, gw_timer_t *t)
 static void start_checker(master_t *m, const char *why)
 {
     const gw_master_exec_t *ex = m->ex;
+    char var[sizeof(GW_ENV_CHECK) + 2], **args = NULL, **envp = NULL;
+    size_t n = 0, ne = 0;
+    int p[2] = {-1, -1};
     sigset_t mask;
-    size_t n = 0;
-    char **args;
     pid_t pid;
 
     while (ex->argv[n])
         n++;
-    if (!(args = calloc(n + 2, sizeof(*args)))) {
-        gw_log_error("%s: cannot reload: %s", why, strerror(ENOMEM));
-        return;
+    while (ex->envp[ne])
+        ne++;
+    /* The checker answers on descriptor 3 which hand-over it takes. */
+    snprintf(var, sizeof(var), "%s=3", GW_ENV_CHECK);
+    if (!(args = calloc(n + 2, sizeof(*args))) || !(envp = calloc(ne + 2, sizeof(*envp))) ||
+        pipe2(p, O_CLOEXEC) < 0) {
+        gw_log_error("%s: cannot reload: %s", why, strerror(errno));
+        goto out;
     }
     memcpy(args, ex->argv, n * sizeof(*args));
     args[n] = "--check-config";
+    memcpy(envp, ex->envp, ne * sizeof(*envp));
+    envp[ne] = var;
     gw_log_flush();
     fflush(NULL);
     gw_signals_block(&mask);
@@ -286,23 +297,51 @@ static void start_checker(master_t *m, const char *why)
                          strerror(errno));
             _exit(127);
         }
-        /* nothing of the master's beyond stdio: not the listeners (they are
-         * close-on-exec anyway), not what a preloaded app left inheritable */
-        close_range(3, ~0U, 0);
-        execve(ex->path, args, ex->envp);
+        /* dup2 clears close-on-exec, except onto itself */
+        if (p[1] == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(p[1], 3) < 0)
+            _exit(127);
+        /* nothing else of the master's beyond stdio: not the listeners (they
+         * are close-on-exec anyway), not what a preloaded app left
+         * inheritable */
+        close_range(4, ~0U, 0);
+        execve(ex->path, args, envp);
         gw_log_error("reload: cannot run %s: %s", ex->path, strerror(errno));
         _exit(127);
     }
     gw_signals_restore(&mask);
-    free(args);
     if (pid < 0) {
         gw_log_error("%s: cannot reload: cannot start the check: %s", why, strerror(errno));
-        return;
+        goto out;
     }
     m->checker = pid;
+    m->checker_rd = p[0];
+    p[0] = -1;
+    fcntl(m->checker_rd, F_SETFL, O_NONBLOCK);
     tell_systemd(m, "RELOADING=1", "reloading: checking the configuration and the app");
     gw_log_error("%s: graceful reload: checking the configuration and the app (%s "
                  "--check-config)", why, ex->path);
+out:
+    if (p[0] >= 0)
+        close(p[0]);
+    if (p[1] >= 0)
+        close(p[1]);
+    free(args);
+    free(envp);
+}
+
+/* The hand-over version the checker said it takes; 0 when it said nothing
+ * (a gangway from before GANGWAY__CHECK_FD). */
+static int checker_answer(master_t *m)
+{
+    char buf[16];
+    ssize_t n = read(m->checker_rd, buf, sizeof(buf) - 1);
+
+    close(m->checker_rd);
+    m->checker_rd = -1;
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return atoi(buf);
 }
 
 static void save_carried(master_t *m)
@@ -339,24 +378,29 @@ static bool restore_carried(master_t *m)
     return true;
 }
 
-/* Clears or sets close-on-exec on every descriptor the hand-over names. */
-static void set_cloexec(master_t *m, bool on)
+/* Clears or sets close-on-exec on every descriptor the hand-over names
+ * (with is_full false: the sockets only). */
+static void set_cloexec(master_t *m, bool on, bool is_full)
 {
     int flag = on ? FD_CLOEXEC : 0;
 
     for (size_t i = 0; i < m->nl; i++)
         if (m->ls[i].fd >= 0)
             fcntl(m->ls[i].fd, F_SETFD, flag);
+    if (!is_full)
+        return;
     fcntl(m->sb.fd, F_SETFD, flag);
     if (gw_stats_fd(m->stats) >= 0)
         fcntl(gw_stats_fd(m->stats), F_SETFD, flag);
 }
 
 /* The environment of the next image: the starting one, then the hand-over
- * (every list built to its exact size). NULL when out of memory. */
-static char **exec_environ(master_t *m, char *vars[GW_HANDOVER_VARS + 1])
+ * (every list built to its exact size; is_full false: sockets and workers
+ * only). NULL when out of memory. */
+static char **exec_environ(master_t *m, bool is_full, char *vars[GW_HANDOVER_VARS + 1])
 {
-    gw_handover_t h = {.scoreboard_fd = m->sb.fd, .stats_fd = gw_stats_fd(m->stats)};
+    gw_handover_t h = {.scoreboard_fd = is_full ? m->sb.fd : -1,
+                       .stats_fd = is_full ? gw_stats_fd(m->stats) : -1};
     size_t n = 0, nv = 0;
     char **envp = NULL;
 
@@ -394,11 +438,12 @@ out:
  * listening sockets, its workers and its scoreboard. The new image reads
  * the configuration again, starts its own workers, and stops these once its
  * own serve. */
-static void reexec(master_t *m)
+static void reexec(master_t *m, int version)
 {
     const gw_master_exec_t *ex = m->ex;
     char *vars[GW_HANDOVER_VARS + 1] = {NULL};
-    char **envp = exec_environ(m, vars);
+    bool is_full = version >= GW_HANDOVER_VERSION;
+    char **envp = exec_environ(m, is_full, vars);
     int here = -1, e;
     mode_t um;
     sigset_t mask;
@@ -408,7 +453,10 @@ static void reexec(master_t *m)
         goto failed;
     }
     save_carried(m);
-    set_cloexec(m, false);
+    set_cloexec(m, false, is_full);
+    if (!is_full)
+        gw_log_error("reload: %s takes only the sockets and the workers over (an older "
+                     "gangway): its statistics start from zero", ex->path);
     gw_log_error("reload: re-executing the master (pid %d) from %s", (int)getpid(), ex->path);
     gw_log_flush();
     fflush(NULL);
@@ -431,7 +479,7 @@ static void reexec(master_t *m)
         close(here);
     umask(um);
     gw_signals_restore(&mask);
-    set_cloexec(m, true);
+    set_cloexec(m, true, is_full);
     ((carried_t *)m->sb.extra)->version = 0;
 failed:
     free(envp);
@@ -625,9 +673,10 @@ static void reap(master_t *m)
 
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
         if (pid == m->checker) {
+            int version = checker_answer(m);
             m->checker = 0;
             if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !m->is_stopping) {
-                reexec(m);
+                reexec(m, version);
             } else {
                 char how[96];
                 if (!m->is_stopping) {
@@ -895,6 +944,7 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     m->target = (unsigned)cfg->workers;
     m->generation = 1;
     m->sb.fd = -1;
+    m->checker_rd = -1;
     m->sigwatch.fd = m->notify.fd = -1;
     if (open_scoreboard(m, h) < 0 || !(m->loop = gw_loop_new(NULL)) ||
         pipe2(p, O_CLOEXEC) < 0) {
@@ -977,6 +1027,8 @@ out:
         gw_wsgi_free(m->app);
     }
     gw_stats_free(m->stats);
+    if (m->checker_rd >= 0)
+        close(m->checker_rd);
     if (h->stats_fd >= 0)
         close(h->stats_fd);
     h->stats_fd = -1;

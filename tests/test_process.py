@@ -1304,3 +1304,32 @@ def test_reload_whose_new_workers_cannot_load_keeps_the_old_ones(gangway, tmp_pa
     broken.unlink()
     new = reload_and_wait(s)
     assert not new & old and pid_in(get(s).body) in new
+
+
+def test_reload_into_a_binary_that_does_not_answer_the_check(gangway, tmp_path, monkeypatch):
+    """The binary at the path is replaced by one that predates the hand-over
+    check (simulated: a script that hides GANGWAY__CHECK_FD from the real
+    binary). It gets the sockets and the workers only, and keeps serving;
+    --stats, which such a binary binds again, is free for it to bind."""
+    import conftest
+    import shutil
+    d = tmp_path / "bin"
+    d.mkdir()
+    exe, real = d / "gangway", d / "gangway-real"
+    shutil.copy2(BIN, exe)
+    shutil.copy2(BIN, real)
+    monkeypatch.setattr(conftest, "BIN", str(exe))
+    s = gangway("--workers", "2", "--stats", "127.0.0.1:0", "proc_app:application")
+    for _ in range(3):
+        assert get(s).status == 200
+    script = d / "gangway.new"
+    script.write_text("#!/bin/sh\nunset GANGWAY__CHECK_FD\nexec %s \"$@\"\n" % real)
+    script.chmod(0o755)
+    os.rename(script, exe)
+    new = reload_and_wait(s)
+    log = s.read_log()
+    assert "takes only the sockets and the workers over (an older gangway)" in log, log[-2000:]
+    assert os.stat("/proc/%d/exe" % s.pid).st_ino == os.stat(real).st_ino
+    assert pid_in(get(s).body) in new
+    js = stats_get(s)  # bound again by the new image, answering
+    assert js["totals"]["requests"] <= 1  # started again from zero
