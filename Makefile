@@ -31,7 +31,7 @@ endif
 LDLIBS  += $(PY_LDFLAGS) -lsystemd
 
 # Modules of the server; *_test.c and *_fuzz.c sit beside them.
-MODS  := arena buf clock config conn http1 ini listen log loop master request response scoreboard server signals static stats uwsgi worker wsgi wsgi_types
+MODS  := arena buf clock config conn handover http1 ini listen log loop master request response scoreboard server signals static stats uwsgi worker wsgi wsgi_types
 OBJS  := $(MODS:%=$(BUILD)/%.o) $(BUILD)/stats_page.o $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
 DEPS_STAMP := $(BUILD)/.deps-ok
 

@@ -217,20 +217,38 @@ bad:
     return -EINVAL;
 }
 
-int gw_listen_adopt(gw_listener_t *l, int fd)
+int gw_listen_adopt(gw_listener_t *l, int fd, int backlog)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
+    int type = 0, listening = 0, reuse = 0;
+    socklen_t il = sizeof(int);
 
     memset(l, 0, sizeof(*l));
     l->fd = -1;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
         return -errno;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &il) < 0 || type != SOCK_STREAM)
+        return -ENOTSOCK;
+    /* The socket says what it is for. A --reuse-port placeholder holds the
+     * address without listening (each worker listens on a socket of its own
+     * in its SO_REUSEPORT group): taking it for a shared listener would have
+     * every worker accept() on a socket that does not listen (EINVAL). */
+    il = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &il) < 0)
+        return -errno;
+    il = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &reuse, &il) < 0)
+        reuse = 0;
+    if (!listening && !(reuse && (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)))
+        return -EINVAL;
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     l->fd = fd;
     l->addr = ss;
     l->addrlen = sl;
+    l->backlog = backlog;
+    l->is_reuse_port = !listening;
     if (ss.ss_family == AF_UNIX) {
         describe_unix(l, ((const struct sockaddr_un *)(const void *)&ss)->sun_path);
         return 0;
@@ -239,13 +257,25 @@ int gw_listen_adopt(gw_listener_t *l, int fd)
     return 0;
 }
 
+int gw_listen_share(gw_listener_t *l)
+{
+    if (!l->is_reuse_port)
+        return 0;
+    if (listen(l->fd, l->backlog) < 0)
+        return -errno;
+    l->is_reuse_port = false;
+    return 0;
+}
+
 void gw_listen_set_proto(gw_listener_t *l, enum gw_proto proto)
 {
+    const char *from = proto == GW_PROTO_UWSGI ? "http://" : "uwsgi://";
+    const char *to = proto == GW_PROTO_UWSGI ? "uwsgi://" : "http://";
     char url[sizeof(l->url)];
 
     l->proto = proto;
-    if (proto == GW_PROTO_UWSGI && strncmp(l->url, "http://", 7) == 0) {
-        snprintf(url, sizeof(url), "uwsgi://%s", l->url + 7);
+    if (strncmp(l->url, from, strlen(from)) == 0) {
+        snprintf(url, sizeof(url), "%s%s", to, l->url + strlen(from));
         memcpy(l->url, url, sizeof(url));
     }
 }
@@ -393,6 +423,39 @@ bool gw_listen_is_bound_to(int fd, const char *addr)
                              &((struct sockaddr_in6 *)(void *)&ss)->sin6_addr, 16) == 0 &&
                           ((struct sockaddr_in6 *)ai->ai_addr)->sin6_port ==
                               ((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
+    freeaddrinfo(res);
+    return same;
+}
+
+bool gw_listen_matches(const gw_listener_t *l, const char *addr)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char host[256];
+    const char *port;
+    bool same;
+
+    if (strncmp(addr, "unix:", 5) == 0 || addr[0] == '/' || addr[0] == '.') {
+        const char *path = strncmp(addr, "unix:", 5) == 0 ? addr + 5 : addr;
+        return l->is_unix && strcmp(l->path, path) == 0;
+    }
+    if (l->is_unix || !(port = split_host_port(addr, host, sizeof(host))) ||
+        getaddrinfo(*host ? host : NULL, port, &hints, &res) != 0)
+        return false;
+    /* The first answer is the one gw_listen_open() binds. */
+    if (res->ai_family == AF_INET && l->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)res->ai_addr;
+        const struct sockaddr_in *b = (const struct sockaddr_in *)(const void *)&l->addr;
+        same = a->sin_addr.s_addr == b->sin_addr.s_addr &&
+               (a->sin_port == 0 || a->sin_port == b->sin_port);
+    } else if (res->ai_family == AF_INET6 && l->addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)res->ai_addr;
+        const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)(const void *)&l->addr;
+        same = memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0 &&
+               (a->sin6_port == 0 || a->sin6_port == b->sin6_port);
+    } else {
+        same = false;
+    }
     freeaddrinfo(res);
     return same;
 }

@@ -69,8 +69,23 @@ void gw_allow_dispose(gw_allow_t *a);
 /* True when sa may use l (always for HTTP listeners and unix sockets). */
 bool gw_listen_allows(const gw_listener_t *l, const struct sockaddr *sa);
 
-/* Describes an already listening socket handed in (re-exec): 0 or -errno. */
-int gw_listen_adopt(gw_listener_t *l, int fd);
+/* Takes a socket handed in (systemd, or the previous image of a re-executed
+ * master) and describes it. Its role comes from the socket itself: one that
+ * listens is shared by the workers; a TCP one that only holds its address
+ * with SO_REUSEPORT is a --reuse-port placeholder (each worker listens on a
+ * socket of its own, with backlog). 0, -ENOTSOCK (not a stream socket), or
+ * -EINVAL (it neither listens nor holds a reuse-port address). l->fd is the
+ * socket only on success; the caller keeps it otherwise. */
+int gw_listen_adopt(gw_listener_t *l, int fd, int backlog);
+
+/* A --reuse-port placeholder starts listening itself, shared by the workers
+ * (a reload that turned --reuse-port off). 0 or -errno; no-op for others. */
+int gw_listen_share(gw_listener_t *l);
+
+/* True when gw_listen_open(addr) would bind the address l is bound to; port
+ * 0 in addr matches any port (the port the kernel picked for it). Host names
+ * are resolved as gw_listen_open() resolves them. */
+bool gw_listen_matches(const gw_listener_t *l, const char *addr);
 
 /* Checks that addr is an address gw_listen_open() would take (resolving a
  * host name, binding nothing). 0, or -EINVAL with the reason in err. */

@@ -1,5 +1,6 @@
 /* gangway: a WSGI application server. */
 #include "config.h"
+#include "handover.h"
 #include "listen.h"
 #include "log.h"
 #include "master.h"
@@ -7,7 +8,9 @@
 #include "wsgi.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <llhttp.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -374,44 +377,13 @@ out:
     return rc;
 }
 
-/* A master re-executed by a --preload reload takes its listening sockets
- * from the environment ("3,4u") instead of binding them again. */
-static int adopt_handed_over(gw_listener_t **out, size_t *nout, const char *fds)
-{
-    size_t n = 1;
-    const char *p = fds;
-
-    for (const char *q = fds; *q; q++)
-        n += *q == ',';
-    if (!(*out = calloc(n, sizeof(**out))))
-        return -1;
-    *nout = n;
-    for (size_t i = 0; i < n; i++)
-        (*out)[i].fd = -1;
-    for (size_t i = 0; i < n; i++) {
-        char *end;
-        long fd = strtol(p, &end, 10);
-        if (end == p || fd < 0 || gw_listen_adopt(&(*out)[i], (int)fd) < 0) {
-            gw_log_error("cannot adopt listening socket %zu from %s", i, GW_ENV_FDS);
-            return -1;
-        }
-        if (*end == 'u')
-            gw_listen_set_proto(&(*out)[i], GW_PROTO_UWSGI), end++;
-        if (*end == 's')
-            (*out)[i].is_activated = true, end++;
-        p = *end == ',' ? end + 1 : end;
-    }
-    unsetenv(GW_ENV_FDS);
-    return 0;
-}
-
 /* systemd socket activation: with no --http / --uwsgi, every socket handed
  * in serves (HTTP, or uwsgi when its FileDescriptorName= is "uwsgi"); with
  * addresses given, each takes the handed-in socket bound to it and binds
  * itself when there is none. Returns the number of sockets taken, 0 when
  * there is no activation, -1 after logging. */
 static int adopt_activated(const char *const *addrs, const bool *is_uwsgi, size_t naddrs,
-                           gw_listener_t **out, size_t *nout)
+                           int backlog, gw_listener_t **out, size_t *nout)
 {
     char **names = NULL;
     int n = sd_listen_fds_with_names(1, &names), rc = -1;
@@ -442,7 +414,7 @@ static int adopt_activated(const char *const *addrs, const bool *is_uwsgi, size_
             uw = names && names[i] && strcmp(names[i], "uwsgi") == 0;
         }
         used[fd] = true;
-        if (gw_listen_adopt(&(*out)[i], SD_LISTEN_FDS_START + fd) < 0) {
+        if (gw_listen_adopt(&(*out)[i], SD_LISTEN_FDS_START + fd, backlog) < 0) {
             gw_log_error("LISTEN_FDS: socket %d is not a listening socket", SD_LISTEN_FDS_START + fd);
             goto out;
         }
@@ -466,24 +438,153 @@ out:
     return rc;
 }
 
+/* True for "host:0" / ":0": any port will do (the kernel picks one). */
+static bool is_any_port(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+
+    if (strncmp(addr, "unix:", 5) == 0 || addr[0] == '/' || addr[0] == '.' || !colon)
+        return false;
+    return colon[1] && strspn(colon + 1, "0") == strlen(colon + 1);
+}
+
+static int bind_one(const gw_config_t *cfg, gw_listener_t *l, const char *addr, bool is_uwsgi)
+{
+    char err[256];
+    int (*open_fn)(gw_listener_t *, const char *, int, char *, size_t) =
+        cfg->reuse_port ? gw_listen_open_reuse : gw_listen_open;
+
+    if (open_fn(l, addr, (int)cfg->listen_backlog, err, sizeof(err)) < 0) {
+        gw_log_error("%s", err);
+        return -1;
+    }
+    if (is_uwsgi)
+        gw_listen_set_proto(l, GW_PROTO_UWSGI);
+    return 0;
+}
+
+/* A master re-executed by a reload takes the previous image's sockets
+ * instead of binding again: the address is never unbound, so no connection
+ * is refused. The new configuration decides what serves: each address takes
+ * the handed-over socket bound to it (port 0: the next one on that host, in
+ * order); an address none is bound to is bound now; a socket no address wants
+ * is closed. A new address that cannot be bound is logged and left out, and
+ * if nothing at all could be opened the previous sockets go on: a reload
+ * never takes the service down. With no --http / --uwsgi, the sockets
+ * systemd handed in serve, as at start. */
+static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
+                             const char *const *addrs, const bool *is_uwsgi, size_t naddrs,
+                             gw_listener_t **out, size_t *nout)
+{
+    gw_listener_t *old = calloc(h->nsocks ? h->nsocks : 1, sizeof(*old));
+    bool *used = calloc(h->nsocks ? h->nsocks : 1, sizeof(*used));
+    long *match = calloc(naddrs ? naddrs : 1, sizeof(*match));
+    size_t n = 0, activated = 0;
+    int rc = -1;
+
+    if (!old || !used || !match || !(*out = calloc(naddrs + h->nsocks, sizeof(**out))))
+        goto out;
+    for (size_t j = 0; j < h->nsocks; j++) {
+        old[j].fd = -1;
+        if ((rc = gw_listen_adopt(&old[j], h->socks[j].fd, (int)cfg->listen_backlog)) < 0) {
+            gw_log_error("reload: handed-over socket %d %s: closed", h->socks[j].fd,
+                         rc == -EINVAL ? "no longer listens" : "is not a stream socket");
+            close(h->socks[j].fd);
+            used[j] = true;
+            continue;
+        }
+        gw_listen_set_proto(&old[j], h->socks[j].proto);
+        old[j].is_activated = h->socks[j].is_activated;
+        activated += old[j].is_activated;
+    }
+    rc = -1;
+    if (!cfg->http.n && !cfg->uwsgi.n && activated) {
+        for (size_t j = 0; j < h->nsocks; j++)
+            if (!used[j] && old[j].is_activated)
+                (*out)[n++] = old[j], used[j] = true;
+    } else {
+        /* Exact addresses first, so that a "host:0" takes no socket that an
+         * address with its port spelt out is bound to. */
+        for (int pass = 0; pass < 2; pass++) {
+            for (size_t i = 0; i < naddrs; i++) {
+                if (pass != is_any_port(addrs[i]))
+                    continue;
+                match[i] = -1;
+                for (size_t j = 0; j < h->nsocks && match[i] < 0; j++)
+                    if (!used[j] && gw_listen_matches(&old[j], addrs[i]))
+                        match[i] = (long)j, used[j] = true;
+            }
+        }
+        for (size_t i = 0; i < naddrs; i++) {
+            gw_listener_t *l = &(*out)[n];
+            if (match[i] >= 0) {
+                *l = old[match[i]];
+                gw_listen_set_proto(l, is_uwsgi[i] ? GW_PROTO_UWSGI : GW_PROTO_HTTP);
+            } else if (bind_one(cfg, l, addrs[i], is_uwsgi[i]) < 0 ||
+                       own_sockets(cfg, l, 1) < 0) {
+                gw_log_error("reload: serving without %s until a restart", addrs[i]);
+                gw_listen_close(l);
+                continue;
+            }
+            n++;
+        }
+    }
+    if (!n) {
+        gw_log_error("reload: none of the configured addresses could be opened; the previous "
+                     "sockets go on serving");
+        for (size_t j = 0; j < h->nsocks; j++)
+            if (old[j].fd >= 0)
+                (*out)[n++] = old[j], used[j] = true;
+    }
+    for (size_t j = 0; j < h->nsocks; j++) {
+        if (used[j])
+            continue;
+        gw_log_error("reload: %s is no longer configured: closed", old[j].url);
+        /* --vacuum removes the files of our unix sockets when they close
+         * for good, as at a stop (the old workers' copies go with them) */
+        if (cfg->vacuum && old[j].is_unix && !old[j].is_activated && old[j].path[0] &&
+            unlink(old[j].path) < 0 && errno != ENOENT)
+            gw_log_error("vacuum: cannot remove %s: %s", old[j].path, strerror(errno));
+        gw_listen_close(&old[j]);
+    }
+    /* A socket's reuse-port role comes from the socket: turning the option
+     * off is done here (the placeholder starts listening, shared), turning
+     * it on needs sockets bound with it from the start. */
+    for (size_t i = 0; i < n; i++) {
+        gw_listener_t *l = &(*out)[i];
+        int e;
+        if (l->is_reuse_port && !cfg->reuse_port && (e = gw_listen_share(l)) < 0)
+            gw_log_error("reload: %s keeps --reuse-port: %s", l->url, strerror(-e));
+        else if (!l->is_reuse_port && cfg->reuse_port && !l->is_unix)
+            gw_log_error("reload: --reuse-port takes effect on %s at a restart; its socket "
+                         "stays shared until then", l->url);
+    }
+    *nout = n;
+    rc = 0;
+out:
+    if (rc < 0) {
+        gw_log_error("reload: cannot take the listening sockets over: %s", strerror(ENOMEM));
+        free(*out);
+        *out = NULL;
+    }
+    free(old);
+    free(used);
+    free(match);
+    return rc;
+}
+
 /* The listening sockets, from the strongest source: a re-executed master's
  * hand-over, systemd's, or --http / --uwsgi bound here (127.0.0.1:8000 when
- * nothing is given). *is_handed_over tells the caller that pidfile and
- * privileges are already as the previous image left them. */
-static int open_listeners(const gw_config_t *cfg, gw_listener_t **ls, size_t *nl,
-                          bool *is_handed_over)
+ * nothing is given). */
+static int open_listeners(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_t **ls,
+                          size_t *nl)
 {
     static const char *default_http = "127.0.0.1:8000";
-    const char *handed = getenv(GW_ENV_FDS);
     size_t naddrs = cfg->http.n + cfg->uwsgi.n;
     const char **addrs;
     bool *is_uwsgi;
-    char err[256];
     int rc = -1, act = 0;
 
-    *is_handed_over = handed != NULL;
-    if (handed)
-        return adopt_handed_over(ls, nl, handed);
     if (!(addrs = calloc(naddrs + 1, sizeof(*addrs))) ||
         !(is_uwsgi = calloc(naddrs + 1, sizeof(*is_uwsgi)))) {
         free(addrs);
@@ -493,7 +594,14 @@ static int open_listeners(const gw_config_t *cfg, gw_listener_t **ls, size_t *nl
         is_uwsgi[i] = i >= cfg->http.n;
         addrs[i] = is_uwsgi[i] ? cfg->uwsgi.v[i - cfg->http.n] : cfg->http.v[i];
     }
-    if (!cfg->check_config && (act = adopt_activated(addrs, is_uwsgi, naddrs, ls, nl)) < 0)
+    if (h->is_present) {
+        if (!naddrs)
+            addrs[naddrs++] = default_http;
+        rc = adopt_handed_over(cfg, h, addrs, is_uwsgi, naddrs, ls, nl);
+        goto out;
+    }
+    if (!cfg->check_config &&
+        (act = adopt_activated(addrs, is_uwsgi, naddrs, (int)cfg->listen_backlog, ls, nl)) < 0)
         goto out;
     if (!act) {
         if (!naddrs)
@@ -507,14 +615,8 @@ static int open_listeners(const gw_config_t *cfg, gw_listener_t **ls, size_t *nl
     for (size_t i = 0; i < *nl && !cfg->check_config; i++) {
         if ((*ls)[i].fd >= 0)
             continue; /* handed in by systemd */
-        int (*open_fn)(gw_listener_t *, const char *, int, char *, size_t) =
-            cfg->reuse_port ? gw_listen_open_reuse : gw_listen_open;
-        if (open_fn(&(*ls)[i], addrs[i], (int)cfg->listen_backlog, err, sizeof(err)) < 0) {
-            gw_log_error("%s", err);
+        if (bind_one(cfg, &(*ls)[i], addrs[i], is_uwsgi[i]) < 0)
             goto out;
-        }
-        if (is_uwsgi[i])
-            gw_listen_set_proto(&(*ls)[i], GW_PROTO_UWSGI);
     }
     rc = 0;
 out:
@@ -558,7 +660,7 @@ static int check_app(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
     return 0;
 }
 
-static int serve(gw_config_t *cfg, char **argv)
+static int serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *h)
 {
     static const char *default_allow[] = {"127.0.0.0/8", "::1"};
     gw_listener_t *ls = NULL;
@@ -566,7 +668,6 @@ static int serve(gw_config_t *cfg, char **argv)
     gw_allow_t allow = {0};
     char err[256], banner[128];
     char **static_abs = NULL;
-    bool is_handed_over;
     int rc = 1;
 
     /* --check-config answers on stderr, whatever the log file. */
@@ -593,9 +694,11 @@ static int serve(gw_config_t *cfg, char **argv)
             return 1;
         }
     }
-    if (open_listeners(cfg, &ls, &nl, &is_handed_over) < 0)
+    if (open_listeners(cfg, h, &ls, &nl) < 0)
         goto out;
-    if (!is_handed_over && !cfg->check_config) {
+    /* A re-executed master's pidfile, sockets and privileges are as its
+     * first image left them. */
+    if (!h->is_present && !cfg->check_config) {
         if (own_sockets(cfg, ls, nl) < 0)
             goto out;
         if (cfg->pidfile && write_pidfile(cfg->pidfile) < 0)
@@ -631,7 +734,7 @@ static int serve(gw_config_t *cfg, char **argv)
     }
     snprintf(banner, sizeof(banner), "gangway %s (Python %s)", GW_VERSION,
              gw_wsgi_python_version());
-    rc = gw_master_run(cfg, ls, nl, banner, argv);
+    rc = gw_master_run(cfg, ls, nl, banner, ex, h);
 out:
     for (size_t i = 0; ls && i < nl; i++)
         gw_listen_close(&ls[i]);
@@ -643,11 +746,99 @@ out:
     return rc;
 }
 
+/* The binary a reload runs: the path gangway was started from (argv[0], or
+ * found on PATH as the shell found it) when that is the file running now,
+ * else what /proc/self/exe names now. Read at start, not at the reload: once
+ * a package upgrade has replaced the file, /proc/self/exe is the old,
+ * deleted inode. A symlink stays a symlink, so a new target is followed. */
+static char *find_binary(const char *argv0, char *const *envp)
+{
+    struct stat self, st;
+    char buf[PATH_MAX], *deleted;
+    const char *path = NULL;
+    ssize_t n;
+
+    if (stat("/proc/self/exe", &self) == 0 && argv0 && *argv0) {
+        if (strchr(argv0, '/')) {
+            if (stat(argv0, &st) == 0 && st.st_dev == self.st_dev && st.st_ino == self.st_ino)
+                return strdup(argv0);
+        } else {
+            for (size_t i = 0; envp[i] && !path; i++)
+                if (strncmp(envp[i], "PATH=", 5) == 0)
+                    path = envp[i] + 5;
+            for (const char *p = path; p && *p;) {
+                size_t dl = strcspn(p, ":");
+                if (dl && dl < sizeof(buf) &&
+                    snprintf(buf, sizeof(buf), "%.*s/%s", (int)dl, p, argv0) < (int)sizeof(buf) &&
+                    stat(buf, &st) == 0 && st.st_dev == self.st_dev && st.st_ino == self.st_ino)
+                    return strdup(buf);
+                p += dl + (p[dl] == ':');
+            }
+        }
+    }
+    if ((n = readlink("/proc/self/exe", buf, sizeof(buf) - 1)) < 0)
+        return strdup("/proc/self/exe");
+    buf[n] = '\0';
+    if ((deleted = strstr(buf, " (deleted)")) && !deleted[10])
+        *deleted = '\0';
+    return strdup(buf);
+}
+
+/* A copy of the environment gangway starts with, for the reload's exec:
+ * systemd's LISTEN_* variables were for this image only. */
+static char **copy_environ(void)
+{
+    static const char *const skip[] = {"LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES="};
+    size_t n = 0, k = 0;
+    char **v;
+
+    while (environ[n])
+        n++;
+    if (!(v = calloc(n + 1, sizeof(*v))))
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        bool is_skipped = false;
+        for (size_t j = 0; j < sizeof(skip) / sizeof(skip[0]); j++)
+            is_skipped |= strncmp(environ[i], skip[j], strlen(skip[j])) == 0;
+        if (!is_skipped && !(v[k++] = strdup(environ[i]))) {
+            for (size_t j = 0; j < k; j++)
+                free(v[j]);
+            free(v);
+            return NULL;
+        }
+    }
+    return v;
+}
+
+static void free_environ(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
 int main(int argc, char **argv)
 {
     gw_config_t cfg;
+    gw_handover_t h;
+    gw_master_exec_t ex = {.argv = argv, .cwd_fd = -1};
+    char err[256];
     int rc;
 
+    /* First of all: a previous image's hand-over (a reload) is checked and
+     * taken out of the environment before anything reads it. */
+    if (gw_handover_take(&h, err, sizeof(err)) < 0) {
+        gw_log_error("%s", err);
+        return 1;
+    }
+    ex.umask = umask(022);
+    umask(ex.umask);
+    if (!(ex.envp = copy_environ()) || !(ex.path = find_binary(argv[0], ex.envp))) {
+        gw_log_error("cannot start: %s", strerror(ENOMEM));
+        rc = 1;
+        goto out;
+    }
+    ex.cwd_fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (gw_config_load(&cfg, argc, argv, environ) < 0) {
         rc = 2;
     } else if (cfg.show_help) {
@@ -666,8 +857,17 @@ int main(int argc, char **argv)
     } else if (!(rc = check_config(&cfg))) {
         if (cfg.show_config)
             gw_config_print(&cfg, stderr);
-        rc = serve(&cfg, argv);
+        rc = serve(&cfg, &ex, &h);
+        /* a reload's checker tells the master which hand-over it takes */
+        if (cfg.check_config && rc == 0)
+            gw_handover_answer_check(&h);
     }
     gw_config_dispose(&cfg);
+out:
+    gw_handover_dispose(&h);
+    if (ex.cwd_fd >= 0)
+        close(ex.cwd_fd);
+    free((char *)ex.path);
+    free_environ(ex.envp);
     return rc;
 }

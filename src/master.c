@@ -38,11 +38,10 @@ typedef struct wproc {
 
 typedef struct master {
     const gw_config_t *cfg;
-    char **argv;
+    const gw_master_exec_t *ex;
     gw_wsgi_t *app;      /* --preload: the app, imported here */
-    pid_t checker;       /* --preload reload: `gangway --check-config` running */
-    pid_t *old;          /* a re-executed master's previous workers */
-    size_t nold;
+    pid_t checker;       /* a reload's `gangway ARGS --check-config`, running */
+    int checker_rd;      /* its answer: the hand-over version it takes (-1: none) */
     gw_listener_t *ls;
     size_t nl;
     const char *banner;
@@ -70,7 +69,25 @@ typedef struct master {
     uint64_t respawns[GW_RESPAWN_REASONS];
     uint32_t slot_respawns[NSLOTS];
     time_t slot_spawned[NSLOTS];
+    uint64_t started_ms;  /* the first image's start: uptime goes on across reloads */
+    time_t started_unix;
 } master_t;
+
+/* What a re-executed master keeps from its previous image, in the
+ * scoreboard's extra area (written just before the exec, read at start):
+ * with the slots of the old workers, which go on counting there, the
+ * statistics never go down across a reload. */
+#define CARRIED_VERSION 1
+typedef struct carried {
+    uint32_t version; /* CARRIED_VERSION once written; 0 in a new scoreboard */
+    uint32_t generation;
+    uint64_t started_ms; /* CLOCK_MONOTONIC, the same clock across exec */
+    int64_t started_unix;
+    gw_totals_t retired;
+    uint64_t respawns[GW_RESPAWN_REASONS];
+    uint32_t slot_respawns[NSLOTS];
+    int64_t slot_spawned[NSLOTS];
+} carried_t;
 
 #define RELAXED memory_order_relaxed
 
@@ -123,6 +140,9 @@ static int spawn(master_t *m, size_t i)
             gw_wsgi_fork_child(m->app);
         close(m->notify.fd);
         gw_stats_close_fds(m->stats);
+        gw_scoreboard_close_fd(&m->sb);
+        if (m->checker_rd >= 0)
+            close(m->checker_rd);
         gw_loop_free(m->loop);
         exit(gw_worker_run(m->cfg, m->ls, m->nl, (unsigned)i + 1, &m->sb, m->notify_wr,
                            m->app));
@@ -235,21 +255,35 @@ static void on_delay_timer(gw_loop_t *loop, gw_timer_t *t)
     begin_stop(m, true, "shutdown-delay over");
 }
 
-/* --preload reload, step 1: a fresh `gangway ARGS --check-config` proves the
- * new code imports before this master gives up its own image. */
+/* A reload, step 1: `<binary> ARGS --check-config`, run as the new master
+ * would run (the binary at its path, the starting environment and
+ * directory), reads the new configuration and imports the app without
+ * binding anything. Only if it passes does this master give up its image;
+ * if it fails, it has said why on the log (its stderr is ours). */
 static void start_checker(master_t *m, const char *why)
 {
+    const gw_master_exec_t *ex = m->ex;
+    char var[sizeof(GW_ENV_CHECK) + 2], **args = NULL, **envp = NULL;
+    size_t n = 0, ne = 0;
+    int p[2] = {-1, -1};
     sigset_t mask;
-    size_t n = 0;
-    char **args;
     pid_t pid;
 
-    while (m->argv[n])
+    while (ex->argv[n])
         n++;
-    if (!(args = calloc(n + 2, sizeof(*args))))
-        return;
-    memcpy(args, m->argv, n * sizeof(*args));
+    while (ex->envp[ne])
+        ne++;
+    /* The checker answers on descriptor 3 which hand-over it takes. */
+    snprintf(var, sizeof(var), "%s=3", GW_ENV_CHECK);
+    if (!(args = calloc(n + 2, sizeof(*args))) || !(envp = calloc(ne + 2, sizeof(*envp))) ||
+        pipe2(p, O_CLOEXEC) < 0) {
+        gw_log_error("%s: cannot reload: %s", why, strerror(errno));
+        goto out;
+    }
+    memcpy(args, ex->argv, n * sizeof(*args));
     args[n] = "--check-config";
+    memcpy(envp, ex->envp, ne * sizeof(*envp));
+    envp[ne] = var;
     gw_log_flush();
     fflush(NULL);
     gw_signals_block(&mask);
@@ -257,55 +291,200 @@ static void start_checker(master_t *m, const char *why)
     if (pid == 0) {
         gw_signals_close(-1); /* default handlers, then the mask back */
         gw_signals_restore(&mask);
-        execv("/proc/self/exe", args);
+        umask(ex->umask);
+        if (ex->cwd_fd >= 0 && fchdir(ex->cwd_fd) < 0) {
+            gw_log_error("reload: cannot return to the starting directory: %s",
+                         strerror(errno));
+            _exit(127);
+        }
+        /* dup2 clears close-on-exec, except onto itself */
+        if (p[1] == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(p[1], 3) < 0)
+            _exit(127);
+        /* nothing else of the master's beyond stdio: not the listeners (they
+         * are close-on-exec anyway), not what a preloaded app left
+         * inheritable */
+        close_range(4, ~0U, 0);
+        execve(ex->path, args, envp);
+        gw_log_error("reload: cannot run %s: %s", ex->path, strerror(errno));
         _exit(127);
     }
     gw_signals_restore(&mask);
-    free(args);
     if (pid < 0) {
-        gw_log_error("%s: cannot check the new code: %s", why, strerror(errno));
-        return;
+        gw_log_error("%s: cannot reload: cannot start the check: %s", why, strerror(errno));
+        goto out;
     }
     m->checker = pid;
-    m->is_reloading = true;
-    tell_systemd(m, "RELOADING=1", "reloading: checking that the app imports");
-    gw_log_error("%s: graceful reload with --preload: checking that the app imports", why);
+    m->checker_rd = p[0];
+    p[0] = -1;
+    fcntl(m->checker_rd, F_SETFL, O_NONBLOCK);
+    tell_systemd(m, "RELOADING=1", "reloading: checking the configuration and the app");
+    gw_log_error("%s: graceful reload: checking the configuration and the app (%s "
+                 "--check-config)", why, ex->path);
+out:
+    if (p[0] >= 0)
+        close(p[0]);
+    if (p[1] >= 0)
+        close(p[1]);
+    free(args);
+    free(envp);
 }
 
-/* Step 2: re-execute the master with its listening sockets; the new master
- * stops these workers once its own serve. */
-static void reexec(master_t *m)
+/* The hand-over version the checker said it takes; 0 when it said nothing
+ * (a gangway from before GANGWAY__CHECK_FD). */
+static int checker_answer(master_t *m)
 {
-    sigset_t mask;
-    char fds[512] = "", pids[4096] = "";
-    size_t fl = 0, pl = 0;
+    char buf[16];
+    ssize_t n = read(m->checker_rd, buf, sizeof(buf) - 1);
 
+    close(m->checker_rd);
+    m->checker_rd = -1;
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return atoi(buf);
+}
+
+static void save_carried(master_t *m)
+{
+    carried_t *c = m->sb.extra;
+
+    c->generation = m->generation;
+    c->started_ms = m->started_ms;
+    c->started_unix = (int64_t)m->started_unix;
+    c->retired = m->retired;
+    memcpy(c->respawns, m->respawns, sizeof(c->respawns));
+    memcpy(c->slot_respawns, m->slot_respawns, sizeof(c->slot_respawns));
+    for (size_t i = 0; i < NSLOTS; i++)
+        c->slot_spawned[i] = (int64_t)m->slot_spawned[i];
+    c->version = CARRIED_VERSION;
+}
+
+/* A re-executed master: false when the previous image left nothing. */
+static bool restore_carried(master_t *m)
+{
+    carried_t *c = m->sb.extra;
+
+    if (c->version != CARRIED_VERSION)
+        return false;
+    m->generation = c->generation;
+    m->started_ms = c->started_ms;
+    m->started_unix = (time_t)c->started_unix;
+    m->retired = c->retired;
+    memcpy(m->respawns, c->respawns, sizeof(m->respawns));
+    memcpy(m->slot_respawns, c->slot_respawns, sizeof(m->slot_respawns));
+    for (size_t i = 0; i < NSLOTS; i++)
+        m->slot_spawned[i] = (time_t)c->slot_spawned[i];
+    c->version = 0;
+    return true;
+}
+
+/* Clears or sets close-on-exec on every descriptor the hand-over names
+ * (with is_full false: the sockets only). */
+static void set_cloexec(master_t *m, bool on, bool is_full)
+{
+    int flag = on ? FD_CLOEXEC : 0;
+
+    for (size_t i = 0; i < m->nl; i++)
+        if (m->ls[i].fd >= 0)
+            fcntl(m->ls[i].fd, F_SETFD, flag);
+    if (!is_full)
+        return;
+    fcntl(m->sb.fd, F_SETFD, flag);
+    if (gw_stats_fd(m->stats) >= 0)
+        fcntl(gw_stats_fd(m->stats), F_SETFD, flag);
+}
+
+/* The environment of the next image: the starting one, then the hand-over
+ * (every list built to its exact size; is_full false: sockets and workers
+ * only). NULL when out of memory. */
+static char **exec_environ(master_t *m, bool is_full, char *vars[GW_HANDOVER_VARS + 1])
+{
+    gw_handover_t h = {.scoreboard_fd = is_full ? m->sb.fd : -1,
+                       .stats_fd = is_full ? gw_stats_fd(m->stats) : -1};
+    size_t n = 0, nv = 0;
+    char **envp = NULL;
+
+    if (!(h.socks = calloc(m->nl ? m->nl : 1, sizeof(*h.socks))) ||
+        !(h.old = calloc(NSLOTS, sizeof(*h.old))))
+        goto out;
     for (size_t i = 0; i < m->nl; i++) {
-        fcntl(m->ls[i].fd, F_SETFD, 0); /* survive the exec */
-        fl += (size_t)snprintf(fds + fl, sizeof(fds) - fl, "%s%d%s%s", i ? "," : "",
-                               m->ls[i].fd, m->ls[i].proto == GW_PROTO_UWSGI ? "u" : "",
-                               m->ls[i].is_activated ? "s" : "");
+        if (m->ls[i].fd < 0)
+            continue;
+        h.socks[h.nsocks].fd = m->ls[i].fd;
+        h.socks[h.nsocks].proto = m->ls[i].proto;
+        h.socks[h.nsocks++].is_activated = m->ls[i].is_activated;
     }
-    for (size_t i = 0; i < NSLOTS && pl < sizeof(pids) - 16; i++)
+    for (size_t i = 0; i < NSLOTS; i++)
         if (m->w[i].pid)
-            pl += (size_t)snprintf(pids + pl, sizeof(pids) - pl, "%s%d", pl ? "," : "",
-                                   (int)m->w[i].pid);
-    setenv(GW_ENV_FDS, fds, 1);
-    setenv(GW_ENV_OLD_WORKERS, pids, 1);
-    gw_log_error("reload: re-executing the master (pid %d)", (int)getpid());
+            h.old[h.nold++] = m->w[i].pid;
+    if (gw_handover_vars(&h, vars) < 0)
+        goto out;
+    while (m->ex->envp[n])
+        n++;
+    while (vars[nv])
+        nv++;
+    if (!(envp = calloc(n + nv + 1, sizeof(*envp)))) {
+        gw_handover_free_vars(vars);
+        goto out;
+    }
+    memcpy(envp, m->ex->envp, n * sizeof(*envp));
+    memcpy(envp + n, vars, nv * sizeof(*envp));
+out:
+    gw_handover_dispose(&h);
+    return envp;
+}
+
+/* Step 2: re-execute the master, from the binary at its path, with its
+ * listening sockets, its workers and its scoreboard. The new image reads
+ * the configuration again, starts its own workers, and stops these once its
+ * own serve. */
+static void reexec(master_t *m, int version)
+{
+    const gw_master_exec_t *ex = m->ex;
+    char *vars[GW_HANDOVER_VARS + 1] = {NULL};
+    bool is_full = version >= GW_HANDOVER_VERSION;
+    char **envp = exec_environ(m, is_full, vars);
+    int here = -1, e;
+    mode_t um;
+    sigset_t mask;
+
+    if (!envp) {
+        e = ENOMEM;
+        goto failed;
+    }
+    save_carried(m);
+    set_cloexec(m, false, is_full);
+    if (!is_full)
+        gw_log_error("reload: %s takes only the sockets and the workers over (an older "
+                     "gangway): its statistics start from zero", ex->path);
+    gw_log_error("reload: re-executing the master (pid %d) from %s", (int)getpid(), ex->path);
     gw_log_flush();
     fflush(NULL);
     /* Signals that come meanwhile stay pending across the exec (the mask
      * is kept) until the new image's handlers are in place. */
     gw_signals_block(&mask);
-    execv("/proc/self/exe", m->argv);
+    if (ex->cwd_fd >= 0)
+        here = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    um = umask(ex->umask);
+    if (ex->cwd_fd >= 0 && fchdir(ex->cwd_fd) < 0) {
+        e = errno;
+    } else {
+        execve(ex->path, ex->argv, envp);
+        e = errno;
+    }
+    /* Still here: the exec failed; this image goes on as it was. */
+    if (here >= 0 && fchdir(here) < 0)
+        gw_log_error("reload: cannot return to the working directory: %s", strerror(errno));
+    if (here >= 0)
+        close(here);
+    umask(um);
     gw_signals_restore(&mask);
-    gw_log_error("reload: cannot re-execute: %s; going on as before", strerror(errno));
-    for (size_t i = 0; i < m->nl; i++)
-        fcntl(m->ls[i].fd, F_SETFD, FD_CLOEXEC);
-    unsetenv(GW_ENV_FDS);
-    unsetenv(GW_ENV_OLD_WORKERS);
-    m->is_reloading = false;
+    set_cloexec(m, true, is_full);
+    ((carried_t *)m->sb.extra)->version = 0;
+failed:
+    free(envp);
+    gw_handover_free_vars(vars);
+    gw_log_error("reload: cannot re-execute %s: %s; going on as before", ex->path, strerror(e));
     tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
 }
 
@@ -321,26 +500,31 @@ static void reload(master_t *m, const char *why)
         m->is_reload_pending = true;
         return;
     }
-    if (m->is_reloading) {
+    if (m->is_reloading || m->checker) {
         gw_log_error("%s: a reload is already under way", why);
         return;
     }
-    if (m->app) {
-        start_checker(m, why);
-        return;
-    }
-    m->generation++;
-    m->is_reloading = true;
-    tell_systemd(m, "RELOADING=1", "reloading");
-    gw_log_error("%s: graceful reload: starting %u new worker(s)", why, m->target);
-    spawn_more(m, m->target);
+    start_checker(m, why);
+}
+
+/* The new generation serves: the old one finishes what it holds and goes.
+ * The log says so before systemd hears READY=1 (whoever waits for it reads
+ * the log next). */
+static void finish_reload(master_t *m, unsigned ready)
+{
+    m->is_reloading = false;
+    m->failures = 0;
+    signal_all(m, SIGTERM, true);
+    gw_log_error("reload: %u new worker(s) serving; the old ones finish what they hold", ready);
+    gw_log_error("%s, master pid %d, %u worker(s)", m->banner, (int)getpid(), m->target);
+    for (size_t i = 0; i < m->nl; i++)
+        gw_log_error("listening on %s", m->ls[i].url);
+    gw_log_error("ready");
+    tell_systemd(m, "READY=1", "serving (reloaded)");
 }
 
 static void announce_ready(master_t *m)
 {
-    /* A re-executed master: the previous image's workers finish and go. */
-    for (size_t i = 0; i < m->nold; i++)
-        kill(m->old[i], SIGTERM);
     m->is_ready = true;
     m->failures = 0;
     gw_log_error("%s, master pid %d, %u worker(s)", m->banner, (int)getpid(), m->target);
@@ -371,14 +555,8 @@ static void progress(master_t *m)
             announce_ready(m);
         return;
     }
-    if (m->is_reloading && ready >= m->target) {
-        m->is_reloading = false;
-        m->failures = 0;
-        signal_all(m, SIGTERM, true);
-        tell_systemd(m, "READY=1", "serving (reloaded)");
-        gw_log_error("reload: %u new worker(s) serving; the old ones finish what they hold",
-                     ready);
-    }
+    if (m->is_reloading && ready >= m->target)
+        finish_reload(m, ready);
 }
 
 static void on_notify(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
@@ -495,15 +673,18 @@ static void reap(master_t *m)
 
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
         if (pid == m->checker) {
+            int version = checker_answer(m);
             m->checker = 0;
             if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !m->is_stopping) {
-                reexec(m);
+                reexec(m, version);
             } else {
-                m->is_reloading = false;
+                char how[96];
                 if (!m->is_stopping) {
+                    describe(st, how, sizeof(how));
+                    gw_log_error("reload failed: the new configuration or app does not load "
+                                 "(%s --check-config %s); the old workers keep serving",
+                                 m->ex->path, how);
                     tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
-                    gw_log_error("reload failed: the new code does not load; the workers "
-                                 "keep serving");
                 }
             }
             continue;
@@ -633,47 +814,98 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
     gw_timer_start(&m->tick_q, &m->tick);
 }
 
-static void read_old_workers(master_t *m)
+/* The scoreboard a previous image handed over (the old workers' slots, and
+ * what the master carried in its extra area), or a new one. */
+static int open_scoreboard(master_t *m, gw_handover_t *h)
 {
-    const char *v = getenv(GW_ENV_OLD_WORKERS);
-    size_t n = 1;
+    int rc;
 
-    if (!v || !*v)
-        return;
-    for (const char *p = v; *p; p++)
-        n += *p == ',';
-    if (!(m->old = calloc(n, sizeof(*m->old))))
-        return;
-    for (const char *p = v; *p;) {
-        char *end;
-        long pid = strtol(p, &end, 10);
-        if (end == p)
-            break;
-        if (pid > 0)
-            m->old[m->nold++] = (pid_t)pid;
-        p = *end == ',' ? end + 1 : end;
+    if (h->scoreboard_fd >= 0) {
+        rc = gw_scoreboard_adopt(&m->sb, h->scoreboard_fd, NSLOTS, sizeof(carried_t));
+        if (rc == 0) {
+            h->scoreboard_fd = -1; /* the scoreboard's now */
+            return 0;
+        }
+        gw_log_error("reload: the scoreboard handed over %s: the statistics start from zero",
+                     rc == -EPROTO ? "is another gangway version's" : strerror(-rc));
+        close(h->scoreboard_fd);
+        h->scoreboard_fd = -1;
+    } else if (h->is_present) {
+        gw_log_error("reload: no scoreboard handed over: the statistics start from zero");
     }
-    unsetenv(GW_ENV_OLD_WORKERS);
+    return gw_scoreboard_open(&m->sb, NSLOTS, sizeof(carried_t));
+}
+
+/* True when pid is a child of this process, running or not yet reaped. */
+static bool is_child(pid_t pid)
+{
+    siginfo_t si;
+    return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0;
+}
+
+/* A re-executed master: the previous image's workers serve until the new
+ * ones do. They keep their slots, so their counters (and their requests
+ * in flight) stay in the statistics, and they are an older generation:
+ * stopped once the new one serves, never replaced. A pid that is not our
+ * child is never signalled. Returns how many were taken. */
+static size_t take_old_workers(master_t *m, const gw_handover_t *h, bool has_slots)
+{
+    size_t n = 0;
+
+    for (size_t k = 0; k < h->nold; k++) {
+        pid_t pid = h->old[k];
+        long i = -1;
+        gw_slot_t *slot;
+        uint32_t st;
+
+        if (!is_child(pid)) {
+            gw_log_error("reload: process %d named in %s is not a worker of this master: left "
+                         "alone", (int)pid, GW_ENV_OLD_WORKERS);
+            continue;
+        }
+        for (size_t j = 0; has_slots && j < NSLOTS && i < 0; j++)
+            if (!m->w[j].pid && atomic_load_explicit(&m->sb.slots[j].pid, RELAXED) == pid)
+                i = (long)j;
+        if (i < 0) {
+            /* its slot did not come along: a fresh one shows it */
+            if ((i = free_slot(m)) < 0)
+                continue;
+            gw_slot_reset(&m->sb.slots[i], m->generation - 1);
+            gw_scoreboard_use(&m->sb, (size_t)i);
+            atomic_store_explicit(&m->sb.slots[i].pid, (int32_t)pid, RELAXED);
+            atomic_store_explicit(&m->sb.slots[i].state, GW_SLOT_READY, RELAXED);
+        }
+        slot = &m->sb.slots[i];
+        st = atomic_load_explicit(&slot->state, RELAXED);
+        m->w[i].pid = pid;
+        m->w[i].generation = atomic_load_explicit(&slot->generation, RELAXED);
+        m->w[i].is_ready = st != GW_SLOT_STARTING;
+        m->w[i].is_retiring = st == GW_SLOT_STOPPING;
+        n++;
+    }
+    return n;
 }
 
 /* --stats: the server reads the scoreboard and the master's own counters
  * through stats_src, which points into m. */
-static int start_stats(master_t *m, const char *banner)
+static int start_stats(master_t *m, const char *banner, gw_handover_t *h)
 {
     char err[256];
     static char version[64];
+    int fd = h->stats_fd;
 
+    h->stats_fd = -1; /* gw_stats_new() takes it or closes it */
     /* "gangway 0.2.0 (Python 3.11.2)": the version is the second word. */
     snprintf(version, sizeof(version), "%s", banner + (strncmp(banner, "gangway ", 8) ? 0 : 8));
     version[strcspn(version, " ")] = '\0';
     m->stats_src = (gw_stats_source_t){
-        .cfg = m->cfg, .version = version, .pid = getpid(), .started_ms = gw_clock_ms(),
-        .started_unix = time(NULL), .ls = m->ls, .nl = m->nl, .slots = m->sb.slots,
+        .cfg = m->cfg, .version = version, .pid = getpid(), .started_ms = m->started_ms,
+        .started_unix = m->started_unix, .ls = m->ls, .nl = m->nl, .slots = m->sb.slots,
         .nslots = NSLOTS, .retired = &m->retired, .respawns = m->respawns,
         .slot_respawns = m->slot_respawns, .slot_spawned_unix = m->slot_spawned,
         .target = &m->target, .generation = &m->generation,
     };
-    if (!(m->stats = gw_stats_new(m->loop, m->cfg->stats, &m->stats_src, err, sizeof(err)))) {
+    if (!(m->stats = gw_stats_new(m->loop, m->cfg->stats, &m->stats_src, fd, err, sizeof(err)))) {
         gw_log_error("--stats: %s", err);
         return -1;
     }
@@ -681,28 +913,52 @@ static int start_stats(master_t *m, const char *banner)
     return 0;
 }
 
+/* --preload: imported once here; every worker starts with it in
+ * copy-on-write memory. A failure is the same one clear line as in a
+ * worker. 0 or -1. */
+static int preload(master_t *m)
+{
+    gw_log_error("preload: the master imports the app once, before forking");
+    if (!(m->app = gw_wsgi_new(m->cfg, m->ls, m->nl)))
+        return -1;
+    gw_wsgi_detach(m->app);
+    return 0;
+}
+
 int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner,
-                  char **argv)
+                  const gw_master_exec_t *ex, gw_handover_t *h)
 {
     static const int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT,
                                SIGHUP,  SIGUSR1, SIGTTIN, SIGTTOU};
     master_t *m = calloc(1, sizeof(*m));
     int p[2] = {-1, -1}, rc = 1;
+    size_t nold = 0;
 
     if (!m)
         return 1;
     m->cfg = cfg;
-    m->argv = argv;
+    m->ex = ex;
     m->ls = ls;
     m->nl = nl;
     m->banner = banner;
     m->target = (unsigned)cfg->workers;
     m->generation = 1;
+    m->sb.fd = -1;
+    m->checker_rd = -1;
     m->sigwatch.fd = m->notify.fd = -1;
-    if (gw_scoreboard_open(&m->sb, NSLOTS) < 0 || !(m->loop = gw_loop_new(NULL)) ||
+    if (open_scoreboard(m, h) < 0 || !(m->loop = gw_loop_new(NULL)) ||
         pipe2(p, O_CLOEXEC) < 0) {
         gw_log_error("cannot start the master: %s", strerror(errno));
         goto out;
+    }
+    m->started_ms = gw_clock_ms();
+    m->started_unix = time(NULL);
+    if (h->is_present) {
+        /* A reload: the counters, the start time and the generation go on
+         * from the previous image; its workers are the generation before. */
+        bool has_carried = restore_carried(m);
+        m->generation++;
+        nold = take_old_workers(m, h, has_carried);
     }
     /* Workers write their ready notes; the master reads without blocking. */
     fcntl(p[0], F_SETFL, O_NONBLOCK);
@@ -730,20 +986,36 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     gw_timer_init(&m->delay, on_delay_timer);
     gw_timer_init(&m->kill, on_kill_timer);
     gw_timer_start(&m->tick_q, &m->tick);
-    read_old_workers(m);
-    if (cfg->stats && start_stats(m, banner) < 0)
+    if (cfg->stats && start_stats(m, banner, h) < 0)
         goto out;
-
-    if (cfg->preload) {
-        /* Imported once here; every worker starts with it in copy-on-write
-         * memory. A failure is the same one clear line as in a worker. */
-        gw_log_error("preload: the master imports the app once, before forking");
-        if (!(m->app = gw_wsgi_new(cfg, ls, nl)))
-            goto out;
-        gw_wsgi_detach(m->app);
+    if (h->stats_fd >= 0) { /* --stats is gone from the configuration */
+        close(h->stats_fd);
+        h->stats_fd = -1;
     }
-    if (spawn(m, 0) < 0)
-        goto out;
+
+    if (nold) {
+        /* The old workers serve meanwhile: a reload under way. A new
+         * generation that cannot load the app leaves them serving
+         * (on_worker_exit()), as does an app this image cannot import. */
+        m->is_ready = true;
+        m->is_reloading = true;
+        gw_log_error("reload: %s, master pid %d: starting %u new worker(s); %zu old one(s) "
+                     "serve meanwhile", banner, (int)getpid(), m->target, nold);
+        if (cfg->preload && preload(m) < 0) {
+            gw_log_error("reload failed: the re-executed master cannot import the app; the "
+                         "old workers keep serving");
+            m->generation--;
+            m->is_reloading = false;
+            tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
+        } else {
+            spawn_more(m, m->target);
+        }
+    } else {
+        if (cfg->preload && preload(m) < 0)
+            goto out;
+        if (spawn(m, 0) < 0)
+            goto out;
+    }
     if (gw_loop_run(m->loop) < 0)
         gw_log_error("master loop failed: %s", strerror(errno));
     rc = m->exit_code;
@@ -754,8 +1026,12 @@ out:
         gw_wsgi_attach(m->app);
         gw_wsgi_free(m->app);
     }
-    free(m->old);
     gw_stats_free(m->stats);
+    if (m->checker_rd >= 0)
+        close(m->checker_rd);
+    if (h->stats_fd >= 0)
+        close(h->stats_fd);
+    h->stats_fd = -1;
     vacuum(m);
     if (m->sigwatch.fd >= 0)
         gw_signals_close(m->sigwatch.fd);

@@ -6,18 +6,32 @@
 #define GW_MASTER_H
 
 #include "config.h"
+#include "handover.h"
 #include "listen.h"
 
-/* Runs until the workers are stopped; returns the process exit status. The
- * listeners are borrowed (and closed when a stop begins). argv is what the
- * master re-executes itself with on a --preload reload. */
-int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner,
-                  char **argv);
+#include <sys/types.h>
 
-/* The environment a re-executed master finds: its listening sockets ("3,4us":
- * descriptors in order, "u" marking the uwsgi ones, "s" those systemd
- * handed in) and the previous workers, to stop once its own serve. */
-#define GW_ENV_FDS "GANGWAY__LISTEN_FDS"
-#define GW_ENV_OLD_WORKERS "GANGWAY__OLD_WORKERS"
+/* How a reload re-executes the master (and runs the checker before it):
+ * the binary at the path gangway was started from, so that a package upgrade
+ * that replaced the file takes effect; the same arguments; the environment
+ * and the directory gangway was started in, and its umask (the configuration
+ * is read again as at start: ini files, GANGWAY_* variables, the command
+ * line; what `env =` or an imported app changed in this image does not
+ * carry over). */
+typedef struct gw_master_exec {
+    const char *path;
+    char **argv;
+    char **envp;   /* the starting environment, hand-over variables left out */
+    int cwd_fd;    /* O_PATH descriptor of the starting directory; -1: stay */
+    mode_t umask;
+} gw_master_exec_t;
+
+/* Runs until the workers are stopped; returns the process exit status. The
+ * listeners are borrowed (and closed when a stop begins). h is what a
+ * previous image handed over (is_present false at a first start): the master
+ * takes its scoreboard, --stats socket and workers, and the descriptors it
+ * names become the master's. */
+int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner,
+                  const gw_master_exec_t *ex, gw_handover_t *h);
 
 #endif

@@ -1,8 +1,11 @@
 #include "scoreboard.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define RELAXED memory_order_relaxed
 
@@ -22,28 +25,112 @@ int gw_method_index(const char *m, size_t n)
     return GW_METHODS - 1;
 }
 
-/* The mapping: a cache line for nused, then the slots. */
+/* The mapping: a cache line for nused and the layout, the slots, then the
+ * master's extra area. A re-executed master may be another version of
+ * gangway: it maps the old scoreboard only when the layout matches. */
 #define HEAD 64
+#define MAGIC 0x67777362u /* "gwsb" */
+#define LAYOUT 1          /* bump when a field of gw_slot_t changes meaning */
 
-int gw_scoreboard_open(gw_scoreboard_t *sb, size_t nslots)
+typedef struct head {
+    _Atomic uint32_t nused; /* first: workers read it on every accept */
+    uint32_t magic;
+    uint32_t layout;
+    uint32_t slot_size;
+    uint64_t nslots;
+    uint64_t extra_size;
+} head_t;
+
+_Static_assert(sizeof(head_t) <= HEAD, "the head fits its cache line");
+
+static size_t map_size(size_t nslots, size_t extra)
 {
-    void *p = mmap(NULL, HEAD + nslots * sizeof(gw_slot_t), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return HEAD + nslots * sizeof(gw_slot_t) + extra;
+}
+
+static int map(gw_scoreboard_t *sb, int fd, size_t nslots, size_t extra)
+{
+    size_t size = map_size(nslots, extra);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
     if (p == MAP_FAILED)
         return -errno;
     sb->nused = p;
     sb->slots = (gw_slot_t *)((char *)p + HEAD);
     sb->nslots = nslots;
+    sb->extra = (char *)p + HEAD + nslots * sizeof(gw_slot_t);
+    sb->extra_size = extra;
+    sb->size = size;
+    sb->fd = fd;
+    return 0;
+}
+
+int gw_scoreboard_open(gw_scoreboard_t *sb, size_t nslots, size_t extra)
+{
+    int fd = memfd_create("gangway-scoreboard", MFD_CLOEXEC), rc;
+    head_t *h;
+
+    sb->fd = -1;
+    if (fd < 0)
+        return -errno;
+    /* ftruncate zeroes it: every slot starts empty, the extra area unused */
+    if (ftruncate(fd, (off_t)map_size(nslots, extra)) < 0) {
+        rc = -errno;
+        goto close_fd;
+    }
+    if ((rc = map(sb, fd, nslots, extra)) < 0)
+        goto close_fd;
+    h = (head_t *)(void *)sb->nused;
+    h->magic = MAGIC;
+    h->layout = LAYOUT;
+    h->slot_size = sizeof(gw_slot_t);
+    h->nslots = nslots;
+    h->extra_size = extra;
+    return 0;
+close_fd:
+    close(fd);
+    return rc;
+}
+
+int gw_scoreboard_adopt(gw_scoreboard_t *sb, int fd, size_t nslots, size_t extra)
+{
+    struct stat st;
+    head_t h;
+    int rc;
+
+    sb->fd = -1;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != map_size(nslots, extra))
+        return -EPROTO;
+    /* read the head first: a mapping of the wrong size would be no use */
+    if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
+        return -EPROTO;
+    if (h.magic != MAGIC || h.layout != LAYOUT || h.slot_size != sizeof(gw_slot_t) ||
+        h.nslots != nslots || h.extra_size != extra)
+        return -EPROTO;
+    if ((rc = map(sb, fd, nslots, extra)) < 0)
+        return rc;
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
     return 0;
 }
 
 void gw_scoreboard_close(gw_scoreboard_t *sb)
 {
     if (sb->nused)
-        munmap((void *)sb->nused, HEAD + sb->nslots * sizeof(gw_slot_t));
+        munmap((void *)sb->nused, sb->size);
+    gw_scoreboard_close_fd(sb);
     sb->nused = NULL;
     sb->slots = NULL;
+    sb->extra = NULL;
     sb->nslots = 0;
+}
+
+void gw_scoreboard_close_fd(gw_scoreboard_t *sb)
+{
+    if (sb->fd >= 0)
+        close(sb->fd);
+    sb->fd = -1;
 }
 
 void gw_scoreboard_use(gw_scoreboard_t *sb, size_t i)

@@ -59,11 +59,30 @@ typedef struct gw_scoreboard {
     size_t nslots;
     gw_slot_t *slots;        /* shared mapping */
     _Atomic uint32_t *nused; /* shared too: 1 + the highest slot ever given a worker */
+    void *extra;             /* the master's own area after the slots (see below) */
+    size_t extra_size;
+    size_t size;             /* of the mapping */
+    int fd;                  /* the memfd behind it; -1 once closed (workers) */
 } gw_scoreboard_t;
 
-/* Maps nslots shared slots (inherited across fork). 0 or -errno. */
-int gw_scoreboard_open(gw_scoreboard_t *sb, size_t nslots);
+/* Maps nslots shared slots (inherited across fork) and an extra area of
+ * extra bytes for the master's own use, zeroed, in a memfd (close-on-exec).
+ * The memfd is what lets a re-executed master (a reload) map the same
+ * scoreboard again: the old workers go on counting in their slots and the
+ * master's totals survive in the extra area. 0 or -errno. */
+int gw_scoreboard_open(gw_scoreboard_t *sb, size_t nslots, size_t extra);
+
+/* The same scoreboard, from the memfd a previous image handed over (the
+ * caller owns fd until this succeeds). 0, or -EPROTO when it was made by a
+ * gangway whose layout differs (another slot size, slot count or extra
+ * size), or -errno. */
+int gw_scoreboard_adopt(gw_scoreboard_t *sb, int fd, size_t nslots, size_t extra);
+
+/* Unmaps and closes the memfd. Accepts a closed scoreboard. */
 void gw_scoreboard_close(gw_scoreboard_t *sb);
+
+/* A worker keeps the mapping only: the memfd is the master's. */
+void gw_scoreboard_close_fd(gw_scoreboard_t *sb);
 
 /* Master: slot i is about to get a worker. The master fills slots lowest
  * first, so the used ones sit at the start and a worker comparing loads

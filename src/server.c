@@ -17,6 +17,7 @@
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_BACKOFF_MS 100
+#define ACCEPT_ERROR_LOG_MS 1000 /* a listener that keeps failing: one line a second at most */
 #define ACCEPT_YIELD_MS 2
 #define RSS_CHECK_MS 1000
 
@@ -25,6 +26,9 @@ typedef struct lwatch {
     gw_server_t *server;
     gw_listener_t *l;
     bool is_active;
+    bool is_failing;     /* accept() failed on it: left out until its retry timer */
+    unsigned conn_errors; /* per-connection accept errors in a row */
+    gw_timer_t retry;
 } lwatch_t;
 
 struct gw_server {
@@ -45,6 +49,8 @@ struct gw_server {
     bool is_paused;   /* accept paused: too many connections or no fds */
     bool is_stopping;
     uint64_t emfile_logged_ms; /* when accept last said it had no descriptors */
+    uint64_t error_logged_ms;  /* when a failing listener was last logged */
+    uint64_t errors_unlogged;  /* listener failures since that line */
     bool has_yielded;
 };
 
@@ -52,15 +58,16 @@ static void set_accepting(gw_server_t *s, bool on)
 {
     for (size_t i = 0; i < s->nl; i++) {
         lwatch_t *lw = &s->lw[i];
-        if (lw->is_active == on || lw->l->fd < 0)
+        bool want = on && !lw->is_failing;
+        if (lw->is_active == want || lw->l->fd < 0)
             continue;
         /* EPOLLEXCLUSIVE: a new connection wakes one of the workers sharing
          * this socket, not all of them. */
-        if (on)
+        if (want)
             gw_loop_add(s->loop, &lw->watch, EPOLLIN | EPOLLEXCLUSIVE);
         else
             gw_loop_del(s->loop, &lw->watch);
-        lw->is_active = on;
+        lw->is_active = want;
     }
 }
 
@@ -85,6 +92,45 @@ static void on_backoff(gw_loop_t *loop, gw_timer_t *t)
     gw_server_t *s = (gw_server_t *)((char *)t - offsetof(gw_server_t, backoff));
     (void)loop;
     maybe_resume_accept(s);
+}
+
+/* A listener whose accept() keeps failing (EINVAL: the socket no longer
+ * listens; EBADF, ENOTSOCK: it is not what it was) is level-triggered: left
+ * in epoll, it would wake the worker again at once, forever (issue 14: a
+ * worker at 100% CPU writing 300k lines in 3 s). It is left out for
+ * ACCEPT_BACKOFF_MS, then tried again; the other listeners go on. */
+static void listener_failed(gw_server_t *s, lwatch_t *lw, int err)
+{
+    uint64_t now = gw_clock_ms();
+
+    lw->is_failing = true;
+    lw->conn_errors = 0;
+    if (lw->is_active) {
+        gw_loop_del(s->loop, &lw->watch);
+        lw->is_active = false;
+    }
+    gw_timer_start(&s->backoff_q, &lw->retry);
+    if (s->error_logged_ms && now - s->error_logged_ms < ACCEPT_ERROR_LOG_MS) {
+        s->errors_unlogged++;
+        return;
+    }
+    gw_log_error("accept on %s: %s; retrying every %d ms (%llu more failure(s) since the "
+                 "last such line; one a second at most)",
+                 lw->l->url, strerror(err), ACCEPT_BACKOFF_MS,
+                 (unsigned long long)s->errors_unlogged);
+    s->error_logged_ms = now ? now : 1;
+    s->errors_unlogged = 0;
+}
+
+static void on_listener_retry(gw_loop_t *loop, gw_timer_t *t)
+{
+    lwatch_t *lw = (lwatch_t *)((char *)t - offsetof(lwatch_t, retry));
+    gw_server_t *s = lw->server;
+
+    (void)loop;
+    lw->is_failing = false;
+    if (!s->is_paused && !s->is_stopping)
+        set_accepting(s, true);
 }
 
 /* Workers sharing a socket: EPOLLEXCLUSIVE wakes whichever worker waits,
@@ -147,13 +193,31 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         }
         fd = accept4(w->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            switch (errno) {
+            int err = errno;
+            switch (err) {
             case EAGAIN:
+                lw->conn_errors = 0;
                 return;
             case EINTR:
+                continue;
             case ECONNABORTED:
             case EPROTO:
-                continue;
+            /* Linux passes a pending network error of the new connection on
+             * as accept()'s error (accept(2)): that connection is gone, the
+             * next one may be fine. In a row without end they are not. */
+            case EPERM:
+            case ENETDOWN:
+            case ENETUNREACH:
+            case EHOSTDOWN:
+            case EHOSTUNREACH:
+            case ENONET:
+            case ENOPROTOOPT:
+            case EOPNOTSUPP:
+            case ETIMEDOUT:
+                if (++lw->conn_errors < ACCEPT_BATCH)
+                    continue;
+                listener_failed(s, lw, err);
+                return;
             case EMFILE:
             case ENFILE:
             case ENOBUFS:
@@ -164,17 +228,18 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
                  * many times a second. */
                 if (!s->emfile_logged_ms || gw_clock_ms() - s->emfile_logged_ms >= 60000) {
                     gw_log_error("accept: %s; pausing new connections (logged at most once "
-                                 "a minute)", strerror(errno));
+                                 "a minute)", strerror(err));
                     s->emfile_logged_ms = gw_clock_ms() ? gw_clock_ms() : 1;
                 }
                 pause_accept(s);
                 gw_timer_start(&s->backoff_q, &s->backoff);
                 return;
             default:
-                gw_log_error("accept: %s", strerror(errno));
+                listener_failed(s, lw, err);
                 return;
             }
         }
+        lw->conn_errors = 0;
         if (lw->l->is_unix)
             ss.ss_family = AF_UNIX;
         if (!gw_listen_allows(lw->l, (struct sockaddr *)&ss)) {
@@ -210,8 +275,10 @@ static void begin_stop(gw_server_t *s, const char *why)
                  s->who.id, why, (unsigned long long)s->conns.nconns,
                  (unsigned long long)s->cfg->graceful_timeout);
     set_accepting(s, false);
-    for (size_t i = 0; i < s->nl; i++)
+    for (size_t i = 0; i < s->nl; i++) {
+        gw_timer_stop(&s->lw[i].retry);
         gw_listen_close(s->lw[i].l);
+    }
     gw_conn_stop_all(&s->conns);
     if (s->conns.nconns == 0)
         gw_loop_stop(s->loop);
@@ -425,6 +492,7 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
         s->lw[i].watch.cb = on_accept;
         s->lw[i].server = s;
         s->lw[i].l = &listeners[i];
+        gw_timer_init(&s->lw[i].retry, on_listener_retry);
     }
     set_accepting(s, true);
 

@@ -1,6 +1,7 @@
 #include "stats.h"
 
 #include "clock.h"
+#include "log.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -21,6 +22,7 @@
 #define REQ_MAX 4096        /* a request head larger than this is not for us */
 #define BARE_MS 1000        /* nothing sent by then: a uwsgitop-style client */
 #define IO_MS 5000          /* the longest a client may take to send or read */
+#define RETRY_MS 100        /* accept() failed (no descriptors, ...): poll again after */
 
 const char *const gw_respawn_names[GW_RESPAWN_REASONS] = {
     "crash", "max-requests", "max-worker-lifetime", "reload-on-rss", "harakiri", "load-failed",
@@ -463,7 +465,9 @@ struct gw_stats {
     const gw_stats_source_t *src;
     gw_listener_t l;
     gw_watch_t watch;
-    gw_timerq_t bare_q, io_q;
+    gw_timerq_t bare_q, io_q, retry_q;
+    gw_timer_t retry;
+    uint64_t error_logged_ms;
     sconn_t *conns[MAX_CONNS];
 };
 
@@ -638,8 +642,22 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         size_t slot = MAX_CONNS;
         sconn_t *c;
 
-        if (fd < 0)
-            return; /* EAGAIN, or out of descriptors: the next wake-up retries */
+        if (fd < 0) {
+            int err = errno;
+            if (err == EAGAIN || err == EINTR || err == ECONNABORTED)
+                return;
+            /* Out of descriptors, or the socket broken: the listener is
+             * level-triggered and would wake the master again at once.
+             * Left out for a moment; one line a second at most. */
+            if (!s->error_logged_ms || gw_clock_ms() - s->error_logged_ms >= 1000) {
+                gw_log_error("--stats: accept: %s; retrying every %d ms", strerror(err),
+                             RETRY_MS);
+                s->error_logged_ms = gw_clock_ms() ? gw_clock_ms() : 1;
+            }
+            gw_loop_del(loop, &s->watch);
+            gw_timer_start(&s->retry_q, &s->retry);
+            return;
+        }
         for (size_t i = 0; i < MAX_CONNS && slot == MAX_CONNS; i++)
             if (!s->conns[i])
                 slot = i;
@@ -661,15 +679,24 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
     }
 }
 
+static void on_retry(gw_loop_t *loop, gw_timer_t *t)
+{
+    gw_stats_t *s = (gw_stats_t *)((char *)t - offsetof(gw_stats_t, retry));
+    gw_loop_add(loop, &s->watch, EPOLLIN);
+}
+
 gw_stats_t *gw_stats_new(gw_loop_t *loop, const char *addr, const gw_stats_source_t *src,
-                         char *err, size_t errlen)
+                         int handed_fd, char *err, size_t errlen)
 {
     gw_stats_t *s = calloc(1, sizeof(*s));
     char local[300];
+    bool is_adopted = false;
     int rc;
 
     if (!s) {
         snprintf(err, errlen, "--stats: out of memory");
+        if (handed_fd >= 0)
+            close(handed_fd);
         return NULL;
     }
     /* A bare port, or ":port", stays on loopback: statistics say a lot about
@@ -680,7 +707,19 @@ gw_stats_t *gw_stats_new(gw_loop_t *loop, const char *addr, const gw_stats_sourc
         snprintf(local, sizeof(local), "127.0.0.1%s", addr);
     else
         snprintf(local, sizeof(local), "%s", addr);
-    if ((rc = gw_listen_open(&s->l, local, 64, err, errlen)) < 0) {
+    /* A reload: the previous image's socket, when it is still the address
+     * asked for (no refused connection, and port 0 stays the same port). */
+    if (handed_fd >= 0) {
+        gw_listener_t l;
+        if (gw_listen_adopt(&l, handed_fd, 64) == 0 && !l.is_reuse_port &&
+            gw_listen_matches(&l, local)) {
+            s->l = l;
+            is_adopted = true;
+        } else {
+            close(handed_fd);
+        }
+    }
+    if (!is_adopted && (rc = gw_listen_open(&s->l, local, 64, err, errlen)) < 0) {
         free(s);
         return NULL;
     }
@@ -690,6 +729,8 @@ gw_stats_t *gw_stats_new(gw_loop_t *loop, const char *addr, const gw_stats_sourc
     s->watch.cb = on_accept;
     gw_timerq_init(loop, &s->bare_q, BARE_MS);
     gw_timerq_init(loop, &s->io_q, IO_MS);
+    gw_timerq_init(loop, &s->retry_q, RETRY_MS);
+    gw_timer_init(&s->retry, on_retry);
     if (gw_loop_add(loop, &s->watch, EPOLLIN) < 0) {
         snprintf(err, errlen, "--stats: %s", strerror(errno));
         gw_listen_close(&s->l);
@@ -704,6 +745,11 @@ const char *gw_stats_url(const gw_stats_t *s)
     return s->l.url;
 }
 
+int gw_stats_fd(const gw_stats_t *s)
+{
+    return s ? s->l.fd : -1;
+}
+
 void gw_stats_free(gw_stats_t *s)
 {
     if (!s)
@@ -711,6 +757,7 @@ void gw_stats_free(gw_stats_t *s)
     for (size_t i = 0; i < MAX_CONNS; i++)
         if (s->conns[i])
             sconn_close(s->conns[i]);
+    gw_timer_stop(&s->retry);
     gw_loop_del(s->loop, &s->watch);
     if (s->l.is_unix && s->l.path[0])
         unlink(s->l.path);

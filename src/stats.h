@@ -58,13 +58,18 @@ typedef struct gw_stats_source {
 typedef struct gw_stats gw_stats_t;
 
 /* Binds addr (":9191" and "9191" mean 127.0.0.1:9191; give a host to listen
- * elsewhere; unix paths too) and serves it on loop. src is borrowed for the
- * server's life. NULL with a reason in err. */
+ * elsewhere; unix paths too) and serves it on loop. handed_fd (-1: none) is
+ * the socket a re-executed master's previous image served statistics on: it
+ * is taken (owned from here on) when bound to addr, else closed. src is
+ * borrowed for the server's life. NULL with a reason in err. */
 gw_stats_t *gw_stats_new(gw_loop_t *loop, const char *addr, const gw_stats_source_t *src,
-                         char *err, size_t errlen);
+                         int handed_fd, char *err, size_t errlen);
 
 /* "http://127.0.0.1:9191" or "http://unix:/path", for the log. */
 const char *gw_stats_url(const gw_stats_t *s);
+
+/* The listening socket (for the hand-over of a reload); -1 for NULL. */
+int gw_stats_fd(const gw_stats_t *s);
 
 /* Closes the socket and every connection. */
 void gw_stats_free(gw_stats_t *s);

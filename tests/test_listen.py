@@ -1,11 +1,13 @@
 """Listeners: TCP on IPv4 and IPv6, unix sockets, several at once."""
 import json
 import os
+import re
 import socket
+import time
 
 import pytest
 
-from conftest import RawReader
+from conftest import RawReader, wait_for
 
 
 def get(sock, path="/", host="x"):
@@ -229,3 +231,78 @@ def test_listener_options_on_the_worker_sockets(gangway):
         finally:
             s.close()
         srv.stop()
+
+
+def cpu_seconds(pid):
+    """utime + stime of pid, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        st = f.read()
+    fields = st[st.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_listener_that_stops_listening_costs_no_cpu_and_little_log(gangway):
+    """accept() failing for good (here EINVAL: the socket was shut down under
+    the worker, so it no longer listens) must not spin the level-triggered
+    listener: the worker backs off that listener (~0 CPU, at most one log
+    line a second) and goes on serving its other one."""
+    srv = gangway("--http", "127.0.0.1:0", "--http", "127.0.0.1:0", "--workers", "1",
+                  "hello:application", listen=False)
+    ports = [int(p) for p in re.findall(r"listening on http://127\.0\.0\.1:(\d+)",
+                                                          srv.read_log())]
+    assert len(ports) == 2, srv.read_log()
+    w = worker_pid(srv)
+    listener = [e for e in tcp_entries(ports[0]) if e[2] == "LISTEN" and e[0] == ports[0]]
+    assert listener, tcp_entries(ports[0])
+    ls = borrow_fd(w, listener[0][3])
+    assert ls is not None, "the worker holds no such socket"
+    # On Linux, shutting down the read side of a listening TCP socket
+    # disconnects it: it stops listening, for every process sharing it.
+    ls.shutdown(socket.SHUT_RD)
+    ls.close()
+    wait_for(lambda: "Invalid argument" in srv.read_log(), 5,
+             what="the worker to notice the failing listener")
+    lines0, cpu0, t0 = srv.read_log().count("accept"), cpu_seconds(w), time.monotonic()
+    # the other listener serves meanwhile
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", ports[1]), timeout=10)
+        try:
+            assert get(s).body == b"Hello, World!"
+        finally:
+            s.close()
+    wait_for(lambda: time.monotonic() - t0 >= 3, 5, interval=0.1,
+             what="3 seconds")
+    elapsed = time.monotonic() - t0
+    cpu = (cpu_seconds(w) - cpu0) / elapsed
+    lines = srv.read_log().count("accept") - lines0
+    assert cpu < 0.1, "the worker used %.0f%% of a CPU on a failing listener" % (cpu * 100)
+    assert lines <= elapsed + 1, "%d accept lines in %.1f s:\n%s" % (
+        lines, elapsed, srv.read_log()[-2000:])
+    assert "accept on http://127.0.0.1:%d: Invalid argument" % ports[0] in srv.read_log()
+
+
+def test_a_stats_socket_that_stops_listening_costs_the_master_no_cpu(gangway):
+    """The master's --stats listener backs off a failing accept() too: the
+    master keeps supervising at ~0 CPU, with one log line a second at most."""
+    srv = gangway("--stats", "127.0.0.1:0", "--workers", "1", "hello:application")
+    port = int(re.search(r"statistics on http://127\.0\.0\.1:(\d+)", srv.read_log()).group(1))
+    listener = [e for e in tcp_entries(port) if e[2] == "LISTEN" and e[0] == port]
+    assert listener, tcp_entries(port)
+    ls = borrow_fd(srv.pid, listener[0][3])
+    assert ls is not None, "the master holds no such socket"
+    ls.shutdown(socket.SHUT_RD)
+    ls.close()
+    # nothing to wait on in the baseline's log: it fails silently
+    t0, cpu0 = time.monotonic(), cpu_seconds(srv.pid)
+    lines0 = srv.read_log().count("--stats: accept")
+    wait_for(lambda: time.monotonic() - t0 >= 2, 5, interval=0.1, what="2 seconds")
+    elapsed = time.monotonic() - t0
+    cpu = (cpu_seconds(srv.pid) - cpu0) / elapsed
+    lines = srv.read_log().count("--stats: accept") - lines0
+    assert cpu < 0.1, "the master used %.0f%% of a CPU on a failing --stats socket" % (cpu * 100)
+    assert 1 <= lines + lines0 and lines <= elapsed + 1, srv.read_log()[-2000:]
+    s = srv.connect()
+    try:
+        assert get(s).body == b"Hello, World!"
+    finally:
+        s.close()

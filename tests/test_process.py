@@ -941,14 +941,43 @@ def test_preload_imports_in_master_and_reload_reexecutes(gangway, tmp_path):
     assert exit_code(s, 15) == 0
 
 
+def test_preload_reuse_port_reload_keeps_serving(gangway, tmp_path):
+    """--preload --reuse-port: the re-executed master's sockets keep their
+    reuse-port role (issue 14: they lost it, the new workers accept()ed on a
+    socket that does not listen, connections were refused and a worker spun
+    writing 100k log lines a second). After the reload every request is
+    answered by the new code and the log stays small."""
+    app = reload_app(tmp_path)
+    s = gangway("--workers", "2", "--preload", "--reuse-port", "--disable-logging",
+                "--wsgi-file", str(app), env=RELOAD_ENV)
+    old = set(current_workers(s.read_log()).values())
+    reload_app(tmp_path, version="two-reuse-port")
+    s.signal(signal.SIGHUP)
+    try:
+        wait_for(lambda: s.read_log().count("gangway: ready") >= 2, 15,
+                 what="the re-executed master's workers to serve")
+        wait_for(lambda: all(reaped(p, s.pid) for p in old), 15, what="the old workers to exit")
+    finally:
+        kill_leftovers(s, old)
+    for i in range(200):
+        try:
+            r = get(s, timeout=5)
+        except OSError as e:
+            pytest.fail("request %d after the reload: %s: %s; log tail:\n%s"
+                        % (i, type(e).__name__, e, s.read_log()[-1500:]))
+        assert r.status == 200 and r.body.startswith(b"version=two-reuse-port "), r.body[:100]
+    lines = s.read_log().count("\n")
+    assert lines < 60, "%d log lines; tail:\n%s" % (lines, s.read_log()[-1500:])
+
+
 def test_preload_failed_reload_keeps_serving(gangway, tmp_path):
     app = reload_app(tmp_path)
     s = gangway("--workers", "2", "--preload", "--wsgi-file", str(app), env=RELOAD_ENV)
     old = set(current_workers(s.read_log()).values())
     reload_app(tmp_path, version="broken", broken=True)
     s.signal(signal.SIGHUP)
-    wait_for(lambda: "reload failed: the new code does not load" in s.read_log(), 15,
-             what='"reload failed"')
+    wait_for(lambda: "reload failed: the new configuration or app does not load"
+             in s.read_log(), 15, what='"reload failed"')
     assert get(s).body.startswith(b"version=one ")
     assert live_children(s.pid) == old
     assert "proc_reload broken on purpose" in s.read_log()
@@ -987,3 +1016,385 @@ def test_reuse_port_spreads_over_workers(gangway):
         t.join(25)
     assert not errors, errors[:5]
     assert set(counts) == workers, (counts, workers)
+
+
+# ---------------------------------------------------------------------------
+# every reload re-executes the master: the configuration and the binary are
+# read again, the sockets, workers and statistics are handed over
+# ---------------------------------------------------------------------------
+
+MODES = {"lazy": [], "preload": ["--preload"]}
+
+
+def reload_and_wait(s, timeout=20):
+    """SIGHUP, then wait until every worker of before is gone and as many new
+    ones are live; returns the new workers' pids."""
+    old = live_children(s.pid)
+    s.signal(signal.SIGHUP)
+    try:
+        wait_for(lambda: all(reaped(p, s.pid) for p in old), timeout,
+                 what="the old workers to exit after the reload")
+        return wait_for(lambda: (lambda now: now if len(now) == len(old) else None)(
+            live_children(s.pid)), timeout, what="the new workers")
+    except TimeoutError:
+        kill_leftovers(s, old)
+        pytest.fail("the reload did not complete; log tail:\n" + s.read_log()[-3000:])
+
+
+def listening_ports(log):
+    return [int(p) for p in re.findall(r"listening on http://127\.0\.0\.1:(\d+)", log)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_reload_with_200_listeners(gangway, mode):
+    """The hand-over of a reload names every listener (issue 14: the list
+    was written into 512 bytes on the stack without a bound check)."""
+    args = []
+    for _ in range(200):
+        args += ["--http", "127.0.0.1:0"]
+    s = gangway(*args, "--disable-logging", *MODES[mode], "proc_app:application", listen=False)
+    ports = listening_ports(s.read_log())
+    assert len(set(ports)) == 200, ports
+    new = reload_and_wait(s)
+    for port in ports:  # every socket went on, on its port
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            r = RawReader(c).read_response()
+        finally:
+            c.close()
+        assert r.status == 200 and pid_in(r.body) in new, (port, r.body)
+    assert set(listening_ports(s.read_log())[200:]) == set(ports)
+
+
+def write_ini(path, mode, extra):
+    path.write_text("[uwsgi]\nchdir = %s\nmodule = cfg_app\nworkers = 2\n%s%s"
+                    % (APPS, "preload = true\n" if mode == "preload" else "", extra))
+
+
+def env_of(s, name):
+    r = get(s, "/env/" + name)
+    return r.body.decode() if r.status == 200 else None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_reload_reads_the_edited_configuration(gangway, tmp_path, mode):
+    """A reload reads the ini again, from where gangway was started (the ini
+    path is relative, the ini itself changes directory): a changed `env =`
+    reaches the app, a removed one is gone, and nothing of the hand-over
+    shows in the app's environment."""
+    ini = tmp_path / "app.ini"
+    write_ini(ini, mode, "env = RELOAD_KEY=one\n")
+    s = gangway("app.ini", cwd=str(tmp_path))
+    assert env_of(s, "RELOAD_KEY") == "one"
+    write_ini(ini, mode, "env = RELOAD_OTHER=two\n")
+    reload_and_wait(s)
+    assert env_of(s, "RELOAD_OTHER") == "two"
+    assert env_of(s, "RELOAD_KEY") is None, "an `env =` removed from the ini stays set"
+    for name in ("GANGWAY__LISTEN_FDS", "GANGWAY__OLD_WORKERS", "GANGWAY__SCOREBOARD_FD",
+                 "GANGWAY__STATS_FD"):
+        assert env_of(s, name) is None, name
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_reload_with_a_broken_configuration_keeps_the_old_workers(gangway, tmp_path, mode):
+    """The new configuration is checked before anything changes: a bad value
+    leaves the old workers serving, and the log says why (the check's own
+    line, then one summary)."""
+    ini = tmp_path / "app.ini"
+    write_ini(ini, mode, "")
+    s = gangway(str(ini))
+    old = live_children(s.pid)
+    write_ini(ini, mode, "max-requests = lots\n")
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in s.read_log(), 20, what='"reload failed"')
+    log = s.read_log()
+    assert re.search(r"app.ini:\d+: invalid value 'lots' for max-requests", log), log[-2000:]
+    assert re.search(r"reload failed: .*the old workers keep serving", log), log[-2000:]
+    assert log.index("invalid value 'lots'") < log.index("reload failed")
+    wait_for(lambda: live_children(s.pid) == old, 10, what="only the old workers")
+    assert pid_in(get(s, "/pid").body) in old
+    # fixed, the next reload goes through
+    write_ini(ini, mode, "env = RELOAD_KEY=fixed\n")
+    reload_and_wait(s)
+    assert env_of(s, "RELOAD_KEY") == "fixed"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_reload_runs_the_binary_now_at_its_path(gangway, tmp_path, monkeypatch, mode):
+    """A package upgrade replaces the binary (a new file renamed over the
+    old one); the reload runs the new file, not the old deleted inode that
+    /proc/self/exe points to."""
+    import conftest
+    import shutil
+    d = tmp_path / "bin"
+    d.mkdir()
+    exe = d / "gangway"
+    shutil.copy2(BIN, exe)
+    monkeypatch.setattr(conftest, "BIN", str(exe))
+    s = gangway("--workers", "2", *MODES[mode], "proc_app:application")
+    assert os.stat("/proc/%d/exe" % s.pid).st_ino == os.stat(exe).st_ino
+    shutil.copy2(BIN, d / "gangway.new")
+    os.rename(d / "gangway.new", exe)
+    upgraded = os.stat(exe).st_ino
+    assert os.readlink("/proc/%d/exe" % s.pid).endswith(" (deleted)")
+    new = reload_and_wait(s)
+    assert os.stat("/proc/%d/exe" % s.pid).st_ino == upgraded, os.readlink(
+        "/proc/%d/exe" % s.pid)
+    for p in new:
+        assert os.stat("/proc/%d/exe" % p).st_ino == upgraded
+    assert pid_in(get(s).body) in new
+    assert "re-executing the master (pid %d) from %s" % (s.pid, exe) in s.read_log()
+
+
+def stats_get(s, path="/"):
+    """The --stats JSON, from the last address the log names."""
+    m = re.findall(r"statistics on http://([0-9.]+):(\d+) ", s.read_log())
+    assert m, s.read_log()
+    host, port = m[-1]
+    c = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        c.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
+        r = RawReader(c).read_response()
+    finally:
+        c.close()
+    assert r.status == 200, r.status
+    import json
+    return json.loads(r.body)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_statistics_go_on_across_reloads(gangway, tmp_path, mode):
+    """Counters never go down and the uptime goes on (docs/observability.md):
+    a reload carries the totals, the start and the generation across the
+    re-exec, on the same --stats socket; while the old generation finishes a
+    request, its worker and its counters are still shown."""
+    s = gangway("--stats", "127.0.0.1:0", "--workers", "2", *MODES[mode],
+                "proc_app:application")
+    for _ in range(10):
+        assert get(s).status == 200
+    js0 = wait_for(lambda: (lambda js: js if js["totals"]["requests"] == 10 else None)(
+        stats_get(s)), 10, what="10 requests counted")
+    # a slow request keeps one old worker busy across the reload
+    marker = tmp_path / "slow"
+    c = s.connect(timeout=15)
+    c.sendall(b"GET /slow?marker=%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+              % str(marker).encode())
+    wait_for(marker.exists, 10, what="the slow request to start")
+    old = live_children(s.pid)
+    s.signal(signal.SIGHUP)
+    try:
+        def reloaded():
+            try:
+                js = stats_get(s)
+            except (OSError, EOFError):
+                return None  # a statistics request in flight at the exec is cut
+            return js if js["generation"] == js0["generation"] + 1 and sum(
+                1 for w in js["workers"] if w["status"] != "stopping") == 2 else None
+        js1 = wait_for(reloaded, 20, what="the new generation in the statistics")
+        assert js1["started"] == js0["started"] and js1["uptime"] >= js0["uptime"]
+        assert js1["totals"]["requests"] >= 10
+        busy = [w for w in js1["workers"] if w["pid"] in old]
+        assert busy and busy[0]["status"] == "stopping", js1["workers"]
+        r = RawReader(c, timeout=15).read_response()
+        assert r.status == 200 and pid_in(r.body) in old
+        wait_for(lambda: all(reaped(p, s.pid) for p in old), 15, what="the old workers to exit")
+    except BaseException:
+        kill_leftovers(s, old)
+        raise
+    finally:
+        c.close()
+    for _ in range(5):
+        assert get(s).status == 200
+    wait_for(lambda: stats_get(s)["totals"]["requests"] == 16, 10,
+             what="16 requests counted (10, the slow one, 5)")
+    reload_and_wait(s)
+    js2 = stats_get(s)
+    assert js2["totals"]["requests"] == 16 and js2["started"] == js0["started"]
+    assert js2["generation"] == js0["generation"] + 2
+    assert js2["totals"]["status_classes"]["2xx"] == 16
+
+
+def test_a_reload_leaks_no_descriptor_into_the_new_image(gangway):
+    """What the previous image left open without close-on-exec (here a
+    --preload app's inheritable /dev/null) is closed by the new one: reloads
+    do not pile descriptors up in the master or its workers."""
+    s = gangway("--preload", "--workers", "1", "reload_leak:application")
+
+    def leaked():
+        return int(re.search(rb"leaked=(\d+)", get(s).body).group(1))
+    before = leaked()  # the import's own, inherited by the worker (and maybe stdin)
+    nfds = len(os.listdir("/proc/%d/fd" % s.pid))
+    for _ in range(3):
+        reload_and_wait(s)
+    assert leaked() == before
+    assert len(os.listdir("/proc/%d/fd" % s.pid)) == nfds, os.listdir("/proc/%d/fd" % s.pid)
+
+
+def run_with_handover(tmp_path, env, args=(), pass_fds=()):
+    """gangway started with hand-over variables of our making (as a reloading
+    master would set them); returns (proc, log path)."""
+    log = tmp_path / "handover.log"
+    e = {k: v for k, v in os.environ.items() if not k.startswith("GANGWAY_")}
+    e.update(env)
+    with open(log, "wb") as f:
+        p = subprocess.Popen([BIN, *args, "proc_app:application"], stdout=f,
+                             stderr=subprocess.STDOUT, cwd=APPS, env=e, pass_fds=pass_fds)
+    return p, log
+
+
+@pytest.mark.parametrize("env,says", [
+    ({"GANGWAY__LISTEN_FDS": "3,x"}, "GANGWAY__LISTEN_FDS='3,x': want descriptors"),
+    ({"GANGWAY__LISTEN_FDS": ""}, "GANGWAY__LISTEN_FDS='': want descriptors"),
+    ({"GANGWAY__LISTEN_FDS": "99999999999"}, "want descriptors"),
+    ({"GANGWAY__LISTEN_FDS": "1"}, "descriptor 1 is standard input, output or error"),
+    ({"GANGWAY__LISTEN_FDS": "900"}, "GANGWAY__LISTEN_FDS: descriptor 900: Bad file descriptor"),
+    ({"GANGWAY__OLD_WORKERS": "123"}, "GANGWAY__OLD_WORKERS is set without GANGWAY__LISTEN_FDS"),
+    ({"GANGWAY__LISTEN_FDS": "@", "GANGWAY__OLD_WORKERS": "1,1"}, "GANGWAY__LISTEN_FDS='@'"),
+])
+def test_a_bad_handover_is_one_clear_error(tmp_path, env, says):
+    p, log = run_with_handover(tmp_path, env)
+    try:
+        rc = p.wait(15)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    text = log.read_text()
+    assert rc == 1, (rc, text)
+    assert says in text and "(set only by a reloading gangway master)" in text, text
+
+
+def test_a_handover_pid_that_is_not_our_worker_is_left_alone(tmp_path):
+    """A hand-over naming a process that is not this master's child (wrong
+    or forged) never gets it signalled: the new workers serve, it lives."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    bystander = subprocess.Popen(["sleep", "60"])
+    p = None
+    try:
+        p, log = run_with_handover(tmp_path, {
+            "GANGWAY__LISTEN_FDS": str(ls.fileno()),
+            "GANGWAY__OLD_WORKERS": str(bystander.pid)},
+            args=("--http", "127.0.0.1:%d" % ls.getsockname()[1]), pass_fds=(ls.fileno(),))
+        wait_for(lambda: p.poll() is not None or "ready" in log.read_text(), 15,
+                 what="gangway to serve")
+        assert p.poll() is None, log.read_text()
+        c = socket.create_connection(ls.getsockname(), timeout=10)
+        try:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert RawReader(c).read_response().status == 200
+        finally:
+            c.close()
+        assert bystander.poll() is None, "a process named in GANGWAY__OLD_WORKERS was killed"
+        assert "process %d named in GANGWAY__OLD_WORKERS is not a worker of this master" \
+            % bystander.pid in log.read_text()
+    finally:
+        bystander.kill()
+        bystander.wait()
+        if p is not None:
+            from conftest import stop_process
+            stop_process(p)
+        ls.close()
+
+
+def test_reload_follows_listener_changes(gangway, tmp_path):
+    """Addresses are read again too: a socket whose address stays is handed
+    over (same port, never unbound), a new address is bound, a removed one
+    closed."""
+    a, b = str(tmp_path / "a.sock"), str(tmp_path / "b.sock")
+    ini = tmp_path / "app.ini"
+
+    def write(unix):
+        ini.write_text("[uwsgi]\nchdir = %s\nmodule = proc_app\nhttp = 127.0.0.1:0\n"
+                       "http = unix:%s\n" % (APPS, unix))
+    write(a)
+    s = gangway(str(ini), listen=False)
+    port = s.port
+
+    def unix_get(path):
+        u = socket.socket(socket.AF_UNIX)
+        u.settimeout(10)
+        try:
+            u.connect(path)
+            u.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return RawReader(u).read_response()
+        finally:
+            u.close()
+    assert unix_get(a).status == 200
+    write(b)
+    new = reload_and_wait(s)
+    assert pid_in(unix_get(b).body) in new
+    assert pid_in(get(s).body) in new and s.port == port
+    with pytest.raises(OSError):
+        unix_get(a)
+    log = s.read_log()
+    assert "reload: http://unix:%s is no longer configured: closed" % a in log
+
+
+FLAKY_APP = '''
+import os
+BROKEN = os.environ["GW_TEST_BROKEN"]
+if os.path.exists(BROKEN) and b"--check-config" not in open("/proc/self/cmdline", "rb").read():
+    raise RuntimeError("broken outside the check")
+
+
+def application(environ, start_response):
+    body = ("pid=%d" % os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_reload_whose_new_workers_cannot_load_keeps_the_old_ones(gangway, tmp_path):
+    """The check passes but the re-executed master's new workers cannot load
+    the app: they are stopped and the old workers, handed over, keep
+    serving as the current generation; a later reload goes through."""
+    app = tmp_path / "flaky.py"
+    app.write_text(FLAKY_APP)
+    broken = tmp_path / "broken"
+    s = gangway("--workers", "2", "--wsgi-file", str(app),
+                env={"GW_TEST_BROKEN": str(broken), **RELOAD_ENV})
+    old = live_children(s.pid)
+    broken.write_text("x")
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed: the new workers cannot load the app" in s.read_log(), 20,
+             what="the new workers to fail")
+    assert "broken outside the check" in s.read_log()
+    assert "re-executing the master" in s.read_log()
+    wait_for(lambda: live_children(s.pid) == old, 10, what="only the old workers")
+    for _ in range(10):
+        assert pid_in(get(s).body) in old
+    broken.unlink()
+    new = reload_and_wait(s)
+    assert not new & old and pid_in(get(s).body) in new
+
+
+def test_reload_into_a_binary_that_does_not_answer_the_check(gangway, tmp_path, monkeypatch):
+    """The binary at the path is replaced by one that predates the hand-over
+    check (simulated: a script that hides GANGWAY__CHECK_FD from the real
+    binary). It gets the sockets and the workers only, and keeps serving;
+    --stats, which such a binary binds again, is free for it to bind."""
+    import conftest
+    import shutil
+    d = tmp_path / "bin"
+    d.mkdir()
+    exe, real = d / "gangway", d / "gangway-real"
+    shutil.copy2(BIN, exe)
+    shutil.copy2(BIN, real)
+    monkeypatch.setattr(conftest, "BIN", str(exe))
+    s = gangway("--workers", "2", "--stats", "127.0.0.1:0", "proc_app:application")
+    for _ in range(3):
+        assert get(s).status == 200
+    script = d / "gangway.new"
+    script.write_text("#!/bin/sh\nunset GANGWAY__CHECK_FD\nexec %s \"$@\"\n" % real)
+    script.chmod(0o755)
+    os.rename(script, exe)
+    new = reload_and_wait(s)
+    log = s.read_log()
+    assert "takes only the sockets and the workers over (an older gangway)" in log, log[-2000:]
+    assert os.stat("/proc/%d/exe" % s.pid).st_ino == os.stat(real).st_ino
+    assert pid_in(get(s).body) in new
+    js = stats_get(s)  # bound again by the new image, answering
+    assert js["totals"]["requests"] <= 1  # started again from zero
