@@ -361,9 +361,10 @@ static PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
             var_is(k, kn, "HTTP_TRANSFER_ENCODING"))
             continue; /* the length comes from the stored body, below; the rest as in HTTP
                        * (nginx de-chunks an upload but forwards the client's header) */
-        if ((var_is(k, kn, "HTTPS") && vn && !(vn == 3 && memcmp(v, "off", 3) == 0)) ||
+        /* Values compare case-insensitively, as uWSGI does (HTTPS=OFF is off). */
+        if ((var_is(k, kn, "HTTPS") && vn && !(vn == 3 && strncasecmp(v, "off", 3) == 0)) ||
             ((var_is(k, kn, "REQUEST_SCHEME") || var_is(k, kn, "UWSGI_SCHEME")) && vn == 5 &&
-             memcmp(v, "https", 5) == 0)) {
+             strncasecmp(v, "https", 5) == 0)) {
             if (PyDict_SetItemString(env, "wsgi.url_scheme", w->v_https) < 0)
                 goto fail;
         }

@@ -210,3 +210,19 @@ def test_write_waiting_for_a_slow_client_is_not_python_time(gangway):
     assert time.monotonic() - t0 < 5
     assert pid(s) == before
     assert "harakiri" in s.read_log()
+
+
+# ---------------------------------------------------------------------------
+# uwsgi: the scheme variables compare case-insensitively too
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("var,value,scheme", [
+    ("HTTPS", "OFF", "http"), ("HTTPS", "Off", "http"), ("HTTPS", "ON", "https"),
+    ("REQUEST_SCHEME", "HTTPS", "https"), ("UWSGI_SCHEME", "Https", "https"),
+])
+def test_uwsgi_scheme_values_any_case(gangway, var, value, scheme):
+    import test_uwsgi as U
+    srv = U.start(gangway)
+    pairs = [(k, v) for k, v in U.nginx_vars() if k not in ("REQUEST_SCHEME", var)]
+    e = U.environ_of(srv, U.packet(pairs + [(var, value)]))
+    assert e["wsgi.url_scheme"] == scheme
