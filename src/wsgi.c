@@ -1756,9 +1756,10 @@ static PyObject *load_app(const gw_config_t *cfg)
  * public way: a placeholder key is added and removed until the table has
  * grown once (__sizeof__ tells). That leaves a single deleted entry, so
  * PyDict_Copy still clones the table. With the 12 template items: a 64-slot
- * table, room for 42 items. callgrind (bench/instructions.py): hello 10,808
- * instructions per request against 11,253 with _PyDict_NewPresized(48) and
- * 10,963 unsized; with 13 browser headers 34,493 against 34,549 and 35,709.
+ * table, room for 42 items. callgrind (bench/instructions.py, the three
+ * side by side): hello 10,808 instructions per request against 11,253 with
+ * _PyDict_NewPresized(48) and 10,963 unsized; with 13 browser headers
+ * 34,493 against 34,549 and 35,709.
  * Only speed depends on this: an interpreter that grows its dicts another
  * way still gets a correct environ. 0, or -1 with an exception set. */
 static int grow_table(PyObject *t)
