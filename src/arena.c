@@ -70,6 +70,18 @@ char *gw_arena_dup(gw_arena_t *a, const void *p, size_t n)
     return d;
 }
 
+bool gw_arena_contains(const gw_arena_t *a, const void *p, size_t n)
+{
+    uintptr_t lo = (uintptr_t)p;
+
+    for (const gw_arena_block_t *b = a->head; b; b = b->next) {
+        uintptr_t start = (uintptr_t)b->data, end = start + b->size;
+        if (lo >= start && lo <= end && n <= end - lo)
+            return true;
+    }
+    return false;
+}
+
 void gw_arena_reset(gw_arena_t *a)
 {
     gw_arena_block_t *b = a->head, *next;

@@ -4,6 +4,7 @@
 #ifndef GW_ARENA_H
 #define GW_ARENA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define GW_ARENA_BLOCK 4096
@@ -31,6 +32,11 @@ void *gw_arena_alloc(gw_arena_t *a, size_t n);
 
 /* Copies n bytes into the arena; NULL when out of memory. */
 char *gw_arena_dup(gw_arena_t *a, const void *p, size_t n);
+
+/* True when the n bytes at p lie inside one of a's blocks: for the checks
+ * of sanitizer builds (the output queue takes arena memory only from the
+ * request's own arena). Walks the blocks. */
+bool gw_arena_contains(const gw_arena_t *a, const void *p, size_t n);
 
 /* Releases every block: standard ones to the pool, outliers to malloc. */
 void gw_arena_reset(gw_arena_t *a);

@@ -558,7 +558,7 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
             count(c, status, body, us);
     }
     gw_out_discard(&o->out);
-    gw_out_push(&o->out, resp, n, NULL);
+    gw_out_push_arena(&o->out, &c->req.arena, resp, n);
     rc = gw_out_flush(&o->out, c->watch.fd);
     if (rc == -EAGAIN) {
         c->can_write = false;
@@ -652,13 +652,12 @@ static ssize_t read_some(gw_conn_t *c, char *p, size_t n)
 
 static void send_continue(gw_conn_t *c)
 {
-    static const char msg[] = "HTTP/1.1 100 Continue\r\n\r\n";
     out_node_t *o = get_out(c);
 
     c->continue_sent = true;
     if (!o)
         return;
-    gw_out_push(&o->out, msg, sizeof(msg) - 1, NULL);
+    gw_out_push_lit(&o->out, "HTTP/1.1 100 Continue\r\n\r\n");
     if (gw_out_flush(&o->out, c->watch.fd) == -EAGAIN) {
         c->can_write = false; /* the rest leaves before the response */
         watch(c);

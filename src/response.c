@@ -2,6 +2,7 @@
 
 #include "clock.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -9,8 +10,18 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #define IOV_BATCH 64 /* <= IOV_MAX; the ring never holds more */
+
+/* Sanitizer builds check what gw_out_push_arena() is given. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CHECK_OWNERSHIP 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHECK_OWNERSHIP 1
+#endif
+#endif
 
 void gw_out_init(gw_out_t *o, gw_release_cb release)
 {
@@ -19,69 +30,112 @@ void gw_out_init(gw_out_t *o, gw_release_cb release)
     o->sent = 0;
 }
 
+static void release(gw_out_t *o, void *owner)
+{
+    if (owner) {
+        assert(o->release); /* an owner with nobody to drop it is a leak */
+        o->release(owner);
+    }
+}
+
+/* The next free slot, or NULL when the ring is full. */
 static gw_seg_t *tail_slot(gw_out_t *o)
 {
+    if (o->count == GW_OUT_SEGS)
+        return NULL;
     return &o->seg[(o->head + o->count) % GW_OUT_SEGS];
 }
 
-int gw_out_push(gw_out_t *o, const void *base, size_t len, void *owner)
+static int push_mem(gw_out_t *o, const char *base, size_t len, void *owner)
 {
     gw_seg_t *s;
 
     if (len == 0) {
-        if (owner && o->release)
-            o->release(owner);
+        release(o, owner);
         return 0;
     }
-    if (o->count == GW_OUT_SEGS)
+    if (!(s = tail_slot(o))) {
+        release(o, owner);
         return -ENOBUFS;
-    s = tail_slot(o);
+    }
     s->base = base;
     s->len = len;
     s->owner = owner;
     s->fd = -1;
+    s->owns_fd = false;
     o->count++;
     return 0;
+}
+
+int gw__out_push_static(gw_out_t *o, const char *lit, size_t len)
+{
+    return push_mem(o, lit, len, NULL);
+}
+
+int gw_out_push_arena(gw_out_t *o, const gw_arena_t *a, const void *base, size_t len)
+{
+#ifdef CHECK_OWNERSHIP
+    assert(len == 0 || gw_arena_contains(a, base, len));
+#else
+    (void)a;
+#endif
+    return push_mem(o, base, len, NULL);
+}
+
+int gw_out_push_ref(gw_out_t *o, const void *base, size_t len, void *owner)
+{
+    assert(owner);
+    return push_mem(o, base, len, owner);
 }
 
 int gw_out_push_copy(gw_out_t *o, const void *base, size_t len)
 {
     gw_seg_t *s;
 
-    if (o->count == GW_OUT_SEGS)
-        return -ENOBUFS;
     if (len > sizeof(s->inl))
         return -EINVAL;
-    s = tail_slot(o);
+    if (len == 0)
+        return 0;
+    if (!(s = tail_slot(o)))
+        return -ENOBUFS;
     memcpy(s->inl, base, len);
     s->base = s->inl;
     s->len = len;
     s->owner = NULL;
     s->fd = -1;
+    s->owns_fd = false;
     o->count++;
     return 0;
 }
 
-int gw_out_push_file(gw_out_t *o, int fd, off_t off, size_t len, void *owner)
+static int push_file(gw_out_t *o, int fd, bool owns_fd, off_t off, size_t len, void *owner)
 {
     gw_seg_t *s;
 
-    if (o->count == GW_OUT_SEGS)
-        return -ENOBUFS;
-    s = tail_slot(o);
+    if (len == 0 || !(s = tail_slot(o))) {
+        if (owns_fd)
+            close(fd);
+        release(o, owner);
+        return len == 0 ? 0 : -ENOBUFS;
+    }
     s->base = NULL;
     s->len = len;
     s->owner = owner;
     s->fd = fd;
+    s->owns_fd = owns_fd;
     s->off = off;
     o->count++;
-    if (len == 0) {
-        /* Keep the order of releases: a zero-length file is simply done. */
-        o->count--;
-        if (owner && o->release)
-            o->release(owner);
-    }
     return 0;
+}
+
+int gw_out_push_file_own(gw_out_t *o, int fd, off_t off, size_t len)
+{
+    return push_file(o, fd, true, off, len, NULL);
+}
+
+int gw_out_push_file(gw_out_t *o, int fd, off_t off, size_t len, void *owner)
+{
+    return push_file(o, fd, false, off, len, owner);
 }
 
 static void pop(gw_out_t *o)
@@ -91,8 +145,9 @@ static void pop(gw_out_t *o)
 
     o->head = (o->head + 1) % GW_OUT_SEGS;
     o->count--;
-    if (owner && o->release)
-        o->release(owner);
+    if (s->owns_fd)
+        close(s->fd);
+    release(o, owner);
 }
 
 /* Sends the memory segments at the head, up to the next file segment. */
@@ -177,32 +232,66 @@ void gw_out_discard(gw_out_t *o)
         pop(o);
 }
 
-const char *gw_status_reason(int status)
+const char *gw_status_phrase(int status)
 {
     switch (status) {
     case 100: return "Continue";
+    case 101: return "Switching Protocols";
     case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 205: return "Reset Content";
     case 206: return "Partial Content";
+    case 300: return "Multiple Choices";
     case 301: return "Moved Permanently";
     case 302: return "Found";
+    case 303: return "See Other";
     case 304: return "Not Modified";
-    case 403: return "Forbidden";
+    case 305: return "Use Proxy";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 407: return "Proxy Authentication Required";
     case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
     case 416: return "Range Not Satisfiable";
     case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
+    case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";   /* RFC 6585 */
+    case 429: return "Too Many Requests";       /* RFC 6585 */
+    case 431: return "Request Header Fields Too Large"; /* RFC 6585 */
+    case 451: return "Unavailable For Legal Reasons";   /* RFC 7725 */
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
     case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 511: return "Network Authentication Required"; /* RFC 6585 */
+    default: return NULL;
     }
+}
+
+const char *gw_status_reason(int status)
+{
+    const char *p = gw_status_phrase(status);
+    return p ? p : "Unknown";
 }
 
 static char *put(char *p, const char *s, size_t n)

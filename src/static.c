@@ -656,7 +656,7 @@ static bool queue(gw_req_t *r, gw_out_t *out, int status, answer_t *an, uint64_t
     n = gw_head_format(&h, &r->arena, &buf);
     res->status = status;
     res->bytes = 0;
-    if (!n || gw_out_push(out, buf, n, NULL) < 0)
+    if (!n || gw_out_push_arena(out, &r->arena, buf, n) < 0)
         return false;
     if (with_body && fd >= 0 && length) {
         gw_out_push_file(out, fd, (off_t)off, length, NULL);
@@ -666,7 +666,7 @@ static bool queue(gw_req_t *r, gw_out_t *out, int status, answer_t *an, uint64_t
         const char *reason = gw_status_reason(status);
         char *b = fmt(&r->arena, "%s\n", reason);
         if (b)
-            gw_out_push(out, b, strlen(b), NULL);
+            gw_out_push_arena(out, &r->arena, b, strlen(b));
         res->bytes = length;
     }
     return true;

@@ -2,6 +2,7 @@
 
 #include "log.h"
 
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -346,7 +347,7 @@ int gw_file_wrapper_fd(PyObject *obj, int *fd, long long *pos)
     PyObject *r;
     struct stat st;
     long long p;
-    int f;
+    long f;
 
     if (!Py_IS_TYPE(obj, &filewrap_type))
         return 0;
@@ -357,9 +358,11 @@ int gw_file_wrapper_fd(PyObject *obj, int *fd, long long *pos)
         PyErr_Clear();
         return 0;
     }
-    f = PyLong_AsLong(r);
+    f = PyLong_Check(r) ? PyLong_AsLong(r) : -1;
     Py_DECREF(r);
-    if (f < 0 || fstat(f, &st) < 0 || !S_ISREG(st.st_mode)) {
+    /* Not an int, or out of range (a long cut to int could name another of
+     * gangway's own descriptors): iterate it instead. */
+    if (f < 0 || f > INT_MAX || fstat((int)f, &st) < 0 || !S_ISREG(st.st_mode)) {
         PyErr_Clear();
         return 0;
     }
@@ -367,16 +370,20 @@ int gw_file_wrapper_fd(PyObject *obj, int *fd, long long *pos)
     if (PyObject_HasAttrString(fw->filelike, "tell")) {
         if (!(r = PyObject_CallMethod(fw->filelike, "tell", NULL)))
             return -1;
-        p = PyLong_AsLongLong(r);
+        p = PyLong_Check(r) ? PyLong_AsLongLong(r) : -1;
         Py_DECREF(r);
         if (p == -1 && PyErr_Occurred())
             return -1;
+        if (p < 0) {
+            PyErr_SetString(PyExc_ValueError, "file_wrapper: tell() must return an int >= 0");
+            return -1;
+        }
     } else {
-        p = lseek(f, 0, SEEK_CUR);
+        p = lseek((int)f, 0, SEEK_CUR);
         if (p < 0)
             p = 0;
     }
-    *fd = f;
+    *fd = (int)f;
     *pos = p;
     return 1;
 }

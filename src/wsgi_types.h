@@ -28,7 +28,9 @@ PyObject *gw_file_wrapper_type(void);
 
 /* For a FileWrapper around a real, regular file: its fd and the position to
  * send from. Returns 1 when it applies, 0 when the object must be iterated,
- * -1 with an exception set. Runs Python (fileno(), tell()). */
+ * -1 with an exception set. Runs Python (fileno(), tell()). The fd belongs
+ * to the app's file object, which the app may close at any time: dup() it
+ * before keeping it past the next Python code. */
 int gw_file_wrapper_fd(PyObject *obj, int *fd, long long *pos);
 
 #endif
