@@ -421,14 +421,6 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
 /* ---- aborted answers ---- */
 
 /* Bytes still queued in o: head, body and framing not yet written. */
-static uint64_t queued_bytes(const gw_out_t *o)
-{
-    uint64_t n = 0;
-    for (unsigned i = 0; i < o->count; i++)
-        n += o->seg[(o->head + i) % GW_OUT_SEGS].len;
-    return n;
-}
-
 /* The answer cannot be completed (the peer is gone, or stopped reading past
  * the write timeout): remember what was left unsent, for its log line. */
 static void give_up(gw_conn_t *c)
@@ -436,7 +428,7 @@ static void give_up(gw_conn_t *c)
     if (c->is_aborted)
         return;
     c->is_aborted = true;
-    c->unsent = c->out ? queued_bytes(&c->out->out) : 0;
+    c->unsent = c->out ? gw_out_pending(&c->out->out) : 0;
 }
 
 /* ---- lingering close ---- */
@@ -1183,7 +1175,7 @@ void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_byt
          * else its status with the body bytes that did leave (what was
          * queued, less what was still queued when it was given up). */
         uint64_t sent = c->out ? c->out->out.sent - c->sent_mark : 0;
-        uint64_t unsent = c->is_aborted ? c->unsent : queued_bytes(&c->out->out);
+        uint64_t unsent = c->is_aborted ? c->unsent : gw_out_pending(&c->out->out);
         if (sent == 0)
             status = 499;
         body_bytes = sent == 0 || unsent >= body_bytes ? 0 : body_bytes - unsent;

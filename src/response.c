@@ -226,6 +226,14 @@ int gw_out_flush(gw_out_t *o, int sock)
     return 0;
 }
 
+uint64_t gw_out_pending(const gw_out_t *o)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < o->count; i++)
+        n += o->seg[(o->head + i) % GW_OUT_SEGS].len;
+    return n;
+}
+
 void gw_out_discard(gw_out_t *o)
 {
     while (o->count)

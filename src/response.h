@@ -57,6 +57,9 @@ void gw_out_init(gw_out_t *o, gw_release_cb release);
 static inline unsigned gw_out_room(const gw_out_t *o) { return GW_OUT_SEGS - o->count; }
 static inline bool gw_out_is_empty(const gw_out_t *o) { return o->count == 0; }
 
+/* Bytes queued and not yet sent (for the log line of an aborted answer). */
+uint64_t gw_out_pending(const gw_out_t *o);
+
 /* Every push returns 0, or -ENOBUFS when the ring is full (flush first); a
  * zero-length segment is not queued. Whatever the result, what the push was
  * given to own (owner, fd) is the queue's from the call on: released or
