@@ -97,10 +97,14 @@ class Server:
             return f.read().decode("utf-8", "replace")
 
     def wait_ready(self, timeout=15):
+        # The master's own "ready" line, the last of its start-up lines: any
+        # "ready" (a "worker 1 ready" line) could come while the next lines
+        # are still being written.
         def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError("gangway exited %s:\n%s" % (self.proc.returncode, self.read_log()))
-            return "ready" in self.read_log() and self.read_log()
+            log = self.read_log()
+            return re.search(r"^gangway: ready$", log, re.M) and log
         log = wait_for(ready, timeout, what="gangway ready")
         m = re.search(r"listening on http://(?:\[([0-9a-fA-F:]+)\]|([0-9.]+)):(\d+)", log)
         if m:

@@ -537,7 +537,10 @@ def test_max_requests_recycles(gangway):
     order = list(dict.fromkeys(pid_in(b) for _, b in res))
     assert len(order) == 6, counts
     assert all(counts[p] == 50 for p in order), counts
-    log = s.read_log()
+    # A worker serves as soon as it told the master; the master's line about
+    # it may come a moment later.
+    log = wait_for(lambda: len(ready_lines(s.read_log())) >= 6 and s.read_log(), 5,
+                   what="the six workers' ready lines")
     assert log.count("max-requests reached") >= 5
     assert [p for i, p in ready_lines(log)][:6] == order
 
@@ -568,7 +571,9 @@ def test_max_requests_jitter(gangway, opt):
     for _, body in res:
         p = pid_in(body)
         counts[p] = counts.get(p, 0) + 1
-    log = s.read_log()
+    # (the newest worker may have answered before the master logged it)
+    log = wait_for(lambda: (lambda l: set(counts) <= {p for _, p in ready_lines(l)} and l)(
+        s.read_log()), 5, what="a ready line for every worker that answered")
     lines = ready_lines(log)
     worker_of = {p: i for i, p in lines}
     assert set(counts) <= set(worker_of)
