@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from conftest import APPS, BIN, RawReader, children, live_children, request, wait_for
+from conftest import (APPS, BIN, SANITIZED, RawReader, children, live_children, request,
+                      wait_for)
 
 READY_RE = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
 
@@ -786,6 +787,15 @@ def test_scaling_during_a_reload(gangway, tmp_path, name, expect):
     assert get(s).status == 200
 
 
+def flaky_env(flag):
+    env = {"PROC_FLAKY": str(flag), "PYTHONDONTWRITEBYTECODE": "1"}
+    if SANITIZED:
+        # ASan would catch the deliberate SIGSEGV and write a report (which
+        # make test-asan counts as a failure): let the signal kill the worker.
+        env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":handle_segv=0"
+    return env
+
+
 RETRY_RE = re.compile(r"worker 1 \(pid (\d+)\) (cannot load the app|.* before it served); "
                       r"retrying in (\d+)s")
 
@@ -797,7 +807,7 @@ def test_worker_crashing_at_start_backs_off_then_gives_up(gangway, tmp_path):
     respawns in 4 s, forever)."""
     flag = tmp_path / "flaky"
     flag.write_text("segv")
-    s = gangway("proc_flaky:application", env={"PROC_FLAKY": str(flag)}, wait=False)
+    s = gangway("proc_flaky:application", env=flaky_env(flag), wait=False)
     t0 = time.monotonic()
 
     def over():
@@ -823,8 +833,7 @@ def test_start_failures_after_serving_back_off_and_reset(gangway, tmp_path):
     them, each followed by a good start, stopped the healthy workers and
     exited 1)."""
     flag = tmp_path / "flaky"
-    s = gangway("--workers", "2", "proc_flaky:application",
-                env={"PROC_FLAKY": str(flag), "PYTHONDONTWRITEBYTECODE": "1"})
+    s = gangway("--workers", "2", "proc_flaky:application", env=flaky_env(flag))
     other = current_workers(s.read_log())[2]
     firsts = []
     for k, (how, fails) in enumerate([("raise", 2), ("segv", 1), ("exit0", 1), ("raise", 1),
@@ -857,8 +866,7 @@ def test_worker_crashing_right_after_it_serves_backs_off(gangway, tmp_path):
     at import segfaults), one after another: each replacement waits longer
     than the one before instead of a fork loop; the other worker serves."""
     flag = tmp_path / "flaky"
-    s = gangway("--workers", "2", "proc_flaky:application",
-                env={"PROC_FLAKY": str(flag), "PYTHONDONTWRITEBYTECODE": "1"})
+    s = gangway("--workers", "2", "proc_flaky:application", env=flaky_env(flag))
     workers = current_workers(s.read_log())
     flag.write_text("later")
     t0 = time.monotonic()
@@ -1033,15 +1041,16 @@ def test_failed_fork_is_retried_with_back_off(gangway, tmp_path):
     uid = str(fresh_uid())
     as_uid = ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups"]
     # (prlimit on another user's process needs CAP_SYS_RESOURCE, which a
-    # container's root may lack: the soft limit is moved as that user)
-    prefix = ["prlimit", "--nproc=3:3"] + as_uid
+    # container's root may lack: the soft limit is moved as that user, under
+    # a hard limit with room for LeakSanitizer's tracer at exit)
+    prefix = ["prlimit", "--nproc=5:5"] + as_uid
     s = gangway("--workers", "2", "proc_app:application", prefix=prefix,
                 env={"PYTHONDONTWRITEBYTECODE": "1"})
     assert proc_status(s.pid, "Uid")[0] == uid
     workers = current_workers(s.read_log())
     try:
         # the master and worker 2 are all the processes the limit allows now
-        subprocess.run(as_uid + ["prlimit", "--pid", str(s.pid), "--nproc=2:3"], check=True)
+        subprocess.run(as_uid + ["prlimit", "--pid", str(s.pid), "--nproc=2:5"], check=True)
         os.kill(workers[1], signal.SIGKILL)
         pat = re.compile(r"cannot fork worker 1: Resource temporarily unavailable; "
                          r"retrying in (\d+)s")
@@ -1049,7 +1058,7 @@ def test_failed_fork_is_retried_with_back_off(gangway, tmp_path):
         delays = [int(d) for d in pat.findall(s.read_log())]
         assert delays[:2] == [1, 2], delays
         assert served_pid(s) == workers[2]  # the other worker serves meanwhile
-        subprocess.run(as_uid + ["prlimit", "--pid", str(s.pid), "--nproc=3:3"], check=True)
+        subprocess.run(as_uid + ["prlimit", "--pid", str(s.pid), "--nproc=5:5"], check=True)
         wait_for(lambda: current_workers(s.read_log())[1] != workers[1], 15,
                  what="worker 1 back once fork() works again")
         wait_for(lambda: len(live_children(s.pid)) == 2, 10, what="two workers")
