@@ -825,6 +825,15 @@ def test_worker_crashing_at_start_backs_off_then_gives_up(gangway, tmp_path):
     assert not re.search(r"(^|: )ready$", log, re.M), log[-2000:]
 
 
+def process_age(pid):
+    """Seconds since pid started (from /proc)."""
+    with open("/proc/%d/stat" % pid) as f:
+        st = f.read()
+    start = int(st[st.rindex(")") + 2:].split()[19]) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0]) - start
+
+
 def test_start_failures_after_serving_back_off_and_reset(gangway, tmp_path):
     """After the app served once, a worker that cannot start again (its import
     raises, segfaults, or exits) is retried with a growing delay while the
@@ -836,11 +845,17 @@ def test_start_failures_after_serving_back_off_and_reset(gangway, tmp_path):
     s = gangway("--workers", "2", "proc_flaky:application", env=flaky_env(flag))
     other = current_workers(s.read_log())[2]
     firsts = []
-    for k, (how, fails) in enumerate([("raise", 2), ("segv", 1), ("exit0", 1), ("raise", 1),
-                                      ("segv", 1), ("raise", 1)]):
+    # six import failures in all (five made the master give up), a crash and
+    # an exit at start among them
+    for k, (how, fails) in enumerate([("raise", 2), ("raise", 1), ("segv", 1), ("raise", 1),
+                                      ("exit0", 1), ("raise", 1), ("raise", 1)]):
         victim = current_workers(s.read_log())[1]
         seen = len(RETRY_RE.findall(s.read_log()))
         flag.write_text(how)
+        # (a worker killed within 1 s of its start, again and again, would be
+        # a crash loop of its own: test_worker_crashing_right_after_it_serves)
+        wait_for(lambda: process_age(victim) >= 1.1, 5, interval=0.05,
+                 what="worker 1 to be 1 s old")
         os.kill(victim, signal.SIGKILL)
         lines = wait_for(lambda: (lambda r: r[seen:] if len(r) >= seen + fails else None)(
             RETRY_RE.findall(s.read_log())), 20, what="round %d: %d failed start(s)" % (k, fails))
