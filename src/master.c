@@ -732,22 +732,25 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
             signal_all(m, SIGUSR1, false);
             break;
         case SIGTTIN:
-        case SIGTTOU:
+        case SIGTTOU: {
             /* Only the target changes here; progress() forks or retires
              * (never the last worker: the target stays >= 1) and decides
              * readiness against it, at start-up and during reloads alike. */
+            bool more = sig == SIGTTIN;
+            const char *name = more ? "SIGTTIN" : "SIGTTOU";
             if (m->is_stopping)
                 break;
-            if (sig == SIGTTIN ? m->target >= GW_MAX_WORKERS : m->target <= 1) {
-                gw_log_error("%s: %u worker(s) is the %s", sig == SIGTTIN ? "SIGTTIN" : "SIGTTOU",
-                             m->target, sig == SIGTTIN ? "maximum" : "minimum");
+            if (more ? m->target >= GW_MAX_WORKERS : m->target <= 1) {
+                gw_log_error("%s: %u worker(s) is the %s", name, m->target,
+                             more ? "maximum" : "minimum");
                 break;
             }
-            m->target += sig == SIGTTIN ? 1 : -1;
-            gw_log_error("%s: %u worker(s)", sig == SIGTTIN ? "SIGTTIN" : "SIGTTOU", m->target);
+            m->target += more ? 1 : -1;
+            gw_log_error("%s: %u worker(s)", name, m->target);
             tell_systemd(m, "", "serving");
             progress(m);
             break;
+        }
         default:
             break;
         }
