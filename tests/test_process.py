@@ -825,6 +825,29 @@ def test_worker_crashing_at_start_backs_off_then_gives_up(gangway, tmp_path):
     assert not re.search(r"(^|: )ready$", log, re.M), log[-2000:]
 
 
+def test_reload_whose_new_workers_crash_at_start_keeps_the_old_ones(gangway, tmp_path):
+    """A reload to code that segfaults at import fails like one whose import
+    raises: the old workers keep serving, nothing is respawned in a loop, and
+    the next reload works."""
+    flag = tmp_path / "flaky"
+    s = gangway("--workers", "2", "proc_flaky:application", env=flaky_env(flag))
+    old = set(current_workers(s.read_log()).values())
+    flag.write_text("segv")
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in s.read_log(), 15, what='"reload failed"')
+    log = s.read_log()
+    assert re.search(r"reload failed: new worker \d+ \(pid \d+\) was killed by signal 11 "
+                     r"\(Segmentation fault\) before it served; the old ones keep serving", log), \
+        log[-2000:]
+    wait_for(lambda: live_children(s.pid) == old, 10, what="only the old workers left")
+    assert served_pid(s) in old
+    assert s.read_log().count("Segmentation fault") <= 2, s.read_log()[-2000:]
+    flag.unlink()
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "new worker(s) serving" in s.read_log(), 15, what="the next reload")
+    wait_for(lambda: not (live_children(s.pid) & old), 15, what="the old workers to go")
+
+
 def process_age(pid):
     """Seconds since pid started (from /proc)."""
     with open("/proc/%d/stat" % pid) as f:
