@@ -31,7 +31,8 @@
 #define MAX_START_FAILURES 5
 #define BACKOFF_MAX_MS 30000
 /* A worker that served but crashed sooner than this after its start, twice
- * in a row in its slot, is replaced after a back-off too: never a fork loop. */
+ * in a row in its slot (failed starts as quick count too), is replaced after
+ * a back-off too: never a fork loop. */
 #define MIN_LIFE_MS 1000
 #define QUICK_KILL_MS 5000
 #define TICK_MS 1000
@@ -626,7 +627,12 @@ static void on_worker_exit(master_t *m, size_t i, int st)
         }
         /* Once the app has served, a failure to start again (a bad deploy
          * without a reload, a database down at import) leaves the other
-         * workers serving and is retried for as long as it takes. */
+         * workers serving and is retried for as long as it takes. A quick
+         * one counts as a fast crash of the slot too: workers that die
+         * now before, now right after they said they serve, still wait
+         * longer each time. */
+        if (gw_clock_ms() - w.spawned_ms < MIN_LIFE_MS)
+            m->fast_crashes[i]++;
         delay = backoff_ms(m->failures);
         reserve(m, i, delay);
         m->respawns[why]++;

@@ -251,8 +251,7 @@ def test_notify_status_follows_sigttin(gangway, notify):
     pid, f, text = notify.wait("STATUS", 10)
     assert pid == s.pid and "2 worker(s)" in f["STATUS"], text
     assert "READY" not in f and "RELOADING" not in f and "STOPPING" not in f
-    # let the new worker come up before the fixture stops the server: a SIGTERM
-    # that reaches a worker right after its fork is lost (see the report)
+    # the new worker comes up (after the STATUS line, not before it)
     wait_for(lambda: "worker 2 ready" in s.read_log(), 15, what="worker 2")
 
 
