@@ -17,13 +17,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #define NSLOTS (2 * GW_MAX_WORKERS) /* room for a whole new generation during a reload */
-#define MAX_LOAD_FAILURES 5
+/* A worker that fails to start (cannot load the app, crashes or exits before
+ * it says it serves) is retried after 1 s, 2 s, 4 s ... up to BACKOFF_MAX_MS,
+ * and so is a fork() that fails. Before any worker has ever served, the
+ * master gives up after MAX_START_FAILURES such failures in a row. */
+#define MAX_START_FAILURES 5
+#define BACKOFF_MAX_MS 30000
+/* A worker that served but crashed sooner than this after its start, twice
+ * in a row in its slot (failed starts as quick count too), is replaced after
+ * a back-off too: never a fork loop. */
+#define MIN_LIFE_MS 1000
 #define QUICK_KILL_MS 5000
 #define TICK_MS 1000
 
@@ -33,7 +43,10 @@ typedef struct wproc {
     bool is_ready;
     bool is_retiring;    /* told to stop: do not replace it */
     bool is_killed;      /* harakiri SIGKILL sent */
-    uint64_t respawn_at; /* >0: a replacement is due then (back-off) */
+    /* >0 with pid 0: a worker of this generation is due to start then (the
+     * back-off after a failed start or fork); it counts toward the target. */
+    uint64_t respawn_at;
+    uint64_t spawned_ms;
 } wproc_t;
 
 typedef struct master {
@@ -58,7 +71,9 @@ typedef struct master {
     bool is_stopping;
     bool is_delaying;    /* SIGTERM received, shutdown-delay running */
     int exit_code;
-    unsigned failures;   /* consecutive workers that could not load the app */
+    bool has_served;     /* a worker has said it serves, ever */
+    unsigned failures;   /* consecutive workers that failed to start; 0 once one serves */
+    unsigned fork_failures; /* consecutive fork() failures */
     struct timespec *touch_mtime;
     gw_timerq_t tick_q, delay_q, kill_graceful_q, kill_quick_q;
     gw_timer_t tick, delay, kill;
@@ -68,6 +83,7 @@ typedef struct master {
     gw_totals_t retired;                  /* counters of workers that are gone */
     uint64_t respawns[GW_RESPAWN_REASONS];
     uint32_t slot_respawns[NSLOTS];
+    unsigned fast_crashes[NSLOTS];        /* in a row, each < MIN_LIFE_MS after its start */
     time_t slot_spawned[NSLOTS];
     uint64_t started_ms;  /* the first image's start: uptime goes on across reloads */
     time_t started_unix;
@@ -109,10 +125,40 @@ static bool any_live(master_t *m)
     return false;
 }
 
+/* Workers of the current generation that count toward the target: alive
+ * and not told to stop, or due to start again after a back-off. */
+static unsigned count_members(master_t *m)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < NSLOTS; i++) {
+        wproc_t *w = &m->w[i];
+        if (w->generation == m->generation && (w->pid ? !w->is_retiring : w->respawn_at != 0))
+            n++;
+    }
+    return n;
+}
+
+/* The n-th failure in a row waits 1 s, 2 s, 4 s ... at most BACKOFF_MAX_MS. */
+static uint64_t backoff_ms(unsigned n)
+{
+    uint64_t ms = 1000ULL << (n > 1 ? (n - 1 < 16 ? n - 1 : 16) : 0);
+    return ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS;
+}
+
+/* Slot i (free) will get a worker of the current generation in delay_ms;
+ * until then it counts toward the target, so nothing else fills the gap. */
+static void reserve(master_t *m, size_t i, uint64_t delay_ms)
+{
+    memset(&m->w[i], 0, sizeof(m->w[i]));
+    m->w[i].generation = m->generation;
+    m->w[i].respawn_at = gw_clock_ms() + delay_ms;
+}
+
 static int spawn(master_t *m, size_t i)
 {
     wproc_t *w = &m->w[i];
     gw_slot_t *slot = &m->sb.slots[i];
+    pid_t parent = getpid();
     sigset_t mask;
     pid_t pid;
 
@@ -126,15 +172,33 @@ static int spawn(master_t *m, size_t i)
     pid = fork();
     if (pid < 0) {
         int e = errno;
+        uint64_t delay;
         gw_signals_restore(&mask);
         if (m->app)
             gw_wsgi_fork_parent(m->app);
-        gw_log_error("cannot fork worker %zu: %s", i + 1, strerror(e));
+        /* EAGAIN (RLIMIT_NPROC, pid_max, cgroup pids.max) and ENOMEM pass:
+         * the slot is kept and tried again later, one line per attempt. */
+        atomic_store_explicit(&slot->state, GW_SLOT_EMPTY, RELAXED);
+        delay = backoff_ms(++m->fork_failures);
+        reserve(m, i, delay);
+        gw_log_error("cannot fork worker %zu: %s; retrying in %llus", i + 1, strerror(e),
+                     (unsigned long long)(delay / 1000));
         return -e;
     }
     if (pid == 0) {
-        /* The child: drop the master's loop and signal pipe, then serve.
-         * A signal for it that comes before its own handlers is kept. */
+        /* The child. It must not serve unsupervised: when the master dies
+         * (SIGKILL, a crash) the kernel sends it SIGTERM, a graceful stop.
+         * The signal follows the thread that forked, the master's loop
+         * thread, which lives as long as the process, and a --preload
+         * re-exec keeps it (same process). A master that died before the
+         * prctl() is seen in getppid(). */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent) {
+            gw_log_error("worker %zu: the master (pid %d) is gone; not starting", i + 1,
+                         (int)parent);
+            _exit(1);
+        }
+        /* Drop the master's loop and signal pipe, then serve. A signal
+         * for it that comes before its own handlers is kept. */
         gw_signals_forked(m->sigwatch.fd, &mask);
         if (m->app)
             gw_wsgi_fork_child(m->app);
@@ -153,6 +217,8 @@ static int spawn(master_t *m, size_t i)
     memset(w, 0, sizeof(*w));
     w->pid = pid;
     w->generation = m->generation;
+    w->spawned_ms = gw_clock_ms();
+    m->fork_failures = 0;
     atomic_store_explicit(&slot->pid, (int32_t)pid, RELAXED);
     m->slot_spawned[i] = time(NULL);
     return 0;
@@ -167,15 +233,6 @@ static long free_slot(master_t *m)
     return -1;
 }
 
-static void spawn_more(master_t *m, unsigned n)
-{
-    while (n-- > 0) {
-        long i = free_slot(m);
-        if (i < 0 || spawn(m, (size_t)i) < 0)
-            return;
-    }
-}
-
 /* Tells worker i to stop (SIGTERM: gracefully, SIGQUIT: now). Its slot
  * says "stopping" at once: a worker stuck in the app notices the signal only
  * when the app returns, and the statistics should not call it merely busy. */
@@ -184,6 +241,58 @@ static void retire(master_t *m, size_t i, int sig)
     m->w[i].is_retiring = true;
     atomic_store_explicit(&m->sb.slots[i].state, GW_SLOT_STOPPING, RELAXED);
     kill(m->w[i].pid, sig);
+}
+
+/* One worker of the current generation fewer: a restart still due is
+ * cancelled first, then a worker that does not serve yet, then the one in the
+ * highest slot. false: there is none. */
+static bool shrink_one(master_t *m)
+{
+    long pick = -1;
+    int best = 0;
+
+    for (size_t i = NSLOTS; i-- > 0;) {
+        wproc_t *w = &m->w[i];
+        int rank = w->generation != m->generation ? 0
+                   : !w->pid                      ? (w->respawn_at ? 3 : 0)
+                   : w->is_retiring               ? 0
+                   : w->is_ready                  ? 1
+                                                  : 2;
+        if (rank > best) {
+            best = rank;
+            pick = (long)i;
+        }
+    }
+    if (pick < 0)
+        return false;
+    if (m->w[pick].pid)
+        retire(m, (size_t)pick, SIGTERM);
+    else
+        m->w[pick].respawn_at = 0;
+    return true;
+}
+
+/* Brings the current generation to m->target workers, whatever changed the
+ * target or the workers (SIGTTIN/SIGTTOU at any moment, deaths, failed forks,
+ * back-offs). Until one of the generation's first workers serves, only one
+ * starts: it proves that the app loads, so a broken app fails once, not N
+ * times. Workers in back-off count: nothing forks around a back-off. */
+static void reconcile(master_t *m)
+{
+    unsigned have, want;
+
+    if (m->is_stopping)
+        return;
+    have = count_members(m);
+    while (have > m->target && shrink_one(m))
+        have--;
+    want = m->is_ready || count_live(m, m->generation, true) ? m->target : 1;
+    while (have < want) {
+        long i = free_slot(m);
+        if (i < 0 || spawn(m, (size_t)i) < 0)
+            return; /* a failed fork is retried after its back-off */
+        have++;
+    }
 }
 
 static void signal_all(master_t *m, int sig, bool old_only)
@@ -223,10 +332,12 @@ static void begin_stop(master_t *m, bool graceful, const char *why)
 {
     if (m->is_stopping && graceful)
         return;
-    tell_systemd(m, "STOPPING=1", graceful ? "stopping gracefully" : "stopping");
+    /* The log line first, then systemd: whoever sees the state change can
+     * read why in the log. */
     if (!m->is_stopping && why)
         gw_log_error("%s: %s stop of %u worker(s)", why, graceful ? "graceful" : "quick",
                      count_live(m, m->generation, false));
+    tell_systemd(m, "STOPPING=1", graceful ? "stopping gracefully" : "stopping");
     m->is_stopping = true;
     m->is_delaying = false;
     gw_timer_stop(&m->delay);
@@ -317,9 +428,9 @@ static void start_checker(master_t *m, const char *why)
     m->checker_rd = p[0];
     p[0] = -1;
     fcntl(m->checker_rd, F_SETFL, O_NONBLOCK);
-    tell_systemd(m, "RELOADING=1", "reloading: checking the configuration and the app");
     gw_log_error("%s: graceful reload: checking the configuration and the app (%s "
                  "--check-config)", why, ex->path);
+    tell_systemd(m, "RELOADING=1", "reloading: checking the configuration and the app");
 out:
     if (p[0] >= 0)
         close(p[0]);
@@ -526,7 +637,6 @@ static void finish_reload(master_t *m, unsigned ready)
 static void announce_ready(master_t *m)
 {
     m->is_ready = true;
-    m->failures = 0;
     gw_log_error("%s, master pid %d, %u worker(s)", m->banner, (int)getpid(), m->target);
     for (size_t i = 0; i < m->nl; i++)
         gw_log_error("listening on %s", m->ls[i].url);
@@ -542,15 +652,18 @@ static void announce_ready(master_t *m)
     }
 }
 
-/* Moves start-up and reloads forward after a worker became ready. */
+/* Moves start-up, scaling and reloads forward; called whenever workers,
+ * their readiness or the target changed. Ready means "the target number of
+ * workers serve", whatever changed the target meanwhile. */
 static void progress(master_t *m)
 {
-    unsigned ready = count_live(m, m->generation, true);
+    unsigned ready;
 
+    if (m->is_stopping)
+        return;
+    reconcile(m);
+    ready = count_live(m, m->generation, true);
     if (!m->is_ready) {
-        /* The first worker proves the app loads; then the rest start. */
-        if (ready == 1 && count_live(m, m->generation, false) == 1 && m->target > 1)
-            spawn_more(m, m->target - 1);
         if (ready >= m->target)
             announce_ready(m);
         return;
@@ -559,20 +672,32 @@ static void progress(master_t *m)
         finish_reload(m, ready);
 }
 
-static void on_notify(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
+/* Takes the workers' "I serve" notes. A good start ends a run of failed
+ * ones: the count and the back-off start over. Read before exits are
+ * handled too, so that a worker that said it serves and died at once is
+ * not taken for one that never started. */
+static void read_notes(master_t *m)
 {
-    master_t *m = (master_t *)((char *)w - offsetof(master_t, notify));
     uint16_t id;
 
-    (void)loop;
-    (void)events;
-    while (read(w->fd, &id, sizeof(id)) == sizeof(id)) {
+    while (read(m->notify.fd, &id, sizeof(id)) == sizeof(id)) {
         if (id < 1 || id > NSLOTS || !m->w[id - 1].pid)
             continue;
         m->w[id - 1].is_ready = true;
+        m->has_served = true;
+        m->failures = 0;
         if (m->is_ready)
             gw_log_error("worker %u ready (pid %d)", id, (int)m->w[id - 1].pid);
     }
+}
+
+static void on_notify(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
+{
+    master_t *m = (master_t *)((char *)w - offsetof(master_t, notify));
+
+    (void)loop;
+    (void)events;
+    read_notes(m);
     progress(m);
 }
 
@@ -604,11 +729,18 @@ static void on_worker_exit(master_t *m, size_t i, int st)
     wproc_t w = m->w[i];
     char how[96];
     bool load_failed = WIFEXITED(st) && WEXITSTATUS(st) == GW_EXIT_APP_FAILED;
+    bool crashed = !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+    /* It ended before it said it serves, unasked: its start failed (the app
+     * does not import, a native module crashes at import, os._exit() in
+     * the app...). Such a worker is never replaced at once: an app that
+     * always fails would make the master fork as fast as it can. */
+    bool start_failed = !w.is_ready;
+    uint64_t delay;
 
     gw_slot_t *slot = &m->sb.slots[i];
     enum gw_respawn why = w.is_killed ? GW_RESPAWN_HARAKIRI
                           : load_failed ? GW_RESPAWN_LOAD_FAILED
-                          : !WIFEXITED(st) || WEXITSTATUS(st) != 0 ? GW_RESPAWN_CRASH
+                          : crashed ? GW_RESPAWN_CRASH
                           : exit_reason_to_respawn(atomic_load_explicit(&slot->exit_reason, RELAXED));
 
     /* Its counters join the totals of past workers before the slot is
@@ -619,50 +751,87 @@ static void on_worker_exit(master_t *m, size_t i, int st)
     memset(&m->w[i], 0, sizeof(m->w[i]));
     describe(st, how, sizeof(how));
     if (m->is_stopping || w.is_retiring) {
-        if (!m->is_stopping && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))
+        if (!m->is_stopping && crashed)
             gw_log_error("worker %zu (pid %d) %s while stopping", i + 1, (int)w.pid, how);
         return;
     }
-    if (load_failed) {
-        if (!m->is_ready) {
-            /* The app does not load at all: the worker said why, in one
-             * line; add nothing and go. */
+    if (w.generation != m->generation) {
+        /* An old generation's worker, which the new one replaces. */
+        if (crashed)
+            gw_log_error("worker %zu (pid %d) %s", i + 1, (int)w.pid, how);
+        return;
+    }
+    if (start_failed && m->is_reloading && !m->checker) {
+        if (load_failed)
+            gw_log_error("reload failed: the new workers cannot load the app; the old ones "
+                         "keep serving");
+        else
+            gw_log_error("reload failed: new worker %zu (pid %d) %s before it served; the old "
+                         "ones keep serving", i + 1, (int)w.pid, how);
+        for (size_t j = 0; j < NSLOTS; j++) {
+            if (m->w[j].pid && m->w[j].generation == m->generation)
+                retire(m, j, SIGQUIT);
+            else if (!m->w[j].pid && m->w[j].generation == m->generation)
+                m->w[j].respawn_at = 0;
+        }
+        m->generation--;
+        m->is_reloading = false;
+        tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
+        return;
+    }
+    if (start_failed) {
+        m->failures++;
+        if (!m->has_served && (load_failed || m->failures >= MAX_START_FAILURES)) {
+            /* No worker ever served: the app cannot start here. A load
+             * failure said why in its own line; a crash gets one. */
+            if (!load_failed)
+                gw_log_error("worker %zu (pid %d) %s before it served, %u times in a row, and "
+                             "no worker ever served: giving up", i + 1, (int)w.pid, how,
+                             m->failures);
             m->exit_code = 1;
             begin_stop(m, false, NULL);
             return;
         }
-        if (w.generation == m->generation && m->is_reloading) {
-            gw_log_error("reload failed: the new workers cannot load the app; the old ones "
-                         "keep serving");
-            for (size_t j = 0; j < NSLOTS; j++)
-                if (m->w[j].pid && m->w[j].generation == m->generation)
-                    retire(m, j, SIGQUIT);
-            m->generation--;
-            m->is_reloading = false;
-            tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
-            return;
-        }
-        if (++m->failures >= MAX_LOAD_FAILURES) {
-            gw_log_error("worker %zu cannot load the app %u times in a row: giving up", i + 1,
-                         m->failures);
-            m->exit_code = 1;
-            begin_stop(m, true, "repeated start-up failures");
-            return;
-        }
-        m->w[i].respawn_at = gw_clock_ms() + (1000ULL << m->failures);
+        /* Once the app has served, a failure to start again (a bad deploy
+         * without a reload, a database down at import) leaves the other
+         * workers serving and is retried for as long as it takes. A quick
+         * one counts as a fast crash of the slot too: workers that die
+         * now before, now right after they said they serve, still wait
+         * longer each time. */
+        if (gw_clock_ms() - w.spawned_ms < MIN_LIFE_MS)
+            m->fast_crashes[i]++;
+        delay = backoff_ms(m->failures);
+        reserve(m, i, delay);
         m->respawns[why]++;
         m->slot_respawns[i]++;
-        gw_log_error("worker %zu (pid %d) cannot load the app; retrying in %llus", i + 1,
-                     (int)w.pid, (unsigned long long)(1ULL << m->failures));
+        if (load_failed)
+            gw_log_error("worker %zu (pid %d) cannot load the app; retrying in %llus", i + 1,
+                         (int)w.pid, (unsigned long long)(delay / 1000));
+        else
+            gw_log_error("worker %zu (pid %d) %s before it served; retrying in %llus", i + 1,
+                         (int)w.pid, how, (unsigned long long)(delay / 1000));
         return;
     }
-    if (w.generation != m->generation)
-        return; /* an old generation's worker */
-    if (count_live(m, m->generation, false) >= m->target)
+    if (count_members(m) >= m->target)
         return;
-    gw_log_error("worker %zu (pid %d) %s; respawning", i + 1, (int)w.pid, how);
     m->respawns[why]++;
     m->slot_respawns[i]++;
+    /* It served, but died right after its start (a thread the app starts at
+     * import that crashes at once, say). Once is replaced at once (a kill,
+     * the OOM killer); again in a row, after a back-off. */
+    if (crashed && gw_clock_ms() - w.spawned_ms < MIN_LIFE_MS)
+        m->fast_crashes[i]++;
+    else
+        m->fast_crashes[i] = 0;
+    if (m->fast_crashes[i] >= 2) {
+        delay = backoff_ms(m->fast_crashes[i] - 1);
+        reserve(m, i, delay);
+        gw_log_error("worker %zu (pid %d) %s, again less than %us after its start; respawning "
+                     "in %llus", i + 1, (int)w.pid, how, MIN_LIFE_MS / 1000,
+                     (unsigned long long)(delay / 1000));
+        return;
+    }
+    gw_log_error("worker %zu (pid %d) %s; respawning", i + 1, (int)w.pid, how);
     spawn(m, i);
 }
 
@@ -671,6 +840,7 @@ static void reap(master_t *m)
     int st;
     pid_t pid;
 
+    read_notes(m);
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
         if (pid == m->checker) {
             int version = checker_answer(m);
@@ -696,6 +866,7 @@ static void reap(master_t *m)
             }
         }
     }
+    progress(m);
     if (m->is_stopping && !any_live(m))
         gw_loop_stop(m->loop);
 }
@@ -715,9 +886,9 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         case SIGTERM:
             if (m->cfg->shutdown_delay && !m->is_stopping && !m->is_delaying) {
                 m->is_delaying = true;
-                tell_systemd(m, "STOPPING=1", "stopping after shutdown-delay");
                 gw_log_error("SIGTERM: serving %llus more (shutdown-delay), then stopping",
                              (unsigned long long)m->cfg->shutdown_delay);
+                tell_systemd(m, "STOPPING=1", "stopping after shutdown-delay");
                 gw_timer_start(&m->delay_q, &m->delay);
             } else {
                 begin_stop(m, true, "SIGTERM");
@@ -737,27 +908,25 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
             signal_all(m, SIGUSR1, false);
             break;
         case SIGTTIN:
-            if (m->is_stopping || m->target >= GW_MAX_WORKERS)
+        case SIGTTOU: {
+            /* Only the target changes here; progress() forks or retires
+             * (never the last worker: the target stays >= 1) and decides
+             * readiness against it, at start-up and during reloads alike. */
+            bool more = sig == SIGTTIN;
+            const char *name = more ? "SIGTTIN" : "SIGTTOU";
+            if (m->is_stopping)
                 break;
-            m->target++;
-            tell_systemd(m, "", "serving");
-            gw_log_error("SIGTTIN: %u worker(s)", m->target);
-            spawn_more(m, 1);
-            break;
-        case SIGTTOU:
-            if (m->is_stopping || m->target <= 1)
+            if (more ? m->target >= GW_MAX_WORKERS : m->target <= 1) {
+                gw_log_error("%s: %u worker(s) is the %s", name, m->target,
+                             more ? "maximum" : "minimum");
                 break;
-            m->target--;
-            tell_systemd(m, "", "serving");
-            gw_log_error("SIGTTOU: %u worker(s)", m->target);
-            for (size_t i = NSLOTS; i-- > 0;) {
-                wproc_t *wp = &m->w[i];
-                if (wp->pid && wp->generation == m->generation && !wp->is_retiring) {
-                    retire(m, i, SIGTERM);
-                    break;
-                }
             }
+            m->target += more ? 1 : -1;
+            gw_log_error("%s: %u worker(s)", name, m->target);
+            tell_systemd(m, "", "serving");
+            progress(m);
             break;
+        }
         default:
             break;
         }
@@ -804,11 +973,20 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
                 w->is_killed = true;
             }
         }
-        if (!w->pid && w->respawn_at && now >= w->respawn_at && !m->is_stopping) {
-            w->respawn_at = 0;
-            spawn(m, i);
+        if (!w->pid && w->respawn_at) {
+            /* A stop, or a reload (its new generation starts afresh), makes
+             * a due restart moot. */
+            if (m->is_stopping || w->generation != m->generation) {
+                w->respawn_at = 0;
+            } else if (now >= w->respawn_at) {
+                w->respawn_at = 0;
+                spawn(m, i);
+            }
         }
     }
+    /* Whatever left the generation short (a failed fork among others) is
+     * made up here, at most once a second. */
+    progress(m);
     if (m->cfg->touch_reload.n && touched(m))
         reload(m, "touch-reload");
     gw_timer_start(&m->tick_q, &m->tick);
@@ -986,6 +1164,9 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     gw_timer_init(&m->delay, on_delay_timer);
     gw_timer_init(&m->kill, on_kill_timer);
     gw_timer_start(&m->tick_q, &m->tick);
+    /* A re-executed master's previous workers serve until its own do: a
+     * failed start is retried then, not a reason to take them down. */
+    m->has_served = nold > 0;
     if (cfg->stats && start_stats(m, banner, h) < 0)
         goto out;
     if (h->stats_fd >= 0) { /* --stats is gone from the configuration */
@@ -1008,13 +1189,13 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
             m->is_reloading = false;
             tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
         } else {
-            spawn_more(m, m->target);
+            progress(m);
         }
     } else {
         if (cfg->preload && preload(m) < 0)
             goto out;
-        if (spawn(m, 0) < 0)
-            goto out;
+        /* Worker 1; a failed fork is retried with back-off like any other. */
+        progress(m);
     }
     if (gw_loop_run(m->loop) < 0)
         gw_log_error("master loop failed: %s", strerror(errno));

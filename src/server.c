@@ -431,6 +431,7 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     };
     const char *tmpdir = cfg->body_tmpdir ? cfg->body_tmpdir : getenv("TMPDIR");
     static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1};
+    static const int master_sigs[] = {SIGHUP, SIGTTIN, SIGTTOU};
 
     if (!s)
         return NULL;
@@ -496,10 +497,12 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     }
     set_accepting(s, true);
 
-    /* Job-control and reload signals are the master's business. */
-    signal(SIGHUP, SIG_IGN);
-    signal(SIGTTIN, SIG_IGN);
-    signal(SIGTTOU, SIG_IGN);
+    /* Reload and scaling signals are the master's business: a `pkill -HUP
+     * gangway` or a terminal hangup reaches every worker too, and must be
+     * one graceful reload, not the death of every worker mid-request. Taken
+     * out of the set inherited from the master before gw_signals_open(),
+     * which resets that set's other signals to their defaults. */
+    gw_signals_ignore(master_sigs, sizeof(master_sigs) / sizeof(master_sigs[0]));
     s->sigwatch.fd = gw_signals_open(sigs, sizeof(sigs) / sizeof(sigs[0]));
     s->sigwatch.cb = on_signal;
     if (s->sigwatch.fd < 0 || gw_loop_add(s->loop, &s->sigwatch, EPOLLIN) < 0) {

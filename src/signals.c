@@ -29,8 +29,39 @@ static void on_signal(int sig)
     errno = saved;
 }
 
+/* Does nothing: the signal interrupts no one and kills no one, and unlike
+ * SIG_IGN it is not inherited across execve. */
+static void on_ignored(int sig)
+{
+    (void)sig;
+}
+
+void gw_signals_ignore(const int *sigs, size_t n)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_ignored;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < n; i++) {
+        sigaction(sigs[i], &sa, NULL);
+        /* No longer ours to reset: gw_signals_open() would put it back to
+         * SIG_DFL (a worker inherits the master's set). */
+        for (size_t j = 0; j < nhandled; j++) {
+            if (handled[j] == sigs[i]) {
+                handled[j] = handled[--nhandled];
+                break;
+            }
+        }
+        if (sigs[i] > 0 && sigs[i] < 65)
+            pending[sigs[i]] = 0;
+    }
+}
+
 int gw_signals_open(const int *sigs, size_t n)
 {
+    static const int pipe_sig[] = {SIGPIPE};
     struct sigaction sa;
     sigset_t unblock;
     int p[2];
@@ -72,7 +103,9 @@ int gw_signals_open(const int *sigs, size_t n)
         }
     }
     sigprocmask(SIG_UNBLOCK, &unblock, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    /* A write to a closed socket or pipe returns EPIPE instead of killing
+     * us; the app's `sh -c 'yes | head'` still gets its SIGPIPE. */
+    gw_signals_ignore(pipe_sig, 1);
     return p[0];
 }
 

@@ -9,8 +9,16 @@
 #include <stddef.h>
 
 /* Installs handlers for sigs (replacing any earlier set) and returns the
- * pipe's read end, or -errno. SIGPIPE is ignored as well. */
+ * pipe's read end, or -errno. SIGPIPE is ignored as well (see
+ * gw_signals_ignore()). */
 int gw_signals_open(const int *sigs, size_t n);
+
+/* Makes sigs harmless to this process: a handler that does nothing. Not
+ * SIG_IGN, because an ignored signal stays ignored across execve and the
+ * app's child processes would start deaf to it; exec resets a handler to the
+ * default. They leave the set of gw_signals_open() (a forked child's parent's
+ * set included) and gw_signals_open()/gw_signals_close() leave them be. */
+void gw_signals_ignore(const int *sigs, size_t n);
 
 /* The next signal received, 0 when none is pending. */
 int gw_signals_next(int fd);

@@ -77,9 +77,11 @@ def stop_process(proc, timeout=15):
 class Server:
     """One gangway process. Its log (stdout+stderr) goes to a file."""
 
-    def __init__(self, tmp_path, args, cwd=None, env=None):
+    def __init__(self, tmp_path, args, cwd=None, env=None, prefix=()):
         self.log_path = os.path.join(str(tmp_path), "gangway-%d.log" % id(self))
-        self.args = [BIN] + list(args)
+        # prefix: programs that exec gangway in place (prlimit, setpriv), so
+        # that self.pid is still gangway's master
+        self.args = list(prefix) + [BIN] + list(args)
         # gangway reads GANGWAY_* variables as options: none of the caller's
         # leak into a test (the harness's own are GW_TEST_*).
         e = {k: v for k, v in os.environ.items() if not k.startswith("GANGWAY_")}
@@ -95,10 +97,14 @@ class Server:
             return f.read().decode("utf-8", "replace")
 
     def wait_ready(self, timeout=15):
+        # The master's own "ready" line, the last of its start-up lines: any
+        # "ready" (a "worker 1 ready" line) could come while the next lines
+        # are still being written.
         def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError("gangway exited %s:\n%s" % (self.proc.returncode, self.read_log()))
-            return "ready" in self.read_log() and self.read_log()
+            log = self.read_log()
+            return re.search(r"^gangway: ready$", log, re.M) and log
         log = wait_for(ready, timeout, what="gangway ready")
         m = re.search(r"listening on http://(?:\[([0-9a-fA-F:]+)\]|([0-9.]+)):(\d+)", log)
         if m:
@@ -135,14 +141,15 @@ class Server:
 
 @pytest.fixture
 def gangway(tmp_path):
-    """gangway(app_spec, *extra_args) -> a ready Server on 127.0.0.1, port 0."""
+    """gangway(app_spec, *extra_args) -> a ready Server on 127.0.0.1, port 0.
+    wait=False: started, not waited for; prefix: see Server."""
     servers = []
 
-    def start(*args, listen=True, cwd=None, env=None, wait=True):
+    def start(*args, listen=True, cwd=None, env=None, wait=True, prefix=()):
         argv = list(args)
         if listen and "--http" not in argv:
             argv = ["--http", "127.0.0.1:0"] + argv
-        s = Server(tmp_path, argv, cwd=cwd, env=env)
+        s = Server(tmp_path, argv, cwd=cwd, env=env, prefix=prefix)
         servers.append(s)
         if wait:
             s.wait_ready()

@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from conftest import APPS, BIN, RawReader, live_children, request, wait_for
+from conftest import (APPS, BIN, SANITIZED, RawReader, children, live_children, request,
+                      wait_for)
 
 READY_RE = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
 
@@ -538,7 +539,10 @@ def test_max_requests_recycles(gangway):
     order = list(dict.fromkeys(pid_in(b) for _, b in res))
     assert len(order) == 6, counts
     assert all(counts[p] == 50 for p in order), counts
-    log = s.read_log()
+    # A worker serves as soon as it told the master; the master's line about
+    # it may come a moment later.
+    log = wait_for(lambda: len(ready_lines(s.read_log())) >= 6 and s.read_log(), 5,
+                   what="the six workers' ready lines")
     assert log.count("max-requests reached") >= 5
     assert [p for i, p in ready_lines(log)][:6] == order
 
@@ -633,7 +637,9 @@ def test_max_requests_jitter(gangway, opt):
     for _, body in res:
         p = pid_in(body)
         counts[p] = counts.get(p, 0) + 1
-    log = s.read_log()
+    # (the newest worker may have answered before the master logged it)
+    log = wait_for(lambda: (lambda l: set(counts) <= {p for _, p in ready_lines(l)} and l)(
+        s.read_log()), 5, what="a ready line for every worker that answered")
     lines = ready_lines(log)
     worker_of = {p: i for i, p in lines}
     assert set(counts) <= set(worker_of)
@@ -733,6 +739,438 @@ def test_sigterm_right_after_a_fork_is_not_lost(gangway):
         assert rc == 0, log[-1500:]
         assert "still running after the stop timeout" not in log, log[-1500:]
         assert took < 4.0, (took, log[-1500:])
+
+
+# ---------------------------------------------------------------------------
+# supervision: scaling at any moment, start failures, failed forks, a dead
+# master, and signals that only the master acts on
+# ---------------------------------------------------------------------------
+
+SIGNUM = {"HUP": signal.SIGHUP, "TTIN": signal.SIGTTIN, "TTOU": signal.SIGTTOU,
+          "TERM": signal.SIGTERM}
+
+
+def send_and_wait_taken(server, name):
+    """Sends SIG<name> to the master and waits for its log line, so that
+    signals sent one after another are taken in that order (the kernel would
+    deliver pending ones lowest number first)."""
+    pat = {"HUP": r"SIGHUP: ", "TTIN": r"SIGTTIN: ", "TTOU": r"SIGTTOU: "}[name]
+    before = len(re.findall(pat, server.read_log()))
+    server.signal(SIGNUM[name])
+    wait_for(lambda: len(re.findall(pat, server.read_log())) > before, 10,
+             what="the master to take SIG%s" % name)
+
+
+@pytest.mark.parametrize("sigs,expect", [
+    (["TTOU"], 1),
+    (["TTIN"], 3),
+    (["TTIN", "TTOU"], 2),
+    (["TTOU", "TTIN"], 2),
+    (["TTOU", "TTOU"], 1),
+    (["TTIN", "TTIN", "TTOU"], 3),
+    (["HUP", "TTOU"], 1),
+    (["TTIN", "HUP"], 3),
+    (["TTOU", "HUP", "TTIN"], 2),
+], ids=lambda v: "-".join(v) if isinstance(v, list) else str(v))
+def test_scaling_during_start_up(gangway, tmp_path, sigs, expect):
+    """SIGTTIN / SIGTTOU (and SIGHUP) while the first worker is still importing
+    the app: the server becomes ready with the target as it is then, and
+    never with fewer than one worker (issue 20: SIGTTOU then left 0 workers
+    forever, SIGTTIN a server that never said ready)."""
+    gate = tmp_path / "gate"
+    s = gangway("--workers", "2", "cfg_gate_app", env={"CFG_TEST_GATE": str(gate)}, wait=False)
+    wait_for(lambda: children(s.pid), 15, what="the master to fork worker 1")
+    for name in sigs:
+        send_and_wait_taken(s, name)
+    gate.write_text("open")
+    try:
+        s.wait_ready(20)
+    except TimeoutError:
+        pytest.fail("never ready; log:\n" + s.read_log()[-2000:])
+    log = s.read_log()
+    assert re.search(r"master pid %d, %d worker\(s\)" % (s.pid, expect), log), log[-2000:]
+    if "HUP" in sigs:
+        wait_for(lambda: "new worker(s) serving" in s.read_log(), 15,
+                 what="the reload asked for during start-up")
+    wait_for(lambda: len(live_children(s.pid)) == expect, 15,
+             what="%d workers (log:\n%s)" % (expect, s.read_log()[-1500:]))
+    # and it stays so: nothing retired is replaced, nothing missing is left out
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert len(live_children(s.pid)) == expect, s.read_log()[-1500:]
+        time.sleep(0.05)
+    assert "respawning" not in s.read_log()
+    r = get(s)
+    assert r.status == 200
+
+
+def test_sigterm_during_start_up_after_scaling(gangway, tmp_path):
+    gate = tmp_path / "gate"
+    s = gangway("--workers", "2", "--graceful-timeout", "5", "cfg_gate_app",
+                env={"CFG_TEST_GATE": str(gate)}, wait=False)
+    wait_for(lambda: children(s.pid), 15, what="the master to fork worker 1")
+    send_and_wait_taken(s, "TTIN")
+    send_and_wait_taken(s, "TTOU")
+    s.signal(signal.SIGTERM)
+    wait_for(lambda: "SIGTERM: graceful stop" in s.read_log(), 10, what="the stop to begin")
+    forked = children(s.pid)
+    gate.write_text("open")
+    assert exit_code(s, 15) == 0, s.read_log()[-1500:]
+    log = s.read_log()
+    assert len(forked) == 1, log[-1500:]  # one worker at a time until one serves
+    assert "still running after the stop timeout" not in log
+    assert not re.search(r"(^|: )ready$", log, re.M), log[-1500:]
+
+
+@pytest.mark.parametrize("name,expect", [("TTIN", 3), ("TTOU", 1)])
+def test_scaling_during_a_reload(gangway, tmp_path, name, expect):
+    """SIGTTIN / SIGTTOU while a reload's new workers are still importing: the
+    reload ends with the new target, the old workers go."""
+    gate = tmp_path / "gate"
+    gate.write_text("open")
+    s = gangway("--workers", "2", "cfg_gate_app", env={"CFG_TEST_GATE": str(gate)})
+    old = set(current_workers(s.read_log()).values())
+    gate.unlink()  # the new generation's imports wait
+    try:
+        s.signal(signal.SIGHUP)
+        wait_for(lambda: "graceful reload: starting 2 new worker(s)" in s.read_log(), 10,
+                 what="the reload to start")
+        wait_for(lambda: len(live_children(s.pid)) == 4, 10, what="the new workers forked")
+        send_and_wait_taken(s, name)
+        gate.write_text("open")
+        wait_for(lambda: "new worker(s) serving" in s.read_log(), 15, what="the new workers")
+        wait_for(lambda: all(reaped(p, s.pid) for p in old), 15, what="the old workers to go")
+        wait_for(lambda: len(live_children(s.pid)) == expect, 10,
+                 what="%d workers (log:\n%s)" % (expect, s.read_log()[-1500:]))
+    finally:
+        kill_leftovers(s, old)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert len(live_children(s.pid)) == expect, s.read_log()[-1500:]
+        time.sleep(0.05)
+    assert not (live_children(s.pid) & old)
+    assert get(s).status == 200
+
+
+def flaky_env(flag):
+    env = {"PROC_FLAKY": str(flag), "PYTHONDONTWRITEBYTECODE": "1"}
+    if SANITIZED:
+        # ASan would catch the deliberate SIGSEGV and write a report (which
+        # make test-asan counts as a failure): let the signal kill the worker.
+        env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":handle_segv=0"
+    return env
+
+
+RETRY_RE = re.compile(r"worker 1 \(pid (\d+)\) (cannot load the app|.* before it served); "
+                      r"retrying in (\d+)s")
+
+
+def test_worker_crashing_at_start_backs_off_then_gives_up(gangway, tmp_path):
+    """An app whose import segfaults (a broken native extension): every try
+    waits longer than the one before, and with no worker ever serving the
+    master gives up with one clear line and exit status 1 (issue 20: 120
+    respawns in 4 s, forever)."""
+    flag = tmp_path / "flaky"
+    flag.write_text("segv")
+    s = gangway("proc_flaky:application", env=flaky_env(flag), wait=False)
+    t0 = time.monotonic()
+
+    def over():
+        return s.proc.poll() is not None or s.read_log().count("Segmentation fault") > 6
+    wait_for(over, 60, interval=0.1, what="gangway to give up")
+    took = time.monotonic() - t0
+    log = s.read_log()
+    assert log.count("Segmentation fault") <= 6, "crash loop:\n" + log[-2000:]
+    assert exit_code(s, 5) == 1, log[-2000:]
+    delays = [int(d) for _, _, d in RETRY_RE.findall(log)]
+    assert delays == [1, 2, 4, 8], log[-2000:]
+    assert took >= 14, "gave up after %.1fs: no back-off" % took
+    assert re.search(r"was killed by signal 11 \(Segmentation fault\) before it served, 5 times "
+                     r"in a row, and no worker ever served: giving up", log), log[-2000:]
+    assert not re.search(r"(^|: )ready$", log, re.M), log[-2000:]
+
+
+def test_reload_whose_new_workers_crash_at_start_keeps_the_old_ones(gangway, tmp_path):
+    """A reload to code that segfaults at import fails like one whose import
+    raises: the old workers keep serving, nothing is respawned in a loop, and
+    the next reload works."""
+    flag = tmp_path / "flaky"
+    s = gangway("--workers", "2", "proc_flaky:application", env=flaky_env(flag))
+    old = set(current_workers(s.read_log()).values())
+    flag.write_text("segv")
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in s.read_log(), 15, what='"reload failed"')
+    log = s.read_log()
+    assert re.search(r"reload failed: new worker \d+ \(pid \d+\) was killed by signal 11 "
+                     r"\(Segmentation fault\) before it served; the old ones keep serving", log), \
+        log[-2000:]
+    wait_for(lambda: live_children(s.pid) == old, 10, what="only the old workers left")
+    assert served_pid(s) in old
+    assert s.read_log().count("Segmentation fault") <= 2, s.read_log()[-2000:]
+    flag.unlink()
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "new worker(s) serving" in s.read_log(), 15, what="the next reload")
+    wait_for(lambda: not (live_children(s.pid) & old), 15, what="the old workers to go")
+
+
+def process_age(pid):
+    """Seconds since pid started (from /proc)."""
+    with open("/proc/%d/stat" % pid) as f:
+        st = f.read()
+    start = int(st[st.rindex(")") + 2:].split()[19]) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0]) - start
+
+
+def test_start_failures_after_serving_back_off_and_reset(gangway, tmp_path):
+    """After the app served once, a worker that cannot start again (its import
+    raises, segfaults, or exits) is retried with a growing delay while the
+    other worker serves; a good start resets the count and the delay, so
+    separate failures over the server's life never add up (issue 20: five of
+    them, each followed by a good start, stopped the healthy workers and
+    exited 1)."""
+    flag = tmp_path / "flaky"
+    s = gangway("--workers", "2", "proc_flaky:application", env=flaky_env(flag))
+    other = current_workers(s.read_log())[2]
+    firsts = []
+    # six import failures in all (five made the master give up), a crash and
+    # an exit at start among them
+    for k, (how, fails) in enumerate([("raise", 2), ("raise", 1), ("segv", 1), ("raise", 1),
+                                      ("exit0", 1), ("raise", 1), ("raise", 1)]):
+        victim = current_workers(s.read_log())[1]
+        seen = len(RETRY_RE.findall(s.read_log()))
+        flag.write_text(how)
+        # (a worker killed within 1 s of its start, again and again, would be
+        # a crash loop of its own: test_worker_crashing_right_after_it_serves)
+        wait_for(lambda: process_age(victim) >= 1.1, 5, interval=0.05,
+                 what="worker 1 to be 1 s old")
+        os.kill(victim, signal.SIGKILL)
+        lines = wait_for(lambda: (lambda r: r[seen:] if len(r) >= seen + fails else None)(
+            RETRY_RE.findall(s.read_log())), 20, what="round %d: %d failed start(s)" % (k, fails))
+        flag.unlink()
+        firsts.append(int(lines[0][2]))
+        if fails == 2:
+            assert int(lines[1][2]) == 2 * int(lines[0][2]), lines
+        # meanwhile the other worker serves
+        assert served_pid(s) == other
+        wait_for(lambda: current_workers(s.read_log())[1] != victim and reaped(victim, s.pid),
+                 20, what="round %d: worker 1 back" % k)
+        assert s.proc.poll() is None, s.read_log()[-2000:]
+    assert firsts == [firsts[0]] * len(firsts), firsts  # the delay started over each time
+    log = s.read_log()
+    assert "giving up" not in log
+    workers = set(current_workers(log).values())
+    assert live_children(s.pid) == workers and len(workers) == 2
+    assert set(busy_pids(s, tmp_path, 2)) == workers
+
+
+def test_worker_crashing_right_after_it_serves_backs_off(gangway, tmp_path):
+    """Workers that say they serve and crash at once (a thread the app starts
+    at import segfaults), one after another: each replacement waits longer
+    than the one before instead of a fork loop; the other worker serves."""
+    flag = tmp_path / "flaky"
+    s = gangway("--workers", "2", "proc_flaky:application", env=flaky_env(flag))
+    workers = current_workers(s.read_log())
+    flag.write_text("later")
+    t0 = time.monotonic()
+    os.kill(workers[1], signal.SIGKILL)
+
+    def crashes():
+        return s.read_log().count("Segmentation fault")
+    wait_for(lambda: crashes() >= 4, 30, interval=0.05, what="four crashes")
+    took = time.monotonic() - t0
+    flag.unlink()
+    log = s.read_log()
+    assert crashes() <= 5, log[-2000:]
+    # at least 1 s + 2 s of back-off between the four (0.3 s each to crash)
+    assert took >= 3, "4 crashes in %.1fs:\n%s" % (took, log[-2000:])
+    assert served_pid(s) == workers[2]
+    assert s.proc.poll() is None
+
+
+def signal_pending(pid, sig):
+    """Whether sig is still pending for pid (process-wide or on its main
+    thread); False once pid is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            st = f.read()
+    except OSError:
+        return False
+    bit = 1 << (sig - 1)
+    return any(int(v, 16) & bit for v in re.findall(r"^(?:ShdPnd|SigPnd):\s*([0-9a-f]+)$",
+                                                       st, re.M))
+
+
+def test_workers_ignore_reload_and_scaling_signals(gangway, tmp_path):
+    """SIGHUP, SIGTTIN, SIGTTOU sent to a worker (a terminal hangup, `kill -HUP`
+    of the wrong pid) do nothing to it: only the master acts on them (issue
+    20: the worker died of SIGHUP)."""
+    s = gangway("--workers", "2", "proc_app:application")
+    workers = set(current_workers(s.read_log()).values())
+    for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        for p in workers:
+            os.kill(p, sig)
+        for p in workers:
+            # once delivered, a fatal default action has run: the worker is dying
+            wait_for(lambda: not signal_pending(p, sig), 5, what="signal %d delivered" % sig)
+        assert set(busy_pids(s, tmp_path, 2)) == workers, s.read_log()[-1500:]
+    log = s.read_log()
+    assert "killed by signal" not in log and "respawning" not in log, log[-1500:]
+    assert live_children(s.pid) == workers
+    assert "SIGHUP" not in log and "SIGTTIN" not in log  # the master got none of them
+
+
+def test_app_child_processes_start_with_default_signals(gangway):
+    """The worker's own dispositions are not handed on: a process the app
+    starts has nothing ignored and nothing blocked (SIG_IGN would survive
+    exec; a handler does not)."""
+    s = gangway("proc_app:application")
+    r = get(s, "/sigs")
+    assert r.status == 200, r.body
+    fields = dict(re.findall(r"^(Sig\w+):\s*([0-9a-f]+)$", r.body.decode(), re.M))
+    assert int(fields["SigBlk"], 16) == 0, r.body
+    ign = int(fields["SigIgn"], 16)
+    names = [sg.name for sg in signal.Signals if ign & (1 << (sg.value - 1))]
+    assert ign == 0, "ignored in the app's child: %s" % names
+
+
+def test_sighup_to_every_process_is_one_graceful_reload(gangway, tmp_path):
+    """`pkill -HUP gangway` (or a terminal hangup) reaches the master and every
+    worker: one graceful reload, the request in flight finishes on its old
+    worker."""
+    app = reload_app(tmp_path)
+    s = gangway("--workers", "2", "--wsgi-file", str(app), env=RELOAD_ENV)
+    old = set(current_workers(s.read_log()).values())
+    marker = tmp_path / "slow-started"
+    c = s.connect(timeout=15)
+    try:
+        with Load(s, threads=2, max_seconds=30) as load:
+            load.wait_successes(20)
+            c.sendall(b"GET /slow?marker=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Connection: close\r\n\r\n" % str(marker).encode())
+            wait_for(marker.exists, 10, what="the slow request to start")
+            reload_app(tmp_path, version="two-after-hup")
+            for p in [s.pid] + sorted(old):
+                os.kill(p, signal.SIGHUP)
+            r = RawReader(c, timeout=15).read_response()
+            assert r.status == 200 and r.body.startswith(b"slow done "), r.body
+            assert pid_in(r.body) in old
+            wait_for(lambda: "new worker(s) serving" in s.read_log(), 15, what="the new workers")
+            wait_for(lambda: all(reaped(p, s.pid) for p in old), 15, what="the old workers to go")
+            t_done = time.monotonic()
+            wait_for(lambda: sum(1 for x in load.results if x[0] > t_done and x[2]) >= 20, 10,
+                     what="requests after the reload")
+    finally:
+        c.close()
+        kill_leftovers(s, old)
+    log = s.read_log()
+    assert "killed by signal" not in log, log[-2000:]
+    assert log.count("graceful reload") == 1, log[-2000:]
+    assert not load.failures(), load.summary()
+    assert get(s).body.startswith(b"version=two-after-hup ")
+
+
+def gone(pid):
+    """pid has exited (it may stay a zombie of whoever inherited it)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return True
+    return st[st.rindex(")") + 2] in "ZX"
+
+
+def kill_if_ours(pids):
+    for p in pids:
+        try:
+            with open("/proc/%d/cmdline" % p, "rb") as f:
+                ours = f.read().split(b"\0")[0] == BIN.encode()
+            if ours and not gone(p):
+                os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["lazy", "preload"])
+def test_workers_stop_when_the_master_dies(gangway, tmp_path, preload):
+    """A master killed with SIGKILL leaves no worker serving unsupervised:
+    each stops (gracefully) on its own (issue 14). With --preload, after a
+    reload that re-executed the master in place too."""
+    args = ["--workers", "2", "proc_app:application"]
+    if preload:
+        args.insert(0, "--preload")
+    s = gangway(*args)
+    if preload:
+        s.signal(signal.SIGHUP)
+        wait_for(lambda: s.read_log().count("gangway: ready") >= 2, 20,
+                 what="the re-executed master's workers")
+        wait_for(lambda: len(live_children(s.pid)) == 2, 15, what="the old workers to go")
+    workers = live_children(s.pid)
+    assert len(workers) == 2
+    os.kill(s.pid, signal.SIGKILL)
+    s.proc.wait(5)
+    try:
+        wait_for(lambda: all(gone(p) for p in workers), 10, what="the workers to stop")
+    finally:
+        kill_if_ours(workers)
+
+
+def fresh_uid():
+    """A uid with no passwd entry and no process: RLIMIT_NPROC counts only ours."""
+    import pwd
+    used = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                used.add(int(proc_status(int(d), "Uid")[0]))
+            except (OSError, TypeError):
+                pass
+    for uid in range(47000 + os.getpid() % 1000, 60000):
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            if uid not in used:
+                return uid
+    pytest.skip("no free uid")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users and set limits")
+def test_failed_fork_is_retried_with_back_off(gangway, tmp_path):
+    """A respawn whose fork() fails (EAGAIN under RLIMIT_NPROC) is retried with
+    a growing delay, one line per attempt, until it succeeds (issue 14: the
+    slot stayed empty forever)."""
+    assert world_readable_path(os.path.join(APPS, "proc_app.py"))
+    assert world_readable_path(BIN)
+    uid = str(fresh_uid())
+    as_uid = ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups"]
+    # (prlimit on another user's process needs CAP_SYS_RESOURCE, which a
+    # container's root may lack: the soft limit is moved as that user, under
+    # a hard limit with room for LeakSanitizer's tracer at exit)
+    prefix = ["prlimit", "--nproc=5:5"] + as_uid
+    s = gangway("--workers", "2", "proc_app:application", prefix=prefix,
+                env={"PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc_status(s.pid, "Uid")[0] == uid
+    workers = current_workers(s.read_log())
+    try:
+        # the master and worker 2 are all the processes the limit allows now
+        subprocess.run(as_uid + ["prlimit", "--pid", str(s.pid), "--nproc=2:5"], check=True)
+        os.kill(workers[1], signal.SIGKILL)
+        pat = re.compile(r"cannot fork worker 1: Resource temporarily unavailable; "
+                         r"retrying in (\d+)s")
+        wait_for(lambda: len(pat.findall(s.read_log())) >= 2, 10, what="two failed forks")
+        delays = [int(d) for d in pat.findall(s.read_log())]
+        assert delays[:2] == [1, 2], delays
+        assert served_pid(s) == workers[2]  # the other worker serves meanwhile
+        subprocess.run(as_uid + ["prlimit", "--pid", str(s.pid), "--nproc=5:5"], check=True)
+        wait_for(lambda: current_workers(s.read_log())[1] != workers[1], 15,
+                 what="worker 1 back once fork() works again")
+        wait_for(lambda: len(live_children(s.pid)) == 2, 10, what="two workers")
+        assert len(pat.findall(s.read_log())) <= 4, s.read_log()[-2000:]
+        new = set(current_workers(s.read_log()).values())
+        assert live_children(s.pid) == new
+        assert served_pid(s) in new
+    finally:
+        kill_leftovers(s, workers.values())
 
 
 # ---------------------------------------------------------------------------

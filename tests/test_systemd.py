@@ -206,6 +206,44 @@ def test_notify_ready_reload_stop(gangway, notify):
     assert {g[0] for g in notify.got} == {s.pid}, [(g[0], g[2]) for g in notify.got]
 
 
+def fill_queue(path):
+    """Queues datagrams on the notify socket at path until it takes no more:
+    the master's next sd_notify() then blocks in sendmsg() until the test
+    reads. Returns how many were queued."""
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    filler.setblocking(False)
+    n = 0
+    try:
+        while n < 100000:
+            filler.sendto(b"FILLER=1", path)
+            n += 1
+    except BlockingIOError:
+        pass
+    finally:
+        filler.close()
+    assert n > 0
+    return n
+
+
+def test_reload_is_logged_before_systemd_hears_ready(gangway, notify):
+    """What READY=1 announces is in the log when it comes: with the notify
+    socket full, the master blocks in the READY=1 send, and the log must
+    already say the new workers serve (issue 14: READY=1 was sent first, and
+    test_notify_ready_reload_stop failed one run in three)."""
+    s = start_notified(gangway, notify, "--workers", "2", "cfg_app")
+    assert_ready(s, notify, 2)
+    s.signal(signal.SIGHUP)
+    notify.wait("RELOADING", 10)
+    fill_queue(notify.path)
+    try:
+        wait_for(lambda: "new worker(s) serving" in s.read_log(), 15,
+                 what='"new worker(s) serving" while READY=1 waits to be sent')
+    finally:
+        pid, f, text = notify.wait("READY", 15)  # reads the queue empty
+    assert pid == s.pid and f["READY"] == "1", text
+    assert get(s.host, s.port, "/pid").status == 200
+
+
 def test_notify_status_follows_sigttin(gangway, notify):
     s = start_notified(gangway, notify, "cfg_app")
     assert_ready(s, notify, 1)
@@ -213,8 +251,7 @@ def test_notify_status_follows_sigttin(gangway, notify):
     pid, f, text = notify.wait("STATUS", 10)
     assert pid == s.pid and "2 worker(s)" in f["STATUS"], text
     assert "READY" not in f and "RELOADING" not in f and "STOPPING" not in f
-    # let the new worker come up before the fixture stops the server: a SIGTERM
-    # that reaches a worker right after its fork is lost (see the report)
+    # the new worker comes up (after the STATUS line, not before it)
     wait_for(lambda: "worker 2 ready" in s.read_log(), 15, what="worker 2")
 
 

@@ -8,9 +8,13 @@ Every answer names the worker's pid, so a test can tell which process served it.
     /grow       allocates ~50 MB more (kept for the worker's life; reload-on-rss)
     /spin       loops in pure Python (harakiri interrupts it); gives up after 30 s
     /stuck      sleeps 60 s inside C with the GIL held (harakiri cannot interrupt it)
+    /sigs       the SigIgn and SigBlk lines of a child process the app starts, as
+                exec left them (restore_signals=False: subprocess would otherwise
+                reset SIGPIPE itself), then "pid=<pid>"
 """
 import ctypes
 import os
+import subprocess
 import time
 from urllib.parse import parse_qs
 
@@ -48,4 +52,9 @@ def application(environ, start_response):
         # PyDLL keeps the GIL held across the call: the watchdog cannot get in.
         ctypes.PyDLL(None).sleep(60)
         return _answer(start_response, "stuck not killed pid=%d" % pid)
+    if path == "/sigs":
+        out = subprocess.run(["/bin/cat", "/proc/self/status"], stdout=subprocess.PIPE,
+                             restore_signals=False, check=True).stdout.decode()
+        lines = [l for l in out.splitlines() if l.startswith(("SigIgn:", "SigBlk:"))]
+        return _answer(start_response, "\n".join(lines) + "\npid=%d" % pid)
     return _answer(start_response, "pid=%d" % pid)
