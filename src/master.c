@@ -93,7 +93,7 @@ typedef struct master {
  * scoreboard's extra area (written just before the exec, read at start):
  * with the slots of the old workers, which go on counting there, the
  * statistics never go down across a reload. */
-#define CARRIED_VERSION 1
+#define CARRIED_VERSION 2
 typedef struct carried {
     uint32_t version; /* CARRIED_VERSION once written; 0 in a new scoreboard */
     uint32_t generation;
@@ -103,6 +103,8 @@ typedef struct carried {
     uint64_t respawns[GW_RESPAWN_REASONS];
     uint32_t slot_respawns[NSLOTS];
     int64_t slot_spawned[NSLOTS];
+    uint32_t target;      /* the worker count, as SIGTTIN/SIGTTOU left it */
+    uint32_t cfg_workers; /* --workers as that image read it */
 } carried_t;
 
 #define RELAXED memory_order_relaxed
@@ -467,6 +469,8 @@ static void save_carried(master_t *m)
     memcpy(c->slot_respawns, m->slot_respawns, sizeof(c->slot_respawns));
     for (size_t i = 0; i < NSLOTS; i++)
         c->slot_spawned[i] = (int64_t)m->slot_spawned[i];
+    c->target = m->target;
+    c->cfg_workers = (uint32_t)m->cfg->workers;
     c->version = CARRIED_VERSION;
 }
 
@@ -485,6 +489,11 @@ static bool restore_carried(master_t *m)
     memcpy(m->slot_respawns, c->slot_respawns, sizeof(m->slot_respawns));
     for (size_t i = 0; i < NSLOTS; i++)
         m->slot_spawned[i] = (time_t)c->slot_spawned[i];
+    /* A count scaled by SIGTTIN/SIGTTOU survives the reload, unless the
+     * new configuration names another --workers: the newer word wins. */
+    if (c->cfg_workers == (uint32_t)m->cfg->workers && c->target >= 1 &&
+        c->target <= GW_MAX_WORKERS)
+        m->target = c->target;
     c->version = 0;
     return true;
 }
