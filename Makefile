@@ -143,10 +143,10 @@ clean:
 	rm -rf build build-asan build-fuzz build-deb gangway gangway-asan
 
 # make install: PREFIX (/usr/local) and DESTDIR as usual. The system files
-# in dist/ (template units, example ini, logrotate, sysusers) go to the
-# examples, rewritten for PREFIX: they name /usr/bin/gangway and
-# /usr/share/gangway, where the Debian package puts them
-# (docs/deploy-systemd.md).
+# in dist/ (template units, example ini, logrotate, sysusers) and the
+# single-unit examples go to the examples, rewritten for PREFIX: they name
+# /usr/bin/gangway and /usr/share/gangway, where the Debian package puts
+# them (docs/deploy-systemd.md).
 PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 DATADIR  ?= $(PREFIX)/share/gangway
@@ -157,7 +157,7 @@ DOC_TOP  := README.md SECURITY.md
 DOC_MD   := $(wildcard docs/*.md)
 EXAMPLES := dist/gangway@.service dist/gangway@.socket dist/example.ini dist/logrotate \
             dist/sysusers.conf examples/gangway.service examples/gangway.socket
-EX_SUBST := sed -e 's|/usr/bin/gangway|$(BINDIR)/gangway|g' \
+EX_SUBST := sed -e 's|/usr/bin/gangway|$(BINDIR)/gangway|g' -e 's|/usr/local/bin/gangway|$(BINDIR)/gangway|g' \
                 -e 's|/usr/share/doc/gangway|$(DOCDIR)|g' -e 's|/usr/share/gangway|$(DATADIR)|g'
 
 install: gangway
@@ -191,7 +191,8 @@ deb:
 	    echo "make deb needs Debian's packaging tools: scripts/install-deps --package" >&2; exit 1; }
 	rm -rf $(DEB_SRC) && mkdir -p $(DEB_SRC)
 	tar -cf - --exclude=./.git --exclude='./build*' --exclude=./gangway --exclude=./gangway-asan \
-	    --exclude=./bench/work --exclude=__pycache__ --exclude='./$(DEB_DIR)' . | tar -C $(DEB_SRC) -xf -
+	    --exclude=./bench/work --exclude=__pycache__ $(if $(filter /%,$(DEB_DIR)),,--exclude='./$(DEB_DIR)') . \
+	    | tar -C $(DEB_SRC) -xf -
 	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b $(DPKG_BUILDPACKAGE_OPTS)
 	@ls -1 $(DEB_DIR)/*.deb
 

@@ -167,6 +167,8 @@ def test_make_install_and_uninstall_honour_prefix_and_destdir(tmp_path):
     with open(root + "/share/doc/gangway/examples/gangway@.service") as f:
         unit = f.read()
     assert "ExecStart=/opt/gw/bin/gangway /etc/gangway/%i.ini" in unit, unit
+    with open(root + "/share/doc/gangway/examples/gangway.service") as f:
+        assert "ExecStart=/opt/gw/bin/gangway " in f.read()
     with open(root + "/share/doc/gangway/examples/example.ini") as f:
         assert "wsgi-file = /opt/gw/share/gangway/hello.py" in f.read()
     r = subprocess.run([root + "/bin/gangway", "--version"], capture_output=True, text=True,
@@ -186,7 +188,7 @@ def test_build_without_python_headers_stops_with_one_clear_line(tmp_path):
     """As root, a mount namespace hides the headers python3-dev installed
     (the machine is not changed); otherwise PY_INCLUDE points elsewhere."""
     build = str(tmp_path / "build")
-    cmd = ["make", "-C", ROOT, "BUILD=" + build, build + "/wsgi.o"]
+    cmd = ["make", "-C", ROOT, "BUILD=" + build, "INSTALL_DEPS=:", build + "/wsgi.o"]
     inc = subprocess.run(["/usr/bin/python3", "-c",
                           "import sysconfig; print(sysconfig.get_config_var('INCLUDEPY'))"],
                          capture_output=True, text=True, timeout=30).stdout.strip()
@@ -194,7 +196,7 @@ def test_build_without_python_headers_stops_with_one_clear_line(tmp_path):
         cmd = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
                'mount -t tmpfs -o mode=0755 tmpfs "$0" && exec "$@"', inc] + cmd
     else:
-        cmd += ["INSTALL_DEPS=:", "PY_INCLUDE=" + str(tmp_path / "no-such-include")]
+        cmd += ["PY_INCLUDE=" + str(tmp_path / "no-such-include")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=build_env())
     assert r.returncode != 0, r.stdout
     lines = [l for l in r.stderr.splitlines() if "gangway needs" in l]
