@@ -1,4 +1,6 @@
 # gangway: make [all] | run | test | test-asan | unit | fuzz | bench | clean
+#          | install | uninstall | deb | test-package
+VERSION     := 0.2.0
 PYTHON      ?= /usr/bin/python3
 PYCONFIG    ?= $(PYTHON)-config
 LLHTTP_SRC  ?= /usr/share/llhttp
@@ -21,8 +23,19 @@ PY_CFLAGS  := $(shell $(PYCONFIG) --includes 2>/dev/null)
 # PYTHON_LINK=shared, or an archive that is not there, links libpython.so.
 PYTHON_LINK ?= static
 PY_VAR      = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("$(1)") or "")' 2>/dev/null)
+# python3-dev gives Python.h and libpython: without it the build stops here,
+# with one line, rather than in the compiler. INSTALL_DEPS=: skips
+# scripts/install-deps (the Debian package build: Build-Depends did it).
+INSTALL_DEPS ?= scripts/install-deps
+ifeq ($(origin PY_INCLUDE),undefined)
+PY_INCLUDE  := $(call PY_VAR,INCLUDEPY)
+endif
+CHECK_PYTHON = @test -n '$(PY_INCLUDE)' -a -f '$(PY_INCLUDE)/Python.h' || { \
+    echo "gangway needs the Python headers of $(PYTHON)$(if $(PY_INCLUDE), ($(PY_INCLUDE)/Python.h is missing), (no such interpreter)):" \
+         "install python3-dev (scripts/install-deps does), or name another interpreter with PYTHON=" >&2; exit 1; }
 PY_ARCHIVE := $(wildcard $(call PY_VAR,LIBPL)/$(call PY_VAR,LIBRARY))
-ifeq ($(PYTHON_LINK)$(if $(PY_ARCHIVE),,-missing),static)
+PY_LINK_KIND := $(if $(and $(filter static,$(PYTHON_LINK)),$(PY_ARCHIVE)),static,shared)
+ifeq ($(PY_LINK_KIND),static)
 PY_LDFLAGS := -no-pie $(call PY_VAR,LINKFORSHARED) $(PY_ARCHIVE) \
               $(sort $(call PY_VAR,MODLIBS)) $(call PY_VAR,LIBS) $(call PY_VAR,SYSLIBS)
 else
@@ -38,7 +51,8 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 all: gangway
 
 $(DEPS_STAMP):
-	@scripts/install-deps
+	@$(INSTALL_DEPS)
+	$(CHECK_PYTHON)
 	@mkdir -p $(BUILD) && touch $@
 
 gangway: $(DEPS_STAMP) $(OBJS) $(BUILD)/main.o
@@ -46,9 +60,21 @@ gangway: $(DEPS_STAMP) $(OBJS) $(BUILD)/main.o
 
 # Only the wsgi modules see Python.h (STYLE.md).
 $(BUILD)/wsgi.o $(BUILD)/wsgi_types.o: $(BUILD)/%.o: src/%.c $(DEPS_STAMP)
+	$(CHECK_PYTHON)
 	$(CC) $(CFLAGS) $(PY_CFLAGS) -DGW_PYTHON_EXE='"$(PYTHON)"' -I$(LLHTTP_INC) -c -o $@ $<
 $(BUILD)/%.o: src/%.c $(DEPS_STAMP)
 	$(CC) $(CFLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+
+# `gangway --version`: the version and what this build chose, as key=value
+# words (TLS adds its own when it exists). main.o is rebuilt when they
+# change: the flags file is rewritten only then.
+BUILD_OPTIONS := libpython=$(PY_LINK_KIND) tls=no
+VERSION_FLAGS := -DGW_VERSION='"$(VERSION)"' -DGW_BUILD_OPTIONS='"$(BUILD_OPTIONS)"'
+$(BUILD)/version-flags: FORCE $(DEPS_STAMP)
+	@echo '$(VERSION) $(BUILD_OPTIONS)' | cmp -s - $@ || echo '$(VERSION) $(BUILD_OPTIONS)' >$@
+$(BUILD)/main.o: src/main.c $(BUILD)/version-flags
+	$(CC) $(CFLAGS) $(VERSION_FLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+FORCE:
 
 # The --stats status page is kept as HTML and compiled in as one string
 # (quotes, backslashes and '?' escaped: no trigraphs in C11).
@@ -114,12 +140,72 @@ include bench/Makefile.inc
 include fuzz/Makefile.inc
 
 clean:
-	rm -rf build build-asan build-fuzz gangway gangway-asan
+	rm -rf build build-asan build-fuzz build-deb gangway gangway-asan
+
+# make install: PREFIX (/usr/local) and DESTDIR as usual. The system files
+# in dist/ (template units, example ini, logrotate, sysusers) and the
+# single-unit examples go to the examples, rewritten for PREFIX: they name
+# /usr/bin/gangway and /usr/share/gangway, where the Debian package puts
+# them (docs/deploy-systemd.md).
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+DATADIR  ?= $(PREFIX)/share/gangway
+MANDIR   ?= $(PREFIX)/share/man
+DOCDIR   ?= $(PREFIX)/share/doc/gangway
+INSTALL  ?= install
+DOC_TOP  := README.md SECURITY.md
+DOC_MD   := $(wildcard docs/*.md)
+EXAMPLES := dist/gangway@.service dist/gangway@.socket dist/example.ini dist/logrotate \
+            dist/sysusers.conf examples/gangway.service examples/gangway.socket
+EX_SUBST := sed -e 's|/usr/bin/gangway|$(BINDIR)/gangway|g' -e 's|/usr/local/bin/gangway|$(BINDIR)/gangway|g' \
+                -e 's|/usr/share/doc/gangway|$(DOCDIR)|g' -e 's|/usr/share/gangway|$(DATADIR)|g'
+
+install: gangway
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DATADIR) \
+	    $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR)/examples
+	$(INSTALL) -m 755 gangway $(DESTDIR)$(BINDIR)/gangway
+	$(INSTALL) -m 644 docs/gangway.1 $(DESTDIR)$(MANDIR)/man1/gangway.1
+	$(INSTALL) -m 644 examples/hello.py $(DESTDIR)$(DATADIR)/hello.py
+	$(INSTALL) -m 644 $(DOC_TOP) $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -m 644 $(DOC_MD) $(DESTDIR)$(DOCDIR)/docs/
+	set -e; for f in $(EXAMPLES); do \
+	    $(EX_SUBST) $$f >$(DESTDIR)$(DOCDIR)/examples/$${f##*/}; \
+	    chmod 644 $(DESTDIR)$(DOCDIR)/examples/$${f##*/}; done
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/gangway $(DESTDIR)$(MANDIR)/man1/gangway.1 \
+	    $(DESTDIR)$(DATADIR)/hello.py $(addprefix $(DESTDIR)$(DOCDIR)/,$(DOC_TOP)) \
+	    $(addprefix $(DESTDIR)$(DOCDIR)/docs/,$(notdir $(DOC_MD))) \
+	    $(addprefix $(DESTDIR)$(DOCDIR)/examples/,$(notdir $(EXAMPLES)))
+	-rmdir $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) \
+	    $(DESTDIR)$(DATADIR) 2>/dev/null
+
+# make deb: the Debian package (debian/), built by dpkg-buildpackage from a
+# copy of this tree in DEB_DIR, since dpkg-buildpackage writes its results
+# next to the source: the .deb lands in DEB_DIR, nothing outside it changes.
+DEB_DIR  ?= build-deb
+DEB_SRC  := $(DEB_DIR)/gangway-$(VERSION)
+DPKG_BUILDPACKAGE_OPTS ?=
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || { \
+	    echo "make deb needs Debian's packaging tools: scripts/install-deps --package" >&2; exit 1; }
+	rm -rf $(DEB_SRC) && mkdir -p $(DEB_SRC)
+	tar -cf - --exclude=./.git --exclude='./build*' --exclude=./gangway --exclude=./gangway-asan \
+	    --exclude=./bench/work --exclude=__pycache__ $(if $(filter /%,$(DEB_DIR)),,--exclude='./$(DEB_DIR)') . \
+	    | tar -C $(DEB_SRC) -xf -
+	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b $(DPKG_BUILDPACKAGE_OPTS)
+	@ls -1 $(DEB_DIR)/*.deb
+
+# Builds, installs, upgrades and removes the package on this machine (root,
+# a throwaway CI machine; tests/test_package.py says what it checks).
+test-package: gangway
+	GW_TEST_PACKAGE=1 $(PYTEST) tests/test_package.py
 
 # The man page is generated from the option table; a test checks that the
 # committed one is current.
 man: gangway
 	./gangway --print-man >docs/gangway.1
 
-.PHONY: all run test test-asan unit clean man gangway-asan bench bench-quick bench-instructions bench-deps
+.PHONY: all run test test-asan unit clean man gangway-asan bench bench-quick bench-instructions bench-deps \
+        install uninstall deb test-package FORCE
 -include $(wildcard $(BUILD)/*.d)

@@ -22,7 +22,8 @@
 
 extern char **environ;
 
-#define GW_VERSION "0.2.0"
+/* GW_VERSION and GW_BUILD_OPTIONS ("libpython=static tls=no") come from the
+ * Makefile, which owns the version and the build's choices. */
 
 static int apply_env(const gw_config_t *cfg)
 {
@@ -851,8 +852,9 @@ int main(int argc, char **argv)
         gw_config_print(&cfg, stdout);
         rc = 0;
     } else if (cfg.show_version) {
-        printf("gangway %s (Python %s, llhttp %d.%d.%d)\n", GW_VERSION, gw_wsgi_python_version(),
-               LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+        printf("gangway %s\nPython %s, llhttp %d.%d.%d\nbuild: %s\n", GW_VERSION,
+               gw_wsgi_python_version(), LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR,
+               LLHTTP_VERSION_PATCH, GW_BUILD_OPTIONS);
         rc = 0;
     } else if (!(rc = check_config(&cfg))) {
         if (cfg.show_config)
