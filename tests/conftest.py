@@ -307,3 +307,8 @@ def sanitizer_reports(tmp_path):
     if reports:
         pytest.fail("sanitizer reports:\n" + "\n".join(
             "%s:\n%s" % (p.name, p.read_text(errors="replace")[:4000]) for p in reports))
+
+
+# One real PostgreSQL for the whole session, shared by every test module that
+# asks for it (a fixture imported into a test module would be one per module).
+from pg import postgres  # noqa: E402,F401
