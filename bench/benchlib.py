@@ -34,7 +34,16 @@ APPS = {
     "hello": ("hello", "application"),
     "flask": ("flaskapp", "app"),
     "echo": ("echo", "application"),
+    "io20": ("io20", "application"),
+    "pgsite": ("pgsite.wsgi", "application"),
 }
+# apps that live elsewhere than bench/apps (relative to ROOT): the Django +
+# PostgreSQL site is the test suite's own (tests/test_django_pg.py)
+APP_DIRS = {"pgsite": "tests/apps/pgsite"}
+
+
+def app_dir(app):
+    return APP_DIRS.get(app, APPS_REL)
 
 SERVER_LABELS = {
     "gangway": "gangway",
@@ -261,6 +270,19 @@ def cpu_delta(before, after):
     return total / HZ, busiest
 
 
+def worker_rss_kib(root):
+    """{pid: VmRSS KiB} of root's direct children: the workers of gangway's,
+    uWSGI's and Gunicorn's master (the master itself is not counted)."""
+    out = {}
+    for pid in process_tree([root]):
+        st = _stat(pid)
+        if pid != root and st is not None and st[0] == root:
+            r = rss_kib(pid)
+            if r is not None:
+                out[pid] = r
+    return out
+
+
 def rss_kib(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -396,15 +418,17 @@ class Launch:
     it, and an optional readiness marker in its log."""
 
     def __init__(self, name, argv, stop_sig=signal.SIGTERM, ready_marker=None,
-                 cwd=ROOT, note=""):
+                 cwd=ROOT, note="", env=None):
         self.name, self.argv, self.stop_sig = name, argv, stop_sig
         self.ready_marker, self.cwd, self.note = ready_marker, cwd, note
+        self.env = env or {}  # added to the environment (the database's PG* variables)
         self.config = None   # generated config file text (nginx)
 
     def display(self):
         import shlex
         pre = "" if self.cwd == ROOT else "cd %s && " % os.path.relpath(self.cwd, ROOT)
-        return pre + " ".join(shlex.quote(a) for a in ["taskset", "-c", SERVER_CPU] + self.argv)
+        env = ["%s=%s" % kv for kv in sorted(self.env.items())]
+        return pre + " ".join(shlex.quote(a) for a in env + ["taskset", "-c", SERVER_CPU] + self.argv)
 
 
 def gangway_launch(app, port, static=False, uwsgi_port=None, extra=()):
@@ -436,6 +460,33 @@ def uwsgi_launch(app, port, static=False, uwsgi_port=None, http11=False, master=
     if static:
         argv += ["--static-map", "/static=" + STATIC_REL]
     return Launch("uwsgi", argv, signal.SIGTERM)
+
+
+def threaded_launch(server, app, port, procs, threads, extra=(), env=None):
+    """server with procs processes x threads threads each, the peers' own
+    threaded modes: uWSGI --processes --threads (--http-socket, as in the other
+    rows), Gunicorn's gthread worker, gangway --workers --threads."""
+    mod, call = APPS[app]
+    d = app_dir(app)
+    if server == "gangway":
+        rel = os.path.relpath(GANGWAY, ROOT)
+        argv = ["./" + rel if not rel.startswith("..") else GANGWAY,
+                "--http", "127.0.0.1:%d" % port, "--disable-logging", "--chdir", d,
+                "--workers", str(procs), "--threads", str(threads)]
+        argv += list(extra) + ["%s:%s" % (mod, call)]
+        return Launch("gangway", argv, signal.SIGTERM, ready_marker="ready", env=env)
+    if server == "uwsgi":
+        argv = ["uwsgi", "--plugin", "python3", "--http-socket", "127.0.0.1:%d" % port,
+                "--master", "--processes", str(procs), "--threads", str(threads),
+                "--disable-logging", "--die-on-term", "--need-app", "--chdir", d,
+                "--pythonpath", ".", "--module", "%s:%s" % (mod, call)]
+        return Launch("uwsgi", argv, signal.SIGTERM, env=env)
+    if server == "gunicorn":
+        argv = ["gunicorn", "--workers", str(procs), "--worker-class", "gthread",
+                "--threads", str(threads), "--bind", "127.0.0.1:%d" % port, "--chdir", d,
+                "%s:%s" % (mod, call)]
+        return Launch("gunicorn", argv, signal.SIGTERM, env=env)
+    raise ValueError(server)
 
 
 def gunicorn_launch(app, port):
@@ -535,6 +586,7 @@ class Server:
         # taskset first: it execs into the wrapper (valgrind) or the server
         argv = ["taskset", "-c", SERVER_CPU] + list(wrap) + launch.argv
         e = dict(os.environ)
+        e.update(launch.env)
         e.update(env or {})
         try:
             self.proc = subprocess.Popen(argv, cwd=launch.cwd, stdout=self.log,
@@ -646,11 +698,14 @@ class Server:
 
 
 def check_get(port, path, expect_body, method="GET", body=None, headers=None, timeout=5.0):
-    """None when GET path answers 200 with exactly expect_body."""
+    """None when GET path answers 200 with exactly expect_body (or, when
+    expect_body is a function, when it returns None for the body)."""
     st, hd, b = http_request(port, path, method=method, body=body, headers=headers,
                              timeout=timeout)
     if st != 200:
         return "status %d for %s %s" % (st, method, path)
+    if callable(expect_body):
+        return expect_body(b)
     if b != expect_body:
         return "wrong body for %s %s (%d bytes, expected %d)" % (
             method, path, len(b), len(expect_body))

@@ -7,17 +7,19 @@ wrk (-t1, pinned to CPU 1) several times, takes the median of each figure and
 stops the server by PID. Writes bench/results/<date>-<name>.md and .svg and
 copies them to latest.md / latest.svg. See bench/README.md.
 
-    bench/run.py            # full run (make bench), < 15 minutes
+    bench/run.py            # full run (make bench), < 20 minutes
     bench/run.py --quick    # hello keep-alive + Flask, 3 x 3 s (make bench-quick)
 """
 import argparse
 import errno
 import json
 import os
+import re
 import resource
 import select
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -32,6 +34,9 @@ POST_BODY = b"0123456789abcdef" * 640          # what bench/wrk/post-10k.lua sen
 ALL = ["gangway", "uwsgi", "gunicorn", "waitress", "nginx"]
 WSGI = ["gangway", "uwsgi", "gunicorn", "waitress"]
 STATIC = ["gangway", "uwsgi", "nginx"]
+# Each with its own threads per process: gangway --threads, uWSGI --threads,
+# Gunicorn's gthread worker (issue 16)
+THREADED = ["gangway", "uwsgi", "gunicorn"]
 
 SCENARIOS = [
     dict(key="hello-keepalive", title="Hello world, keep-alive, 64 connections",
@@ -40,6 +45,14 @@ SCENARIOS = [
     dict(key="hello-close", title="Hello world, new connection per request (64 connections)",
          kind="wrk", app="hello", path="/", servers=ALL, headers=["Connection: close"],
          about="wrk -H 'Connection: close': every request pays accept + close."),
+    dict(key="hello-threads4", title="Hello world, 1 process × 4 threads, keep-alive, 64 connections",
+         kind="wrk", app="hello", path="/", servers=THREADED, procs=1, threads=4,
+         baseline="hello-keepalive",
+         about="The hello app on 4 threads per process (gangway `--threads 4`, uWSGI `--threads 4`, "
+               "Gunicorn `-k gthread --threads 4`): what handing a request to a thread costs. "
+               "`÷ own hello-keepalive`: this row's req/s over the same server's one-thread row "
+               "(for Gunicorn that is its sync worker, without keep-alive: its ratio mostly "
+               "shows gthread's keep-alive)."),
     dict(key="flask", title="Flask hello world, keep-alive, 64 connections",
          kind="wrk", app="flask", path="/", servers=WSGI,
          about="The same answer through Flask: server overhead next to a real framework."),
@@ -56,12 +69,33 @@ SCENARIOS = [
          kind="front", app="hello", path="/", servers=["gangway", "uwsgi"],
          about="nginx uwsgi_pass to the server's uwsgi-protocol socket; both on CPU 0, "
                "CPU time is nginx + server."),
+    dict(key="io-20ms", title="An app that waits 20 ms, {procs} processes × {threads} threads, "
+         "{conns} connections",
+         kind="wrk", app="io20", path="/", servers=THREADED, pool=True, limit=True,
+         about="bench/apps/io20.py sleeps 20 ms per request, as an app waiting on its database "
+               "does: no server can pass {limit:,.0f} req/s ({procs} × {threads} / 20 ms, the "
+               "`÷ limit` column). {conns} connections: every thread busy, none queued, so p99 "
+               "above 20 ms is the server's own delay."),
+    dict(key="io-20ms-trickle", title="io-20ms while {trickle} clients trickle request bodies",
+         kind="wrk", app="io20", path="/", servers=THREADED, pool=True, limit=True,
+         trickle=True, baseline="io-20ms",
+         about="io-20ms again, while bench/trickle.py keeps {trickle} more connections sending "
+               "a POST body a byte a second (it never completes; a connection the server "
+               "closes is opened again). `÷ own io-20ms`: what each server falls to."),
+    dict(key="django-pg", title="Django + PostgreSQL page, {procs} processes × {threads} threads, "
+         "{conns} connections",
+         kind="wrk", app="pgsite", path="/", servers=THREADED, pool=True, pg=True,
+         about="The index page of tests/apps/pgsite (Django ORM through psycopg2: the latest 10 "
+               "of 100 notes and their count) on a PostgreSQL started for the run (unix "
+               "socket, pinned to CPU 0 with the servers; its CPU is not in CPU/req, a note "
+               "gives it)."),
     dict(key="idle-2000", title="2,000 idle keep-alive connections + a fresh client",
          kind="idle", app="hello", path="/", servers=ALL,
          about="2,000 connections each make one request and stay open; then a new "
                "client connects and asks: time until its answer."),
 ]
 QUICK = ["hello-keepalive", "flask"]
+IO_WAIT = 0.020   # what bench/apps/io20.py waits per request
 
 NOTES = [
     "Every server runs the same app file from bench/apps with one worker process, "
@@ -82,11 +116,23 @@ NOTES = [
     "workers, plus reaped children) over the measured runs divided by the requests: "
     "the figure that still compares when wrk, not the server, is the bottleneck.",
     "RSS is VmRSS of the serving worker (the process that used the most CPU) right "
-    "after the last run (for idle-2000: while the 2,000 connections are open).",
+    "after the last run (for idle-2000: while the 2,000 connections are open). In "
+    "the threaded scenarios (processes × threads) it is the largest worker's, the "
+    "master not counted, and a note lists every worker's.",
+    "The threaded scenarios (hello-threads4, io-20ms, io-20ms-trickle, django-pg) run "
+    "each server with the same processes × threads: gangway `--workers P --threads T`, "
+    "uWSGI `--processes P --threads T` (still `--http-socket`), Gunicorn "
+    "`--workers P -k gthread --threads T`. gangway's rows there are skipped until its "
+    "workers run requests on threads (issue 16).",
 ]
 
 
 # ------------------------------------------------------------------- wrk
+
+def conns_for(scn, args):
+    """wrk's connections: the scenario's own (io-20ms: one per thread), else --connections."""
+    return scn.get("conns") or args.connections
+
 
 def wrk_argv(port, scn, conns, duration):
     script = os.path.join("bench/wrk", scn.get("script", "report.lua"))
@@ -97,18 +143,30 @@ def wrk_argv(port, scn, conns, duration):
     return argv + ["http://127.0.0.1:%d%s" % (port, scn["path"])]
 
 
-def run_wrk(argv, duration):
+def run_wrk(argv, duration, stall_ok=False):
+    """wrk's figures. stall_ok (io-20ms-trickle): a wrk that has not finished
+    10 s after its duration is a run in which no request was answered, not
+    a broken row. wrk connects once, blocking, before it starts: that
+    connect cannot finish while the server's listen queue is full (5 s covers
+    the SYN's first two retries)."""
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    limit = duration + (5 if stall_ok else 30)
     try:
         p = subprocess.run(argv, cwd=B.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=duration + 30)
-    except subprocess.TimeoutExpired:
-        raise Skip("wrk did not finish within %d s" % (duration + 30))
+                           timeout=limit)
+    except subprocess.TimeoutExpired:   # subprocess has killed and reaped it
+        if stall_ok:
+            return dict(requests=0, duration_us=duration * 1e6, bytes=0, connect=0, read=0,
+                        write=0, status=0, timeout=0, rps=0.0, wrk_cpu=0.0, stalled=True)
+        raise Skip("wrk did not finish within %d s" % limit)
     out = p.stdout.decode("utf-8", "replace")
     for line in out.splitlines():
         if line.startswith("WRKJSON "):
             r = json.loads(line[8:])
             r["rps"] = r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0
+            if not r["requests"]:   # no latency to speak of
+                for k in ("lat_mean", "lat_p50", "lat_p90", "lat_p99", "lat_max"):
+                    r[k] = None
             # wrk is the only child reaped meanwhile: this is its CPU time
             ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -121,6 +179,10 @@ def run_wrk(argv, duration):
 
 def launch_for(server, scn, port, uwsgi_port=None):
     static = "static" in scn
+    if "threads" in scn:
+        return B.threaded_launch(server, scn["app"], port, scn["procs"], scn["threads"],
+                                 extra=GANGWAY_EXTRA if server == "gangway" else (),
+                                 env=scn.get("env"))
     if server == "gangway":
         return B.gangway_launch(scn["app"], port, static=static, uwsgi_port=uwsgi_port,
                                 extra=GANGWAY_EXTRA)
@@ -149,12 +211,63 @@ def expected(scn, static_files):
         return "GET", None, headers, static_files[scn["static"]]
     if scn["app"] == "echo":
         return "POST", POST_BODY, dict(headers, **{"Content-Type": "application/octet-stream"}), POST_BODY
+    if scn["app"] == "pgsite":
+        return "GET", None, headers, check_pgsite_index
     return "GET", None, headers, B.HELLO
+
+
+PG_NOTES = 100   # notes seeded into the django-pg database
+
+
+def check_pgsite_index(body):
+    """None when body is the pgsite index page over the seeded notes."""
+    if b'<p id="total">%d notes</p>' % PG_NOTES not in body:
+        return "not the index page of %d notes (%d bytes)" % (PG_NOTES, len(body))
+    if body.count(b'<li><a href="/notes/') != 10 or b'data-shown="10"' not in body:
+        return "the index page does not list 10 notes"
+    return None
+
+
+_THREADS = []   # the probe's answer, once per run
+
+
+def gangway_threads_missing():
+    """None when ./gangway runs several requests of one worker at a time on
+    --threads, else why its threaded rows are skipped. Asked once per run: a
+    gangway with --threads 2 and bench/apps/io20.py says wsgi.multithread."""
+    if not _THREADS:
+        _THREADS.append(_probe_threads())
+    return _THREADS[0]
+
+
+def _probe_threads():
+    helptext = B.sh([B.GANGWAY, "--help"])
+    if not re.search(r"^\s*--threads\b", helptext, re.M):
+        return "threads not built yet (issue 16): ./gangway has no --threads option"
+    port = B.free_port()
+    srv = B.Server(B.threaded_launch("gangway", "io20", port, 1, 2, extra=GANGWAY_EXTRA),
+                   "threads-probe-gangway.log")
+    try:
+        srv.wait_ready(lambda: B.check_get(port, "/multithread", lambda b: None), timeout=20)
+        st, _, body = B.http_request(port, "/multithread")
+    except (Skip, OSError, ConnectionError, TimeoutError, ValueError) as ex:
+        return "gangway --threads 2 did not answer: %s" % ex
+    finally:
+        srv.stop()
+    if st != 200 or body != b"True":
+        return ("threads not built yet (issue 16): gangway accepts --threads but runs one "
+                "request at a time per worker (wsgi.multithread: %s)"
+                % body.decode("latin-1")[:40])
+    return None
 
 
 def start_servers(server, scn, static_files, tag):
     """Start the row's server(s); returns (servers, http port, app server, commands)."""
     method, body, headers, want = expected(scn, static_files)
+    if server == "gangway" and "threads" in scn:
+        why = gangway_threads_missing()
+        if why:
+            raise Skip(why)
     port = B.free_port()
     started = []
     try:
@@ -219,6 +332,7 @@ class WrkRow:
         self.row = dict(scenario=scn["key"], server=server, label=label(server, scn))
         self.server, self.scn, self.static_files = server, scn, static_files
         self.servers, self.runs, self.busy = [], [], {}
+        self.pg_pid = None   # the scenario's PostgreSQL, whose CPU a note gives
 
     def start(self):
         self.servers, self.port, self.app_srv, cmds = start_servers(
@@ -240,28 +354,47 @@ class WrkRow:
                 raise Skip("%s died during the run: %s" % (s.launch.name, s.tail()))
 
     def warm(self, args):
-        run_wrk(wrk_argv(self.port, self.scn, args.connections, args.warmup), args.warmup)
+        run_wrk(wrk_argv(self.port, self.scn, conns_for(self.scn, args), args.warmup),
+                args.warmup)
         self.alive_or_skip()
 
     def measure(self, args):
-        argv = wrk_argv(self.port, self.scn, args.connections, args.duration)
+        argv = wrk_argv(self.port, self.scn, conns_for(self.scn, args), args.duration)
         self.row["wrk"] = " ".join(shlex.quote(a) for a in argv)
         front = self.scn["kind"] == "front"
-        before = B.process_tree(self.roots)
-        back0 = B.process_tree([self.app_srv.pid]) if front else None
-        r = run_wrk(argv, args.duration)
-        after = B.process_tree(self.roots)
-        back1 = B.process_tree([self.app_srv.pid]) if front else None
+        trickle = None
+        if self.scn.get("trickle"):
+            trickle = Trickle(self.port, args.trickle, args.duration)
+            self.row["trickle_cmd"] = trickle.display()
+        try:
+            if trickle:
+                r_trickle = trickle.wait_ready()
+            before = B.process_tree(self.roots)
+            back0 = B.process_tree([self.app_srv.pid]) if front else None
+            pg0 = B.process_tree([self.pg_pid]) if self.pg_pid else None
+            r = run_wrk(argv, args.duration, stall_ok=bool(trickle))
+            after = B.process_tree(self.roots)
+            back1 = B.process_tree([self.app_srv.pid]) if front else None
+            pg1 = B.process_tree([self.pg_pid]) if self.pg_pid else None
+        finally:
+            if trickle:
+                done = trickle.stop()
+        if trickle:
+            r["trickle"] = dict(done, connected=r_trickle.get("connected", 0))
         for s in self.servers:
             s.tree()
         self.alive_or_skip()
         cpu_s, busiest = B.cpu_delta(before, after)
-        if r["requests"] <= 0:
+        if r["requests"] <= 0 and not trickle:
             raise Skip("wrk completed no requests")
+        n = r["requests"]
         if front:  # the app server's share of nginx + server
-            r["backend_cpu_us"] = B.cpu_delta(back0, back1)[0] * 1e6 / r["requests"]
+            r["backend_cpu_us"] = B.cpu_delta(back0, back1)[0] * 1e6 / n
+        if pg0 is not None and n:
+            r["pg_cpu_us"] = B.cpu_delta(pg0, pg1)[0] * 1e6 / n
         r["cpu_s"] = cpu_s
-        r["cpu_us"] = cpu_s * 1e6 / r["requests"]
+        # None when no request completed (a server that slow uploads stalled)
+        r["cpu_us"] = cpu_s * 1e6 / n if n else None
         r["server_cpu"] = cpu_s / (r["duration_us"] / 1e6)
         self.runs.append(r)
         if busiest is not None:
@@ -276,8 +409,16 @@ class WrkRow:
         if worker is None:
             worker = max(app_tree, key=lambda p: app_tree[p][2]) if app_tree else self.app_srv.pid
         row["rss_kib"] = B.rss_kib(worker)
-        method, body, headers, want = expected(scn, self.static_files)
         notes = row.setdefault("notes", [])
+        if "procs" in scn:
+            # every worker's (the master's children), the largest in the column
+            per = sorted(B.worker_rss_kib(self.app_srv.pid).values())
+            if per:
+                row["rss_kib"], row["rss_workers_kib"] = per[-1], per
+                if len(per) > 1:
+                    notes.append("RSS per worker: %s MiB" % " / ".join(
+                        "%.1f" % (k / 1024) for k in per))
+        method, body, headers, want = expected(scn, self.static_files)
         try:
             msg = B.check_get(self.port, scn["path"], want, method, body, headers)
         except (OSError, ConnectionError, TimeoutError, ValueError) as ex:
@@ -286,9 +427,29 @@ class WrkRow:
             notes.append("after the runs: " + msg)
         self.stop()
         row["runs"] = runs
-        med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+
+        def med(k):
+            v = [r[k] for r in runs if r.get(k) is not None]
+            return statistics.median(v) if v else None
         row.update(rps=med("rps"), p50_us=med("lat_p50"), p99_us=med("lat_p99"),
                    cpu_us=med("cpu_us"), mean_us=med("lat_mean"))
+        if scn.get("trickle"):
+            tr = [r["trickle"] for r in runs if "trickle" in r]
+            stalled = sum(1 for r in runs if not r["requests"])
+            hung = sum(1 for r in runs if r.get("stalled"))
+            if stalled:
+                notes.append("no request answered in %d of %d runs%s" % (
+                    stalled, len(runs), " (in %d wrk could not even connect: the listen queue "
+                    "was full)" % hung if hung else ""))
+            if tr:
+                notes.append("trickle: %d of %d connected; server closed %d, answered %d "
+                             "(all runs)" % (
+                                 statistics.median(t["connected"] for t in tr), args.trickle,
+                                 sum(t["closed_by_server"] for t in tr),
+                                 sum(t["answered"] for t in tr)))
+        if med("pg_cpu_us") is not None:
+            row["pg_cpu_us"] = med("pg_cpu_us")
+            notes.append("PostgreSQL: %.0f µs/req more CPU" % row["pg_cpu_us"])
         errs = {k: sum(r[k] for r in runs) for k in ("connect", "read", "write", "status", "timeout")}
         total = sum(r["requests"] for r in runs)
         if errs["read"] > 0.5 * total:
@@ -298,20 +459,24 @@ class WrkRow:
         for k in ("connect", "write", "status", "timeout"):
             if errs[k]:
                 notes.append("wrk %s errors: %d" % ("non-2xx/3xx" if k == "status" else k, errs[k]))
-        conc = row["rps"] * row["mean_us"] / 1e6
+        conc = row["rps"] * (row["mean_us"] or 0) / 1e6
         keepalive = errs["read"] <= 0.5 * total and "Connection: close" not in scn.get("headers", [])
-        if keepalive and conc < 0.5 * args.connections:
-            notes.append("only ≈%.0f of %d connections in flight (Little's law)" % (conc, args.connections))
+        conns = conns_for(scn, args)
+        if keepalive and conc < 0.5 * conns and row["rps"]:
+            notes.append("only ≈%.0f of %d connections in flight (Little's law)" % (conc, conns))
         if all("backend_cpu_us" in r for r in runs):
             row["backend_cpu_us"] = med("backend_cpu_us")
             notes.append("of the CPU/req: %.1f µs %s, %.1f µs nginx" % (
                 row["backend_cpu_us"], B.SERVER_LABELS[self.server],
                 row["cpu_us"] - row["backend_cpu_us"]))
+        if scn.get("limit") and row["rps"]:
+            notes.append("≈%.1f of %d threads busy (req/s × %.0f ms)" % (
+                row["rps"] * IO_WAIT, scn["procs"] * scn["threads"], IO_WAIT * 1000))
         row["wrk_cpu"], row["server_cpu"] = med("wrk_cpu"), med("server_cpu")
         if row["wrk_cpu"] >= 0.9 and row["server_cpu"] < 0.9:
             notes.append("wrk-bound (wrk %.0f%% of its CPU, server %.0f%%): compare CPU/req" % (
                 row["wrk_cpu"] * 100, row["server_cpu"] * 100))
-        spread = (max(r["rps"] for r in runs) - min(r["rps"] for r in runs)) / row["rps"]
+        spread = (max(r["rps"] for r in runs) - min(r["rps"] for r in runs)) / (row["rps"] or 1)
         if spread > 0.25:
             notes.append("noisy: req/s spread %.0f%% across runs" % (spread * 100))
 
@@ -323,6 +488,16 @@ def run_wrk_scenario(scn, servers, args, static_files, floors):
     the same rounds; floors[scenario] gets the median of its figures."""
     rows = [WrkRow(srv, scn, static_files) for srv in servers]
     live, alone = [], []
+    cluster = None
+    if scn.get("pg"):
+        try:
+            cluster = start_pg(scn)
+        except Skip as ex:
+            for w in rows:
+                w.row["skipped"] = str(ex)
+            return [w.row for w in rows]
+        for w in rows:
+            w.pg_pid = cluster.proc.pid
     try:
         for w in rows:
             try:
@@ -358,7 +533,102 @@ def run_wrk_scenario(scn, servers, args, static_files, floors):
     finally:
         for w in rows:
             w.stop()
+        if cluster:
+            cluster.stop()
     return [w.row for w in rows]
+
+
+def start_pg(scn):
+    """PostgreSQL for the django-pg scenario, as tests/pg.py starts it for the
+    tests (initdb as an unprivileged user, unix socket only, stopped by PID),
+    pinned to the server CPU; the site's database migrated and seeded. Sets
+    scn["env"], the PG* variables every server gets."""
+    sys.path.insert(0, os.path.join(B.ROOT, "tests"))
+    try:
+        import pg
+    except ImportError as ex:
+        raise Skip("cannot import tests/pg.py: %s" % ex)
+    why = pg.missing()
+    if why:
+        raise Skip(why)
+    cluster = pg.PostgreSQL(prefix=["taskset", "-c", B.SERVER_CPU])
+    try:
+        cluster.start()
+        env = cluster.env(cluster.create_database("pgsite_bench"))
+        who = "as %s: " % cluster.user[0] if cluster.user else ""
+        scn["setup_cmds"] = [who + " ".join(shlex.quote(a) for a in argv)
+                             for argv in cluster.commands]
+        scn["setup_cmds"] += ["cd %s && %s %s manage.py %s" % (
+            B.app_dir("pgsite"), " ".join("%s=%s" % kv for kv in sorted(env.items())),
+            B.PYTHON, " ".join(c)) for c in (["migrate", "--noinput"],
+                                           ["seed_notes", str(PG_NOTES)])]
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith(("DJANGO_", "GANGWAY_", "PG"))}
+        for cmd in (["migrate", "--noinput"], ["seed_notes", str(PG_NOTES)]):
+            p = subprocess.run([B.PYTHON, "manage.py"] + cmd, cwd=os.path.join(B.ROOT, B.app_dir("pgsite")),
+                               env=dict(base, **env), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=300)
+            if p.returncode:
+                raise RuntimeError("manage.py %s: %s" % (
+                    cmd[0], p.stdout.decode("utf-8", "replace").strip()[-300:]))
+    except Exception as ex:  # noqa: BLE001 -- the rows say why
+        cluster.stop()
+        raise Skip("PostgreSQL set-up failed: %s: %s" % (type(ex).__name__, ex))
+    scn["env"] = env
+    return cluster
+
+
+class Trickle:
+    """bench/trickle.py (pinned to the client CPU) for one measured run:
+    started before wrk, waited for until its clients connected, stopped by
+    PID after wrk."""
+
+    def __init__(self, port, clients, duration):
+        self.argv = ["taskset", "-c", B.CLIENT_CPU, B.PYTHON, "bench/trickle.py",
+                     "--port", str(port), "--clients", str(clients), "--connect-timeout", "2",
+                     "--max-seconds", str(duration + 60)]
+        self.proc = subprocess.Popen(self.argv, cwd=B.ROOT, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.buf = b""
+
+    def display(self):
+        return " ".join(shlex.quote(a) for a in self.argv[:-2])
+
+    def _line(self, prefix, timeout):
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        for _ in range(100000):
+            for line in self.buf.split(b"\n")[:-1]:
+                if line.startswith(prefix):
+                    return json.loads(line[len(prefix):])
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            r, _, _ = select.select([fd], [], [], left)
+            if r:
+                data = os.read(fd, 65536)
+                if not data:
+                    break
+                self.buf += data
+        raise Skip("bench/trickle.py: no %s line: %s" % (
+            prefix.decode().strip(), self.buf.decode("utf-8", "replace")[-300:]))
+
+    def wait_ready(self):
+        return self._line(b"READY ", 30)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self._line(b"DONE ", 15)
+        finally:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+            self.proc.stdin.close()
+            self.proc.stdout.close()
 
 
 def idle_probe(port, n_idle, phase_timeout, fresh_timeout, fresh_count, at_end):
@@ -507,7 +777,7 @@ def app_alone(app, post=0, seconds=2.0):
 
 
 def has_floor(scn):
-    return scn["kind"] == "wrk" and "static" not in scn
+    return scn["kind"] == "wrk" and "static" not in scn and "threads" not in scn
 
 
 def bounds_md(rows, scenarios, floors):
@@ -629,18 +899,29 @@ def report_md(rows, meta, scenarios, chart_name, floors):
                     fmt_ratio(rat), "; ".join(r.get("notes", []))))
             L.append("")
             continue
-        L.append("| server | req/s | p50 | p99 | CPU µs/req | RSS | gangway ÷ peer req/s | gangway ÷ peer CPU/req | notes |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        cols = ratio_columns(scn)
+        if scn.get("limit"):
+            L.append("Limit: %s req/s (%d processes × %d threads / %.0f ms)." % (
+                fmt_num(scn["limit_rps"]), scn["procs"], scn["threads"], IO_WAIT * 1000))
+            L.append("")
+        L.append("| server | req/s | %sp50 | p99 | CPU µs/req | %s | gangway ÷ peer req/s | "
+                 "gangway ÷ peer CPU/req | notes |" % (
+                     "".join(h + " | " for _, h in cols),
+                     "RSS/worker" if "procs" in scn else "RSS"))
+        L.append("|---|---:|%s---:|---:|---:|---:|---:|---:|---|" % ("---:|" * len(cols)))
         for r in srows:
             if r.get("skipped"):
-                L.append("| %s | – | – | – | – | – | – | – | skipped: %s |" % (r["label"], r["skipped"]))
+                L.append("| %s | – | %s– | – | – | – | – | – | skipped: %s |" % (
+                    r["label"], "– | " * len(cols), r["skipped"]))
                 continue
             if g and r is not g:
                 rr, rc = ratio(g["rps"], r["rps"]), ratio(g["cpu_us"], r["cpu_us"])
             else:
                 rr = rc = None
-            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                r["label"], fmt_num(r["rps"]), fmt_lat(r["p50_us"]), fmt_lat(r["p99_us"]),
+            L.append("| %s | %s | %s%s | %s | %s | %s | %s | %s | %s |" % (
+                r["label"], fmt_num(r["rps"]),
+                "".join(fmt_ratio(r.get(k)) + " | " for k, _ in cols),
+                fmt_lat(r["p50_us"]), fmt_lat(r["p99_us"]),
                 fmt_num(r["cpu_us"], 1),
                 "%.1f MiB" % (r["rss_kib"] / 1024) if r.get("rss_kib") else "–",
                 fmt_ratio(rr), fmt_ratio(rc), "; ".join(r.get("notes", []))))
@@ -667,9 +948,13 @@ def report_md(rows, meta, scenarios, chart_name, floors):
         L.append("### %s" % scn["key"])
         L.append("")
         L.append("```")
+        for c in scn.get("setup_cmds", []):
+            L.append(c)
         for r in srows:
             for c in r["commands"]:
                 L.append(c)
+            if r.get("trickle_cmd"):
+                L.append(r["trickle_cmd"] + "   # during each run, pinned like wrk")
             if r.get("wrk"):
                 L.append(r["wrk"])
         L.append("```")
@@ -757,6 +1042,49 @@ def report_svg(rows, meta, scenarios):
     return "\n".join(o) + "\n"
 
 
+# ------------------------------------------------------- threaded scenarios
+
+def pool_scenario(scn, args):
+    """The scenario with its processes x threads (and the wrk connections of
+    io-20ms) filled in from the command line; titles name them."""
+    scn = dict(scn)
+    if scn.get("pool"):
+        scn["procs"], scn["threads"] = args.processes, args.threads
+        if scn["app"] == "io20":
+            scn["conns"] = args.io_connections or args.processes * args.threads
+        scn["limit_rps"] = args.processes * args.threads / IO_WAIT
+    vals = dict(procs=scn.get("procs"), threads=scn.get("threads"),
+                conns=conns_for(scn, args), trickle=args.trickle,
+                limit=scn.get("limit_rps") or 0)
+    scn["title"] = scn["title"].format(**vals)
+    scn["about"] = scn["about"].format(**vals)
+    return scn
+
+
+def ratio_columns(scn):
+    """(row key, column title) of the extra columns of a scenario's table."""
+    cols = []
+    if scn.get("limit"):
+        cols.append(("of_limit", "÷ limit"))
+    if scn.get("baseline"):
+        cols.append(("of_baseline", "÷ own " + scn["baseline"]))
+    return cols
+
+
+def add_ratios(row, scn, rows):
+    """io-20ms: req/s over the limit; hello-threads4 and io-20ms-trickle:
+    over the same server's row in their baseline scenario, from this run."""
+    if row.get("skipped") or row.get("rps") is None:
+        return
+    if scn.get("limit"):
+        row["limit_rps"] = scn["limit_rps"]
+        row["of_limit"] = row["rps"] / scn["limit_rps"]
+    base = next((r for r in rows if r["scenario"] == scn.get("baseline") and
+                 r["server"] == row["server"] and not r.get("skipped")), None)
+    if base and base.get("rps"):
+        row["of_baseline"] = row["rps"] / base["rps"]
+
+
 # ------------------------------------------------------------------- main
 
 def main():
@@ -774,8 +1102,16 @@ def main():
                     help="seconds allowed to open the idle connections (default 8)")
     ap.add_argument("--fresh-timeout", type=float, default=8.0,
                     help="seconds the fresh client waits (default 8)")
+    ap.add_argument("--processes", type=int, default=2,
+                    help="processes of io-20ms, io-20ms-trickle and django-pg (default 2)")
+    ap.add_argument("--threads", type=int, default=8,
+                    help="threads per process there (default 8)")
+    ap.add_argument("--io-connections", type=int,
+                    help="wrk connections of io-20ms(-trickle) (default processes x threads)")
+    ap.add_argument("--trickle", type=int, default=500,
+                    help="slow-upload clients of io-20ms-trickle (default 500)")
     ap.add_argument("--budget", type=float,
-                    help="seconds; rows that would end later are skipped (default 840, quick 115)")
+                    help="seconds; rows that would end later are skipped (default 1200, quick 115)")
     ap.add_argument("--name", help="result name (default <commit>[-quick])")
     ap.add_argument("--out-dir", default=B.RESULTS, help="where to write (default bench/results)")
     ap.add_argument("--no-latest", action="store_true", help="do not update latest.md/latest.svg")
@@ -786,7 +1122,7 @@ def main():
     args.runs = args.runs or (3 if q else 5)
     args.duration = args.duration or 3
     args.warmup = args.warmup if args.warmup is not None else (1 if q else 2)
-    args.budget = args.budget or (115.0 if q else 840.0)
+    args.budget = args.budget or (115.0 if q else 1200.0)
     args.floor_seconds = 1 if q else args.duration  # bench/alone.py per round
     GANGWAY_EXTRA.extend(args.gangway_arg)
     for n in ("runs", "duration", "warmup"):
@@ -794,13 +1130,16 @@ def main():
             ap.error("--%s out of range" % n)
     if not 1 <= args.idle <= 20000:
         ap.error("--idle out of range")
+    if not (1 <= args.processes <= 64 and 1 <= args.threads <= 256 and 1 <= args.trickle <= 10000
+            and 1 <= (args.io_connections or 1) <= 10000):
+        ap.error("--processes, --threads, --io-connections or --trickle out of range")
 
     keys = [s["key"] for s in SCENARIOS]
     want = args.scenarios.split(",") if args.scenarios else (QUICK if q else keys)
     bad = [k for k in want if k not in keys]
     if bad:
         ap.error("unknown scenario(s): " + ",".join(bad))
-    scenarios = [s for s in SCENARIOS if s["key"] in want]
+    scenarios = [pool_scenario(s, args) for s in SCENARIOS if s["key"] in want]
     servers = args.servers.split(",") if args.servers else ALL
     bad = [k for k in servers if k not in ALL]
     if bad:
@@ -839,6 +1178,10 @@ def main():
         # rows that would end after the budget are skipped
         left = args.budget - (time.monotonic() - t_start)
         est = est_idle if scn["kind"] == "idle" else est_wrk
+        if scn.get("trickle"):
+            est += args.runs * 4          # its clients connect before each run; stalled wrk
+        if scn.get("pg"):
+            left -= 20                    # initdb, start, migrate and seed, once
         if has_floor(scn):
             left -= args.runs * (args.floor_seconds + 0.7)  # the app alone, in the same rounds
         fit = max(0, min(len(todo), int(left // est)))
@@ -863,6 +1206,7 @@ def main():
                     row["skipped"] = "harness error: %s: %s" % (type(ex).__name__, ex)
         for row in plan:
             row = done.get(row["server"], row)
+            add_ratios(row, scn, rows)
             rows.append(row)
             prefix = "[%2d/%d] %-16s %-18s" % (len(rows), n_rows, scn["key"], row["label"])
             if row.get("skipped"):
@@ -873,9 +1217,11 @@ def main():
                     row["open"], row["idle"], row.get("rss_kib"), "; ".join(row.get("notes", []))),
                     flush=True)
             else:
-                print("%s %9.0f req/s  p50 %-9s p99 %-9s %6.1f µs/req  RSS %s KiB %s" % (
-                    prefix, row["rps"], fmt_lat(row["p50_us"]), fmt_lat(row["p99_us"]), row["cpu_us"],
-                    row.get("rss_kib"), "; ".join(row.get("notes", []))), flush=True)
+                extra = "".join("  %s %s" % (h, fmt_ratio(row.get(k))) for k, h in ratio_columns(scn))
+                print("%s %9.0f req/s  p50 %-9s p99 %-9s %6s µs/req  RSS %s KiB%s %s" % (
+                    prefix, row["rps"], fmt_lat(row["p50_us"]), fmt_lat(row["p99_us"]),
+                    fmt_num(row["cpu_us"], 1), row.get("rss_kib"), extra,
+                    "; ".join(row.get("notes", []))), flush=True)
 
     commit = B.git_commit()
     name = args.name or (commit.split("-")[0][:7] + ("-quick" if q else ""))

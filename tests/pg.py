@@ -114,6 +114,7 @@ class PostgreSQL:
         self.proc = None
         self.log_path = None
         self.user = None
+        self.commands = []   # initdb's and postgres's argv, as run (for reports)
 
     # -- life cycle ----------------------------------------------------------
 
@@ -140,10 +141,10 @@ class PostgreSQL:
             os.chown(self.dir, self.user[1], self.user[2])
         self.log_path = os.path.join(self.dir, "postgres.log")
         env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
-        p = subprocess.run([os.path.join(bins, "initdb"), "-D", data, "-U", SUPERUSER,
-                            "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync",
-                            "--no-instructions"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir,
+        initdb = [os.path.join(bins, "initdb"), "-D", data, "-U", SUPERUSER, "--auth=trust",
+                  "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]
+        self.commands = [initdb]
+        p = subprocess.run(initdb, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir,
                            env=env, timeout=timeout, **self._run_as())
         if p.returncode != 0:
             raise RuntimeError("initdb failed:\n" + p.stdout.decode("utf-8", "replace"))
@@ -151,6 +152,7 @@ class PostgreSQL:
                               "-k", self.dir]
         for k, v in self.settings.items():
             argv += ["-c", "%s=%s" % (k, v)]
+        self.commands.append(argv)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=self.dir, env=env,
