@@ -209,8 +209,10 @@ static int flush_file(gw_out_t *o, int sock)
             return -EPIPE; /* the file shrank under us: the length we promised is gone */
         o->sent += (uint64_t)w;
         s->len -= (size_t)w;
-        if ((size_t)w < chunk)
-            return s->len ? -EAGAIN : (pop(o), 0);
+        /* A short count does not tell a full socket from a file that
+         * shrank (EOF): the next call does. EAGAIN waits for EPOLLOUT; 0
+         * fails the answer at once, where waiting for an edge that never
+         * comes would last until --write-timeout. */
     }
     pop(o);
     return 0;

@@ -65,9 +65,7 @@ uint64_t gw_out_pending(const gw_out_t *o);
  * given to own (owner, fd) is the queue's from the call on: released or
  * closed at once when not queued. */
 
-/* A string literal: gw_out_push_lit(o, "0
-
-"). The macro does not
+/* A string literal: gw_out_push_lit(o, "0\r\n\r\n"). The macro does not
  * compile with anything but a literal ("" lit ""), so no pointer to a stack
  * buffer or freed memory can pass as static. */
 #define gw_out_push_lit(o, lit) gw__out_push_static((o), "" lit "", sizeof(lit) - 1)
