@@ -420,7 +420,6 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
 
 /* ---- aborted answers ---- */
 
-/* Bytes still queued in o: head, body and framing not yet written. */
 /* The answer cannot be completed (the peer is gone, or stopped reading past
  * the write timeout): remember what was left unsent, for its log line. */
 static void give_up(gw_conn_t *c)
@@ -549,7 +548,9 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
         if (c->ctx->slot)
             count(c, status, body, us);
     }
-    gw_out_discard(&o->out);
+    /* What was queued is dropped, except the rest of a 100 Continue the
+     * socket took only part of: this answer must follow it whole. */
+    gw_out_discard_unstarted(&o->out);
     gw_out_push_arena(&o->out, &c->req.arena, resp, n);
     rc = gw_out_flush(&o->out, c->watch.fd);
     if (rc == -EAGAIN) {
