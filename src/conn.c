@@ -20,6 +20,7 @@
 #define READ_CHUNK 16384     /* the read buffer's standard size */
 #define LINGER_MS 2000       /* a lingering close drains what the client still sends... */
 #define LINGER_BYTES (8u << 20) /* ...and this much more than a body it still owes us */
+#define LINGER_TURN (16u * 65536) /* drained per loop turn: the loop (and the timer) go on */
 #define FREE_CONNS_MAX 1024
 #define FREE_OUTS_MAX 256
 
@@ -442,14 +443,29 @@ static char scratch[65536];
 
 /* Reads and drops what the client still sends, until it closes, the byte
  * budget is spent (then c closes anyway), or the socket is empty (c waits
- * for the next edge or the linger timer). Big reads: no CPU per byte. */
+ * for the next edge or the linger timer). Big reads: no CPU per byte. At
+ * most LINGER_TURN bytes a call: a client that sends as fast as we read
+ * never empties the socket, and a loop until EAGAIN would hold the worker
+ * in this handler, with the linger timer unable to fire; the rest is read
+ * on a later turn (the ready queue: no edge comes for bytes already
+ * there), after other connections and the timers had theirs. */
 static void drain_linger(gw_conn_t *c)
 {
+    size_t turn = 0;
+
     while (c->linger_left > 0) {
         size_t want = c->linger_left < sizeof(scratch) ? c->linger_left : sizeof(scratch);
-        ssize_t n = read(c->watch.fd, scratch, want);
+        ssize_t n;
+
+        if (turn >= LINGER_TURN) {
+            c->want_read = true;
+            ready_push(c);
+            return;
+        }
+        n = read(c->watch.fd, scratch, want);
         if (n > 0) {
             c->linger_left -= (uint64_t)n;
+            turn += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -478,13 +494,21 @@ static void linger(gw_conn_t *c, size_t drained)
     /* A body the request announced and did not send yet still comes: a
      * refused upload (413) keeps arriving, and nginx sends a uwsgi body
      * whole before it reads the answer. Draining it is what reading it
-     * would have cost, and LINGER_MS bounds it anyway. */
+     * would have cost, and LINGER_MS bounds it anyway. An HTTP client's
+     * announced length is its word only: it counts up to --limit-body,
+     * which the client could make us read anyway ("Content-Length:
+     * 9000000000000000000" and a 413 is no budget of 2^63 bytes). nginx
+     * holds the body it announces (client_max_body_size bounds it) and
+     * sends all of it before it reads: the whole of it is drained, or
+     * nginx reports 502 instead of gangway's 413. */
     uint64_t owed = r->content_length > 0 && (uint64_t)r->content_length > r->body.len
                         ? (uint64_t)r->content_length - r->body.len
                         : 0;
 
+    if (!c->is_uwsgi && owed > ctx->limits.body)
+        owed = ctx->limits.body;
     c->state = C_LINGER;
-    c->linger_left = LINGER_BYTES + owed - drained;
+    c->linger_left = LINGER_BYTES + owed > drained ? LINGER_BYTES + owed - drained : 0;
     ready_remove(c);
     release_out(c);
     gw_req_reset(&c->req, &ctx->body_env);
@@ -986,6 +1010,8 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
             c->want_read = false;
             if (c->state == C_HEAD || c->state == C_BODY)
                 do_read(c);
+            else if (c->state == C_LINGER && c->can_read)
+                drain_linger(c);
         } else if (c->state == C_READY) {
             start_request(c);
             if (ctx->statics && serve_static(c))
