@@ -254,6 +254,7 @@ static int on_headers_complete(llhttp_t *p)
         if (p->flags & F_CONTENT_LENGTH)
             return fail(h, 400, "both Content-Length and Transfer-Encoding");
         r->is_chunked = true;
+        h->in_size_line = true; /* the first size line: scanned from the next feed on */
     } else if (p->flags & F_CONTENT_LENGTH) {
         r->content_length = (int64_t)p->content_length;
         if (p->content_length > h->lim->body)
@@ -273,16 +274,42 @@ static int on_headers_complete(llhttp_t *p)
 
 /* llhttp 8.1 does not check that chunk data ends with CRLF
  * ("5\r\nhelloXX0\r\n\r\n" parses); check the bytes that follow each chunk's
- * data, now or, when they are not here yet, at the start of the next feed. */
-static int check_chunk_crlf(gw_http1_t *h, const char *p)
+ * data, now or, when they are not here yet, at the start of the next feed.
+ * *p moves past the bytes checked. */
+static int check_chunk_crlf(gw_http1_t *h, const char **p)
 {
-    while (h->crlf_need && p < h->feed_end) {
-        if (*p != (h->crlf_need == 2 ? '\r' : '\n'))
+    while (h->crlf_need && *p < h->feed_end) {
+        if (**p != (h->crlf_need == 2 ? '\r' : '\n'))
             return fail(h, 400, "chunk data not followed by CRLF");
-        p++;
+        (*p)++;
         h->crlf_need--;
     }
     return 0;
+}
+
+/* llhttp 8.1 puts no bound on a chunk-size line: leading zeros and chunk
+ * extensions (RFC 9112 7.1.1) go on for as long as the client sends them
+ * (a 64 MiB "1;x=aaa..." was read whole). Count each line's bytes from its
+ * start, p (this feed's bytes), to its LF, now or over later feeds, and
+ * refuse one longer than a header field may be. A memchr over bytes llhttp
+ * reads anyway. */
+static int scan_size_line(gw_http1_t *h, const char *p)
+{
+    const char *lf = memchr(p, '\n', (size_t)(h->feed_end - p));
+
+    h->size_line += (uint64_t)((lf ? lf : h->feed_end) - p);
+    if (h->size_line > h->lim->field_size)
+        return fail(h, 400, "chunk-size line too long");
+    if (lf)
+        h->in_size_line = false;
+    return 0;
+}
+
+/* A chunk-size line begins: after the head, or after a chunk's CRLF. */
+static void start_size_line(gw_http1_t *h)
+{
+    h->in_size_line = true;
+    h->size_line = 0;
 }
 
 static int on_chunk_header(llhttp_t *p)
@@ -316,8 +343,13 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     if (r->is_chunked) {
         h->chunk_left -= len;
         if (h->chunk_left == 0) {
+            const char *q = at + len;
             h->crlf_need = 2;
-            return check_chunk_crlf(h, at + len);
+            start_size_line(h);
+            if ((rc = check_chunk_crlf(h, &q)))
+                return rc;
+            if (!h->crlf_need) /* else the next feed scans it, after the CRLF */
+                return scan_size_line(h, q);
         }
     }
     return 0;
@@ -418,8 +450,13 @@ gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, 
     *used = 0;
     if (len == 0)
         return GW_HTTP1_AGAIN;
-    if (h->crlf_need && check_chunk_crlf(h, p))
-        return GW_HTTP1_ERROR;
+    if (h->crlf_need || h->in_size_line) {
+        const char *q = p; /* llhttp still gets them all, from p */
+        if (h->crlf_need && check_chunk_crlf(h, &q))
+            return GW_HTTP1_ERROR;
+        if (h->in_size_line && !h->crlf_need && scan_size_line(h, q))
+            return GW_HTTP1_ERROR;
+    }
     for (;;) {
         bool lines = !h->in_body || h->in_trailer; /* head or trailer bytes */
         llhttp_errno_t e;

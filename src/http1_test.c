@@ -784,6 +784,40 @@ static void test_limits(void)
                         "3E8\r\n",
                         NULL),
               0); /* 1000 fits: waits for the data */
+
+    /* A chunk-size line (size, extensions, CR) is a field's size at most
+     * (128 here), whatever makes it long, ended or not; at every split. */
+    {
+        static const char *const pre =
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        char in[1024];
+        int n;
+
+        n = snprintf(in, sizeof(in), "%s1;x=%0123d\r\nx\r\n0\r\n\r\n", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+        CHECK_STR(run.r[0].body, "x");
+        n = snprintf(in, sizeof(in), "%s1;x=%0124d\r\nx\r\n0\r\n\r\n", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+        CHECK_INT(run.r[0].status, 400);
+        /* leading zeros, in the second chunk's line, and in the last one's */
+        n = snprintf(in, sizeof(in), "%s2\r\nab\r\n%0126d1\r\nx\r\n0\r\n\r\n", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+        CHECK_STR(run.r[0].body, "abx");
+        n = snprintf(in, sizeof(in), "%s2\r\nab\r\n%0127d1\r\nx\r\n0\r\n\r\n", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].status, 400);
+        n = snprintf(in, sizeof(in), "%s2\r\nab\r\n0;e=%0200d\r\n\r\n", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].status, 400);
+        /* a line that never ends is refused as it grows, not at its end */
+        n = snprintf(in, sizeof(in), "%s1;x=%0500d", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+        CHECK_INT(run.r[0].status, 400);
+    }
 }
 
 /* ---- semantics ---- */

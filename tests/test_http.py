@@ -716,6 +716,14 @@ BAD_INPUTS = [
                                  b"10000000000000000\r\nhello\r\n0\r\n\r\n", 400),
     ("chunk-data-no-crlf", b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                            b"5\r\nhelloXX0\r\n\r\n", 400),
+    # a chunk-size line is at most --limit-request-field-size (8190) bytes,
+    # extensions or leading zeros alike (llhttp reads any length)
+    ("chunk-ext-too-long", b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"1;x=" + b"a" * 9000 + b"\r\nx\r\n0\r\n\r\n", 400),
+    ("chunk-ext-unending", b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"1;x=" + b"a" * 200000, 400),
+    ("chunk-size-zeros-too-long", b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                  b"\r\n2\r\nab\r\n" + b"0" * 9000 + b"1\r\nx\r\n0\r\n\r\n", 400),
     ("bare-lf-request-line", b"GET /bad HTTP/1.1\nHost: x\r\n\r\n", 400),
     ("bare-lf-header", b"GET /bad HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n", 400),
     ("bare-cr-header", b"GET /bad HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n", 400),
