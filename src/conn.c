@@ -21,6 +21,9 @@
 #define LINGER_MS 2000       /* a lingering close drains what the client still sends... */
 #define LINGER_BYTES (8u << 20) /* ...and this much more than a body it still owes us */
 #define LINGER_TURN (16u * 65536) /* drained per loop turn: the loop (and the timer) go on */
+/* A graceful stop keeps an idle keep-alive connection whose last answer is
+ * this recent for as long again (the linger queue), see stop_idle(). */
+#define STOP_GRACE_MS LINGER_MS
 #define FREE_CONNS_MAX 1024
 #define FREE_OUTS_MAX 256
 
@@ -50,12 +53,14 @@ struct gw_conn {
     bool is_static;    /* the answer is a static file: no handler involved */
     bool static_keep;  /* ... and it said keep-alive */
     bool is_aborted;   /* the answer was given up: the peer went away or stopped reading */
+    bool in_grace;     /* stopping: idle, watched a while before its close (stop_idle) */
     int static_status;
     uint64_t static_bytes;
     uint64_t sent_mark; /* the output queue's byte count when this answer began */
     uint64_t unsent;   /* bytes still queued when the answer was given up */
     uint64_t linger_left; /* bytes a lingering close may still drain */
     uint32_t nreq;     /* requests answered on this connection */
+    uint64_t idle_ms;  /* when the last answer ended and keep-alive began */
     gw_buf_t rbuf;
     size_t parsed;     /* rbuf bytes the parser has consumed */
     size_t head_end;   /* rbuf bytes of the current request's head */
@@ -595,6 +600,7 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
 static void enter_keepalive(gw_conn_t *c);
 
 static ssize_t read_some(gw_conn_t *c, char *p, size_t n);
+static void stop_idle(gw_conn_t *c);
 static void feed_body(gw_conn_t *c, size_t n);
 
 static void do_read(gw_conn_t *c)
@@ -651,10 +657,7 @@ static ssize_t read_some(gw_conn_t *c, char *p, size_t n)
         c->can_read = false;
         if (ctx->is_stopping && c->state == C_HEAD && c->rbuf.len == 0 && c->parsed == 0 &&
             c->nreq > 0) {
-            /* Idle between requests while stopping: nothing unread, so a
-             * plain close (FIN, no RST); the client's next request goes to
-             * another worker. */
-            close_conn(c);
+            stop_idle(c); /* idle between requests while stopping */
             return 0;
         }
         if (c->rbuf.len == 0)
@@ -665,6 +668,36 @@ static ssize_t read_some(gw_conn_t *c, char *p, size_t n)
     /* EOF or an error: a partial request is simply dropped. */
     close_conn(c);
     return 0;
+}
+
+/* A graceful stop meets c idle between requests, nothing unread. Closing
+ * it now would cross a request a busy client is sending this instant (its
+ * last answer promised keep-alive): lost, and a POST cannot be retried. So
+ * a connection answered within the last STOP_GRACE_MS, a client in the
+ * middle of a burst whose next request follows within a round trip and its
+ * own work, stays watched for STOP_GRACE_MS more; a request that comes is
+ * answered, with Connection: close. Then, and at once for one idle longer
+ * (parked in a pool: its next request as likely at any instant), a
+ * lingering close: FIN, and a request that crosses it is drained, not
+ * answered with a RST, so the client sees a clean close and retries. The
+ * stop lasts at most STOP_GRACE_MS + LINGER_MS longer than its answers,
+ * and --graceful-timeout bounds it all. */
+static void stop_idle(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+
+    if (c->in_grace) { /* an edge with nothing to read: wait on */
+        watch(c);
+        return;
+    }
+    if (gw_clock_ms() - c->idle_ms < STOP_GRACE_MS) {
+        c->in_grace = true;
+        gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* idle: hold no buffer */
+        gw_timer_start(&ctx->linger_q, &c->timer);
+        watch(c);
+        return;
+    }
+    linger(c, 0);
 }
 
 static void send_continue(gw_conn_t *c)
@@ -870,6 +903,8 @@ static void on_timer(gw_loop_t *loop, gw_timer_t *t)
     case C_HEAD:
         if (c->rbuf.len > 0 || c->parsed > 0)
             respond_error(c, 408, "request head timeout");
+        else if (c->ctx->is_stopping)
+            linger(c, 0); /* a stop's grace is over (stop_idle, gw_conn_stop_all) */
         else
             close_conn(c); /* idle: nothing to answer */
         break;
@@ -1036,12 +1071,14 @@ void gw_conn_stop_all(gw_conn_ctx_t *ctx)
         if (c->nreq > 0) {
             /* Idle keep-alive: a last look at the socket (a request may be
              * there, its event not seen yet: it is answered, with
-             * Connection: close); an empty one closes (read_some). */
+             * Connection: close); an empty one waits a grace if its client
+             * was busy a moment ago, then closes cleanly (stop_idle). */
             c->can_read = true;
             do_read(c);
         } else {
             /* Accepted, its first request not here yet (it may be in flight):
-             * a short grace to arrive, served with Connection: close. */
+             * a short grace to arrive, served with Connection: close; then
+             * a lingering close (on_timer). */
             gw_timer_start(&ctx->linger_q, &c->timer);
         }
     }
@@ -1176,12 +1213,14 @@ static void enter_keepalive(gw_conn_t *c)
         }
         return;
     }
+    c->idle_ms = gw_clock_ms();
+    c->in_grace = false;
     gw_timer_start(&ctx->keepalive_q, &c->timer);
     if (!watch(c))
         return;
     /* While stopping, a last look: a request the client sent after this
      * answer's keep-alive promise is answered (Connection: close), an empty
-     * socket closes (read_some). */
+     * socket waits a grace, then closes (stop_idle). */
     if (ctx->is_stopping)
         c->can_read = true;
     if (c->can_read) {
