@@ -203,6 +203,7 @@ static int flush_mem(gw_out_t *o, int sock)
 static int flush_file(gw_out_t *o, int sock)
 {
     gw_seg_t *s = &o->seg[o->head];
+    bool is_retry = false;
 
     while (s->len > 0) {
         /* Linux caps one sendfile() at ~2 GiB; loop instead of trusting count. */
@@ -219,9 +220,16 @@ static int flush_file(gw_out_t *o, int sock)
         s->len -= (size_t)w;
         o->is_head_started = true;
         /* A short count does not tell a full socket from a file that
-         * shrank (EOF): the next call does. EAGAIN waits for EPOLLOUT; 0
+         * shrank (EOF): one more call does. EAGAIN waits for EPOLLOUT; 0
          * fails the answer at once, where waiting for an edge that never
-         * comes would last until --write-timeout. */
+         * comes would last until --write-timeout. Progress again means the
+         * client took bytes meanwhile (the socket was full, so an EPOLLOUT
+         * edge is due): wait for it rather than stream on in this call. */
+        if ((size_t)w < chunk) {
+            if (is_retry)
+                return -EAGAIN;
+            is_retry = true;
+        }
     }
     pop(o);
     return 0;
