@@ -20,6 +20,10 @@
 #define READ_CHUNK 16384     /* the read buffer's standard size */
 #define LINGER_MS 2000       /* a lingering close drains what the client still sends... */
 #define LINGER_BYTES (8u << 20) /* ...and this much more than a body it still owes us */
+#define LINGER_TURN (16u * 65536) /* drained per loop turn: the loop (and the timer) go on */
+/* A graceful stop keeps an idle keep-alive connection whose last answer is
+ * this recent for as long again (the linger queue), see stop_idle(). */
+#define STOP_GRACE_MS LINGER_MS
 #define FREE_CONNS_MAX 1024
 #define FREE_OUTS_MAX 256
 
@@ -49,12 +53,14 @@ struct gw_conn {
     bool is_static;    /* the answer is a static file: no handler involved */
     bool static_keep;  /* ... and it said keep-alive */
     bool is_aborted;   /* the answer was given up: the peer went away or stopped reading */
+    bool in_grace;     /* stopping: idle, watched a while before its close (stop_idle) */
     int static_status;
     uint64_t static_bytes;
     uint64_t sent_mark; /* the output queue's byte count when this answer began */
     uint64_t unsent;   /* bytes still queued when the answer was given up */
     uint64_t linger_left; /* bytes a lingering close may still drain */
     uint32_t nreq;     /* requests answered on this connection */
+    uint64_t idle_ms;  /* when the last answer ended and keep-alive began */
     gw_buf_t rbuf;
     size_t parsed;     /* rbuf bytes the parser has consumed */
     size_t head_end;   /* rbuf bytes of the current request's head */
@@ -420,7 +426,6 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
 
 /* ---- aborted answers ---- */
 
-/* Bytes still queued in o: head, body and framing not yet written. */
 /* The answer cannot be completed (the peer is gone, or stopped reading past
  * the write timeout): remember what was left unsent, for its log line. */
 static void give_up(gw_conn_t *c)
@@ -443,14 +448,29 @@ static char scratch[65536];
 
 /* Reads and drops what the client still sends, until it closes, the byte
  * budget is spent (then c closes anyway), or the socket is empty (c waits
- * for the next edge or the linger timer). Big reads: no CPU per byte. */
+ * for the next edge or the linger timer). Big reads: no CPU per byte. At
+ * most LINGER_TURN bytes a call: a client that sends as fast as we read
+ * never empties the socket, and a loop until EAGAIN would hold the worker
+ * in this handler, with the linger timer unable to fire; the rest is read
+ * on a later turn (the ready queue: no edge comes for bytes already
+ * there), after other connections and the timers had theirs. */
 static void drain_linger(gw_conn_t *c)
 {
+    size_t turn = 0;
+
     while (c->linger_left > 0) {
         size_t want = c->linger_left < sizeof(scratch) ? c->linger_left : sizeof(scratch);
-        ssize_t n = read(c->watch.fd, scratch, want);
+        ssize_t n;
+
+        if (turn >= LINGER_TURN) {
+            c->want_read = true;
+            ready_push(c);
+            return;
+        }
+        n = read(c->watch.fd, scratch, want);
         if (n > 0) {
             c->linger_left -= (uint64_t)n;
+            turn += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -479,13 +499,21 @@ static void linger(gw_conn_t *c, size_t drained)
     /* A body the request announced and did not send yet still comes: a
      * refused upload (413) keeps arriving, and nginx sends a uwsgi body
      * whole before it reads the answer. Draining it is what reading it
-     * would have cost, and LINGER_MS bounds it anyway. */
+     * would have cost, and LINGER_MS bounds it anyway. An HTTP client's
+     * announced length is its word only: it counts up to --limit-body,
+     * which the client could make us read anyway ("Content-Length:
+     * 9000000000000000000" and a 413 is no budget of 2^63 bytes). nginx
+     * holds the body it announces (client_max_body_size bounds it) and
+     * sends all of it before it reads: the whole of it is drained, or
+     * nginx reports 502 instead of gangway's 413. */
     uint64_t owed = r->content_length > 0 && (uint64_t)r->content_length > r->body.len
                         ? (uint64_t)r->content_length - r->body.len
                         : 0;
 
+    if (!c->is_uwsgi && owed > ctx->limits.body)
+        owed = ctx->limits.body;
     c->state = C_LINGER;
-    c->linger_left = LINGER_BYTES + owed - drained;
+    c->linger_left = LINGER_BYTES + owed > drained ? LINGER_BYTES + owed - drained : 0;
     ready_remove(c);
     release_out(c);
     gw_req_reset(&c->req, &ctx->body_env);
@@ -549,7 +577,9 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
         if (c->ctx->slot)
             count(c, status, body, us);
     }
-    gw_out_discard(&o->out);
+    /* What was queued is dropped, except the rest of a 100 Continue the
+     * socket took only part of: this answer must follow it whole. */
+    gw_out_discard_unstarted(&o->out);
     gw_out_push_arena(&o->out, &c->req.arena, resp, n);
     rc = gw_out_flush(&o->out, c->watch.fd);
     if (rc == -EAGAIN) {
@@ -570,6 +600,7 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
 static void enter_keepalive(gw_conn_t *c);
 
 static ssize_t read_some(gw_conn_t *c, char *p, size_t n);
+static void stop_idle(gw_conn_t *c);
 static void feed_body(gw_conn_t *c, size_t n);
 
 static void do_read(gw_conn_t *c)
@@ -626,10 +657,7 @@ static ssize_t read_some(gw_conn_t *c, char *p, size_t n)
         c->can_read = false;
         if (ctx->is_stopping && c->state == C_HEAD && c->rbuf.len == 0 && c->parsed == 0 &&
             c->nreq > 0) {
-            /* Idle between requests while stopping: nothing unread, so a
-             * plain close (FIN, no RST); the client's next request goes to
-             * another worker. */
-            close_conn(c);
+            stop_idle(c); /* idle between requests while stopping */
             return 0;
         }
         if (c->rbuf.len == 0)
@@ -640,6 +668,36 @@ static ssize_t read_some(gw_conn_t *c, char *p, size_t n)
     /* EOF or an error: a partial request is simply dropped. */
     close_conn(c);
     return 0;
+}
+
+/* A graceful stop meets c idle between requests, nothing unread. Closing
+ * it now would cross a request a busy client is sending this instant (its
+ * last answer promised keep-alive): lost, and a POST cannot be retried. So
+ * a connection answered within the last STOP_GRACE_MS, a client in the
+ * middle of a burst whose next request follows within a round trip and its
+ * own work, stays watched for STOP_GRACE_MS more; a request that comes is
+ * answered, with Connection: close. Then, and at once for one idle longer
+ * (parked in a pool: its next request as likely at any instant), a
+ * lingering close: FIN, and a request that crosses it is drained, not
+ * answered with a RST, so the client sees a clean close and retries. The
+ * stop lasts at most STOP_GRACE_MS + LINGER_MS longer than its answers,
+ * and --graceful-timeout bounds it all. */
+static void stop_idle(gw_conn_t *c)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+
+    if (c->in_grace) { /* an edge with nothing to read: wait on */
+        watch(c);
+        return;
+    }
+    if (gw_clock_ms() - c->idle_ms < STOP_GRACE_MS) {
+        c->in_grace = true;
+        gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* idle: hold no buffer */
+        gw_timer_start(&ctx->linger_q, &c->timer);
+        watch(c);
+        return;
+    }
+    linger(c, 0);
 }
 
 static void send_continue(gw_conn_t *c)
@@ -845,6 +903,8 @@ static void on_timer(gw_loop_t *loop, gw_timer_t *t)
     case C_HEAD:
         if (c->rbuf.len > 0 || c->parsed > 0)
             respond_error(c, 408, "request head timeout");
+        else if (c->ctx->is_stopping)
+            linger(c, 0); /* a stop's grace is over (stop_idle, gw_conn_stop_all) */
         else
             close_conn(c); /* idle: nothing to answer */
         break;
@@ -985,6 +1045,8 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
             c->want_read = false;
             if (c->state == C_HEAD || c->state == C_BODY)
                 do_read(c);
+            else if (c->state == C_LINGER && c->can_read)
+                drain_linger(c);
         } else if (c->state == C_READY) {
             start_request(c);
             if (ctx->statics && serve_static(c))
@@ -1009,12 +1071,14 @@ void gw_conn_stop_all(gw_conn_ctx_t *ctx)
         if (c->nreq > 0) {
             /* Idle keep-alive: a last look at the socket (a request may be
              * there, its event not seen yet: it is answered, with
-             * Connection: close); an empty one closes (read_some). */
+             * Connection: close); an empty one waits a grace if its client
+             * was busy a moment ago, then closes cleanly (stop_idle). */
             c->can_read = true;
             do_read(c);
         } else {
             /* Accepted, its first request not here yet (it may be in flight):
-             * a short grace to arrive, served with Connection: close. */
+             * a short grace to arrive, served with Connection: close; then
+             * a lingering close (on_timer). */
             gw_timer_start(&ctx->linger_q, &c->timer);
         }
     }
@@ -1149,12 +1213,14 @@ static void enter_keepalive(gw_conn_t *c)
         }
         return;
     }
+    c->idle_ms = gw_clock_ms();
+    c->in_grace = false;
     gw_timer_start(&ctx->keepalive_q, &c->timer);
     if (!watch(c))
         return;
     /* While stopping, a last look: a request the client sent after this
      * answer's keep-alive promise is answered (Connection: close), an empty
-     * socket closes (read_some). */
+     * socket waits a grace, then closes (stop_idle). */
     if (ctx->is_stopping)
         c->can_read = true;
     if (c->can_read) {

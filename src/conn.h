@@ -94,8 +94,11 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
 void gw_conn_run_ready(gw_conn_ctx_t *ctx);
 bool gw_conn_has_ready(const gw_conn_ctx_t *ctx);
 
-/* Graceful stop: idle connections close now (a request already sent is
- * still answered), others after their response, with a lingering close. */
+/* Graceful stop: idle connections close (a request already sent is still
+ * answered), others after their response, always with a lingering close.
+ * An idle keep-alive connection answered within the last 2 s, and one whose
+ * first request has not come, are watched 2 s first: a request arriving
+ * then is answered, with Connection: close. */
 void gw_conn_stop_all(gw_conn_ctx_t *ctx);
 
 /* Quick stop: every connection closes now; the app's iterables get close(). */

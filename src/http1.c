@@ -1,5 +1,6 @@
 #include "http1.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
 #include <strings.h>
@@ -137,6 +138,96 @@ static gw_span_t trim(gw_http1_t *h, gw_span_t s)
     return s;
 }
 
+/* ---- Host and authority syntax (RFC 3986 3.2.2, 3.2.3) ---- */
+
+static bool is_hexdig(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+static unsigned hexval(unsigned char c)
+{
+    return c <= '9' ? (unsigned)(c - '0') : (unsigned)((c | 0x20) - 'a' + 10);
+}
+
+/* unreserved / sub-delims: the bytes a reg-name holds besides %XX */
+static bool is_regname_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-._~!$&'()*+,;=", c));
+}
+
+/* IP-literal without its brackets: IPv6address (as inet_pton reads it: the
+ * RFC 4291 forms RFC 3986 spells out, no zone id) or IPvFuture,
+ * "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ). */
+static bool is_ip_literal(const char *s, size_t n)
+{
+    char v6[INET6_ADDRSTRLEN];
+    unsigned char addr[16];
+    size_t i = 1;
+
+    if (n && (s[0] == 'v' || s[0] == 'V')) {
+        while (i < n && is_hexdig((unsigned char)s[i]))
+            i++;
+        if (i == 1 || i >= n - 1 || s[i] != '.')
+            return false;
+        for (i++; i < n; i++)
+            if (!is_regname_char((unsigned char)s[i]) && s[i] != ':')
+                return false;
+        return true;
+    }
+    if (n == 0 || n >= sizeof(v6))
+        return false;
+    memcpy(v6, s, n);
+    v6[n] = '\0';
+    return inet_pton(AF_INET6, v6, addr) == 1;
+}
+
+/* uri-host [ ":" port ] (RFC 9112 3.2, 3.2.2), the Host header's value and
+ * an absolute-form target's authority: an IP-literal, or a reg-name (which
+ * IPv4 addresses are too, textually) of unreserved, sub-delims and %XX,
+ * then digits for a port, maybe none. The host may not be empty: an http
+ * URI with an empty host is invalid (RFC 9110 4.2.1). Beyond the grammar,
+ * %XX may not encode a control character: percent-encoding in a host is
+ * for UTF-8 names only (RFC 3986 3.2.2), and a %00 only an attack. */
+static bool is_host_port(const char *s, size_t n)
+{
+    size_t i = 0;
+
+    if (n && s[0] == '[') {
+        const char *rb = memchr(s, ']', n);
+        if (!rb || !is_ip_literal(s + 1, (size_t)(rb - s) - 1))
+            return false;
+        i = (size_t)(rb - s) + 1;
+    } else {
+        for (; i < n && s[i] != ':'; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c == '%') {
+                unsigned v;
+                if (n - i < 3 || !is_hexdig((unsigned char)s[i + 1]) ||
+                    !is_hexdig((unsigned char)s[i + 2]))
+                    return false;
+                v = hexval((unsigned char)s[i + 1]) << 4 | hexval((unsigned char)s[i + 2]);
+                if (v < 0x20 || v == 0x7f)
+                    return false;
+                i += 2;
+            } else if (!is_regname_char(c)) {
+                return false;
+            }
+        }
+        if (i == 0)
+            return false;
+    }
+    if (i == n)
+        return true;
+    if (s[i] != ':')
+        return false;
+    for (i++; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
 static int finish_header(gw_http1_t *h)
 {
     gw_req_t *r = h->req;
@@ -153,6 +244,11 @@ static int finish_header(gw_http1_t *h)
     if (span_ieq(h, name, "host")) {
         if (r->host >= 0)
             return fail(h, 400, "repeated Host header");
+        /* RFC 9112 3.2: 400 for an invalid Host, in any request. An empty
+         * one is valid (reg-name may be empty): the target's authority is
+         * then the server's default name (3.3), SERVER_NAME. */
+        if (value.len && !is_host_port(h->base + value.off, value.len))
+            return fail(h, 400, "invalid Host header");
         r->host = (int32_t)r->nheaders;
     } else if (span_ieq(h, name, "x-request-id")) {
         if (r->request_id < 0)
@@ -203,6 +299,8 @@ static int split_target(gw_http1_t *h)
                 return fail(h, 400, "absolute-form target with userinfo");
         if (i == host)
             return fail(h, 400, "absolute-form target without host");
+        if (!is_host_port(t + host, i - host))
+            return fail(h, 400, "absolute-form target with an invalid host");
         /* RFC 9112 3.2.2: the target's authority names the host, not Host. */
         r->authority.off = r->target.off + host;
         r->authority.len = i - host;
@@ -214,6 +312,13 @@ static int split_target(gw_http1_t *h)
     for (i = start; i < n && t[i] != '?' && t[i] != '#'; i++)
         ;
     r->path.len = i - start;
+    if (r->path.len == 0 && r->authority.len) {
+        /* "http://h" and "http://h?q" are for "/" (RFC 9112 3.2.2, RFC 3986
+         * 6.2.3). A span must lie in the read buffer: the request line's
+         * " HTTP/", checked before this, holds a '/' right after the target. */
+        r->path.off = r->target.off + r->target.len + 5;
+        r->path.len = 1;
+    }
     if (i < n && t[i] == '?') {
         uint32_t q = ++i;
         while (i < n && t[i] != '#')
@@ -254,6 +359,7 @@ static int on_headers_complete(llhttp_t *p)
         if (p->flags & F_CONTENT_LENGTH)
             return fail(h, 400, "both Content-Length and Transfer-Encoding");
         r->is_chunked = true;
+        h->in_size_line = true; /* the first size line: scanned from the next feed on */
     } else if (p->flags & F_CONTENT_LENGTH) {
         r->content_length = (int64_t)p->content_length;
         if (p->content_length > h->lim->body)
@@ -273,16 +379,42 @@ static int on_headers_complete(llhttp_t *p)
 
 /* llhttp 8.1 does not check that chunk data ends with CRLF
  * ("5\r\nhelloXX0\r\n\r\n" parses); check the bytes that follow each chunk's
- * data, now or, when they are not here yet, at the start of the next feed. */
-static int check_chunk_crlf(gw_http1_t *h, const char *p)
+ * data, now or, when they are not here yet, at the start of the next feed.
+ * *p moves past the bytes checked. */
+static int check_chunk_crlf(gw_http1_t *h, const char **p)
 {
-    while (h->crlf_need && p < h->feed_end) {
-        if (*p != (h->crlf_need == 2 ? '\r' : '\n'))
+    while (h->crlf_need && *p < h->feed_end) {
+        if (**p != (h->crlf_need == 2 ? '\r' : '\n'))
             return fail(h, 400, "chunk data not followed by CRLF");
-        p++;
+        (*p)++;
         h->crlf_need--;
     }
     return 0;
+}
+
+/* llhttp 8.1 puts no bound on a chunk-size line: leading zeros and chunk
+ * extensions (RFC 9112 7.1.1) go on for as long as the client sends them
+ * (a 64 MiB "1;x=aaa..." was read whole). Count each line's bytes from its
+ * start, p (this feed's bytes), to its LF, now or over later feeds, and
+ * refuse one longer than a header field may be. A memchr over bytes llhttp
+ * reads anyway. */
+static int scan_size_line(gw_http1_t *h, const char *p)
+{
+    const char *lf = memchr(p, '\n', (size_t)(h->feed_end - p));
+
+    h->size_line += (uint64_t)((lf ? lf : h->feed_end) - p);
+    if (h->size_line > h->lim->field_size)
+        return fail(h, 400, "chunk-size line too long");
+    if (lf)
+        h->in_size_line = false;
+    return 0;
+}
+
+/* A chunk-size line begins: after the head, or after a chunk's CRLF. */
+static void start_size_line(gw_http1_t *h)
+{
+    h->in_size_line = true;
+    h->size_line = 0;
 }
 
 static int on_chunk_header(llhttp_t *p)
@@ -316,8 +448,13 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     if (r->is_chunked) {
         h->chunk_left -= len;
         if (h->chunk_left == 0) {
+            const char *q = at + len;
             h->crlf_need = 2;
-            return check_chunk_crlf(h, at + len);
+            start_size_line(h);
+            if ((rc = check_chunk_crlf(h, &q)))
+                return rc;
+            if (!h->crlf_need) /* else the next feed scans it, after the CRLF */
+                return scan_size_line(h, q);
         }
     }
     return 0;
@@ -418,8 +555,13 @@ gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, 
     *used = 0;
     if (len == 0)
         return GW_HTTP1_AGAIN;
-    if (h->crlf_need && check_chunk_crlf(h, p))
-        return GW_HTTP1_ERROR;
+    if (h->crlf_need || h->in_size_line) {
+        const char *q = p; /* llhttp still gets them all, from p */
+        if (h->crlf_need && check_chunk_crlf(h, &q))
+            return GW_HTTP1_ERROR;
+        if (h->in_size_line && !h->crlf_need && scan_size_line(h, q))
+            return GW_HTTP1_ERROR;
+    }
     for (;;) {
         bool lines = !h->in_body || h->in_trailer; /* head or trailer bytes */
         llhttp_errno_t e;

@@ -40,6 +40,8 @@ typedef struct gw_http1 {
     uint8_t nte;                  /* Transfer-Encoding headers seen */
     uint8_t in_body;
     uint64_t chunk_left;
+    uint64_t size_line;           /* bytes of the chunk-size line being read */
+    bool in_size_line;            /* its LF not seen yet */
     int status;                   /* with GW_HTTP1_ERROR: 400, 413, 414, 431, 505, 500 */
     const char *reason;           /* short text for the error log */
     gw_span_t cur_name, cur_value;

@@ -123,9 +123,17 @@ static uint64_t check_done(const gw_req_t *r, const char *base, size_t head_len,
     check_span(r->target, head_len, "target");
     if (r->method.len == 0 || r->target.len == 0)
         FAIL("empty method or target");
-    if (r->path.len &&
-        (r->path.off < r->target.off || r->path.off + r->path.len > r->target.off + r->target.len))
+    /* An absolute-form target without a path has "/" (RFC 9112 3.2.2): the
+     * '/' of the request line's " HTTP/", right after the target. */
+    if (r->authority.len && r->path.len == 1 && r->path.off == r->target.off + r->target.len + 5) {
+        if (base[r->path.off] != '/')
+            FAIL("the empty path's \"/\" is 0x%02x", (unsigned char)base[r->path.off]);
+    } else if (r->path.len && (r->path.off < r->target.off ||
+                               r->path.off + r->path.len > r->target.off + r->target.len)) {
         FAIL("path outside the target");
+    }
+    if (r->authority.len && (r->path.len == 0 || base[r->path.off] != '/'))
+        FAIL("absolute-form target without a path");
     if (r->query.len && (r->query.off < r->target.off ||
                          r->query.off + r->query.len > r->target.off + r->target.len))
         FAIL("query outside the target");

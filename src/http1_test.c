@@ -784,6 +784,40 @@ static void test_limits(void)
                         "3E8\r\n",
                         NULL),
               0); /* 1000 fits: waits for the data */
+
+    /* A chunk-size line (size, extensions, CR) is a field's size at most
+     * (128 here), whatever makes it long, ended or not; at every split. */
+    {
+        static const char *const pre =
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        char in[1024];
+        int n;
+
+        n = snprintf(in, sizeof(in), "%s1;x=%0123d\r\nx\r\n0\r\n\r\n", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+        CHECK_STR(run.r[0].body, "x");
+        n = snprintf(in, sizeof(in), "%s1;x=%0124d\r\nx\r\n0\r\n\r\n", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+        CHECK_INT(run.r[0].status, 400);
+        /* leading zeros, in the second chunk's line, and in the last one's */
+        n = snprintf(in, sizeof(in), "%s2\r\nab\r\n%0126d1\r\nx\r\n0\r\n\r\n", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+        CHECK_STR(run.r[0].body, "abx");
+        n = snprintf(in, sizeof(in), "%s2\r\nab\r\n%0127d1\r\nx\r\n0\r\n\r\n", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].status, 400);
+        n = snprintf(in, sizeof(in), "%s2\r\nab\r\n0;e=%0200d\r\n\r\n", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].status, 400);
+        /* a line that never ends is refused as it grows, not at its end */
+        n = snprintf(in, sizeof(in), "%s1;x=%0500d", pre, 0);
+        CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
+        CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+        CHECK_INT(run.r[0].status, 400);
+    }
 }
 
 /* ---- semantics ---- */
@@ -837,7 +871,8 @@ static void test_target_split(void)
     r = parse1("GET http://[::1]:81?q HTTP/1.1\r\nHost: other\r\n\r\n");
     CHECK_INT(r->st, GW_HTTP1_DONE);
     CHECK_STR(r->authority, "[::1]:81");
-    CHECK_STR(r->path, "");
+    CHECK_STR(r->path, "/"); /* RFC 9112 3.2.2: an empty path is "/" */
+    CHECK_STR(r->query, "q");
 
     r = parse1("GET http://user:pw@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n");
     CHECK_INT(r->st, GW_HTTP1_ERROR);
@@ -845,18 +880,87 @@ static void test_target_split(void)
 
     r = parse1("GET HTTPS://example.com?q HTTP/1.1\r\nHost: example.com\r\n\r\n");
     CHECK_INT(r->st, GW_HTTP1_DONE);
-    CHECK_STR(r->path, "");
+    CHECK_STR(r->path, "/");
     CHECK_STR(r->query, "q");
 
     r = parse1("GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
     CHECK_INT(r->st, GW_HTTP1_DONE);
-    CHECK_STR(r->path, "");
+    CHECK_STR(r->target, "http://example.com");
+    CHECK_STR(r->path, "/");
     CHECK_STR(r->query, "");
 
     r = parse1("GET /? HTTP/1.1\r\nHost: h\r\n\r\n");
     CHECK_INT(r->st, GW_HTTP1_DONE);
     CHECK_STR(r->path, "/");
     CHECK_STR(r->query, "");
+}
+
+/* RFC 9112 3.2: 400 for an invalid Host (uri-host [":" port], RFC 3986
+ * 3.2.2) and for an absolute-form target whose authority is not one; an
+ * empty Host is valid (SERVER_NAME then names the server, 3.3). At every
+ * split, HTTP/1.1 and 1.0 alike. */
+static void test_host_syntax(void)
+{
+    static const char *const good[] = {
+        "a", "example.com", "example.com:8080", "example.com:", "1.2.3.4", "1.2.3.4:80",
+        "999.1.1.1", "[::1]", "[::1]:81", "[2001:db8::1]:", "[::ffff:1.2.3.4]", "[v1.x:y]",
+        "[V1f.a]", "a-b_c~d", "a,b", "a;b=c", "!$&'()*+", "%41.example", "%c3%a9t%C3%A9.fr",
+        "",
+    };
+    static const char *const bad[] = {
+        "a b", "a/b", "evil.com/../", "a@b", "%00", "%1f", "%7f", "a%0", "a%zz", "a\\b",
+        "a\"b", "a{b}", "a<b", "x:y:z", "a:b", "a:80:", ":80", ":", "[::1", "]", "[", "[]",
+        "[::1]x", "[::1]:x", "[::1]]", "[1.2.3.4]", "[::1%eth0]", "[v.x]", "[v1.]", "[vx.y]",
+        "[v1x]", "a\tb", "\x80",
+    };
+    char in[512];
+    run_t run;
+    int n;
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++) {
+        for (int minor = 0; minor <= 1; minor++) {
+            n = snprintf(in, sizeof(in), "GET /p HTTP/1.%d\r\nHost: %s\r\n\r\n", minor, good[i]);
+            if (!splits_agree_n(in, (size_t)n, &default_limits, &run) ||
+                run.r[0].st != GW_HTTP1_DONE)
+                fprintf(stderr, "  Host: \"%s\" HTTP/1.%d\n", good[i], minor);
+            CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+        }
+        if (!good[i][0])
+            continue;
+        n = snprintf(in, sizeof(in), "GET http://%s/p?q HTTP/1.1\r\nHost: x\r\n\r\n", good[i]);
+        if (!splits_agree_n(in, (size_t)n, &default_limits, &run) || run.r[0].st != GW_HTTP1_DONE)
+            fprintf(stderr, "  authority \"%s\"\n", good[i]);
+        CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+        CHECK_STR(run.r[0].authority, good[i]);
+        CHECK_STR(run.r[0].path, "/p");
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        for (int minor = 0; minor <= 1; minor++) {
+            n = snprintf(in, sizeof(in), "GET /p HTTP/1.%d\r\nHost: %s\r\n\r\n", minor, bad[i]);
+            if (!splits_agree_n(in, (size_t)n, &default_limits, &run) ||
+                run.r[0].status != 400)
+                fprintf(stderr, "  Host: \"%s\" HTTP/1.%d\n", bad[i], minor);
+            CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+            CHECK_INT(run.r[0].status, 400);
+        }
+        if (strchr(bad[i], '/'))
+            continue; /* in a URL, the authority ends there: "http://a/b/p" is fine */
+        n = snprintf(in, sizeof(in), "GET http://%s/p HTTP/1.1\r\nHost: x\r\n\r\n", bad[i]);
+        if (!splits_agree_n(in, (size_t)n, &default_limits, &run) || run.r[0].status != 400)
+            fprintf(stderr, "  authority \"%s\"\n", bad[i]);
+        CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+        CHECK_INT(run.r[0].status, 400);
+    }
+    /* the authority is checked, and the Host it replaces is still one */
+    CHECK_INT(status_of("GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n", NULL), 400);
+    CHECK_INT(status_of("GET http://a/ HTTP/1.1\r\nHost:\r\n\r\n", NULL), 200);
+    CHECK_INT(status_of("GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n", NULL), 400);
+    /* an empty Host is one Host: a second is still refused */
+    CHECK_INT(status_of("GET / HTTP/1.1\r\nHost:\r\nHost: a\r\n\r\n", NULL), 400);
+    result_t *r = parse1("GET / HTTP/1.1\r\nHost: \r\n\r\n");
+    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->host, 0);
+    CHECK_STR(r->headers, "Host=\n");
 }
 
 static void test_expect(void)
@@ -1039,6 +1143,7 @@ int main(void)
     test_underscore_headers_dropped();
     test_asterisk_target();
     test_target_split();
+    test_host_syntax();
     test_expect();
     test_head_then_body_feeds();
     test_known_bugs();

@@ -28,6 +28,7 @@ void gw_out_init(gw_out_t *o, gw_release_cb release)
     o->head = o->count = 0;
     o->release = release;
     o->sent = 0;
+    o->is_head_started = false;
 }
 
 static void release(gw_out_t *o, void *owner)
@@ -138,16 +139,22 @@ int gw_out_push_file(gw_out_t *o, int fd, off_t off, size_t len, void *owner)
     return push_file(o, fd, false, off, len, owner);
 }
 
+/* Drops what segment s holds (its fd, its owner); s is out of the ring. */
+static void drop(gw_out_t *o, gw_seg_t *s)
+{
+    if (s->owns_fd)
+        close(s->fd);
+    release(o, s->owner);
+}
+
 static void pop(gw_out_t *o)
 {
     gw_seg_t *s = &o->seg[o->head];
-    void *owner = s->owner;
 
     o->head = (o->head + 1) % GW_OUT_SEGS;
     o->count--;
-    if (s->owns_fd)
-        close(s->fd);
-    release(o, owner);
+    o->is_head_started = false;
+    drop(o, s);
 }
 
 /* Sends the memory segments at the head, up to the next file segment. */
@@ -186,6 +193,7 @@ static int flush_mem(gw_out_t *o, int sock)
         } else {
             s->base += w;
             s->len -= (size_t)w;
+            o->is_head_started = true;
             return -EAGAIN; /* short write: the socket is full */
         }
     }
@@ -195,6 +203,7 @@ static int flush_mem(gw_out_t *o, int sock)
 static int flush_file(gw_out_t *o, int sock)
 {
     gw_seg_t *s = &o->seg[o->head];
+    bool is_retry = false;
 
     while (s->len > 0) {
         /* Linux caps one sendfile() at ~2 GiB; loop instead of trusting count. */
@@ -209,8 +218,18 @@ static int flush_file(gw_out_t *o, int sock)
             return -EPIPE; /* the file shrank under us: the length we promised is gone */
         o->sent += (uint64_t)w;
         s->len -= (size_t)w;
-        if ((size_t)w < chunk)
-            return s->len ? -EAGAIN : (pop(o), 0);
+        o->is_head_started = true;
+        /* A short count does not tell a full socket from a file that
+         * shrank (EOF): one more call does. EAGAIN waits for EPOLLOUT; 0
+         * fails the answer at once, where waiting for an edge that never
+         * comes would last until --write-timeout. Progress again means the
+         * client took bytes meanwhile (the socket was full, so an EPOLLOUT
+         * edge is due): wait for it rather than stream on in this call. */
+        if ((size_t)w < chunk) {
+            if (is_retry)
+                return -EAGAIN;
+            is_retry = true;
+        }
     }
     pop(o);
     return 0;
@@ -238,6 +257,16 @@ void gw_out_discard(gw_out_t *o)
 {
     while (o->count)
         pop(o);
+}
+
+void gw_out_discard_unstarted(gw_out_t *o)
+{
+    unsigned keep = o->count && o->is_head_started;
+
+    while (o->count > keep) {
+        o->count--;
+        drop(o, &o->seg[(o->head + o->count) % GW_OUT_SEGS]);
+    }
 }
 
 const char *gw_status_phrase(int status)

@@ -50,6 +50,7 @@ typedef struct gw_out {
     unsigned head, count;  /* ring of queued segments */
     gw_release_cb release; /* NULL when no owner is ever pushed */
     uint64_t sent;         /* bytes written since the last reset */
+    bool is_head_started;  /* the head segment is partly written */
 } gw_out_t;
 
 void gw_out_init(gw_out_t *o, gw_release_cb release);
@@ -65,9 +66,7 @@ uint64_t gw_out_pending(const gw_out_t *o);
  * given to own (owner, fd) is the queue's from the call on: released or
  * closed at once when not queued. */
 
-/* A string literal: gw_out_push_lit(o, "0
-
-"). The macro does not
+/* A string literal: gw_out_push_lit(o, "0\r\n\r\n"). The macro does not
  * compile with anything but a literal ("" lit ""), so no pointer to a stack
  * buffer or freed memory can pass as static. */
 #define gw_out_push_lit(o, lit) gw__out_push_static((o), "" lit "", sizeof(lit) - 1)
@@ -106,6 +105,13 @@ int gw_out_flush(gw_out_t *o, int sock);
 
 /* Releases every queued segment unsent. */
 void gw_out_discard(gw_out_t *o);
+
+/* The same, except a head segment already partly written (an interim
+ * "HTTP/1.1 100 Continue" the socket took only some of): its rest stays
+ * queued, so that an answer queued next follows whole bytes, not
+ * "HTTP/1.1 100 Cont" + "HTTP/1.1 408 ...". For a server's own answer
+ * replacing whatever was queued before it. */
+void gw_out_discard_unstarted(gw_out_t *o);
 
 /* One response header, borrowed. */
 typedef struct gw_hdr {

@@ -180,6 +180,111 @@ static void test_partial_writes_resume(void)
     close(sv[1]);
 }
 
+/* A file that shrank after its length was promised: sendfile() comes back
+ * short with the socket far from full. The flush must say so (-EPIPE) at
+ * once, not -EAGAIN: an EPOLLOUT edge never comes for a socket with room,
+ * and the answer would hang until --write-timeout. A socket that is really
+ * full still says -EAGAIN, and the file then resumes where it stopped. */
+static void test_file_short_send(void)
+{
+    enum { SZ = 200000 };
+    static char data[SZ], got[SZ + 64];
+    gw_out_t o;
+    int sv[2], fd, rc;
+    char path[] = "/tmp/gw-response-test-XXXXXX";
+    size_t have = 0;
+
+    for (size_t i = 0; i < SZ; i++)
+        data[i] = (char)('a' + i % 23);
+    CHECK((fd = mkstemp(path)) >= 0);
+    unlink(path);
+    CHECK(write(fd, data, SZ) == SZ);
+
+    /* shrank: 50 bytes promised past the end */
+    CHECK(sockpair(sv, 0) == 0);
+    gw_out_init(&o, on_release);
+    CHECK(gw_out_push_file(&o, fd, SZ - 100, 150, NULL) == 0);
+    CHECK_INT(gw_out_flush(&o, sv[0]), -EPIPE);
+    CHECK_INT(o.sent, 100);
+    CHECK_INT(drain(sv[1], got, sizeof(got)), 100);
+    gw_out_discard(&o);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* a full socket: -EAGAIN, then the rest */
+    CHECK(sockpair(sv, 4096) == 0);
+    CHECK(gw_out_push_file(&o, fd, 0, SZ, NULL) == 0);
+    while ((rc = gw_out_flush(&o, sv[0])) == -EAGAIN)
+        have += drain(sv[1], got + have, sizeof(got) - have);
+    CHECK_INT(rc, 0);
+    have += drain(sv[1], got + have, sizeof(got) - have);
+    CHECK_INT(have, (size_t)SZ);
+    CHECK(memcmp(got, data, SZ) == 0);
+    close(sv[0]);
+    close(sv[1]);
+    close(fd);
+}
+
+/* An answer replacing what was queued (a 408 after a 100 Continue the
+ * client did not read): a head segment the socket took part of keeps its
+ * rest, so the peer gets whole messages; everything else is dropped, owners
+ * released and descriptors closed. Nothing started: everything goes. */
+static void test_discard_unstarted_keeps_a_started_head(void)
+{
+    enum { SZ = 300000 };
+    static char big[SZ], got[SZ + 64];
+    gw_out_t o;
+    int sv[2], fd, rc;
+    char path[] = "/tmp/gw-response-test-XXXXXX";
+    size_t have;
+
+    memset(big, 'c', SZ);
+    CHECK((fd = mkstemp(path)) >= 0);
+    unlink(path);
+    CHECK(write(fd, "0123456789", 10) == 10);
+    reset();
+    CHECK(sockpair(sv, 4096) == 0);
+    gw_out_init(&o, on_release);
+
+    /* nothing sent yet: all dropped */
+    CHECK(gw_out_push_ref(&o, big, 10, owner(0)) == 0);
+    gw_out_discard_unstarted(&o);
+    CHECK_INT(o.count, 0);
+    CHECK_INT(released[0], 1);
+
+    /* the head partly written */
+    CHECK(gw_out_push_ref(&o, big, SZ, owner(1)) == 0);
+    CHECK(gw_out_push_ref(&o, "body", 4, owner(2)) == 0);
+    int a = dup(fd);
+    CHECK(gw_out_push_file_own(&o, a, 0, 10) == 0);
+    CHECK_INT(gw_out_flush(&o, sv[0]), -EAGAIN);
+    CHECK(o.sent > 0 && o.sent < SZ);
+    have = drain(sv[1], got, sizeof(got));
+    gw_out_discard_unstarted(&o);
+    CHECK_INT(o.count, 1);
+    CHECK_INT(released[1], 0);
+    CHECK_INT(released[2], 1);
+    CHECK(!fd_open(a));
+    CHECK(gw_out_push_lit(&o, "HTTP/1.1 408 Request Timeout\r\n\r\n") == 0);
+    while ((rc = gw_out_flush(&o, sv[0])) == -EAGAIN)
+        have += drain(sv[1], got + have, sizeof(got) - have);
+    CHECK_INT(rc, 0);
+    have += drain(sv[1], got + have, sizeof(got) - have);
+    CHECK_INT(released[1], 1);
+    CHECK_INT(have, (size_t)SZ + 32);
+    CHECK(memcmp(got, big, SZ) == 0);
+    CHECK(memcmp(got + SZ, "HTTP/1.1 408 Request Timeout\r\n\r\n", 32) == 0);
+
+    /* sent whole: nothing is started any more */
+    CHECK(gw_out_push_ref(&o, "x", 1, owner(3)) == 0);
+    gw_out_discard_unstarted(&o);
+    CHECK_INT(o.count, 0);
+    CHECK_INT(released[3], 1);
+    close(sv[0]);
+    close(sv[1]);
+    close(fd);
+}
+
 static void test_arena_contains(void)
 {
     gw_arena_pool_t pool = {.max_free = 4};
@@ -216,6 +321,8 @@ int main(void)
     test_ref_released_once_when_dropped_or_refused();
     test_owned_fd_closed_once();
     test_partial_writes_resume();
+    test_file_short_send();
+    test_discard_unstarted_keeps_a_started_head();
     test_arena_contains();
     test_status_phrases();
     printf("response: %d passed, %d failed\n", n_pass, n_fail);

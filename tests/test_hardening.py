@@ -476,6 +476,45 @@ def test_lingering_close_is_bounded_in_time_and_bytes(gangway, pace):
     assert request(s, GET_ROOT).status == 200
 
 
+@pytest.mark.parametrize("announced", ["9000000000000000000", "104857600"])
+def test_lingering_close_after_413_drains_no_more_than_limit_body(gangway, announced):
+    """A 413 for a Content-Length over --limit-body (1m) is followed by a
+    lingering close that drains what the client still sends, but the
+    length it announced is only its word: the drain stops past --limit-body
+    plus the 8 MiB linger budget, not after 2^63 bytes or the 100 MiB
+    announced. (Before: the budget was the announced length, and a client
+    flooding after the 413 had ~6 GB read in the 2 s linger.) A request on
+    another connection meanwhile is answered."""
+    s = gangway("--workers", "1", "--limit-body", "1m", APP)
+    wpid = only_worker(s)
+    c = s.connect(timeout=10)
+    try:
+        c.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %s\r\n\r\n"
+                  % announced.encode())
+        r = RawReader(c, 10).read_response()
+        assert r.status == 413 and r.header("connection") == "close"
+        cpu0, t0, sent = cpu_seconds(wpid), time.monotonic(), 0
+        junk = b"j" * MiB
+        c.settimeout(5)
+        while time.monotonic() - t0 < 15:
+            try:
+                c.sendall(junk)
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                break
+            sent += len(junk)
+        else:
+            pytest.fail("still draining %d bytes 15 s after the 413" % sent)
+        dt, cpu = time.monotonic() - t0, cpu_seconds(wpid) - cpu0
+        lat, r2 = timed_get(s)
+    finally:
+        c.close()
+    print("\ncut off after %.2f s, %d MiB sent, worker CPU %.3f s" % (dt, sent // MiB, cpu))
+    # 1 MiB owed at most + 8 MiB, plus what the two sockets' buffers hold
+    assert sent < 40 * MiB, sent
+    assert dt < 5, dt
+    assert r2.status == 200 and lat < 2, (r2.status, lat)
+
+
 def access_lines(path):
     try:
         with open(path, encoding="utf-8") as f:

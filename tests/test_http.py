@@ -620,6 +620,27 @@ def test_absolute_form_target(echo):
     assert e["QUERY_STRING"] == "x=1"
 
 
+@pytest.mark.parametrize("target,query", [("http://example.com", ""),
+                                          ("http://example.com?q=1", "q=1"),
+                                          ("https://[::1]:81?q", "q")])
+def test_absolute_form_target_with_an_empty_path_is_for_root(echo, target, query):
+    """RFC 9112 3.2.2, RFC 3986 6.2.3: "http://h" is "http://h/". (Before:
+    PATH_INFO was "".)"""
+    e = echo_of(request(echo, req(path=target, host="example.com")))
+    assert (e["PATH_INFO"], e["QUERY_STRING"], e["REQUEST_URI"]) == ("/", query, target)
+
+
+@pytest.mark.parametrize("host", ["", "a,b", "%c3%a9t%c3%a9.example", "[v1.x]:8", "h.example:"])
+def test_valid_odd_hosts_are_served(echo, host):
+    """What RFC 3986 3.2.2 allows passes untouched: an empty Host (RFC 9112
+    3.2 permits it: the request's authority is then the server's own name,
+    SERVER_NAME from the listener, 3.3), sub-delims, percent-encoded UTF-8,
+    an IPvFuture literal, an empty port."""
+    e = echo_of(request(echo, req(path="/ok", host=host)))
+    assert e["PATH_INFO"] == "/ok"
+    assert e["headers"]["HTTP_HOST"] == host
+
+
 def test_absolute_form_target_names_the_host(gangway, tmp_path):
     """RFC 9112 3.2.2: with an absolute-form target the server MUST ignore
     Host and use the target's authority. SERVER_NAME and HTTP_HOST come
@@ -716,6 +737,14 @@ BAD_INPUTS = [
                                  b"10000000000000000\r\nhello\r\n0\r\n\r\n", 400),
     ("chunk-data-no-crlf", b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                            b"5\r\nhelloXX0\r\n\r\n", 400),
+    # a chunk-size line is at most --limit-request-field-size (8190) bytes,
+    # extensions or leading zeros alike (llhttp reads any length)
+    ("chunk-ext-too-long", b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"1;x=" + b"a" * 9000 + b"\r\nx\r\n0\r\n\r\n", 400),
+    ("chunk-ext-unending", b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"1;x=" + b"a" * 200000, 400),
+    ("chunk-size-zeros-too-long", b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                  b"\r\n2\r\nab\r\n" + b"0" * 9000 + b"1\r\nx\r\n0\r\n\r\n", 400),
     ("bare-lf-request-line", b"GET /bad HTTP/1.1\nHost: x\r\n\r\n", 400),
     ("bare-lf-header", b"GET /bad HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n", 400),
     ("bare-cr-header", b"GET /bad HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n", 400),
@@ -731,6 +760,21 @@ BAD_INPUTS = [
     ("target-star-not-options", b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     ("missing-host", b"GET /bad HTTP/1.1\r\n\r\n", 400),
     ("two-hosts", b"GET /bad HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+    ("two-hosts-first-empty", b"GET /bad HTTP/1.1\r\nHost:\r\nHost: y\r\n\r\n", 400),
+] + [
+    # RFC 9112 3.2: a Host that is not uri-host [":" port] (RFC 3986 3.2.2)
+    ("host-" + name, b"GET /bad HTTP/1.%d\r\nHost: %s\r\n\r\n" % (minor, value), 400)
+    for name, value in [("space", b"a b"), ("slash", b"a/b"), ("dotdot", b"evil.com/../"),
+                        ("at", b"a@b"), ("pct-nul", b"%00"), ("tab", b"a\tb"),
+                        ("open-bracket", b"[::1"), ("bad-port", b"x:y:z"), ("port-only", b":80"),
+                        ("backslash", b"a\\b"), ("zone-id", b"[fe80::1%25eth0]")]
+    for minor in (0, 1)
+] + [
+    # ... and an absolute-form target whose authority is not one
+    ("authority-" + name, b"GET http://%s/bad HTTP/1.1\r\nHost: x\r\n\r\n" % value, 400)
+    for name, value in [("close-bracket", b"]"), ("open-bracket", b"["), ("port-only", b":80"),
+                        ("unclosed-v6", b"[::1"), ("bad-port", b"a:b:c"), ("backslash", b"a\\b"),
+                        ("quote", b'a"b'), ("braces", b"a{b}"), ("pct-nul", b"%00")]
 ]
 
 
