@@ -144,7 +144,7 @@ static const opt_t opts[] = {
     {"limit-request-line", NULL, 0, T_SIZE, OFF(limit_request_line), "8190", "BYTES",
      "longest request line (then 414)", "Limits"},
     {"limit-request-field-size", NULL, 0, T_SIZE, OFF(limit_request_field_size), "8190",
-     "BYTES", "longest header line (then 431)", "Limits"},
+     "BYTES", "longest header line (then 431), and longest chunk-size line with its extensions (then 400)", "Limits"},
     {"limit-request-fields", NULL, 0, T_SIZE, OFF(limit_request_fields), "100", "N",
      "most header lines (then 431)", "Limits"},
     {"limit-request-headers", NULL, 0, T_SIZE, OFF(limit_request_headers), "64k", "BYTES",
