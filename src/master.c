@@ -818,7 +818,7 @@ static void recycling(master_t *m, size_t i, int *handoff)
 {
     wproc_t *w = &m->w[i];
 
-    if (w->is_retiring) {
+    if (w->is_retiring || m->is_stopping) {
         free_sockets(m, handoff);
         return;
     }
@@ -1186,9 +1186,14 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
     (void)loop;
     for (size_t i = 0; i < NSLOTS; i++) {
         wproc_t *w = &m->w[i];
-        /* A worker that recycles itself says so on the pipe; its slot says
-         * so too, which is what a re-executed master (a reload) sees of a
-         * worker that asked the previous image. */
+        /* A worker says it serves, or recycles itself, with a note; its
+         * slot says so too, which is what a re-executed master (a reload)
+         * sees of a worker whose note went to the previous image (a second
+         * after: a note sent to this one has come by then). */
+        if (w->pid && !w->is_ready &&
+            atomic_load_explicit(&m->sb.slots[i].state, RELAXED) == GW_SLOT_READY &&
+            now > atomic_load_explicit(&m->sb.slots[i].started_ms, RELAXED) + TICK_MS)
+            w->is_ready = true;
         if (w->pid && w->is_ready && !w->is_recycling && !w->is_retiring &&
             atomic_load_explicit(&m->sb.slots[i].exit_reason, RELAXED) != GW_EXIT_NONE)
             recycling(m, i, NULL);

@@ -665,8 +665,10 @@ def test_max_requests_jitter(gangway, opt):
                             and l)(s.read_log()), 5,
                    what="a ready line for every worker that answered")
     worker_of = {p: i for i, p in ready_lines(log)}
-    order = check_recycled(s, answers, lambda p: 20 + (worker_of[p] - 1) * 10)
-    assert len(set(order) - live_children(s.pid)) >= 2  # replaced ones
+    seen = {p for p, _ in answers}
+    wait_for(lambda: len(seen - live_children(s.pid)) >= 2, 15,
+             what="two recycled workers to exit")  # (their counts are final then)
+    check_recycled(s, answers, lambda p: 20 + (worker_of[p] - 1) * 10)
     assert re.search(r"worker 1: max-requests reached", log)
     assert re.search(r"worker 2: max-requests reached", log)
 
@@ -831,6 +833,32 @@ def test_recycling_worker_serves_while_its_replacement_cannot_start(gangway, tmp
         kill_leftovers(s, [old])
     assert live_children(s.pid) == {new}
     assert "giving up" not in s.read_log()
+
+
+def test_recycling_worker_is_replaced_after_a_failed_reload(gangway, tmp_path):
+    """A worker waiting for a replacement that cannot start, then a reload
+    whose new workers cannot start either: the re-executed master never got
+    the worker's note (it went to the previous image) but finds the reason
+    in its slot, so once the app loads again the worker is replaced, not
+    left serving past its limit for good."""
+    flag, passes = tmp_path / "flaky", tmp_path / "passes"
+    s = gangway("--workers", "1", "--max-requests", "3", "proc_flaky:application",
+                env=dict(flaky_env(flag), IMPORT_PASSES=str(passes)))
+    old = current_workers(s.read_log())[1]
+    try:
+        flag.write_text("raise")
+        assert [pid_in(get(s, timeout=5).body) for _ in range(3)] == [old] * 3
+        wait_for(lambda: REPLACE_FAILED_RE.search(s.read_log()), 10,
+                 what="a failed start of the replacement")
+        passes.write_text("1")  # the reload's check imports fine; its new worker does not
+        s.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in s.read_log(), 20, what='"reload failed"')
+        assert served_pid(s) == old
+        flag.unlink()
+        wait_for(lambda: new_pid(s, old), 40, interval=0.2, what="the replacement to serve")
+        wait_for(lambda: reaped(old, s.pid), 10, what="the old worker to stop")
+    finally:
+        kill_leftovers(s, [old])
 
 
 def test_reload_on_rss_waits_for_a_replacement_at_most_graceful_timeout(gangway, tmp_path):
