@@ -66,7 +66,7 @@ int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned
     atomic_compare_exchange_strong(&slot->state, &starting, GW_SLOT_READY);
     if (write(notify_fd, &msg, sizeof(msg)) != sizeof(msg))
         gw_log_error("worker %u: cannot tell the master it is ready: %s", id, strerror(errno));
-    /* The pipe stays open: a recycling worker asks for its replacement on it. */
+    /* The socket stays open: a recycling worker asks for its replacement on it. */
     rc = gw_server_run(s);
     gw_log_flush();
     gw_server_free(s);
