@@ -96,7 +96,8 @@ static const opt_t opts[] = {
     {"max-worker-lifetime", NULL, 0, T_SECONDS, OFF(max_worker_lifetime), "0", "SECONDS",
      "recycle a worker after this long (0: never)", "Processes"},
     {"reload-on-rss", NULL, 0, T_SIZE, OFF(reload_on_rss), "0", "MB",
-     "recycle a worker whose resident memory passes this many MB (0: never)", "Processes"},
+     "recycle a worker whose resident memory passes this many MB (0: never); it serves until "
+     "its replacement does, --graceful-timeout at most", "Processes"},
     {"harakiri", NULL, 't', T_SECONDS, OFF(harakiri), "0", "SECONDS",
      "a request running longer is logged with its traceback and interrupted (0: off)",
      "Processes"},

@@ -1123,7 +1123,7 @@ void **gw_conn_handler_data(gw_conn_t *c)
 
 bool gw_conn_may_keep_alive(const gw_conn_t *c)
 {
-    return !c->ctx->is_stopping && c->req.keep_alive;
+    return !c->ctx->is_stopping && !c->ctx->is_recycling && c->req.keep_alive;
 }
 
 int gw_conn_send(gw_conn_t *c)

@@ -59,6 +59,7 @@ typedef struct gw_conn_ctx {
     uint64_t _nready;
     uint64_t nconns;
     bool is_stopping;     /* graceful stop: no keep-alive, close idle ones */
+    bool is_recycling;    /* waiting for a replacement: no keep-alive, still accepting */
     gw_slot_t *slot;      /* this worker's scoreboard slot, or NULL */
     gw_static_t *statics; /* --static-map, or NULL (its file cache changes) */
     void (*on_conn_freed)(void *server); /* accept may resume; stop may finish */
@@ -117,7 +118,7 @@ void **gw_conn_app_slot(gw_conn_t *c);
 /* The handler's per-connection data (kept across keep-alive requests;
  * on_close drops it). */
 void **gw_conn_handler_data(gw_conn_t *c);
-/* False when the server is stopping: the response must close. */
+/* False when the server is stopping or recycling: the response must close. */
 bool gw_conn_may_keep_alive(const gw_conn_t *c);
 
 /* Flushes the output queue. 0: all sent. -EAGAIN: the rest goes out when the

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "loop.h"
 #include "scoreboard.h"
+#include "server.h"
 #include "signals.h"
 #include "stats.h"
 #include "worker.h"
@@ -18,12 +19,15 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#define NSLOTS (2 * GW_MAX_WORKERS) /* room for a whole new generation during a reload */
+/* Room for a whole new generation during a reload, or for a replacement of
+ * every worker recycling at once. */
+#define NSLOTS (2 * GW_MAX_WORKERS)
 /* A worker that fails to start (cannot load the app, crashes or exits before
  * it says it serves) is retried after 1 s, 2 s, 4 s ... up to BACKOFF_MAX_MS,
  * and so is a fork() that fails. Before any worker has ever served, the
@@ -43,6 +47,14 @@ typedef struct wproc {
     bool is_ready;
     bool is_retiring;    /* told to stop: do not replace it */
     bool is_killed;      /* harakiri SIGKILL sent */
+    /* It asked to be replaced (max-requests, lifetime, RSS) and serves until
+     * enough others do: no longer counted toward the target. */
+    bool is_recycling;
+    unsigned successor;  /* 1 + the slot a worker was started (or is due) in, in its place */
+    uint64_t recycle_ms; /* when it asked: the first to ask goes first */
+    /* --reuse-port: its own sockets, by listener (-1: none), which it sent
+     * with its note, for its successor to share (owned until handed over). */
+    int *handoff;
     /* >0 with pid 0: a worker of this generation is due to start then (the
      * back-off after a failed start or fork); it counts toward the target. */
     uint64_t respawn_at;
@@ -127,14 +139,16 @@ static bool any_live(master_t *m)
     return false;
 }
 
-/* Workers of the current generation that count toward the target: alive
- * and not told to stop, or due to start again after a back-off. */
+/* Workers of the current generation that count toward the target: alive,
+ * not told to stop and not recycling, or due to start again after a
+ * back-off. */
 static unsigned count_members(master_t *m)
 {
     unsigned n = 0;
     for (size_t i = 0; i < NSLOTS; i++) {
         wproc_t *w = &m->w[i];
-        if (w->generation == m->generation && (w->pid ? !w->is_retiring : w->respawn_at != 0))
+        if (w->generation == m->generation &&
+            (w->pid ? !w->is_retiring && !w->is_recycling : w->respawn_at != 0))
             n++;
     }
     return n;
@@ -156,9 +170,39 @@ static void reserve(master_t *m, size_t i, uint64_t delay_ms)
     m->w[i].respawn_at = gw_clock_ms() + delay_ms;
 }
 
+/* Closes sockets a recycling worker sent (by listener, -1: none); NULL
+ * passes. */
+static void free_sockets(master_t *m, int *fds)
+{
+    if (!fds)
+        return;
+    for (size_t k = 0; k < m->nl; k++)
+        if (fds[k] >= 0)
+            close(fds[k]);
+    free(fds);
+}
+
+/* Closes the sockets a recycling worker sent for its successor. */
+static void drop_handoff(master_t *m, wproc_t *w)
+{
+    free_sockets(m, w->handoff);
+    w->handoff = NULL;
+}
+
+/* The recycling worker whose successor slot i gets, when it sent its
+ * sockets along. */
+static wproc_t *donor_of(master_t *m, size_t i)
+{
+    for (size_t j = 0; j < NSLOTS; j++)
+        if (m->w[j].pid && m->w[j].successor == i + 1 && m->w[j].handoff)
+            return &m->w[j];
+    return NULL;
+}
+
 static int spawn(master_t *m, size_t i)
 {
     wproc_t *w = &m->w[i];
+    wproc_t *donor = donor_of(m, i);
     gw_slot_t *slot = &m->sb.slots[i];
     pid_t parent = getpid();
     sigset_t mask;
@@ -209,13 +253,23 @@ static int spawn(master_t *m, size_t i)
         gw_scoreboard_close_fd(&m->sb);
         if (m->checker_rd >= 0)
             close(m->checker_rd);
+        /* Another worker's sockets held for its successor would keep them
+         * listening, with nobody accepting, for as long as this one lives. */
+        for (size_t j = 0; j < NSLOTS; j++)
+            if (&m->w[j] != donor)
+                drop_handoff(m, &m->w[j]);
         gw_loop_free(m->loop);
         exit(gw_worker_run(m->cfg, m->ls, m->nl, (unsigned)i + 1, &m->sb, m->notify_wr,
-                           m->app));
+                           donor ? donor->handoff : NULL, m->app));
     }
     gw_signals_restore(&mask);
     if (m->app)
         gw_wsgi_fork_parent(m->app);
+    /* The successor holds them now (and the recycling worker, until it
+     * stops): the master's copies go, so that the sockets close with the
+     * last worker that serves on them. */
+    if (donor)
+        drop_handoff(m, donor);
     memset(w, 0, sizeof(*w));
     w->pid = pid;
     w->generation = m->generation;
@@ -240,6 +294,9 @@ static long free_slot(master_t *m)
  * when the app returns, and the statistics should not call it merely busy. */
 static void retire(master_t *m, size_t i, int sig)
 {
+    /* Sockets it sent for a successor that has not started: once it stops
+     * accepting, the master's copy would keep them listening for nobody. */
+    drop_handoff(m, &m->w[i]);
     m->w[i].is_retiring = true;
     atomic_store_explicit(&m->sb.slots[i].state, GW_SLOT_STOPPING, RELAXED);
     kill(m->w[i].pid, sig);
@@ -255,11 +312,11 @@ static bool shrink_one(master_t *m)
 
     for (size_t i = NSLOTS; i-- > 0;) {
         wproc_t *w = &m->w[i];
-        int rank = w->generation != m->generation ? 0
-                   : !w->pid                      ? (w->respawn_at ? 3 : 0)
-                   : w->is_retiring               ? 0
-                   : w->is_ready                  ? 1
-                                                  : 2;
+        int rank = w->generation != m->generation     ? 0
+                   : !w->pid                          ? (w->respawn_at ? 3 : 0)
+                   : w->is_retiring || w->is_recycling ? 0
+                   : w->is_ready                      ? 1
+                                                      : 2;
         if (rank > best) {
             best = rank;
             pick = (long)i;
@@ -272,6 +329,44 @@ static bool shrink_one(master_t *m)
     else
         m->w[pick].respawn_at = 0;
     return true;
+}
+
+static enum gw_respawn exit_reason_to_respawn(uint32_t reason)
+{
+    switch (reason) {
+    case GW_EXIT_MAX_REQUESTS:
+        return GW_RESPAWN_MAX_REQUESTS;
+    case GW_EXIT_LIFETIME:
+        return GW_RESPAWN_LIFETIME;
+    case GW_EXIT_RSS:
+        return GW_RESPAWN_RSS;
+    }
+    return GW_RESPAWN_CRASH; /* exit 0 unasked: not what a healthy worker does */
+}
+
+/* Slot i is about to get a worker of the current generation: if one that
+ * recycles waits for a replacement, this is it. The respawn is counted now,
+ * once, by the reason the recycling worker left in its slot, and on the
+ * slot of the worker that replaces it (the recycling one still holds its
+ * own). */
+static void succeed(master_t *m, size_t i)
+{
+    long pick = -1;
+
+    for (size_t j = 0; j < NSLOTS; j++) {
+        wproc_t *w = &m->w[j];
+        if (w->pid && w->generation == m->generation && w->is_recycling && !w->is_retiring &&
+            !w->successor && (pick < 0 || w->recycle_ms < m->w[pick].recycle_ms))
+            pick = (long)j;
+    }
+    if (pick < 0)
+        return;
+    m->w[pick].successor = (unsigned)i + 1;
+    m->respawns[exit_reason_to_respawn(
+        atomic_load_explicit(&m->sb.slots[pick].exit_reason, RELAXED))]++;
+    m->slot_respawns[i]++;
+    gw_log_error("worker %ld (pid %d) recycles: worker %zu starts in its place", pick + 1,
+                 (int)m->w[pick].pid, i + 1);
 }
 
 /* Brings the current generation to m->target workers, whatever changed the
@@ -291,9 +386,41 @@ static void reconcile(master_t *m)
     want = m->is_ready || count_live(m, m->generation, true) ? m->target : 1;
     while (have < want) {
         long i = free_slot(m);
-        if (i < 0 || spawn(m, (size_t)i) < 0)
+        if (i < 0)
+            return; /* every slot taken: a recycling worker serves on meanwhile */
+        succeed(m, (size_t)i);
+        if (spawn(m, (size_t)i) < 0)
             return; /* a failed fork is retried after its back-off */
         have++;
+    }
+}
+
+/* Workers that asked to be replaced serve until their replacements do: one
+ * is told to stop for each member serving beyond the target, the first to
+ * ask first. The current generation's only: a reload stops the old one. */
+static void release_recycled(master_t *m)
+{
+    unsigned ready = 0, recycling = 0;
+
+    for (size_t i = 0; i < NSLOTS; i++) {
+        wproc_t *w = &m->w[i];
+        if (!w->pid || w->generation != m->generation || w->is_retiring)
+            continue;
+        if (w->is_recycling)
+            recycling++;
+        else if (w->is_ready)
+            ready++;
+    }
+    while (recycling && ready + recycling > m->target) {
+        long pick = -1;
+        for (size_t i = 0; i < NSLOTS; i++) {
+            wproc_t *w = &m->w[i];
+            if (w->pid && w->generation == m->generation && w->is_recycling &&
+                !w->is_retiring && (pick < 0 || w->recycle_ms < m->w[pick].recycle_ms))
+                pick = (long)i;
+        }
+        retire(m, (size_t)pick, SIGTERM);
+        recycling--;
     }
 }
 
@@ -347,6 +474,8 @@ static void begin_stop(master_t *m, bool graceful, const char *why)
      * workers that will not take them. */
     for (size_t i = 0; i < m->nl; i++)
         gw_listen_close(&m->ls[i]);
+    for (size_t i = 0; i < NSLOTS; i++)
+        drop_handoff(m, &m->w[i]);
     signal_all(m, graceful ? SIGTERM : SIGQUIT, false);
     gw_timer_start(graceful ? &m->kill_graceful_q : &m->kill_quick_q, &m->kill);
     if (!any_live(m))
@@ -671,6 +800,7 @@ static void progress(master_t *m)
     if (m->is_stopping)
         return;
     reconcile(m);
+    release_recycled(m);
     ready = count_live(m, m->generation, true);
     if (!m->is_ready) {
         if (ready >= m->target)
@@ -681,17 +811,101 @@ static void progress(master_t *m)
         finish_reload(m, ready);
 }
 
-/* Takes the workers' "I serve" notes. A good start ends a run of failed
- * ones: the count and the back-off start over. Read before exits are
- * handled too, so that a worker that said it serves and died at once is
+/* Worker i recycles itself (its slot says why) and serves until a
+ * replacement does: progress() starts one and then tells it to stop.
+ * handoff: its --reuse-port sockets by listener (taken over), or NULL. */
+static void recycling(master_t *m, size_t i, int *handoff)
+{
+    wproc_t *w = &m->w[i];
+
+    if (w->is_retiring || m->is_stopping) {
+        free_sockets(m, handoff);
+        return;
+    }
+    if (!w->is_recycling) {
+        w->is_recycling = true;
+        w->recycle_ms = gw_clock_ms();
+    }
+    /* The tick may have seen the reason in the slot before the note came:
+     * the sockets still go to a successor that has not started yet. An old
+     * generation's worker gets none: the new one replaces it. */
+    if (w->handoff || w->generation != m->generation ||
+        (w->successor && m->w[w->successor - 1].pid))
+        free_sockets(m, handoff);
+    else
+        w->handoff = handoff;
+}
+
+/* The sockets a note carried (SCM_RIGHTS), by --reuse-port listener: a
+ * recycling worker's own, in the order of the listeners; NULL when there
+ * are none or they do not match (closed then). */
+static int *note_sockets(master_t *m, struct msghdr *mh)
+{
+    int fds[GW_NOTE_FDS_MAX], *out = NULL;
+    size_t n = 0, want = 0;
+
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        size_t k;
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        if (k > GW_NOTE_FDS_MAX - n)
+            k = GW_NOTE_FDS_MAX - n; /* cannot be: the buffer holds no more */
+        memcpy(fds + n, CMSG_DATA(c), k * sizeof(int));
+        n += k;
+    }
+    if (!n)
+        return NULL;
+    for (size_t k = 0; k < m->nl; k++)
+        want += m->ls[k].is_reuse_port;
+    if (n == want && !(mh->msg_flags & MSG_CTRUNC) && (out = malloc(m->nl * sizeof(*out)))) {
+        for (size_t k = 0, j = 0; k < m->nl; k++)
+            out[k] = m->ls[k].is_reuse_port ? fds[j++] : -1;
+        return out;
+    }
+    for (size_t k = 0; k < n; k++)
+        close(fds[k]);
+    return NULL;
+}
+
+/* Takes the workers' notes: "I serve", and "replace me" (GW_NOTE_REPLACE,
+ * with --reuse-port carrying the worker's sockets). A good start ends a run
+ * of failed ones: the count and the back-off start over. Read before exits
+ * are handled too, so that a worker that said it serves and died at once is
  * not taken for one that never started. */
 static void read_notes(master_t *m)
 {
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(GW_NOTE_FDS_MAX * sizeof(int))];
+    } ctl;
     uint16_t id;
 
-    while (read(m->notify.fd, &id, sizeof(id)) == sizeof(id)) {
-        if (id < 1 || id > NSLOTS || !m->w[id - 1].pid)
+    for (;;) {
+        struct iovec iov = {.iov_base = &id, .iov_len = sizeof(id)};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                            .msg_controllen = sizeof(ctl.buf)};
+        ssize_t n;
+        int *handoff;
+        bool is_replace;
+
+        id = 0;
+        n = recvmsg(m->notify.fd, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0)
+            break;
+        handoff = note_sockets(m, &mh);
+        is_replace = id & GW_NOTE_REPLACE;
+        id &= (uint16_t)~GW_NOTE_REPLACE;
+        if (n != sizeof(id) || id < 1 || id > NSLOTS || !m->w[id - 1].pid || !is_replace)
+            free_sockets(m, handoff); /* only a "replace me" carries sockets */
+        if (n != sizeof(id) || id < 1 || id > NSLOTS || !m->w[id - 1].pid)
+            continue;
+        if (is_replace) {
+            recycling(m, id - 1u, handoff);
+            continue;
+        }
         m->w[id - 1].is_ready = true;
         m->has_served = true;
         m->failures = 0;
@@ -720,19 +934,6 @@ static void describe(int st, char *buf, size_t n)
         snprintf(buf, n, "ended (status 0x%x)", st);
 }
 
-static enum gw_respawn exit_reason_to_respawn(uint32_t reason)
-{
-    switch (reason) {
-    case GW_EXIT_MAX_REQUESTS:
-        return GW_RESPAWN_MAX_REQUESTS;
-    case GW_EXIT_LIFETIME:
-        return GW_RESPAWN_LIFETIME;
-    case GW_EXIT_RSS:
-        return GW_RESPAWN_RSS;
-    }
-    return GW_RESPAWN_CRASH; /* exit 0 unasked: not what a healthy worker does */
-}
-
 static void on_worker_exit(master_t *m, size_t i, int st)
 {
     wproc_t w = m->w[i];
@@ -752,6 +953,9 @@ static void on_worker_exit(master_t *m, size_t i, int st)
                           : crashed ? GW_RESPAWN_CRASH
                           : exit_reason_to_respawn(atomic_load_explicit(&slot->exit_reason, RELAXED));
 
+    /* A successor still to start makes sockets of its own. */
+    drop_handoff(m, &m->w[i]);
+    w.handoff = NULL;
     /* Its counters join the totals of past workers before the slot is
      * reused: the sums that --stats reports never go down. */
     gw_totals_add(&m->retired, slot);
@@ -768,6 +972,19 @@ static void on_worker_exit(master_t *m, size_t i, int st)
         /* An old generation's worker, which the new one replaces. */
         if (crashed)
             gw_log_error("worker %zu (pid %d) %s", i + 1, (int)w.pid, how);
+        return;
+    }
+    if (w.is_recycling) {
+        /* It went before its replacement served (past --reload-on-rss, or
+         * a crash): the replacement is under way, or reconcile() goes on
+         * trying to start one; if none had started, this is when it counts. */
+        if (crashed)
+            gw_log_error("worker %zu (pid %d) %s while waiting for its replacement", i + 1,
+                         (int)w.pid, how);
+        if (!w.successor) {
+            m->respawns[why]++;
+            m->slot_respawns[i]++;
+        }
         return;
     }
     if (start_failed && m->is_reloading && !m->checker) {
@@ -958,7 +1175,8 @@ static bool touched(master_t *m)
     return changed;
 }
 
-/* Once a second: harakiri kills, due respawns, touch-reload. */
+/* Once a second: harakiri kills, due respawns, recycling workers whose
+ * note did not come, touch-reload. */
 static void on_tick(gw_loop_t *loop, gw_timer_t *t)
 {
     master_t *m = (master_t *)((char *)t - offsetof(master_t, tick));
@@ -968,6 +1186,23 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
     (void)loop;
     for (size_t i = 0; i < NSLOTS; i++) {
         wproc_t *w = &m->w[i];
+        /* A worker says it serves, or recycles itself, with a note; its
+         * slot says so too, which is what a re-executed master (a reload)
+         * sees of a worker whose note went to the previous image (a second
+         * after: a note sent to this one has come by then). */
+        if (w->pid && !w->is_ready &&
+            atomic_load_explicit(&m->sb.slots[i].state, RELAXED) == GW_SLOT_READY &&
+            now > atomic_load_explicit(&m->sb.slots[i].started_ms, RELAXED) + TICK_MS)
+            w->is_ready = true;
+        if (w->pid && w->is_ready && !w->is_recycling && !w->is_retiring &&
+            atomic_load_explicit(&m->sb.slots[i].exit_reason, RELAXED) != GW_EXIT_NONE)
+            recycling(m, i, NULL);
+        /* One that stopped by itself before its successor could start
+         * (past --reload-on-rss, forks failing): the master's copy of its
+         * sockets would keep them listening for nobody. */
+        if (w->handoff &&
+            atomic_load_explicit(&m->sb.slots[i].state, RELAXED) == GW_SLOT_STOPPING)
+            drop_handoff(m, w);
         if (w->pid && m->cfg->harakiri && !w->is_killed) {
             gw_slot_t *s = &m->sb.slots[i];
             uint64_t since = atomic_load_explicit(&s->busy_since_ms, memory_order_acquire);
@@ -1133,8 +1368,10 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     m->sb.fd = -1;
     m->checker_rd = -1;
     m->sigwatch.fd = m->notify.fd = -1;
+    /* The workers' notes: a socket pair, not a pipe, so that a recycling
+     * worker's note can carry its --reuse-port sockets to its successor. */
     if (open_scoreboard(m, h) < 0 || !(m->loop = gw_loop_new(NULL)) ||
-        pipe2(p, O_CLOEXEC) < 0) {
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) < 0) {
         gw_log_error("cannot start the master: %s", strerror(errno));
         goto out;
     }

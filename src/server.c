@@ -42,11 +42,13 @@ struct gw_server {
     gw_timerq_t backoff_q, yield_q, graceful_q, lifetime_q, rss_q;
     gw_static_t *statics;
     gw_timer_t backoff, graceful, lifetime, rss;
+    gw_timer_t replace_wait; /* past --reload-on-rss: how long to wait for a replacement */
     gw_worker_info_t who;
     uint64_t requests;
     uint64_t max_requests; /* with this worker's jitter; 0: no limit */
     uint64_t started_ms;
     bool is_paused;   /* accept paused: too many connections or no fds */
+    bool is_recycling; /* asked the master for a replacement; serves until SIGTERM */
     bool is_stopping;
     uint64_t emfile_logged_ms; /* when accept last said it had no descriptors */
     uint64_t error_logged_ms;  /* when a failing listener was last logged */
@@ -163,6 +165,22 @@ static bool should_yield(gw_server_t *s)
     return s->has_yielded;
 }
 
+/* An accepted connection: --uwsgi-allow-from, then the connection's. */
+static void take(gw_server_t *s, lwatch_t *lw, int fd, struct sockaddr_storage *ss,
+                 socklen_t sl)
+{
+    if (lw->l->is_unix)
+        ss->ss_family = AF_UNIX;
+    if (!gw_listen_allows(lw->l, (struct sockaddr *)ss)) {
+        char who[64] = "?";
+        getnameinfo((struct sockaddr *)ss, sl, who, sizeof(who), NULL, 0, NI_NUMERICHOST);
+        gw_log_error("uwsgi: refused a connection from %s (not in --uwsgi-allow-from)", who);
+        close(fd);
+        return;
+    }
+    gw_conn_open(&s->conns, fd, lw->l, (struct sockaddr *)ss);
+}
+
 static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
 {
     lwatch_t *lw = (lwatch_t *)w;
@@ -170,6 +188,10 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
 
     (void)loop;
     (void)events;
+    /* A stop closed the listeners after this event was read (its number
+     * may name an accepted connection by now). */
+    if (s->is_stopping)
+        return;
     /* With several workers on one socket, taking one connection per wake-up
      * lets the kernel's EPOLLEXCLUSIVE hand the next to another worker:
      * connections spread evenly instead of to whoever woke first. */
@@ -240,16 +262,37 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
             }
         }
         lw->conn_errors = 0;
-        if (lw->l->is_unix)
-            ss.ss_family = AF_UNIX;
-        if (!gw_listen_allows(lw->l, (struct sockaddr *)&ss)) {
-            char who[64] = "?";
-            getnameinfo((struct sockaddr *)&ss, sl, who, sizeof(who), NULL, 0, NI_NUMERICHOST);
-            gw_log_error("uwsgi: refused a connection from %s (not in --uwsgi-allow-from)", who);
-            close(fd);
+        take(s, lw, fd, &ss, sl);
+    }
+}
+
+/* --reuse-port: closing this worker's own socket resets the connections
+ * still in its accept queue (the kernel moves them to another socket of
+ * the group only with net.ipv4.tcp_migrate_req=1, Linux 5.14+, off by
+ * default). So what is queued is taken first and served like any other
+ * connection (with Connection: close: the worker is stopping). A shared
+ * socket is left alone: the master and the other workers keep it open, and
+ * its queue with it. Past the connection cap too: each one taken here would
+ * otherwise be reset, and the queue is bounded by the backlog. */
+static void drain(gw_server_t *s, lwatch_t *lw)
+{
+    unsigned errors = 0;
+
+    if (!lw->l->is_reuse_port || lw->l->fd < 0)
+        return;
+    while (errors < ACCEPT_BATCH) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(lw->l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            if (err == EAGAIN || err == EMFILE || err == ENFILE || err == ENOBUFS ||
+                err == ENOMEM || err == EINVAL || err == EBADF || err == ENOTSOCK)
+                return; /* empty, or nothing more can be taken */
+            errors++;   /* EINTR, or that one connection's error */
             continue;
         }
-        gw_conn_open(&s->conns, fd, lw->l, (struct sockaddr *)&ss);
+        take(s, lw, fd, &ss, sl);
     }
 }
 
@@ -271,14 +314,19 @@ static void begin_stop(gw_server_t *s, const char *why)
         atomic_store_explicit(&s->who.slot->state, GW_SLOT_STOPPING, memory_order_relaxed);
     gw_timer_stop(&s->lifetime);
     gw_timer_stop(&s->rss);
+    gw_timer_stop(&s->replace_wait);
+    set_accepting(s, false);
+    /* What is queued on our own sockets is ours to serve (drain()): taken
+     * before the stop, so that gw_conn_stop_all() treats it like any
+     * connection accepted before (a request that is there is answered). */
+    for (size_t i = 0; i < s->nl; i++) {
+        gw_timer_stop(&s->lw[i].retry);
+        drain(s, &s->lw[i]);
+        gw_listen_close(s->lw[i].l);
+    }
     gw_log_error("worker %u: %s: stopping; %llu connection(s) to finish (up to %llus)",
                  s->who.id, why, (unsigned long long)s->conns.nconns,
                  (unsigned long long)s->cfg->graceful_timeout);
-    set_accepting(s, false);
-    for (size_t i = 0; i < s->nl; i++) {
-        gw_timer_stop(&s->lw[i].retry);
-        gw_listen_close(s->lw[i].l);
-    }
     gw_conn_stop_all(&s->conns);
     if (s->conns.nconns == 0)
         gw_loop_stop(s->loop);
@@ -321,17 +369,99 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
     }
 }
 
-/* A graceful stop the master will answer with a new worker; the slot says
- * why, for the respawn counters. */
+/* "Replace me", with this worker's own --reuse-port sockets: its successor
+ * serves on them, so that they never close while connections wait on them
+ * (drain()). -1 (errno set) when the note did not go. */
+static int ask_replacement(gw_server_t *s)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(GW_NOTE_FDS_MAX * sizeof(int))];
+    } ctl;
+    uint16_t note = (uint16_t)(s->who.id | GW_NOTE_REPLACE);
+    struct iovec iov = {.iov_base = &note, .iov_len = sizeof(note)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    int fds[GW_NOTE_FDS_MAX];
+    size_t n = 0;
+    bool fits = true;
+
+    for (size_t i = 0; i < s->nl && fits; i++) {
+        if (!s->lw[i].l->is_reuse_port)
+            continue;
+        /* more than one note carries: the successor makes sockets of its own */
+        fits = n < GW_NOTE_FDS_MAX && s->lw[i].l->fd >= 0;
+        if (fits)
+            fds[n++] = s->lw[i].l->fd;
+    }
+    if (n && fits) {
+        struct cmsghdr *c;
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = CMSG_SPACE(n * sizeof(int));
+        c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(n * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+    }
+    while (sendmsg(s->who.notify_fd, &mh, MSG_NOSIGNAL) < 0)
+        if (errno != EINTR)
+            return -1;
+    return 0;
+}
+
+/* Recycling, replacement first: the worker asks the master for its
+ * replacement and serves on, accepting too, until the master, once the
+ * replacement serves, tells it to stop (SIGTERM). A worker that stopped
+ * accepting first would leave its share of new connections refused (with
+ * --reuse-port, its socket closed while no other listens: the master's only
+ * holds the address) or waiting behind the replacement's import (one
+ * worker). Meanwhile every answer says Connection: close: a keep-alive
+ * promise made now would be broken at the stop, by closing an idle
+ * connection the client may be sending its next request on. The slot says
+ * why, for the master's respawn counters. */
 static void recycle(gw_server_t *s, enum gw_exit_reason why, const char *what)
 {
+    if (s->is_recycling || s->is_stopping)
+        return;
+    s->is_recycling = true;
+    s->conns.is_recycling = true;
+    gw_timer_stop(&s->lifetime);
+    gw_timer_stop(&s->rss);
     if (s->who.slot)
         atomic_store_explicit(&s->who.slot->exit_reason, why, memory_order_relaxed);
-    begin_stop(s, what);
+    if (s->who.notify_fd < 0) {
+        begin_stop(s, what); /* no master to ask */
+        return;
+    }
+    /* A failed send (EPIPE: a reload re-executed the master, whose socket
+     * is new) changes nothing: the master also finds the reason in the slot
+     * on its tick, and a reload stops this worker anyway. */
+    if (ask_replacement(s) < 0)
+        gw_log_error("worker %u: cannot ask the master for a replacement: %s", s->who.id,
+                     strerror(errno));
+    if (why == GW_EXIT_RSS) {
+        /* Memory is what this limit protects: it waits --graceful-timeout
+         * at most. The other limits are hygiene: a worker past them serves
+         * as well as before, so it waits as long as its replacement takes
+         * (a broken deploy must not take the serving workers down). */
+        gw_log_error("worker %u: %s: serving until a replacement serves (up to %llus)",
+                     s->who.id, what, (unsigned long long)s->cfg->graceful_timeout);
+        gw_timer_start(&s->graceful_q, &s->replace_wait);
+    } else {
+        gw_log_error("worker %u: %s: serving until a replacement serves", s->who.id, what);
+    }
+}
+
+static void on_replace_wait(gw_loop_t *loop, gw_timer_t *t)
+{
+    gw_server_t *s = (gw_server_t *)((char *)t - offsetof(gw_server_t, replace_wait));
+    (void)loop;
+    begin_stop(s, "reload-on-rss: no replacement serves yet");
 }
 
 /* Counted as each request starts, so that the one reaching --max-requests
- * is answered with Connection: close (the stop begins before its answer):
+ * is answered with Connection: close (recycling begins before its answer):
  * a keep-alive client never sees a connection close after a keep-alive
  * promise, and what was already read is answered (issue 20). */
 static void on_request_start(void *server)
@@ -339,8 +469,8 @@ static void on_request_start(void *server)
     gw_server_t *s = server;
     /* With --min-worker-lifetime, a young worker past its count goes on
      * until it is old enough (checked as each later request starts). */
-    if (++s->requests >= s->max_requests && s->max_requests && !s->is_stopping &&
-        gw_clock_ms() - s->started_ms >= s->cfg->min_worker_lifetime * 1000)
+    if (++s->requests >= s->max_requests && s->max_requests && !s->is_recycling &&
+        !s->is_stopping && gw_clock_ms() - s->started_ms >= s->cfg->min_worker_lifetime * 1000)
         recycle(s, GW_EXIT_MAX_REQUESTS, "max-requests reached");
 }
 
@@ -458,6 +588,7 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
         }
         s->conns.statics = s->statics;
     }
+    s->who.notify_fd = -1;
     if (who)
         s->who = *who;
     s->conns.on_conn_freed = on_conn_freed;
@@ -472,6 +603,7 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     gw_timer_init(&s->graceful, on_graceful);
     gw_timer_init(&s->lifetime, on_lifetime);
     gw_timer_init(&s->rss, on_rss_check);
+    gw_timer_init(&s->replace_wait, on_replace_wait);
     gw_clock_update();
     s->started_ms = gw_clock_ms();
     if (cfg->max_requests) {

@@ -527,57 +527,84 @@ def sequential(server, n, target="/", seconds=60):
     return out
 
 
+def answers_until(server, workers, limit=3000, seconds=60):
+    """Requests one after another on fresh connections, not asking to close
+    (so an answer says Connection: close only when its worker does), until
+    `workers` different workers answered: [(pid, says close)]. Any failure
+    fails the test."""
+    out, seen = [], set()
+    deadline = time.monotonic() + seconds
+    while len(seen) < workers:
+        assert len(out) < limit and time.monotonic() < deadline, (len(out), seen)
+        r = get(server, close=False)
+        assert r.status == 200, (r.status, r.body[:200])
+        seen.add(pid_in(r.body))
+        out.append((pid_in(r.body), (r.header("connection") or "").lower() == "close"))
+    return out
+
+
+def check_recycled(server, answers, limit_of):
+    """Every worker that answered kept the connection up to its limit; the
+    answer reaching it and every later one (a recycling worker serves on
+    until its replacement serves) said Connection: close; every one that
+    is gone had reached it. Returns the workers in the order they first
+    answered."""
+    closes = {}
+    for p, close in answers:
+        closes.setdefault(p, []).append(close)
+    order = list(dict.fromkeys(p for p, _ in answers))
+    for p in order:
+        n = limit_of(p)
+        assert closes[p][:n - 1] == [False] * min(n - 1, len(closes[p])), (p, n, closes[p])
+        assert all(closes[p][n - 1:]), (p, n, closes[p])
+    live = live_children(server.pid)
+    for p in order:
+        if p not in live:
+            assert len(closes[p]) >= limit_of(p), (p, limit_of(p), closes[p])
+    return order
+
+
 def test_max_requests_recycles(gangway):
     s = gangway("--max-requests", "50", "proc_app:application")
-    res = sequential(s, 300)
-    bad = [x for x in res if not x[0]]
-    assert not bad, "%d of 300 failed: %s" % (len(bad), bad[:5])
-    counts = {}
-    for _, body in res:
-        p = pid_in(body)
-        counts[p] = counts.get(p, 0) + 1
-    order = list(dict.fromkeys(pid_in(b) for _, b in res))
-    assert len(order) == 6, counts
-    assert all(counts[p] == 50 for p in order), counts
+    order = check_recycled(s, answers_until(s, 4), lambda p: 50)
     # A worker serves as soon as it told the master; the master's line about
     # it may come a moment later.
-    log = wait_for(lambda: len(ready_lines(s.read_log())) >= 6 and s.read_log(), 5,
-                   what="the six workers' ready lines")
-    assert log.count("max-requests reached") >= 5
-    assert [p for i, p in ready_lines(log)][:6] == order
+    log = wait_for(lambda: len(ready_lines(s.read_log())) >= 4 and s.read_log(), 5,
+                   what="the four workers' ready lines")
+    assert log.count("max-requests reached") >= 3
+    assert [p for i, p in ready_lines(log)][:4] == order
 
 
 def test_max_requests_loses_nothing_on_a_keepalive_connection(gangway):
     """README: a worker recycles "without losing a request". One client on
     one reused keep-alive connection (http.client, which reconnects only
-    when an answer says Connection: close), 30 requests, --max-requests 3
-    and one worker: the answer that reaches the limit says Connection: close
-    (the stop is decided as that request starts), so no request ever goes
-    out on a connection the worker is about to drop. (Before: the third
-    answer promised keep-alive and the connection was closed after it; the
-    next request failed.)"""
+    when an answer says Connection: close), --max-requests 3 and one worker,
+    until four workers answered: the answer that reaches the limit says
+    Connection: close (recycling is decided as that request starts), and so
+    does every later one of that worker, which serves on until its
+    replacement serves, so no request ever goes out on a connection the
+    worker is about to drop. (Before: the third answer promised keep-alive
+    and the connection was closed after it; the next request failed.)"""
     s = gangway("--workers", "1", "--max-requests", "3", "proc_app:application")
     conn = http.client.HTTPConnection(s.host, s.port, timeout=15)
-    failures, pids, closes = [], [], 0
+    failures, answers = [], []
+    deadline = time.monotonic() + 60
     try:
-        for i in range(30):
+        while len({p for p, _ in answers}) < 4 and len(answers) < 3000:
+            assert time.monotonic() < deadline, "too slow"
             try:
-                conn.request("GET", "/?i=%d" % i)
+                conn.request("GET", "/?i=%d" % len(answers))
                 r = conn.getresponse()
                 body = r.read()
                 assert r.status == 200, (r.status, body[:200])
-                pids.append(pid_in(body))
-                closes += (r.getheader("Connection") or "").lower() == "close"
+                answers.append((pid_in(body), (r.getheader("Connection") or "").lower() == "close"))
             except (OSError, http.client.HTTPException) as e:
-                failures.append((i, "%s: %s" % (type(e).__name__, e)))
+                failures.append((len(answers), "%s: %s" % (type(e).__name__, e)))
                 conn.close()  # the next request reconnects
     finally:
         conn.close()
     assert failures == [], failures
-    # Each worker answered exactly 3, the third with Connection: close.
-    order = list(dict.fromkeys(pids))
-    assert [pids.count(p) for p in order] == [3] * 10, pids
-    assert closes == 10
+    assert len(check_recycled(s, answers, lambda p: 3)) == 4
 
 
 def test_max_requests_answers_pipelined_requests_or_closes_cleanly(gangway):
@@ -732,26 +759,19 @@ def test_min_worker_lifetime_holds_max_requests_back(gangway):
 
 @pytest.mark.parametrize("opt", ["--max-requests-jitter", "--max-requests-delta"])
 def test_max_requests_jitter(gangway, opt):
+    """Worker i (its slot) recycles after max-requests + (i-1) * jitter:
+    its answer reaching that count is the first to say Connection: close."""
     s = gangway("--workers", "2", "--max-requests", "20", opt, "10", "proc_app:application")
-    res = sequential(s, 200)
-    bad = [x for x in res if not x[0]]
-    assert not bad, "%d of 200 failed: %s" % (len(bad), bad[:5])
-    counts = {}
-    for _, body in res:
-        p = pid_in(body)
-        counts[p] = counts.get(p, 0) + 1
+    answers = answers_until(s, 5)
     # (the newest worker may have answered before the master logged it)
-    log = wait_for(lambda: (lambda l: set(counts) <= {p for _, p in ready_lines(l)} and l)(
-        s.read_log()), 5, what="a ready line for every worker that answered")
-    lines = ready_lines(log)
-    worker_of = {p: i for i, p in lines}
-    assert set(counts) <= set(worker_of)
-    latest = current_workers(log)
-    retired = [p for i, p in lines if latest[i] != p]
-    for p in retired:
-        limit = 20 + (worker_of[p] - 1) * 10
-        assert counts.get(p) == limit, (worker_of[p], counts.get(p), limit)
-    assert {worker_of[p] for p in retired} == {1, 2}, (lines, counts)
+    log = wait_for(lambda: (lambda l: {p for p, _ in answers} <= {p for _, p in ready_lines(l)}
+                            and l)(s.read_log()), 5,
+                   what="a ready line for every worker that answered")
+    worker_of = {p: i for i, p in ready_lines(log)}
+    seen = {p for p, _ in answers}
+    wait_for(lambda: len(seen - live_children(s.pid)) >= 2, 15,
+             what="two recycled workers to exit")  # (their counts are final then)
+    check_recycled(s, answers, lambda p: 20 + (worker_of[p] - 1) * 10)
     assert re.search(r"worker 1: max-requests reached", log)
     assert re.search(r"worker 2: max-requests reached", log)
 
@@ -763,8 +783,9 @@ def test_max_worker_lifetime(gangway):
         with Load(s, threads=4, max_seconds=20) as load:
             wait_for(lambda: "max-worker-lifetime reached" in s.read_log(), 4,
                      what="max-worker-lifetime")
-            wait_for(lambda: current_workers(s.read_log())[1] != first, 5,
-                     what="a new worker 1")
+            # (its replacement takes another slot: it serves until that one does)
+            wait_for(lambda: any(p != first for _, p in ready_lines(s.read_log())), 5,
+                     what="a replacement")
             t_new = time.monotonic()
             wait_for(lambda: sum(1 for r in load.results if r[0] > t_new and r[2]) >= 50, 10,
                      what="requests after the recycle")
@@ -792,6 +813,189 @@ def test_reload_on_rss(gangway):
     res = sequential(s, 30)
     assert all(ok for ok, _ in res), res[:5]
     wait_for(lambda: served_pid(s) != first, 5, what="a new worker after reload-on-rss")
+
+
+@pytest.mark.parametrize("mode", ["reuse-port", "shared"])
+def test_recycling_under_load_refuses_and_resets_nothing(gangway, mode):
+    """Replacement first: a worker past --max-requests asks the master for
+    its replacement and serves on (accepting) until the replacement serves;
+    with --reuse-port its successor serves on its socket, so that socket
+    never closes with connections on it. Eight clients opening a connection
+    per request, two workers recycling every 50 requests: every request is
+    answered. (Before: each recycle closed the worker's own SO_REUSEPORT
+    socket while no replacement listened yet, the master's socket only
+    holding the address: thousands refused, hundreds reset. Without
+    --reuse-port the shared socket's queue always held them.)"""
+    extra = ["--reuse-port"] if mode == "reuse-port" else []
+    s = gangway("--workers", "2", "--max-requests", "50", "--disable-logging", *extra,
+                "proc_app:application")
+    with Load(s, threads=8, max_requests=3000, max_seconds=60) as load:
+        wait_for(lambda: len(load.results) >= 3000, 60, interval=0.1,
+                 what="3000 requests")
+    assert len(load.results) == 3000
+    assert not load.failures(), load.summary()
+    log = s.read_log()
+    # (a worker past its limit serves on until its replacement serves: under
+    # this load it answers a few hundred more, each with Connection: close)
+    assert log.count("max-requests reached") >= 4, log[-2000:]
+    assert log.count("starts in its place") >= 4, log[-2000:]
+
+
+def test_reload_with_reuse_port_serves_what_waits_on_the_old_socket(gangway, tmp_path):
+    """--reuse-port: each old worker's own socket closes at the end of a
+    reload; the connections the kernel queued on it meanwhile are taken and
+    answered first. Deterministic form: the old worker, at its connection
+    cap (one), is held in the app while the new one starts and the master
+    tells the old one to stop; then connections arrive, spread by the kernel
+    over both sockets, those on the old one queued as it does not accept.
+    (Before: the old worker closed its socket first thing and the kernel
+    reset them.)"""
+    app = reload_app(tmp_path)
+    gate, marker = tmp_path / "gate", tmp_path / "marker"
+    gate.write_text("closed")
+    s = gangway("--reuse-port", "--max-connections", "1", "--wsgi-file", str(app),
+                env=RELOAD_ENV)
+    old = current_workers(s.read_log())[1]
+    held = s.connect(timeout=30)
+    socks = []
+    try:
+        held.sendall(("GET /gate?gate=%s&marker=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      "Connection: close\r\n\r\n" % (gate, marker)).encode())
+        wait_for(marker.exists, 10, what="the old worker held in the app")
+        reload_app(tmp_path, version="two-after-reload")
+        s.signal(signal.SIGHUP)
+        wait_for(lambda: "new worker(s) serving" in s.read_log(), 20, what="the new worker")
+        for _ in range(16):
+            c = s.connect(timeout=15)
+            c.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            socks.append(c)
+        gate.unlink()
+        answers = []
+        for c in socks:
+            try:
+                r = RawReader(c, timeout=15).read_response()
+                answers.append((r.status, pid_in(r.body)))
+            except (OSError, EOFError) as e:
+                answers.append(("%s: %s" % (type(e).__name__, e), None))
+        r = RawReader(held, timeout=15).read_response()
+        assert r.status == 200 and pid_in(r.body) == old
+    finally:
+        gate.unlink(missing_ok=True)
+        held.close()
+        for c in socks:
+            c.close()
+        kill_leftovers(s, [old])
+    assert all(st == 200 for st, _ in answers), (answers, s.read_log()[-2000:])
+    # (each of the 16 went to either socket: none to the old one is 2**-16)
+    assert old in {p for _, p in answers}, answers
+    wait_for(lambda: reaped(old, s.pid), 10, what="the old worker to exit")
+
+
+REPLACE_FAILED_RE = re.compile(r"worker \d+ \(pid \d+\) cannot load the app; retrying in (\d+)s")
+
+
+def new_pid(server, old):
+    """The pid that answers a request if it is not old; None while old
+    answers or nothing does."""
+    try:
+        r = get(server, timeout=5)
+    except (OSError, EOFError, ValueError):
+        return None
+    p = pid_in(r.body) if r.status == 200 else None
+    return p if p != old else None
+
+
+@pytest.mark.parametrize("mode", ["reuse-port", "shared"])
+def test_recycling_worker_serves_while_its_replacement_cannot_start(gangway, tmp_path, mode):
+    """A worker past --max-requests whose replacement cannot start (a broken
+    deploy on disk, a database down at import) serves on, for as long as it
+    takes: the master retries the replacement with its back-off, and once
+    one serves the old worker stops. (Before: it stopped at once and,
+    with one worker, nothing served until a replacement could start.)"""
+    flag = tmp_path / "flaky"
+    extra = ["--reuse-port"] if mode == "reuse-port" else []
+    s = gangway("--workers", "1", "--max-requests", "3", *extra, "proc_flaky:application",
+                env=flaky_env(flag))
+    old = current_workers(s.read_log())[1]
+    try:
+        flag.write_text("raise")
+        answers = [get(s, timeout=5) for _ in range(3)]  # the third reaches the limit
+        assert [(r.status, pid_in(r.body)) for r in answers] == [(200, old)] * 3
+        wait_for(lambda: len(REPLACE_FAILED_RE.findall(s.read_log())) >= 2, 20,
+                 what="two failed starts of the replacement")
+        for _ in range(5):
+            r = get(s, timeout=5)
+            assert (r.status, pid_in(r.body)) == (200, old), s.read_log()[-2000:]
+            assert r.header("connection") == "close"
+        assert not reaped(old, s.pid)
+        flag.unlink()
+        new = wait_for(lambda: new_pid(s, old), 40, interval=0.2,
+                       what="the replacement to serve")
+        wait_for(lambda: reaped(old, s.pid), 10, what="the old worker to stop")
+    finally:
+        kill_leftovers(s, [old])
+    assert live_children(s.pid) == {new}
+    assert "giving up" not in s.read_log()
+
+
+def test_recycling_worker_is_replaced_after_a_failed_reload(gangway, tmp_path):
+    """A worker waiting for a replacement that cannot start, then a reload
+    whose new workers cannot start either: the re-executed master never got
+    the worker's note (it went to the previous image) but finds the reason
+    in its slot, so once the app loads again the worker is replaced, not
+    left serving past its limit for good."""
+    flag, passes = tmp_path / "flaky", tmp_path / "passes"
+    s = gangway("--workers", "1", "--max-requests", "3", "proc_flaky:application",
+                env=dict(flaky_env(flag), IMPORT_PASSES=str(passes)))
+    old = current_workers(s.read_log())[1]
+    try:
+        flag.write_text("raise")
+        assert [pid_in(get(s, timeout=5).body) for _ in range(3)] == [old] * 3
+        wait_for(lambda: REPLACE_FAILED_RE.search(s.read_log()), 10,
+                 what="a failed start of the replacement")
+        passes.write_text("1")  # the reload's check imports fine; its new worker does not
+        s.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in s.read_log(), 20, what='"reload failed"')
+        assert served_pid(s) == old
+        flag.unlink()
+        wait_for(lambda: new_pid(s, old), 40, interval=0.2, what="the replacement to serve")
+        wait_for(lambda: reaped(old, s.pid), 10, what="the old worker to stop")
+    finally:
+        kill_leftovers(s, [old])
+
+
+def test_reload_on_rss_waits_for_a_replacement_at_most_graceful_timeout(gangway, tmp_path):
+    """Past --reload-on-rss a worker also serves on until its replacement
+    serves, but memory is what that limit protects: when no replacement can
+    start, it stops after --graceful-timeout anyway."""
+    flag = tmp_path / "flaky"
+    s = gangway("--workers", "1", "--reload-on-rss", "60", "--graceful-timeout", "3",
+                "proc_flaky:application", env=flaky_env(flag))
+    old = served_pid(s)
+    try:
+        flag.write_text("raise")
+        for _ in range(4):
+            r = get(s, "/grow", timeout=15)
+            assert r.status == 200, r.status
+            try:
+                wait_for(lambda: "reload-on-rss reached" in s.read_log(), 1.5,
+                         what="reload-on-rss")
+                break
+            except TimeoutError:
+                pass
+        wait_for(lambda: "reload-on-rss reached" in s.read_log(), 3,
+                 what='"reload-on-rss reached" in the log')
+        t0 = time.monotonic()
+        assert served_pid(s) == old  # it serves on meanwhile
+        wait_for(lambda: reaped(old, s.pid), 15, what="the old worker to stop")
+        took = time.monotonic() - t0
+        log = s.read_log()
+        assert "reload-on-rss: no replacement serves yet: stopping" in log, log[-2000:]
+        assert 1.5 <= took, "stopped %.1fs after the limit" % took
+        flag.unlink()
+        wait_for(lambda: new_pid(s, old), 40, interval=0.2, what="a replacement to serve")
+    finally:
+        kill_leftovers(s, [old])
 
 
 # ---------------------------------------------------------------------------

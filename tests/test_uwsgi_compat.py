@@ -888,16 +888,20 @@ def test_recycle_workers_were_replaced(recycle_runs, kind):
         # One request at a time per worker: exactly max-requests, then it is
         # replaced (max-requests-delta is unknown to uWSGI 2.0.21).
         limit = MAX_REQUESTS
+        assert most <= limit, (kind, most, limit)
+        # so 300 requests (and the start-up probe) need several generations
+        assert len(pids) >= -(-(TOTAL + 1) // limit), (kind, pids)
+        assert len(pids) > PROCESSES
     else:
-        # Worker i stops after max-requests + (i-1) * delta requests, and
-        # then finishes the connections it had already accepted (a gangway
-        # worker holds several at once; with THREADS clients at most
-        # THREADS - 1 others): a few more than the count, never dropped.
-        limit = MAX_REQUESTS + (PROCESSES - 1) * DELTA + (THREADS - 1)
-    assert most <= limit, (kind, most, limit)
-    # so 300 requests (and the start-up probe) need several generations
-    assert len(pids) >= -(-(TOTAL + 1) // limit), (kind, pids)
-    assert len(pids) > PROCESSES
+        # Worker i reaches its count after max-requests + (i-1) * delta
+        # requests and serves on (each answer saying Connection: close)
+        # until its replacement serves: more than the count, by as many as
+        # come meanwhile, never refused or dropped. So the 300 requests may
+        # all be answered before a replacement serves: the log says they
+        # were started.
+        assert most >= MAX_REQUESTS, (kind, most)
+        assert "starts in its place" in recycle_runs[kind]["log"]
+    assert len(pids) >= PROCESSES
     # all of them children of the one master
     assert {r["ppid"] for r in res} == {recycle_runs[kind]["run"].pid}
 

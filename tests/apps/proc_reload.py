@@ -2,6 +2,8 @@
 tmp_path and rewrite VERSION (or break the import) between generations.
 
     /slow   creates the file named by ?marker=PATH, then takes ~1 s
+    /gate   creates the file named by ?marker=PATH, then waits while the file
+            named by ?gate=PATH exists (30 s at most)
 """
 import os
 import time
@@ -12,6 +14,13 @@ VERSION = "one"
 
 def application(environ, start_response):
     slow = ""
+    if environ["PATH_INFO"] == "/gate":
+        q = parse_qs(environ.get("QUERY_STRING", ""))
+        with open(q["marker"][0], "w") as f:
+            f.write("started\n")
+        deadline = time.monotonic() + 30
+        while os.path.exists(q["gate"][0]) and time.monotonic() < deadline:
+            time.sleep(0.01)
     if environ["PATH_INFO"] == "/slow":
         with open(parse_qs(environ.get("QUERY_STRING", ""))["marker"][0], "w") as f:
             f.write("started\n")
