@@ -644,7 +644,7 @@ def test_max_requests_recycles_lose_no_request_of_busy_keepalive_clients(gangway
     the worker recycles on one client's request, the other is idle between
     two of its own for an instant. Its next POST must be answered (with
     Connection: close), not crossed by the close of its connection: a POST
-    cannot be retried blindly. 2 x 500 POSTs, about 50 recycles, no
+    cannot be retried blindly. 2 x 500 POSTs, several recycles, no
     failure. (Before: the idle connection was closed as the stop began,
     about one POST in three recycles lost, some with a reset.)"""
     s = gangway("--workers", "1", "--max-requests", "20", "proc_app:application")
@@ -686,7 +686,9 @@ def test_max_requests_recycles_lose_no_request_of_busy_keepalive_clients(gangway
     assert not any(t.is_alive() for t in threads), "clients still running after 120 s"
     log = s.read_log()
     assert outcomes == {"200": 2 * per_client}, (outcomes, log.count("max-requests reached"))
-    assert log.count("max-requests reached") >= 10
+    # A recycling worker serves on until its replacement serves (replacement
+    # first), so 1,000 requests make fewer recycles than 1,000 / 20.
+    assert log.count("max-requests reached") >= 3
 
 
 def test_graceful_stop_answers_a_busy_keepalive_client_and_closes_idle_ones_cleanly(gangway):
