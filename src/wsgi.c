@@ -142,11 +142,11 @@ const char *gw_wsgi_python_version(void)
  * connection, log the parent's lines again, and go on serving the port
  * unsupervised, after the master is gone. So the pthread_atfork() child
  * handler marks it, and wherever control comes back from Python (the app
- * call, each step of its iterator, close(), start_response(), write(), a
- * finalizer, the loop) the mark is read (one load) and such a child leaves
- * at once with _exit(): no Python finalization, no flush of any buffer it
+ * call, each step of its iterator, close(), write(), finalizers, the loop
+ * before it waits) the mark is read (one load) and such a child leaves at
+ * once with _exit(): no Python finalization, no flush of any buffer it
  * shares with its parent. A child that execs (subprocess) or ends itself
- * (multiprocessing's workers end with os._exit()) never comes back. */
+ * (multiprocessing's processes end with os._exit()) never comes back. */
 static bool is_app_fork_child;
 static bool is_own_fork; /* gangway forks a --preload worker: not the app's */
 /* The forking thread's signal mask, restored after the fork. */

@@ -1,5 +1,5 @@
 """start_response and write() belong to their request, whatever thread calls
-them; an app's fork() leaves one answer (issue 21).
+them; an app's fork() leaves one answer.
 
 App: tests/apps/callables_app.py. Each test failed on the code before its
 fix (see the commit that added it):
