@@ -124,16 +124,20 @@ def test_threads_writing_at_once_each_chunk_goes_out_whole(server, tmp_path):
     assert not any(sign in log for sign in CRASH_SIGNS), log[-3000:]
 
 
-def test_threads_writing_while_the_generator_streams(server):
-    """App threads write() while the answer's generator streams to a slow
-    client: the pump pauses with the queue full of their chunks, and their
-    write() may empty the queue the pump waits on."""
+def test_threads_writing_while_the_generator_streams(server, tmp_path):
+    """App threads write() while the answer's generator streams to a client
+    that does not read at first: the pump pauses with the queue full of
+    their chunks (its block waits for room), their write() may empty the
+    queue the pump waits on, and the last chunk may wait for room too."""
     before = pid(server)
-    n, blocks, kib = 8, 30, 16
+    mark = tmp_path / "entered"
+    n, blocks, kib = 40, 4, 64
     s = slow_socket(server)
     try:
-        s.sendall(b"GET /threads-gen?n=%d&blocks=%d&kib=%d HTTP/1.1\r\nHost: t\r\n\r\n"
-                  % (n, blocks, kib))
+        s.sendall(b"GET /threads-gen?n=%d&blocks=%d&kib=%d&mark=%s HTTP/1.1\r\nHost: t\r\n\r\n"
+                  % (n, blocks, kib, str(mark).encode()))
+        wait_for(lambda: mark.exists() and "y" in mark.read_text().split(), 30,
+                 what="every thread in write(), and the first block")
         head, chunks = read_chunks(s)
     finally:
         s.close()

@@ -7,11 +7,13 @@ them, and an app that forks (tests/test_wsgi_callables.py).
                           one letter (thread i: chr(65 + i % 26)), at once;
                           each appends a line to PATH before its write(); the
                           answer ends with "END" and what the writes raised
-    /threads-gen?n=N&blocks=B&kib=K
+    /threads-gen?n=N&blocks=B&kib=K&mark=PATH
                           a generator yielding B blocks of K KiB of "g" while
                           N threads each write() B blocks of K KiB of their
-                          letter; its last step waits for the threads, then
-                          yields "END" and what the writes raised
+                          letter (a line to PATH before each); its first
+                          block waits until every thread is in write() (then
+                          a line "y" to PATH), its last step for the threads
+                          to end, then it yields "END" and what they raised
     /keep                 keeps its start_response and write
     /use-kept             a generator whose first step calls the kept write
                           and start_response (exc_info), then yields what
@@ -71,21 +73,38 @@ def threads(environ, start_response):
 def threads_gen(environ, start_response):
     a = _args(environ)
     n, blocks, size = int(a["n"]), int(a["blocks"]), int(a["kib"]) * 1024
+    mark = a.get("mark")
     write = start_response("200 OK", TEXT)
     errors = []
+    lock = threading.Lock()
 
     def run(i):
         try:
             for _ in range(blocks):
+                if mark:
+                    with lock, open(mark, "a") as f:
+                        f.write("%d\n" % i)
                 write(bytes([65 + i % 26]) * size)
         except Exception as e:  # noqa: BLE001
             errors.append(repr(e))
 
     ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
 
+    def entered():
+        with lock, open(mark) as f:
+            return len(f.read().split())
+
     def gen():
         for t in ts:
             t.start()
+        if mark:
+            # The client reads nothing yet: with every thread's chunk queued
+            # or waiting for room, this block finds the queue full.
+            deadline = time.monotonic() + 30
+            while entered() < n and time.monotonic() < deadline:
+                time.sleep(0.005)
+            with lock, open(mark, "a") as f:
+                f.write("y\n")
         for _ in range(blocks):
             yield b"g" * size
         for t in ts:
