@@ -11,11 +11,12 @@ fix (see the commit that added it):
 - write() and start_response were one pair per worker acting on whichever
   request ran: a kept reference wrote into, or restarted, another answer;
 - a child the app forked and let return answered the request a second time
-  and kept serving; `with multiprocessing.Pool()` stopped the worker (the
-  pool's SIGTERM to its children went into the worker's signal pipe);
+  and kept serving; a SIGTERM to a multiprocessing child (Process.terminate,
+  Pool's) went into the worker's signal pipe: the worker stopped and the
+  child lived on;
 - a wsgi.file_wrapper positioned past its file's end raised OSError(0, 'Success').
 """
-import os
+import ast
 import re
 import socket
 
@@ -147,6 +148,35 @@ def test_threads_writing_while_the_generator_streams(server, tmp_path):
     assert all(len(c) == kib * 1024 and one_letter(c) for c in body)
     want = sorted([b"g"] * blocks + [bytes([65 + i % 26]) for i in range(n)] * blocks)
     assert sorted(c[:1] for c in body) == want
+    assert pid(server) == before
+
+
+def test_threads_writing_to_a_client_that_stopped_reading_all_raise(gangway, tmp_path):
+    """The client reads nothing: --write-timeout ends the answer, and every
+    thread's write() (the one polling the socket, those waiting for it, those
+    waiting for room in the queue) raises OSError; the access log line says
+    aborted, and the worker serves on."""
+    log = tmp_path / "access.log"
+    server = gangway("--workers", "1", "--write-timeout", "1", "--access-log", str(log),
+                     "--log-format", "%(uri) %(status) %(aborted)", "callables_app:application")
+    before = pid(server)
+    mark = tmp_path / "entered"
+    n = 30
+    s = slow_socket(server)
+    try:
+        s.sendall(b"GET /threads?n=%d&kib=1024&mark=%s HTTP/1.1\r\nHost: t\r\n\r\n"
+                  % (n, str(mark).encode()))
+        done = tmp_path / "entered.done"
+        wait_for(done.exists, 30, what="the app to end")
+    finally:
+        s.close()
+    errors = ast.literal_eval(done.read_text())
+    # The kernel's socket buffers take the first few MiB (tcp_wmem's 4 MiB
+    # at most): those write()s return; every other one raises.
+    assert set(errors) == {"OSError('client disconnected')"} and len(errors) >= n - 8, errors
+    wait_for(lambda: log.exists() and "/threads" in log.read_text(), 10, what="the log line")
+    line = [x for x in log.read_text().splitlines() if "/threads" in x][0]
+    assert line.endswith(" 200 aborted"), line
     assert pid(server) == before
 
 

@@ -6,7 +6,8 @@ them, and an app that forks (tests/test_wsgi_callables.py).
                           N threads each write() one block of K KiB, all of
                           one letter (thread i: chr(65 + i % 26)), at once;
                           each appends a line to PATH before its write(); the
-                          answer ends with "END" and what the writes raised
+                          answer ends with "END" and what the writes raised,
+                          also written to PATH.done
     /threads-gen?n=N&blocks=B&kib=K&mark=PATH
                           a generator yielding B blocks of K KiB of "g" while
                           N threads each write() B blocks of K KiB of their
@@ -67,6 +68,9 @@ def threads(environ, start_response):
         t.start()
     for t in ts:
         t.join()
+    if mark:
+        with open(mark + ".done", "w") as f:
+            f.write(repr(sorted(errors)))
     return [b"END" + repr(errors).encode()]
 
 
