@@ -215,13 +215,17 @@ def _state(p):
     return st[st.rindex(")") + 2]
 
 
-def test_forked_child_that_returns_exits_without_answering(server):
-    """os.fork() in the app, and the child returns like the parent: one
-    answer on the connection; the child logs one line and exits at once."""
+@pytest.mark.parametrize("where", ["app", "iter", "close"])
+def test_forked_child_that_returns_exits_without_answering(server, tmp_path, where):
+    """os.fork() in the app, in a step of its iterator or in its close(), and
+    the child returns like the parent: one answer on the connection; the
+    child logs one line and exits at once."""
     before = pid(server)
+    mark = tmp_path / "child"
     s = server.connect(timeout=30)
     try:
-        s.sendall(b"GET /fork HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET /fork?where=%s&mark=%s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                  % (where.encode(), str(mark).encode()))
         data = bytearray()
         while True:
             b = s.recv(65536)
@@ -231,8 +235,16 @@ def test_forked_child_that_returns_exits_without_answering(server):
     finally:
         s.close()
     assert data.count(b"HTTP/1.1 ") == 1, bytes(data)
-    assert data.endswith(b"from the parent"), bytes(data)
-    child = int(re.search(rb"(?i)\r\nx-child: (\d+)", data).group(1))
+    assert b"from the child" not in data, bytes(data)
+    if where == "app":
+        assert data.endswith(b"from the parent"), bytes(data)
+        child = int(re.search(rb"(?i)\r\nx-child: (\d+)", data).group(1))
+    elif where == "iter":
+        child = int(re.search(rb"from the parent (\d+)", data).group(1))
+    else:
+        assert b"from the parent" in data, bytes(data)
+        wait_for(lambda: mark.exists() and mark.read_text(), 10, what="the child's pid")
+        child = int(mark.read_text())
     # gone, or a zombie of the worker (the app did not wait for it)
     wait_for(lambda: _state(child) in (None, "Z"), 10, what="the forked child to exit")
     wait_for(lambda: "a child process the app forked returned into gangway" in server.read_log(),

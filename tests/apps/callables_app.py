@@ -20,7 +20,11 @@ them, and an app that forks (tests/test_wsgi_callables.py).
                           and start_response (exc_info), then yields what
                           they raised
     /ids                  id() of this request's start_response and write
-    /fork                 os.fork(); the child returns too; X-Child: its pid
+    /fork?where=W         os.fork() in the app (W=app), in a step of its
+                          iterator (iter) or in its close() (close); the
+                          child returns too; its pid in the X-Child header
+                          (app) or the answer (iter), or to PATH (close:
+                          &mark=PATH)
     /pool                 multiprocessing.Pool(2).map in a with block
     /terminate            a multiprocessing.Process sleeping, terminate()d: its exit code
     /subprocess           subprocess.run(["echo", "sub"]) output
@@ -135,6 +139,36 @@ def use_kept(environ, start_response):
     return gen()
 
 
+class ForkInClose:
+    def __init__(self, mark):
+        self.mark = mark
+
+    def __iter__(self):
+        return iter([b"from the parent"])
+
+    def close(self):
+        child = os.fork()
+        if child:
+            with open(self.mark, "w") as f:
+                f.write(str(child))
+
+
+def fork(environ, start_response):
+    where = _args(environ).get("where", "app")
+    if where == "app":
+        child = os.fork()
+        start_response("200 OK", TEXT + [("X-Child", str(child))])
+        return [b"from the child" if child == 0 else b"from the parent"]
+    start_response("200 OK", TEXT)
+    if where == "close":
+        return ForkInClose(_args(environ)["mark"])
+
+    def gen():
+        child = os.fork()
+        yield b"from the child" if child == 0 else b"from the parent %d" % child
+    return gen()
+
+
 def wrapper_past_end(environ, start_response):
     f = tempfile.TemporaryFile()
     f.write(b"0123456789")
@@ -159,9 +193,7 @@ def application(environ, start_response):
         write = start_response("200 OK", TEXT)
         return [b"%d %d" % (id(start_response), id(write))]
     if path == "/fork":
-        child = os.fork()
-        start_response("200 OK", TEXT + [("X-Child", str(child))])
-        return [b"from the child" if child == 0 else b"from the parent"]
+        return fork(environ, start_response)
     if path == "/pool":
         with multiprocessing.get_context("fork").Pool(2) as pool:
             r = pool.map(square, range(10))
