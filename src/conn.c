@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -1155,26 +1156,40 @@ int gw_conn_send(gw_conn_t *c)
     return rc;
 }
 
-int gw_conn_wait_writable(gw_conn_t *c)
+gw_conn_wait_t gw_conn_wait_for(const gw_conn_t *c)
 {
-    struct pollfd pfd = {.fd = c->watch.fd, .events = POLLOUT};
+    uint64_t ms = c->ctx->write_timeout_ms;
+    return (gw_conn_wait_t){.fd = c->watch.fd, .timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms};
+}
+
+int gw_conn_wait(gw_conn_wait_t wt)
+{
+    struct pollfd pfd = {.fd = wt.fd, .events = POLLOUT};
     int n;
 
     do {
-        n = poll(&pfd, 1, (int)c->ctx->write_timeout_ms);
+        n = poll(&pfd, 1, wt.timeout_ms);
     } while (n < 0 && errno == EINTR);
     if (n < 0)
-        n = -errno;
-    else if (n == 0)
-        n = -ETIMEDOUT;
-    else if (pfd.revents & (POLLERR | POLLHUP))
-        n = -EPIPE;
-    if (n < 0) {
-        give_up(c); /* the caller drops the queue: count what it held now */
-        return n;
-    }
-    c->can_write = true;
+        return -errno;
+    if (n == 0)
+        return -ETIMEDOUT;
+    if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL))
+        return -EPIPE;
     return 0;
+}
+
+void gw_conn_give_up(gw_conn_t *c)
+{
+    give_up(c); /* the caller drops the queue: count what it held now */
+}
+
+void gw_conn_resume(gw_conn_t *c)
+{
+    if (c->state != C_APP || c->want_resume)
+        return;
+    c->want_resume = true;
+    ready_push(c);
 }
 
 static void enter_keepalive(gw_conn_t *c)

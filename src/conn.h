@@ -126,16 +126,33 @@ bool gw_conn_may_keep_alive(const gw_conn_t *c);
  * gone; the handler drops its state and calls gw_conn_finish(c, false, ...). */
 int gw_conn_send(gw_conn_t *c);
 
-/* Waits until the socket is writable or the write timeout passes: for the
- * WSGI write() callable, which must not return before its bytes are out.
- * Blocks; the caller releases the GIL around it. 0, -ETIMEDOUT or -errno. */
-int gw_conn_wait_writable(gw_conn_t *c);
+/* For the WSGI write() callable, which must not return before its bytes are
+ * out: it waits for the socket without the GIL, while the app's other
+ * threads may write to c, or end its response, and the loop may run. So
+ * the wait reads nothing of c: gw_conn_wait_for() takes the socket and the
+ * write timeout while the handler owns c; gw_conn_wait() blocks until the
+ * socket is writable or the timeout passes (0, -ETIMEDOUT or -errno) and
+ * touches no connection; after a failure the handler, owning c again, ends
+ * the answer with gw_conn_give_up() (its log line then says aborted). */
+typedef struct gw_conn_wait {
+    int fd;
+    int timeout_ms;
+} gw_conn_wait_t;
+gw_conn_wait_t gw_conn_wait_for(const gw_conn_t *c);
+int gw_conn_wait(gw_conn_wait_t wt);
+void gw_conn_give_up(gw_conn_t *c);
+
+/* The handler emptied the output queue itself with gw_conn_send() (an app
+ * thread's write()) while its response waited for on_resume: run on_resume
+ * from the top of the loop, as the queue draining there would have. Within
+ * one loop turn (the loop may be waiting, up to a second). */
+void gw_conn_resume(gw_conn_t *c);
 
 /* The response is complete (or abandoned): log it, and go back to reading
  * when keep_alive (the answer said so and is all sent; requests already
  * read are answered even if a stop began meanwhile), else close: at once
- * when the answer was given up (gw_conn_send() or gw_conn_wait_writable()
- * failed; the log line then says aborted, with status 499 if no byte of it
+ * when the answer was given up (gw_conn_send() failed, or
+ * gw_conn_give_up(); the log line then says aborted, with status 499 if no byte of it
  * left), with a lingering close when the client may have sent more.
  * status and body_bytes (queued) are for the log. The handler must not
  * touch c afterwards. */

@@ -3,6 +3,7 @@
 #include "wsgi.h"
 
 #include "log.h"
+#include "signals.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -23,10 +24,13 @@
 
 enum { M_SEQ, M_ITER, M_FILE };
 
+typedef struct binding binding_t;
+
 /* One request's application state, in the request arena. */
 typedef struct wreq {
     gw_wsgi_t *w;
     gw_conn_t *conn;
+    PyObject *sr;     /* owned: this request's start_response, unbound at the end */
     PyObject *input;  /* owned; detached at the end */
     PyObject *result; /* owned: what the app returned */
     PyObject *iter;   /* owned, M_ITER */
@@ -36,6 +40,7 @@ typedef struct wreq {
     PyObject **items; /* in the arena, or &one */
     PyObject *one;
     Py_ssize_t seq_i, seq_n;
+    PyObject *pending; /* owned: a body block taken but not queued, the ring being full */
     gw_hdr_t *hdrs;   /* validated copies in the arena */
     size_t nhdrs;
     char *status;
@@ -51,6 +56,8 @@ typedef struct wreq {
     bool headers_set, headers_sent, chunked, no_body, keep_alive, app_close;
     bool has_server, has_date, has_request_id, is_finishing, is_dead, has_truncated;
     bool is_complete; /* the answer is all queued (or abandoned): write() refuses */
+    bool awaits_resume; /* the pump is back in the loop until on_resume */
+    bool is_ending;     /* end_body() waits for room for the last chunk */
 } wreq_t;
 
 typedef struct known_header {
@@ -62,14 +69,17 @@ typedef struct known_header {
 struct gw_wsgi {
     const gw_config_t *cfg;
     PyObject *app;
-    PyObject *start_response; /* bound to this struct through a capsule */
-    PyObject *write;
+    /* Pairs of start_response and write nobody holds, for the next requests:
+     * no allocation per request. A few, not one: a request whose answer
+     * waits for a slow client keeps its pair while the next ones run. With
+     * threads per worker (issue 16), per thread. */
+    PyObject *spare_sr[8];
+    unsigned nspare;
     PyObject *errors;
     PyObject **templates;     /* one environ template per listener */
     const gw_listener_t *listeners;
     size_t nlisteners;
     PyThreadState *tstate;
-    wreq_t *cur;              /* the request whose Python code is running */
     PyObject *k_method, *k_path, *k_query, *k_uri, *k_proto, *k_raddr, *k_rport, *k_sname,
         *k_ctype, *k_clen, *k_input, *k_reqid, *s_close;
     PyObject *v_http10, *v_http11, *v_empty, *v_https;
@@ -121,6 +131,66 @@ const char *gw_wsgi_python_version(void)
 {
     return PY_VERSION;
 }
+
+/* ---- a fork() by the app ---- */
+
+/* The child of a fork() gangway did not make (the app's os.fork(), a C
+ * library's fork()) is a copy of this worker: it shares the client's
+ * socket, the listeners and the epoll set, and holds a copy of the output
+ * queue and of the access-log buffer. Should it come back into gangway (an
+ * app that lets the child return) it would send a second answer on the
+ * connection, log the parent's lines again, and go on serving the port
+ * unsupervised, after the master is gone. So the pthread_atfork() child
+ * handler marks it, and wherever control comes back from Python (the app
+ * call, each step of its iterator, close(), write(), finalizers, the loop
+ * before it waits) the mark is read (one load) and such a child leaves at
+ * once with _exit(): no Python finalization, no flush of any buffer it
+ * shares with its parent. A child that execs (subprocess) or ends itself
+ * (multiprocessing's processes end with os._exit()) never comes back. */
+static bool is_app_fork_child;
+static bool is_own_fork; /* gangway forks a --preload worker: not the app's */
+/* The forking thread's signal mask, restored after the fork. */
+static _Thread_local sigset_t fork_mask;
+
+/* The child's signals are its own: gangway's handlers would write into the
+ * worker's signal pipe, so a SIGTERM meant for the child (multiprocessing
+ * ends its processes so, `with Pool()` among them) stopped the worker and
+ * left the child running. The child goes back to the default handlers; the
+ * handled signals stay blocked across the fork, so that one sent at once
+ * (before the child's handler runs) waits for those defaults. */
+static void on_fork_prepare(void)
+{
+    if (!is_own_fork)
+        gw_signals_block(&fork_mask);
+}
+
+static void on_fork_parent(void)
+{
+    if (!is_own_fork)
+        gw_signals_restore(&fork_mask);
+}
+
+static void on_fork_child(void)
+{
+    if (is_own_fork)
+        return;
+    is_app_fork_child = true;
+    gw_signals_close(-1); /* signal() and close() only: async-signal-safe */
+    gw_signals_restore(&fork_mask);
+}
+
+static void leave_fork_child(void)
+{
+    gw_log_error("pid %d: a child process the app forked returned into gangway; it exits "
+                 "now (a child must exec, or end with os._exit())", (int)getpid());
+    _exit(1);
+}
+
+#define CHECK_FORK()                                                                               \
+    do {                                                                                           \
+        if (is_app_fork_child)                                                                     \
+            leave_fork_child();                                                                    \
+    } while (0)
 
 /* Logs the pending exception with its traceback, after a line of context. */
 static void log_exception(const char *what, wreq_t *wr)
@@ -688,10 +758,35 @@ static int take_headers(wreq_t *wr, PyObject *status, PyObject *headers)
     return 0;
 }
 
-static gw_wsgi_t *from_capsule(PyObject *self)
-{
-    return PyCapsule_GetPointer(self, NULL);
-}
+/* start_response and write(), bound to one request. They were one pair
+ * per worker that acted on whichever request ran then: a thread the app
+ * started for one request, or a reference it kept, wrote into the answer of
+ * the next one, or called start_response for it. Now each request gets its
+ * own pair, builtin functions bound (their __self__) to a binding_t that
+ * points to the request; when the request ends the binding lets go of it,
+ * and a later call raises RuntimeError and sends nothing. No allocation per
+ * request: when nobody else holds them after the request, the pair serves
+ * the next one (unbind_request); a pair the app kept is left to it and a
+ * fresh one is made. They stay builtin functions (METH_FASTCALL, METH_O)
+ * rather than objects of a type with its own vectorcall, because the
+ * interpreter specializes calls to builtins only: an object with
+ * tp_vectorcall cost the hello app 64 instructions more per request
+ * (callgrind, Python 3.11: its CALL takes the generic path). */
+typedef struct binding {
+    PyObject_HEAD
+    wreq_t *wr;       /* the request; NULL once it ended */
+    PyObject *write;  /* owned: the write() start_response returns, bound to this object;
+                       * cleared when the pair is dropped (it holds us: no cycle left) */
+    /* The threads whose write() waits for the socket, without the GIL: one
+     * polls it, the others wait for it to say it woke (wait_socket()). */
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    uint64_t wakeups;  /* under mu: the poller's returns */
+    bool has_poller;   /* under mu */
+} binding_t;
+
+static const char over_msg[] = "the request is over: start_response and write() belong to the "
+                               "request they were given to";
 
 /* Raises the exception of an exc_info tuple, as `raise
  * exc_info[1].with_traceback(exc_info[2])` does (PEP 3333), once it is known
@@ -741,11 +836,14 @@ bad:
     return NULL;
 }
 
+/* Each error path below returns at once after any Python code ran (repr()
+ * in a message, the exception class called by reraise()): that code may let
+ * other threads run, which may end the request and free wr. */
 static PyObject *start_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames)
 {
-    gw_wsgi_t *w = from_capsule(self);
-    wreq_t *wr = w->cur;
+    binding_t *b = (binding_t *)self;
+    wreq_t *wr = b->wr;
     PyObject *exc_info = NULL;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
 
@@ -757,7 +855,7 @@ static PyObject *start_response(PyObject *self, PyObject *const *args, Py_ssize_
     if (nargs + nkw == 3)
         exc_info = args[2];
     if (!wr) {
-        PyErr_SetString(PyExc_RuntimeError, "start_response() called outside a request");
+        PyErr_SetString(PyExc_RuntimeError, over_msg);
         return NULL;
     }
     if (wr->is_complete) {
@@ -778,12 +876,11 @@ static PyObject *start_response(PyObject *self, PyObject *const *args, Py_ssize_
     if (take_headers(wr, args[0], args[1]) < 0)
         return NULL;
     wr->headers_set = true;
-    Py_INCREF(w->write);
-    return w->write;
+    return Py_NewRef(b->write); /* set while wr is */
 }
 
 static int send_head(wreq_t *wr);
-static void queue_body(wreq_t *wr, PyObject *item);
+static int queue_body(wreq_t *wr, PyObject *item);
 
 /* A reference to a body block the output queue may hold: the object itself
  * when it is exactly bytes, a plain bytes copy of a bytes subclass. The
@@ -816,7 +913,10 @@ static hk_pause_t harakiri_pause(gw_wsgi_t *w)
     hk_pause_t p = {0, 0};
     uint64_t ahead;
 
-    if (!w->wd_slot)
+    /* The clock times the loop's thread; another thread's write() waiting
+     * (an app's threads) is not what it counts, and two threads moving it
+     * at once would leave it wrong. */
+    if (!w->wd_slot || PyThread_get_thread_ident() != w->main_thread)
         return p;
     p.since = atomic_load_explicit(&w->wd_slot->busy_since_ms, memory_order_relaxed);
     if (!p.since)
@@ -839,14 +939,164 @@ static void harakiri_resume(gw_wsgi_t *w, hk_pause_t p)
                           memory_order_release);
 }
 
+/* The output segments one body block takes: size line, data and CRLF when
+ * chunked. They go into the ring together or not at all. */
+static unsigned body_segs(const wreq_t *wr)
+{
+    return wr->chunked ? 3 : 1;
+}
+
+/* gw_conn_send() for write(): when the queue drains while the pump waits in
+ * the loop for it to drain (another thread's write() sent the pump's bytes
+ * too), the pump would wait for a wake-up that never comes; it is resumed
+ * instead. */
+static int send_from_write(wreq_t *wr)
+{
+    int rc = gw_conn_send(wr->conn);
+    if (rc == 0 && wr->awaits_resume)
+        gw_conn_resume(wr->conn);
+    return rc;
+}
+
+/* The client is gone (or took nothing for --write-timeout): write() raises,
+ * the rest of the answer is dropped. Always NULL. */
+static wreq_t *write_failed(wreq_t *wr)
+{
+    wr->is_dead = true;
+    gw_out_discard(gw_conn_out(wr->conn));
+    if (wr->awaits_resume)
+        gw_conn_resume(wr->conn); /* the pump ends the answer */
+    PyErr_SetString(PyExc_OSError, "client disconnected");
+    return NULL;
+}
+
+/* Without the GIL: waits until the socket takes more (0), or for
+ * --write-timeout (-ETIMEDOUT). One waiting thread polls the socket; the
+ * others sleep until it returns. Several threads in poll() at once starved:
+ * a write-space wake-up wakes them all, the first to run refills the
+ * socket, and the rest, finding it full again, sleep on inside poll(); a
+ * thread could miss every wake-up until --write-timeout cut a client that
+ * was reading all along. The poller is alone in poll(), so it sees each
+ * one. A sleeper returns 0 when the poller returns (or after the timeout
+ * and a second, which the poller's own timeout comes before): the caller
+ * looks at the queue again and, if its bytes are not out, waits again. */
+static int wait_socket(binding_t *b, gw_conn_wait_t wt)
+{
+    struct timespec until;
+    uint64_t seen;
+    int rc = 0;
+
+    pthread_mutex_lock(&b->mu);
+    if (!b->has_poller) {
+        b->has_poller = true;
+        pthread_mutex_unlock(&b->mu);
+        rc = gw_conn_wait(wt);
+        pthread_mutex_lock(&b->mu);
+        b->has_poller = false;
+        b->wakeups++;
+        pthread_cond_broadcast(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+        return rc;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += wt.timeout_ms / 1000 + 1;
+    until.tv_nsec += (long)(wt.timeout_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    seen = b->wakeups;
+    while (b->wakeups == seen && pthread_cond_timedwait(&b->cv, &b->mu, &until) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&b->mu);
+    return 0;
+}
+
+/* Waits without the GIL until the socket takes more, or --write-timeout
+ * passes. Other threads run meanwhile: they may write too, and the request
+ * may end (the caller holds b, so it is not bound to another request
+ * meanwhile). Returns the request, still bound and alive, or NULL with an
+ * exception set. */
+static wreq_t *wait_writable(binding_t *b, wreq_t *wr)
+{
+    gw_wsgi_t *w = wr->w; /* worker lifetime */
+    gw_conn_wait_t wt = gw_conn_wait_for(wr->conn);
+    hk_pause_t p = harakiri_pause(w);
+    int rc;
+
+    Py_BEGIN_ALLOW_THREADS
+    rc = wait_socket(b, wt);
+    Py_END_ALLOW_THREADS
+    harakiri_resume(w, p);
+    if (!(wr = b->wr)) {
+        PyErr_SetString(PyExc_RuntimeError, over_msg);
+        return NULL;
+    }
+    if (wr->is_dead) {
+        PyErr_SetString(PyExc_OSError, "client disconnected");
+        return NULL;
+    }
+    if (rc < 0) {
+        gw_conn_give_up(wr->conn);
+        return write_failed(wr);
+    }
+    return wr;
+}
+
+/* Queues block (from take_block(); NULL: a body-less answer) and returns
+ * once it is out (PEP 3333). Several threads may be in here at once, each
+ * waiting for the socket without the GIL with its block queued: the ring
+ * (GW_OUT_SEGS) is made room in before a block goes in whole, and each
+ * returns when the bytes up to its own are sent, not when the queue is
+ * empty, which other threads could keep from ever happening. 0, or -1 with
+ * an exception set. */
+static int write_block(binding_t *b, wreq_t *wr, PyObject *block)
+{
+    uint64_t target;
+    int rc;
+
+    while (block && queue_body(wr, block) > 0) {
+        if ((rc = send_from_write(wr)) == 0)
+            continue; /* all sent: the ring is empty */
+        if (rc != -EAGAIN)
+            write_failed(wr);
+        else if ((wr = wait_writable(b, wr)) && !wr->is_complete)
+            continue;
+        else if (wr) /* the last chunk went in meanwhile: nothing may follow it */
+            PyErr_SetString(PyExc_RuntimeError, "write() after the response ended");
+        Py_DECREF(block);
+        return -1;
+    }
+    {
+        gw_out_t *o = gw_conn_out(wr->conn);
+        target = o->sent + gw_out_pending(o);
+    }
+    for (;;) {
+        rc = send_from_write(wr);
+        if (rc == 0 || (rc == -EAGAIN && gw_conn_out(wr->conn)->sent >= target))
+            return 0;
+        if (rc != -EAGAIN) {
+            write_failed(wr);
+            return -1;
+        }
+        if (!(wr = wait_writable(b, wr)))
+            return -1;
+    }
+}
+
 static PyObject *write_cb(PyObject *self, PyObject *data)
 {
-    gw_wsgi_t *w = from_capsule(self);
-    wreq_t *wr = w->cur;
+    binding_t *b = (binding_t *)self;
+    wreq_t *wr = b->wr;
     PyObject *block;
     int rc;
 
-    if (!wr || !wr->headers_set) {
+    CHECK_FORK();
+    if (!wr) {
+        PyErr_SetString(PyExc_RuntimeError, over_msg);
+        return NULL;
+    }
+    if (!wr->headers_set) {
         PyErr_SetString(PyExc_RuntimeError, "write() before start_response()");
         return NULL;
     }
@@ -872,26 +1122,14 @@ static PyObject *write_cb(PyObject *self, PyObject *data)
         Py_DECREF(block);
         return NULL;
     }
-    if (!wr->no_body)
-        queue_body(wr, block);
-    else
-        Py_DECREF(block);
-    /* write() returns only once its bytes are out (PEP 3333). */
-    while ((rc = gw_conn_send(wr->conn)) == -EAGAIN) {
-        hk_pause_t p = harakiri_pause(w);
-        Py_BEGIN_ALLOW_THREADS
-        rc = gw_conn_wait_writable(wr->conn);
-        Py_END_ALLOW_THREADS
-        harakiri_resume(w, p);
-        if (rc < 0)
-            break;
-    }
-    if (rc < 0) {
-        wr->is_dead = true;
-        gw_out_discard(gw_conn_out(wr->conn));
-        PyErr_SetString(PyExc_OSError, "client disconnected");
+    if (wr->no_body)
+        Py_CLEAR(block);
+    /* Held while it may wait: never bound to another request meanwhile. */
+    Py_INCREF(self);
+    rc = write_block(b, wr, block);
+    Py_DECREF(self);
+    if (rc < 0)
         return NULL;
-    }
     Py_RETURN_NONE;
 }
 
@@ -899,6 +1137,97 @@ static PyMethodDef start_response_def = {"start_response", (PyCFunction)(void (*
                                          METH_FASTCALL | METH_KEYWORDS,
                                          "start_response(status, headers, exc_info=None)"};
 static PyMethodDef write_def = {"write", write_cb, METH_O, "write(bytes)"};
+
+static void binding_dealloc(PyObject *self)
+{
+    binding_t *b = (binding_t *)self;
+    Py_XDECREF(b->write); /* NULL by now: write holds us */
+    pthread_cond_destroy(&b->cv);
+    pthread_mutex_destroy(&b->mu);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyTypeObject binding_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gangway.RequestBinding",
+    .tp_basicsize = sizeof(binding_t),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "the request a start_response and its write() belong to",
+    .tp_dealloc = binding_dealloc,
+};
+
+/* A new start_response bound to a new binding, with its write(). New ref,
+ * or NULL with an exception set. */
+static PyObject *pair_new(void)
+{
+    binding_t *b = PyObject_New(binding_t, &binding_type);
+    pthread_condattr_t ca;
+    PyObject *sr;
+
+    if (!b)
+        return NULL;
+    b->wr = NULL;
+    b->wakeups = 0;
+    b->has_poller = false;
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (!(b->write = PyCFunction_New(&write_def, (PyObject *)b)) ||
+        !(sr = PyCFunction_New(&start_response_def, (PyObject *)b))) {
+        Py_CLEAR(b->write);
+        Py_DECREF(b);
+        return NULL;
+    }
+    Py_DECREF(b); /* the two functions hold it */
+    return sr;
+}
+
+/* Drops a pair: write's reference to the binding is its last way back. */
+static void pair_drop(PyObject *sr)
+{
+    binding_t *b = (binding_t *)PyCFunction_GET_SELF(sr);
+    b->wr = NULL;
+    Py_CLEAR(b->write);
+    Py_DECREF(sr);
+}
+
+/* The worker's spare pair, or a new one, bound to wr: its start_response
+ * (borrowed: wr owns it), or NULL with an exception set. Runs no Python. */
+static PyObject *bind_request(gw_wsgi_t *w, wreq_t *wr)
+{
+    PyObject *sr;
+
+    if (w->nspare)
+        sr = w->spare_sr[--w->nspare];
+    else if (!(sr = pair_new()))
+        return NULL;
+    ((binding_t *)PyCFunction_GET_SELF(sr))->wr = wr;
+    wr->sr = sr;
+    return sr;
+}
+
+/* The request is over: its start_response and write let go of it. When
+ * nobody else holds them (the app kept neither, nor their __self__, and no
+ * thread is in a call: a call holds its function, and write() its binding,
+ * while it waits) the pair waits for the next request; otherwise the app
+ * keeps a pair that raises, and ours is dropped. Runs no Python. */
+static void unbind_request(gw_wsgi_t *w, wreq_t *wr)
+{
+    PyObject *sr = wr->sr;
+    binding_t *b;
+
+    if (!sr)
+        return;
+    wr->sr = NULL;
+    b = (binding_t *)PyCFunction_GET_SELF(sr);
+    b->wr = NULL;
+    if (Py_REFCNT(sr) == 1 && Py_REFCNT(b) == 2 && Py_REFCNT(b->write) == 1 &&
+        w->nspare < sizeof(w->spare_sr) / sizeof(w->spare_sr[0]))
+        w->spare_sr[w->nspare++] = sr;
+    else
+        pair_drop(sr);
+}
 
 /* ---- the response ---- */
 
@@ -963,10 +1292,13 @@ static int send_head(wreq_t *wr)
 }
 
 /* Queues a body block (a reference from take_block(), handed to the
- * output queue, which drops it once the bytes are out). The queue has room:
- * the pump flushes whenever fewer than 4 slots are left, and Python code
- * (which may call write()) only runs with the queue drained. */
-static void queue_body(wreq_t *wr, PyObject *item)
+ * output queue, which drops it once the bytes are out), all of its
+ * segments or none: 0. Or 1 when the ring has no room for them: nothing is
+ * queued and item is still the caller's, who makes room (write_block()
+ * waits for the socket, pump() for on_resume). The app's threads fill the
+ * ring while their write()s wait for the socket; a push into a full ring
+ * once failed silently (and the chunk framing with it). Runs no Python. */
+static int queue_body(wreq_t *wr, PyObject *item)
 {
     gw_out_t *o = gw_conn_out(wr->conn);
     size_t n = (size_t)PyBytes_GET_SIZE(item);
@@ -984,16 +1316,19 @@ static void queue_body(wreq_t *wr, PyObject *item)
     }
     if (n == 0) {
         Py_DECREF(item); /* exact bytes: frees memory, runs no Python */
-        return;
+        return 0;
     }
+    if (gw_out_room(o) < body_segs(wr))
+        return 1;
     if (wr->chunked)
         rc |= gw_out_push_copy(o, line, (size_t)snprintf(line, sizeof(line), "%zx\r\n", n));
     rc |= gw_out_push_ref(o, PyBytes_AS_STRING(item), n, item);
     if (wr->chunked)
         rc |= gw_out_push_lit(o, "\r\n");
-    assert(rc == 0);
+    assert(rc == 0); /* the room was there, and a size line fits inline */
     (void)rc;
     wr->body_sent += n;
+    return 0;
 }
 
 /* obj.name into *out (new ref): 1, 0 when there is none (*out NULL), or -1
@@ -1022,7 +1357,6 @@ static void cleanup(wreq_t *wr)
 {
     gw_wsgi_t *w = wr->w;
 
-    w->cur = wr;
     wr->is_complete = true; /* write() from close() or a finalizer sends nothing */
     /* Lists and tuples have no close(); for the rest, a lookup that does not
      * build an AttributeError when there is none (that cost ~5,000
@@ -1032,6 +1366,7 @@ static void cleanup(wreq_t *wr)
         int found = lookup_optional_attr(wr->result, w->s_close, &close);
         if (found > 0) {
             PyObject *r = PyObject_CallNoArgs(close);
+            CHECK_FORK();
             Py_DECREF(close);
             if (r)
                 Py_DECREF(r);
@@ -1047,11 +1382,15 @@ static void cleanup(wreq_t *wr)
         close(wr->fd); /* our dup, never queued */
         wr->fd = -1;
     }
+    Py_CLEAR(wr->pending);
     Py_CLEAR(wr->iter);
     Py_CLEAR(wr->result);
     gw_input_detach(wr->input);
     Py_CLEAR(wr->input);
-    w->cur = NULL;
+    CHECK_FORK(); /* finalizers ran */
+    /* After the answer's references are gone (a generator's frame holds
+     * start_response), so that the pair is free for the next request. */
+    unbind_request(w, wr);
     *gw_conn_app_slot(wr->conn) = NULL;
     assert(!PyErr_Occurred());
 }
@@ -1071,6 +1410,7 @@ static void complete(wreq_t *wr)
     int rc = gw_conn_send(wr->conn);
     if (rc == -EAGAIN) {
         wr->is_finishing = true;
+        wr->awaits_resume = true;
         return;
     }
     finish(wr, rc == 0 && wr->keep_alive, wr->code);
@@ -1128,8 +1468,24 @@ static void end_body(wreq_t *wr)
             return;
         }
     }
-    if (wr->chunked)
-        gw_out_push_lit(gw_conn_out(wr->conn), "0\r\n\r\n");
+    if (wr->chunked) {
+        gw_out_t *o = gw_conn_out(wr->conn);
+        if (!gw_out_room(o)) {
+            /* The app's threads' write()s filled the ring while they waited
+             * for the socket: the last chunk waits its turn (on_resume). */
+            int rc = gw_conn_send(wr->conn);
+            if (rc < 0 && rc != -EAGAIN) {
+                finish(wr, false, wr->code);
+                return;
+            }
+            if (!gw_out_room(o)) {
+                wr->is_ending = true;
+                wr->awaits_resume = true;
+                return;
+            }
+        }
+        gw_out_push_lit(o, "0\r\n\r\n");
+    }
     if (!wr->no_body && wr->app_length >= 0 && wr->body_sent < (uint64_t)wr->app_length) {
         gw_log_error("the app sent %llu of the %lld bytes its Content-Length promised; closing",
                      (unsigned long long)wr->body_sent, (long long)wr->app_length);
@@ -1147,8 +1503,16 @@ static void send_file(wreq_t *wr)
         end_body(wr); /* reports the missing start_response */
         return;
     }
-    if (fstat(wr->fd, &st) < 0 || st.st_size < wr->fpos) {
+    if (fstat(wr->fd, &st) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
+        app_error(wr, "cannot send file");
+        return;
+    }
+    if (st.st_size < wr->fpos) {
+        /* (errno says nothing here: it once raised OSError(0, 'Success')) */
+        PyErr_Format(PyExc_ValueError,
+                     "wsgi.file_wrapper: the file's position (%lld) is past its end (%lld bytes)",
+                     wr->fpos, (long long)st.st_size);
         app_error(wr, "cannot send file");
         return;
     }
@@ -1163,8 +1527,13 @@ static void send_file(wreq_t *wr)
     if (!wr->no_body && len) {
         /* The queue owns our dup: the app closing its file (or another
          * request closing a shared one) cannot change what is sent. */
-        gw_out_push_file_own(gw_conn_out(wr->conn), wr->fd, (off_t)wr->fpos, len);
-        wr->fd = -1;
+        int rc = gw_out_push_file_own(gw_conn_out(wr->conn), wr->fd, (off_t)wr->fpos, len);
+        wr->fd = -1; /* the queue's now, queued or closed */
+        if (rc < 0) { /* the head is the only segment before it: never */
+            PyErr_SetString(PyExc_RuntimeError, "gangway: the output queue is full");
+            app_error(wr, "cannot send file");
+            return;
+        }
         wr->body_sent = len;
     }
     end_body(wr);
@@ -1178,7 +1547,6 @@ static void pump(wreq_t *wr)
     gw_out_t *o = gw_conn_out(c);
     int rc;
 
-    wr->w->cur = wr;
     if (wr->mode == M_FILE) {
         send_file(wr);
         return;
@@ -1193,8 +1561,12 @@ static void pump(wreq_t *wr)
                 break;
             item = wr->items[wr->seq_i];
             wr->items[wr->seq_i++] = NULL;
+        } else if (wr->pending) {
+            item = wr->pending;
+            wr->pending = NULL;
         } else {
             PyObject *got = PyIter_Next(wr->iter); /* new ref; runs the app */
+            CHECK_FORK();
             if (!got) {
                 if (PyErr_Occurred()) {
                     app_error(wr, "exception");
@@ -1204,6 +1576,7 @@ static void pump(wreq_t *wr)
             }
             item = take_block(got, "the app yielded");
             Py_DECREF(got); /* a subclass's __del__ runs here, not in an I/O handler */
+            CHECK_FORK();
             if (!item) {
                 app_error(wr, "error");
                 return;
@@ -1232,13 +1605,31 @@ static void pump(wreq_t *wr)
             Py_DECREF(item);
             break; /* HEAD, 204, 304: the status and headers were all we needed */
         }
-        queue_body(wr, item);
+        while (queue_body(wr, item) > 0) {
+            /* The app's threads' write()s filled the ring meanwhile. */
+            rc = gw_conn_send(c);
+            if (rc < 0 && rc != -EAGAIN) {
+                Py_DECREF(item);
+                finish(wr, false, wr->code);
+                return;
+            }
+            if (gw_out_room(o) < body_segs(wr)) { /* the item waits for on_resume */
+                if (wr->mode == M_SEQ)
+                    wr->items[--wr->seq_i] = item;
+                else
+                    wr->pending = item;
+                wr->awaits_resume = true;
+                return;
+            }
+        }
         /* A generator's block goes out before the next is asked for (PEP
          * 3333: no delay); a list is batched into as few writes as fit. */
         if (wr->mode == M_ITER || gw_out_room(o) < 4) {
             rc = gw_conn_send(c);
-            if (rc == -EAGAIN)
+            if (rc == -EAGAIN) {
+                wr->awaits_resume = true;
                 return;
+            }
             if (rc < 0) {
                 finish(wr, false, wr->code);
                 return;
@@ -1291,6 +1682,7 @@ static void on_request(void *ctx, gw_conn_t *c)
     gw_req_t *r = gw_conn_req(c);
     wreq_t *wr = gw_arena_alloc(&r->arena, sizeof(*wr));
     PyObject *env, *res, *args[2];
+    PyObject *sr;
     int rc;
 
     if (!wr) {
@@ -1306,34 +1698,36 @@ static void on_request(void *ctx, gw_conn_t *c)
     *gw_conn_app_slot(c) = wr;
 
     env = gw_conn_req(c)->is_uwsgi ? build_environ_cgi(w, wr) : build_environ(w, wr);
-    if (!env) {
+    if (!env || !(sr = bind_request(w, wr))) {
+        Py_XDECREF(env);
         app_error(wr, "cannot build the environ");
-        goto out;
+        return;
     }
-    w->cur = wr;
     args[0] = env;
-    args[1] = w->start_response;
+    args[1] = sr;
     res = PyObject_Vectorcall(w->app, args, 2, NULL);
-    Py_DECREF(env);
+    Py_DECREF(env); /* (finalizers of what the app left in it) */
+    CHECK_FORK();
     if (!res) {
         app_error(wr, "exception");
-        goto out;
+        return;
     }
     wr->result = res;
     if (wr->is_dead) { /* write() found the client gone */
         finish(wr, false, wr->code);
-        goto out;
+        return;
     }
     if (PyList_CheckExact(res) || PyTuple_CheckExact(res)) {
         wr->mode = M_SEQ;
         if (take_sequence(wr, res) < 0) {
             app_error(wr, "error");
-            goto out;
+            return;
         }
     } else if ((rc = gw_file_wrapper_fd(res, &wr->fd, &wr->fpos)) != 0) {
+        CHECK_FORK(); /* fileno() and tell() are Python */
         if (rc < 0) {
             app_error(wr, "error");
-            goto out;
+            return;
         }
         wr->mode = wr->headers_sent ? M_ITER : M_FILE;
         if (wr->mode == M_FILE) {
@@ -1341,41 +1735,43 @@ static void on_request(void *ctx, gw_conn_t *c)
             if ((wr->fd = fcntl(wr->fd, F_DUPFD_CLOEXEC, 0)) < 0) {
                 PyErr_SetFromErrno(PyExc_OSError);
                 app_error(wr, "cannot send file");
-                goto out;
+                return;
             }
         } else {
             wr->fd = -1;
             if (!(wr->iter = PyObject_GetIter(res))) {
                 app_error(wr, "error");
-                goto out;
+                return;
             }
         }
     } else {
         wr->mode = M_ITER;
         if (!(wr->iter = PyObject_GetIter(res))) {
             app_error(wr, "the app's answer is not iterable");
-            goto out;
+            return;
         }
     }
     pump(wr);
-out:
-    /* Back to the loop: nobody's write() may touch this answer until it
-     * resumes (an app thread calling a kept write() gets RuntimeError). */
-    w->cur = NULL;
 }
 
 static void on_resume(void *ctx, gw_conn_t *c)
 {
-    gw_wsgi_t *w = ctx;
     wreq_t *wr = *gw_conn_app_slot(c);
+    (void)ctx;
 
     if (!wr)
         return;
-    if (wr->is_finishing)
+    wr->awaits_resume = false;
+    if (wr->is_dead) {
+        finish(wr, false, wr->code); /* an app thread's write() found the client gone */
+    } else if (wr->is_finishing) {
         finish(wr, wr->keep_alive, wr->code);
-    else
+    } else if (wr->is_ending) {
+        wr->is_ending = false;
+        end_body(wr);
+    } else {
         pump(wr);
-    w->cur = NULL;
+    }
 }
 
 static void on_abort(void *ctx, gw_conn_t *c)
@@ -1395,6 +1791,8 @@ static void gil_release(void *ctx)
 {
     gw_wsgi_t *w = ctx;
     PyThreadState *ts = PyThreadState_Get();
+
+    CHECK_FORK(); /* before a forked child could wait for the parent's events */
     if (PyInterpreterState_ThreadHead(ts->interp) == ts && !PyThreadState_Next(ts)) {
         w->tstate = NULL;
         return;
@@ -1859,8 +2257,9 @@ static int intern_all(gw_wsgi_t *w)
 
 gw_wsgi_t *gw_wsgi_new(const gw_config_t *cfg, const gw_listener_t *listeners, size_t n)
 {
+    static bool has_atfork; /* handlers outlive gw_wsgi_free(): once per process image */
     gw_wsgi_t *w = calloc(1, sizeof(*w));
-    PyObject *g = NULL, *paths = NULL, *cap = NULL;
+    PyObject *g = NULL, *paths = NULL;
 
     if (!w)
         return NULL;
@@ -1871,7 +2270,16 @@ gw_wsgi_t *gw_wsgi_new(const gw_config_t *cfg, const gw_listener_t *listeners, s
         free(w);
         return NULL;
     }
-    if (gw_wsgi_types_init() < 0 || intern_all(w) < 0 || !(w->errors = gw_errors_new()) ||
+    if (!has_atfork) {
+        int e = pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
+        if (e) {
+            gw_log_error("pthread_atfork: %s", strerror(e));
+            goto fail;
+        }
+        has_atfork = true;
+    }
+    if (gw_wsgi_types_init() < 0 || PyType_Ready(&binding_type) < 0 || intern_all(w) < 0 ||
+        !(w->errors = gw_errors_new()) ||
         !(w->timeout_exc = PyErr_NewExceptionWithDoc(
               "gangway.RequestTimeout",
               "Raised inside a request that ran past --harakiri.", PyExc_Exception, NULL)))
@@ -1904,13 +2312,10 @@ gw_wsgi_t *gw_wsgi_new(const gw_config_t *cfg, const gw_listener_t *listeners, s
     Py_CLEAR(g);
     Py_CLEAR(paths);
 
-    if (!(w->app = load_app(cfg)))
+    w->app = load_app(cfg);
+    CHECK_FORK(); /* a child the import forked */
+    if (!w->app)
         goto fail;
-    if (!(cap = PyCapsule_New(w, NULL, NULL)) ||
-        !(w->start_response = PyCFunction_New(&start_response_def, cap)) ||
-        !(w->write = PyCFunction_New(&write_def, cap)))
-        goto py_fail;
-    Py_CLEAR(cap);
     if (!(w->templates = calloc(n ? n : 1, sizeof(PyObject *))))
         goto fail;
     for (size_t i = 0; i < n; i++)
@@ -1924,7 +2329,6 @@ py_fail:
 fail:
     Py_XDECREF(g);
     Py_XDECREF(paths);
-    Py_XDECREF(cap);
     gw_wsgi_free(w);
     return NULL;
 }
@@ -1944,16 +2348,19 @@ void gw_wsgi_fork_prepare(gw_wsgi_t *w)
 {
     PyEval_RestoreThread(w->tstate);
     PyOS_BeforeFork();
+    is_own_fork = true;
 }
 
 void gw_wsgi_fork_parent(gw_wsgi_t *w)
 {
+    is_own_fork = false;
     PyOS_AfterFork_Parent();
     w->tstate = PyEval_SaveThread();
 }
 
 void gw_wsgi_fork_child(gw_wsgi_t *w)
 {
+    is_own_fork = false;
     PyOS_AfterFork_Child(); /* this thread holds the GIL from here on */
     w->tstate = NULL;
 }
@@ -1984,8 +2391,8 @@ void gw_wsgi_free(gw_wsgi_t *w)
             Py_XDECREF(w->templates[i]);
     free(w->templates);
     Py_XDECREF(w->app);
-    Py_XDECREF(w->start_response);
-    Py_XDECREF(w->write);
+    while (w->nspare)
+        pair_drop(w->spare_sr[--w->nspare]);
     Py_XDECREF(w->errors);
     Py_XDECREF(w->timeout_exc);
     /* Interned keys live as long as the interpreter. */
