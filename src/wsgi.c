@@ -1424,7 +1424,9 @@ static void respond_500(wreq_t *wr)
     char *buf;
     size_t n, idn = 0;
 
-    gw_out_discard(o);
+    /* A 100 Continue may be half out: its rest goes first (a head already
+     * begun must end before another starts). */
+    gw_out_discard_unstarted(o);
     wr->code = 500;
     wr->keep_alive = gw_conn_may_keep_alive(wr->conn);
     if (wr->w->cfg->request_id)
