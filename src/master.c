@@ -463,7 +463,7 @@ static void start_checker(master_t *m, const char *why)
     char vars[3][sizeof(GW_ENV_CHECK_CONFIG) + 8], **args = NULL, **envp = NULL;
     const char *what = "";
     size_t n = 0, ne = 0;
-    int p[2] = {-1, -1}, stats_fd = gw_stats_fd(m->stats), nfd = stats_fd >= 0 ? 4 : 3;
+    int p[2] = {-1, -1}, stats_fd = gw_stats_fd(m->stats), nfd = stats_fd >= 0 ? 4 : 3, e;
     pid_t parent = getpid(), pid;
     sigset_t mask;
 
@@ -477,9 +477,11 @@ static void start_checker(master_t *m, const char *why)
     if (!(args = calloc(n + 2, sizeof(*args))) || !(envp = calloc(ne + 4, sizeof(*envp))) ||
         pipe2(p, O_CLOEXEC) < 0 ||
         (m->config_fd = memfd_create("gangway-config", MFD_CLOEXEC | MFD_ALLOW_SEALING)) < 0) {
+        e = errno;
         goto failed;
     }
     if ((m->exe_fd = open(ex->path, O_PATH | O_CLOEXEC)) < 0) {
+        e = errno;
         what = ex->path;
         goto failed;
     }
@@ -493,6 +495,7 @@ static void start_checker(master_t *m, const char *why)
     fflush(NULL);
     gw_signals_block(&mask);
     pid = fork();
+    e = errno;
     if (pid == 0) {
         const int from[CHK_END - CHK_ANSWER] = {p[1], m->config_fd, m->exe_fd, stats_fd};
         int tmp[CHK_END - CHK_ANSWER];
@@ -540,7 +543,7 @@ static void start_checker(master_t *m, const char *why)
     tell_systemd(m, "RELOADING=1", "reloading: checking the configuration and the app");
     goto out;
 failed:
-    gw_log_error("%s: cannot reload: %s%s%s", why, what, *what ? ": " : "", strerror(errno));
+    gw_log_error("%s: cannot reload: %s%s%s", why, what, *what ? ": " : "", strerror(e));
     close_reload_fds(m);
     /* A reload that follows another one said RELOADING=1 already. */
     tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
