@@ -105,6 +105,10 @@ static const opt_t opts[] = {
      "if the interrupted request is still stuck after this, the worker is killed", "Processes"},
     {"touch-reload", NULL, 0, T_LIST, OFF(touch_reload), NULL, "FILE",
      "gracefully reload the workers when FILE's mtime changes (repeatable)", "Processes"},
+    {"reload-check-timeout", NULL, 0, T_SECONDS, OFF(reload_check_timeout), "60", "SECONDS",
+     "a reload's check (the new configuration read and the app imported in a separate "
+     "process) still running after this is killed and the reload given up; the old workers "
+     "keep serving", "Processes"},
     {"pidfile", NULL, 0, T_STR, OFF(pidfile), NULL, "FILE",
      "write the master's pid here (before dropping privileges)", "Processes"},
     {"uid", NULL, 0, T_STR, OFF(uid), NULL, "USER", "run as this user after binding",
@@ -266,6 +270,8 @@ static const range_t ranges[] = {
     /* conn.c's write() from the app waits in poll(), whose timeout is an
      * int of milliseconds */
     {"write-timeout", 1, INT_MAX / 1000},
+    /* 0 would kill every check before it starts */
+    {"reload-check-timeout", 1, 0},
 };
 
 static const range_t *range_of(const opt_t *o)
@@ -313,6 +319,8 @@ typedef struct assigns {
 } assigns_t;
 
 struct gw_config_priv {
+    assigns_t applied;        /* every assignment, in the order applied (gw_config_save) */
+    char *saved;              /* gw_config_load_saved(): the bytes the strings point into */
     origin_t origin[NOPTS];   /* a list's: its last value's */
     origin_t *list_origin[NOPTS]; /* a list's, value by value */
     gw_ini_t ini;
@@ -828,6 +836,52 @@ static int from_ini(gw_config_t *c, assigns_t *as, const gw_ini_entry_t **http_k
     return 0;
 }
 
+/* What every load does once the values are in: the options that depend on
+ * each other, and the notes. */
+static int finish_load(gw_config_t *c, const gw_ini_entry_t *http_key)
+{
+    {
+        /* lazy-apps is uWSGI's inverted --preload: the stronger source of
+         * the two decides; one source saying both ways is an error. */
+        const origin_t *lz = &c->_priv->origin[find_name("lazy-apps") - opts];
+        const origin_t *pl = &c->_priv->origin[find_name("preload") - opts];
+        if (lz->src != SRC_DEFAULT && lz->src > pl->src) {
+            c->preload = !c->lazy_apps;
+        } else if (lz->src != SRC_DEFAULT && lz->src == pl->src && c->preload == c->lazy_apps) {
+            fprintf(stderr, "gangway: preload and lazy-apps = %s contradict each other\n",
+                    c->lazy_apps ? "true" : "false");
+            return -EINVAL;
+        }
+    }
+    {
+        /* uWSGI's no-defer-accept turns it off unless a stronger source set a time. */
+        const origin_t *nd = &c->_priv->origin[find_name("no-defer-accept") - opts];
+        const origin_t *da = &c->_priv->origin[find_name("defer-accept") - opts];
+        if (c->no_defer_accept && nd->src >= da->src)
+            c->defer_accept = 0;
+    }
+    if (http_key && c->_priv->origin[find_name("http") - opts].src == SRC_INI)
+        fprintf(stderr, "gangway: note: %s:%u: uWSGI's 'http' starts a router process in front "
+                "of the workers; gangway's workers serve HTTP on %s themselves\n",
+                http_key->file, http_key->line, http_key->value);
+    if (c->threads > 1)
+        fprintf(stderr, "gangway: note: threads = %llu: each gangway worker serves one request "
+                "at a time; add processes for concurrency\n", (unsigned long long)c->threads);
+    if (c->plugins.n)
+        fprintf(stderr, "gangway: note: plugins are ignored: gangway has Python built in\n");
+    return 0;
+}
+
+/* Applies a, and keeps it for gw_config_save(). */
+static int apply_kept(gw_config_t *c, const assign_t *a)
+{
+    int rc = apply(c, a);
+
+    if (rc < 0)
+        return rc;
+    return push(&c->_priv->applied, a->o, a->val, a->at);
+}
+
 int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
 {
     assigns_t cli = {0}, env = {0}, ini = {0};
@@ -848,7 +902,7 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
     for (int pass = 0; pass < 3; pass++) {
         const assigns_t *as = pass == 0 ? &ini : pass == 1 ? &env : &cli;
         for (size_t i = 0; i < as->n; i++)
-            if ((rc = apply(c, &as->v[i])) < 0)
+            if ((rc = apply_kept(c, &as->v[i])) < 0)
                 goto out;
     }
     for (size_t i = 0; i < c->_priv->nwarnings; i++)
@@ -859,42 +913,162 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
         rc = -EINVAL;
         goto out;
     }
-    {
-        /* lazy-apps is uWSGI's inverted --preload: the stronger source of
-         * the two decides; one source saying both ways is an error. */
-        const origin_t *lz = &c->_priv->origin[find_name("lazy-apps") - opts];
-        const origin_t *pl = &c->_priv->origin[find_name("preload") - opts];
-        if (lz->src != SRC_DEFAULT && lz->src > pl->src) {
-            c->preload = !c->lazy_apps;
-        } else if (lz->src != SRC_DEFAULT && lz->src == pl->src && c->preload == c->lazy_apps) {
-            fprintf(stderr, "gangway: preload and lazy-apps = %s contradict each other\n",
-                    c->lazy_apps ? "true" : "false");
-            rc = -EINVAL;
-            goto out;
-        }
-    }
-    {
-        /* uWSGI's no-defer-accept turns it off unless a stronger source set a time. */
-        const origin_t *nd = &c->_priv->origin[find_name("no-defer-accept") - opts];
-        const origin_t *da = &c->_priv->origin[find_name("defer-accept") - opts];
-        if (c->no_defer_accept && nd->src >= da->src)
-            c->defer_accept = 0;
-    }
-    if (http_key && c->_priv->origin[find_name("http") - opts].src == SRC_INI)
-        fprintf(stderr, "gangway: note: %s:%u: uWSGI's 'http' starts a router process in front "
-                "of the workers; gangway's workers serve HTTP on %s themselves\n",
-                http_key->file, http_key->line, http_key->value);
-    if (c->threads > 1)
-        fprintf(stderr, "gangway: note: threads = %llu: each gangway worker serves one request "
-                "at a time; add processes for concurrency\n", (unsigned long long)c->threads);
-    if (c->plugins.n)
-        fprintf(stderr, "gangway: note: plugins are ignored: gangway has Python built in\n");
-    rc = 0;
+    rc = finish_load(c, http_key);
 out:
     free(cli.v);
     free(env.v);
     free(ini.v);
     return rc;
+}
+
+/* The saved form: a header line, then one record per assignment, each field
+ * ended by a NUL (no value can hold one: they were C strings):
+ *
+ *     SRC '\0' WHERE '\0' LINE '\0' NAME '\0' VALUE '\0'
+ *
+ * SRC is the source's digit (enum src), WHERE the ini file or the variable
+ * ("" for the command line), LINE the ini line in decimal. */
+#define SAVED_MAGIC "gangway-config 1\n"
+#define SAVED_MAX (64u << 20) /* far above any real configuration */
+
+static bool is_meta(const opt_t *o);
+
+/* Options that do something else than configure a server: a saved
+ * configuration is one the new image serves with. */
+static bool is_not_saved(const opt_t *o)
+{
+    return is_meta(o) || o->off == OFF(check_config);
+}
+
+static int write_all_fd(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int gw_config_save(const gw_config_t *c, int fd)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    int rc;
+
+    if (!f)
+        return -ENOMEM;
+    fputs(SAVED_MAGIC, f);
+    for (size_t i = 0; i < c->_priv->applied.n; i++) {
+        const assign_t *a = &c->_priv->applied.v[i];
+        if (is_not_saved(a->o))
+            continue;
+        fprintf(f, "%u%c%s%c%u%c%s%c%s%c", (unsigned)a->at.src, 0,
+                a->at.where ? a->at.where : "", 0, a->at.line, 0, a->o->name, 0, a->val, 0);
+    }
+    if (fclose(f) != 0) {
+        free(buf);
+        return -ENOMEM;
+    }
+    rc = len > SAVED_MAX ? -EFBIG : lseek(fd, 0, SEEK_SET) < 0 ? -errno : write_all_fd(fd, buf, len);
+    free(buf);
+    return rc;
+}
+
+/* The next NUL-ended field at *p (before end), or NULL. */
+static const char *next_field(const char **p, const char *end)
+{
+    const char *f = *p, *nul = memchr(f, '\0', (size_t)(end - f));
+
+    if (!nul)
+        return NULL;
+    *p = nul + 1;
+    return f;
+}
+
+/* The whole of fd, from its start, NUL-terminated, into *out. */
+static int read_saved(int fd, char **out, size_t *len)
+{
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+
+    if (!buf)
+        return -ENOMEM;
+    for (;;) {
+        ssize_t r;
+        if (n + 1 >= cap) {
+            char *nb = cap >= SAVED_MAX ? NULL : realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                return cap >= SAVED_MAX ? -EFBIG : -ENOMEM;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        r = pread(fd, buf + n, cap - n - 1, (off_t)n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            return -e;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+int gw_config_load_saved(gw_config_t *c, int fd)
+{
+    const char *p, *end;
+    size_t len = 0;
+    int rc;
+
+    gw_config_init(c);
+    if (!(c->_priv = calloc(1, sizeof(*c->_priv))))
+        return -ENOMEM;
+    gw_ini_init(&c->_priv->ini, NULL, NULL);
+    if ((rc = read_saved(fd, &c->_priv->saved, &len)) < 0)
+        return rc;
+    p = c->_priv->saved;
+    end = p + len;
+    if (len < strlen(SAVED_MAGIC) || memcmp(p, SAVED_MAGIC, strlen(SAVED_MAGIC)) != 0)
+        goto bad;
+    p += strlen(SAVED_MAGIC);
+    while (p < end) {
+        const char *src = next_field(&p, end), *where = src ? next_field(&p, end) : NULL;
+        const char *line = where ? next_field(&p, end) : NULL;
+        const char *name = line ? next_field(&p, end) : NULL;
+        const char *val = name ? next_field(&p, end) : NULL;
+        const opt_t *o = name ? find_name(name) : NULL;
+        char *e;
+        unsigned long ln;
+        assign_t a;
+
+        if (!val || !o || strlen(src) != 1 || src[0] < '0' + SRC_INI || src[0] > '0' + SRC_CLI)
+            goto bad;
+        errno = 0;
+        ln = strtoul(line, &e, 10);
+        if (errno || *e || ln > UINT_MAX)
+            goto bad;
+        a = (assign_t){o, val, {(uint8_t)(src[0] - '0'), *where ? where : NULL, (unsigned)ln}};
+        if ((rc = apply_kept(c, &a)) < 0)
+            return rc;
+    }
+    return finish_load(c, NULL);
+bad:
+    fprintf(stderr, "gangway: the configuration handed over by the reload is damaged\n");
+    return -EINVAL;
 }
 
 void gw_config_dispose(gw_config_t *c)
@@ -909,6 +1083,8 @@ void gw_config_dispose(gw_config_t *c)
     }
     if (c->_priv) {
         gw_ini_dispose(&c->_priv->ini);
+        free(c->_priv->applied.v);
+        free(c->_priv->saved);
         for (size_t i = 0; i < c->_priv->nstrs; i++)
             free(c->_priv->strs[i]);
         free(c->_priv->strs);

@@ -60,6 +60,7 @@ typedef struct gw_config {
     uint64_t harakiri;
     uint64_t harakiri_grace;
     gw_strlist_t touch_reload;
+    uint64_t reload_check_timeout; /* seconds a reload's check may take */
     const char *pidfile;
     const char *uid;
     const char *gid;
@@ -130,6 +131,21 @@ void gw_config_init(gw_config_t *c);
  * go to stderr as one line each, naming file and line; with --strict they
  * are errors. Returns 0, or -EINVAL after printing what is wrong. */
 int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp);
+
+/* The configuration as loaded, for a reload's new image (GANGWAY__CONFIG_FD):
+ * every assignment that was applied (ini entries, GANGWAY_* variables,
+ * command-line options; --check-config and the options that only print
+ * left out), in order, each with its origin, written to fd from its start.
+ * 0 or a negative errno. */
+int gw_config_save(const gw_config_t *c, int fd);
+
+/* Loads what gw_config_save() wrote to fd, applying the same assignments in
+ * the same order: the result is the configuration that was saved, whatever
+ * became of the files it was read from. No ini file is read, no variable,
+ * no argument; nothing is printed but the notes a load prints. Returns 0,
+ * or -EINVAL (not a saved configuration, or a value this binary refuses:
+ * one line on stderr) / -ENOMEM / -errno of the read. */
+int gw_config_load_saved(gw_config_t *c, int fd);
 
 /* Frees what loading allocated. Strings in c die with it. */
 void gw_config_dispose(gw_config_t *c);

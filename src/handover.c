@@ -152,26 +152,71 @@ static void close_unnamed(const int *fds, size_t n)
     close_range(lo, ~0U, 0);
 }
 
+/* A reload's checker: the pipe it answers on, the memfd it writes the
+ * configuration to, the running master's --stats socket. Everything else
+ * above 2 goes: the master leaves it the binary it executed, open. */
+static int take_check(gw_handover_t *h, const char *chk, char *err, size_t errlen)
+{
+    const char *cfv = getenv(GW_ENV_CHECK_CONFIG), *stv = getenv(GW_ENV_CHECK_STATS);
+    int named[3], rc;
+    size_t nn = 0;
+
+    if ((rc = parse_one_fd(GW_ENV_CHECK, chk, S_IFIFO, &h->check_fd, err, errlen)) < 0 ||
+        (rc = parse_one_fd(GW_ENV_CHECK_CONFIG, cfv, S_IFREG, &h->check_config_fd, err,
+                           errlen)) < 0 ||
+        (rc = parse_one_fd(GW_ENV_CHECK_STATS, stv, S_IFSOCK, &h->check_stats_fd, err,
+                           errlen)) < 0)
+        goto fail;
+    named[nn++] = h->check_fd;
+    if (h->check_config_fd >= 0)
+        named[nn++] = h->check_config_fd;
+    if (h->check_stats_fd >= 0)
+        named[nn++] = h->check_stats_fd;
+    qsort(named, nn, sizeof(*named), cmp_int);
+    for (size_t i = 1; i < nn; i++) {
+        if (named[i] == named[i - 1]) {
+            snprintf(err, errlen, "descriptor %d is named twice in the check" SET_BY, named[i]);
+            rc = -EINVAL;
+            goto fail;
+        }
+    }
+    unsetenv(GW_ENV_CHECK);
+    unsetenv(GW_ENV_CHECK_CONFIG);
+    unsetenv(GW_ENV_CHECK_STATS);
+    close_unnamed(named, nn);
+    return 0;
+fail:
+    h->check_fd = h->check_config_fd = h->check_stats_fd = -1;
+    return rc;
+}
+
 int gw_handover_take(gw_handover_t *h, char *err, size_t errlen)
 {
     const char *fds = getenv(GW_ENV_FDS), *old = getenv(GW_ENV_OLD_WORKERS);
     const char *sbv = getenv(GW_ENV_SCOREBOARD), *stv = getenv(GW_ENV_STATS);
-    const char *chk = getenv(GW_ENV_CHECK);
+    const char *cfv = getenv(GW_ENV_CONFIG), *chk = getenv(GW_ENV_CHECK);
     int *named = NULL, rc;
     size_t nn = 0;
 
     memset(h, 0, sizeof(*h));
-    h->scoreboard_fd = h->stats_fd = h->check_fd = -1;
+    h->scoreboard_fd = h->stats_fd = h->config_fd = -1;
+    h->check_fd = h->check_config_fd = h->check_stats_fd = -1;
     if (!fds) {
-        const char *stray = old ? GW_ENV_OLD_WORKERS : sbv ? GW_ENV_SCOREBOARD : GW_ENV_STATS;
-        if (old || sbv || stv) {
+        const char *stray = old   ? GW_ENV_OLD_WORKERS
+                            : sbv ? GW_ENV_SCOREBOARD
+                            : stv ? GW_ENV_STATS
+                                  : GW_ENV_CONFIG;
+        if (old || sbv || stv || cfv) {
             snprintf(err, errlen, "%s is set without %s" SET_BY, stray, GW_ENV_FDS);
             return -EINVAL;
         }
         /* a reload's checker: it answers once the check passes */
-        if (chk && (rc = parse_one_fd(GW_ENV_CHECK, chk, S_IFIFO, &h->check_fd, err, errlen)) < 0)
-            return rc;
-        unsetenv(GW_ENV_CHECK);
+        if (chk)
+            return take_check(h, chk, err, errlen);
+        /* Without the answer's pipe the rest means nothing: a wrapper that
+         * hides it makes this an ordinary check. */
+        unsetenv(GW_ENV_CHECK_CONFIG);
+        unsetenv(GW_ENV_CHECK_STATS);
         return 0;
     }
     if (chk) {
@@ -181,9 +226,10 @@ int gw_handover_take(gw_handover_t *h, char *err, size_t errlen)
     if ((rc = parse_socks(h, fds, err, errlen)) < 0 ||
         (old && (rc = parse_pids(h, old, err, errlen)) < 0) ||
         (rc = parse_one_fd(GW_ENV_SCOREBOARD, sbv, S_IFREG, &h->scoreboard_fd, err, errlen)) < 0 ||
-        (rc = parse_one_fd(GW_ENV_STATS, stv, S_IFSOCK, &h->stats_fd, err, errlen)) < 0)
+        (rc = parse_one_fd(GW_ENV_STATS, stv, S_IFSOCK, &h->stats_fd, err, errlen)) < 0 ||
+        (rc = parse_one_fd(GW_ENV_CONFIG, cfv, S_IFREG, &h->config_fd, err, errlen)) < 0)
         goto fail;
-    if (!(named = calloc(h->nsocks + 2, sizeof(*named)))) {
+    if (!(named = calloc(h->nsocks + 3, sizeof(*named)))) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -193,6 +239,8 @@ int gw_handover_take(gw_handover_t *h, char *err, size_t errlen)
         named[nn++] = h->scoreboard_fd;
     if (h->stats_fd >= 0)
         named[nn++] = h->stats_fd;
+    if (h->config_fd >= 0)
+        named[nn++] = h->config_fd;
     qsort(named, nn, sizeof(*named), cmp_int);
     for (size_t i = 1; i < nn; i++) {
         if (named[i] == named[i - 1]) {
@@ -205,6 +253,7 @@ int gw_handover_take(gw_handover_t *h, char *err, size_t errlen)
     unsetenv(GW_ENV_OLD_WORKERS);
     unsetenv(GW_ENV_SCOREBOARD);
     unsetenv(GW_ENV_STATS);
+    unsetenv(GW_ENV_CONFIG);
     close_unnamed(named, nn);
     free(named);
     h->is_present = true;
@@ -212,6 +261,7 @@ int gw_handover_take(gw_handover_t *h, char *err, size_t errlen)
 fail:
     free(named);
     gw_handover_dispose(h);
+    h->scoreboard_fd = h->stats_fd = h->config_fd = -1;
     if (rc == -ENOMEM)
         snprintf(err, errlen, "reading the hand-over: %s", strerror(ENOMEM));
     return rc;
@@ -286,6 +336,12 @@ int gw_handover_vars(const gw_handover_t *h, char *vars[GW_HANDOVER_VARS + 1])
         if (!(vars[nv] = start_var(GW_ENV_STATS, 1, INT_CHARS, &p, &end)))
             goto nomem;
         snprintf(p, (size_t)(end - p), "%d", h->stats_fd);
+        nv++;
+    }
+    if (h->config_fd >= 0) {
+        if (!(vars[nv] = start_var(GW_ENV_CONFIG, 1, INT_CHARS, &p, &end)))
+            goto nomem;
+        snprintf(p, (size_t)(end - p), "%d", h->config_fd);
         nv++;
     }
     return 0;

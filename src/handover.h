@@ -1,14 +1,19 @@
 /* The hand-over across a reload: the master re-executes its binary, and the
  * new image takes from the old one its listening sockets, its workers (to
  * stop once the new ones serve), its scoreboard (the statistics and the old
- * workers' slots) and its --stats socket. They pass as inherited descriptors
- * named in environment variables:
+ * workers' slots), its --stats socket and the configuration the reload's
+ * check read. They pass as inherited descriptors named in environment
+ * variables:
  *
  *   GANGWAY__LISTEN_FDS     "3,4us": descriptors in order, "u" marking the
  *                           uwsgi ones, "s" those systemd handed in
  *   GANGWAY__OLD_WORKERS    "101,102": the previous image's workers
  *   GANGWAY__SCOREBOARD_FD  "5": the scoreboard's memfd
  *   GANGWAY__STATS_FD       "6": the --stats listening socket
+ *   GANGWAY__CONFIG_FD      "7": a sealed memfd holding the configuration
+ *                           the check validated (gw_config_save()), which
+ *                           the new image loads instead of reading the ini
+ *                           files again
  *
  * The first two keep the format of gangway 0.2.0, so a reload into an older
  * binary still takes over the sockets and stops the workers. Which binary
@@ -16,7 +21,11 @@
  * --check-config`) finds GANGWAY__CHECK_FD, a pipe, and once the check
  * passes writes there the hand-over version it takes. A binary that writes
  * nothing (an older gangway) gets the first two only: it would bind its
- * --stats address again, held by a socket it does not know of. */
+ * --stats address again, held by a socket it does not know of. The checker
+ * also finds GANGWAY__CHECK_CONFIG_FD, the memfd it writes the configuration
+ * into (version 2), and GANGWAY__CHECK_STATS_FD, the running master's
+ * --stats socket, so that it can tell "the address this master serves" from
+ * "an address someone else holds". */
 #ifndef GW_HANDOVER_H
 #define GW_HANDOVER_H
 
@@ -30,10 +39,14 @@
 #define GW_ENV_OLD_WORKERS "GANGWAY__OLD_WORKERS"
 #define GW_ENV_SCOREBOARD  "GANGWAY__SCOREBOARD_FD"
 #define GW_ENV_STATS       "GANGWAY__STATS_FD"
+#define GW_ENV_CONFIG      "GANGWAY__CONFIG_FD"
 #define GW_ENV_CHECK       "GANGWAY__CHECK_FD"
+#define GW_ENV_CHECK_CONFIG "GANGWAY__CHECK_CONFIG_FD"
+#define GW_ENV_CHECK_STATS "GANGWAY__CHECK_STATS_FD"
 
-/* The hand-over this binary takes: all four variables. */
-#define GW_HANDOVER_VERSION 1
+/* The hand-over this binary takes: 1, the first four variables; 2, the
+ * configuration too (its checker wrote it to GANGWAY__CHECK_CONFIG_FD). */
+#define GW_HANDOVER_VERSION 2
 
 typedef struct gw_handover_sock {
     int fd;
@@ -49,20 +62,26 @@ typedef struct gw_handover {
     size_t nold;
     int scoreboard_fd; /* -1: none */
     int stats_fd;      /* -1: none */
+    int config_fd;     /* the configuration the check validated (-1: none) */
     int check_fd;      /* a reload's checker: its answer goes there (-1: none) */
+    int check_config_fd; /* a reload's checker: the configuration goes there */
+    int check_stats_fd;  /* a reload's checker: the running master's --stats socket */
 } gw_handover_t;
 
 /* Reads the hand-over variables and unsets them (neither the app nor any
  * process started later sees them). Without GW_ENV_FDS there is no
  * hand-over (is_present false) and the other variables are an error, but
- * GW_ENV_CHECK (a pipe, kept in check_fd: this is a reload's checker). Every
- * value is checked: descriptors above 2 that are open sockets (the
- * scoreboard: a regular file), named once; pids above 0, named once. Then
+ * the GW_ENV_CHECK ones (this is a reload's checker: check_fd, a pipe;
+ * check_config_fd, a regular file; check_stats_fd, a socket). Every value is
+ * checked: descriptors above 2 that are open sockets (the scoreboard and the
+ * configuration: regular files), named once; pids above 0, named once. Then
  * every descriptor above 2 that no variable names is closed: what the
- * previous image left open without close-on-exec (a preloaded app's files)
- * must not reach the new app or its workers. The descriptors named become
- * the caller's, to adopt or close. 0, or -EINVAL / -ENOMEM with a one-line
- * reason in err (nothing is then owned, nothing closed). */
+ * previous image left open without close-on-exec (a preloaded app's files,
+ * the binary the master executed) must not reach the new app or its
+ * workers. A process that is neither a re-executed master nor a checker
+ * closes nothing (systemd's LISTEN_FDS are still to come). The descriptors
+ * named become the caller's, to adopt or close. 0, or -EINVAL / -ENOMEM
+ * with a one-line reason in err (nothing is then owned, nothing closed). */
 int gw_handover_take(gw_handover_t *h, char *err, size_t errlen);
 
 /* A reload's checker whose check passed: writes GW_HANDOVER_VERSION to
@@ -76,7 +95,7 @@ void gw_handover_dispose(gw_handover_t *h);
  * (at most GW_HANDOVER_VARS, NULL-terminated; fds of -1 are left out), each
  * malloc'ed to its exact size: no list is ever cut short. 0 or -ENOMEM
  * (nothing allocated). gw_handover_free_vars() frees them. */
-#define GW_HANDOVER_VARS 4
+#define GW_HANDOVER_VARS 5
 int gw_handover_vars(const gw_handover_t *h, char *vars[GW_HANDOVER_VARS + 1]);
 void gw_handover_free_vars(char *vars[GW_HANDOVER_VARS + 1]);
 

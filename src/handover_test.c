@@ -16,6 +16,9 @@ static void clear_env(void)
     unsetenv(GW_ENV_OLD_WORKERS);
     unsetenv(GW_ENV_SCOREBOARD);
     unsetenv(GW_ENV_STATS);
+    unsetenv(GW_ENV_CONFIG);
+    unsetenv(GW_ENV_CHECK_CONFIG);
+    unsetenv(GW_ENV_CHECK_STATS);
 }
 
 /* Sets the variables from "NAME=value" strings, as execve would. */
@@ -109,14 +112,15 @@ static void test_bad_values_are_refused(int sock, int file)
 static void test_round_trip_closes_the_rest(void)
 {
     enum { NSOCK = 300, NOLD = 1024 };
-    gw_handover_t out = {.scoreboard_fd = -1, .stats_fd = -1}, in;
+    gw_handover_t out = {.scoreboard_fd = -1, .stats_fd = -1, .config_fd = -1}, in;
     char *vars[GW_HANDOVER_VARS + 1];
     char err[256];
     int stray = open("/dev/null", O_RDONLY); /* no O_CLOEXEC: what an app leaves */
     int sb = memfd_create("test", 0);
     int st = socket(AF_INET, SOCK_STREAM, 0);
+    int cfg = memfd_create("cfg", 0);
 
-    CHECK(stray >= 0 && sb >= 0 && st >= 0);
+    CHECK(stray >= 0 && sb >= 0 && st >= 0 && cfg >= 0);
     out.socks = calloc(NSOCK, sizeof(*out.socks));
     out.old = calloc(NOLD, sizeof(*out.old));
     for (size_t i = 0; i < NSOCK; i++) {
@@ -131,6 +135,7 @@ static void test_round_trip_closes_the_rest(void)
     out.nold = NOLD;
     out.scoreboard_fd = sb;
     out.stats_fd = st;
+    out.config_fd = cfg;
     CHECK_INT(gw_handover_vars(&out, vars), 0);
     put_vars(vars);
     gw_handover_free_vars(vars);
@@ -149,18 +154,19 @@ static void test_round_trip_closes_the_rest(void)
         CHECK_INT(in.old[i], out.old[i]);
     CHECK_INT(in.scoreboard_fd, sb);
     CHECK_INT(in.stats_fd, st);
+    CHECK_INT(in.config_fd, cfg);
     /* taken: unset, so that nothing started later sees them */
     CHECK(!getenv(GW_ENV_FDS) && !getenv(GW_ENV_OLD_WORKERS) && !getenv(GW_ENV_SCOREBOARD) &&
-          !getenv(GW_ENV_STATS));
+          !getenv(GW_ENV_STATS) && !getenv(GW_ENV_CONFIG));
     /* named descriptors stay, the stray one is closed */
-    CHECK(fcntl(sb, F_GETFD) >= 0 && fcntl(st, F_GETFD) >= 0);
+    CHECK(fcntl(sb, F_GETFD) >= 0 && fcntl(st, F_GETFD) >= 0 && fcntl(cfg, F_GETFD) >= 0);
     CHECK(fcntl(out.socks[0].fd, F_GETFD) >= 0 && fcntl(out.socks[NSOCK - 1].fd, F_GETFD) >= 0);
     CHECK(fcntl(stray, F_GETFD) < 0 && errno == EBADF);
     gw_handover_dispose(&in);
     gw_handover_dispose(&out);
 
     /* empty lists: a master whose workers were all gone */
-    out = (gw_handover_t){.scoreboard_fd = -1, .stats_fd = -1};
+    out = (gw_handover_t){.scoreboard_fd = -1, .stats_fd = -1, .config_fd = -1};
     gw_handover_sock_t one = {.fd = st};
     out.socks = &one;
     out.nsocks = 1;
@@ -177,35 +183,81 @@ static void test_round_trip_closes_the_rest(void)
     gw_handover_dispose(&in);
 }
 
-/* A reload's checker: GANGWAY__CHECK_FD alone, a pipe; the answer is the
- * hand-over version. */
-static void test_the_checker_answers(int sock)
+/* A reload's checker: GANGWAY__CHECK_FD, a pipe, the answer being the
+ * hand-over version; GANGWAY__CHECK_CONFIG_FD, where it writes the
+ * configuration, and GANGWAY__CHECK_STATS_FD, the master's --stats socket.
+ * It keeps those and closes every other descriptor above 2 (the binary the
+ * master ran it from). Runs after the round trip: it closes descriptors. */
+static void test_the_checker_answers(void)
 {
     gw_handover_t h;
-    char err[256], v[16], buf[16] = "";
-    int p[2];
+    char err[256], v[16], v2[16], v3[16], buf[16] = "";
+    int p[2], cfg = memfd_create("cfg", 0), st = socket(AF_INET, SOCK_STREAM, 0);
+    int stray = open("/dev/null", O_RDONLY);
 
-    CHECK(pipe(p) == 0);
+    CHECK(pipe(p) == 0 && cfg > 2 && st > 2 && stray > 2);
+    /* the reading end must survive the closing: as standard input */
+    CHECK(dup2(p[0], 0) == 0);
+    close(p[0]);
     clear_env();
     snprintf(v, sizeof(v), "%d", p[1]);
+    snprintf(v2, sizeof(v2), "%d", cfg);
+    snprintf(v3, sizeof(v3), "%d", st);
     setenv(GW_ENV_CHECK, v, 1);
+    setenv(GW_ENV_CHECK_CONFIG, v2, 1);
+    setenv(GW_ENV_CHECK_STATS, v3, 1);
     CHECK_INT(gw_handover_take(&h, err, sizeof(err)), 0);
     CHECK(!h.is_present && h.check_fd == p[1] && !getenv(GW_ENV_CHECK));
+    CHECK(h.check_config_fd == cfg && h.check_stats_fd == st);
+    CHECK(!getenv(GW_ENV_CHECK_CONFIG) && !getenv(GW_ENV_CHECK_STATS));
+    CHECK(fcntl(cfg, F_GETFD) >= 0 && fcntl(st, F_GETFD) >= 0);
+    CHECK(fcntl(stray, F_GETFD) < 0 && errno == EBADF);
     gw_handover_answer_check(&h);
     CHECK(h.check_fd == -1 && fcntl(p[1], F_GETFD) < 0);
-    CHECK(read(p[0], buf, sizeof(buf) - 1) > 0);
+    CHECK(read(0, buf, sizeof(buf) - 1) > 0);
     CHECK_INT(atoi(buf), GW_HANDOVER_VERSION);
-    close(p[0]);
     gw_handover_dispose(&h);
 
-    snprintf(v, sizeof(v), "%d", sock);
-    setenv(GW_ENV_CHECK, v, 1);
+    /* the wrong kinds of descriptor are refused, nothing closed */
+    setenv(GW_ENV_CHECK, v3, 1);
     CHECK_INT(gw_handover_take(&h, err, sizeof(err)), -EINVAL);
     CHECK(strstr(err, "GANGWAY__CHECK_FD: descriptor") && strstr(err, "is not a pipe"));
-    setenv(GW_ENV_FDS, v, 1);
+    CHECK(pipe(p) == 0);
+    snprintf(v, sizeof(v), "%d", p[1]);
+    setenv(GW_ENV_CHECK, v, 1);
+    setenv(GW_ENV_CHECK_CONFIG, v3, 1);
+    CHECK_INT(gw_handover_take(&h, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "GANGWAY__CHECK_CONFIG_FD: descriptor") &&
+          strstr(err, "is not a regular file"));
+    CHECK(fcntl(p[0], F_GETFD) >= 0 && fcntl(cfg, F_GETFD) >= 0);
+    setenv(GW_ENV_CHECK_CONFIG, v2, 1);
+    setenv(GW_ENV_CHECK_STATS, v2, 1);
+    CHECK_INT(gw_handover_take(&h, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "GANGWAY__CHECK_STATS_FD: descriptor") && strstr(err, "is not a socket"));
+    setenv(GW_ENV_FDS, v3, 1);
     CHECK_INT(gw_handover_take(&h, err, sizeof(err)), -EINVAL);
     CHECK(strstr(err, "GANGWAY__CHECK_FD is set with GANGWAY__LISTEN_FDS") != NULL);
+
+    /* without the answer's pipe (a wrapper hid it), the rest is dropped:
+     * an ordinary check, closing nothing */
     clear_env();
+    setenv(GW_ENV_CHECK_CONFIG, v2, 1);
+    setenv(GW_ENV_CHECK_STATS, v3, 1);
+    CHECK_INT(gw_handover_take(&h, err, sizeof(err)), 0);
+    CHECK(h.check_fd == -1 && h.check_config_fd == -1 && h.check_stats_fd == -1);
+    CHECK(!getenv(GW_ENV_CHECK_CONFIG) && !getenv(GW_ENV_CHECK_STATS));
+    CHECK(fcntl(p[0], F_GETFD) >= 0 && fcntl(cfg, F_GETFD) >= 0 && fcntl(st, F_GETFD) >= 0);
+    gw_handover_dispose(&h);
+
+    /* the configuration handed to a new image: with the sockets only */
+    setenv(GW_ENV_CONFIG, v2, 1);
+    CHECK_INT(gw_handover_take(&h, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "GANGWAY__CONFIG_FD is set without GANGWAY__LISTEN_FDS") != NULL);
+    clear_env();
+    close(p[0]);
+    close(p[1]);
+    close(cfg);
+    close(st);
 }
 
 int main(void)
@@ -215,8 +267,8 @@ int main(void)
 
     test_nothing_handed_over();
     test_bad_values_are_refused(sock, file);
-    test_the_checker_answers(sock);
     test_round_trip_closes_the_rest();
+    test_the_checker_answers();
     printf("handover: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }

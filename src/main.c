@@ -4,6 +4,7 @@
 #include "listen.h"
 #include "log.h"
 #include "master.h"
+#include "signals.h"
 #include "static.h"
 #include "wsgi.h"
 
@@ -127,8 +128,12 @@ static int resolve_ids(const gw_config_t *cfg, ids_t *ids)
 }
 
 /* Checks what needs no Python, every value an option's parser cannot judge
- * alone; returns 0, or the exit status (2: the configuration is wrong). */
-static int check_config(gw_config_t *cfg)
+ * alone; returns 0, or the exit status (2: the configuration is wrong). A
+ * master re-executed by a reload (is_reexec) runs with what its check
+ * validated: what depends on the system rather than on the configuration
+ * (the users and groups it would switch to, which it does not, its
+ * --virtualenv) is no reason to leave the old workers without a master. */
+static int check_config(gw_config_t *cfg, bool is_reexec)
 {
     char err[256], num[32];
     mode_t mode;
@@ -176,7 +181,7 @@ static int check_config(gw_config_t *cfg)
     if (cfg->chmod_socket && *cfg->chmod_socket && parse_mode(cfg->chmod_socket, &mode) < 0)
         return bad(cfg, "chmod-socket", 0, "an octal mode, or nothing for 666",
                    cfg->chmod_socket);
-    {
+    if (!is_reexec) {
         ids_t ids;
         int rc = resolve_ids(cfg, &ids);
         if (rc)
@@ -184,9 +189,94 @@ static int check_config(gw_config_t *cfg)
     }
     if (cfg->virtualenv && access(cfg->virtualenv, X_OK) != 0) {
         gw_log_error("cannot use --virtualenv '%s': %s", cfg->virtualenv, strerror(errno));
-        return 1;
+        if (!is_reexec)
+            return 1;
     }
     return 0;
+}
+
+/* --check-config: the log file opens for appending as the master will open
+ * it, without creating it (a check leaves nothing behind): an existing file
+ * opens for writing, a new one needs a directory it can be created in.
+ * 0 or -errno. */
+static int check_log_file(const char *path)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int fd = open(path, O_WRONLY | O_APPEND | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    if (errno == ENXIO) /* a FIFO nobody reads yet: the master would wait for one */
+        return 0;
+    if (errno != ENOENT)
+        return -errno;
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if ((size_t)(slash - path) >= sizeof(dir))
+        return -ENAMETOOLONG;
+    else
+        snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    return access(dir, W_OK | X_OK) < 0 ? -errno : 0;
+}
+
+/* A reload's checker: the --stats address is the one the running master
+ * serves (running_fd, its socket, is bound to it; port 0 is any port), or
+ * a TCP address this process can bind now. A unix path is left to the new
+ * master, which binds it or runs without statistics. 0, or 1 after a line. */
+static int check_stats(const gw_config_t *cfg, int running_fd)
+{
+    const char *addr = cfg->stats;
+    char local[300], err[256];
+    gw_listener_t l;
+
+    if (!addr || strncmp(addr, "unix:", 5) == 0 || addr[0] == '/' || addr[0] == '.')
+        return 0;
+    /* as stats.c reads it: a bare port or ":port" stays on loopback */
+    if (*addr && strspn(addr, "0123456789") == strlen(addr))
+        snprintf(local, sizeof(local), "127.0.0.1:%s", addr);
+    else if (addr[0] == ':')
+        snprintf(local, sizeof(local), "127.0.0.1%s", addr);
+    else
+        snprintf(local, sizeof(local), "%s", addr);
+    if (running_fd >= 0 && gw_listen_adopt(&l, running_fd, 64) == 0 && gw_listen_matches(&l, local))
+        return 0;
+    if (gw_listen_open(&l, local, 1, err, sizeof(err)) < 0) {
+        gw_log_error("--stats %s: %s", addr, err);
+        return 1;
+    }
+    gw_listen_close(&l);
+    return 0;
+}
+
+/* --check-config, beyond the options: what the master would do first with
+ * them and can be tried without disturbing a running one. A reload's
+ * checker also hands the configuration it validated to the master, which
+ * passes it to its new image. 0, or the exit status. */
+static int check_more(const gw_config_t *cfg, gw_handover_t *h)
+{
+    int rc = 0, e;
+
+    if (cfg->log_file && (e = check_log_file(cfg->log_file)) < 0) {
+        gw_log_error("cannot open the log file '%s': %s", cfg->log_file, strerror(-e));
+        rc = 1;
+    }
+    if (!rc && h->check_fd >= 0)
+        rc = check_stats(cfg, h->check_stats_fd);
+    if (h->check_stats_fd >= 0)
+        close(h->check_stats_fd);
+    h->check_stats_fd = -1;
+    if (!rc && h->check_config_fd >= 0 && (e = gw_config_save(cfg, h->check_config_fd)) < 0) {
+        gw_log_error("cannot hand the configuration over: %s", strerror(-e));
+        rc = 1;
+    }
+    /* before the app is imported: it has no business with either */
+    if (h->check_config_fd >= 0)
+        close(h->check_config_fd);
+    h->check_config_fd = -1;
+    return rc;
 }
 
 /* "user[:group]" (names or numbers) into ids; -1 stays unchanged. */
@@ -671,16 +761,26 @@ static int serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *h)
     char **static_abs = NULL;
     int rc = 1;
 
-    /* --check-config answers on stderr, whatever the log file. */
+    /* --check-config answers on stderr, whatever the log file. A master
+     * re-executed by a reload holds the old workers: a log it cannot open
+     * (its check could, a moment ago) is not worth leaving them without a
+     * master for, so it logs where the previous image logged. */
     if (cfg->log_file && !cfg->check_config && (rc = gw_log_open_error(cfg->log_file)) < 0) {
-        gw_log_error("cannot open the log file '%s': %s", cfg->log_file, strerror(-rc));
-        return 1;
+        gw_log_error("%scannot open the log file '%s': %s%s", h->is_present ? "reload: " : "",
+                     cfg->log_file, strerror(-rc),
+                     h->is_present ? "; the log goes on here until the next reload" : "");
+        if (!h->is_present)
+            return 1;
     }
     if (cfg->disable_logging) {
         gw_log_disable_access();
     } else if ((rc = gw_log_open_access(cfg->access_log)) < 0) {
-        gw_log_error("cannot open the access log '%s': %s", cfg->access_log, strerror(-rc));
-        return 1;
+        gw_log_error("%scannot open the access log '%s': %s%s", h->is_present ? "reload: " : "",
+                     cfg->access_log, strerror(-rc),
+                     h->is_present ? "; access lines go to the error log until the next reload"
+                                   : "");
+        if (!h->is_present)
+            return 1;
     }
     if (gw_log_set_format(cfg->log_format, cfg->log_json, err, sizeof(err)) < 0) {
         gw_log_error("%s", err);
@@ -713,20 +813,25 @@ static int serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *h)
             ls[i].allow = &allow;
     }
     /* Directories on the command line mean where the command was run, not
-     * where --chdir goes: make them absolute first. */
-    if (absolute_static_dirs(cfg, &static_abs) < 0)
+     * where --chdir goes: make them absolute first. A re-executed master
+     * that finds a directory gone since its check goes on: its new workers
+     * fail to start, and the old ones keep serving (on_worker_exit()). */
+    if (absolute_static_dirs(cfg, &static_abs) < 0 && !h->is_present)
         goto out;
     if (cfg->chdir && chdir(cfg->chdir) < 0) {
-        gw_log_error("cannot chdir to '%s': %s", cfg->chdir, strerror(errno));
-        goto out;
+        gw_log_error("%scannot chdir to '%s': %s", h->is_present ? "reload: " : "", cfg->chdir,
+                     strerror(errno));
+        if (!h->is_present)
+            goto out;
     }
     {
         /* Bad --static-map directories stop the start here, in one line. */
         gw_static_t *st = gw_static_new(cfg, err, sizeof(err));
         gw_static_free(st);
         if (!st && err[0]) {
-            gw_log_error("%s", err);
-            goto out;
+            gw_log_error("%s%s", h->is_present ? "reload: " : "", err);
+            if (!h->is_present)
+                goto out;
         }
     }
     if (cfg->check_config) {
@@ -818,6 +923,44 @@ static void free_environ(char **v)
     free(v);
 }
 
+/* The configuration: the one a reload's check validated when the previous
+ * image handed it over (files edited since then change nothing), else read
+ * from the ini files, the environment and the command line. */
+static int load_config(gw_config_t *cfg, int argc, char **argv, gw_handover_t *h)
+{
+    int rc;
+
+    if (h->config_fd < 0)
+        return gw_config_load(cfg, argc, argv, environ);
+    rc = gw_config_load_saved(cfg, h->config_fd);
+    close(h->config_fd);
+    h->config_fd = -1;
+    if (rc == 0)
+        return 0;
+    /* Only a damaged hand-over gets here: the files are the next best. */
+    gw_log_error("reload: the configuration handed over cannot be read (%s): reading it again",
+                 strerror(-rc));
+    gw_config_dispose(cfg);
+    return gw_config_load(cfg, argc, argv, environ);
+}
+
+/* The mask gangway started with, before hold_signals() changed it. */
+static sigset_t start_mask;
+
+/* Before anything of ours runs: a signal the master acts on, sent right
+ * after the start (`kill -HUP` right after `gangway ... &`), waits for the
+ * master's handlers instead of killing (SIGHUP, SIGUSR1) or stopping
+ * (SIGTTIN, SIGTTOU) the process. A .preinit_array entry runs before every
+ * constructor, the libraries' included, once the dynamic linker has loaded
+ * them: only the exec itself and the linker's work come before it. What
+ * does not run a master puts the mask back as it came. */
+static void hold_signals(void)
+{
+    gw_master_hold_signals(&start_mask);
+}
+__attribute__((section(".preinit_array"), used)) static void (*const hold_signals_early)(void) =
+    hold_signals;
+
 int main(int argc, char **argv)
 {
     gw_config_t cfg;
@@ -826,8 +969,8 @@ int main(int argc, char **argv)
     char err[256];
     int rc;
 
-    /* First of all: a previous image's hand-over (a reload) is checked and
-     * taken out of the environment before anything reads it. */
+    /* First of all: a previous image's hand-over (a reload) is checked and taken out
+     * of the environment before anything reads it. */
     if (gw_handover_take(&h, err, sizeof(err)) < 0) {
         gw_log_error("%s", err);
         return 1;
@@ -840,7 +983,11 @@ int main(int argc, char **argv)
         goto out;
     }
     ex.cwd_fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (gw_config_load(&cfg, argc, argv, environ) < 0) {
+    rc = load_config(&cfg, argc, argv, &h);
+    if (rc < 0 || cfg.show_help || cfg.print_man || cfg.print_config || cfg.show_version ||
+        cfg.check_config)
+        gw_signals_restore(&start_mask);
+    if (rc < 0) {
         rc = 2;
     } else if (cfg.show_help) {
         gw_config_print_help(stdout);
@@ -856,7 +1003,8 @@ int main(int argc, char **argv)
                gw_wsgi_python_version(), LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR,
                LLHTTP_VERSION_PATCH, GW_BUILD_OPTIONS);
         rc = 0;
-    } else if (!(rc = check_config(&cfg))) {
+    } else if (!(rc = check_config(&cfg, h.is_present)) &&
+               !(rc = cfg.check_config ? check_more(&cfg, &h) : 0)) {
         if (cfg.show_config)
             gw_config_print(&cfg, stderr);
         rc = serve(&cfg, &ex, &h);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -61,12 +62,22 @@ typedef struct wproc {
     uint64_t spawned_ms;
 } wproc_t;
 
+/* Why a reload's checker was killed before it ended by itself. */
+enum check_end { CHECK_RUNNING, CHECK_TIMED_OUT, CHECK_SUPERSEDED, CHECK_STOPPED };
+
 typedef struct master {
     const gw_config_t *cfg;
     const gw_master_exec_t *ex;
     gw_wsgi_t *app;      /* --preload: the app, imported here */
-    pid_t checker;       /* a reload's `gangway ARGS --check-config`, running */
+    /* A reload's `gangway ARGS --check-config`, running (the leader of its
+     * own process group), and what goes with it until the re-exec. */
+    pid_t checker;
     int checker_rd;      /* its answer: the hand-over version it takes (-1: none) */
+    enum check_end check_end;
+    int exe_fd;          /* O_PATH: the binary it runs, which the re-exec executes too */
+    int config_fd;       /* memfd: the configuration it validated, for the new image */
+    gw_timerq_t check_q; /* --reload-check-timeout */
+    gw_timer_t check_deadline;
     gw_listener_t *ls;
     size_t nl;
     const char *banner;
@@ -79,7 +90,9 @@ typedef struct master {
     uint32_t generation;
     bool is_ready;       /* the first generation is serving */
     bool is_reloading;
-    bool is_reload_pending; /* asked for before the first workers served */
+    /* Asked for while the first workers were starting or while a reload
+     * was under way: runs as soon as that is over. */
+    bool is_reload_pending;
     bool is_stopping;
     bool is_delaying;    /* SIGTERM received, shutdown-delay running */
     int exit_code;
@@ -120,6 +133,31 @@ typedef struct carried {
 } carried_t;
 
 #define RELAXED memory_order_relaxed
+
+/* The signals the master acts on. */
+static const int master_sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT,
+                                  SIGHUP,  SIGUSR1, SIGTTIN, SIGTTOU};
+
+void gw_master_hold_signals(sigset_t *old)
+{
+    gw_signals_hold(master_sigs, sizeof(master_sigs) / sizeof(master_sigs[0]), old);
+}
+
+static void kill_checker(master_t *m, enum check_end why);
+static void reload(master_t *m, const char *why);
+
+/* What a reload holds from its check to the re-exec: closed when it ends,
+ * and in every child but the checker. */
+static void close_reload_fds(master_t *m)
+{
+    if (m->checker_rd >= 0)
+        close(m->checker_rd);
+    if (m->exe_fd >= 0)
+        close(m->exe_fd);
+    if (m->config_fd >= 0)
+        close(m->config_fd);
+    m->checker_rd = m->exe_fd = m->config_fd = -1;
+}
 
 static unsigned count_live(master_t *m, uint32_t gen, bool ready_only)
 {
@@ -251,8 +289,7 @@ static int spawn(master_t *m, size_t i)
         close(m->notify.fd);
         gw_stats_close_fds(m->stats);
         gw_scoreboard_close_fd(&m->sb);
-        if (m->checker_rd >= 0)
-            close(m->checker_rd);
+        close_reload_fds(m);
         /* Another worker's sockets held for its successor would keep them
          * listening, with nobody accepting, for as long as this one lives. */
         for (size_t j = 0; j < NSLOTS; j++)
@@ -470,6 +507,12 @@ static void begin_stop(master_t *m, bool graceful, const char *why)
     m->is_stopping = true;
     m->is_delaying = false;
     gw_timer_stop(&m->delay);
+    /* A reload's check under way has nothing left to do; the master waits
+     * for it to be gone, so that nothing it started outlives the stop. */
+    if (m->checker && m->check_end == CHECK_RUNNING) {
+        gw_log_error("stopping the reload's check (pid %d)", (int)m->checker);
+        kill_checker(m, CHECK_STOPPED);
+    }
     /* New connections are refused from now on rather than queued for
      * workers that will not take them. */
     for (size_t i = 0; i < m->nl; i++)
@@ -478,7 +521,7 @@ static void begin_stop(master_t *m, bool graceful, const char *why)
         drop_handoff(m, &m->w[i]);
     signal_all(m, graceful ? SIGTERM : SIGQUIT, false);
     gw_timer_start(graceful ? &m->kill_graceful_q : &m->kill_quick_q, &m->kill);
-    if (!any_live(m))
+    if (!any_live(m) && !m->checker)
         gw_loop_stop(m->loop);
 }
 
@@ -497,71 +540,142 @@ static void on_delay_timer(gw_loop_t *loop, gw_timer_t *t)
     begin_stop(m, true, "shutdown-delay over");
 }
 
+/* The checker's descriptors, from 3 on: its answer, the memfd it writes
+ * the configuration into, the binary it runs, and the --stats socket when
+ * there is one. */
+enum { CHK_ANSWER = 3, CHK_CONFIG, CHK_EXE, CHK_STATS, CHK_END };
+
+/* Between fork() and exec only async-signal-safe calls: with --preload the
+ * app's threads may hold stdio's or malloc's locks in the master. */
+static void checker_fail(const char *msg)
+{
+    (void)!write(STDERR_FILENO, msg, strlen(msg));
+    _exit(127);
+}
+
+/* Kills the checker and every process in its group (what the app's import
+ * started); its exit is taken in reap(). */
+static void kill_checker(master_t *m, enum check_end why)
+{
+    if (!m->checker || m->check_end != CHECK_RUNNING)
+        return;
+    m->check_end = why;
+    gw_timer_stop(&m->check_deadline);
+    if (kill(-m->checker, SIGKILL) < 0)
+        kill(m->checker, SIGKILL);
+}
+
+static void on_check_deadline(gw_loop_t *loop, gw_timer_t *t)
+{
+    master_t *m = (master_t *)((char *)t - offsetof(master_t, check_deadline));
+
+    (void)loop;
+    gw_log_error("reload: the check (pid %d) still runs after %llus (--reload-check-timeout): "
+                 "killing it and what it started", (int)m->checker,
+                 (unsigned long long)m->cfg->reload_check_timeout);
+    kill_checker(m, CHECK_TIMED_OUT);
+}
+
 /* A reload, step 1: `<binary> ARGS --check-config`, run as the new master
  * would run (the binary at its path, the starting environment and
  * directory), reads the new configuration and imports the app without
  * binding anything. Only if it passes does this master give up its image;
- * if it fails, it has said why on the log (its stderr is ours). */
+ * if it fails, it has said why on the log (its stderr is ours). The binary
+ * is opened here, once: the check runs that file and the re-exec executes
+ * the same one, whatever is renamed over the path in between. The checker
+ * writes the configuration it validated into a memfd, which the new image
+ * loads instead of reading the files again. It runs in a process group of
+ * its own, for --reload-check-timeout at most, and dies with the master. */
 static void start_checker(master_t *m, const char *why)
 {
     const gw_master_exec_t *ex = m->ex;
-    char var[sizeof(GW_ENV_CHECK) + 2], **args = NULL, **envp = NULL;
+    char vars[3][sizeof(GW_ENV_CHECK_CONFIG) + 8], **args = NULL, **envp = NULL;
+    const char *what = "";
     size_t n = 0, ne = 0;
-    int p[2] = {-1, -1};
+    int p[2] = {-1, -1}, stats_fd = gw_stats_fd(m->stats), nfd = stats_fd >= 0 ? 4 : 3, e;
+    pid_t parent = getpid(), pid;
     sigset_t mask;
-    pid_t pid;
 
     while (ex->argv[n])
         n++;
     while (ex->envp[ne])
         ne++;
-    /* The checker answers on descriptor 3 which hand-over it takes. */
-    snprintf(var, sizeof(var), "%s=3", GW_ENV_CHECK);
-    if (!(args = calloc(n + 2, sizeof(*args))) || !(envp = calloc(ne + 2, sizeof(*envp))) ||
-        pipe2(p, O_CLOEXEC) < 0) {
-        gw_log_error("%s: cannot reload: %s", why, strerror(errno));
-        goto out;
+    snprintf(vars[0], sizeof(vars[0]), "%s=%d", GW_ENV_CHECK, CHK_ANSWER);
+    snprintf(vars[1], sizeof(vars[1]), "%s=%d", GW_ENV_CHECK_CONFIG, CHK_CONFIG);
+    snprintf(vars[2], sizeof(vars[2]), "%s=%d", GW_ENV_CHECK_STATS, CHK_STATS);
+    if (!(args = calloc(n + 2, sizeof(*args))) || !(envp = calloc(ne + 4, sizeof(*envp))) ||
+        pipe2(p, O_CLOEXEC) < 0 ||
+        (m->config_fd = memfd_create("gangway-config", MFD_CLOEXEC | MFD_ALLOW_SEALING)) < 0) {
+        e = errno;
+        goto failed;
+    }
+    if ((m->exe_fd = open(ex->path, O_PATH | O_CLOEXEC)) < 0) {
+        e = errno;
+        what = ex->path;
+        goto failed;
     }
     memcpy(args, ex->argv, n * sizeof(*args));
     args[n] = "--check-config";
     memcpy(envp, ex->envp, ne * sizeof(*envp));
-    envp[ne] = var;
+    envp[ne] = vars[0];
+    envp[ne + 1] = vars[1];
+    envp[ne + 2] = stats_fd >= 0 ? vars[2] : NULL;
     gw_log_flush();
     fflush(NULL);
     gw_signals_block(&mask);
     pid = fork();
+    e = errno;
     if (pid == 0) {
+        const int from[CHK_END - CHK_ANSWER] = {p[1], m->config_fd, m->exe_fd, stats_fd};
+        int tmp[CHK_END - CHK_ANSWER];
+
+        setpgid(0, 0);
+        /* It must not outlive the master: a master that died before the
+         * prctl() is seen in getppid(). */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+            _exit(127);
         gw_signals_close(-1); /* default handlers, then the mask back */
         gw_signals_restore(&mask);
         umask(ex->umask);
-        if (ex->cwd_fd >= 0 && fchdir(ex->cwd_fd) < 0) {
-            gw_log_error("reload: cannot return to the starting directory: %s",
-                         strerror(errno));
-            _exit(127);
-        }
-        /* dup2 clears close-on-exec, except onto itself */
-        if (p[1] == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(p[1], 3) < 0)
-            _exit(127);
-        /* nothing else of the master's beyond stdio: not the listeners (they
-         * are close-on-exec anyway), not what a preloaded app left
-         * inheritable */
-        close_range(4, ~0U, 0);
-        execve(ex->path, args, envp);
-        gw_log_error("reload: cannot run %s: %s", ex->path, strerror(errno));
-        _exit(127);
+        if (ex->cwd_fd >= 0 && fchdir(ex->cwd_fd) < 0)
+            checker_fail("gangway: reload: the check cannot return to the starting directory\n");
+        /* Copies above the targets first, so that moving one never
+         * overwrites another; dup2 clears close-on-exec. Nothing else of the
+         * master's beyond stdio: not the listeners, not what a preloaded
+         * app left inheritable. */
+        for (int i = 0; i < nfd; i++)
+            if ((tmp[i] = fcntl(from[i], F_DUPFD_CLOEXEC, CHK_END)) < 0)
+                checker_fail("gangway: reload: cannot set up the check's descriptors\n");
+        for (int i = 0; i < nfd; i++)
+            if (dup2(tmp[i], CHK_ANSWER + i) < 0)
+                checker_fail("gangway: reload: cannot set up the check's descriptors\n");
+        close_range(CHK_ANSWER + (unsigned)nfd, ~0U, 0);
+        /* The descriptor stays open across the exec: a script runs as
+         * /dev/fd/N. The checker closes it first thing. */
+        fexecve(CHK_EXE, args, envp);
+        checker_fail("gangway: reload: cannot run the binary for the check\n");
     }
     gw_signals_restore(&mask);
     if (pid < 0) {
-        gw_log_error("%s: cannot reload: cannot start the check: %s", why, strerror(errno));
-        goto out;
+        what = "cannot start the check";
+        goto failed;
     }
+    setpgid(pid, pid); /* as the child does: whichever comes first */
     m->checker = pid;
+    m->check_end = CHECK_RUNNING;
     m->checker_rd = p[0];
     p[0] = -1;
     fcntl(m->checker_rd, F_SETFL, O_NONBLOCK);
+    gw_timer_start(&m->check_q, &m->check_deadline);
     gw_log_error("%s: graceful reload: checking the configuration and the app (%s "
                  "--check-config)", why, ex->path);
     tell_systemd(m, "RELOADING=1", "reloading: checking the configuration and the app");
+    goto out;
+failed:
+    gw_log_error("%s: cannot reload: %s%s%s", why, what, *what ? ": " : "", strerror(e));
+    close_reload_fds(m);
+    /* A reload that follows another one said RELOADING=1 already. */
+    tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
 out:
     if (p[0] >= 0)
         close(p[0]);
@@ -576,10 +690,8 @@ out:
 static int checker_answer(master_t *m)
 {
     char buf[16];
-    ssize_t n = read(m->checker_rd, buf, sizeof(buf) - 1);
+    ssize_t n = m->checker_rd >= 0 ? read(m->checker_rd, buf, sizeof(buf) - 1) : -1;
 
-    close(m->checker_rd);
-    m->checker_rd = -1;
     if (n <= 0)
         return 0;
     buf[n] = '\0';
@@ -628,14 +740,19 @@ static bool restore_carried(master_t *m)
 }
 
 /* Clears or sets close-on-exec on every descriptor the hand-over names
- * (with is_full false: the sockets only). */
-static void set_cloexec(master_t *m, bool on, bool is_full)
+ * (with is_full false: the sockets only; has_config: the configuration) and
+ * on the binary executed (a script runs as /dev/fd/N; the new image closes
+ * it, named nowhere). */
+static void set_cloexec(master_t *m, bool on, bool is_full, bool has_config)
 {
     int flag = on ? FD_CLOEXEC : 0;
 
     for (size_t i = 0; i < m->nl; i++)
         if (m->ls[i].fd >= 0)
             fcntl(m->ls[i].fd, F_SETFD, flag);
+    fcntl(m->exe_fd, F_SETFD, flag);
+    if (has_config)
+        fcntl(m->config_fd, F_SETFD, flag);
     if (!is_full)
         return;
     fcntl(m->sb.fd, F_SETFD, flag);
@@ -645,11 +762,14 @@ static void set_cloexec(master_t *m, bool on, bool is_full)
 
 /* The environment of the next image: the starting one, then the hand-over
  * (every list built to its exact size; is_full false: sockets and workers
- * only). NULL when out of memory. */
-static char **exec_environ(master_t *m, bool is_full, char *vars[GW_HANDOVER_VARS + 1])
+ * only; has_config: the checked configuration too). NULL when out of
+ * memory. */
+static char **exec_environ(master_t *m, bool is_full, bool has_config,
+                           char *vars[GW_HANDOVER_VARS + 1])
 {
     gw_handover_t h = {.scoreboard_fd = is_full ? m->sb.fd : -1,
-                       .stats_fd = is_full ? gw_stats_fd(m->stats) : -1};
+                       .stats_fd = is_full ? gw_stats_fd(m->stats) : -1,
+                       .config_fd = has_config ? m->config_fd : -1};
     size_t n = 0, nv = 0;
     char **envp = NULL;
 
@@ -683,17 +803,17 @@ out:
     return envp;
 }
 
-/* Step 2: re-execute the master, from the binary at its path, with its
- * listening sockets, its workers and its scoreboard. The new image reads
- * the configuration again, starts its own workers, and stops these once its
- * own serve. */
+/* Step 2: re-execute the master, from the binary the check ran, with its
+ * listening sockets, its workers, its scoreboard and the configuration the
+ * check validated. The new image starts its own workers and stops these
+ * once its own serve. Returns only when the exec failed. */
 static void reexec(master_t *m, int version)
 {
     const gw_master_exec_t *ex = m->ex;
     char *vars[GW_HANDOVER_VARS + 1] = {NULL};
-    bool is_full = version >= GW_HANDOVER_VERSION;
-    char **envp = exec_environ(m, is_full, vars);
-    int here = -1, e;
+    bool is_full = version >= 1, has_config = version >= 2;
+    char **envp = exec_environ(m, is_full, has_config, vars);
+    int here = -1, e, sig;
     mode_t um;
     sigset_t mask;
 
@@ -701,8 +821,12 @@ static void reexec(master_t *m, int version)
         e = ENOMEM;
         goto failed;
     }
+    /* What the new image loads is exactly what was checked: nothing writes
+     * to it from here on. */
+    if (has_config)
+        fcntl(m->config_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
     save_carried(m);
-    set_cloexec(m, false, is_full);
+    set_cloexec(m, false, is_full, has_config);
     if (!is_full)
         gw_log_error("reload: %s takes only the sockets and the workers over (an older "
                      "gangway): its statistics start from zero", ex->path);
@@ -710,15 +834,18 @@ static void reexec(master_t *m, int version)
     gw_log_flush();
     fflush(NULL);
     /* Signals that come meanwhile stay pending across the exec (the mask
-     * is kept) until the new image's handlers are in place. */
+     * is kept) until the new image's handlers are in place; those already
+     * in the pipe, not acted on yet, are raised again to join them. */
     gw_signals_block(&mask);
+    while ((sig = gw_signals_next(m->sigwatch.fd)) > 0)
+        raise(sig);
     if (ex->cwd_fd >= 0)
         here = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
     um = umask(ex->umask);
     if (ex->cwd_fd >= 0 && fchdir(ex->cwd_fd) < 0) {
         e = errno;
     } else {
-        execve(ex->path, ex->argv, envp);
+        fexecve(m->exe_fd, ex->argv, envp);
         e = errno;
     }
     /* Still here: the exec failed; this image goes on as it was. */
@@ -727,9 +854,9 @@ static void reexec(master_t *m, int version)
     if (here >= 0)
         close(here);
     umask(um);
-    gw_signals_restore(&mask);
-    set_cloexec(m, true, is_full);
+    set_cloexec(m, true, is_full, has_config);
     ((carried_t *)m->sb.extra)->version = 0;
+    gw_signals_restore(&mask);
 failed:
     free(envp);
     gw_handover_free_vars(vars);
@@ -737,20 +864,34 @@ failed:
     tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
 }
 
+/* A reload asked for while another was under way runs once that one is
+ * over, and reads the configuration as it is then: the newest wins. */
+static void reload_next(master_t *m)
+{
+    if (!m->is_reload_pending || m->is_stopping || m->is_delaying)
+        return;
+    m->is_reload_pending = false;
+    reload(m, "the reload asked for meanwhile");
+}
+
 static void reload(master_t *m, const char *why)
 {
     if (m->is_stopping || m->is_delaying)
         return;
-    if (!m->is_ready) {
-        /* The first workers are still starting: reloading them now would
-         * race the start-up; do it as soon as they serve. */
+    if (!m->is_ready || m->is_reloading || m->checker) {
+        /* The first workers are still starting, or a new generation is:
+         * reloading them now would race them; it is done as soon as they
+         * serve (or fail). A check under way may have read the files before
+         * they changed again: it is stopped, and a new one follows at once.
+         * Any number of requests meanwhile make one reload. */
         if (!m->is_reload_pending)
-            gw_log_error("%s: reloading once the workers serve", why);
+            gw_log_error("%s: %s", why,
+                         !m->is_ready ? "reloading once the workers serve"
+                         : m->checker ? "the check under way may have read an older "
+                                        "configuration: stopping it; a new one follows"
+                                      : "another reload follows once this one is done");
         m->is_reload_pending = true;
-        return;
-    }
-    if (m->is_reloading || m->checker) {
-        gw_log_error("%s: a reload is already under way", why);
+        kill_checker(m, CHECK_SUPERSEDED);
         return;
     }
     start_checker(m, why);
@@ -770,6 +911,7 @@ static void finish_reload(master_t *m, unsigned ready)
         gw_log_error("listening on %s", m->ls[i].url);
     gw_log_error("ready");
     tell_systemd(m, "READY=1", "serving (reloaded)");
+    reload_next(m);
 }
 
 static void announce_ready(master_t *m)
@@ -1003,6 +1145,7 @@ static void on_worker_exit(master_t *m, size_t i, int st)
         m->generation--;
         m->is_reloading = false;
         tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
+        reload_next(m);
         return;
     }
     if (start_failed) {
@@ -1061,6 +1204,40 @@ static void on_worker_exit(master_t *m, size_t i, int st)
     spawn(m, i);
 }
 
+/* The checker ended: re-execute when it passed, else say why the reload
+ * failed (a check stopped for a newer reload says nothing: that one starts
+ * now). */
+static void checker_done(master_t *m, int st)
+{
+    enum check_end end = m->check_end;
+    int version = checker_answer(m);
+    char how[96];
+
+    m->checker = 0;
+    m->check_end = CHECK_RUNNING;
+    gw_timer_stop(&m->check_deadline);
+    if (m->is_stopping) {
+        close_reload_fds(m);
+        return;
+    }
+    if (end == CHECK_RUNNING && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+        reexec(m, version);
+    } else if (end == CHECK_TIMED_OUT) {
+        gw_log_error("reload failed: the check did not finish within %llus "
+                     "(--reload-check-timeout); the old workers keep serving",
+                     (unsigned long long)m->cfg->reload_check_timeout);
+        tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
+    } else if (end == CHECK_RUNNING) {
+        describe(st, how, sizeof(how));
+        gw_log_error("reload failed: the new configuration or app does not load "
+                     "(%s --check-config %s); the old workers keep serving",
+                     m->ex->path, how);
+        tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
+    }
+    close_reload_fds(m);
+    reload_next(m);
+}
+
 static void reap(master_t *m)
 {
     int st;
@@ -1069,20 +1246,7 @@ static void reap(master_t *m)
     read_notes(m);
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
         if (pid == m->checker) {
-            int version = checker_answer(m);
-            m->checker = 0;
-            if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !m->is_stopping) {
-                reexec(m, version);
-            } else {
-                char how[96];
-                if (!m->is_stopping) {
-                    describe(st, how, sizeof(how));
-                    gw_log_error("reload failed: the new configuration or app does not load "
-                                 "(%s --check-config %s); the old workers keep serving",
-                                 m->ex->path, how);
-                    tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
-                }
-            }
+            checker_done(m, st);
             continue;
         }
         for (size_t i = 0; i < NSLOTS; i++) {
@@ -1093,7 +1257,7 @@ static void reap(master_t *m)
         }
     }
     progress(m);
-    if (m->is_stopping && !any_live(m))
+    if (m->is_stopping && !any_live(m) && !m->checker)
         gw_loop_stop(m->loop);
 }
 
@@ -1237,15 +1401,18 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
 }
 
 /* The scoreboard a previous image handed over (the old workers' slots, and
- * what the master carried in its extra area), or a new one. */
-static int open_scoreboard(master_t *m, gw_handover_t *h)
+ * what the master carried in its extra area; *is_adopted true), or a new
+ * one. */
+static int open_scoreboard(master_t *m, gw_handover_t *h, bool *is_adopted)
 {
     int rc;
 
+    *is_adopted = false;
     if (h->scoreboard_fd >= 0) {
         rc = gw_scoreboard_adopt(&m->sb, h->scoreboard_fd, NSLOTS, sizeof(carried_t));
         if (rc == 0) {
             h->scoreboard_fd = -1; /* the scoreboard's now */
+            *is_adopted = true;
             return 0;
         }
         gw_log_error("reload: the scoreboard handed over %s: the statistics start from zero",
@@ -1269,25 +1436,44 @@ static bool is_child(pid_t pid)
  * ones do. They keep their slots, so their counters (and their requests
  * in flight) stay in the statistics, and they are an older generation:
  * stopped once the new one serves, never replaced. A pid that is not our
- * child is never signalled. Returns how many were taken. */
-static size_t take_old_workers(master_t *m, const gw_handover_t *h, bool has_slots)
+ * child is never signalled. has_slots: the scoreboard is the previous
+ * image's, so each worker's slot is found by its pid, all of them before
+ * any worker whose slot is missing gets a free one (which must not be
+ * another old worker's, still counting). has_carried: the generation came
+ * along too; else the old workers are simply the one before. Returns how
+ * many were taken. */
+static size_t take_old_workers(master_t *m, const gw_handover_t *h, bool has_slots,
+                               bool has_carried)
 {
     size_t n = 0;
+    long *at = calloc(h->nold ? h->nold : 1, sizeof(*at));
 
+    if (!at)
+        return 0;
     for (size_t k = 0; k < h->nold; k++) {
         pid_t pid = h->old[k];
-        long i = -1;
-        gw_slot_t *slot;
-        uint32_t st;
-
+        at[k] = -1;
         if (!is_child(pid)) {
             gw_log_error("reload: process %d named in %s is not a worker of this master: left "
                          "alone", (int)pid, GW_ENV_OLD_WORKERS);
+            at[k] = -2;
             continue;
         }
-        for (size_t j = 0; has_slots && j < NSLOTS && i < 0; j++)
-            if (!m->w[j].pid && atomic_load_explicit(&m->sb.slots[j].pid, RELAXED) == pid)
-                i = (long)j;
+        for (size_t j = 0; has_slots && j < NSLOTS && at[k] < 0; j++) {
+            if (!m->w[j].pid && atomic_load_explicit(&m->sb.slots[j].pid, RELAXED) == pid) {
+                at[k] = (long)j;
+                m->w[j].pid = pid; /* taken: free_slot() passes it by */
+            }
+        }
+    }
+    for (size_t k = 0; k < h->nold; k++) {
+        pid_t pid = h->old[k];
+        long i = at[k];
+        gw_slot_t *slot;
+        uint32_t st, gen;
+
+        if (i == -2)
+            continue;
         if (i < 0) {
             /* its slot did not come along: a fresh one shows it */
             if ((i = free_slot(m)) < 0)
@@ -1299,12 +1485,14 @@ static size_t take_old_workers(master_t *m, const gw_handover_t *h, bool has_slo
         }
         slot = &m->sb.slots[i];
         st = atomic_load_explicit(&slot->state, RELAXED);
+        gen = atomic_load_explicit(&slot->generation, RELAXED);
         m->w[i].pid = pid;
-        m->w[i].generation = atomic_load_explicit(&slot->generation, RELAXED);
+        m->w[i].generation = has_carried && gen < m->generation ? gen : m->generation - 1;
         m->w[i].is_ready = st != GW_SLOT_STARTING;
         m->w[i].is_retiring = st == GW_SLOT_STOPPING;
         n++;
     }
+    free(at);
     return n;
 }
 
@@ -1312,11 +1500,15 @@ static size_t take_old_workers(master_t *m, const gw_handover_t *h, bool has_slo
  * through stats_src, which points into m. */
 static int start_stats(master_t *m, const char *banner, gw_handover_t *h)
 {
-    char err[256];
+    char err[256], err2[256];
     static char version[64];
-    int fd = h->stats_fd;
+    int fd = h->stats_fd, keep = -1;
 
     h->stats_fd = -1; /* gw_stats_new() takes it or closes it */
+    /* A re-executed master keeps a copy of the previous image's socket:
+     * should the address asked for not bind, statistics go on there. */
+    if (fd >= 0)
+        keep = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     /* "gangway 0.2.0 (Python 3.11.2)": the version is the second word. */
     snprintf(version, sizeof(version), "%s", banner + (strncmp(banner, "gangway ", 8) ? 0 : 8));
     version[strcspn(version, " ")] = '\0';
@@ -1327,11 +1519,26 @@ static int start_stats(master_t *m, const char *banner, gw_handover_t *h)
         .slot_respawns = m->slot_respawns, .slot_spawned_unix = m->slot_spawned,
         .target = &m->target, .generation = &m->generation,
     };
-    if (!(m->stats = gw_stats_new(m->loop, m->cfg->stats, &m->stats_src, fd, err, sizeof(err)))) {
+    m->stats = gw_stats_new(m->loop, m->cfg->stats, &m->stats_src, fd, err, sizeof(err));
+    if (m->stats) {
+        if (keep >= 0)
+            close(keep);
+        gw_log_error("statistics on %s (/, /metrics, /status)", gw_stats_url(m->stats));
+        return 0;
+    }
+    if (!h->is_present) {
         gw_log_error("--stats: %s", err);
         return -1;
     }
-    gw_log_error("statistics on %s (/, /metrics, /status)", gw_stats_url(m->stats));
+    /* The old workers are not left without a master for the statistics. */
+    if (keep >= 0 &&
+        (m->stats = gw_stats_new(m->loop, NULL, &m->stats_src, keep, err2, sizeof(err2)))) {
+        gw_log_error("reload: --stats %s: %s; statistics stay on %s until the next reload",
+                     m->cfg->stats, err, gw_stats_url(m->stats));
+        return 0;
+    }
+    gw_log_error("reload: --stats %s: %s; no statistics until the next reload", m->cfg->stats,
+                 err);
     return 0;
 }
 
@@ -1350,11 +1557,10 @@ static int preload(master_t *m)
 int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner,
                   const gw_master_exec_t *ex, gw_handover_t *h)
 {
-    static const int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT,
-                               SIGHUP,  SIGUSR1, SIGTTIN, SIGTTOU};
     master_t *m = calloc(1, sizeof(*m));
     int p[2] = {-1, -1}, rc = 1;
     size_t nold = 0;
+    bool is_adopted = false;
 
     if (!m)
         return 1;
@@ -1366,11 +1572,11 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     m->target = (unsigned)cfg->workers;
     m->generation = 1;
     m->sb.fd = -1;
-    m->checker_rd = -1;
+    m->checker_rd = m->exe_fd = m->config_fd = -1;
     m->sigwatch.fd = m->notify.fd = -1;
     /* The workers' notes: a socket pair, not a pipe, so that a recycling
      * worker's note can carry its --reuse-port sockets to its successor. */
-    if (open_scoreboard(m, h) < 0 || !(m->loop = gw_loop_new(NULL)) ||
+    if (open_scoreboard(m, h, &is_adopted) < 0 || !(m->loop = gw_loop_new(NULL)) ||
         socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) < 0) {
         gw_log_error("cannot start the master: %s", strerror(errno));
         goto out;
@@ -1382,14 +1588,15 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
          * from the previous image; its workers are the generation before. */
         bool has_carried = restore_carried(m);
         m->generation++;
-        nold = take_old_workers(m, h, has_carried);
+        nold = take_old_workers(m, h, is_adopted, has_carried);
     }
     /* Workers write their ready notes; the master reads without blocking. */
     fcntl(p[0], F_SETFL, O_NONBLOCK);
     m->notify.fd = p[0];
     m->notify.cb = on_notify;
     m->notify_wr = p[1];
-    m->sigwatch.fd = gw_signals_open(sigs, sizeof(sigs) / sizeof(sigs[0]));
+    /* Signals held since main() began are delivered from here on. */
+    m->sigwatch.fd = gw_signals_open(master_sigs, sizeof(master_sigs) / sizeof(master_sigs[0]));
     m->sigwatch.cb = on_signal;
     if (m->sigwatch.fd < 0 || gw_loop_add(m->loop, &m->sigwatch, EPOLLIN) < 0 ||
         gw_loop_add(m->loop, &m->notify, EPOLLIN) < 0) {
@@ -1409,6 +1616,8 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     gw_timer_init(&m->tick, on_tick);
     gw_timer_init(&m->delay, on_delay_timer);
     gw_timer_init(&m->kill, on_kill_timer);
+    gw_timerq_init(m->loop, &m->check_q, cfg->reload_check_timeout * 1000);
+    gw_timer_init(&m->check_deadline, on_check_deadline);
     gw_timer_start(&m->tick_q, &m->tick);
     /* A re-executed master's previous workers serve until its own do: a
      * failed start is retried then, not a reason to take them down. */
@@ -1454,8 +1663,11 @@ out:
         gw_wsgi_free(m->app);
     }
     gw_stats_free(m->stats);
-    if (m->checker_rd >= 0)
-        close(m->checker_rd);
+    if (m->checker) { /* the loop failed under it */
+        kill_checker(m, CHECK_STOPPED);
+        waitpid(m->checker, NULL, 0);
+    }
+    close_reload_fds(m);
     if (h->stats_fd >= 0)
         close(h->stats_fd);
     h->stats_fd = -1;

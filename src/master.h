@@ -9,6 +9,7 @@
 #include "handover.h"
 #include "listen.h"
 
+#include <signal.h>
 #include <sys/types.h>
 
 /* How a reload re-executes the master (and runs the checker before it):
@@ -33,5 +34,10 @@ typedef struct gw_master_exec {
  * names become the master's. */
 int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const char *banner,
                   const gw_master_exec_t *ex, gw_handover_t *h);
+
+/* First thing in main(): blocks the signals the master acts on, so that one
+ * sent before its handlers are in place waits for them (old: the mask to
+ * restore for a run that starts no master: --check-config, --help ...). */
+void gw_master_hold_signals(sigset_t *old);
 
 #endif

@@ -134,6 +134,16 @@ void gw_signals_restore(const sigset_t *old)
     sigprocmask(SIG_SETMASK, old, NULL);
 }
 
+void gw_signals_hold(const int *sigs, size_t n, sigset_t *old)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    for (size_t i = 0; i < n; i++)
+        sigaddset(&set, sigs[i]);
+    sigprocmask(SIG_BLOCK, &set, old);
+}
+
 void gw_signals_forked(int fd, const sigset_t *old)
 {
     /* The handlers stay; with no pipe they only remember what came. */

@@ -37,4 +37,11 @@ void gw_signals_block(sigset_t *old);
 void gw_signals_forked(int fd, const sigset_t *old);
 void gw_signals_restore(const sigset_t *old);
 
+/* Blocks sigs (old keeps the mask to restore): at the very start of a
+ * process that will handle them, so that one arriving before the handlers
+ * are in place stays pending instead of taking its default action (SIGHUP
+ * and SIGUSR1 kill, SIGTTIN and SIGTTOU stop). gw_signals_open() unblocks
+ * the set it handles; gw_signals_restore(old) gives up on handling them. */
+void gw_signals_hold(const int *sigs, size_t n, sigset_t *old);
+
 #endif

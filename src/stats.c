@@ -701,7 +701,9 @@ gw_stats_t *gw_stats_new(gw_loop_t *loop, const char *addr, const gw_stats_sourc
     }
     /* A bare port, or ":port", stays on loopback: statistics say a lot about
      * a site, so reaching them from elsewhere takes a host spelt out. */
-    if (strspn(addr, "0123456789") == strlen(addr) && *addr)
+    if (!addr)
+        local[0] = '\0';
+    else if (strspn(addr, "0123456789") == strlen(addr) && *addr)
         snprintf(local, sizeof(local), "127.0.0.1:%s", addr);
     else if (addr[0] == ':')
         snprintf(local, sizeof(local), "127.0.0.1%s", addr);
@@ -712,12 +714,17 @@ gw_stats_t *gw_stats_new(gw_loop_t *loop, const char *addr, const gw_stats_sourc
     if (handed_fd >= 0) {
         gw_listener_t l;
         if (gw_listen_adopt(&l, handed_fd, 64) == 0 && !l.is_reuse_port &&
-            gw_listen_matches(&l, local)) {
+            (!addr || gw_listen_matches(&l, local))) {
             s->l = l;
             is_adopted = true;
         } else {
             close(handed_fd);
         }
+    }
+    if (!is_adopted && !addr) {
+        snprintf(err, errlen, "--stats: the socket handed over does not serve");
+        free(s);
+        return NULL;
     }
     if (!is_adopted && (rc = gw_listen_open(&s->l, local, 64, err, errlen)) < 0) {
         free(s);

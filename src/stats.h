@@ -60,8 +60,9 @@ typedef struct gw_stats gw_stats_t;
 /* Binds addr (":9191" and "9191" mean 127.0.0.1:9191; give a host to listen
  * elsewhere; unix paths too) and serves it on loop. handed_fd (-1: none) is
  * the socket a re-executed master's previous image served statistics on: it
- * is taken (owned from here on) when bound to addr, else closed. src is
- * borrowed for the server's life. NULL with a reason in err. */
+ * is taken (owned from here on) when bound to addr, or whatever its address
+ * with addr NULL (a reload whose new address cannot be bound), else closed.
+ * src is borrowed for the server's life. NULL with a reason in err. */
 gw_stats_t *gw_stats_new(gw_loop_t *loop, const char *addr, const gw_stats_source_t *src,
                          int handed_fd, char *err, size_t errlen);
 

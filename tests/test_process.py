@@ -2166,3 +2166,481 @@ def test_reload_into_a_binary_that_does_not_answer_the_check(gangway, tmp_path, 
     assert pid_in(get(s).body) in new
     js = stats_get(s)  # bound again by the new image, answering
     assert js["totals"]["requests"] <= 1  # started again from zero
+
+
+# ---------------------------------------------------------------------------
+# a reload's new image runs what its check validated, survives what it can;
+# the check has a deadline and never outlives the master
+# ---------------------------------------------------------------------------
+
+# tmp_path/app/step_app.py. In a reload's check (`--check-config` in its
+# command line), the import runs in_check.py once when the test left one (to
+# change the world between the check and the re-exec, or to hang); workers
+# wait while hold_workers exists.
+STEP_APP = r'''
+import os, time
+HERE = os.path.dirname(os.path.abspath(__file__))
+if b"--check-config" in open("/proc/self/cmdline", "rb").read():
+    step = os.path.join(HERE, "in_check.py")
+    if os.path.exists(step):
+        code = open(step).read()
+        os.unlink(step)
+        exec(code)
+else:
+    while os.path.exists(os.path.join(HERE, "hold_workers")):
+        time.sleep(0.01)
+
+
+def application(environ, start_response):
+    body = ("pid=%d key=%s" % (os.getpid(), os.environ.get("RELOAD_KEY"))).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def step_app(tmp_path):
+    d = tmp_path / "app"
+    d.mkdir(exist_ok=True)
+    (d / "step_app.py").write_text(STEP_APP)
+    return d
+
+
+def step_ini(path, appdir, extra=""):
+    path.write_text("[gangway]\nchdir = %s\nmodule = step_app\nworkers = 2\n"
+                    "http-socket = 127.0.0.1:0\n%s" % (appdir, extra))
+
+
+def start_step(gangway, tmp_path, extra="", args=()):
+    appdir = step_app(tmp_path)
+    ini = tmp_path / "app.ini"
+    step_ini(ini, appdir, extra)
+    s = gangway(str(ini), *args, listen=False, env=RELOAD_ENV)
+    return s, ini, appdir
+
+
+def key_of(s):
+    r = get(s)
+    assert r.status == 200, r.body
+    return re.search(rb"key=(\S+)", r.body).group(1).decode()
+
+
+def assert_old_workers_serve(s, old):
+    wait_for(lambda: live_children(s.pid) == old, 10, what="only the old workers")
+    for _ in range(5):
+        assert pid_in(get(s).body) in old
+
+
+def checker_of(s, workers, timeout=10):
+    """The reload's checker: the master's child that is none of its workers."""
+    return wait_for(lambda: (lambda c: c.pop() if len(c) == 1 else None)(
+        live_children(s.pid) - workers), timeout, what="the reload's check to start")
+
+
+def kill_stray(pids, argv0):
+    """After a failed test: SIGKILL the processes a test's app started, by
+    pid, if they still run argv0."""
+    for p in pids:
+        try:
+            with open("/proc/%d/cmdline" % p, "rb") as f:
+                if f.read().split(b"\0")[0] == argv0.encode() and not gone(p):
+                    os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("what", ["log-file", "stats"])
+def test_reload_checks_what_the_new_master_opens(gangway, tmp_path, what):
+    """A log file that cannot be opened for appending, a --stats address
+    someone else holds: the check says so and the reload fails, instead of
+    the re-executed master exiting and taking the old workers with it."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        s, ini, appdir = start_step(gangway, tmp_path, "env = RELOAD_KEY=one\n")
+        old = live_children(s.pid)
+        extra = ("log-file = %s/no-such-dir/gw.log\n" % tmp_path if what == "log-file"
+                 else "stats = 127.0.0.1:%d\n" % busy.getsockname()[1])
+        step_ini(ini, appdir, "env = RELOAD_KEY=two\n" + extra)
+        s.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in s.read_log() or s.proc.poll() is not None, 20,
+                 what='"reload failed"')
+        log = s.read_log()
+        assert s.proc.poll() is None, log[-3000:]
+        says = ("cannot open the log file '%s/no-such-dir/gw.log'" % tmp_path
+                if what == "log-file" else "--stats 127.0.0.1:%d" % busy.getsockname()[1])
+        assert says in log, log[-3000:]
+        assert "re-executing" not in log
+        assert_old_workers_serve(s, old)
+        assert key_of(s) == "one"
+    finally:
+        busy.close()
+
+
+def test_plain_check_config_opens_no_log_file(tmp_path):
+    """--check-config tells a log file that cannot be created, and creates
+    none that can."""
+    log = tmp_path / "gw.log"
+    ok = subprocess.run([BIN, "--check-config", "--log-file", str(log), "hello:application"],
+                        cwd=APPS, capture_output=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    assert not log.exists()
+    bad = subprocess.run([BIN, "--check-config", "--log-file", str(tmp_path / "nope" / "gw.log"),
+                          "hello:application"], cwd=APPS, capture_output=True, timeout=30)
+    assert bad.returncode == 1 and b"cannot open the log file" in bad.stderr, bad.stderr
+
+
+def test_reload_runs_the_configuration_its_check_read(gangway, tmp_path):
+    """The ini edited again between the check and the re-exec (here by the
+    check's own import, the worst moment): the new master runs what was
+    checked, not what is in the file now; the next reload reads the file."""
+    s, ini, appdir = start_step(gangway, tmp_path, "env = RELOAD_KEY=one\n")
+    step_ini(ini, appdir, "env = RELOAD_KEY=two\n")
+    (appdir / "in_check.py").write_text(
+        "open(%r, 'a').write('max-requests = lots\\nlog-file = /nonexistent/gw.log\\n')\n"
+        % str(ini))
+    new = reload_and_wait(s)
+    assert key_of(s) == "two" and pid_in(get(s).body) in new
+    assert "reload: " in s.read_log() and "invalid value 'lots'" not in s.read_log()
+    # the file as it is now does not load: that reload fails, the workers stay
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in s.read_log(), 20, what='"reload failed"')
+    assert "invalid value 'lots' for max-requests" in s.read_log()
+    assert_old_workers_serve(s, new)
+
+
+def test_reload_executes_the_binary_its_check_ran(gangway, tmp_path, monkeypatch):
+    """A broken binary renamed over the path between the check and the
+    re-exec is not what runs: the re-exec executes the file the check ran."""
+    import conftest
+    import shutil
+    d = tmp_path / "bin"
+    d.mkdir()
+    exe = d / "gangway"
+    shutil.copy2(BIN, exe)
+    monkeypatch.setattr(conftest, "BIN", str(exe))
+    s, ini, appdir = start_step(gangway, tmp_path)
+    shutil.copy2(BIN, d / "gangway.checked")
+    os.rename(d / "gangway.checked", exe)
+    checked = os.stat(exe).st_ino
+    broken = d / "broken"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    (appdir / "in_check.py").write_text("os.rename(%r, %r)\n" % (str(broken), str(exe)))
+    new = reload_and_wait(s)
+    assert os.stat("/proc/%d/exe" % s.pid).st_ino == checked
+    assert pid_in(get(s).body) in new
+    # the next check runs the broken file: that reload fails, the workers stay
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in s.read_log(), 20, what='"reload failed"')
+    assert_old_workers_serve(s, new)
+
+
+@pytest.mark.parametrize("vanishes", ["log-dir", "chdir"])
+def test_reload_whose_new_master_cannot_open_what_the_check_could(gangway, tmp_path, vanishes):
+    """What the check opened is gone when the new master starts (renamed by
+    the check's import): the new master, holding the old workers, does not
+    exit. A log file it cannot open leaves the log where it was; a --chdir
+    that fails leaves the new workers unable to load the app, and the old
+    ones keep serving."""
+    s, ini, appdir = start_step(gangway, tmp_path)
+    old = live_children(s.pid)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    if vanishes == "log-dir":
+        step_ini(ini, appdir, "log-file = %s/gw.log\nenv = RELOAD_KEY=two\n" % logs)
+        moved = (logs, tmp_path / "logs-gone")
+    else:
+        step_ini(ini, appdir, "env = RELOAD_KEY=two\n")
+        moved = (appdir, tmp_path / "app-gone")
+    (appdir / "in_check.py").write_text("os.rename(%r, %r)\n" % tuple(map(str, moved)))
+    s.signal(signal.SIGHUP)
+    if vanishes == "log-dir":
+        wait_for(lambda: "new worker(s) serving" in s.read_log() or s.proc.poll() is not None,
+                 20, what="the reload to complete")
+        assert s.proc.poll() is None, s.read_log()[-3000:]
+        assert "reload: cannot open the log file '%s/gw.log'" % logs in s.read_log()
+        wait_for(lambda: all(reaped(p, s.pid) for p in old), 15, what="the old workers to go")
+        assert key_of(s) == "two"
+    else:
+        wait_for(lambda: "reload failed" in s.read_log() or s.proc.poll() is not None, 20,
+                 what='"reload failed"')
+        assert s.proc.poll() is None, s.read_log()[-3000:]
+        assert "reload: cannot chdir to '%s'" % appdir in s.read_log()
+        assert_old_workers_serve(s, old)
+        os.rename(tmp_path / "app-gone", appdir)
+        reload_and_wait(s)
+        assert key_of(s) == "two"
+
+
+@pytest.mark.parametrize("before", ["none", "tcp"])
+def test_reload_to_a_stats_address_that_cannot_bind(gangway, tmp_path, before):
+    """A new --stats address the new master cannot bind (a unix path, which
+    the check leaves to it): the statistics stay on the socket handed over,
+    or there are none, and the reload completes."""
+    s, ini, appdir = start_step(gangway, tmp_path,
+                                "stats = 127.0.0.1:0\n" if before == "tcp" else "")
+    if before == "tcp":
+        js0 = stats_get(s)
+    step_ini(ini, appdir, "stats = unix:%s/no-such-dir/stats.sock\nenv = RELOAD_KEY=two\n"
+             % tmp_path)
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "new worker(s) serving" in s.read_log() or s.proc.poll() is not None, 20,
+             what="the reload to complete")
+    log = s.read_log()
+    assert s.proc.poll() is None, log[-3000:]
+    if before == "tcp":
+        assert re.search(r"reload: --stats unix:\S+: .*; statistics stay on http://127\.0\.0\.1:"
+                         r"\d+ until the next reload", log), log[-2000:]
+        js = stats_get(s)
+        assert js["started"] == js0["started"] and js["generation"] == js0["generation"] + 1
+    else:
+        assert "; no statistics until the next reload" in log, log[-2000:]
+    assert key_of(s) == "two"
+
+
+HANG_CHECK = '''
+import subprocess
+child = subprocess.Popen(["sleep", "300"])
+open(%r, "w").write(str(child.pid))
+time.sleep(3600)
+'''
+
+
+def hang_next_check(appdir, tmp_path):
+    """The next check hangs in the app's import, after starting a process
+    of its own; returns the file that gets that process's pid."""
+    pidfile = tmp_path / "grandchild.pid"
+    (appdir / "in_check.py").write_text(HANG_CHECK % str(pidfile))
+    return pidfile
+
+
+def test_reload_check_that_hangs_is_killed_at_its_deadline(gangway, tmp_path):
+    """A check that never finishes (an import waiting for a database) is
+    killed with what it started after --reload-check-timeout; the reload
+    fails, the old workers serve, and the next reload is a reload."""
+    s, ini, appdir = start_step(gangway, tmp_path, "reload-check-timeout = 2\n")
+    old = live_children(s.pid)
+    pidfile = hang_next_check(appdir, tmp_path)
+    s.signal(signal.SIGHUP)
+    checker = checker_of(s, old)
+    wait_for(pidfile.exists, 10, what="the check to start its own process")
+    grandchild = int(wait_for(pidfile.read_text, 5, what="its pid"))
+    try:
+        wait_for(lambda: "reload failed: the check did not finish within 2s" in s.read_log(),
+                 20, what="the deadline")
+        wait_for(lambda: gone(checker) and gone(grandchild), 5, what="the check to be killed")
+        log = s.read_log()
+        assert "still runs after 2s (--reload-check-timeout): killing it" in log
+        assert_old_workers_serve(s, old)
+        new = reload_and_wait(s)
+        assert pid_in(get(s).body) in new
+    finally:
+        kill_stray([grandchild], "sleep")
+        kill_stray([checker], BIN)
+
+
+def test_sighup_during_a_check_starts_it_again(gangway, tmp_path):
+    """A SIGHUP while a check runs (hung here): the files may have changed
+    since it read them, so it is stopped and a new one runs, which reloads.
+    No SIGHUP is dropped as 'already under way'."""
+    s, ini, appdir = start_step(gangway, tmp_path, "env = RELOAD_KEY=one\n")
+    old = live_children(s.pid)
+    pidfile = hang_next_check(appdir, tmp_path)
+    s.signal(signal.SIGHUP)
+    checker = checker_of(s, old)
+    grandchild = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), 10,
+                              what="the check to hang"))
+    try:
+        step_ini(ini, appdir, "env = RELOAD_KEY=two\n")
+        s.signal(signal.SIGHUP)
+        wait_for(lambda: all(reaped(p, s.pid) for p in old), 20, what="the reload")
+        assert gone(checker) and gone(grandchild)
+        assert key_of(s) == "two"
+        assert "stopping it; a new one follows" in s.read_log()
+    finally:
+        kill_stray([grandchild], "sleep")
+        kill_stray([checker], BIN)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_check_never_outlives_the_master(gangway, tmp_path, how):
+    """A stop during a reload's check kills the check and what it started,
+    and the master waits for it; a master killed outright takes its checker
+    along (PR_SET_PDEATHSIG)."""
+    s, ini, appdir = start_step(gangway, tmp_path)
+    old = live_children(s.pid)
+    pidfile = hang_next_check(appdir, tmp_path)
+    s.signal(signal.SIGHUP)
+    checker = checker_of(s, old)
+    grandchild = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), 10,
+                              what="the check to hang"))
+    try:
+        if how == "SIGTERM":
+            s.signal(signal.SIGTERM)
+            assert exit_code(s, 20) == 0
+            assert gone(checker) and gone(grandchild)
+            assert "stopping the reload's check (pid %d)" % checker in s.read_log()
+        else:
+            os.kill(s.pid, signal.SIGKILL)
+            s.proc.wait(10)
+            wait_for(lambda: gone(checker), 10, what="the checker to die with the master")
+    finally:
+        kill_stray([grandchild], "sleep")
+        kill_stray([checker], BIN)
+        kill_if_ours(old)
+
+
+def test_sighup_while_the_new_workers_start_reloads_after(gangway, tmp_path):
+    """A SIGHUP while a reload's new generation is starting is not dropped:
+    another reload follows once that one is done, reading the configuration
+    as it is then."""
+    s, ini, appdir = start_step(gangway, tmp_path, "env = RELOAD_KEY=one\n")
+    old = live_children(s.pid)
+    hold = appdir / "hold_workers"
+    hold.write_text("x")
+    try:
+        step_ini(ini, appdir, "env = RELOAD_KEY=two\n")
+        s.signal(signal.SIGHUP)
+        wait_for(lambda: "starting 2 new worker(s)" in s.read_log(), 20,
+                 what="the new generation")
+        step_ini(ini, appdir, "env = RELOAD_KEY=three\n")
+        s.signal(signal.SIGHUP)
+        wait_for(lambda: "another reload follows once this one is done" in s.read_log(), 10,
+                 what="the second SIGHUP to be taken")
+    finally:
+        hold.unlink()
+    wait_for(lambda: s.read_log().count("new worker(s) serving") == 2, 30,
+             what="both reloads")
+    wait_for(lambda: key_of(s) == "three", 10, what="the newest configuration")
+    wait_for(lambda: not (live_children(s.pid) & old), 15, what="the first workers to go")
+
+
+SLOT_WRAPPER = r'''
+import mmap, os, signal, struct, sys
+binary, board, sock = sys.argv[1], sys.argv[2], sys.argv[3]
+kids = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+        while True:
+            signal.pause()
+    kids.append(pid)
+open(board + ".kids", "w").write("%d %d" % tuple(kids))
+with open(board, "r+b") as f:
+    m = mmap.mmap(f.fileno(), 0)
+    slot_size = struct.unpack_from("<I", m, 12)[0]
+    struct.pack_into("<I", m, 0, 2)  # slots in use
+    for i, (pid, requests) in enumerate(zip(kids, (5, 7))):
+        off = 64 + i * slot_size
+        struct.pack_into("<iII", m, off, pid, 2, 1)  # pid, ready, generation 1
+        struct.pack_into("<Q", m, off + 32, requests)
+    m.close()
+fd = os.open(board, os.O_RDWR)
+os.set_inheritable(fd, True)
+env = dict(os.environ, GANGWAY__LISTEN_FDS=sock, GANGWAY__SCOREBOARD_FD=str(fd),
+           GANGWAY__OLD_WORKERS="%d,%d" % (kids[1], kids[0]))
+os.execve(binary, [binary] + sys.argv[4:], env)
+'''
+
+
+def test_old_workers_keep_their_slots_when_nothing_was_carried(gangway, tmp_path):
+    """A scoreboard handed over whose carried area is not this version's
+    (here a running master's, copied: nothing was carried into it yet): each
+    old worker is still found in its own slot by its pid, whatever the order
+    the hand-over names them in; none gets another's slot, reset."""
+    donor = gangway("--workers", "1", "proc_app:application")
+    fd = next(f for f in os.listdir("/proc/%d/fd" % donor.pid)
+              if os.readlink("/proc/%d/fd/%s" % (donor.pid, f)).startswith(
+                  "/memfd:gangway-scoreboard"))
+    board = tmp_path / "board"
+    with open("/proc/%d/fd/%s" % (donor.pid, fd), "rb") as f:
+        board.write_bytes(f.read())
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    port = ls.getsockname()[1]
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(SLOT_WRAPPER)
+    log = tmp_path / "slots.log"
+    e = {k: v for k, v in os.environ.items() if not k.startswith("GANGWAY_")}
+    with open(log, "wb") as out:
+        p = subprocess.Popen(["/usr/bin/python3", str(wrapper), BIN, str(board),
+                              str(ls.fileno()), "--http", "127.0.0.1:%d" % port, "--stats",
+                              "127.0.0.1:0", "--workers", "1", "proc_app:application"],
+                             stdout=out, stderr=subprocess.STDOUT, cwd=APPS, env=e,
+                             pass_fds=(ls.fileno(),))
+    ls.close()
+    kids = []
+    try:
+        wait_for(lambda: p.poll() is not None or "ready" in log.read_text(), 20,
+                 what="gangway to serve")
+        kids = [int(x) for x in open(str(board) + ".kids").read().split()]
+        assert p.poll() is None, log.read_text()
+        import types
+        s = types.SimpleNamespace(read_log=log.read_text)
+        wait_for(lambda: stats_get(s)["totals"]["requests"] == 12, 10,
+                 what="the old workers' 5 and 7 requests in the totals")
+        assert "is not a worker of this master" not in log.read_text()
+    finally:
+        from conftest import stop_process
+        stop_process(p)
+        kill_stray(kids, "/usr/bin/python3")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU],
+                         ids=lambda s: s.name)
+def test_a_signal_before_the_master_runs_waits_for_it(gangway, tmp_path, sig):
+    """A signal the master acts on, sent after the process started but
+    before its handlers are in place (here: while it reads an ini that is a
+    FIFO nobody writes yet), waits for them: SIGHUP and SIGUSR1 do not kill
+    it, SIGTTIN and SIGTTOU do not stop it; each is then acted on."""
+    fifo = tmp_path / "held.ini"
+    os.mkfifo(fifo)
+    s = gangway(str(fifo), wait=False)
+
+    def in_open():
+        try:
+            with open("/proc/%d/wchan" % s.pid) as f:
+                if f.read() == "wait_for_partner":
+                    return True
+            with open("/proc/%d/syscall" % s.pid) as f:
+                return f.read().split()[0] == "257"  # openat
+        except (OSError, IndexError):
+            return False
+    wait_for(in_open, 10, what="gangway to wait for the FIFO")
+    s.signal(sig)
+    text = "[gangway]\nmodule = proc_app:application\nworkers = 2\n"
+    real = tmp_path / "real.ini"
+    real.write_text(text)
+    # non-blocking: a gangway killed by the signal is no reader to wait for
+    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(real, fifo)  # what a reload's check reads
+    s.wait_ready()
+    assert s.proc.poll() is None
+    assert proc_status(s.pid, "State")[0] != "T"
+    if sig == signal.SIGHUP:
+        wait_for(lambda: "new worker(s) serving" in s.read_log(), 20, what="the reload")
+    elif sig == signal.SIGTTIN:
+        wait_for(lambda: len(live_children(s.pid)) == 3, 10, what="a third worker")
+    elif sig == signal.SIGTTOU:
+        wait_for(lambda: len(live_children(s.pid)) == 1, 10, what="one worker")
+    assert get(s).status == 200
+
+
+def test_check_config_runs_with_the_signal_mask_it_was_given(tmp_path):
+    """The master's signals are blocked from the first instruction, but a run
+    that starts no master gives the mask back: the app a check imports sees
+    nothing blocked."""
+    app = tmp_path / "mask_app.py"
+    app.write_text("blk = [l for l in open('/proc/self/status') if l.startswith('SigBlk')]\n"
+                   "assert int(blk[0].split()[1], 16) == 0, blk\n"
+                   "def application(e, sr):\n    return []\n")
+    r = subprocess.run([BIN, "--check-config", "--wsgi-file", str(app)], cwd=str(tmp_path),
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr

@@ -270,6 +270,26 @@ def test_notify_failed_reload_is_ready_again(gangway, notify, tmp_path):
     assert get(s.host, s.port, "/pid").status == 200  # the old worker still serves
 
 
+def test_notify_ready_again_when_the_check_times_out(gangway, notify, tmp_path):
+    """A reload whose check hangs (an import that waits for ever) does not
+    leave systemd in RELOADING=1: at --reload-check-timeout the check is
+    killed and READY=1 follows, after the log line that says why."""
+    app = tmp_path / "app.py"
+    app.write_text("import os, time\n"
+                   "if b'--check-config' in open('/proc/self/cmdline', 'rb').read():\n"
+                   "    time.sleep(3600)\n" + open(os.path.join(APPS, "cfg_app.py")).read())
+    s = start_notified(gangway, notify, "--wsgi-file", str(app), "--reload-check-timeout", "1",
+                       env={"PYTHONDONTWRITEBYTECODE": "1"})
+    assert_ready(s, notify, 1)
+    s.signal(signal.SIGHUP)
+    notify.wait("RELOADING", 10)
+    logs = []
+    pid, f, text = notify.wait("READY", 15, on_receive=lambda item: logs.append(s.read_log()))
+    assert pid == s.pid and f["READY"] == "1", text
+    assert "reload failed: the check did not finish within 1s" in logs[-1]
+    assert get(s.host, s.port, "/pid").status == 200  # the old worker still serves
+
+
 def test_notify_stopping_at_sigterm_with_shutdown_delay(gangway, notify):
     s = start_notified(gangway, notify, "--shutdown-delay", "1", "cfg_app")
     assert_ready(s, notify, 1)
