@@ -43,10 +43,13 @@ PY_LDFLAGS := $(shell $(PYCONFIG) --embed --ldflags 2>/dev/null)
 endif
 LDLIBS  += $(PY_LDFLAGS) -lsystemd
 
-# Modules of the server; *_test.c and *_fuzz.c sit beside them.
-MODS  := arena buf clock config conn handover http1 ini listen log loop master request response scoreboard server signals static stats uwsgi worker wsgi wsgi_types
-OBJS  := $(MODS:%=$(BUILD)/%.o) $(BUILD)/stats_page.o $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
+# The server's modules: src/<area>/<module>.c (docs/ARCHITECTURE.md, "The
+# tree"); unit tests live in tests/unit/, fuzz targets in fuzz/.
+SRCS  := $(wildcard src/*/*.c)
+OBJS  := $(SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/stats/status_page.o \
+         $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
 DEPS_STAMP := $(BUILD)/.deps-ok
+INCLUDES := -Isrc -I$(BUILD) -I$(LLHTTP_INC)
 
 all: gangway
 
@@ -58,12 +61,22 @@ $(DEPS_STAMP):
 gangway: $(DEPS_STAMP) $(OBJS) $(BUILD)/main.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(BUILD)/main.o $(LDLIBS)
 
-# Only the wsgi modules see Python.h (STYLE.md).
-$(BUILD)/wsgi.o $(BUILD)/wsgi_types.o: $(BUILD)/%.o: src/%.c $(DEPS_STAMP)
+# Only src/py/ sees Python.h (STYLE.md).
+$(BUILD)/py/%.o: src/py/%.c $(DEPS_STAMP)
 	$(CHECK_PYTHON)
-	$(CC) $(CFLAGS) $(PY_CFLAGS) -DGW_PYTHON_EXE='"$(PYTHON)"' -I$(LLHTTP_INC) -c -o $@ $<
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(PY_CFLAGS) -DGW_PYTHON_EXE='"$(PYTHON)"' $(INCLUDES) -c -o $@ $<
 $(BUILD)/%.o: src/%.c $(DEPS_STAMP)
-	$(CC) $(CFLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(INCLUDES) -c -o $@ $<
+
+# The names of uWSGI's options (src/config/uwsgi-options.txt, made by
+# scripts/gen-uwsgi-options from Debian's uWSGI) as a sorted C table.
+$(BUILD)/uwsgi_options.h: src/config/uwsgi-options.txt $(DEPS_STAMP)
+	{ echo '/* Generated from src/config/uwsgi-options.txt by the Makefile: edit that file. */'; \
+	  echo 'static const char *const uwsgi_option_names[] = {'; \
+	  grep -v '^#' $< | LC_ALL=C sort -u | sed 's/.*/    "&",/'; echo '};'; } >$@
+$(BUILD)/config/config.o: $(BUILD)/uwsgi_options.h
 
 # `gangway --version`: the version and what this build chose, as key=value
 # words (TLS adds its own when it exists). main.o is rebuilt when they
@@ -73,17 +86,18 @@ VERSION_FLAGS := -DGW_VERSION='"$(VERSION)"' -DGW_BUILD_OPTIONS='"$(BUILD_OPTION
 $(BUILD)/version-flags: FORCE $(DEPS_STAMP)
 	@echo '$(VERSION) $(BUILD_OPTIONS)' | cmp -s - $@ || echo '$(VERSION) $(BUILD_OPTIONS)' >$@
 $(BUILD)/main.o: src/main.c $(BUILD)/version-flags
-	$(CC) $(CFLAGS) $(VERSION_FLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+	$(CC) $(CFLAGS) $(VERSION_FLAGS) $(INCLUDES) -c -o $@ $<
 FORCE:
 
 # The --stats status page is kept as HTML and compiled in as one string
 # (quotes, backslashes and '?' escaped: no trigraphs in C11).
-$(BUILD)/stats_page.c: src/stats_page.html $(DEPS_STAMP)
-	{ echo '/* Generated from src/stats_page.html by the Makefile: edit that file. */'; \
-	  echo '#include "stats.h"'; echo 'const char gw_stats_status_page[] ='; \
+$(BUILD)/stats/status_page.c: src/stats/status_page.html $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	{ echo '/* Generated from src/stats/status_page.html by the Makefile: edit that file. */'; \
+	  echo '#include "stats/stats.h"'; echo 'const char gw_stats_status_page[] ='; \
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
 	  echo ';'; } >$@
-$(BUILD)/stats_page.o: $(BUILD)/stats_page.c
+$(BUILD)/stats/status_page.o: $(BUILD)/stats/status_page.c
 	$(CC) $(CFLAGS) -Isrc -c -o $@ $<
 
 # llhttp from Debian's node-llhttp, built in strict mode, never copied here.
@@ -95,11 +109,14 @@ $(BUILD)/llhttp_api.o: $(LLHTTP_SRC)/api.c $(DEPS_STAMP)
 $(BUILD)/llhttp_http.o: $(LLHTTP_SRC)/http.c $(DEPS_STAMP)
 	$(CC) $(LLHTTP_CFLAGS) -I$(LLHTTP_INC) -c -o $@ $<
 
-# C unit tests: each src/<mod>_test.c includes its module's .c.
-UNIT_TESTS := $(patsubst src/%.c,$(BUILD)/%,$(wildcard src/*_test.c))
+# C unit tests: each tests/unit/<mod>_test.c includes its module's .c (the
+# compiler's dependency files track which).
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/*_test.c))
 LLHTTP_OBJS := $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
-$(BUILD)/%_test: src/%_test.c src/%.c $(LLHTTP_OBJS) $(BUILD)/arena.o $(BUILD)/buf.o
-	$(CC) $(CFLAGS) -I$(LLHTTP_INC) -o $@ $< $(LLHTTP_OBJS) $(BUILD)/arena.o $(BUILD)/buf.o
+UNIT_LINK := $(LLHTTP_OBJS) $(BUILD)/core/arena.o $(BUILD)/core/buf.o
+$(BUILD)/unit/%_test: tests/unit/%_test.c $(UNIT_LINK)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(INCLUDES) -o $@ $< $(UNIT_LINK)
 
 unit: $(DEPS_STAMP) $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
@@ -208,4 +225,4 @@ man: gangway
 
 .PHONY: all run test test-asan unit clean man gangway-asan bench bench-quick bench-instructions bench-deps \
         install uninstall deb test-package FORCE
--include $(wildcard $(BUILD)/*.d)
+-include $(wildcard $(BUILD)/*.d $(BUILD)/*/*.d)

@@ -149,10 +149,10 @@ def gangway_version():
                                    time.strftime("%Y-%m-%d %H:%M", time.localtime(built)))
     newer = []
     src = os.path.join(ROOT, "src")
-    for name in sorted(os.listdir(src)) if os.path.isdir(src) else []:
-        if name.endswith((".c", ".h")) and not name.endswith(("_test.c", "_fuzz.c")):
-            if os.path.getmtime(os.path.join(src, name)) > built:
-                newer.append(name)
+    for d, _, names in sorted(os.walk(src)):
+        for name in sorted(names):
+            if name.endswith((".c", ".h")) and os.path.getmtime(os.path.join(d, name)) > built:
+                newer.append(os.path.relpath(os.path.join(d, name), src))
     if newer:
         c += " (STALE: older than src/%s)" % ", src/".join(newer[:5])
     return c

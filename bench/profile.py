@@ -91,8 +91,8 @@ def own_functions():
     """Names of the functions gangway's own objects define (src/ and llhttp):
     libpython is linked into the same executable, so the object alone does
     not tell them apart."""
-    objs = [os.path.join(B.ROOT, "build", f) for f in os.listdir(os.path.join(B.ROOT, "build"))
-            if f.endswith(".o")]
+    objs = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(B.ROOT, "build"))
+            for f in names if f.endswith(".o") and "/unit" not in d]
     out = subprocess.run(["nm", "--defined-only"] + objs, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL).stdout.decode()
     return {p[2] for p in (l.split() for l in out.splitlines()) if len(p) == 3 and p[1] in "tT"}

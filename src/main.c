@@ -1,12 +1,12 @@
 /* gangway: a WSGI application server. */
-#include "config.h"
-#include "handover.h"
-#include "listen.h"
-#include "log.h"
-#include "master.h"
-#include "signals.h"
-#include "static.h"
-#include "wsgi.h"
+#include "config/config.h"
+#include "proc/handover.h"
+#include "proc/listen.h"
+#include "core/log.h"
+#include "proc/master.h"
+#include "proc/signals.h"
+#include "serve/static.h"
+#include "py/wsgi.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -32,14 +32,14 @@ SANITIZED = os.environ.get("GW_TEST_SANITIZED") == "1"
 SLOW = 3 if SANITIZED else 1  # the sanitizer build is slower: wider bounds, never narrower
 APP = "obs_app:application"
 
-# src/scoreboard.c gw_lat_bounds_us (the last bucket is +Inf)
+# src/proc/scoreboard.c gw_lat_bounds_us (the last bucket is +Inf)
 BOUNDS_US = [100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
              1000000, 5000000]
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"]
 CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
 REASONS = ["crash", "max-requests", "max-worker-lifetime", "reload-on-rss", "harakiri",
            "load-failed"]
-# --log-json with no --log-format: every field, in this order (src/log.c)
+# --log-json with no --log-format: every field, in this order (src/core/log.c)
 ALL_LOG_FIELDS = ["client", "method", "uri", "protocol", "status", "bytes", "duration_us",
                   "duration_ms", "duration", "referer", "user_agent", "request_id", "worker",
                   "time", "time_local", "time_iso", "pid", "host", "aborted"]
@@ -1210,7 +1210,7 @@ def expected_json_text(b):
 
 def escaped_text(b):
     """A text-format log value: quotes, backslashes, control and non-ASCII
-    bytes as \\xHH (src/log.c put_escaped)."""
+    bytes as \\xHH (src/core/log.c put_escaped)."""
     return "".join("\\x%02x" % c if c < 0x20 or c >= 0x7f or c in b'"\\' else chr(c) for c in b)
 
 

@@ -927,7 +927,7 @@ def test_recycle_stops_on_sigterm(recycle_runs, kind):
 def test_gangway_stop_signal_reaching_a_starting_worker(tmp_path):
     # A SIGTERM that reaches a worker between fork() and its own signal
     # set-up must not be lost. Found by this file: gangway before
-    # gw_signals_block()/gw_signals_forked() (src/signals.c) lost it (the
+    # gw_signals_block()/gw_signals_forked() (src/proc/signals.c) lost it (the
     # child still had the master's handler, which only wrote into the
     # master's self-pipe), so the worker kept accepting new
     # connections after the graceful stop began and was SIGKILLed 35 s

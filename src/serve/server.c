@@ -1,0 +1,667 @@
+#include "serve/server.h"
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "proc/signals.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ACCEPT_BATCH 64
+#define ACCEPT_BACKOFF_MS 100
+#define ACCEPT_ERROR_LOG_MS 1000 /* a listener that keeps failing: one line a second at most */
+#define ACCEPT_YIELD_MS 2
+#define RSS_CHECK_MS 1000
+
+typedef struct lwatch {
+    gw_watch_t watch;
+    gw_server_t *server;
+    gw_listener_t *l;
+    bool is_active;
+    bool is_failing;     /* accept() failed on it: left out until its retry timer */
+    unsigned conn_errors; /* per-connection accept errors in a row */
+    gw_timer_t retry;
+} lwatch_t;
+
+struct gw_server {
+    const gw_config_t *cfg;
+    gw_loop_t *loop;
+    gw_conn_ctx_t conns;
+    lwatch_t *lw;
+    size_t nl;
+    gw_watch_t sigwatch;
+    gw_block_hooks_t hooks;
+    gw_timerq_t backoff_q, yield_q, graceful_q, lifetime_q, rss_q;
+    gw_static_t *statics;
+    gw_timer_t backoff, graceful, lifetime, rss;
+    gw_timer_t replace_wait; /* past --reload-on-rss: how long to wait for a replacement */
+    gw_worker_info_t who;
+    uint64_t requests;
+    uint64_t max_requests; /* with this worker's jitter; 0: no limit */
+    uint64_t started_ms;
+    bool is_paused;   /* accept paused: too many connections or no fds */
+    bool is_recycling; /* asked the master for a replacement; serves until SIGTERM */
+    bool is_stopping;
+    uint64_t emfile_logged_ms; /* when accept last said it had no descriptors */
+    uint64_t error_logged_ms;  /* when a failing listener was last logged */
+    uint64_t errors_unlogged;  /* listener failures since that line */
+    bool has_yielded;
+};
+
+static void set_accepting(gw_server_t *s, bool on)
+{
+    for (size_t i = 0; i < s->nl; i++) {
+        lwatch_t *lw = &s->lw[i];
+        bool want = on && !lw->is_failing;
+        if (lw->is_active == want || lw->l->fd < 0)
+            continue;
+        /* EPOLLEXCLUSIVE: a new connection wakes one of the workers sharing
+         * this socket, not all of them. */
+        if (want)
+            gw_loop_add(s->loop, &lw->watch, EPOLLIN | EPOLLEXCLUSIVE);
+        else
+            gw_loop_del(s->loop, &lw->watch);
+        lw->is_active = want;
+    }
+}
+
+static void pause_accept(gw_server_t *s)
+{
+    s->is_paused = true;
+    set_accepting(s, false);
+}
+
+static void maybe_resume_accept(gw_server_t *s)
+{
+    if (!s->is_paused || s->is_stopping || gw_timer_is_active(&s->backoff))
+        return;
+    if (s->conns.nconns >= s->cfg->max_connections)
+        return;
+    s->is_paused = false;
+    set_accepting(s, true);
+}
+
+static void on_backoff(gw_loop_t *loop, gw_timer_t *t)
+{
+    gw_server_t *s = (gw_server_t *)((char *)t - offsetof(gw_server_t, backoff));
+    (void)loop;
+    maybe_resume_accept(s);
+}
+
+/* A listener whose accept() keeps failing (EINVAL: the socket no longer
+ * listens; EBADF, ENOTSOCK: it is not what it was) is level-triggered: left
+ * in epoll, it would wake the worker again at once, forever (issue 14: a
+ * worker at 100% CPU writing 300k lines in 3 s). It is left out for
+ * ACCEPT_BACKOFF_MS, then tried again; the other listeners go on. */
+static void listener_failed(gw_server_t *s, lwatch_t *lw, int err)
+{
+    uint64_t now = gw_clock_ms();
+
+    lw->is_failing = true;
+    lw->conn_errors = 0;
+    if (lw->is_active) {
+        gw_loop_del(s->loop, &lw->watch);
+        lw->is_active = false;
+    }
+    gw_timer_start(&s->backoff_q, &lw->retry);
+    if (s->error_logged_ms && now - s->error_logged_ms < ACCEPT_ERROR_LOG_MS) {
+        s->errors_unlogged++;
+        return;
+    }
+    gw_log_error("accept on %s: %s; retrying every %d ms (%llu more failure(s) since the "
+                 "last such line; one a second at most)",
+                 lw->l->url, strerror(err), ACCEPT_BACKOFF_MS,
+                 (unsigned long long)s->errors_unlogged);
+    s->error_logged_ms = now ? now : 1;
+    s->errors_unlogged = 0;
+}
+
+static void on_listener_retry(gw_loop_t *loop, gw_timer_t *t)
+{
+    lwatch_t *lw = (lwatch_t *)((char *)t - offsetof(lwatch_t, retry));
+    gw_server_t *s = lw->server;
+
+    (void)loop;
+    lw->is_failing = false;
+    if (!s->is_paused && !s->is_stopping)
+        set_accepting(s, true);
+}
+
+/* Workers sharing a socket: EPOLLEXCLUSIVE wakes whichever worker waits,
+ * and a worker that loops back to epoll_wait quickest would take nearly every
+ * connection (keep-alive clients then stick to it). One holding more
+ * connections than the least loaded ready worker steps back for a moment. */
+static bool should_yield(gw_server_t *s)
+{
+    uint64_t mine = s->conns.nconns, least = UINT64_MAX, now = gw_clock_ms();
+
+    if (s->has_yielded) {
+        s->has_yielded = false; /* after stepping back once, take one */
+        return false;
+    }
+    for (size_t i = 0, used = gw_scoreboard_used(s->who.sb); i < used; i++) {
+        gw_slot_t *o = &s->who.sb->slots[i];
+        uint64_t busy;
+        if (o == s->who.slot ||
+            atomic_load_explicit(&o->state, memory_order_relaxed) != GW_SLOT_READY)
+            continue;
+        /* A worker deep in a long request is not accepting: leave it out. */
+        busy = atomic_load_explicit(&o->busy_since_ms, memory_order_relaxed);
+        if (busy && now > busy + 100)
+            continue;
+        uint64_t n = atomic_load_explicit(&o->conns, memory_order_relaxed);
+        if (n < least)
+            least = n;
+    }
+    s->has_yielded = least != UINT64_MAX && mine > least + 1;
+    return s->has_yielded;
+}
+
+/* An accepted connection: --uwsgi-allow-from, then the connection's. */
+static void take(gw_server_t *s, lwatch_t *lw, int fd, struct sockaddr_storage *ss,
+                 socklen_t sl)
+{
+    if (lw->l->is_unix)
+        ss->ss_family = AF_UNIX;
+    if (!gw_listen_allows(lw->l, (struct sockaddr *)ss)) {
+        char who[64] = "?";
+        getnameinfo((struct sockaddr *)ss, sl, who, sizeof(who), NULL, 0, NI_NUMERICHOST);
+        gw_log_error("uwsgi: refused a connection from %s (not in --uwsgi-allow-from)", who);
+        close(fd);
+        return;
+    }
+    gw_conn_open(&s->conns, fd, lw->l, (struct sockaddr *)ss);
+}
+
+static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
+{
+    lwatch_t *lw = (lwatch_t *)w;
+    gw_server_t *s = lw->server;
+
+    (void)loop;
+    (void)events;
+    /* A stop closed the listeners after this event was read (its number
+     * may name an accepted connection by now). */
+    if (s->is_stopping)
+        return;
+    /* With several workers on one socket, taking one connection per wake-up
+     * lets the kernel's EPOLLEXCLUSIVE hand the next to another worker:
+     * connections spread evenly instead of to whoever woke first. */
+    bool shared = s->cfg->workers > 1 && !lw->l->is_reuse_port && s->who.sb;
+    int batch = shared ? 1 : ACCEPT_BATCH;
+
+    if (shared && should_yield(s)) {
+        pause_accept(s);
+        gw_timer_start(&s->yield_q, &s->backoff);
+        return;
+    }
+
+    for (int i = 0; i < batch; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd;
+
+        if (s->conns.nconns >= s->cfg->max_connections) {
+            pause_accept(s);
+            return;
+        }
+        fd = accept4(w->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            switch (err) {
+            case EAGAIN:
+                lw->conn_errors = 0;
+                return;
+            case EINTR:
+                continue;
+            case ECONNABORTED:
+            case EPROTO:
+            /* Linux passes a pending network error of the new connection on
+             * as accept()'s error (accept(2)): that connection is gone, the
+             * next one may be fine. In a row without end they are not. */
+            case EPERM:
+            case ENETDOWN:
+            case ENETUNREACH:
+            case EHOSTDOWN:
+            case EHOSTUNREACH:
+            case ENONET:
+            case ENOPROTOOPT:
+            case EOPNOTSUPP:
+            case ETIMEDOUT:
+                if (++lw->conn_errors < ACCEPT_BATCH)
+                    continue;
+                listener_failed(s, lw, err);
+                return;
+            case EMFILE:
+            case ENFILE:
+            case ENOBUFS:
+            case ENOMEM:
+                /* Out of descriptors or memory: stop polling the listener for a
+                 * moment instead of spinning on a readiness we cannot serve. */
+                /* Once a minute at most: near the limit it may come and go
+                 * many times a second. */
+                if (!s->emfile_logged_ms || gw_clock_ms() - s->emfile_logged_ms >= 60000) {
+                    gw_log_error("accept: %s; pausing new connections (logged at most once "
+                                 "a minute)", strerror(err));
+                    s->emfile_logged_ms = gw_clock_ms() ? gw_clock_ms() : 1;
+                }
+                pause_accept(s);
+                gw_timer_start(&s->backoff_q, &s->backoff);
+                return;
+            default:
+                listener_failed(s, lw, err);
+                return;
+            }
+        }
+        lw->conn_errors = 0;
+        take(s, lw, fd, &ss, sl);
+    }
+}
+
+/* --reuse-port: closing this worker's own socket resets the connections
+ * still in its accept queue (the kernel moves them to another socket of
+ * the group only with net.ipv4.tcp_migrate_req=1, Linux 5.14+, off by
+ * default). So what is queued is taken first and served like any other
+ * connection (with Connection: close: the worker is stopping). A shared
+ * socket is left alone: the master and the other workers keep it open, and
+ * its queue with it. Past the connection cap too: each one taken here would
+ * otherwise be reset, and the queue is bounded by the backlog. */
+static void drain(gw_server_t *s, lwatch_t *lw)
+{
+    unsigned errors = 0;
+
+    if (!lw->l->is_reuse_port || lw->l->fd < 0)
+        return;
+    while (errors < ACCEPT_BATCH) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(lw->l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            if (err == EAGAIN || err == EMFILE || err == ENFILE || err == ENOBUFS ||
+                err == ENOMEM || err == EINVAL || err == EBADF || err == ENOTSOCK)
+                return; /* empty, or nothing more can be taken */
+            errors++;   /* EINTR, or that one connection's error */
+            continue;
+        }
+        take(s, lw, fd, &ss, sl);
+    }
+}
+
+static void on_conn_freed(void *server)
+{
+    gw_server_t *s = server;
+    if (s->is_stopping && s->conns.nconns == 0)
+        gw_loop_stop(s->loop);
+    else
+        maybe_resume_accept(s);
+}
+
+static void begin_stop(gw_server_t *s, const char *why)
+{
+    if (s->is_stopping)
+        return;
+    s->is_stopping = true;
+    if (s->who.slot)
+        atomic_store_explicit(&s->who.slot->state, GW_SLOT_STOPPING, memory_order_relaxed);
+    gw_timer_stop(&s->lifetime);
+    gw_timer_stop(&s->rss);
+    gw_timer_stop(&s->replace_wait);
+    set_accepting(s, false);
+    /* What is queued on our own sockets is ours to serve (drain()): taken
+     * before the stop, so that gw_conn_stop_all() treats it like any
+     * connection accepted before (a request that is there is answered). */
+    for (size_t i = 0; i < s->nl; i++) {
+        gw_timer_stop(&s->lw[i].retry);
+        drain(s, &s->lw[i]);
+        gw_listen_close(s->lw[i].l);
+    }
+    gw_log_error("worker %u: %s: stopping; %llu connection(s) to finish (up to %llus)",
+                 s->who.id, why, (unsigned long long)s->conns.nconns,
+                 (unsigned long long)s->cfg->graceful_timeout);
+    gw_conn_stop_all(&s->conns);
+    if (s->conns.nconns == 0)
+        gw_loop_stop(s->loop);
+    else
+        gw_timer_start(&s->graceful_q, &s->graceful);
+}
+
+static void on_graceful(gw_loop_t *loop, gw_timer_t *t)
+{
+    gw_server_t *s = (gw_server_t *)((char *)t - offsetof(gw_server_t, graceful));
+    gw_log_error("graceful timeout: closing %llu connection(s)",
+                 (unsigned long long)s->conns.nconns);
+    gw_loop_stop(loop);
+}
+
+static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
+{
+    gw_server_t *s = (gw_server_t *)((char *)w - offsetof(gw_server_t, sigwatch));
+    int sig;
+
+    (void)events;
+    while ((sig = gw_signals_next(w->fd)) > 0) {
+        switch (sig) {
+        case SIGQUIT:
+        case SIGINT:
+            /* Quick stop: what is in flight is dropped (the app still gets
+             * close() on its iterables). */
+            gw_conn_close_all(&s->conns);
+            gw_loop_stop(loop);
+            return;
+        case SIGUSR1:
+            gw_log_reopen();
+            break;
+        case SIGTERM:
+            begin_stop(s, "SIGTERM");
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* "Replace me", with this worker's own --reuse-port sockets: its successor
+ * serves on them, so that they never close while connections wait on them
+ * (drain()). -1 (errno set) when the note did not go. */
+static int ask_replacement(gw_server_t *s)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(GW_NOTE_FDS_MAX * sizeof(int))];
+    } ctl;
+    uint16_t note = (uint16_t)(s->who.id | GW_NOTE_REPLACE);
+    struct iovec iov = {.iov_base = &note, .iov_len = sizeof(note)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    int fds[GW_NOTE_FDS_MAX];
+    size_t n = 0;
+    bool fits = true;
+
+    for (size_t i = 0; i < s->nl && fits; i++) {
+        if (!s->lw[i].l->is_reuse_port)
+            continue;
+        /* more than one note carries: the successor makes sockets of its own */
+        fits = n < GW_NOTE_FDS_MAX && s->lw[i].l->fd >= 0;
+        if (fits)
+            fds[n++] = s->lw[i].l->fd;
+    }
+    if (n && fits) {
+        struct cmsghdr *c;
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = CMSG_SPACE(n * sizeof(int));
+        c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(n * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+    }
+    while (sendmsg(s->who.notify_fd, &mh, MSG_NOSIGNAL) < 0)
+        if (errno != EINTR)
+            return -1;
+    return 0;
+}
+
+/* Recycling, replacement first: the worker asks the master for its
+ * replacement and serves on, accepting too, until the master, once the
+ * replacement serves, tells it to stop (SIGTERM). A worker that stopped
+ * accepting first would leave its share of new connections refused (with
+ * --reuse-port, its socket closed while no other listens: the master's only
+ * holds the address) or waiting behind the replacement's import (one
+ * worker). Meanwhile every answer says Connection: close: a keep-alive
+ * promise made now would be broken at the stop, by closing an idle
+ * connection the client may be sending its next request on. The slot says
+ * why, for the master's respawn counters. */
+static void recycle(gw_server_t *s, enum gw_exit_reason why, const char *what)
+{
+    if (s->is_recycling || s->is_stopping)
+        return;
+    s->is_recycling = true;
+    s->conns.is_recycling = true;
+    gw_timer_stop(&s->lifetime);
+    gw_timer_stop(&s->rss);
+    if (s->who.slot)
+        atomic_store_explicit(&s->who.slot->exit_reason, why, memory_order_relaxed);
+    if (s->who.notify_fd < 0) {
+        begin_stop(s, what); /* no master to ask */
+        return;
+    }
+    /* A failed send (EPIPE: a reload re-executed the master, whose socket
+     * is new) changes nothing: the master also finds the reason in the slot
+     * on its tick, and a reload stops this worker anyway. */
+    if (ask_replacement(s) < 0)
+        gw_log_error("worker %u: cannot ask the master for a replacement: %s", s->who.id,
+                     strerror(errno));
+    if (why == GW_EXIT_RSS) {
+        /* Memory is what this limit protects: it waits --graceful-timeout
+         * at most. The other limits are hygiene: a worker past them serves
+         * as well as before, so it waits as long as its replacement takes
+         * (a broken deploy must not take the serving workers down). */
+        gw_log_error("worker %u: %s: serving until a replacement serves (up to %llus)",
+                     s->who.id, what, (unsigned long long)s->cfg->graceful_timeout);
+        gw_timer_start(&s->graceful_q, &s->replace_wait);
+    } else {
+        gw_log_error("worker %u: %s: serving until a replacement serves", s->who.id, what);
+    }
+}
+
+static void on_replace_wait(gw_loop_t *loop, gw_timer_t *t)
+{
+    gw_server_t *s = (gw_server_t *)((char *)t - offsetof(gw_server_t, replace_wait));
+    (void)loop;
+    begin_stop(s, "reload-on-rss: no replacement serves yet");
+}
+
+/* Counted as each request starts, so that the one reaching --max-requests
+ * is answered with Connection: close (recycling begins before its answer):
+ * a keep-alive client never sees a connection close after a keep-alive
+ * promise, and what was already read is answered (issue 20). */
+static void on_request_start(void *server)
+{
+    gw_server_t *s = server;
+    /* With --min-worker-lifetime, a young worker past its count goes on
+     * until it is old enough (checked as each later request starts). */
+    if (++s->requests >= s->max_requests && s->max_requests && !s->is_recycling &&
+        !s->is_stopping && gw_clock_ms() - s->started_ms >= s->cfg->min_worker_lifetime * 1000)
+        recycle(s, GW_EXIT_MAX_REQUESTS, "max-requests reached");
+}
+
+static void on_lifetime(gw_loop_t *loop, gw_timer_t *t)
+{
+    gw_server_t *s = (gw_server_t *)((char *)t - offsetof(gw_server_t, lifetime));
+    (void)loop;
+    recycle(s, GW_EXIT_LIFETIME, "max-worker-lifetime reached");
+}
+
+/* Resident memory in MB, from /proc/self/statm (its second field, in pages). */
+static uint64_t rss_mb(void)
+{
+    char buf[128];
+    unsigned long long size, resident;
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+        return 0;
+    return resident * (uint64_t)sysconf(_SC_PAGESIZE) / (1024 * 1024);
+}
+
+static void on_rss_check(gw_loop_t *loop, gw_timer_t *t)
+{
+    gw_server_t *s = (gw_server_t *)((char *)t - offsetof(gw_server_t, rss));
+    uint64_t mb = rss_mb();
+
+    (void)loop;
+    if (mb > s->cfg->reload_on_rss) {
+        gw_log_error("worker %u uses %llu MB (reload-on-rss %llu)", s->who.id,
+                     (unsigned long long)mb, (unsigned long long)s->cfg->reload_on_rss);
+        recycle(s, GW_EXIT_RSS, "reload-on-rss reached");
+        return;
+    }
+    gw_timer_start(&s->rss_q, &s->rss);
+}
+
+static void before_wait(void *ctx)
+{
+    gw_server_t *s = ctx;
+    gw_conn_run_ready(&s->conns);
+    gw_log_flush();
+}
+
+static bool has_pending(void *ctx)
+{
+    gw_server_t *s = ctx;
+    return gw_conn_has_ready(&s->conns);
+}
+
+static void block_begin(void *ctx)
+{
+    gw_server_t *s = ctx;
+    if (s->hooks.begin)
+        s->hooks.begin(s->hooks.ctx);
+}
+
+static void block_end(void *ctx)
+{
+    gw_server_t *s = ctx;
+    if (s->hooks.end)
+        s->hooks.end(s->hooks.ctx);
+}
+
+gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, size_t n,
+                           const gw_handler_t *handler, const gw_block_hooks_t *hooks,
+                           const gw_worker_info_t *who)
+{
+    gw_server_t *s = calloc(1, sizeof(*s));
+    gw_loop_hooks_t lh = {.before_wait = before_wait,
+                          .block_begin = block_begin,
+                          .block_end = block_end,
+                          .has_pending = has_pending};
+    gw_http1_limits_t lim = {
+        .request_line = cfg->limit_request_line,
+        .field_size = cfg->limit_request_field_size,
+        .fields = cfg->limit_request_fields,
+        .headers = cfg->limit_request_headers,
+        .body = cfg->limit_body,
+    };
+    const char *tmpdir = cfg->body_tmpdir ? cfg->body_tmpdir : getenv("TMPDIR");
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1};
+    static const int master_sigs[] = {SIGHUP, SIGTTIN, SIGTTOU};
+
+    if (!s)
+        return NULL;
+    s->cfg = cfg;
+    if (hooks)
+        s->hooks = *hooks;
+    lh.ctx = s;
+    if (!(s->loop = gw_loop_new(&lh))) {
+        gw_log_error("cannot create the event loop: %s", strerror(errno));
+        goto fail;
+    }
+    gw_uwsgi_limits_t ulim = {.buffer_size = cfg->buffer_size, .body = cfg->limit_body};
+
+    gw_conn_ctx_init(&s->conns, s->loop, handler, &lim, cfg->body_buffer_size,
+                     tmpdir && *tmpdir ? tmpdir : "/tmp", cfg->header_timeout, cfg->body_timeout,
+                     cfg->keepalive_timeout, cfg->write_timeout);
+    s->conns.uwsgi_limits = ulim;
+    {
+        char err[256];
+        s->statics = gw_static_new(cfg, err, sizeof(err));
+        if (!s->statics && err[0]) {
+            gw_log_error("%s", err);
+            goto fail;
+        }
+        s->conns.statics = s->statics;
+    }
+    s->who.notify_fd = -1;
+    if (who)
+        s->who = *who;
+    s->conns.on_conn_freed = on_conn_freed;
+    s->conns.server = s;
+    s->conns.slot = s->who.slot;
+    gw_timerq_init(s->loop, &s->backoff_q, ACCEPT_BACKOFF_MS);
+    gw_timerq_init(s->loop, &s->yield_q, ACCEPT_YIELD_MS);
+    gw_timerq_init(s->loop, &s->graceful_q, cfg->graceful_timeout * 1000);
+    gw_timerq_init(s->loop, &s->lifetime_q, cfg->max_worker_lifetime * 1000);
+    gw_timerq_init(s->loop, &s->rss_q, RSS_CHECK_MS);
+    gw_timer_init(&s->backoff, on_backoff);
+    gw_timer_init(&s->graceful, on_graceful);
+    gw_timer_init(&s->lifetime, on_lifetime);
+    gw_timer_init(&s->rss, on_rss_check);
+    gw_timer_init(&s->replace_wait, on_replace_wait);
+    gw_clock_update();
+    s->started_ms = gw_clock_ms();
+    if (cfg->max_requests) {
+        /* uWSGI's max-requests-delta: worker i waits (i-1)*jitter more. */
+        s->max_requests = cfg->max_requests + (s->who.id ? s->who.id - 1 : 0) * cfg->max_requests_jitter;
+        s->conns.on_request_start = on_request_start;
+    }
+    if (cfg->max_worker_lifetime)
+        gw_timer_start(&s->lifetime_q, &s->lifetime);
+    if (cfg->reload_on_rss)
+        gw_timer_start(&s->rss_q, &s->rss);
+
+    s->lw = calloc(n, sizeof(*s->lw));
+    if (!s->lw)
+        goto fail;
+    s->nl = n;
+    for (size_t i = 0; i < n; i++) {
+        s->lw[i].watch.fd = listeners[i].fd;
+        s->lw[i].watch.cb = on_accept;
+        s->lw[i].server = s;
+        s->lw[i].l = &listeners[i];
+        gw_timer_init(&s->lw[i].retry, on_listener_retry);
+    }
+    set_accepting(s, true);
+
+    /* Reload and scaling signals are the master's business: a `pkill -HUP
+     * gangway` or a terminal hangup reaches every worker too, and must be
+     * one graceful reload, not the death of every worker mid-request. Taken
+     * out of the set inherited from the master before gw_signals_open(),
+     * which resets that set's other signals to their defaults. */
+    gw_signals_ignore(master_sigs, sizeof(master_sigs) / sizeof(master_sigs[0]));
+    s->sigwatch.fd = gw_signals_open(sigs, sizeof(sigs) / sizeof(sigs[0]));
+    s->sigwatch.cb = on_signal;
+    if (s->sigwatch.fd < 0 || gw_loop_add(s->loop, &s->sigwatch, EPOLLIN) < 0) {
+        gw_log_error("cannot watch signals: %s", strerror(errno));
+        goto fail;
+    }
+    return s;
+fail:
+    gw_server_free(s);
+    return NULL;
+}
+
+int gw_server_run(gw_server_t *s)
+{
+    return gw_loop_run(s->loop);
+}
+
+void gw_server_free(gw_server_t *s)
+{
+    if (!s)
+        return;
+    if (s->sigwatch.fd > 0)
+        gw_signals_close(s->sigwatch.fd);
+    if (s->loop)
+        gw_conn_ctx_dispose(&s->conns);
+    gw_static_free(s->statics);
+    gw_loop_free(s->loop);
+    free(s->lw);
+    free(s);
+}
