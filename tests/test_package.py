@@ -188,7 +188,7 @@ def test_build_without_python_headers_stops_with_one_clear_line(tmp_path):
     """As root, a mount namespace hides the headers python3-dev installed
     (the machine is not changed); otherwise PY_INCLUDE points elsewhere."""
     build = str(tmp_path / "build")
-    cmd = ["make", "-C", ROOT, "BUILD=" + build, "INSTALL_DEPS=:", build + "/wsgi.o"]
+    cmd = ["make", "-C", ROOT, "BUILD=" + build, "INSTALL_DEPS=:", build + "/py/wsgi.o"]
     inc = subprocess.run(["/usr/bin/python3", "-c",
                           "import sysconfig; print(sysconfig.get_config_var('INCLUDEPY'))"],
                          capture_output=True, text=True, timeout=30).stdout.strip()
@@ -202,7 +202,7 @@ def test_build_without_python_headers_stops_with_one_clear_line(tmp_path):
     lines = [l for l in r.stderr.splitlines() if "gangway needs" in l]
     assert len(lines) == 1 and "python3-dev" in lines[0] and "Python.h" in lines[0], r.stderr
     # It stopped before compiling anything.
-    assert not glob.glob(build + "/*.o"), os.listdir(build)
+    assert not glob.glob(build + "/**/*.o", recursive=True), os.listdir(build)
     assert " -c -o " not in r.stdout, r.stdout
 
 

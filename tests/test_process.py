@@ -2384,9 +2384,12 @@ def test_reload_to_a_stats_address_that_cannot_bind(gangway, tmp_path, before):
         js0 = stats_get(s)
     step_ini(ini, appdir, "stats = unix:%s/no-such-dir/stats.sock\nenv = RELOAD_KEY=two\n"
              % tmp_path)
+    old = live_children(s.pid)
     s.signal(signal.SIGHUP)
     wait_for(lambda: "new worker(s) serving" in s.read_log() or s.proc.poll() is not None, 20,
              what="the reload to complete")
+    # an old worker told to stop may still take a request it had accepted
+    wait_for(lambda: all(reaped(p, s.pid) for p in old), 15, what="the old workers to go")
     log = s.read_log()
     assert s.proc.poll() is None, log[-3000:]
     if before == "tcp":
