@@ -49,12 +49,12 @@ static void vacuum(master_t *m)
 /* systemd (Type=notify): state is "READY=1", "RELOADING=1", "STOPPING=1" or
  * "" for a status update; STATUS says what an operator sees in `systemctl
  * status`. Without NOTIFY_SOCKET this costs nothing. */
-void tell_systemd(master_t *m, const char *state, const char *what)
+void gw__master_tell_systemd(master_t *m, const char *state, const char *what)
 {
     sd_notifyf(0, "%s%sSTATUS=%s, %u worker(s)", state, *state ? "\n" : "", what, m->target);
 }
 
-void begin_stop(master_t *m, bool graceful, const char *why)
+void gw__master_stop(master_t *m, bool graceful, const char *why)
 {
     if (m->is_stopping && graceful)
         return;
@@ -62,8 +62,8 @@ void begin_stop(master_t *m, bool graceful, const char *why)
      * read why in the log. */
     if (!m->is_stopping && why)
         gw_log_error("%s: %s stop of %u worker(s)", why, graceful ? "graceful" : "quick",
-                     count_live(m, m->generation, false));
-    tell_systemd(m, "STOPPING=1", graceful ? "stopping gracefully" : "stopping");
+                     gw__respawn_count_live(m, m->generation, false));
+    gw__master_tell_systemd(m, "STOPPING=1", graceful ? "stopping gracefully" : "stopping");
     m->is_stopping = true;
     m->is_delaying = false;
     gw_timer_stop(&m->delay);
@@ -71,17 +71,17 @@ void begin_stop(master_t *m, bool graceful, const char *why)
      * for it to be gone, so that nothing it started outlives the stop. */
     if (m->checker && m->check_end == CHECK_RUNNING) {
         gw_log_error("stopping the reload's check (pid %d)", (int)m->checker);
-        kill_checker(m, CHECK_STOPPED);
+        gw__reload_kill_check(m, CHECK_STOPPED);
     }
     /* New connections are refused from now on rather than queued for
      * workers that will not take them. */
     for (size_t i = 0; i < m->nl; i++)
         gw_listen_close(&m->ls[i]);
     for (size_t i = 0; i < NSLOTS; i++)
-        drop_handoff(m, &m->w[i]);
-    signal_all(m, graceful ? SIGTERM : SIGQUIT, false);
+        gw__notes_drop_handoff(m, &m->w[i]);
+    gw__respawn_signal_all(m, graceful ? SIGTERM : SIGQUIT, false);
     gw_timer_start(graceful ? &m->kill_graceful_q : &m->kill_quick_q, &m->kill);
-    if (!any_live(m) && !m->checker)
+    if (!gw__respawn_any_live(m) && !m->checker)
         gw_loop_stop(m->loop);
 }
 
@@ -90,14 +90,14 @@ static void on_kill_timer(gw_loop_t *loop, gw_timer_t *t)
     master_t *m = (master_t *)((char *)t - offsetof(master_t, kill));
     (void)loop;
     gw_log_error("workers still running after the stop timeout: killing them");
-    signal_all(m, SIGKILL, false);
+    gw__respawn_signal_all(m, SIGKILL, false);
 }
 
 static void on_delay_timer(gw_loop_t *loop, gw_timer_t *t)
 {
     master_t *m = (master_t *)((char *)t - offsetof(master_t, delay));
     (void)loop;
-    begin_stop(m, true, "shutdown-delay over");
+    gw__master_stop(m, true, "shutdown-delay over");
 }
 
 /* The new generation serves: the old one finishes what it holds and goes.
@@ -107,14 +107,14 @@ static void finish_reload(master_t *m, unsigned ready)
 {
     m->is_reloading = false;
     m->failures = 0;
-    signal_all(m, SIGTERM, true);
+    gw__respawn_signal_all(m, SIGTERM, true);
     gw_log_error("reload: %u new worker(s) serving; the old ones finish what they hold", ready);
     gw_log_error("%s, master pid %d, %u worker(s)", m->banner, (int)getpid(), m->target);
     for (size_t i = 0; i < m->nl; i++)
         gw_log_error("listening on %s", m->ls[i].url);
     gw_log_error("ready");
-    tell_systemd(m, "READY=1", "serving (reloaded)");
-    reload_next(m);
+    gw__master_tell_systemd(m, "READY=1", "serving (reloaded)");
+    gw__reload_next(m);
 }
 
 static void announce_ready(master_t *m)
@@ -131,7 +131,7 @@ static void announce_ready(master_t *m)
                m->target);
     if (m->is_reload_pending) {
         m->is_reload_pending = false;
-        reload(m, "reload asked during start-up");
+        gw__reload_begin(m, "reload asked during start-up");
     }
 }
 
@@ -144,9 +144,9 @@ static void progress(master_t *m)
 
     if (m->is_stopping)
         return;
-    reconcile(m);
-    release_recycled(m);
-    ready = count_live(m, m->generation, true);
+    gw__respawn_reconcile(m);
+    gw__respawn_release_recycled(m);
+    ready = gw__respawn_count_live(m, m->generation, true);
     if (!m->is_ready) {
         if (ready >= m->target)
             announce_ready(m);
@@ -162,7 +162,7 @@ static void on_notify(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
 
     (void)loop;
     (void)events;
-    read_notes(m);
+    gw__notes_read(m);
     progress(m);
 }
 
@@ -171,21 +171,21 @@ static void reap(master_t *m)
     int st;
     pid_t pid;
 
-    read_notes(m);
+    gw__notes_read(m);
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
         if (pid == m->checker) {
-            checker_done(m, st);
+            gw__reload_on_check_exit(m, st);
             continue;
         }
         for (size_t i = 0; i < NSLOTS; i++) {
             if (m->w[i].pid == pid) {
-                on_worker_exit(m, i, st);
+                gw__respawn_on_exit(m, i, st);
                 break;
             }
         }
     }
     progress(m);
-    if (m->is_stopping && !any_live(m) && !m->checker)
+    if (m->is_stopping && !gw__respawn_any_live(m) && !m->checker)
         gw_loop_stop(m->loop);
 }
 
@@ -206,24 +206,24 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
                 m->is_delaying = true;
                 gw_log_error("SIGTERM: serving %llus more (shutdown-delay), then stopping",
                              (unsigned long long)m->cfg->shutdown_delay);
-                tell_systemd(m, "STOPPING=1", "stopping after shutdown-delay");
+                gw__master_tell_systemd(m, "STOPPING=1", "stopping after shutdown-delay");
                 gw_timer_start(&m->delay_q, &m->delay);
             } else {
-                begin_stop(m, true, "SIGTERM");
+                gw__master_stop(m, true, "SIGTERM");
             }
             break;
         case SIGINT:
-            begin_stop(m, false, "SIGINT");
+            gw__master_stop(m, false, "SIGINT");
             break;
         case SIGQUIT:
-            begin_stop(m, false, "SIGQUIT");
+            gw__master_stop(m, false, "SIGQUIT");
             break;
         case SIGHUP:
-            reload(m, "SIGHUP");
+            gw__reload_begin(m, "SIGHUP");
             break;
         case SIGUSR1:
             gw_log_reopen();
-            signal_all(m, SIGUSR1, false);
+            gw__respawn_signal_all(m, SIGUSR1, false);
             break;
         case SIGTTIN:
         case SIGTTOU: {
@@ -241,7 +241,7 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
             }
             m->target += more ? 1 : -1;
             gw_log_error("%s: %u worker(s)", name, m->target);
-            tell_systemd(m, "", "serving");
+            gw__master_tell_systemd(m, "", "serving");
             progress(m);
             break;
         }
@@ -288,13 +288,13 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
             w->is_ready = true;
         if (w->pid && w->is_ready && !w->is_recycling && !w->is_retiring &&
             atomic_load_explicit(&m->sb.slots[i].exit_reason, RELAXED) != GW_EXIT_NONE)
-            recycling(m, i, NULL);
+            gw__notes_recycle(m, i, NULL);
         /* One that stopped by itself before its successor could start
          * (past --reload-on-rss, forks failing): the master's copy of its
          * sockets would keep them listening for nobody. */
         if (w->handoff &&
             atomic_load_explicit(&m->sb.slots[i].state, RELAXED) == GW_SLOT_STOPPING)
-            drop_handoff(m, w);
+            gw__notes_drop_handoff(m, w);
         if (w->pid && m->cfg->harakiri && !w->is_killed) {
             gw_slot_t *s = &m->sb.slots[i];
             uint64_t since = atomic_load_explicit(&s->busy_since_ms, memory_order_acquire);
@@ -316,7 +316,7 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
                 w->respawn_at = 0;
             } else if (now >= w->respawn_at) {
                 w->respawn_at = 0;
-                spawn(m, i);
+                gw__respawn_spawn(m, i);
             }
         }
     }
@@ -324,7 +324,7 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
      * made up here, at most once a second. */
     progress(m);
     if (m->cfg->touch_reload.n && touched(m))
-        reload(m, "touch-reload");
+        gw__reload_begin(m, "touch-reload");
     gw_timer_start(&m->tick_q, &m->tick);
 }
 
@@ -408,7 +408,7 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     m->sigwatch.fd = m->notify.fd = -1;
     /* The workers' notes: a socket pair, not a pipe, so that a recycling
      * worker's note can carry its --reuse-port sockets to its successor. */
-    if (open_scoreboard(m, h, &is_adopted) < 0 || !(m->loop = gw_loop_new(NULL)) ||
+    if (gw__reload_open_scoreboard(m, h, &is_adopted) < 0 || !(m->loop = gw_loop_new(NULL)) ||
         socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) < 0) {
         gw_log_error("cannot start the master: %s", strerror(errno));
         goto out;
@@ -418,9 +418,9 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     if (h->is_present) {
         /* A reload: the counters, the start time and the generation go on
          * from the previous image; its workers are the generation before. */
-        bool has_carried = restore_carried(m);
+        bool has_carried = gw__reload_restore_carried(m);
         m->generation++;
-        nold = take_old_workers(m, h, is_adopted, has_carried);
+        nold = gw__reload_take_old_workers(m, h, is_adopted, has_carried);
     }
     /* Workers write their ready notes; the master reads without blocking. */
     fcntl(p[0], F_SETFL, O_NONBLOCK);
@@ -448,8 +448,7 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     gw_timer_init(&m->tick, on_tick);
     gw_timer_init(&m->delay, on_delay_timer);
     gw_timer_init(&m->kill, on_kill_timer);
-    gw_timerq_init(m->loop, &m->check_q, cfg->reload_check_timeout * 1000);
-    gw_timer_init(&m->check_deadline, on_check_deadline);
+    gw__reload_init(m);
     gw_timer_start(&m->tick_q, &m->tick);
     /* A re-executed master's previous workers serve until its own do: a
      * failed start is retried then, not a reason to take them down. */
@@ -464,7 +463,7 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
     if (nold) {
         /* The old workers serve meanwhile: a reload under way. A new
          * generation that cannot load the app leaves them serving
-         * (on_worker_exit()), as does an app this image cannot import. */
+         * (gw__respawn_on_exit()), as does an app this image cannot import. */
         m->is_ready = true;
         m->is_reloading = true;
         gw_log_error("reload: %s, master pid %d: starting %u new worker(s); %zu old one(s) "
@@ -474,7 +473,7 @@ int gw_master_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, const ch
                          "old workers keep serving");
             m->generation--;
             m->is_reloading = false;
-            tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
+            gw__master_tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
         } else {
             progress(m);
         }
@@ -496,10 +495,10 @@ out:
     }
     gw_stats_free(m->stats);
     if (m->checker) { /* the loop failed under it */
-        kill_checker(m, CHECK_STOPPED);
+        gw__reload_kill_check(m, CHECK_STOPPED);
         waitpid(m->checker, NULL, 0);
     }
-    close_reload_fds(m);
+    gw__reload_close_fds(m);
     if (h->stats_fd >= 0)
         close(h->stats_fd);
     h->stats_fd = -1;

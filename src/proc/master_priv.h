@@ -44,6 +44,13 @@ typedef struct wproc {
 /* Why a reload's checker was killed before it ended by itself. */
 enum check_end { CHECK_RUNNING, CHECK_TIMED_OUT, CHECK_SUPERSEDED, CHECK_STOPPED };
 
+/* One per master process. gw_master_run() (master.c) creates and frees it,
+ * with the loop, the descriptors, the timers and the statistics server;
+ * reload.c owns the checker and what goes with it (checker to
+ * check_deadline, the descriptors gw__reload_close_fds() closes) and fills
+ * w[] with a previous image's workers before the loop runs; respawn.c forks
+ * workers into w[] and frees their slots when they exit; notes.c holds a
+ * recycling worker's sockets (w[].handoff) until its successor starts. */
 typedef struct master {
     const gw_config_t *cfg;
     const gw_master_exec_t *ex;
@@ -96,35 +103,70 @@ typedef struct master {
 #define RELAXED memory_order_relaxed
 
 /* master.c */
-void begin_stop(master_t *m, bool graceful, const char *why);
-void tell_systemd(master_t *m, const char *state, const char *what);
+/* Begins a stop: graceful (SIGTERM to the workers, then the kill after
+ * --graceful-timeout) or quick; why: the log line's first words, or NULL
+ * for none. The listeners close at once. */
+void gw__master_stop(master_t *m, bool graceful, const char *why);
+/* systemd's state ("READY=1", "RELOADING=1", "STOPPING=1", "": a status
+ * update) with the STATUS= line what. */
+void gw__master_tell_systemd(master_t *m, const char *state, const char *what);
 
 /* respawn.c */
-unsigned count_live(master_t *m, uint32_t gen, bool ready_only);
-bool any_live(master_t *m);
-int spawn(master_t *m, size_t i);
-long free_slot(master_t *m);
-void reconcile(master_t *m);
-void release_recycled(master_t *m);
-void signal_all(master_t *m, int sig, bool old_only);
-void describe(int st, char *buf, size_t n);
-void on_worker_exit(master_t *m, size_t i, int st);
+/* Workers of generation gen alive and not told to stop (ready_only: that
+ * said they serve). */
+unsigned gw__respawn_count_live(master_t *m, uint32_t gen, bool ready_only);
+bool gw__respawn_any_live(master_t *m);
+/* Forks a worker of the current generation into slot i; -errno when the
+ * fork failed (the slot is reserved for a retry after a back-off). */
+int gw__respawn_spawn(master_t *m, size_t i);
+/* The first free slot, or -1. */
+long gw__respawn_free_slot(master_t *m);
+/* Brings the current generation to m->target workers. */
+void gw__respawn_reconcile(master_t *m);
+/* Tells recycling workers to stop, as their replacements serve. */
+void gw__respawn_release_recycled(master_t *m);
+/* sig to every worker (old_only: those of older generations); SIGTERM and
+ * SIGQUIT retire them. */
+void gw__respawn_signal_all(master_t *m, int sig, bool old_only);
+/* "exited with status 1", "was killed by signal 9 (Killed)": a wait status
+ * for the log. */
+void gw__respawn_describe(int st, char *buf, size_t n);
+/* Worker i ended with wait status st: its slot is freed and it is replaced,
+ * now or after a back-off, or not at all. */
+void gw__respawn_on_exit(master_t *m, size_t i, int st);
 
 /* reload.c */
-void close_reload_fds(master_t *m);
-void kill_checker(master_t *m, enum check_end why);
-void on_check_deadline(gw_loop_t *loop, gw_timer_t *t);
-void reload(master_t *m, const char *why);
-void reload_next(master_t *m);
-void checker_done(master_t *m, int st);
-int open_scoreboard(master_t *m, gw_handover_t *h, bool *is_adopted);
-bool restore_carried(master_t *m);
-size_t take_old_workers(master_t *m, const gw_handover_t *h, bool has_slots, bool has_carried);
+/* Closes what a reload holds from its check to the re-exec. */
+void gw__reload_close_fds(master_t *m);
+/* Kills the checker and its process group, for the reason why. */
+void gw__reload_kill_check(master_t *m, enum check_end why);
+/* The check's deadline, once m->loop exists. */
+void gw__reload_init(master_t *m);
+/* A reload asked for (why: by what, for the log): the check starts now, or
+ * once the start-up or the reload under way is over. */
+void gw__reload_begin(master_t *m, const char *why);
+/* Runs the reload asked for meanwhile, if any. */
+void gw__reload_next(master_t *m);
+/* The checker ended with wait status st: re-execute, or say why not. */
+void gw__reload_on_check_exit(master_t *m, int st);
+/* The scoreboard a previous image handed over (*is_adopted), or a new one;
+ * 0 or -errno. */
+int gw__reload_open_scoreboard(master_t *m, gw_handover_t *h, bool *is_adopted);
+/* What the previous image carried over; false when it left nothing. */
+bool gw__reload_restore_carried(master_t *m);
+/* Takes the previous image's workers into w[]; returns how many. */
+size_t gw__reload_take_old_workers(master_t *m, const gw_handover_t *h, bool has_slots,
+                                   bool has_carried);
 
 /* notes.c */
-void drop_handoff(master_t *m, wproc_t *w);
-wproc_t *donor_of(master_t *m, size_t i);
-void recycling(master_t *m, size_t i, int *handoff);
-void read_notes(master_t *m);
+/* Closes the sockets w sent for its successor. */
+void gw__notes_drop_handoff(master_t *m, wproc_t *w);
+/* The recycling worker whose sockets slot i's new worker takes, or NULL. */
+wproc_t *gw__notes_donor(master_t *m, size_t i);
+/* Worker i recycles itself; handoff: its --reuse-port sockets (taken over)
+ * or NULL. */
+void gw__notes_recycle(master_t *m, size_t i, int *handoff);
+/* Reads every note waiting on the notes socket. */
+void gw__notes_read(master_t *m);
 
 #endif

@@ -27,7 +27,7 @@ static void free_sockets(master_t *m, int *fds)
 }
 
 /* Closes the sockets a recycling worker sent for its successor. */
-void drop_handoff(master_t *m, wproc_t *w)
+void gw__notes_drop_handoff(master_t *m, wproc_t *w)
 {
     free_sockets(m, w->handoff);
     w->handoff = NULL;
@@ -35,7 +35,7 @@ void drop_handoff(master_t *m, wproc_t *w)
 
 /* The recycling worker whose successor slot i gets, when it sent its
  * sockets along. */
-wproc_t *donor_of(master_t *m, size_t i)
+wproc_t *gw__notes_donor(master_t *m, size_t i)
 {
     for (size_t j = 0; j < NSLOTS; j++)
         if (m->w[j].pid && m->w[j].successor == i + 1 && m->w[j].handoff)
@@ -46,7 +46,7 @@ wproc_t *donor_of(master_t *m, size_t i)
 /* Worker i recycles itself (its slot says why) and serves until a
  * replacement does: progress() starts one and then tells it to stop.
  * handoff: its --reuse-port sockets by listener (taken over), or NULL. */
-void recycling(master_t *m, size_t i, int *handoff)
+void gw__notes_recycle(master_t *m, size_t i, int *handoff)
 {
     wproc_t *w = &m->w[i];
 
@@ -105,7 +105,7 @@ static int *note_sockets(master_t *m, struct msghdr *mh)
  * of failed ones: the count and the back-off start over. Read before exits
  * are handled too, so that a worker that said it serves and died at once is
  * not taken for one that never started. */
-void read_notes(master_t *m)
+void gw__notes_read(master_t *m)
 {
     union {
         struct cmsghdr align;
@@ -135,7 +135,7 @@ void read_notes(master_t *m)
         if (n != sizeof(id) || id < 1 || id > NSLOTS || !m->w[id - 1].pid)
             continue;
         if (is_replace) {
-            recycling(m, id - 1u, handoff);
+            gw__notes_recycle(m, id - 1u, handoff);
             continue;
         }
         m->w[id - 1].is_ready = true;

@@ -42,7 +42,7 @@ typedef struct carried {
 
 /* What a reload holds from its check to the re-exec: closed when it ends,
  * and in every child but the checker. */
-void close_reload_fds(master_t *m)
+void gw__reload_close_fds(master_t *m)
 {
     if (m->checker_rd >= 0)
         close(m->checker_rd);
@@ -68,7 +68,7 @@ static void checker_fail(const char *msg)
 
 /* Kills the checker and every process in its group (what the app's import
  * started); its exit is taken in reap(). */
-void kill_checker(master_t *m, enum check_end why)
+void gw__reload_kill_check(master_t *m, enum check_end why)
 {
     if (!m->checker || m->check_end != CHECK_RUNNING)
         return;
@@ -78,7 +78,7 @@ void kill_checker(master_t *m, enum check_end why)
         kill(m->checker, SIGKILL);
 }
 
-void on_check_deadline(gw_loop_t *loop, gw_timer_t *t)
+static void on_check_deadline(gw_loop_t *loop, gw_timer_t *t)
 {
     master_t *m = (master_t *)((char *)t - offsetof(master_t, check_deadline));
 
@@ -86,7 +86,13 @@ void on_check_deadline(gw_loop_t *loop, gw_timer_t *t)
     gw_log_error("reload: the check (pid %d) still runs after %llus (--reload-check-timeout): "
                  "killing it and what it started", (int)m->checker,
                  (unsigned long long)m->cfg->reload_check_timeout);
-    kill_checker(m, CHECK_TIMED_OUT);
+    gw__reload_kill_check(m, CHECK_TIMED_OUT);
+}
+
+void gw__reload_init(master_t *m)
+{
+    gw_timerq_init(m->loop, &m->check_q, m->cfg->reload_check_timeout * 1000);
+    gw_timer_init(&m->check_deadline, on_check_deadline);
 }
 
 /* A reload, step 1: `<binary> ARGS --check-config`, run as the new master
@@ -182,13 +188,13 @@ static void start_checker(master_t *m, const char *why)
     gw_timer_start(&m->check_q, &m->check_deadline);
     gw_log_error("%s: graceful reload: checking the configuration and the app (%s "
                  "--check-config)", why, ex->path);
-    tell_systemd(m, "RELOADING=1", "reloading: checking the configuration and the app");
+    gw__master_tell_systemd(m, "RELOADING=1", "reloading: checking the configuration and the app");
     goto out;
 failed:
     gw_log_error("%s: cannot reload: %s%s%s", why, what, *what ? ": " : "", strerror(e));
-    close_reload_fds(m);
+    gw__reload_close_fds(m);
     /* A reload that follows another one said RELOADING=1 already. */
-    tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
+    gw__master_tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
 out:
     if (p[0] >= 0)
         close(p[0]);
@@ -229,7 +235,7 @@ static void save_carried(master_t *m)
 }
 
 /* A re-executed master: false when the previous image left nothing. */
-bool restore_carried(master_t *m)
+bool gw__reload_restore_carried(master_t *m)
 {
     carried_t *c = m->sb.extra;
 
@@ -374,20 +380,20 @@ failed:
     free(envp);
     gw_handover_free_vars(vars);
     gw_log_error("reload: cannot re-execute %s: %s; going on as before", ex->path, strerror(e));
-    tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
+    gw__master_tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
 }
 
 /* A reload asked for while another was under way runs once that one is
  * over, and reads the configuration as it is then: the newest wins. */
-void reload_next(master_t *m)
+void gw__reload_next(master_t *m)
 {
     if (!m->is_reload_pending || m->is_stopping || m->is_delaying)
         return;
     m->is_reload_pending = false;
-    reload(m, "the reload asked for meanwhile");
+    gw__reload_begin(m, "the reload asked for meanwhile");
 }
 
-void reload(master_t *m, const char *why)
+void gw__reload_begin(master_t *m, const char *why)
 {
     if (m->is_stopping || m->is_delaying)
         return;
@@ -404,7 +410,7 @@ void reload(master_t *m, const char *why)
                                         "configuration: stopping it; a new one follows"
                                       : "another reload follows once this one is done");
         m->is_reload_pending = true;
-        kill_checker(m, CHECK_SUPERSEDED);
+        gw__reload_kill_check(m, CHECK_SUPERSEDED);
         return;
     }
     start_checker(m, why);
@@ -413,7 +419,7 @@ void reload(master_t *m, const char *why)
 /* The checker ended: re-execute when it passed, else say why the reload
  * failed (a check stopped for a newer reload says nothing: that one starts
  * now). */
-void checker_done(master_t *m, int st)
+void gw__reload_on_check_exit(master_t *m, int st)
 {
     enum check_end end = m->check_end;
     int version = checker_answer(m);
@@ -423,7 +429,7 @@ void checker_done(master_t *m, int st)
     m->check_end = CHECK_RUNNING;
     gw_timer_stop(&m->check_deadline);
     if (m->is_stopping) {
-        close_reload_fds(m);
+        gw__reload_close_fds(m);
         return;
     }
     if (end == CHECK_RUNNING && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
@@ -432,22 +438,22 @@ void checker_done(master_t *m, int st)
         gw_log_error("reload failed: the check did not finish within %llus "
                      "(--reload-check-timeout); the old workers keep serving",
                      (unsigned long long)m->cfg->reload_check_timeout);
-        tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
+        gw__master_tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
     } else if (end == CHECK_RUNNING) {
-        describe(st, how, sizeof(how));
+        gw__respawn_describe(st, how, sizeof(how));
         gw_log_error("reload failed: the new configuration or app does not load "
                      "(%s --check-config %s); the old workers keep serving",
                      m->ex->path, how);
-        tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
+        gw__master_tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
     }
-    close_reload_fds(m);
-    reload_next(m);
+    gw__reload_close_fds(m);
+    gw__reload_next(m);
 }
 
 /* The scoreboard a previous image handed over (the old workers' slots, and
  * what the master carried in its extra area; *is_adopted true), or a new
  * one. */
-int open_scoreboard(master_t *m, gw_handover_t *h, bool *is_adopted)
+int gw__reload_open_scoreboard(master_t *m, gw_handover_t *h, bool *is_adopted)
 {
     int rc;
 
@@ -486,7 +492,7 @@ static bool is_child(pid_t pid)
  * another old worker's, still counting). has_carried: the generation came
  * along too; else the old workers are simply the one before. Returns how
  * many were taken. */
-size_t take_old_workers(master_t *m, const gw_handover_t *h, bool has_slots,
+size_t gw__reload_take_old_workers(master_t *m, const gw_handover_t *h, bool has_slots,
                                bool has_carried)
 {
     size_t n = 0;
@@ -506,7 +512,7 @@ size_t take_old_workers(master_t *m, const gw_handover_t *h, bool has_slots,
         for (size_t j = 0; has_slots && j < NSLOTS && at[k] < 0; j++) {
             if (!m->w[j].pid && atomic_load_explicit(&m->sb.slots[j].pid, RELAXED) == pid) {
                 at[k] = (long)j;
-                m->w[j].pid = pid; /* taken: free_slot() passes it by */
+                m->w[j].pid = pid; /* taken: gw__respawn_free_slot() passes it by */
             }
         }
     }
@@ -520,7 +526,7 @@ size_t take_old_workers(master_t *m, const gw_handover_t *h, bool has_slots,
             continue;
         if (i < 0) {
             /* its slot did not come along: a fresh one shows it */
-            if ((i = free_slot(m)) < 0)
+            if ((i = gw__respawn_free_slot(m)) < 0)
                 continue;
             gw_slot_reset(&m->sb.slots[i], m->generation - 1);
             gw_scoreboard_use(&m->sb, (size_t)i);

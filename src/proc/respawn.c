@@ -33,7 +33,7 @@
  * a back-off too: never a fork loop. */
 #define MIN_LIFE_MS 1000
 
-unsigned count_live(master_t *m, uint32_t gen, bool ready_only)
+unsigned gw__respawn_count_live(master_t *m, uint32_t gen, bool ready_only)
 {
     unsigned n = 0;
     for (size_t i = 0; i < NSLOTS; i++)
@@ -43,7 +43,7 @@ unsigned count_live(master_t *m, uint32_t gen, bool ready_only)
     return n;
 }
 
-bool any_live(master_t *m)
+bool gw__respawn_any_live(master_t *m)
 {
     for (size_t i = 0; i < NSLOTS; i++)
         if (m->w[i].pid)
@@ -81,10 +81,10 @@ static void reserve(master_t *m, size_t i, uint64_t delay_ms)
     m->w[i].generation = m->generation;
     m->w[i].respawn_at = gw_clock_ms() + delay_ms;
 }
-int spawn(master_t *m, size_t i)
+int gw__respawn_spawn(master_t *m, size_t i)
 {
     wproc_t *w = &m->w[i];
-    wproc_t *donor = donor_of(m, i);
+    wproc_t *donor = gw__notes_donor(m, i);
     gw_slot_t *slot = &m->sb.slots[i];
     pid_t parent = getpid();
     sigset_t mask;
@@ -133,12 +133,12 @@ int spawn(master_t *m, size_t i)
         close(m->notify.fd);
         gw_stats_close_fds(m->stats);
         gw_scoreboard_close_fd(&m->sb);
-        close_reload_fds(m);
+        gw__reload_close_fds(m);
         /* Another worker's sockets held for its successor would keep them
          * listening, with nobody accepting, for as long as this one lives. */
         for (size_t j = 0; j < NSLOTS; j++)
             if (&m->w[j] != donor)
-                drop_handoff(m, &m->w[j]);
+                gw__notes_drop_handoff(m, &m->w[j]);
         gw_loop_free(m->loop);
         exit(gw_worker_run(m->cfg, m->ls, m->nl, (unsigned)i + 1, &m->sb, m->notify_wr,
                            donor ? donor->handoff : NULL, m->app));
@@ -150,7 +150,7 @@ int spawn(master_t *m, size_t i)
      * stops): the master's copies go, so that the sockets close with the
      * last worker that serves on them. */
     if (donor)
-        drop_handoff(m, donor);
+        gw__notes_drop_handoff(m, donor);
     memset(w, 0, sizeof(*w));
     w->pid = pid;
     w->generation = m->generation;
@@ -162,7 +162,7 @@ int spawn(master_t *m, size_t i)
 }
 
 /* The first free slot for a worker of the current generation. */
-long free_slot(master_t *m)
+long gw__respawn_free_slot(master_t *m)
 {
     for (size_t i = 0; i < NSLOTS; i++)
         if (!m->w[i].pid && !m->w[i].respawn_at)
@@ -177,7 +177,7 @@ static void retire(master_t *m, size_t i, int sig)
 {
     /* Sockets it sent for a successor that has not started: once it stops
      * accepting, the master's copy would keep them listening for nobody. */
-    drop_handoff(m, &m->w[i]);
+    gw__notes_drop_handoff(m, &m->w[i]);
     m->w[i].is_retiring = true;
     atomic_store_explicit(&m->sb.slots[i].state, GW_SLOT_STOPPING, RELAXED);
     kill(m->w[i].pid, sig);
@@ -255,7 +255,7 @@ static void succeed(master_t *m, size_t i)
  * back-offs). Until one of the generation's first workers serves, only one
  * starts: it proves that the app loads, so a broken app fails once, not N
  * times. Workers in back-off count: nothing forks around a back-off. */
-void reconcile(master_t *m)
+void gw__respawn_reconcile(master_t *m)
 {
     unsigned have, want;
 
@@ -264,13 +264,13 @@ void reconcile(master_t *m)
     have = count_members(m);
     while (have > m->target && shrink_one(m))
         have--;
-    want = m->is_ready || count_live(m, m->generation, true) ? m->target : 1;
+    want = m->is_ready || gw__respawn_count_live(m, m->generation, true) ? m->target : 1;
     while (have < want) {
-        long i = free_slot(m);
+        long i = gw__respawn_free_slot(m);
         if (i < 0)
             return; /* every slot taken: a recycling worker serves on meanwhile */
         succeed(m, (size_t)i);
-        if (spawn(m, (size_t)i) < 0)
+        if (gw__respawn_spawn(m, (size_t)i) < 0)
             return; /* a failed fork is retried after its back-off */
         have++;
     }
@@ -279,7 +279,7 @@ void reconcile(master_t *m)
 /* Workers that asked to be replaced serve until their replacements do: one
  * is told to stop for each member serving beyond the target, the first to
  * ask first. The current generation's only: a reload stops the old one. */
-void release_recycled(master_t *m)
+void gw__respawn_release_recycled(master_t *m)
 {
     unsigned ready = 0, recycling = 0;
 
@@ -305,7 +305,7 @@ void release_recycled(master_t *m)
     }
 }
 
-void signal_all(master_t *m, int sig, bool old_only)
+void gw__respawn_signal_all(master_t *m, int sig, bool old_only)
 {
     for (size_t i = 0; i < NSLOTS; i++) {
         wproc_t *w = &m->w[i];
@@ -318,7 +318,7 @@ void signal_all(master_t *m, int sig, bool old_only)
     }
 }
 
-void describe(int st, char *buf, size_t n)
+void gw__respawn_describe(int st, char *buf, size_t n)
 {
     if (WIFEXITED(st))
         snprintf(buf, n, "exited with status %d", WEXITSTATUS(st));
@@ -328,7 +328,7 @@ void describe(int st, char *buf, size_t n)
         snprintf(buf, n, "ended (status 0x%x)", st);
 }
 
-void on_worker_exit(master_t *m, size_t i, int st)
+void gw__respawn_on_exit(master_t *m, size_t i, int st)
 {
     wproc_t w = m->w[i];
     char how[96];
@@ -348,7 +348,7 @@ void on_worker_exit(master_t *m, size_t i, int st)
                           : exit_reason_to_respawn(atomic_load_explicit(&slot->exit_reason, RELAXED));
 
     /* A successor still to start makes sockets of its own. */
-    drop_handoff(m, &m->w[i]);
+    gw__notes_drop_handoff(m, &m->w[i]);
     w.handoff = NULL;
     /* Its counters join the totals of past workers before the slot is
      * reused: the sums that --stats reports never go down. */
@@ -356,7 +356,7 @@ void on_worker_exit(master_t *m, size_t i, int st)
     atomic_store_explicit(&slot->state, GW_SLOT_EMPTY, RELAXED);
     atomic_store_explicit(&slot->pid, 0, RELAXED);
     memset(&m->w[i], 0, sizeof(m->w[i]));
-    describe(st, how, sizeof(how));
+    gw__respawn_describe(st, how, sizeof(how));
     if (m->is_stopping || w.is_retiring) {
         if (!m->is_stopping && crashed)
             gw_log_error("worker %zu (pid %d) %s while stopping", i + 1, (int)w.pid, how);
@@ -370,7 +370,7 @@ void on_worker_exit(master_t *m, size_t i, int st)
     }
     if (w.is_recycling) {
         /* It went before its replacement served (past --reload-on-rss, or
-         * a crash): the replacement is under way, or reconcile() goes on
+         * a crash): the replacement is under way, or gw__respawn_reconcile() goes on
          * trying to start one; if none had started, this is when it counts. */
         if (crashed)
             gw_log_error("worker %zu (pid %d) %s while waiting for its replacement", i + 1,
@@ -396,8 +396,8 @@ void on_worker_exit(master_t *m, size_t i, int st)
         }
         m->generation--;
         m->is_reloading = false;
-        tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
-        reload_next(m);
+        gw__master_tell_systemd(m, "READY=1", "serving (reload failed: the old workers go on)");
+        gw__reload_next(m);
         return;
     }
     if (start_failed) {
@@ -410,7 +410,7 @@ void on_worker_exit(master_t *m, size_t i, int st)
                              "no worker ever served: giving up", i + 1, (int)w.pid, how,
                              m->failures);
             m->exit_code = 1;
-            begin_stop(m, false, NULL);
+            gw__master_stop(m, false, NULL);
             return;
         }
         /* Once the app has served, a failure to start again (a bad deploy
@@ -453,5 +453,5 @@ void on_worker_exit(master_t *m, size_t i, int st)
         return;
     }
     gw_log_error("worker %zu (pid %d) %s; respawning", i + 1, (int)w.pid, how);
-    spawn(m, i);
+    gw__respawn_spawn(m, i);
 }
