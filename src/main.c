@@ -173,11 +173,10 @@ int main(int argc, char **argv)
                gw_wsgi_python_version(), LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR,
                LLHTTP_VERSION_PATCH, GW_BUILD_OPTIONS);
         rc = 0;
-    } else if (!(rc = check_config(&cfg, h.is_present)) &&
-               !(rc = cfg.check_config ? check_more(&cfg, &h) : 0)) {
+    } else if (!(rc = gw_start_check(&cfg, &h))) {
         if (cfg.show_config)
             gw_config_print(&cfg, stderr);
-        rc = serve(&cfg, &ex, &h, GW_VERSION);
+        rc = gw_start_serve(&cfg, &ex, &h, GW_VERSION);
         /* a reload's checker tells the master which hand-over it takes */
         if (cfg.check_config && rc == 0)
             gw_handover_answer_check(&h);

@@ -18,8 +18,8 @@ static int bad(const gw_config_t *cfg, const char *name, size_t i, const char *w
     return 2;
 }
 
-/* What --uid and --gid come to, resolved the same way by check_config()
- * and drop_privileges(). */
+/* What --uid and --gid come to, resolved the same way by
+ * gw_privileges_check() and gw_privileges_drop(). */
 typedef struct ids {
     bool has_uid;
     uid_t uid;
@@ -83,7 +83,7 @@ static int resolve_ids(const gw_config_t *cfg, ids_t *ids)
     return 0;
 }
 
-int check_ids(const gw_config_t *cfg)
+int gw_privileges_check(const gw_config_t *cfg)
 {
     ids_t ids;
 
@@ -161,7 +161,7 @@ static bool ids_are(const ids_t *ids, bool set_uid, const gid_t *want, int nwant
  * supplementary groups (unless --no-initgroups), whether --uid names the
  * user or gives its number; --gid alone sets the group and clears the
  * supplementary ones. */
-int drop_privileges(const gw_config_t *cfg)
+int gw_privileges_drop(const gw_config_t *cfg)
 {
     ids_t ids;
     gid_t *groups = NULL;
@@ -170,7 +170,7 @@ int drop_privileges(const gw_config_t *cfg)
 
     if (!cfg->uid && !cfg->gid)
         return 0;
-    if (resolve_ids(cfg, &ids)) /* checked by check_config(): only a changed passwd file */
+    if (resolve_ids(cfg, &ids)) /* checked before: only a changed passwd file */
         return -1;
     if (geteuid() != 0) {
         /* Nothing to give up: fine when already the user and group asked

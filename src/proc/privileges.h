@@ -6,13 +6,13 @@
 
 #include "config/config.h"
 
-/* Resolves --uid and --gid as drop_privileges() will: 0, or the exit status
+/* Resolves --uid and --gid as gw_privileges_drop() will: 0, or the exit status
  * 2 after one line (no such user or group, or a uid without a passwd entry
  * and no --gid). */
-int check_ids(const gw_config_t *cfg);
+int gw_privileges_check(const gw_config_t *cfg);
 
 /* Switches to --uid / --gid (nothing to do without them; as another user
  * than root, only to the ids it has already). 0, or -1 after logging. */
-int drop_privileges(const gw_config_t *cfg);
+int gw_privileges_drop(const gw_config_t *cfg);
 
 #endif

@@ -493,7 +493,7 @@ static bool is_child(pid_t pid)
  * along too; else the old workers are simply the one before. Returns how
  * many were taken. */
 size_t gw__reload_take_old_workers(master_t *m, const gw_handover_t *h, bool has_slots,
-                               bool has_carried)
+                                   bool has_carried)
 {
     size_t n = 0;
     long *at = calloc(h->nold ? h->nold : 1, sizeof(*at));

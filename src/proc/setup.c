@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int apply_env(const gw_config_t *cfg)
+int gw_setup_env(const gw_config_t *cfg)
 {
     for (size_t i = 0; i < cfg->env.n; i++) {
         const char *kv = cfg->env.v[i], *eq = strchr(kv, '=');
@@ -26,7 +26,7 @@ int apply_env(const gw_config_t *cfg)
     return 0;
 }
 
-int parse_mode(const char *s, mode_t *out)
+int gw_setup_parse_mode(const char *s, mode_t *out)
 {
     char *end;
     unsigned long v;
@@ -36,6 +36,20 @@ int parse_mode(const char *s, mode_t *out)
     if (errno || *end || end == s || v > 07777)
         return -1;
     *out = (mode_t)v;
+    return 0;
+}
+
+int gw_setup_umask(const gw_config_t *cfg)
+{
+    mode_t mode;
+
+    if (!cfg->umask)
+        return 0;
+    if (gw_setup_parse_mode(cfg->umask, &mode) < 0) {
+        gw_config_bad_value(cfg, "umask", 0, cfg->umask, "an octal mode");
+        return -1;
+    }
+    umask(mode);
     return 0;
 }
 
@@ -73,14 +87,14 @@ static int parse_owner(const char *s, uid_t *uid, gid_t *gid)
 
 /* Unix sockets get --chmod-socket and --chown-socket; TCP ones are
  * unaffected. */
-int own_sockets(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
+int gw_setup_own_sockets(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
 {
     mode_t mode = 0666;
     uid_t uid = (uid_t)-1;
     gid_t gid = (gid_t)-1;
 
     if (cfg->chmod_socket && *cfg->chmod_socket)
-        parse_mode(cfg->chmod_socket, &mode); /* checked by check_config() */
+        gw_setup_parse_mode(cfg->chmod_socket, &mode); /* checked by gw_start_check() */
     if (cfg->chown_socket && parse_owner(cfg->chown_socket, &uid, &gid) < 0) {
         gw_log_error("--chown-socket: unknown user or group in '%s'", cfg->chown_socket);
         return -1;
@@ -101,7 +115,7 @@ int own_sockets(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
     return 0;
 }
 
-int write_pidfile(const char *path)
+int gw_setup_write_pidfile(const char *path)
 {
     FILE *f = fopen(path, "w");
     if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {

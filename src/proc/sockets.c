@@ -153,7 +153,7 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
                 *l = old[match[i]];
                 gw_listen_set_proto(l, is_uwsgi[i] ? GW_PROTO_UWSGI : GW_PROTO_HTTP);
             } else if (bind_one(cfg, l, addrs[i], is_uwsgi[i]) < 0 ||
-                       own_sockets(cfg, l, 1) < 0) {
+                       gw_setup_own_sockets(cfg, l, 1) < 0) {
                 gw_log_error("reload: serving without %s until a restart", addrs[i]);
                 gw_listen_close(l);
                 continue;
@@ -208,8 +208,8 @@ out:
 /* The listening sockets, from the strongest source: a re-executed master's
  * hand-over, systemd's, or --http / --uwsgi bound here (127.0.0.1:8000 when
  * nothing is given). */
-int open_listeners(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_t **ls,
-                          size_t *nl)
+int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_t **ls,
+                    size_t *nl)
 {
     static const char *default_http = "127.0.0.1:8000";
     size_t naddrs = cfg->http.n + cfg->uwsgi.n;

@@ -13,7 +13,7 @@
 /* Opens the listeners into *ls (malloc'd, *nl of them; 127.0.0.1:8000 when
  * nothing is given; --check-config binds nothing). 0, or -1 after logging:
  * the caller closes and frees what *ls holds either way. */
-int open_listeners(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_t **ls,
+int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_t **ls,
                    size_t *nl);
 
 #endif

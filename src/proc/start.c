@@ -31,7 +31,7 @@ static int bad(const gw_config_t *cfg, const char *name, size_t i, const char *w
  * validated: what depends on the system rather than on the configuration
  * (the users and groups it would switch to, which it does not, its
  * --virtualenv) is no reason to leave the old workers without a master. */
-int check_config(gw_config_t *cfg, bool is_reexec)
+static int check_config(gw_config_t *cfg, bool is_reexec)
 {
     char err[256], num[32];
     mode_t mode;
@@ -69,18 +69,14 @@ int check_config(gw_config_t *cfg, bool is_reexec)
                 return bad(cfg, name, i, err, list->v[i]);
         }
     }
-    if (apply_env(cfg) < 0)
+    if (gw_setup_env(cfg) < 0 || gw_setup_umask(cfg) < 0)
         return 2;
-    if (cfg->umask) {
-        if (parse_mode(cfg->umask, &mode) < 0)
-            return bad(cfg, "umask", 0, "an octal mode", cfg->umask);
-        umask(mode);
-    }
-    if (cfg->chmod_socket && *cfg->chmod_socket && parse_mode(cfg->chmod_socket, &mode) < 0)
+    if (cfg->chmod_socket && *cfg->chmod_socket &&
+        gw_setup_parse_mode(cfg->chmod_socket, &mode) < 0)
         return bad(cfg, "chmod-socket", 0, "an octal mode, or nothing for 666",
                    cfg->chmod_socket);
     if (!is_reexec) {
-        int rc = check_ids(cfg);
+        int rc = gw_privileges_check(cfg);
         if (rc)
             return rc;
     }
@@ -152,7 +148,7 @@ static int check_stats(const gw_config_t *cfg, int running_fd)
  * them and can be tried without disturbing a running one. A reload's
  * checker also hands the configuration it validated to the master, which
  * passes it to its new image. 0, or the exit status. */
-int check_more(const gw_config_t *cfg, gw_handover_t *h)
+static int check_more(const gw_config_t *cfg, gw_handover_t *h)
 {
     int rc = 0, e;
 
@@ -174,6 +170,15 @@ int check_more(const gw_config_t *cfg, gw_handover_t *h)
         close(h->check_config_fd);
     h->check_config_fd = -1;
     return rc;
+}
+
+int gw_start_check(gw_config_t *cfg, gw_handover_t *h)
+{
+    int rc = check_config(cfg, h->is_present);
+
+    if (rc || !cfg->check_config)
+        return rc;
+    return check_more(cfg, h);
 }
 
 /* Rewrites each --static-map "/prefix=DIR" with DIR absolute; the strings
@@ -211,8 +216,8 @@ static int check_app(const gw_config_t *cfg, gw_listener_t *ls, size_t nl)
     return 0;
 }
 
-int serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *h,
-          const char *version)
+int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *h,
+                   const char *version)
 {
     static const char *default_allow[] = {"127.0.0.0/8", "::1"};
     gw_listener_t *ls = NULL;
@@ -256,16 +261,16 @@ int serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *h,
             return 1;
         }
     }
-    if (open_listeners(cfg, h, &ls, &nl) < 0)
+    if (gw_sockets_open(cfg, h, &ls, &nl) < 0)
         goto out;
     /* A re-executed master's pidfile, sockets and privileges are as its
      * first image left them. */
     if (!h->is_present && !cfg->check_config) {
-        if (own_sockets(cfg, ls, nl) < 0)
+        if (gw_setup_own_sockets(cfg, ls, nl) < 0)
             goto out;
-        if (cfg->pidfile && write_pidfile(cfg->pidfile) < 0)
+        if (cfg->pidfile && gw_setup_write_pidfile(cfg->pidfile) < 0)
             goto out;
-        if (drop_privileges(cfg) < 0)
+        if (gw_privileges_drop(cfg) < 0)
             goto out;
     }
     for (size_t i = 0; i < nl; i++) {
