@@ -321,14 +321,33 @@ typedef struct assigns {
 struct gw_config_priv {
     assigns_t applied;        /* every assignment, in the order applied (gw_config_save) */
     char *saved;              /* gw_config_load_saved(): the bytes the strings point into */
-    origin_t origin[NOPTS];   /* a list's: its last value's */
-    origin_t *list_origin[NOPTS]; /* a list's, value by value */
+    origin_t *origin;         /* by option (table order); a list's: its last value's */
+    origin_t **list_origin;   /* by option: a list's, value by value */
     gw_ini_t ini;
     char **strs; /* owned strings: environment copies, deferred warnings */
     size_t nstrs, capstrs;
     const char **warnings; /* held until --strict is known (some in strs) */
     size_t nwarnings, capwarnings;
 };
+
+/* A load's private part, with an origin for every option. NULL when out
+ * of memory. */
+static struct gw_config_priv *priv_new(void)
+{
+    struct gw_config_priv *p = calloc(1, sizeof(*p));
+
+    if (!p)
+        return NULL;
+    p->origin = calloc(NOPTS, sizeof(*p->origin));
+    p->list_origin = calloc(NOPTS, sizeof(*p->list_origin));
+    if (!p->origin || !p->list_origin) {
+        free(p->origin);
+        free(p->list_origin);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
 
 static int grow(void **v, size_t *cap, size_t n, size_t size)
 {
@@ -889,7 +908,7 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
     int rc = -ENOMEM;
 
     gw_config_init(c);
-    if (!(c->_priv = calloc(1, sizeof(*c->_priv))))
+    if (!(c->_priv = priv_new()))
         goto out;
     static const char *const literal_keys[] = {"log-format", "logformat", NULL};
     gw_ini_init(&c->_priv->ini, on_ini_warning, c->_priv);
@@ -1035,7 +1054,7 @@ int gw_config_load_saved(gw_config_t *c, int fd)
     int rc;
 
     gw_config_init(c);
-    if (!(c->_priv = calloc(1, sizeof(*c->_priv))))
+    if (!(c->_priv = priv_new()))
         return -ENOMEM;
     gw_ini_init(&c->_priv->ini, NULL, NULL);
     if ((rc = read_saved(fd, &c->_priv->saved, &len)) < 0)
@@ -1091,6 +1110,8 @@ void gw_config_dispose(gw_config_t *c)
         free((void *)c->_priv->warnings);
         for (size_t i = 0; i < NOPTS; i++)
             free(c->_priv->list_origin[i]);
+        free(c->_priv->list_origin);
+        free(c->_priv->origin);
         free(c->_priv);
         c->_priv = NULL;
     }
