@@ -15,14 +15,14 @@
 
 /* A load's private part, with an origin for every option. NULL when out
  * of memory. */
-struct gw_config_priv *priv_new(void)
+struct gw_config_priv *gw__config_priv_new(void)
 {
     struct gw_config_priv *p = calloc(1, sizeof(*p));
 
     if (!p)
         return NULL;
-    p->origin = calloc(NOPTS, sizeof(*p->origin));
-    p->list_origin = calloc(NOPTS, sizeof(*p->list_origin));
+    p->origin = calloc(gw__options_n, sizeof(*p->origin));
+    p->list_origin = calloc(gw__options_n, sizeof(*p->list_origin));
     if (!p->origin || !p->list_origin) {
         free(p->origin);
         free(p->list_origin);
@@ -133,10 +133,10 @@ static int set_value(gw_config_t *c, const opt_t *o, const char *v)
     case T_SIZE:
     case T_SECONDS: {
         uint64_t n;
-        int rc = parse_num(v, o->type, max_of(o), &n);
+        int rc = parse_num(v, o->type, gw__options_max(o), &n);
         if (rc < 0)
             return rc;
-        if (n < min_of(o))
+        if (n < gw__options_min(o))
             return -EDOM;
         *(uint64_t *)field = n;
         return 0;
@@ -167,7 +167,7 @@ static int set_value(gw_config_t *c, const opt_t *o, const char *v)
     return -EINVAL;
 }
 
-void print_origin(FILE *out, const origin_t *at)
+void gw__config_print_origin(FILE *out, const origin_t *at)
 {
     switch (at->src) {
     case SRC_INI:
@@ -190,7 +190,7 @@ static void print_bad(const opt_t *o, const origin_t *at, const char *val, const
     if (at->src == SRC_CLI) {
         fprintf(stderr, "invalid value '%s' for --%s", val, o->name);
     } else {
-        print_origin(stderr, at);
+        gw__config_print_origin(stderr, at);
         fprintf(stderr, ": invalid value '%s' for %s", val, o->name);
     }
     if (why)
@@ -203,7 +203,7 @@ static void print_bad(const opt_t *o, const origin_t *at, const char *val, const
  * repeated in one source, it accumulates. */
 static int apply(gw_config_t *c, const assign_t *a)
 {
-    size_t idx = (size_t)(a->o - opts);
+    size_t idx = (size_t)(a->o - gw__options);
     origin_t *at = &c->_priv->origin[idx];
     int rc;
 
@@ -219,7 +219,7 @@ static int apply(gw_config_t *c, const assign_t *a)
     }
     if ((rc = set_value(c, a->o, a->val)) < 0) {
         char why[64];
-        uint64_t lim = rc == -ERANGE ? max_of(a->o) : min_of(a->o);
+        uint64_t lim = rc == -ERANGE ? gw__options_max(a->o) : gw__options_min(a->o);
         const char *unit = a->o->type != T_SECONDS ? "" : lim == 1 ? " second" : " seconds";
         snprintf(why, sizeof(why), "at %s %llu%s", rc == -ERANGE ? "most" : "least",
                  (unsigned long long)lim, unit);
@@ -241,9 +241,9 @@ static int push(assigns_t *as, const opt_t *o, const char *val, origin_t at)
 void gw_config_init(gw_config_t *c)
 {
     memset(c, 0, sizeof(*c));
-    for (size_t i = 0; i < NOPTS; i++)
-        if (opts[i].def && opts[i].type != T_STR && opts[i].type != T_LIST)
-            set_value(c, &opts[i], opts[i].def);
+    for (size_t i = 0; i < gw__options_n; i++)
+        if (gw__options[i].def && gw__options[i].type != T_STR && gw__options[i].type != T_LIST)
+            set_value(c, &gw__options[i], gw__options[i].def);
 }
 
 static size_t suffix_is(const char *s, const char *suffix)
@@ -280,7 +280,7 @@ static int from_argv(assigns_t *as, int argc, char **argv)
 
         if (only_positional || arg[0] != '-' || arg[1] == '\0') {
             if (is_ini_arg(arg)) {
-                if (push(as, find_name("ini"), arg, cli) < 0)
+                if (push(as, gw__options_find_name("ini"), arg, cli) < 0)
                     return -ENOMEM;
                 continue;
             }
@@ -290,7 +290,7 @@ static int from_argv(assigns_t *as, int argc, char **argv)
                 return -EINVAL;
             }
             module = arg;
-            if (push(as, find_name("module"), arg, cli) < 0)
+            if (push(as, gw__options_find_name("module"), arg, cli) < 0)
                 return -ENOMEM;
             continue;
         }
@@ -300,16 +300,16 @@ static int from_argv(assigns_t *as, int argc, char **argv)
         }
         if (arg[1] == '-') {
             eq = strchr(arg + 2, '=');
-            o = find_long(arg + 2, eq ? (size_t)(eq - arg - 2) : strlen(arg + 2));
+            o = gw__options_find(arg + 2, eq ? (size_t)(eq - arg - 2) : strlen(arg + 2));
             if (eq)
                 val = eq + 1;
         } else {
-            o = arg[2] ? NULL : find_short(arg[1]);
+            o = arg[2] ? NULL : gw__options_find_short(arg[1]);
         }
         if (!o) {
             char name[64], best[64];
             snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - arg - 2) : 63, arg + 2);
-            if (arg[1] == '-' && closest(name, best, sizeof(best)))
+            if (arg[1] == '-' && gw__options_closest(name, best, sizeof(best)))
                 fprintf(stderr, "gangway: unknown option '%s' (did you mean --%s?)\n", arg, best);
             else
                 fprintf(stderr, "gangway: unknown option '%s' (see --help)\n", arg);
@@ -352,8 +352,8 @@ static int from_env(gw_config_t *c, assigns_t *as, char **envp)
         char *val = keep(c->_priv, strdup(eq + 1));
         if (!var || !val)
             return -ENOMEM;
-        if (!(o = find_name(name))) {
-            if (closest(name, best, sizeof(best))) {
+        if (!(o = gw__options_find_name(name))) {
+            if (gw__options_closest(name, best, sizeof(best))) {
                 for (char *p = best; *p; p++)
                     *p = *p == '-' ? '_' : (char)(*p & ~0x20);
                 defer(c->_priv, "%s is not an option (did you mean GANGWAY_%s?)", var, best);
@@ -376,7 +376,7 @@ static void on_ini_warning(void *user, const char *file, unsigned line, const ch
 /* The files named by the strongest source that names any. */
 static int read_ini_files(gw_config_t *c, const assigns_t *cli, const assigns_t *env)
 {
-    const opt_t *ini = find_name("ini");
+    const opt_t *ini = gw__options_find_name("ini");
     char err[512];
 
     for (int pass = 0; pass < 2; pass++) {
@@ -413,7 +413,7 @@ static int from_ini(gw_config_t *c, assigns_t *as, const gw_ini_entry_t **http_k
 
     for (size_t i = 0; i < ini->n; i++) {
         const gw_ini_entry_t *e = &ini->v[i];
-        const opt_t *o = find_name(e->key);
+        const opt_t *o = gw__options_find_name(e->key);
         char best[64];
 
         if (o) {
@@ -423,10 +423,10 @@ static int from_ini(gw_config_t *c, assigns_t *as, const gw_ini_entry_t **http_k
                 *http_key = e;
         } else if (is_variable(ini, e->key)) {
             continue;
-        } else if (is_uwsgi_option(e->key)) {
+        } else if (gw__options_is_uwsgi(e->key)) {
             defer(c->_priv, "%s:%u: '%s' is a uWSGI option that gangway does not implement",
                   e->file, e->line, e->key);
-        } else if (closest(e->key, best, sizeof(best))) {
+        } else if (gw__options_closest(e->key, best, sizeof(best))) {
             defer(c->_priv, "%s:%u: unknown option '%s' (did you mean %s?)", e->file, e->line,
                   e->key, best);
         } else {
@@ -438,13 +438,13 @@ static int from_ini(gw_config_t *c, assigns_t *as, const gw_ini_entry_t **http_k
 
 /* What every load does once the values are in: the options that depend on
  * each other, and the notes. */
-int finish_load(gw_config_t *c, const gw_ini_entry_t *http_key)
+int gw__config_finish_load(gw_config_t *c, const gw_ini_entry_t *http_key)
 {
     {
         /* lazy-apps is uWSGI's inverted --preload: the stronger source of
          * the two decides; one source saying both ways is an error. */
-        const origin_t *lz = &c->_priv->origin[find_name("lazy-apps") - opts];
-        const origin_t *pl = &c->_priv->origin[find_name("preload") - opts];
+        const origin_t *lz = &c->_priv->origin[gw__options_find_name("lazy-apps") - gw__options];
+        const origin_t *pl = &c->_priv->origin[gw__options_find_name("preload") - gw__options];
         if (lz->src != SRC_DEFAULT && lz->src > pl->src) {
             c->preload = !c->lazy_apps;
         } else if (lz->src != SRC_DEFAULT && lz->src == pl->src && c->preload == c->lazy_apps) {
@@ -455,12 +455,13 @@ int finish_load(gw_config_t *c, const gw_ini_entry_t *http_key)
     }
     {
         /* uWSGI's no-defer-accept turns it off unless a stronger source set a time. */
-        const origin_t *nd = &c->_priv->origin[find_name("no-defer-accept") - opts];
-        const origin_t *da = &c->_priv->origin[find_name("defer-accept") - opts];
+        const origin_t *nd =
+            &c->_priv->origin[gw__options_find_name("no-defer-accept") - gw__options];
+        const origin_t *da = &c->_priv->origin[gw__options_find_name("defer-accept") - gw__options];
         if (c->no_defer_accept && nd->src >= da->src)
             c->defer_accept = 0;
     }
-    if (http_key && c->_priv->origin[find_name("http") - opts].src == SRC_INI)
+    if (http_key && c->_priv->origin[gw__options_find_name("http") - gw__options].src == SRC_INI)
         fprintf(stderr, "gangway: note: %s:%u: uWSGI's 'http' starts a router process in front "
                 "of the workers; gangway's workers serve HTTP on %s themselves\n",
                 http_key->file, http_key->line, http_key->value);
@@ -473,7 +474,7 @@ int finish_load(gw_config_t *c, const gw_ini_entry_t *http_key)
 }
 
 /* Applies a, and keeps it for gw_config_save(). */
-int apply_kept(gw_config_t *c, const assign_t *a)
+int gw__config_apply_kept(gw_config_t *c, const assign_t *a)
 {
     int rc = apply(c, a);
 
@@ -489,7 +490,7 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
     int rc = -ENOMEM;
 
     gw_config_init(c);
-    if (!(c->_priv = priv_new()))
+    if (!(c->_priv = gw__config_priv_new()))
         goto out;
     static const char *const literal_keys[] = {"log-format", "logformat", NULL};
     gw_ini_init(&c->_priv->ini, on_ini_warning, c->_priv);
@@ -502,7 +503,7 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
     for (int pass = 0; pass < 3; pass++) {
         const assigns_t *as = pass == 0 ? &ini : pass == 1 ? &env : &cli;
         for (size_t i = 0; i < as->n; i++)
-            if ((rc = apply_kept(c, &as->v[i])) < 0)
+            if ((rc = gw__config_apply_kept(c, &as->v[i])) < 0)
                 goto out;
     }
     for (size_t i = 0; i < c->_priv->nwarnings; i++)
@@ -513,7 +514,7 @@ int gw_config_load(gw_config_t *c, int argc, char **argv, char **envp)
         rc = -EINVAL;
         goto out;
     }
-    rc = finish_load(c, http_key);
+    rc = gw__config_finish_load(c, http_key);
 out:
     free(cli.v);
     free(env.v);
@@ -523,9 +524,9 @@ out:
 
 void gw_config_dispose(gw_config_t *c)
 {
-    for (size_t i = 0; i < NOPTS; i++) {
-        if (opts[i].type == T_LIST) {
-            gw_strlist_t *l = (gw_strlist_t *)((char *)c + opts[i].off);
+    for (size_t i = 0; i < gw__options_n; i++) {
+        if (gw__options[i].type == T_LIST) {
+            gw_strlist_t *l = (gw_strlist_t *)((char *)c + gw__options[i].off);
             free((void *)l->v);
             l->v = NULL;
             l->n = 0;
@@ -539,7 +540,7 @@ void gw_config_dispose(gw_config_t *c)
             free(c->_priv->strs[i]);
         free(c->_priv->strs);
         free((void *)c->_priv->warnings);
-        for (size_t i = 0; i < NOPTS; i++)
+        for (size_t i = 0; i < gw__options_n; i++)
             free(c->_priv->list_origin[i]);
         free(c->_priv->list_origin);
         free(c->_priv->origin);
@@ -551,30 +552,30 @@ void gw_config_dispose(gw_config_t *c)
 void gw_config_bad_value(const gw_config_t *c, const char *name, size_t i, const char *value,
                          const char *why)
 {
-    const opt_t *o = find_name(name);
+    const opt_t *o = gw__options_find_name(name);
     const origin_t *at;
 
     if (!o)
         return;
-    at = &c->_priv->origin[o - opts];
-    if (o->type == T_LIST && c->_priv->list_origin[o - opts] &&
+    at = &c->_priv->origin[o - gw__options];
+    if (o->type == T_LIST && c->_priv->list_origin[o - gw__options] &&
         i < ((const gw_strlist_t *)((const char *)c + o->off))->n)
-        at = &c->_priv->list_origin[o - opts][i];
+        at = &c->_priv->list_origin[o - gw__options][i];
     print_bad(o, at, value, why);
 }
 
 const char *gw_config_origin(const gw_config_t *c, const char *name, size_t i, char *buf,
                              size_t n)
 {
-    const opt_t *o = find_name(name);
+    const opt_t *o = gw__options_find_name(name);
     const origin_t *at;
 
     if (!o || !c->_priv)
         return "default";
-    at = &c->_priv->origin[o - opts];
-    if (o->type == T_LIST && c->_priv->list_origin[o - opts] &&
+    at = &c->_priv->origin[o - gw__options];
+    if (o->type == T_LIST && c->_priv->list_origin[o - gw__options] &&
         i < ((const gw_strlist_t *)((const char *)c + o->off))->n)
-        at = &c->_priv->list_origin[o - opts][i];
+        at = &c->_priv->list_origin[o - gw__options][i];
     switch (at->src) {
     case SRC_INI:
         snprintf(buf, n, "%s:%u", at->where, at->line);

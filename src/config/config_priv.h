@@ -45,17 +45,17 @@ struct gw_config_priv {
 
 /* A load's private part, with an origin for every option. NULL when out
  * of memory. */
-struct gw_config_priv *priv_new(void);
+struct gw_config_priv *gw__config_priv_new(void);
 
 /* Applies a, and keeps it for gw_config_save(). 0, or -EINVAL after the
  * line a bad value gets, or -ENOMEM. */
-int apply_kept(gw_config_t *c, const assign_t *a);
+int gw__config_apply_kept(gw_config_t *c, const assign_t *a);
 
 /* What every load does once the values are in: the options that depend on
  * each other, and the notes. http_key: the ini's `http` line, or NULL. */
-int finish_load(gw_config_t *c, const gw_ini_entry_t *http_key);
+int gw__config_finish_load(gw_config_t *c, const gw_ini_entry_t *http_key);
 
 /* "uwsgi.ini:12", "GANGWAY_WORKERS", "command line" or "default". */
-void print_origin(FILE *out, const origin_t *at);
+void gw__config_print_origin(FILE *out, const origin_t *at);
 
 #endif

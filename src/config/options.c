@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const opt_t opts[] = {
+const opt_t gw__options[] = {
     {"module", "wsgi", 'w', T_STR, OFF(module), NULL, "MOD[:CALLABLE]",
      "the WSGI module to load (also the first positional argument)", "Application"},
     {"wsgi-file", "file", 0, T_STR, OFF(wsgi_file), NULL, "FILE", "load the WSGI app from a file",
@@ -213,7 +213,7 @@ const opt_t opts[] = {
     {"thunder-lock", NULL, 0, T_BOOL, OFF(thunder_lock), "false", NULL,
      "accepted: accepting is already serialised (EPOLLEXCLUSIVE)", "uWSGI compatibility"},
 };
-const size_t nopts = sizeof(opts) / sizeof(opts[0]);
+const size_t gw__options_n = sizeof(gw__options) / sizeof(gw__options[0]);
 
 /* Numbers whose range is narrower than their type's (0 to UINT64_MAX for
  * sizes, to GW_CONFIG_SECONDS_MAX for seconds): a value that makes the
@@ -260,13 +260,13 @@ static const range_t *range_of(const opt_t *o)
     return NULL;
 }
 
-uint64_t min_of(const opt_t *o)
+uint64_t gw__options_min(const opt_t *o)
 {
     const range_t *r = range_of(o);
     return r ? r->min : 0;
 }
 
-uint64_t max_of(const opt_t *o)
+uint64_t gw__options_max(const opt_t *o)
 {
     const range_t *r = range_of(o);
     if (r && r->max)
@@ -291,25 +291,25 @@ static bool name_matches(const opt_t *o, const char *name, size_t len)
     return false;
 }
 
-const opt_t *find_long(const char *name, size_t len)
+const opt_t *gw__options_find(const char *name, size_t len)
 {
-    for (size_t i = 0; i < NOPTS; i++)
-        if (name_matches(&opts[i], name, len))
-            return &opts[i];
+    for (size_t i = 0; i < gw__options_n; i++)
+        if (name_matches(&gw__options[i], name, len))
+            return &gw__options[i];
     return NULL;
 }
 
-const opt_t *find_short(char s)
+const opt_t *gw__options_find_short(char s)
 {
-    for (size_t i = 0; i < NOPTS; i++)
-        if (opts[i].short_name == s)
-            return &opts[i];
+    for (size_t i = 0; i < gw__options_n; i++)
+        if (gw__options[i].short_name == s)
+            return &gw__options[i];
     return NULL;
 }
 
-const opt_t *find_name(const char *name)
+const opt_t *gw__options_find_name(const char *name)
 {
-    return find_long(name, strlen(name));
+    return gw__options_find(name, strlen(name));
 }
 
 /* Edit distance with transpositions (optimal string alignment). */
@@ -341,14 +341,14 @@ static size_t distance(const char *a, size_t an, const char *b, size_t bn)
 
 /* The option name or alias closest to name, copied into buf; false when
  * nothing is close enough to be what was meant. */
-bool closest(const char *name, char *buf, size_t n)
+bool gw__options_closest(const char *name, char *buf, size_t n)
 {
     size_t len = strlen(name), best = SIZE_MAX, limit = len < 6 ? 1 : len < 12 ? 2 : 3;
 
-    for (size_t i = 0; i < NOPTS; i++) {
-        const char *t = opts[i].name;
+    for (size_t i = 0; i < gw__options_n; i++) {
+        const char *t = gw__options[i].name;
         size_t tl = strlen(t);
-        const char *a = opts[i].aliases;
+        const char *a = gw__options[i].aliases;
         for (;;) {
             size_t dd = distance(name, len, t, tl);
             if (dd < best) {
@@ -371,14 +371,14 @@ static int cmp_name(const void *key, const void *elem)
     return strcmp((const char *)key, *(const char *const *)elem);
 }
 
-bool is_uwsgi_option(const char *name)
+bool gw__options_is_uwsgi(const char *name)
 {
     return bsearch(name, uwsgi_option_names,
                    sizeof(uwsgi_option_names) / sizeof(uwsgi_option_names[0]),
                    sizeof(uwsgi_option_names[0]), cmp_name) != NULL;
 }
 
-bool is_meta(const opt_t *o)
+bool gw__options_is_meta(const opt_t *o)
 {
     return o->off == OFF(show_help) || o->off == OFF(show_version) ||
            o->off == OFF(print_config) || o->off == OFF(print_man);

@@ -27,29 +27,30 @@ typedef struct opt {
 
 #define OFF(f) offsetof(gw_config_t, f)
 
-extern const opt_t opts[];
-extern const size_t nopts;
-#define NOPTS nopts
+/* Every option, group by group as --help lists them; an option's index in
+ * the table is its index in a load's origins (config_priv.h). */
+extern const opt_t gw__options[];
+extern const size_t gw__options_n;
 
 /* The smallest and largest value a number option takes. */
-uint64_t min_of(const opt_t *o);
-uint64_t max_of(const opt_t *o);
+uint64_t gw__options_min(const opt_t *o);
+uint64_t gw__options_max(const opt_t *o);
 
 /* The option named name (len bytes; a name or an alias), by its short
  * name, or by its whole name; NULL when there is none. */
-const opt_t *find_long(const char *name, size_t len);
-const opt_t *find_short(char s);
-const opt_t *find_name(const char *name);
+const opt_t *gw__options_find(const char *name, size_t len);
+const opt_t *gw__options_find_short(char s);
+const opt_t *gw__options_find_name(const char *name);
 
 /* The option name or alias closest to name, copied into buf; false when
  * nothing is close enough to be what was meant. */
-bool closest(const char *name, char *buf, size_t n);
+bool gw__options_closest(const char *name, char *buf, size_t n);
 
 /* A name uWSGI has an option for. */
-bool is_uwsgi_option(const char *name);
+bool gw__options_is_uwsgi(const char *name);
 
 /* An option that acts (--help, --version, --print-config, --print-man)
  * instead of configuring. */
-bool is_meta(const opt_t *o);
+bool gw__options_is_meta(const opt_t *o);
 
 #endif

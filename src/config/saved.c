@@ -24,7 +24,7 @@
  * configuration is one the new image serves with. */
 static bool is_not_saved(const opt_t *o)
 {
-    return is_meta(o) || o->off == OFF(check_config);
+    return gw__options_is_meta(o) || o->off == OFF(check_config);
 }
 
 static int write_all_fd(int fd, const char *p, size_t n)
@@ -122,7 +122,7 @@ int gw_config_load_saved(gw_config_t *c, int fd)
     int rc;
 
     gw_config_init(c);
-    if (!(c->_priv = priv_new()))
+    if (!(c->_priv = gw__config_priv_new()))
         return -ENOMEM;
     gw_ini_init(&c->_priv->ini, NULL, NULL);
     if ((rc = read_saved(fd, &c->_priv->saved, &len)) < 0)
@@ -137,7 +137,7 @@ int gw_config_load_saved(gw_config_t *c, int fd)
         const char *line = where ? next_field(&p, end) : NULL;
         const char *name = line ? next_field(&p, end) : NULL;
         const char *val = name ? next_field(&p, end) : NULL;
-        const opt_t *o = name ? find_name(name) : NULL;
+        const opt_t *o = name ? gw__options_find_name(name) : NULL;
         char *e;
         unsigned long ln;
         assign_t a;
@@ -149,10 +149,10 @@ int gw_config_load_saved(gw_config_t *c, int fd)
         if (errno || *e || ln > UINT_MAX)
             goto bad;
         a = (assign_t){o, val, {(uint8_t)(src[0] - '0'), *where ? where : NULL, (unsigned)ln}};
-        if ((rc = apply_kept(c, &a)) < 0)
+        if ((rc = gw__config_apply_kept(c, &a)) < 0)
             return rc;
     }
-    return finish_load(c, NULL);
+    return gw__config_finish_load(c, NULL);
 bad:
     fprintf(stderr, "gangway: the configuration handed over by the reload is damaged\n");
     return -EINVAL;
