@@ -1,3 +1,7 @@
+/* Loading a configuration: every source (argv, GANGWAY_* variables, ini
+ * files) into assignments, each value parsed and applied with its origin,
+ * weakest source first; the table is in options.c, the saved form in
+ * saved.c, the printers in print.c. */
 #include "config/config.h"
 #include "config/config_priv.h"
 

@@ -1,3 +1,5 @@
+/* The option table, the ranges of its numbers, and the lookups of option
+ * names, gangway's and uWSGI's (options.h). */
 #include "config/options.h"
 
 #include <limits.h>

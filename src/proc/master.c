@@ -1,3 +1,7 @@
+/* The master's loop: signals, the tick (harakiri kill, due respawns,
+ * touch-reload), readiness, the stop, the statistics server, --preload. The
+ * rest of the master is in respawn.c, reload.c and notes.c; what they share
+ * is in proc/master_priv.h. */
 #include "proc/master.h"
 #include "proc/master_priv.h"
 

@@ -44,7 +44,7 @@ wproc_t *gw__notes_donor(master_t *m, size_t i)
 }
 
 /* Worker i recycles itself (its slot says why) and serves until a
- * replacement does: progress() starts one and then tells it to stop.
+ * replacement does: progress() (master.c) starts one and then tells it to stop.
  * handoff: its --reuse-port sockets by listener (taken over), or NULL. */
 void gw__notes_recycle(master_t *m, size_t i, int *handoff)
 {

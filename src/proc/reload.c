@@ -67,7 +67,7 @@ static void checker_fail(const char *msg)
 }
 
 /* Kills the checker and every process in its group (what the app's import
- * started); its exit is taken in reap(). */
+ * started); its exit is taken in reap() (master.c). */
 void gw__reload_kill_check(master_t *m, enum check_end why)
 {
     if (!m->checker || m->check_end != CHECK_RUNNING)

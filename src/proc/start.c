@@ -281,7 +281,7 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
     /* Directories on the command line mean where the command was run, not
      * where --chdir goes: make them absolute first. A re-executed master
      * that finds a directory gone since its check goes on: its new workers
-     * fail to start, and the old ones keep serving (on_worker_exit()). */
+     * fail to start, and the old ones keep serving (proc/respawn.c). */
     if (absolute_static_dirs(cfg, &static_abs) < 0 && !h->is_present)
         goto out;
     if (cfg->chdir && chdir(cfg->chdir) < 0) {
