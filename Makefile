@@ -76,7 +76,7 @@ $(BUILD)/uwsgi_options.h: src/config/uwsgi-options.txt $(DEPS_STAMP)
 	{ echo '/* Generated from src/config/uwsgi-options.txt by the Makefile: edit that file. */'; \
 	  echo 'static const char *const uwsgi_option_names[] = {'; \
 	  grep -v '^#' $< | LC_ALL=C sort -u | sed 's/.*/    "&",/'; echo '};'; } >$@
-$(BUILD)/config/config.o: $(BUILD)/uwsgi_options.h
+$(BUILD)/config/options.o: $(BUILD)/uwsgi_options.h
 
 # `gangway --version`: the version and what this build chose, as key=value
 # words (TLS adds its own when it exists). main.o is rebuilt when they

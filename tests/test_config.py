@@ -584,7 +584,7 @@ def test_range_limits_themselves_are_accepted():
 
 
 LATE_CHECKED = [
-    # (source, option, bad value): values checked only after parsing (main.c)
+    # (source, option, bad value): values checked only after parsing (src/proc/start.c)
     ("cli", "buffer-size", "3"),
     ("ini", "buffer-size", "70000"),
     ("ini", "chmod-socket", "999"),

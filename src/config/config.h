@@ -1,4 +1,4 @@
-/* The one option table: every option is declared once in config.c (name,
+/* The one option table: every option is declared once in options.c (name,
  * aliases, type, default, help). The command line, GANGWAY_<NAME> environment
  * variables and uWSGI-style ini files all go through it, and --help,
  * --print-config and the man page are generated from it. Precedence: command

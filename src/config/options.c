@@ -1,0 +1,387 @@
+/* The option table, the ranges of its numbers, and the lookups of option
+ * names, gangway's and uWSGI's (options.h). */
+#include "config/options.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const opt_t gw__options[] = {
+    {"module", "wsgi", 'w', T_STR, OFF(module), NULL, "MOD[:CALLABLE]",
+     "the WSGI module to load (also the first positional argument)", "Application"},
+    {"wsgi-file", "file", 0, T_STR, OFF(wsgi_file), NULL, "FILE", "load the WSGI app from a file",
+     "Application"},
+    {"callable", NULL, 0, T_STR, OFF(callable), NULL, "NAME",
+     "the app's name in its module (default: application, then app)", "Application"},
+    {"chdir", NULL, 0, T_STR, OFF(chdir), NULL, "DIR", "change to DIR before loading the app",
+     "Application"},
+    {"pythonpath", "python-path pp", 0, T_LIST, OFF(pythonpath), NULL, "DIR",
+     "add DIR to sys.path (repeatable)", "Application"},
+    {"virtualenv", "home venv pyhome", 'H', T_STR, OFF(virtualenv), NULL, "DIR",
+     "make a virtualenv's packages importable", "Application"},
+    {"env", NULL, 0, T_LIST, OFF(env), NULL, "KEY=VALUE",
+     "set an environment variable (repeatable)", "Application"},
+
+    {"http", "http-socket", 0, T_LIST, OFF(http), NULL, "ADDR",
+     "serve HTTP on host:port, :port, [::1]:port or unix:/path (repeatable; "
+     "default 127.0.0.1:8000)", "Sockets"},
+    {"uwsgi", "socket uwsgi-socket", 's', T_LIST, OFF(uwsgi), NULL, "ADDR",
+     "serve the uwsgi protocol (nginx's uwsgi_pass) on host:port, :port, [v6]:port or a unix "
+     "socket path (repeatable)", "Sockets"},
+    {"uwsgi-allow-from", NULL, 0, T_LIST, OFF(uwsgi_allow_from), NULL, "CIDR",
+     "who may connect to --uwsgi sockets, which trust their peer (repeatable; default "
+     "127.0.0.0/8 and ::1; unix sockets always)", "Sockets"},
+    {"buffer-size", NULL, 'b', T_SIZE, OFF(buffer_size), "65535", "BYTES",
+     "largest uwsgi variables block (the protocol's maximum by default)", "Limits"},
+    {"listen", NULL, 'l', T_SIZE, OFF(listen_backlog), "1024", "N",
+     "listen backlog", "Sockets"},
+    {"max-connections", NULL, 0, T_SIZE, OFF(max_connections), "10000", "N",
+     "open connections per process; beyond it accepting pauses", "Sockets"},
+    {"reuse-port", NULL, 0, T_BOOL, OFF(reuse_port), "false", NULL,
+     "each worker listens on its own SO_REUSEPORT socket (the kernel spreads connections "
+     "evenly; a dying worker drops what was queued on its socket)", "Sockets"},
+    {"defer-accept", NULL, 0, T_SECONDS, OFF(defer_accept), "1", "SECONDS",
+     "TCP sockets: a worker wakes for a new connection once its first bytes arrive; a "
+     "client silent this long is handed over anyway (then --header-timeout runs; 0: off)",
+     "Sockets"},
+    {"no-defer-accept", NULL, 0, T_BOOL, OFF(no_defer_accept), "false", NULL,
+     "uWSGI's name: true means --defer-accept 0", "Sockets"},
+    {"chmod-socket", NULL, 'C', T_STR, OFF(chmod_socket), NULL, "MODE",
+     "chmod unix sockets (octal, e.g. 660; empty: 666)", "Sockets"},
+    {"chown-socket", NULL, 0, T_STR, OFF(chown_socket), NULL, "USER[:GROUP]",
+     "chown unix sockets", "Sockets"},
+
+    {"workers", "processes", 'p', T_WORKERS, OFF(workers), "1", "N|auto",
+     "worker processes ('auto': one per CPU)", "Processes"},
+    {"master", NULL, 'M', T_BOOL, OFF(master), "true", NULL,
+     "accepted for uWSGI compatibility: the master always runs", "Processes"},
+    {"preload", NULL, 0, T_BOOL, OFF(preload), "false", NULL,
+     "import the app once in the master before forking (copy-on-write); a reload then "
+     "re-executes the master, keeping its sockets", "Processes"},
+    {"lazy-apps", NULL, 0, T_BOOL, OFF(lazy_apps), "true", NULL,
+     "uWSGI's name: true (the default) loads the app in each worker; false means --preload",
+     "Processes"},
+    {"shutdown-delay", NULL, 0, T_SECONDS, OFF(shutdown_delay), "0", "SECONDS",
+     "on SIGTERM, keep serving this long (a load balancer notices) before stopping",
+     "Processes"},
+    {"max-requests", NULL, 'R', T_SIZE, OFF(max_requests), "0", "N",
+     "recycle a worker after N requests (0: never)", "Processes"},
+    {"max-requests-jitter", "max-requests-delta", 0, T_SIZE, OFF(max_requests_jitter), "0", "N",
+     "worker i recycles after max-requests + (i-1)*N requests, so they do not all go at once",
+     "Processes"},
+    {"min-worker-lifetime", NULL, 0, T_SECONDS, OFF(min_worker_lifetime), "0", "SECONDS",
+     "a worker that reached max-requests recycles only once it is this old (uWSGI 2.0's "
+     "default is 60)", "Processes"},
+    {"max-worker-lifetime", NULL, 0, T_SECONDS, OFF(max_worker_lifetime), "0", "SECONDS",
+     "recycle a worker after this long (0: never)", "Processes"},
+    {"reload-on-rss", NULL, 0, T_SIZE, OFF(reload_on_rss), "0", "MB",
+     "recycle a worker whose resident memory passes this many MB (0: never); it serves until "
+     "its replacement does, --graceful-timeout at most", "Processes"},
+    {"harakiri", NULL, 't', T_SECONDS, OFF(harakiri), "0", "SECONDS",
+     "a request running longer is logged with its traceback and interrupted (0: off)",
+     "Processes"},
+    {"harakiri-grace", NULL, 0, T_SECONDS, OFF(harakiri_grace), "5", "SECONDS",
+     "if the interrupted request is still stuck after this, the worker is killed", "Processes"},
+    {"touch-reload", NULL, 0, T_LIST, OFF(touch_reload), NULL, "FILE",
+     "gracefully reload the workers when FILE's mtime changes (repeatable)", "Processes"},
+    {"reload-check-timeout", NULL, 0, T_SECONDS, OFF(reload_check_timeout), "60", "SECONDS",
+     "a reload's check (the new configuration read and the app imported in a separate "
+     "process) still running after this is killed and the reload given up; the old workers "
+     "keep serving", "Processes"},
+    {"pidfile", NULL, 0, T_STR, OFF(pidfile), NULL, "FILE",
+     "write the master's pid here (before dropping privileges)", "Processes"},
+    {"uid", NULL, 0, T_STR, OFF(uid), NULL, "USER", "run as this user after binding",
+     "Processes"},
+    {"gid", NULL, 0, T_STR, OFF(gid), NULL, "GROUP", "run as this group after binding",
+     "Processes"},
+    {"no-initgroups", NULL, 0, T_BOOL, OFF(no_initgroups), "false", NULL,
+     "--uid takes none of the user's supplementary groups, only its primary group (or --gid)",
+     "Processes"},
+    {"umask", NULL, 0, T_STR, OFF(umask), NULL, "MODE", "the process umask (octal)",
+     "Processes"},
+    {"vacuum", NULL, 0, T_BOOL, OFF(vacuum), "false", NULL,
+     "remove the unix sockets and the pidfile on exit", "Processes"},
+
+    {"static-map", NULL, 0, T_LIST, OFF(static_map), NULL, "/PREFIX=DIR",
+     "serve files under DIR at /PREFIX without Python (repeatable; longest prefix wins)",
+     "Static files"},
+    {"static-index", NULL, 0, T_STR, OFF(static_index), NULL, "FILE",
+     "answer a directory with this file (no listings)", "Static files"},
+    {"static-expires", NULL, 0, T_LIST, OFF(static_expires), NULL, "RULE",
+     "Cache-Control max-age and Expires for static files: RULE is SECONDS for all of them, "
+     "or (uWSGI's form, repeatable) 'REGEX SECONDS' for those whose file path matches; the "
+     "first match wins", "Static files"},
+    {"static-expires-uri", NULL, 0, T_LIST, OFF(static_expires_uri), NULL, "RULE",
+     "'REGEX SECONDS' for request paths matching REGEX (repeatable; tried before "
+     "static-expires)",
+     "Static files"},
+    {"static-cache", NULL, 0, T_SECONDS, OFF(static_cache), "1", "SECONDS",
+     "keep resolved files open this long (a file changed on disk shows within it); 0: "
+     "resolve every request", "Static files"},
+    {"static-gzip", NULL, 0, T_BOOL, OFF(static_gzip), "false", NULL,
+     "send file.br / file.gz when they exist and the client accepts them", "Static files"},
+    {"static-dotfiles", NULL, 0, T_BOOL, OFF(static_dotfiles), "false", NULL,
+     "serve files and directories whose names start with a dot", "Static files"},
+    {"static-fallthrough", NULL, 0, T_BOOL, OFF(static_fallthrough), "false", NULL,
+     "a missing static file goes to the app instead of a 404", "Static files"},
+
+    {"limit-request-line", NULL, 0, T_SIZE, OFF(limit_request_line), "8190", "BYTES",
+     "longest request line (then 414)", "Limits"},
+    {"limit-request-field-size", NULL, 0, T_SIZE, OFF(limit_request_field_size), "8190",
+     "BYTES", "longest header line (then 431), and longest chunk-size line with its extensions (then 400)", "Limits"},
+    {"limit-request-fields", NULL, 0, T_SIZE, OFF(limit_request_fields), "100", "N",
+     "most header lines (then 431)", "Limits"},
+    {"limit-request-headers", NULL, 0, T_SIZE, OFF(limit_request_headers), "64k", "BYTES",
+     "largest header block (then 431)", "Limits"},
+    {"limit-body", "limit-post", 0, T_SIZE, OFF(limit_body), "1g", "BYTES",
+     "largest request body (then 413)", "Limits"},
+    {"body-buffer-size", "post-buffering", 0, T_SIZE, OFF(body_buffer_size), "1m", "BYTES",
+     "request bodies above this are spooled to a temp file", "Limits"},
+    {"body-tmpdir", NULL, 0, T_STR, OFF(body_tmpdir), NULL, "DIR",
+     "where spooled bodies go (default $TMPDIR or /tmp)", "Limits"},
+
+    {"header-timeout", NULL, 0, T_SECONDS, OFF(header_timeout), "30", "SECONDS",
+     "time to receive a request's headers (then 408)", "Timeouts"},
+    {"body-timeout", NULL, 0, T_SECONDS, OFF(body_timeout), "60", "SECONDS",
+     "longest pause while receiving a body (then 408)", "Timeouts"},
+    {"keepalive-timeout", NULL, 0, T_SECONDS, OFF(keepalive_timeout), "15",
+     "SECONDS", "idle keep-alive connections are closed after this", "Timeouts"},
+    {"write-timeout", NULL, 0, T_SECONDS, OFF(write_timeout), "60", "SECONDS",
+     "longest wait for a client to accept response bytes", "Timeouts"},
+    {"graceful-timeout", NULL, 0, T_SECONDS, OFF(graceful_timeout), "30", "SECONDS",
+     "on SIGTERM/SIGINT, how long in-flight requests may take to finish", "Timeouts"},
+
+    {"stats", NULL, 0, T_STR, OFF(stats), NULL, "ADDR",
+     "serve statistics from the master: JSON at /, Prometheus metrics at /metrics, a live "
+     "page at /status (a bare port or :port stays on 127.0.0.1; unix paths work)",
+     "Logging and statistics"},
+    {"log-file", "logto", 0, T_STR, OFF(log_file), NULL, "PATH",
+     "the error log (and the access log, unless --access-log names another) goes to this "
+     "file, reopened on SIGUSR1 (default stderr)", "Logging and statistics"},
+    {"access-log", NULL, 0, T_STR, OFF(access_log), NULL, "PATH",
+     "access log file ('-' for stdout; default stderr)", "Logging and statistics"},
+    {"log-format", "logformat", 0, T_STR, OFF(log_format), NULL, "FORMAT",
+     "access log lines from named fields: %(client) %(method) %(uri) %(protocol) %(status) "
+     "%(bytes) %(duration_us) %(duration_ms) %(duration) %(referer) %(user_agent) "
+     "%(request_id) %(worker) %(pid) %(time) (epoch) %(time_local) %(time_iso); uWSGI's names "
+     "work too (%(addr) %(size) %(msecs) %(uagent) ...); default: combined plus the duration",
+     "Logging and statistics"},
+    {"log-json", NULL, 0, T_BOOL, OFF(log_json), "false", NULL,
+     "access log lines as JSON objects (every field, or those --log-format names), every "
+     "value escaped", "Logging and statistics"},
+    {"request-id", NULL, 0, T_BOOL, OFF(request_id), "false", NULL,
+     "give every request an id: the client's X-Request-Id, or a new one; the app sees it as "
+     "HTTP_X_REQUEST_ID and its answer carries X-Request-Id (the access log's %(request_id) "
+     "has one either way)", "Logging and statistics"},
+    {"disable-logging", NULL, 'L', T_BOOL, OFF(disable_logging), "false", NULL,
+     "no access log", "Logging and statistics"},
+
+    {"ini", NULL, 0, T_LIST, OFF(ini), NULL, "FILE[:SECTION]",
+     "read options from a uWSGI-style ini file, sections [uwsgi] and [gangway] unless one is "
+     "named (repeatable; a bare FILE.ini argument works too)", "Configuration"},
+    {"strict", NULL, 0, T_BOOL, OFF(strict), "false", NULL,
+     "unknown keys and uWSGI options gangway does not implement are errors, not warnings",
+     "Configuration"},
+    {"print-config", NULL, 0, T_BOOL, OFF(print_config), "false", NULL,
+     "print the effective configuration, each value with where it came from, and exit",
+     "Configuration"},
+    {"show-config", NULL, 0, T_BOOL, OFF(show_config), "false", NULL,
+     "print the same to the log at start-up, then serve (uWSGI's show-config)",
+     "Configuration"},
+    {"check-config", NULL, 0, T_BOOL, OFF(check_config), "false", NULL,
+     "check the options and import the app, then exit 0 (or 1 with the reason)",
+     "Configuration"},
+    {"help", NULL, 'h', T_BOOL, OFF(show_help), "false", NULL, "show this help",
+     "Configuration"},
+    {"version", NULL, 'V', T_BOOL, OFF(show_version), "false", NULL,
+     "print the gangway, Python and llhttp versions", "Configuration"},
+    {"print-man", NULL, 0, T_BOOL, OFF(print_man), "false", NULL,
+     "print the man page (troff), generated from this table", "Configuration"},
+
+    {"threads", NULL, 0, T_SIZE, OFF(threads), "1", "N",
+     "accepted; each worker serves one request at a time (a note says so when N > 1)",
+     "uWSGI compatibility"},
+    {"plugins", "plugin", 0, T_LIST, OFF(plugins), NULL, "NAME",
+     "ignored with a note: Python is built in", "uWSGI compatibility"},
+    {"need-app", NULL, 0, T_BOOL, OFF(need_app), "true", NULL,
+     "accepted: gangway never starts without its app", "uWSGI compatibility"},
+    {"die-on-term", NULL, 0, T_BOOL, OFF(die_on_term), "true", NULL,
+     "accepted: SIGTERM always stops gracefully here", "uWSGI compatibility"},
+    {"enable-threads", NULL, 0, T_BOOL, OFF(enable_threads), "true", NULL,
+     "accepted: the app may always start threads", "uWSGI compatibility"},
+    {"single-interpreter", NULL, 0, T_BOOL, OFF(single_interpreter), "true", NULL,
+     "accepted: there is only ever one interpreter", "uWSGI compatibility"},
+    {"thunder-lock", NULL, 0, T_BOOL, OFF(thunder_lock), "false", NULL,
+     "accepted: accepting is already serialised (EPOLLEXCLUSIVE)", "uWSGI compatibility"},
+};
+const size_t gw__options_n = sizeof(gw__options) / sizeof(gw__options[0]);
+
+/* Numbers whose range is narrower than their type's (0 to UINT64_MAX for
+ * sizes, to GW_CONFIG_SECONDS_MAX for seconds): a value that makes the
+ * server useless, or that a consumer cannot hold, is refused when parsed,
+ * like a value that is no number (issues 14 and 20). max 0: the type's. */
+typedef struct range {
+    const char *name;
+    uint64_t min, max;
+} range_t;
+
+static const range_t ranges[] = {
+    /* 0 would never accept a connection */
+    {"max-connections", 1, 0},
+    /* listen() takes an int; a backlog of 0 queues a single connection */
+    {"listen", 1, INT_MAX},
+    /* server.c adds (id - 1) * jitter, id <= GW_MAX_WORKERS: 32 bits each
+     * keep the sum within 64 */
+    {"max-requests", 0, UINT32_MAX},
+    {"max-requests-jitter", 0, UINT32_MAX},
+    /* a limit of 0 refuses every request (gunicorn's 0 means "unlimited":
+     * a value carried over from it is refused rather than misread) */
+    {"limit-request-line", 1, 0},
+    {"limit-request-field-size", 1, 0},
+    {"limit-request-fields", 1, 0},
+    {"limit-request-headers", 1, 0},
+    /* A timeout of 0 expires at the next loop turn: a request in two
+     * packets gets 408, a keep-alive connection closes under a client that
+     * was told it stays open, a socket that fills up fails the answer. */
+    {"header-timeout", 1, 0},
+    {"body-timeout", 1, 0},
+    {"keepalive-timeout", 1, 0},
+    /* conn.c's write() from the app waits in poll(), whose timeout is an
+     * int of milliseconds */
+    {"write-timeout", 1, INT_MAX / 1000},
+    /* 0 would kill every check before it starts */
+    {"reload-check-timeout", 1, 0},
+};
+
+static const range_t *range_of(const opt_t *o)
+{
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
+        if (strcmp(ranges[i].name, o->name) == 0)
+            return &ranges[i];
+    return NULL;
+}
+
+uint64_t gw__options_min(const opt_t *o)
+{
+    const range_t *r = range_of(o);
+    return r ? r->min : 0;
+}
+
+uint64_t gw__options_max(const opt_t *o)
+{
+    const range_t *r = range_of(o);
+    if (r && r->max)
+        return r->max;
+    return o->type == T_SECONDS ? GW_CONFIG_SECONDS_MAX : UINT64_MAX;
+}
+
+#include "uwsgi_options.h"
+
+static bool name_matches(const opt_t *o, const char *name, size_t len)
+{
+    const char *a = o->aliases;
+    if (strlen(o->name) == len && memcmp(o->name, name, len) == 0)
+        return true;
+    while (a && *a) {
+        size_t al = strcspn(a, " ");
+        if (al == len && memcmp(a, name, len) == 0)
+            return true;
+        a += al;
+        a += strspn(a, " ");
+    }
+    return false;
+}
+
+const opt_t *gw__options_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < gw__options_n; i++)
+        if (name_matches(&gw__options[i], name, len))
+            return &gw__options[i];
+    return NULL;
+}
+
+const opt_t *gw__options_find_short(char s)
+{
+    for (size_t i = 0; i < gw__options_n; i++)
+        if (gw__options[i].short_name == s)
+            return &gw__options[i];
+    return NULL;
+}
+
+const opt_t *gw__options_find_name(const char *name)
+{
+    return gw__options_find(name, strlen(name));
+}
+
+/* Edit distance with transpositions (optimal string alignment). */
+static size_t distance(const char *a, size_t an, const char *b, size_t bn)
+{
+    size_t d[48][48];
+
+    if (an >= 48 || bn >= 48)
+        return SIZE_MAX;
+    for (size_t i = 0; i <= an; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= bn; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= an; i++) {
+        for (size_t j = 1; j <= bn; j++) {
+            size_t cost = a[i - 1] != b[j - 1], v = d[i - 1][j - 1] + cost;
+            if (d[i - 1][j] + 1 < v)
+                v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v)
+                v = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    }
+    return d[an][bn];
+}
+
+/* The option name or alias closest to name, copied into buf; false when
+ * nothing is close enough to be what was meant. */
+bool gw__options_closest(const char *name, char *buf, size_t n)
+{
+    size_t len = strlen(name), best = SIZE_MAX, limit = len < 6 ? 1 : len < 12 ? 2 : 3;
+
+    for (size_t i = 0; i < gw__options_n; i++) {
+        const char *t = gw__options[i].name;
+        size_t tl = strlen(t);
+        const char *a = gw__options[i].aliases;
+        for (;;) {
+            size_t dd = distance(name, len, t, tl);
+            if (dd < best) {
+                best = dd;
+                snprintf(buf, n, "%.*s", (int)tl, t);
+            }
+            if (!a || !*a)
+                break;
+            t = a;
+            tl = strcspn(a, " ");
+            a += tl;
+            a += strspn(a, " ");
+        }
+    }
+    return best <= limit;
+}
+
+static int cmp_name(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, *(const char *const *)elem);
+}
+
+bool gw__options_is_uwsgi(const char *name)
+{
+    return bsearch(name, uwsgi_option_names,
+                   sizeof(uwsgi_option_names) / sizeof(uwsgi_option_names[0]),
+                   sizeof(uwsgi_option_names[0]), cmp_name) != NULL;
+}
+
+bool gw__options_is_meta(const opt_t *o)
+{
+    return o->off == OFF(show_help) || o->off == OFF(show_version) ||
+           o->off == OFF(print_config) || o->off == OFF(print_man);
+}
