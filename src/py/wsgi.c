@@ -409,8 +409,8 @@ static int set_body(gw_wsgi_t *w, wreq_t *wr, PyObject *env, gw_req_t *r)
     return 0;
 }
 
-/* A uwsgi request: nginx sent CGI variables already; they become the
- * environ as they are, with the scheme taken from HTTPS / REQUEST_SCHEME. */
+/* A request of CGI variables (uwsgi from nginx): they become the environ as
+ * they are, with the scheme taken from HTTPS / REQUEST_SCHEME. */
 static PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
 {
     gw_conn_t *c = wr->conn;
@@ -1270,8 +1270,7 @@ static int send_head(wreq_t *wr)
         h.add_length = true;
         h.content_length = (uint64_t)wr->known_length;
         wr->app_length = wr->known_length;
-    } else if (r->http_minor == 1 && !r->is_uwsgi) {
-        /* (nginx reads a uwsgi answer to the end of the connection) */
+    } else if (gw_req_may_chunk(r)) {
         h.framing = GW_FRAME_CHUNKED;
         wr->chunked = true;
     } else {
@@ -1699,7 +1698,7 @@ static void on_request(void *ctx, gw_conn_t *c)
     wr->fd = -1;
     *gw_conn_app_slot(c) = wr;
 
-    env = gw_conn_req(c)->is_uwsgi ? build_environ_cgi(w, wr) : build_environ(w, wr);
+    env = r->has_cgi_fields ? build_environ_cgi(w, wr) : build_environ(w, wr);
     if (!env || !(sr = bind_request(w, wr))) {
         Py_XDECREF(env);
         app_error(wr, "cannot build the environ");

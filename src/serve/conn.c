@@ -2,6 +2,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "proto/protocols.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -65,11 +66,8 @@ struct gw_conn {
     gw_buf_t rbuf;
     size_t parsed;     /* rbuf bytes the parser has consumed */
     size_t head_end;   /* rbuf bytes of the current request's head */
-    bool is_uwsgi;     /* the listener speaks uwsgi, not HTTP */
-    union {
-        gw_http1_t http;
-        gw_uwsgi_t uw;
-    } p;
+    const gw_proto_ops_t *proto; /* the listener's protocol, driven through proto.h */
+    gw_proto_state_t p; /* its parser (last: not cleared on open, its init does that) */
     gw_req_t req;
     out_node_t *out;
     void *app_state;
@@ -85,7 +83,7 @@ static void process_input(gw_conn_t *c);
 static void close_conn(gw_conn_t *c);
 
 void gw_conn_ctx_init(gw_conn_ctx_t *ctx, gw_loop_t *loop, const gw_handler_t *handler,
-                      const gw_http1_limits_t *limits, uint64_t body_buffer,
+                      const gw_proto_limits_t *limits, uint64_t body_buffer,
                       const char *tmpdir, uint64_t header_s, uint64_t body_s,
                       uint64_t keepalive_s, uint64_t write_s)
 {
@@ -187,6 +185,12 @@ bool gw_conn_has_ready(const gw_conn_ctx_t *ctx)
 
 /* ---- open / close ---- */
 
+/* The protocol each kind of listener speaks (proc/listen.h names the kinds). */
+static const gw_proto_ops_t *const protocols[] = {
+    [GW_PROTO_HTTP] = &gw_proto_http1,
+    [GW_PROTO_UWSGI] = &gw_proto_uwsgi,
+};
+
 int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struct sockaddr *sa)
 {
     gw_conn_t *c = ctx->_free;
@@ -207,11 +211,8 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     c->out = NULL;
     c->app_state = NULL;
     c->handler_data = NULL;
-    c->is_uwsgi = l->proto == GW_PROTO_UWSGI;
-    if (c->is_uwsgi)
-        gw_uwsgi_init(&c->p.uw, &ctx->uwsgi_limits, &ctx->body_env);
-    else
-        gw_http1_init(&c->p.http, &ctx->limits, &ctx->body_env);
+    c->proto = protocols[l->proto];
+    c->proto->init(&c->p, &ctx->limits, &ctx->body_env);
     gw_req_init(&c->req, &ctx->arena_pool);
     gw_timer_init(&c->timer, on_timer);
     c->peer.listener = l;
@@ -368,49 +369,25 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
     gw_req_t *r = &c->req;
     gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes,
                      .is_aborted = is_aborted};
-    char remote[48], proto[16];
-    static const char *protos[] = {"HTTP/1.0", "HTTP/1.1"};
+    char remote[48], proto[GW_REQ_PROTOCOL_LEN];
+    const char *v;
+    size_t vn;
 
     if (!gw_log_access_enabled())
         return;
-    if (rb && r->method.len && r->target.len &&
-        ((r->http_major == 1 && r->http_minor <= 1) || r->is_uwsgi)) {
+    if (rb && r->method.len && r->target.len && (a.protocol = gw_req_protocol(r, proto))) {
         a.method = rb + r->method.off;
         a.method_len = r->method.len;
         a.target = rb + r->target.off;
         a.target_len = r->target.len;
-        if (r->is_uwsgi) { /* what nginx spoke to the client: 1.x, 2.0, 3.0 */
-            snprintf(proto, sizeof(proto), "HTTP/%u.%u", r->http_major, r->http_minor);
-            a.protocol = proto;
-        } else {
-            a.protocol = protos[r->http_minor];
-        }
-        for (uint32_t i = 0; i < r->nheaders && r->is_uwsgi; i++) {
-            /* Behind nginx: the client is what nginx says it is. */
-            gw_header_t *h = &r->headers[i];
-            const char *k = rb + h->name.off;
-            if (h->name.len == 12 && memcmp(k, "HTTP_REFERER", 12) == 0) {
-                a.referer = rb + h->value.off;
-                a.referer_len = h->value.len;
-            } else if (h->name.len == 15 && memcmp(k, "HTTP_USER_AGENT", 15) == 0) {
-                a.agent = rb + h->value.off;
-                a.agent_len = h->value.len;
-            } else if (h->name.len == 11 && memcmp(k, "REMOTE_ADDR", 11) == 0 &&
-                       h->value.len < sizeof(remote)) {
-                memcpy(remote, rb + h->value.off, h->value.len);
-                remote[h->value.len] = '\0';
-                a.remote = remote;
-            }
-        }
-        for (uint32_t i = 0; i < r->nheaders && !r->is_uwsgi; i++) {
-            gw_header_t *h = &r->headers[i];
-            if (h->name.len == 7 && strncasecmp(rb + h->name.off, "referer", 7) == 0) {
-                a.referer = rb + h->value.off;
-                a.referer_len = h->value.len;
-            } else if (h->name.len == 10 && strncasecmp(rb + h->name.off, "user-agent", 10) == 0) {
-                a.agent = rb + h->value.off;
-                a.agent_len = h->value.len;
-            }
+        /* The first of each, as nginx's $http_referer and $http_user_agent. */
+        gw_req_header(r, rb, "referer", &a.referer, &a.referer_len);
+        gw_req_header(r, rb, "user-agent", &a.agent, &a.agent_len);
+        /* Behind a gateway: the client is who the gateway says it is. */
+        if (gw_req_var(r, rb, "REMOTE_ADDR", &v, &vn) && vn < sizeof(remote)) {
+            memcpy(remote, v, vn);
+            remote[vn] = '\0';
+            a.remote = remote;
         }
     }
     /* An id the log shows is made here if the request has none yet (the
@@ -511,7 +488,7 @@ static void linger(gw_conn_t *c, size_t drained)
                         ? (uint64_t)r->content_length - r->body.len
                         : 0;
 
-    if (!c->is_uwsgi && owed > ctx->limits.body)
+    if (!r->is_gateway && owed > ctx->limits.body)
         owed = ctx->limits.body;
     c->state = C_LINGER;
     c->linger_left = LINGER_BYTES + owed > drained ? LINGER_BYTES + owed - drained : 0;
@@ -530,9 +507,9 @@ static void linger(gw_conn_t *c, size_t drained)
 
 /* Closes c after a complete answer: lingering when the client may have sent
  * more (bytes already read and not parsed, a socket not known to be empty,
- * or, for HTTP, bytes one read finds now), at once otherwise (the common
- * case costs one read() or nothing). A uwsgi peer (nginx) sends nothing
- * after its one request: no probe there. */
+ * or bytes one read finds now), at once otherwise (the common case costs
+ * one read() or nothing). A gateway (nginx over uwsgi) sends nothing after
+ * its one request: no probe there. */
 static void end_conn(gw_conn_t *c)
 {
     ssize_t n;
@@ -541,7 +518,7 @@ static void end_conn(gw_conn_t *c)
         linger(c, 0);
         return;
     }
-    if (!c->is_uwsgi) {
+    if (!c->req.is_gateway) {
         do {
             n = read(c->watch.fd, scratch, sizeof(scratch));
         } while (n < 0 && errno == EINTR);
@@ -736,24 +713,24 @@ static void request_ready(gw_conn_t *c)
 
 static void parse_error(gw_conn_t *c)
 {
-    if (!c->is_uwsgi) {
-        respond_error(c, c->p.http.status, c->p.http.reason);
-    } else if (c->p.uw.status) {
-        respond_error(c, c->p.uw.status, c->p.uw.reason);
-    } else {
-        /* Not the uwsgi protocol (HTTP sent to a uwsgi socket, say):
-         * nothing it would understand as an answer. */
-        gw_log_error("uwsgi: %s: %s; closing", c->peer.addr[0] ? c->peer.addr : "unix",
-                     c->p.uw.reason);
-        close_conn(c);
+    const char *reason;
+    int status = c->proto->error(&c->p, &reason);
+
+    if (status) {
+        respond_error(c, status, reason);
+        return;
     }
+    /* Not the protocol (HTTP sent to a uwsgi socket, say): nothing the peer
+     * would understand as an answer. */
+    gw_log_error("%s: %s: %s; closing", c->proto->name, c->peer.addr[0] ? c->peer.addr : "unix",
+                 reason);
+    close_conn(c);
 }
 
 static gw_parse_t feed(gw_conn_t *c, const char *base, size_t off, size_t len, size_t *used)
 {
     *used = 0;
-    return c->is_uwsgi ? gw_uwsgi_feed(&c->p.uw, &c->req, base, off, len, used)
-                       : gw_http1_feed(&c->p.http, &c->req, base, off, len, used);
+    return c->proto->feed(&c->p, &c->req, base, off, len, used);
 }
 
 /* Parses what the read buffer holds past c->parsed (a head, maybe the start
@@ -935,8 +912,9 @@ static void mark_busy(gw_conn_t *c)
 
     if (!slot)
         return;
-    if (c->rbuf.data && r->target.len && !r->is_uwsgi) {
-        /* "METHOD target": contiguous in the request line. */
+    if (c->rbuf.data && r->target.len && r->target.off == r->method.off + r->method.len + 1 &&
+        c->rbuf.data[r->target.off - 1] == ' ') {
+        /* "METHOD target" as it came (an HTTP/1 request line): no copy. */
         gw_slot_busy(slot, gw_clock_ms(), c->rbuf.data + r->method.off,
                      r->target.off + r->target.len - r->method.off);
     } else if (c->rbuf.data && r->target.len) {
@@ -1198,10 +1176,7 @@ static void enter_keepalive(gw_conn_t *c)
     size_t left = c->rbuf.len - c->parsed;
 
     gw_req_reset(&c->req, &ctx->body_env);
-    if (c->is_uwsgi)
-        gw_uwsgi_reset(&c->p.uw);
-    else
-        gw_http1_reset(&c->p.http);
+    c->proto->reset(&c->p);
     if (left) {
         memmove(c->rbuf.data, c->rbuf.data + c->parsed, left);
         c->rbuf.len = left;

@@ -1,20 +1,19 @@
-/* One client connection: socket, read buffer, HTTP/1.1 parsing, body
- * buffering, timeouts, keep-alive, and the output queue the response leaves
- * through. The application side (wsgi) sees a connection through the
+/* One client connection: socket, read buffer, the protocol's parser (driven
+ * through proto.h, whichever the listener speaks), body buffering,
+ * timeouts, keep-alive, and the output queue the response leaves through. The application side (wsgi) sees a connection through the
  * accessors below and is called back from the top of the loop only, never
  * from an I/O handler. */
 #ifndef GW_CONN_H
 #define GW_CONN_H
 
 #include "core/buf.h"
-#include "proto/http1.h"
-#include "proc/listen.h"
 #include "core/loop.h"
+#include "proc/listen.h"
+#include "proc/scoreboard.h"
+#include "proto/proto.h"
 #include "proto/request.h"
 #include "serve/response.h"
-#include "proc/scoreboard.h"
 #include "serve/static.h"
-#include "proto/uwsgi.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,8 +44,7 @@ typedef struct gw_handler {
 typedef struct gw_conn_ctx {
     gw_loop_t *loop;
     gw_handler_t handler;
-    gw_http1_limits_t limits;
-    gw_uwsgi_limits_t uwsgi_limits;
+    gw_proto_limits_t limits;  /* for every protocol */
     gw_body_env_t body_env;
     gw_bufpool_t rbuf_pool;
     gw_bufpool_t body_pool;
@@ -78,7 +76,7 @@ typedef struct gw_peer {
 
 /* Prepares ctx (timer queues from the timeouts, in seconds). */
 void gw_conn_ctx_init(gw_conn_ctx_t *ctx, gw_loop_t *loop, const gw_handler_t *handler,
-                      const gw_http1_limits_t *limits, uint64_t body_buffer,
+                      const gw_proto_limits_t *limits, uint64_t body_buffer,
                       const char *tmpdir, uint64_t header_s, uint64_t body_s,
                       uint64_t keepalive_s, uint64_t write_s);
 

@@ -356,34 +356,6 @@ void gw_static_free(gw_static_t *s)
 
 /* ---- request helpers ---- */
 
-/* A request header's value (HTTP name, or its CGI variable from uwsgi). */
-static bool header(const gw_req_t *r, const char *rb, const char *name, const char **v,
-                   size_t *vn)
-{
-    size_t n = strlen(name);
-    char cgi[64];
-
-    if (r->is_uwsgi) {
-        size_t i;
-        if (n + 5 >= sizeof(cgi))
-            return false;
-        memcpy(cgi, "HTTP_", 5);
-        for (i = 0; i < n; i++)
-            cgi[5 + i] = name[i] == '-' ? '_' : (char)toupper((unsigned char)name[i]);
-        name = cgi;
-        n += 5;
-    }
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        const gw_header_t *h = &r->headers[i];
-        if (h->name.len == n && strncasecmp(rb + h->name.off, name, n) == 0) {
-            *v = rb + h->value.off;
-            *vn = h->value.len;
-            return true;
-        }
-    }
-    return false;
-}
-
 static int hexval(int c)
 {
     if (c >= '0' && c <= '9')
@@ -392,7 +364,7 @@ static int hexval(int c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Decodes the path once (a uwsgi PATH_INFO comes decoded by nginx already)
+/* Decodes the path once (unless it came decoded: a gateway's PATH_INFO)
  * and checks every segment: no NUL, no backslash, no
  * "." or ".." segment, no dot-file unless allowed. Writes the relative path
  * (no leading slash) to out. Returns 0, or -1 for a path never served. */
@@ -635,7 +607,7 @@ static bool queue(gw_req_t *r, gw_out_t *out, int status, answer_t *an, uint64_t
 {
     char status_line[64];
     gw_head_t h = {
-        .http_minor = r->is_uwsgi ? 0 : r->http_minor,
+        .http_minor = r->is_gateway ? 0 : r->http_minor,
         .status = status_line,
         .hdrs = an->h,
         .nhdrs = an->n,
@@ -832,7 +804,7 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         add(&an, "Allow", "GET, HEAD");
         return simple(r, out, 405, &an, keep_alive, res);
     }
-    if (clean_path(path + m->plen, pn - m->plen, r->is_uwsgi, cfg->static_dotfiles, rel,
+    if (clean_path(path + m->plen, pn - m->plen, r->is_path_decoded, cfg->static_dotfiles, rel,
                    sizeof(rel)) < 0)
         goto not_found;
     if (!(f = get_file(s, m, rel, sizeof(rel), true, "", &tmp, &owned)))
@@ -844,7 +816,7 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
 
     if (cfg->static_gzip) {
         add(&an, "Vary", "Accept-Encoding");
-        if (header(r, rb, "accept-encoding", &v, &vn)) {
+        if (gw_req_header(r, rb, "accept-encoding", &v, &vn)) {
             static const char *codings[][2] = {{"br", ".br"}, {"gzip", ".gz"}};
             for (size_t i = 0; i < 2 && !enc; i++) {
                 const sfile_t *vf;
@@ -881,9 +853,9 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
             add(&an, "Expires", gw_arena_dup(&r->arena, ex, strlen(ex)));
         }
         /* RFC 9110 13.2.2: If-None-Match first; If-Modified-Since only without it. */
-        if (header(r, rb, "if-none-match", &v, &vn)) {
+        if (gw_req_header(r, rb, "if-none-match", &v, &vn)) {
             not_modified = etag_matches(v, vn, f->etag);
-        } else if (header(r, rb, "if-modified-since", &v, &vn)) {
+        } else if (gw_req_header(r, rb, "if-modified-since", &v, &vn)) {
             time_t ims = parse_http_date(v, vn);
             not_modified = ims >= 0 && f->st.st_mtim.tv_sec <= ims;
         }
@@ -892,11 +864,11 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
             return queue(r, out, 304, &an, 0, false, keep_alive, -1, 0, res);
         }
         end = size ? size - 1 : 0;
-        if (header(r, rb, "range", &v, &vn)) {
+        if (gw_req_header(r, rb, "range", &v, &vn)) {
             const char *ir;
             size_t irn;
             bool use = true;
-            if (header(r, rb, "if-range", &ir, &irn)) {
+            if (gw_req_header(r, rb, "if-range", &ir, &irn)) {
                 /* A range only while the representation is the one the client has. */
                 if (irn && ir[0] == '"')
                     use = irn == strlen(f->etag) && memcmp(ir, f->etag, irn) == 0;
