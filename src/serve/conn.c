@@ -74,6 +74,7 @@ struct gw_conn {
     void *handler_data;
     gw_timer_t timer;
     gw_peer_t peer;
+    gw_transport_t tp; /* every byte of the connection goes through it (transport.h) */
 };
 
 static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events);
@@ -206,6 +207,7 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     c->ctx = ctx;
     c->watch.fd = fd;
     c->watch.cb = on_io;
+    gw_transport_open_plain(&c->tp, fd);
     c->rbuf = (gw_buf_t){0};
     c->parsed = c->head_end = 0;
     c->out = NULL;
@@ -288,7 +290,7 @@ static void close_conn(gw_conn_t *c)
     ready_remove(c);
     if (c->is_watched)
         gw_loop_del(ctx->loop, &c->watch);
-    close(c->watch.fd);
+    gw_transport_close(&c->tp);
     if (c->handler_data && ctx->handler.on_close)
         ctx->handler.on_close(ctx->handler.ctx, c);
     c->handler_data = NULL;
@@ -445,15 +447,13 @@ static void drain_linger(gw_conn_t *c)
             ready_push(c);
             return;
         }
-        n = read(c->watch.fd, scratch, want);
+        n = gw_transport_read(&c->tp, scratch, want);
         if (n > 0) {
             c->linger_left -= (uint64_t)n;
             turn += (size_t)n;
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
+        if (n == -EAGAIN) {
             c->can_read = false;
             return;
         }
@@ -497,7 +497,7 @@ static void linger(gw_conn_t *c, size_t drained)
     gw_req_reset(&c->req, &ctx->body_env);
     gw_buf_release(&c->rbuf, &ctx->rbuf_pool);
     c->parsed = c->head_end = 0;
-    shutdown(c->watch.fd, SHUT_WR);
+    gw_transport_shutdown(&c->tp);
     gw_timer_start(&ctx->linger_q, &c->timer);
     if (!watch(c))
         return;
@@ -519,11 +519,10 @@ static void end_conn(gw_conn_t *c)
         return;
     }
     if (!c->req.is_gateway) {
-        do {
-            n = read(c->watch.fd, scratch, sizeof(scratch));
-        } while (n < 0 && errno == EINTR);
+        n = gw_transport_read(&c->tp, scratch, sizeof(scratch));
         if (n > 0) {
-            c->can_read = (size_t)n == sizeof(scratch); /* maybe more, with no edge to come */
+            /* maybe more, with no edge to come */
+            c->can_read = (size_t)n == sizeof(scratch) || gw_transport_has_pending(&c->tp);
             linger(c, (size_t)n);
             return;
         }
@@ -559,7 +558,7 @@ static void respond_error(gw_conn_t *c, int status, const char *reason)
      * socket took only part of: this answer must follow it whole. */
     gw_out_discard_unstarted(&o->out);
     gw_out_push_arena(&o->out, &c->req.arena, resp, n);
-    rc = gw_out_flush(&o->out, c->watch.fd);
+    rc = gw_out_flush(&o->out, &c->tp);
     if (rc == -EAGAIN) {
         c->can_write = false;
         gw_timer_start(&c->ctx->write_q, &c->timer);
@@ -615,23 +614,21 @@ static void do_read(gw_conn_t *c)
         watch(c); /* drained by a short read: wait for the next bytes */
 }
 
-/* One read() for do_read. Returns the byte count (a short read clears
- * can_read: the socket is drained, the next edge will tell), or 0 when
- * reading ends here: the socket is empty (c waits) or c is closed. */
+/* One read for do_read. Returns the byte count (a short read clears
+ * can_read: the socket is drained, the next edge will tell, unless the
+ * transport still holds bytes), or 0 when reading ends here: the socket is
+ * empty (c waits) or c is closed. */
 static ssize_t read_some(gw_conn_t *c, char *p, size_t n)
 {
     gw_conn_ctx_t *ctx = c->ctx;
-    ssize_t got;
+    ssize_t got = gw_transport_read(&c->tp, p, n);
 
-    do {
-        got = read(c->watch.fd, p, n);
-    } while (got < 0 && errno == EINTR);
     if (got > 0) {
-        if ((size_t)got < n)
+        if ((size_t)got < n && !gw_transport_has_pending(&c->tp))
             c->can_read = false;
         return got;
     }
-    if (got < 0 && errno == EAGAIN) {
+    if (got == -EAGAIN) {
         c->can_read = false;
         if (ctx->is_stopping && c->state == C_HEAD && c->rbuf.len == 0 && c->parsed == 0 &&
             c->nreq > 0) {
@@ -686,7 +683,7 @@ static void send_continue(gw_conn_t *c)
     if (!o)
         return;
     gw_out_push_lit(&o->out, "HTTP/1.1 100 Continue\r\n\r\n");
-    if (gw_out_flush(&o->out, c->watch.fd) == -EAGAIN) {
+    if (gw_out_flush(&o->out, &c->tp) == -EAGAIN) {
         c->can_write = false; /* the rest leaves before the response */
         watch(c);
     }
@@ -823,13 +820,13 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
     case C_HEAD:
     case C_BODY:
         if (c->out && !gw_out_is_empty(&c->out->out) && c->can_write)
-            gw_out_flush(&c->out->out, c->watch.fd); /* a pending 100 Continue */
+            gw_out_flush(&c->out->out, &c->tp); /* a pending 100 Continue */
         do_read(c);
         break;
     case C_APP:
         if (c->waiting_write && c->can_write) {
             uint64_t before = c->out->out.sent;
-            rc = gw_out_flush(&c->out->out, c->watch.fd);
+            rc = gw_out_flush(&c->out->out, &c->tp);
             if (rc == 0) {
                 c->waiting_write = false;
                 gw_timer_stop(&c->timer);
@@ -852,7 +849,7 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         if (c->out && !gw_out_is_empty(&c->out->out)) {
             if (!c->can_write)
                 break;
-            rc = gw_out_flush(&c->out->out, c->watch.fd);
+            rc = gw_out_flush(&c->out->out, &c->tp);
             if (rc == -EAGAIN) {
                 c->can_write = false;
                 break;
@@ -1111,7 +1108,7 @@ int gw_conn_send(gw_conn_t *c)
 
     if (!c->out)
         return 0;
-    rc = gw_out_flush(&c->out->out, c->watch.fd);
+    rc = gw_out_flush(&c->out->out, &c->tp);
     if (rc == 0) {
         if (c->waiting_write) {
             c->waiting_write = false;
@@ -1137,12 +1134,14 @@ int gw_conn_send(gw_conn_t *c)
 gw_conn_wait_t gw_conn_wait_for(const gw_conn_t *c)
 {
     uint64_t ms = c->ctx->write_timeout_ms;
-    return (gw_conn_wait_t){.fd = c->watch.fd, .timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms};
+    return (gw_conn_wait_t){.fd = c->tp.fd,
+                            .events = c->tp.write_wants,
+                            .timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms};
 }
 
 int gw_conn_wait(gw_conn_wait_t wt)
 {
-    struct pollfd pfd = {.fd = wt.fd, .events = POLLOUT};
+    struct pollfd pfd = {.fd = wt.fd, .events = wt.events};
     int n;
 
     do {

@@ -12,8 +12,9 @@
 #include "proc/scoreboard.h"
 #include "proto/proto.h"
 #include "proto/request.h"
-#include "serve/response.h"
+#include "serve/out.h"
 #include "serve/static.h"
+#include "serve/transport.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -127,13 +128,16 @@ int gw_conn_send(gw_conn_t *c);
 /* For the WSGI write() callable, which must not return before its bytes are
  * out: it waits for the socket without the GIL, while the app's other
  * threads may write to c, or end its response, and the loop may run. So
- * the wait reads nothing of c: gw_conn_wait_for() takes the socket and the
- * write timeout while the handler owns c; gw_conn_wait() blocks until the
- * socket is writable or the timeout passes (0, -ETIMEDOUT or -errno) and
- * touches no connection; after a failure the handler, owning c again, ends
- * the answer with gw_conn_give_up() (its log line then says aborted). */
+ * the wait reads nothing of c: gw_conn_wait_for() takes the socket, what
+ * the transport's last write waits for (writable; TLS may need readable)
+ * and the write timeout while the handler owns c, after gw_conn_send()
+ * said -EAGAIN; gw_conn_wait() blocks until that readiness or the timeout
+ * (0, -ETIMEDOUT or -errno) and touches no connection; after a failure the
+ * handler, owning c again, ends the answer with gw_conn_give_up() (its log
+ * line then says aborted). */
 typedef struct gw_conn_wait {
     int fd;
+    short events; /* POLLOUT, or POLLIN (transport.h: write_wants) */
     int timeout_ms;
 } gw_conn_wait_t;
 gw_conn_wait_t gw_conn_wait_for(const gw_conn_t *c);

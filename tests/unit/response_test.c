@@ -2,7 +2,9 @@
  * handed over is released exactly once, and every descriptor the queue owns
  * is closed exactly once, whether its bytes were sent, dropped, or never
  * queued; partial writes resume where they stopped. Includes response.c. */
+#include "serve/out.c"
 #include "serve/response.c"
+#include "serve/transport.c"
 #include "core/clock.c"
 
 #include "check.h"
@@ -47,6 +49,14 @@ static size_t drain(int fd, char *buf, size_t cap)
     return got;
 }
 
+/* The plain transport over fd (one at a time: the tests use one socket). */
+static gw_transport_t *plain(int fd)
+{
+    static gw_transport_t t;
+    gw_transport_open_plain(&t, fd);
+    return &t;
+}
+
 static bool fd_open(int fd)
 {
     return fcntl(fd, F_GETFD) >= 0;
@@ -65,7 +75,7 @@ static void test_ref_released_once_when_sent(void)
     CHECK(gw_out_push_ref(&o, "hello", 5, owner(0)) == 0);
     CHECK(gw_out_push_copy(&o, "ab", 2) == 0);
     CHECK_INT(released[0], 0);
-    CHECK_INT(gw_out_flush(&o, sv[0]), 0);
+    CHECK_INT(gw_out_flush(&o, plain(sv[0])), 0);
     CHECK_INT(released[0], 1);
     CHECK_INT(drain(sv[1], buf, sizeof(buf)), 26);
     CHECK(memcmp(buf, "HTTP/1.1 200 OK\r\n\r\nhelloab", 26) == 0);
@@ -114,7 +124,7 @@ static void test_owned_fd_closed_once(void)
     int a = dup(fd);
     CHECK(gw_out_push_file_own(&o, a, 2, 5) == 0);
     CHECK(fd_open(a));
-    CHECK_INT(gw_out_flush(&o, sv[0]), 0);
+    CHECK_INT(gw_out_flush(&o, plain(sv[0])), 0);
     CHECK(!fd_open(a));
     CHECK_INT(drain(sv[1], buf, sizeof(buf)), 5);
     CHECK(memcmp(buf, "23456", 5) == 0);
@@ -138,7 +148,7 @@ static void test_owned_fd_closed_once(void)
 
     /* a borrowed fd stays open */
     CHECK(gw_out_push_file(&o, fd, 0, 3, NULL) == 0);
-    CHECK_INT(gw_out_flush(&o, sv[0]), 0);
+    CHECK_INT(gw_out_flush(&o, plain(sv[0])), 0);
     CHECK(fd_open(fd));
     close(fd);
     close(sv[0]);
@@ -165,7 +175,7 @@ static void test_partial_writes_resume(void)
         /* the owner slot doubles as "released" counter 0 for every block */
         CHECK(gw_out_push_ref(&o, blocks[i], SZ, owner(0)) == 0);
     }
-    while ((rc = gw_out_flush(&o, sv[0])) == -EAGAIN) {
+    while ((rc = gw_out_flush(&o, plain(sv[0]))) == -EAGAIN) {
         CHECK(released[0] < N);
         have += drain(sv[1], got + have, sizeof(got) - have);
     }
@@ -204,7 +214,7 @@ static void test_file_short_send(void)
     CHECK(sockpair(sv, 0) == 0);
     gw_out_init(&o, on_release);
     CHECK(gw_out_push_file(&o, fd, SZ - 100, 150, NULL) == 0);
-    CHECK_INT(gw_out_flush(&o, sv[0]), -EPIPE);
+    CHECK_INT(gw_out_flush(&o, plain(sv[0])), -EPIPE);
     CHECK_INT(o.sent, 100);
     CHECK_INT(drain(sv[1], got, sizeof(got)), 100);
     gw_out_discard(&o);
@@ -214,12 +224,66 @@ static void test_file_short_send(void)
     /* a full socket: -EAGAIN, then the rest */
     CHECK(sockpair(sv, 4096) == 0);
     CHECK(gw_out_push_file(&o, fd, 0, SZ, NULL) == 0);
-    while ((rc = gw_out_flush(&o, sv[0])) == -EAGAIN)
+    while ((rc = gw_out_flush(&o, plain(sv[0]))) == -EAGAIN)
         have += drain(sv[1], got + have, sizeof(got) - have);
     CHECK_INT(rc, 0);
     have += drain(sv[1], got + have, sizeof(got) - have);
     CHECK_INT(have, (size_t)SZ);
     CHECK(memcmp(got, data, SZ) == 0);
+    close(sv[0]);
+    close(sv[1]);
+    close(fd);
+}
+
+/* A transport without sendfile (TLS without kernel TLS) gets files through
+ * a bounded buffer: whole and in order through a socket that takes a
+ * little at a time (each short write sends the same bytes again), the same
+ * -EPIPE at once for a file that shrank, the same byte count, and the head
+ * before it. */
+static void test_file_without_sendfile(void)
+{
+    enum { SZ = 200000 };
+    static char data[SZ], got[SZ + 64];
+    gw_transport_ops_t ops = gw_transport_plain;
+    gw_transport_t t;
+    gw_out_t o;
+    int sv[2], fd, rc;
+    char path[] = "/tmp/gw-response-test-XXXXXX";
+    size_t have = 0;
+
+    ops.sendfile = NULL;
+    for (size_t i = 0; i < SZ; i++)
+        data[i] = (char)('a' + i % 23);
+    CHECK((fd = mkstemp(path)) >= 0);
+    unlink(path);
+    CHECK(write(fd, data, SZ) == SZ);
+
+    CHECK(sockpair(sv, 0) == 0);
+    gw_transport_open_plain(&t, sv[0]);
+    t.ops = &ops;
+    gw_out_init(&o, on_release);
+    CHECK(gw_out_push_file(&o, fd, SZ - 100, 150, NULL) == 0);
+    CHECK_INT(gw_out_flush(&o, &t), -EPIPE);
+    CHECK_INT(o.sent, 100);
+    CHECK_INT(drain(sv[1], got, sizeof(got)), 100);
+    CHECK(memcmp(got, data + SZ - 100, 100) == 0);
+    gw_out_discard(&o);
+    close(sv[0]);
+    close(sv[1]);
+
+    CHECK(sockpair(sv, 4096) == 0);
+    gw_transport_open_plain(&t, sv[0]);
+    t.ops = &ops;
+    gw_out_init(&o, on_release);
+    CHECK(gw_out_push_lit(&o, "HEAD") == 0);
+    CHECK(gw_out_push_file(&o, fd, 0, SZ, NULL) == 0);
+    while ((rc = gw_out_flush(&o, &t)) == -EAGAIN)
+        have += drain(sv[1], got + have, sizeof(got) - have);
+    CHECK_INT(rc, 0);
+    have += drain(sv[1], got + have, sizeof(got) - have);
+    CHECK_INT(have, (size_t)SZ + 4);
+    CHECK(memcmp(got, "HEAD", 4) == 0 && memcmp(got + 4, data, SZ) == 0);
+    CHECK_INT(o.sent, (uint64_t)SZ + 4);
     close(sv[0]);
     close(sv[1]);
     close(fd);
@@ -257,7 +321,7 @@ static void test_discard_unstarted_keeps_a_started_head(void)
     CHECK(gw_out_push_ref(&o, "body", 4, owner(2)) == 0);
     int a = dup(fd);
     CHECK(gw_out_push_file_own(&o, a, 0, 10) == 0);
-    CHECK_INT(gw_out_flush(&o, sv[0]), -EAGAIN);
+    CHECK_INT(gw_out_flush(&o, plain(sv[0])), -EAGAIN);
     CHECK(o.sent > 0 && o.sent < SZ);
     have = drain(sv[1], got, sizeof(got));
     gw_out_discard_unstarted(&o);
@@ -266,7 +330,7 @@ static void test_discard_unstarted_keeps_a_started_head(void)
     CHECK_INT(released[2], 1);
     CHECK(!fd_open(a));
     CHECK(gw_out_push_lit(&o, "HTTP/1.1 408 Request Timeout\r\n\r\n") == 0);
-    while ((rc = gw_out_flush(&o, sv[0])) == -EAGAIN)
+    while ((rc = gw_out_flush(&o, plain(sv[0]))) == -EAGAIN)
         have += drain(sv[1], got + have, sizeof(got) - have);
     CHECK_INT(rc, 0);
     have += drain(sv[1], got + have, sizeof(got) - have);
@@ -322,6 +386,7 @@ int main(void)
     test_owned_fd_closed_once();
     test_partial_writes_resume();
     test_file_short_send();
+    test_file_without_sendfile();
     test_discard_unstarted_keeps_a_started_head();
     test_arena_contains();
     test_status_phrases();
