@@ -3,6 +3,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "proto/protocols.h"
+#include "serve/response.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -534,30 +535,30 @@ static void end_conn(gw_conn_t *c)
 static void respond_error(gw_conn_t *c, int status, const char *reason)
 {
     out_node_t *o = get_out(c);
-    char *resp;
-    size_t n;
+    gw_resp_t rs;
     int rc;
 
     if (reason && status != 408)
         gw_log_error("%s: %d (%s)", c->peer.addr[0] ? c->peer.addr : "unix", status, reason);
     c->state = C_LINGER;
     ready_remove(c);
-    n = gw_head_simple(status, false, c->req.is_head, NULL, 0, &c->req.arena, &resp);
-    if (!o || !n) {
+    if (!o) {
+        close_conn(c);
+        return;
+    }
+    /* What was queued is dropped, except the rest of a 100 Continue the
+     * socket took only part of: this answer must follow it whole. */
+    gw_out_discard_unstarted(&o->out);
+    if (gw_resp_text(&rs, &c->req, status, NULL, 0, false, NULL, 0, &o->out) < 0) {
         close_conn(c);
         return;
     }
     {
         uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
-        uint64_t body = c->req.is_head ? 0 : strlen(gw_status_reason(status)) + 1;
-        log_request(c, status, body, us, false);
+        log_request(c, status, rs.body_sent, us, false);
         if (c->ctx->slot)
-            count(c, status, body, us);
+            count(c, status, rs.body_sent, us);
     }
-    /* What was queued is dropped, except the rest of a 100 Continue the
-     * socket took only part of: this answer must follow it whole. */
-    gw_out_discard_unstarted(&o->out);
-    gw_out_push_arena(&o->out, &c->req.arena, resp, n);
     rc = gw_out_flush(&o->out, &c->tp);
     if (rc == -EAGAIN) {
         c->can_write = false;
@@ -682,7 +683,7 @@ static void send_continue(gw_conn_t *c)
     c->continue_sent = true;
     if (!o)
         return;
-    gw_out_push_lit(&o->out, "HTTP/1.1 100 Continue\r\n\r\n");
+    gw_resp_continue(&o->out);
     if (gw_out_flush(&o->out, &c->tp) == -EAGAIN) {
         c->can_write = false; /* the rest leaves before the response */
         watch(c);

@@ -2,6 +2,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "serve/response.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -602,54 +603,43 @@ static char *fmt(gw_arena_t *a, const char *f, ...)
     return gw_arena_dup(a, buf, strlen(buf));
 }
 
+/* Queues the answer: status, headers and a file range (length bytes of fd
+ * from off; fd pinned by the request, r->static_fd) or no body (fd < 0: a
+ * HEAD, a 304). The response writer frames it. */
 static bool queue(gw_req_t *r, gw_out_t *out, int status, answer_t *an, uint64_t length,
-                  bool with_body, bool keep_alive, int fd, uint64_t off, gw_static_result_t *res)
+                  bool keep_alive, int fd, uint64_t off, gw_static_result_t *res)
 {
-    char status_line[64];
-    gw_head_t h = {
-        .http_minor = r->is_gateway ? 0 : r->http_minor,
-        .status = status_line,
+    gw_answer_t a = {
+        .status = status,
         .hdrs = an->h,
         .nhdrs = an->n,
-        .framing = with_body ? GW_FRAME_LENGTH : GW_FRAME_NONE,
-        .content_length = length,
-        .add_length = true,
-        .add_server = true,
-        .add_date = true,
-        .keep_alive = keep_alive,
+        .length_hdr = -1,
+        .length = (int64_t)length,
     };
-    char *buf;
-    size_t n;
+    gw_resp_t rs;
 
-    h.status_len = (size_t)snprintf(status_line, sizeof(status_line), "%d %s", status,
-                                    gw_status_reason(status));
-    if (status == 304)
-        h.add_length = false;
-    n = gw_head_format(&h, &r->arena, &buf);
     res->status = status;
     res->bytes = 0;
-    if (!n || gw_out_push_arena(out, &r->arena, buf, n) < 0)
+    if (gw_resp_head(&rs, &a, r, keep_alive, out) < 0)
         return false;
-    if (with_body && fd >= 0 && length) {
-        gw_out_push_file(out, fd, (off_t)off, length, NULL);
-        res->bytes = length;
-    } else if (with_body && length && fd < 0) {
-        /* a short text body for errors */
-        const char *reason = gw_status_reason(status);
-        char *b = fmt(&r->arena, "%s\n", reason);
-        if (b)
-            gw_out_push_arena(out, &r->arena, b, strlen(b));
-        res->bytes = length;
-    }
+    if (fd >= 0)
+        gw_resp_push_file(&rs, out, fd, false, (off_t)off, length);
+    res->bytes = rs.body_sent;
     return true;
 }
 
+/* An answer with a short text body (errors). */
 static bool simple(gw_req_t *r, gw_out_t *out, int status, answer_t *an, bool keep_alive,
                    gw_static_result_t *res)
 {
-    size_t len = strlen(gw_status_reason(status)) + 1;
-    add(an, "Content-Type", "text/plain; charset=utf-8");
-    return queue(r, out, status, an, len, !r->is_head, keep_alive, -1, 0, res);
+    gw_resp_t rs;
+
+    res->status = status;
+    res->bytes = 0;
+    if (gw_resp_text(&rs, r, status, an->h, an->n, keep_alive, NULL, 0, out) < 0)
+        return false;
+    res->bytes = rs.body_sent;
+    return true;
 }
 
 static void close_all(const int *fds, int n)
@@ -861,7 +851,7 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         }
         if (not_modified) {
             close_all(own, nown);
-            return queue(r, out, 304, &an, 0, false, keep_alive, -1, 0, res);
+            return queue(r, out, 304, &an, 0, keep_alive, -1, 0, res);
         }
         end = size ? size - 1 : 0;
         if (gw_req_header(r, rb, "range", &v, &vn)) {
@@ -894,8 +884,8 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
                                       (unsigned long long)size));
     if (r->is_head) {
         close_all(own, nown);
-        return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, false,
-                     keep_alive, -1, 0, res);
+        return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, keep_alive,
+                     -1, 0, res);
     }
     /* The request owns the descriptor it sends from: a cached one is
      * duplicated, since the cache may close its own before a slow client
@@ -913,8 +903,8 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         return simple(r, out, 503, &e, keep_alive, res);
     }
     r->static_fd = fd;
-    return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, true, keep_alive,
-                 fd, start, res);
+    return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, keep_alive, fd,
+                 start, res);
 
 not_found:
     close_all(own, nown);
