@@ -68,7 +68,7 @@ struct gw_conn {
     size_t parsed;     /* rbuf bytes the parser has consumed */
     size_t head_end;   /* rbuf bytes of the current request's head */
     const gw_proto_ops_t *proto; /* the listener's protocol, driven through proto.h */
-    gw_proto_state_t p; /* its parser (last: not cleared on open, its init does that) */
+    gw_proto_state_t p; /* its parser; open clears what comes before p, not p on */
     gw_req_t req;
     out_node_t *out;
     void *app_state;
@@ -476,15 +476,16 @@ static void linger(gw_conn_t *c, size_t drained)
     gw_conn_ctx_t *ctx = c->ctx;
     const gw_req_t *r = &c->req;
     /* A body the request announced and did not send yet still comes: a
-     * refused upload (413) keeps arriving, and nginx sends a uwsgi body
-     * whole before it reads the answer. Draining it is what reading it
-     * would have cost, and LINGER_MS bounds it anyway. An HTTP client's
-     * announced length is its word only: it counts up to --limit-body,
-     * which the client could make us read anyway ("Content-Length:
-     * 9000000000000000000" and a 413 is no budget of 2^63 bytes). nginx
-     * holds the body it announces (client_max_body_size bounds it) and
-     * sends all of it before it reads: the whole of it is drained, or
-     * nginx reports 502 instead of gangway's 413. */
+     * refused upload (413) keeps arriving, and a gateway (nginx over
+     * uwsgi) sends the body whole before it reads the answer. Draining it
+     * is what reading it would have cost, and LINGER_MS bounds it anyway.
+     * A client's announced length is its word only: it counts up to
+     * --limit-body, which the client could make us read anyway
+     * ("Content-Length: 9000000000000000000" and a 413 is no budget of
+     * 2^63 bytes). A gateway holds the body it announces (nginx's
+     * client_max_body_size bounds it) and sends all of it before it reads:
+     * the whole of it is drained, or nginx reports 502 instead of
+     * gangway's 413. */
     uint64_t owed = r->content_length > 0 && (uint64_t)r->content_length > r->body.len
                         ? (uint64_t)r->content_length - r->body.len
                         : 0;
