@@ -611,35 +611,6 @@ gw_parse_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, size_t 
     }
 }
 
-/* ---- the protocol seam (proto.h) ---- */
-
-static void ops_init(void *st, const gw_proto_limits_t *lim, const gw_body_env_t *env)
-{
-    gw_http1_init(st, lim, env);
-}
-
-static void ops_reset(void *st)
-{
-    gw_http1_reset(st);
-}
-
-static gw_parse_t ops_feed(void *st, gw_req_t *r, const char *base, size_t off, size_t len,
-                           size_t *used)
-{
-    return gw_http1_feed(st, r, base, off, len, used);
-}
-
-static int ops_error(const void *st, const char **reason)
-{
-    const gw_http1_t *h = st;
-    *reason = h->reason;
-    return h->status; /* never 0: an HTTP client always gets its answer */
-}
-
-const gw_proto_ops_t gw_proto_http1 = {
-    .name = "http",
-    .init = ops_init,
-    .reset = ops_reset,
-    .feed = ops_feed,
-    .error = ops_error,
-};
+/* The protocol seam (proto.h). status is never 0: an HTTP client always
+ * gets its answer. */
+GW_PROTO_DEFINE(gw_proto_http1, "http", gw_http1_t, gw_http1);

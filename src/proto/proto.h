@@ -53,4 +53,31 @@ typedef struct gw_proto_ops {
     int (*error)(const void *st, const char **reason);
 } gw_proto_ops_t;
 
+/* Defines name, the operations of a protocol whose parser state is a type
+ * driven by prefix_init(), prefix_reset() and prefix_feed(), with members
+ * status and reason saying how a parse error is answered. The functions it
+ * makes only convert the state pointer, so that this seam names no
+ * protocol and each protocol keeps a typed API (its tests call it). */
+#define GW_PROTO_DEFINE(name, label, type, prefix)                                                 \
+    static void prefix##_op_init(void *st, const gw_proto_limits_t *lim, const gw_body_env_t *env) \
+    {                                                                                              \
+        prefix##_init((type *)st, lim, env);                                                       \
+    }                                                                                              \
+    static void prefix##_op_reset(void *st)                                                        \
+    {                                                                                              \
+        prefix##_reset((type *)st);                                                                \
+    }                                                                                              \
+    static gw_parse_t prefix##_op_feed(void *st, gw_req_t *r, const char *base, size_t off,        \
+                                       size_t len, size_t *used)                                   \
+    {                                                                                              \
+        return prefix##_feed((type *)st, r, base, off, len, used);                                 \
+    }                                                                                              \
+    static int prefix##_op_error(const void *st, const char **reason)                              \
+    {                                                                                              \
+        *reason = ((const type *)st)->reason;                                                      \
+        return ((const type *)st)->status;                                                         \
+    }                                                                                              \
+    const gw_proto_ops_t name = {label, prefix##_op_init, prefix##_op_reset, prefix##_op_feed,    \
+                                 prefix##_op_error}
+
 #endif

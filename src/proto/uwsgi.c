@@ -170,35 +170,6 @@ gw_parse_t gw_uwsgi_feed(gw_uwsgi_t *u, gw_req_t *req, const char *base, size_t 
     }
 }
 
-/* ---- the protocol seam (proto.h) ---- */
-
-static void ops_init(void *st, const gw_proto_limits_t *lim, const gw_body_env_t *env)
-{
-    gw_uwsgi_init(st, lim, env);
-}
-
-static void ops_reset(void *st)
-{
-    gw_uwsgi_reset(st);
-}
-
-static gw_parse_t ops_feed(void *st, gw_req_t *r, const char *base, size_t off, size_t len,
-                           size_t *used)
-{
-    return gw_uwsgi_feed(st, r, base, off, len, used);
-}
-
-static int ops_error(const void *st, const char **reason)
-{
-    const gw_uwsgi_t *u = st;
-    *reason = u->reason;
-    return u->status; /* 0: not the uwsgi protocol (HTTP sent to a uwsgi socket, say) */
-}
-
-const gw_proto_ops_t gw_proto_uwsgi = {
-    .name = "uwsgi",
-    .init = ops_init,
-    .reset = ops_reset,
-    .feed = ops_feed,
-    .error = ops_error,
-};
+/* The protocol seam (proto.h). status 0: not the uwsgi protocol (HTTP sent
+ * to a uwsgi socket, say), closed without an answer. */
+GW_PROTO_DEFINE(gw_proto_uwsgi, "uwsgi", gw_uwsgi_t, gw_uwsgi);

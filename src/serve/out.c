@@ -42,6 +42,18 @@ static gw_seg_t *tail_slot(gw_out_t *o)
     return &o->seg[(o->head + o->count) % GW_OUT_SEGS];
 }
 
+/* Makes the free slot s a memory segment and queues it. */
+static int queue_mem(gw_out_t *o, gw_seg_t *s, const char *base, size_t len, void *owner)
+{
+    s->base = base;
+    s->len = len;
+    s->owner = owner;
+    s->fd = -1;
+    s->owns_fd = false;
+    o->count++;
+    return 0;
+}
+
 static int push_mem(gw_out_t *o, const char *base, size_t len, void *owner)
 {
     gw_seg_t *s;
@@ -54,13 +66,7 @@ static int push_mem(gw_out_t *o, const char *base, size_t len, void *owner)
         release(o, owner);
         return -ENOBUFS;
     }
-    s->base = base;
-    s->len = len;
-    s->owner = owner;
-    s->fd = -1;
-    s->owns_fd = false;
-    o->count++;
-    return 0;
+    return queue_mem(o, s, base, len, owner);
 }
 
 int gw__out_push_static(gw_out_t *o, const char *lit, size_t len)
@@ -95,13 +101,7 @@ int gw_out_push_copy(gw_out_t *o, const void *base, size_t len)
     if (!(s = tail_slot(o)))
         return -ENOBUFS;
     memcpy(s->inl, base, len);
-    s->base = s->inl;
-    s->len = len;
-    s->owner = NULL;
-    s->fd = -1;
-    s->owns_fd = false;
-    o->count++;
-    return 0;
+    return queue_mem(o, s, s->inl, len, NULL);
 }
 
 static int push_file(gw_out_t *o, int fd, bool owns_fd, off_t off, size_t len, void *owner)
