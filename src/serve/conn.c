@@ -4,6 +4,7 @@
 #include "core/log.h"
 #include "proto/protocols.h"
 #include "serve/response.h"
+#include "serve/transport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>

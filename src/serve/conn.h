@@ -14,7 +14,6 @@
 #include "proto/request.h"
 #include "serve/out.h"
 #include "serve/static.h"
-#include "serve/transport.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -16,7 +16,6 @@
 #ifndef GW_RESPONSE_H
 #define GW_RESPONSE_H
 
-#include "core/arena.h"
 #include "proto/request.h"
 #include "serve/out.h"
 
