@@ -44,7 +44,7 @@ enum { MAX_REQS = 32 };
     } while (0)
 
 typedef struct outcome {
-    int st;        /* GW_HTTP1_DONE, GW_HTTP1_ERROR, or GW_HTTP1_AGAIN: input ended */
+    int st;        /* GW_PARSE_DONE, GW_PARSE_ERROR, or GW_PARSE_AGAIN: input ended */
     int status;    /* with ERROR */
     uint64_t hash; /* every parsed field and the body, with DONE */
 } outcome_t;
@@ -54,7 +54,7 @@ typedef struct run {
     outcome_t o[MAX_REQS];
 } run_t;
 
-static const gw_http1_limits_t tight = {
+static const gw_proto_limits_t tight = {
     .request_line = 64,
     .field_size = 48,
     .fields = 6,
@@ -62,7 +62,7 @@ static const gw_http1_limits_t tight = {
     .body = 96,
 };
 
-static const gw_http1_limits_t roomy = {
+static const gw_proto_limits_t roomy = {
     .request_line = 1024,
     .field_size = 512,
     .fields = 32,
@@ -113,7 +113,7 @@ static void check_span(gw_span_t s, size_t head_len, const char *what)
 
 /* Checks a request that came back DONE and hashes what it holds. */
 static uint64_t check_done(const gw_req_t *r, const char *base, size_t head_len, int heads,
-                           const gw_http1_limits_t *lim)
+                           const gw_proto_limits_t *lim)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
     bool has_body = r->is_chunked || r->content_length > 0;
@@ -237,7 +237,7 @@ static uint64_t check_done(const gw_req_t *r, const char *base, size_t head_len,
 /* Delivers in[0..n) in reads of 1..maxread bytes (all at once when maxread
  * is 0) and parses every request, as conn.c would. */
 static void run(const uint8_t *in, size_t n, size_t maxread, uint32_t seed,
-                const gw_http1_limits_t *lim, run_t *out)
+                const gw_proto_limits_t *lim, run_t *out)
 {
     gw_http1_t h;
     gw_req_t req;
@@ -266,19 +266,19 @@ static void run(const uint8_t *in, size_t n, size_t maxread, uint32_t seed,
         pos += add;
         for (;;) {
             size_t used = 0;
-            gw_http1_status_t st = gw_http1_feed(&h, &req, buf, parsed, len - parsed, &used);
+            gw_parse_t st = gw_http1_feed(&h, &req, buf, parsed, len - parsed, &used);
 
             if (used > len - parsed)
                 FAIL("used %zu of %zu", used, len - parsed);
             parsed += used;
-            if (st == GW_HTTP1_AGAIN) {
+            if (st == GW_PARSE_AGAIN) {
                 if (parsed != len)
                     FAIL("AGAIN with %zu bytes unused", len - parsed);
                 if (in_body)
                     len = parsed = head_end; /* the body store has them */
                 break;
             }
-            if (st == GW_HTTP1_HEAD) {
+            if (st == GW_PARSE_HEAD) {
                 if (in_body)
                     FAIL("HEAD twice for one request");
                 heads++;
@@ -286,7 +286,7 @@ static void run(const uint8_t *in, size_t n, size_t maxread, uint32_t seed,
                 in_body = true;
                 continue;
             }
-            if (st == GW_HTTP1_ERROR) {
+            if (st == GW_PARSE_ERROR) {
                 switch (h.status) {
                 case 400:
                 case 413:
@@ -300,14 +300,14 @@ static void run(const uint8_t *in, size_t n, size_t maxread, uint32_t seed,
                 }
                 if (!h.reason)
                     FAIL("error %d without a reason", h.status);
-                out->o[out->n++] = (outcome_t){GW_HTTP1_ERROR, h.status, 0};
+                out->o[out->n++] = (outcome_t){GW_PARSE_ERROR, h.status, 0};
                 closed = true;
                 break;
             }
-            if (st != GW_HTTP1_DONE)
+            if (st != GW_PARSE_DONE)
                 FAIL("feed returned %d", (int)st);
             out->o[out->n++] = (outcome_t){
-                GW_HTTP1_DONE, 0, check_done(&req, buf, in_body ? head_end : parsed, heads, lim)};
+                GW_PARSE_DONE, 0, check_done(&req, buf, in_body ? head_end : parsed, heads, lim)};
             if (!req.keep_alive || out->n == MAX_REQS) {
                 closed = true; /* gw_conn_finish() closes */
                 break;
@@ -325,7 +325,7 @@ static void run(const uint8_t *in, size_t n, size_t maxread, uint32_t seed,
         }
     }
     if (!closed && (len > 0 || in_body))
-        out->o[out->n++] = (outcome_t){GW_HTTP1_AGAIN, 0, 0};
+        out->o[out->n++] = (outcome_t){GW_PARSE_AGAIN, 0, 0};
     gw_req_reset(&req, &body_env);
     free(buf);
 }
@@ -349,7 +349,7 @@ static void compare(const run_t *whole, const run_t *pieces)
         if (a->st != b->st)
             return; /* a known bug (see test_known_bugs()); later requests may shift */
 #endif
-        if (a->st == GW_HTTP1_DONE && a->hash != b->hash)
+        if (a->st == GW_PARSE_DONE && a->hash != b->hash)
             FAIL("request %d: parsed differently in one read and in pieces", i);
     }
 }
@@ -358,7 +358,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int base_fd = -1;
     static run_t whole, pieces;
-    const gw_http1_limits_t *lim;
+    const gw_proto_limits_t *lim;
     size_t maxread;
     int fd;
     char leak[HARNESS_FD_WHAT_MAX];

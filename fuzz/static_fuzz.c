@@ -1259,7 +1259,7 @@ static void answer_one(gw_static_t *gs, uint8_t flags, const spec_t *spec, const
     if (!(rb = malloc(total ? total : 1)))
         FAIL("out of memory");
     gw_req_init(&r, &arena_pool);
-    r.is_uwsgi = uwsgi;
+    r.has_cgi_fields = r.is_path_decoded = r.is_gateway = uwsgi; /* as uwsgi.c sets them */
     r.http_major = 1;
     r.http_minor = http10 ? 0 : 1;
     memcpy(rb + o, sp->method, sp->mn);

@@ -45,8 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         abort();                                                                                   \
     } while (0)
 
-static const gw_uwsgi_limits_t tight = {.buffer_size = 256, .body = 96};
-static const gw_uwsgi_limits_t roomy = {.buffer_size = 65535, .body = 4096};
+static const gw_proto_limits_t tight = {.buffer_size = 256, .body = 96};
+static const gw_proto_limits_t roomy = {.buffer_size = 65535, .body = 4096};
 
 static gw_bufpool_t body_pool;
 static gw_arena_pool_t arena_pool;
@@ -85,7 +85,7 @@ static bool name_is(const uint8_t *in, gw_span_t k, const char *lit)
  * LE value length, value) filling exactly the block, REQUEST_METHOD among
  * them and not empty; then CONTENT_LENGTH (empty, or at most 18 digits, at
  * most the body limit) body bytes. */
-static void reference(const uint8_t *in, size_t n, const gw_uwsgi_limits_t *lim, expect_t *e)
+static void reference(const uint8_t *in, size_t n, const gw_proto_limits_t *lim, expect_t *e)
 {
     size_t size, end, pos;
     bool has_method = false;
@@ -204,9 +204,11 @@ static void check_done(const gw_req_t *r, const char *buf, const uint8_t *in, co
         FAIL("version %u.%u, want %u.%u", r->http_major, r->http_minor, major, minor);
     if (r->content_length != e->clen)
         FAIL("content_length %lld, want %lld", (long long)r->content_length, (long long)e->clen);
-    if (!r->is_uwsgi || r->keep_alive || r->is_chunked || r->expect_continue)
-        FAIL("flags: is_uwsgi %d keep_alive %d is_chunked %d expect_continue %d", r->is_uwsgi,
-             r->keep_alive, r->is_chunked, r->expect_continue);
+    if (!r->has_cgi_fields || !r->is_path_decoded || !r->is_gateway || r->keep_alive ||
+        r->is_chunked || r->expect_continue)
+        FAIL("flags: has_cgi_fields %d is_path_decoded %d is_gateway %d keep_alive %d "
+             "is_chunked %d expect_continue %d", r->has_cgi_fields, r->is_path_decoded,
+             r->is_gateway, r->keep_alive, r->is_chunked, r->expect_continue);
     if (heads != (blen > 0))
         FAIL("HEAD returned %d times, body %llu", heads, (unsigned long long)blen);
     if (consumed != e->head + blen)
@@ -350,7 +352,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static int base_fd = -1;
     static gw_uwsgi_t u;
     static gw_req_t req;
-    const gw_uwsgi_limits_t *lim;
+    const gw_proto_limits_t *lim;
     outcome_t whole, pieces;
     expect_t e;
     size_t maxread;

@@ -346,11 +346,13 @@ static int on_headers_complete(llhttp_t *p)
     if (h->last_cb == CB_VALUE && (rc = finish_header(h)))
         return rc;
     h->last_cb = CB_NONE;
-    r->http_major = p->http_major;
-    r->http_minor = p->http_minor;
-    /* llhttp 8.1 takes any digit pair; we speak 1.0 and 1.1 only. */
+    /* llhttp 8.1 takes any digit pair; we speak 1.0 and 1.1 only. The
+     * request gets a version it accepted or none (0.0), so that the answer
+     * to a refused one is HTTP/1.1 (gw_req_answer_minor()). */
     if (p->http_major != 1 || p->http_minor > 1)
         return fail(h, 505, "HTTP version not supported");
+    r->http_major = p->http_major;
+    r->http_minor = p->http_minor;
     /* ... and RTSP/1.0 as well as HTTP/1.0: the protocol name follows the
      * target and its one space. */
     if (memcmp(h->base + r->target.off + r->target.len, " HTTP/", 6) != 0)
@@ -489,7 +491,7 @@ static const llhttp_settings_t settings = {
     .on_message_complete = on_message_complete,
 };
 
-void gw_http1_init(gw_http1_t *h, const gw_http1_limits_t *lim, const gw_body_env_t *env)
+void gw_http1_init(gw_http1_t *h, const gw_proto_limits_t *lim, const gw_body_env_t *env)
 {
     memset(h, 0, sizeof(*h));
     llhttp_init(&h->parser, HTTP_REQUEST, &settings);
@@ -500,7 +502,7 @@ void gw_http1_init(gw_http1_t *h, const gw_http1_limits_t *lim, const gw_body_en
 
 void gw_http1_reset(gw_http1_t *h)
 {
-    const gw_http1_limits_t *lim = h->lim;
+    const gw_proto_limits_t *lim = h->lim;
     const gw_body_env_t *env = h->body_env;
     llhttp_t parser = h->parser;
 
@@ -552,8 +554,8 @@ static int check_lines(gw_http1_t *h, const char *p, size_t n)
     return 0;
 }
 
-gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, size_t off,
-                                size_t len, size_t *used)
+gw_parse_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, size_t off, size_t len,
+                         size_t *used)
 {
     const char *data = base + off, *p = data, *end = data + len;
 
@@ -562,13 +564,13 @@ gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, 
     h->feed_end = end;
     *used = 0;
     if (len == 0)
-        return GW_HTTP1_AGAIN;
+        return GW_PARSE_AGAIN;
     if (h->crlf_need || h->in_size_line) {
         const char *q = p; /* llhttp still gets them all, from p */
         if (h->crlf_need && check_chunk_crlf(h, &q))
-            return GW_HTTP1_ERROR;
+            return GW_PARSE_ERROR;
         if (h->in_size_line && !h->crlf_need && scan_size_line(h, q))
-            return GW_HTTP1_ERROR;
+            return GW_PARSE_ERROR;
     }
     for (;;) {
         bool lines = !h->in_body || h->in_trailer; /* head or trailer bytes */
@@ -584,18 +586,18 @@ gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, 
             n = (size_t)(llhttp_get_error_pos(&h->parser) - p);
         } else {
             h->status = map_error(h, e);
-            return GW_HTTP1_ERROR;
+            return GW_PARSE_ERROR;
         }
         if (lines && check_lines(h, p, n))
-            return GW_HTTP1_ERROR;
+            return GW_PARSE_ERROR;
         p += n;
         *used = (size_t)(p - data);
         if (e == HPE_OK)
-            return GW_HTTP1_AGAIN;
+            return GW_PARSE_AGAIN;
         if (h->in_body == 2) {
             if (e == HPE_PAUSED_UPGRADE)
                 req->keep_alive = false;
-            return GW_HTTP1_DONE;
+            return GW_PARSE_DONE;
         }
         if (h->in_trailer && !h->trailer_started) {
             /* Paused at the last chunk's size line (which ended in CRLF):
@@ -605,6 +607,10 @@ gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, 
             h->after_lf = true;
             continue;
         }
-        return GW_HTTP1_HEAD;
+        return GW_PARSE_HEAD;
     }
 }
+
+/* The protocol seam (proto.h). status is never 0: an HTTP client always
+ * gets its answer. */
+GW_PROTO_DEFINE(gw_proto_http1, "http", gw_http1_t, gw_http1);

@@ -6,29 +6,15 @@
 #ifndef GW_HTTP1_H
 #define GW_HTTP1_H
 
-#include "proto/request.h"
+#include "proto/proto.h"
 
 #include <llhttp.h>
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct gw_http1_limits {
-    uint64_t request_line;
-    uint64_t field_size;
-    uint64_t fields;
-    uint64_t headers;
-    uint64_t body;
-} gw_http1_limits_t;
-
-typedef gw_parse_t gw_http1_status_t;
-#define GW_HTTP1_AGAIN GW_PARSE_AGAIN
-#define GW_HTTP1_HEAD GW_PARSE_HEAD
-#define GW_HTTP1_DONE GW_PARSE_DONE
-#define GW_HTTP1_ERROR GW_PARSE_ERROR
-
 typedef struct gw_http1 {
     llhttp_t parser;
-    const gw_http1_limits_t *lim; /* borrowed, worker lifetime */
+    const gw_proto_limits_t *lim; /* borrowed, worker lifetime */
     const gw_body_env_t *body_env;/* borrowed, worker lifetime */
     gw_req_t *req;                /* borrowed while parsing */
     const char *base;             /* read buffer start during a feed */
@@ -42,7 +28,7 @@ typedef struct gw_http1 {
     uint64_t chunk_left;
     uint64_t size_line;           /* bytes of the chunk-size line being read */
     bool in_size_line;            /* its LF not seen yet */
-    int status;                   /* with GW_HTTP1_ERROR: 400, 413, 414, 431, 505, 500 */
+    int status;                   /* with GW_PARSE_ERROR: 400, 413, 414, 431, 505, 500 */
     const char *reason;           /* short text for the error log */
     gw_span_t cur_name, cur_value;
     bool drop_header;
@@ -54,8 +40,11 @@ typedef struct gw_http1 {
     uint64_t raw_bytes;           /* head (and trailer) bytes, whitespace included */
 } gw_http1_t;
 
+/* The protocol's operations (proto.h) over a gw_http1_t. */
+extern const gw_proto_ops_t gw_proto_http1;
+
 /* Prepares h for a new connection. */
-void gw_http1_init(gw_http1_t *h, const gw_http1_limits_t *lim, const gw_body_env_t *env);
+void gw_http1_init(gw_http1_t *h, const gw_proto_limits_t *lim, const gw_body_env_t *env);
 
 /* Starts a new request on the same connection (keep-alive). */
 void gw_http1_reset(gw_http1_t *h);
@@ -65,7 +54,7 @@ void gw_http1_reset(gw_http1_t *h);
  * head is incomplete). *used tells how many bytes were consumed; after HEAD or
  * DONE the caller feeds the rest later. Body bytes go to req->body (this can
  * write to a temp file). Never runs Python. */
-gw_http1_status_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, size_t off,
-                                size_t len, size_t *used);
+gw_parse_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, size_t off, size_t len,
+                         size_t *used);
 
 #endif

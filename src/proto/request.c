@@ -1,10 +1,12 @@
 #include "proto/request.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -99,6 +101,63 @@ gw_span_t gw_req_host(const gw_req_t *r)
     if (r->host >= 0 && (uint32_t)r->host < r->nheaders) /* (set before the header is added) */
         return r->headers[r->host].value;
     return (gw_span_t){0, 0};
+}
+
+static const gw_header_t *find(const gw_req_t *r, const char *rb, const char *name, size_t n)
+{
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        const gw_header_t *h = &r->headers[i];
+        if (h->name.len == n && strncasecmp(rb + h->name.off, name, n) == 0)
+            return h;
+    }
+    return NULL;
+}
+
+static bool value_of(const gw_header_t *h, const char *rb, const char **v, size_t *vn)
+{
+    if (!h)
+        return false;
+    *v = rb + h->value.off;
+    *vn = h->value.len;
+    return true;
+}
+
+bool gw_req_header(const gw_req_t *r, const char *rb, const char *name, const char **v,
+                   size_t *vn)
+{
+    size_t n = strlen(name);
+    char cgi[64];
+
+    if (r->has_cgi_fields) {
+        /* RFC 3875 4.1.18: "HTTP_" and the name, upper case, '-' as '_'. */
+        if (n + 5 >= sizeof(cgi))
+            return false;
+        memcpy(cgi, "HTTP_", 5);
+        for (size_t i = 0; i < n; i++)
+            cgi[5 + i] = name[i] == '-' ? '_' : (char)toupper((unsigned char)name[i]);
+        name = cgi;
+        n += 5;
+    }
+    return value_of(find(r, rb, name, n), rb, v, vn);
+}
+
+bool gw_req_var(const gw_req_t *r, const char *rb, const char *name, const char **v, size_t *vn)
+{
+    return r->has_cgi_fields && value_of(find(r, rb, name, strlen(name)), rb, v, vn);
+}
+
+const char *gw_req_protocol(const gw_req_t *r, char buf[GW_REQ_PROTOCOL_LEN])
+{
+    static const char *const http1[] = {"HTTP/1.0", "HTTP/1.1"};
+
+    if (r->http_major == 1 && r->http_minor <= 1)
+        return http1[r->http_minor];
+    if (!r->is_gateway)
+        return NULL;
+    /* What nginx spoke to its client (HTTP/2.0, 3.0), or 0.0 when it did
+     * not say: logged as it came. */
+    snprintf(buf, GW_REQ_PROTOCOL_LEN, "HTTP/%u.%u", r->http_major, r->http_minor);
+    return buf;
 }
 
 int gw_req_add_header(gw_req_t *r, gw_span_t name, gw_span_t value)

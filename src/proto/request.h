@@ -1,7 +1,11 @@
-/* The protocol-neutral request: what the HTTP/1.1 (and later uwsgi) parser
- * fills and the WSGI bridge reads. Strings are spans into the connection's
- * read buffer, valid until the request is reset. The body is buffered whole
- * before the app runs: in memory up to a threshold, then in a temp file. */
+/* The protocol-neutral request: what every protocol's parser fills (proto.h)
+ * and static files, the response writer, the access log and the WSGI bridge
+ * read. Strings are spans into the connection's read buffer, valid until the
+ * request is reset. The body is buffered whole before the app runs: in
+ * memory up to a threshold, then in a temp file. Where protocols differ,
+ * the request says so as facts (has_cgi_fields, is_path_decoded,
+ * is_gateway) that the rest of the server asks instead of "which protocol
+ * was this?", so that a new protocol sets facts instead of adding cases. */
 #ifndef GW_REQUEST_H
 #define GW_REQUEST_H
 
@@ -9,6 +13,7 @@
 #include "core/buf.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -35,23 +40,23 @@ typedef struct gw_body {
     uint64_t len; /* bytes stored (file and batch) */
 } gw_body_t;
 
-/* What a protocol parser's feed returns. */
-typedef enum gw_parse {
-    GW_PARSE_AGAIN, /* everything usable consumed; feed more */
-    GW_PARSE_HEAD,  /* the head is complete and valid; a body follows */
-    GW_PARSE_DONE,  /* the whole request is in; the parser waits */
-    GW_PARSE_ERROR, /* answer the parser's status (or just close) */
-} gw_parse_t;
-
 typedef struct gw_req {
-    gw_span_t method, target, path, query; /* path: decoded later, raw here */
+    gw_span_t method, target, path, query; /* path: raw unless is_path_decoded */
     gw_span_t authority;    /* host[:port] of an absolute-form target, else empty */
-    uint8_t http_major, http_minor;
+    uint8_t http_major, http_minor; /* 0.0 until known (HTTP/1: a version it accepted) */
     bool is_head;
     bool is_chunked;
     bool keep_alive;
     bool expect_continue;
-    bool is_uwsgi;          /* headers are CGI variables from a uwsgi packet */
+    /* Facts of the protocol, set by its parser with the head; false for
+     * HTTP/1.x, true for uwsgi (and later FastCGI, for the first two). */
+    bool has_cgi_fields;    /* headers are CGI variables (HTTP_ACCEPT_ENCODING, REMOTE_ADDR,
+                             * SERVER_PROTOCOL), not HTTP header fields */
+    bool is_path_decoded;   /* path is percent-decoded already (a gateway's PATH_INFO) */
+    bool is_gateway;        /* from a gateway (nginx): one request per connection, its
+                             * whole announced body sent before it reads the answer,
+                             * which it reads to the connection's end (so no chunking);
+                             * the version is what it spoke to its client, as reported */
     int64_t content_length; /* -1: none given */
     gw_header_t *headers;   /* in the arena */
     uint32_t nheaders, cap_headers;
@@ -86,6 +91,40 @@ const char *gw_req_id(gw_req_t *r, const char *rb, bool generate, size_t *len);
  * then ignored), else the Host header's value (HTTP_HOST behind uwsgi);
  * empty when there is none. */
 gw_span_t gw_req_host(const gw_req_t *r);
+
+/* The value of the request header name (lower case, "accept-encoding"),
+ * the first one given, whatever the protocol calls it: the field itself, or
+ * its CGI variable (HTTP_ACCEPT_ENCODING) when has_cgi_fields. rb is the
+ * read buffer the spans point into; *v is a slice of it. false: none. */
+bool gw_req_header(const gw_req_t *r, const char *rb, const char *name, const char **v,
+                   size_t *vn);
+
+/* The value of the CGI variable name ("REMOTE_ADDR": what a gateway says
+ * of its client); false when there is none or the fields are HTTP ones. */
+bool gw_req_var(const gw_req_t *r, const char *rb, const char *name, const char **v,
+                size_t *vn);
+
+/* The protocol as the access log and the environ name it ("HTTP/1.1"), in
+ * static storage or buf; NULL while the request has no version (refused
+ * before it was read). A gateway's is logged as it reported it. */
+#define GW_REQ_PROTOCOL_LEN 16
+const char *gw_req_protocol(const gw_req_t *r, char buf[GW_REQ_PROTOCOL_LEN]);
+
+/* The minor version of the HTTP/1 status line an answer to r carries: 0 to a
+ * request whose version is known and minor 0 (HTTP/1.0, answered in kind as
+ * RFC 9110 2.5 allows; a gateway's HTTP/2.0 or 3.0, whose status line nginx
+ * reads no version from), 1 otherwise (a version not read yet included). */
+static inline int gw_req_answer_minor(const gw_req_t *r)
+{
+    return r->http_major && !r->http_minor ? 0 : 1;
+}
+
+/* Whether an answer to r may be chunked (RFC 9112 7.1: HTTP/1.1 only; a
+ * gateway reads the answer to the connection's end instead). */
+static inline bool gw_req_may_chunk(const gw_req_t *r)
+{
+    return r->http_major == 1 && r->http_minor == 1 && !r->is_gateway;
+}
 
 /* Appends a header by spans; 0 or -ENOMEM. */
 int gw_req_add_header(gw_req_t *r, gw_span_t name, gw_span_t value);

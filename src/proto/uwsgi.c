@@ -6,7 +6,7 @@
 
 enum { U_HEAD, U_BODY, U_DONE };
 
-void gw_uwsgi_init(gw_uwsgi_t *u, const gw_uwsgi_limits_t *lim, const gw_body_env_t *env)
+void gw_uwsgi_init(gw_uwsgi_t *u, const gw_proto_limits_t *lim, const gw_body_env_t *env)
 {
     memset(u, 0, sizeof(*u));
     u->lim = lim;
@@ -105,8 +105,10 @@ static gw_parse_t parse_head(gw_uwsgi_t *u, gw_req_t *r, const char *base, size_
         return fail(u, 0, "--buffer-size is smaller than this request block size:", size);
     if (len < 4 + (size_t)size)
         return GW_PARSE_AGAIN; /* keep the whole block contiguous, then parse */
-    r->is_uwsgi = true;
-    r->keep_alive = false; /* one request per connection, as nginx expects */
+    /* nginx sends CGI variables, PATH_INFO decoded, one request per
+     * connection (it reads the answer to the end, so it cannot be kept) */
+    r->has_cgi_fields = r->is_path_decoded = r->is_gateway = true;
+    r->keep_alive = false;
     for (pos = 4; pos < 4 + size;) {
         gw_span_t k, v;
         if (pos + 2 > 4 + size)
@@ -167,3 +169,7 @@ gw_parse_t gw_uwsgi_feed(gw_uwsgi_t *u, gw_req_t *req, const char *base, size_t 
         return GW_PARSE_DONE; /* one request per connection: the rest is ignored */
     }
 }
+
+/* The protocol seam (proto.h). status 0: not the uwsgi protocol (HTTP sent
+ * to a uwsgi socket, say), closed without an answer. */
+GW_PROTO_DEFINE(gw_proto_uwsgi, "uwsgi", gw_uwsgi_t, gw_uwsgi);

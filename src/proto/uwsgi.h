@@ -6,18 +6,13 @@
 #ifndef GW_UWSGI_H
 #define GW_UWSGI_H
 
-#include "proto/request.h"
+#include "proto/proto.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct gw_uwsgi_limits {
-    uint64_t buffer_size; /* largest variables block (the protocol's own cap: 65535) */
-    uint64_t body;
-} gw_uwsgi_limits_t;
-
 typedef struct gw_uwsgi {
-    const gw_uwsgi_limits_t *lim; /* borrowed, worker lifetime */
+    const gw_proto_limits_t *lim; /* borrowed, worker lifetime: buffer_size, body */
     const gw_body_env_t *body_env;
     uint8_t state;
     uint64_t body_left;
@@ -25,7 +20,10 @@ typedef struct gw_uwsgi {
     char reason[96];              /* for the error log */
 } gw_uwsgi_t;
 
-void gw_uwsgi_init(gw_uwsgi_t *u, const gw_uwsgi_limits_t *lim, const gw_body_env_t *env);
+/* The protocol's operations (proto.h) over a gw_uwsgi_t. */
+extern const gw_proto_ops_t gw_proto_uwsgi;
+
+void gw_uwsgi_init(gw_uwsgi_t *u, const gw_proto_limits_t *lim, const gw_body_env_t *env);
 void gw_uwsgi_reset(gw_uwsgi_t *u);
 
 /* Parses base[off .. off+len) into req; the packet header and variables must

@@ -4,6 +4,7 @@
 
 #include "core/log.h"
 #include "proc/signals.h"
+#include "serve/response.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -47,13 +48,13 @@ typedef struct wreq {
     size_t status_len;
     int code;
     int cl_index;     /* the app's Content-Length among hdrs, or -1 */
-    int64_t app_length;
+    int64_t app_length;   /* its value, or -1 */
     int64_t known_length; /* computed by us (list, file), or -1 */
-    uint64_t body_sent;
+    gw_resp_t rs;         /* the answer's framing, decided by the writer, and its progress */
     int fd;               /* M_FILE: our dup() of the file's descriptor, owned until queued */
     long long fpos;
     uint8_t mode;
-    bool headers_set, headers_sent, chunked, no_body, keep_alive, app_close;
+    bool headers_set, headers_sent, app_close;
     bool has_server, has_date, has_request_id, is_finishing, is_dead, has_truncated;
     bool is_complete; /* the answer is all queued (or abandoned): write() refuses */
     bool awaits_resume; /* the pump is back in the loop until on_resume */
@@ -409,8 +410,8 @@ static int set_body(gw_wsgi_t *w, wreq_t *wr, PyObject *env, gw_req_t *r)
     return 0;
 }
 
-/* A uwsgi request: nginx sent CGI variables already; they become the
- * environ as they are, with the scheme taken from HTTPS / REQUEST_SCHEME. */
+/* A request of CGI variables (uwsgi from nginx): they become the environ as
+ * they are, with the scheme taken from HTTPS / REQUEST_SCHEME. */
 static PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
 {
     gw_conn_t *c = wr->conn;
@@ -939,13 +940,6 @@ static void harakiri_resume(gw_wsgi_t *w, hk_pause_t p)
                           memory_order_release);
 }
 
-/* The output segments one body block takes: size line, data and CRLF when
- * chunked. They go into the ring together or not at all. */
-static unsigned body_segs(const wreq_t *wr)
-{
-    return wr->chunked ? 3 : 1;
-}
-
 /* gw_conn_send() for write(): when the queue drains while the pump waits in
  * the loop for it to drain (another thread's write() sent the pump's bytes
  * too), the pump would wait for a wake-up that never comes; it is resumed
@@ -1122,8 +1116,8 @@ static PyObject *write_cb(PyObject *self, PyObject *data)
         Py_DECREF(block);
         return NULL;
     }
-    if (wr->no_body)
-        Py_CLEAR(block);
+    if (wr->rs.no_body)
+        Py_CLEAR(block); /* HEAD, 204, 304: only the head is sent */
     /* Held while it may wait: never bound to another request meanwhile. */
     Py_INCREF(self);
     rc = write_block(b, wr, block);
@@ -1236,54 +1230,28 @@ static void release_owner(void *owner)
     Py_DECREF((PyObject *)owner);
 }
 
+/* Queues the head: status, headers and what is known of the length; the
+ * response writer decides the framing and keep-alive into wr->rs. */
 static int send_head(wreq_t *wr)
 {
     gw_req_t *r = gw_conn_req(wr->conn);
-    gw_head_t h = {
-        .http_minor = r->http_minor,
-        .status = wr->status,
-        .status_len = wr->status_len,
+    gw_answer_t a = {
+        .status = wr->code,
+        .status_line = wr->status,
+        .status_line_len = wr->status_len,
         .hdrs = wr->hdrs,
         .nhdrs = wr->nhdrs,
-        .add_server = !wr->has_server,
-        .add_date = !wr->has_date,
+        .length_hdr = wr->cl_index,
+        .length = wr->app_length >= 0 ? wr->app_length : wr->known_length,
+        .wants_close = wr->app_close,
+        .has_server = wr->has_server,
+        .has_date = wr->has_date,
     };
-    bool keep = gw_conn_may_keep_alive(wr->conn) && !wr->app_close;
-    char *buf;
-    size_t n;
 
-    wr->no_body = r->is_head || wr->code == 204 || wr->code == 304;
-    if (wr->code == 204 && wr->cl_index >= 0) {
-        wr->hdrs[wr->cl_index].name_len = 0; /* RFC 9110 8.6: never in a 204 */
-        wr->app_length = -1;
-    }
-    if (wr->no_body) {
-        h.framing = GW_FRAME_NONE;
-        if (wr->app_length < 0 && wr->known_length >= 0 && wr->code != 204 && wr->code != 304) {
-            h.add_length = true; /* HEAD tells the length GET would have */
-            h.content_length = (uint64_t)wr->known_length;
-        }
-    } else if (wr->app_length >= 0) {
-        h.framing = GW_FRAME_LENGTH;
-    } else if (wr->known_length >= 0) {
-        h.framing = GW_FRAME_LENGTH;
-        h.add_length = true;
-        h.content_length = (uint64_t)wr->known_length;
-        wr->app_length = wr->known_length;
-    } else if (r->http_minor == 1 && !r->is_uwsgi) {
-        /* (nginx reads a uwsgi answer to the end of the connection) */
-        h.framing = GW_FRAME_CHUNKED;
-        wr->chunked = true;
-    } else {
-        h.framing = GW_FRAME_CLOSE;
-        keep = false;
-    }
-    h.keep_alive = keep;
-    wr->keep_alive = keep;
     if (wr->w->cfg->request_id && !wr->has_request_id)
-        h.request_id = gw_req_id(r, gw_conn_rbuf(wr->conn), true, &h.request_id_len);
-    n = gw_head_format(&h, &r->arena, &buf);
-    if (!n || gw_out_push_arena(gw_conn_out(wr->conn), &r->arena, buf, n) < 0) {
+        a.request_id = gw_req_id(r, gw_conn_rbuf(wr->conn), true, &a.request_id_len);
+    if (gw_resp_head(&wr->rs, &a, r, gw_conn_may_keep_alive(wr->conn), gw_conn_out(wr->conn)) <
+        0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1300,34 +1268,15 @@ static int send_head(wreq_t *wr)
  * once failed silently (and the chunk framing with it). Runs no Python. */
 static int queue_body(wreq_t *wr, PyObject *item)
 {
-    gw_out_t *o = gw_conn_out(wr->conn);
-    size_t n = (size_t)PyBytes_GET_SIZE(item);
-    char line[GW_OUT_INLINE];
-    int rc = 0;
+    int rc = gw_resp_push_ref(&wr->rs, gw_conn_out(wr->conn), PyBytes_AS_STRING(item),
+                              (size_t)PyBytes_GET_SIZE(item), item);
 
-    if (wr->app_length >= 0) {
-        uint64_t left = (uint64_t)wr->app_length - wr->body_sent;
-        if (n > left) {
-            if (!wr->has_truncated)
-                gw_log_error("the app sent more than its Content-Length; the rest is dropped");
-            wr->has_truncated = true;
-            n = (size_t)left;
-        }
-    }
-    if (n == 0) {
-        Py_DECREF(item); /* exact bytes: frees memory, runs no Python */
-        return 0;
-    }
-    if (gw_out_room(o) < body_segs(wr))
+    if (rc == -ENOBUFS)
         return 1;
-    if (wr->chunked)
-        rc |= gw_out_push_copy(o, line, (size_t)snprintf(line, sizeof(line), "%zx\r\n", n));
-    rc |= gw_out_push_ref(o, PyBytes_AS_STRING(item), n, item);
-    if (wr->chunked)
-        rc |= gw_out_push_lit(o, "\r\n");
-    assert(rc == 0); /* the room was there, and a size line fits inline */
-    (void)rc;
-    wr->body_sent += n;
+    if (rc > 0 && !wr->has_truncated) {
+        gw_log_error("the app sent more than its Content-Length; the rest is dropped");
+        wr->has_truncated = true;
+    }
     return 0;
 }
 
@@ -1398,7 +1347,7 @@ static void cleanup(wreq_t *wr)
 static void finish(wreq_t *wr, bool keep_alive, int status)
 {
     gw_conn_t *c = wr->conn;
-    uint64_t sent = wr->body_sent;
+    uint64_t sent = wr->rs.body_sent;
 
     cleanup(wr);
     gw_conn_finish(c, keep_alive, status, sent);
@@ -1413,7 +1362,7 @@ static void complete(wreq_t *wr)
         wr->awaits_resume = true;
         return;
     }
-    finish(wr, rc == 0 && wr->keep_alive, wr->code);
+    finish(wr, rc == 0 && wr->rs.keep_alive, wr->code);
 }
 
 static void respond_500(wreq_t *wr)
@@ -1421,23 +1370,19 @@ static void respond_500(wreq_t *wr)
     gw_req_t *r = gw_conn_req(wr->conn);
     gw_out_t *o = gw_conn_out(wr->conn);
     const char *id = NULL;
-    char *buf;
-    size_t n, idn = 0;
+    size_t idn = 0;
 
     /* A 100 Continue may be half out: its rest goes first (a head already
      * begun must end before another starts). */
     gw_out_discard_unstarted(o);
     wr->code = 500;
-    wr->keep_alive = gw_conn_may_keep_alive(wr->conn);
     if (wr->w->cfg->request_id)
         id = gw_req_id(r, gw_conn_rbuf(wr->conn), true, &idn);
-    n = gw_head_simple(500, wr->keep_alive, r->is_head, id, idn, &r->arena, &buf);
-    if (!n) {
+    if (gw_resp_text(&wr->rs, r, 500, NULL, 0, gw_conn_may_keep_alive(wr->conn), id, idn, o) <
+        0) {
         finish(wr, false, 500);
         return;
     }
-    gw_out_push_arena(o, &r->arena, buf, n);
-    wr->body_sent = r->is_head ? 0 : strlen(gw_status_reason(500)) + 1;
     complete(wr);
 }
 
@@ -1456,6 +1401,9 @@ static void app_error(wreq_t *wr, const char *what)
 
 static void end_body(wreq_t *wr)
 {
+    gw_out_t *o = gw_conn_out(wr->conn);
+    int rc;
+
     wr->is_complete = true;
     if (!wr->headers_set) {
         PyErr_SetString(PyExc_RuntimeError, "the app returned without calling start_response()");
@@ -1470,29 +1418,23 @@ static void end_body(wreq_t *wr)
             return;
         }
     }
-    if (wr->chunked) {
-        gw_out_t *o = gw_conn_out(wr->conn);
-        if (!gw_out_room(o)) {
-            /* The app's threads' write()s filled the ring while they waited
-             * for the socket: the last chunk waits its turn (on_resume). */
-            int rc = gw_conn_send(wr->conn);
-            if (rc < 0 && rc != -EAGAIN) {
-                finish(wr, false, wr->code);
-                return;
-            }
-            if (!gw_out_room(o)) {
-                wr->is_ending = true;
-                wr->awaits_resume = true;
-                return;
-            }
+    if ((rc = gw_resp_end(&wr->rs, o)) == -ENOBUFS) {
+        /* The app's threads' write()s filled the ring while they waited
+         * for the socket: the last chunk waits its turn (on_resume). */
+        int sent = gw_conn_send(wr->conn);
+        if (sent < 0 && sent != -EAGAIN) {
+            finish(wr, false, wr->code);
+            return;
         }
-        gw_out_push_lit(o, "0\r\n\r\n");
+        if ((rc = gw_resp_end(&wr->rs, o)) == -ENOBUFS) {
+            wr->is_ending = true;
+            wr->awaits_resume = true;
+            return;
+        }
     }
-    if (!wr->no_body && wr->app_length >= 0 && wr->body_sent < (uint64_t)wr->app_length) {
-        gw_log_error("the app sent %llu of the %lld bytes its Content-Length promised; closing",
-                     (unsigned long long)wr->body_sent, (long long)wr->app_length);
-        wr->keep_alive = false;
-    }
+    if (rc > 0)
+        gw_log_error("the app sent %llu of the %llu bytes its Content-Length promised; closing",
+                     (unsigned long long)wr->rs.body_sent, (unsigned long long)wr->rs.length);
     complete(wr);
 }
 
@@ -1526,18 +1468,15 @@ static void send_file(wreq_t *wr)
         app_error(wr, "error");
         return;
     }
-    if (!wr->no_body && len) {
-        /* The queue owns our dup: the app closing its file (or another
-         * request closing a shared one) cannot change what is sent. */
-        int rc = gw_out_push_file_own(gw_conn_out(wr->conn), wr->fd, (off_t)wr->fpos, len);
-        wr->fd = -1; /* the queue's now, queued or closed */
-        if (rc < 0) { /* the head is the only segment before it: never */
-            PyErr_SetString(PyExc_RuntimeError, "gangway: the output queue is full");
-            app_error(wr, "cannot send file");
-            return;
-        }
-        wr->body_sent = len;
+    /* The queue owns our dup: the app closing its file (or another request
+     * closing a shared one) cannot change what is sent. */
+    if (gw_resp_push_file(&wr->rs, gw_conn_out(wr->conn), wr->fd, true, (off_t)wr->fpos, len) <
+        0) { /* the head is the only segment before it: never */
+        PyErr_SetString(PyExc_RuntimeError, "gangway: the output queue is full");
+        app_error(wr, "cannot send file"); /* cleanup() closes wr->fd */
+        return;
     }
+    wr->fd = -1; /* the queue's now, queued or (HEAD) closed */
     end_body(wr);
 }
 
@@ -1603,7 +1542,7 @@ static void pump(wreq_t *wr)
             app_error(wr, "error");
             return;
         }
-        if (wr->no_body) {
+        if (wr->rs.no_body) {
             Py_DECREF(item);
             break; /* HEAD, 204, 304: the status and headers were all we needed */
         }
@@ -1615,7 +1554,7 @@ static void pump(wreq_t *wr)
                 finish(wr, false, wr->code);
                 return;
             }
-            if (gw_out_room(o) < body_segs(wr)) { /* the item waits for on_resume */
+            if (gw_out_room(o) < gw_resp_block_segs(&wr->rs)) { /* the item waits for on_resume */
                 if (wr->mode == M_SEQ)
                     wr->items[--wr->seq_i] = item;
                 else
@@ -1699,7 +1638,7 @@ static void on_request(void *ctx, gw_conn_t *c)
     wr->fd = -1;
     *gw_conn_app_slot(c) = wr;
 
-    env = gw_conn_req(c)->is_uwsgi ? build_environ_cgi(w, wr) : build_environ(w, wr);
+    env = r->has_cgi_fields ? build_environ_cgi(w, wr) : build_environ(w, wr);
     if (!env || !(sr = bind_request(w, wr))) {
         Py_XDECREF(env);
         app_error(wr, "cannot build the environ");
@@ -1767,7 +1706,7 @@ static void on_resume(void *ctx, gw_conn_t *c)
     if (wr->is_dead) {
         finish(wr, false, wr->code); /* an app thread's write() found the client gone */
     } else if (wr->is_finishing) {
-        finish(wr, wr->keep_alive, wr->code);
+        finish(wr, wr->rs.keep_alive, wr->code);
     } else if (wr->is_ending) {
         wr->is_ending = false;
         end_body(wr);

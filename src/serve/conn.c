@@ -2,6 +2,9 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "proto/protocols.h"
+#include "serve/response.h"
+#include "serve/transport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -13,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -65,17 +67,15 @@ struct gw_conn {
     gw_buf_t rbuf;
     size_t parsed;     /* rbuf bytes the parser has consumed */
     size_t head_end;   /* rbuf bytes of the current request's head */
-    bool is_uwsgi;     /* the listener speaks uwsgi, not HTTP */
-    union {
-        gw_http1_t http;
-        gw_uwsgi_t uw;
-    } p;
+    const gw_proto_ops_t *proto; /* the listener's protocol, driven through proto.h */
+    gw_proto_state_t p; /* its parser; open clears what comes before p, not p on */
     gw_req_t req;
     out_node_t *out;
     void *app_state;
     void *handler_data;
     gw_timer_t timer;
     gw_peer_t peer;
+    gw_transport_t tp; /* every byte of the connection goes through it (transport.h) */
 };
 
 static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events);
@@ -85,7 +85,7 @@ static void process_input(gw_conn_t *c);
 static void close_conn(gw_conn_t *c);
 
 void gw_conn_ctx_init(gw_conn_ctx_t *ctx, gw_loop_t *loop, const gw_handler_t *handler,
-                      const gw_http1_limits_t *limits, uint64_t body_buffer,
+                      const gw_proto_limits_t *limits, uint64_t body_buffer,
                       const char *tmpdir, uint64_t header_s, uint64_t body_s,
                       uint64_t keepalive_s, uint64_t write_s)
 {
@@ -187,6 +187,12 @@ bool gw_conn_has_ready(const gw_conn_ctx_t *ctx)
 
 /* ---- open / close ---- */
 
+/* The protocol each kind of listener speaks (proc/listen.h names the kinds). */
+static const gw_proto_ops_t *const protocols[] = {
+    [GW_PROTO_HTTP] = &gw_proto_http1,
+    [GW_PROTO_UWSGI] = &gw_proto_uwsgi,
+};
+
 int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struct sockaddr *sa)
 {
     gw_conn_t *c = ctx->_free;
@@ -202,16 +208,14 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     c->ctx = ctx;
     c->watch.fd = fd;
     c->watch.cb = on_io;
+    gw_transport_open_plain(&c->tp, fd);
     c->rbuf = (gw_buf_t){0};
     c->parsed = c->head_end = 0;
     c->out = NULL;
     c->app_state = NULL;
     c->handler_data = NULL;
-    c->is_uwsgi = l->proto == GW_PROTO_UWSGI;
-    if (c->is_uwsgi)
-        gw_uwsgi_init(&c->p.uw, &ctx->uwsgi_limits, &ctx->body_env);
-    else
-        gw_http1_init(&c->p.http, &ctx->limits, &ctx->body_env);
+    c->proto = protocols[l->proto];
+    c->proto->init(&c->p, &ctx->limits, &ctx->body_env);
     gw_req_init(&c->req, &ctx->arena_pool);
     gw_timer_init(&c->timer, on_timer);
     c->peer.listener = l;
@@ -287,7 +291,7 @@ static void close_conn(gw_conn_t *c)
     ready_remove(c);
     if (c->is_watched)
         gw_loop_del(ctx->loop, &c->watch);
-    close(c->watch.fd);
+    gw_transport_close(&c->tp);
     if (c->handler_data && ctx->handler.on_close)
         ctx->handler.on_close(ctx->handler.ctx, c);
     c->handler_data = NULL;
@@ -368,49 +372,25 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
     gw_req_t *r = &c->req;
     gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes,
                      .is_aborted = is_aborted};
-    char remote[48], proto[16];
-    static const char *protos[] = {"HTTP/1.0", "HTTP/1.1"};
+    char remote[48], proto[GW_REQ_PROTOCOL_LEN];
+    const char *v;
+    size_t vn;
 
     if (!gw_log_access_enabled())
         return;
-    if (rb && r->method.len && r->target.len &&
-        ((r->http_major == 1 && r->http_minor <= 1) || r->is_uwsgi)) {
+    if (rb && r->method.len && r->target.len && (a.protocol = gw_req_protocol(r, proto))) {
         a.method = rb + r->method.off;
         a.method_len = r->method.len;
         a.target = rb + r->target.off;
         a.target_len = r->target.len;
-        if (r->is_uwsgi) { /* what nginx spoke to the client: 1.x, 2.0, 3.0 */
-            snprintf(proto, sizeof(proto), "HTTP/%u.%u", r->http_major, r->http_minor);
-            a.protocol = proto;
-        } else {
-            a.protocol = protos[r->http_minor];
-        }
-        for (uint32_t i = 0; i < r->nheaders && r->is_uwsgi; i++) {
-            /* Behind nginx: the client is what nginx says it is. */
-            gw_header_t *h = &r->headers[i];
-            const char *k = rb + h->name.off;
-            if (h->name.len == 12 && memcmp(k, "HTTP_REFERER", 12) == 0) {
-                a.referer = rb + h->value.off;
-                a.referer_len = h->value.len;
-            } else if (h->name.len == 15 && memcmp(k, "HTTP_USER_AGENT", 15) == 0) {
-                a.agent = rb + h->value.off;
-                a.agent_len = h->value.len;
-            } else if (h->name.len == 11 && memcmp(k, "REMOTE_ADDR", 11) == 0 &&
-                       h->value.len < sizeof(remote)) {
-                memcpy(remote, rb + h->value.off, h->value.len);
-                remote[h->value.len] = '\0';
-                a.remote = remote;
-            }
-        }
-        for (uint32_t i = 0; i < r->nheaders && !r->is_uwsgi; i++) {
-            gw_header_t *h = &r->headers[i];
-            if (h->name.len == 7 && strncasecmp(rb + h->name.off, "referer", 7) == 0) {
-                a.referer = rb + h->value.off;
-                a.referer_len = h->value.len;
-            } else if (h->name.len == 10 && strncasecmp(rb + h->name.off, "user-agent", 10) == 0) {
-                a.agent = rb + h->value.off;
-                a.agent_len = h->value.len;
-            }
+        /* The first of each, as nginx's $http_referer and $http_user_agent. */
+        gw_req_header(r, rb, "referer", &a.referer, &a.referer_len);
+        gw_req_header(r, rb, "user-agent", &a.agent, &a.agent_len);
+        /* Behind a gateway: the client is who the gateway says it is. */
+        if (gw_req_var(r, rb, "REMOTE_ADDR", &v, &vn) && vn < sizeof(remote)) {
+            memcpy(remote, v, vn);
+            remote[vn] = '\0';
+            a.remote = remote;
         }
     }
     /* An id the log shows is made here if the request has none yet (the
@@ -468,15 +448,13 @@ static void drain_linger(gw_conn_t *c)
             ready_push(c);
             return;
         }
-        n = read(c->watch.fd, scratch, want);
+        n = gw_transport_read(&c->tp, scratch, want);
         if (n > 0) {
             c->linger_left -= (uint64_t)n;
             turn += (size_t)n;
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
+        if (n == -EAGAIN) {
             c->can_read = false;
             return;
         }
@@ -498,20 +476,21 @@ static void linger(gw_conn_t *c, size_t drained)
     gw_conn_ctx_t *ctx = c->ctx;
     const gw_req_t *r = &c->req;
     /* A body the request announced and did not send yet still comes: a
-     * refused upload (413) keeps arriving, and nginx sends a uwsgi body
-     * whole before it reads the answer. Draining it is what reading it
-     * would have cost, and LINGER_MS bounds it anyway. An HTTP client's
-     * announced length is its word only: it counts up to --limit-body,
-     * which the client could make us read anyway ("Content-Length:
-     * 9000000000000000000" and a 413 is no budget of 2^63 bytes). nginx
-     * holds the body it announces (client_max_body_size bounds it) and
-     * sends all of it before it reads: the whole of it is drained, or
-     * nginx reports 502 instead of gangway's 413. */
+     * refused upload (413) keeps arriving, and a gateway (nginx over
+     * uwsgi) sends the body whole before it reads the answer. Draining it
+     * is what reading it would have cost, and LINGER_MS bounds it anyway.
+     * A client's announced length is its word only: it counts up to
+     * --limit-body, which the client could make us read anyway
+     * ("Content-Length: 9000000000000000000" and a 413 is no budget of
+     * 2^63 bytes). A gateway holds the body it announces (nginx's
+     * client_max_body_size bounds it) and sends all of it before it reads:
+     * the whole of it is drained, or nginx reports 502 instead of
+     * gangway's 413. */
     uint64_t owed = r->content_length > 0 && (uint64_t)r->content_length > r->body.len
                         ? (uint64_t)r->content_length - r->body.len
                         : 0;
 
-    if (!c->is_uwsgi && owed > ctx->limits.body)
+    if (!r->is_gateway && owed > ctx->limits.body)
         owed = ctx->limits.body;
     c->state = C_LINGER;
     c->linger_left = LINGER_BYTES + owed > drained ? LINGER_BYTES + owed - drained : 0;
@@ -520,7 +499,7 @@ static void linger(gw_conn_t *c, size_t drained)
     gw_req_reset(&c->req, &ctx->body_env);
     gw_buf_release(&c->rbuf, &ctx->rbuf_pool);
     c->parsed = c->head_end = 0;
-    shutdown(c->watch.fd, SHUT_WR);
+    gw_transport_shutdown(&c->tp);
     gw_timer_start(&ctx->linger_q, &c->timer);
     if (!watch(c))
         return;
@@ -530,9 +509,9 @@ static void linger(gw_conn_t *c, size_t drained)
 
 /* Closes c after a complete answer: lingering when the client may have sent
  * more (bytes already read and not parsed, a socket not known to be empty,
- * or, for HTTP, bytes one read finds now), at once otherwise (the common
- * case costs one read() or nothing). A uwsgi peer (nginx) sends nothing
- * after its one request: no probe there. */
+ * or bytes one read finds now), at once otherwise (the common case costs
+ * one read() or nothing). A gateway (nginx over uwsgi) sends nothing after
+ * its one request: no probe there. */
 static void end_conn(gw_conn_t *c)
 {
     ssize_t n;
@@ -541,12 +520,11 @@ static void end_conn(gw_conn_t *c)
         linger(c, 0);
         return;
     }
-    if (!c->is_uwsgi) {
-        do {
-            n = read(c->watch.fd, scratch, sizeof(scratch));
-        } while (n < 0 && errno == EINTR);
+    if (!c->req.is_gateway) {
+        n = gw_transport_read(&c->tp, scratch, sizeof(scratch));
         if (n > 0) {
-            c->can_read = (size_t)n == sizeof(scratch); /* maybe more, with no edge to come */
+            /* maybe more, with no edge to come */
+            c->can_read = (size_t)n == sizeof(scratch) || gw_transport_has_pending(&c->tp);
             linger(c, (size_t)n);
             return;
         }
@@ -558,31 +536,31 @@ static void end_conn(gw_conn_t *c)
 static void respond_error(gw_conn_t *c, int status, const char *reason)
 {
     out_node_t *o = get_out(c);
-    char *resp;
-    size_t n;
+    gw_resp_t rs;
     int rc;
 
     if (reason && status != 408)
         gw_log_error("%s: %d (%s)", c->peer.addr[0] ? c->peer.addr : "unix", status, reason);
     c->state = C_LINGER;
     ready_remove(c);
-    n = gw_head_simple(status, false, c->req.is_head, NULL, 0, &c->req.arena, &resp);
-    if (!o || !n) {
+    if (!o) {
+        close_conn(c);
+        return;
+    }
+    /* What was queued is dropped, except the rest of a 100 Continue the
+     * socket took only part of: this answer must follow it whole. */
+    gw_out_discard_unstarted(&o->out);
+    if (gw_resp_text(&rs, &c->req, status, NULL, 0, false, NULL, 0, &o->out) < 0) {
         close_conn(c);
         return;
     }
     {
         uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
-        uint64_t body = c->req.is_head ? 0 : strlen(gw_status_reason(status)) + 1;
-        log_request(c, status, body, us, false);
+        log_request(c, status, rs.body_sent, us, false);
         if (c->ctx->slot)
-            count(c, status, body, us);
+            count(c, status, rs.body_sent, us);
     }
-    /* What was queued is dropped, except the rest of a 100 Continue the
-     * socket took only part of: this answer must follow it whole. */
-    gw_out_discard_unstarted(&o->out);
-    gw_out_push_arena(&o->out, &c->req.arena, resp, n);
-    rc = gw_out_flush(&o->out, c->watch.fd);
+    rc = gw_out_flush(&o->out, &c->tp);
     if (rc == -EAGAIN) {
         c->can_write = false;
         gw_timer_start(&c->ctx->write_q, &c->timer);
@@ -638,23 +616,21 @@ static void do_read(gw_conn_t *c)
         watch(c); /* drained by a short read: wait for the next bytes */
 }
 
-/* One read() for do_read. Returns the byte count (a short read clears
- * can_read: the socket is drained, the next edge will tell), or 0 when
- * reading ends here: the socket is empty (c waits) or c is closed. */
+/* One read for do_read. Returns the byte count (a short read clears
+ * can_read: the socket is drained, the next edge will tell, unless the
+ * transport still holds bytes), or 0 when reading ends here: the socket is
+ * empty (c waits) or c is closed. */
 static ssize_t read_some(gw_conn_t *c, char *p, size_t n)
 {
     gw_conn_ctx_t *ctx = c->ctx;
-    ssize_t got;
+    ssize_t got = gw_transport_read(&c->tp, p, n);
 
-    do {
-        got = read(c->watch.fd, p, n);
-    } while (got < 0 && errno == EINTR);
     if (got > 0) {
-        if ((size_t)got < n)
+        if ((size_t)got < n && !gw_transport_has_pending(&c->tp))
             c->can_read = false;
         return got;
     }
-    if (got < 0 && errno == EAGAIN) {
+    if (got == -EAGAIN) {
         c->can_read = false;
         if (ctx->is_stopping && c->state == C_HEAD && c->rbuf.len == 0 && c->parsed == 0 &&
             c->nreq > 0) {
@@ -708,8 +684,8 @@ static void send_continue(gw_conn_t *c)
     c->continue_sent = true;
     if (!o)
         return;
-    gw_out_push_lit(&o->out, "HTTP/1.1 100 Continue\r\n\r\n");
-    if (gw_out_flush(&o->out, c->watch.fd) == -EAGAIN) {
+    gw_resp_continue(&o->out);
+    if (gw_out_flush(&o->out, &c->tp) == -EAGAIN) {
         c->can_write = false; /* the rest leaves before the response */
         watch(c);
     }
@@ -736,24 +712,24 @@ static void request_ready(gw_conn_t *c)
 
 static void parse_error(gw_conn_t *c)
 {
-    if (!c->is_uwsgi) {
-        respond_error(c, c->p.http.status, c->p.http.reason);
-    } else if (c->p.uw.status) {
-        respond_error(c, c->p.uw.status, c->p.uw.reason);
-    } else {
-        /* Not the uwsgi protocol (HTTP sent to a uwsgi socket, say):
-         * nothing it would understand as an answer. */
-        gw_log_error("uwsgi: %s: %s; closing", c->peer.addr[0] ? c->peer.addr : "unix",
-                     c->p.uw.reason);
-        close_conn(c);
+    const char *reason;
+    int status = c->proto->error(&c->p, &reason);
+
+    if (status) {
+        respond_error(c, status, reason);
+        return;
     }
+    /* Not the protocol (HTTP sent to a uwsgi socket, say): nothing the peer
+     * would understand as an answer. */
+    gw_log_error("%s: %s: %s; closing", c->proto->name, c->peer.addr[0] ? c->peer.addr : "unix",
+                 reason);
+    close_conn(c);
 }
 
 static gw_parse_t feed(gw_conn_t *c, const char *base, size_t off, size_t len, size_t *used)
 {
     *used = 0;
-    return c->is_uwsgi ? gw_uwsgi_feed(&c->p.uw, &c->req, base, off, len, used)
-                       : gw_http1_feed(&c->p.http, &c->req, base, off, len, used);
+    return c->proto->feed(&c->p, &c->req, base, off, len, used);
 }
 
 /* Parses what the read buffer holds past c->parsed (a head, maybe the start
@@ -846,13 +822,13 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
     case C_HEAD:
     case C_BODY:
         if (c->out && !gw_out_is_empty(&c->out->out) && c->can_write)
-            gw_out_flush(&c->out->out, c->watch.fd); /* a pending 100 Continue */
+            gw_out_flush(&c->out->out, &c->tp); /* a pending 100 Continue */
         do_read(c);
         break;
     case C_APP:
         if (c->waiting_write && c->can_write) {
             uint64_t before = c->out->out.sent;
-            rc = gw_out_flush(&c->out->out, c->watch.fd);
+            rc = gw_out_flush(&c->out->out, &c->tp);
             if (rc == 0) {
                 c->waiting_write = false;
                 gw_timer_stop(&c->timer);
@@ -875,7 +851,7 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         if (c->out && !gw_out_is_empty(&c->out->out)) {
             if (!c->can_write)
                 break;
-            rc = gw_out_flush(&c->out->out, c->watch.fd);
+            rc = gw_out_flush(&c->out->out, &c->tp);
             if (rc == -EAGAIN) {
                 c->can_write = false;
                 break;
@@ -935,8 +911,9 @@ static void mark_busy(gw_conn_t *c)
 
     if (!slot)
         return;
-    if (c->rbuf.data && r->target.len && !r->is_uwsgi) {
-        /* "METHOD target": contiguous in the request line. */
+    if (c->rbuf.data && r->target.len && r->target.off == r->method.off + r->method.len + 1 &&
+        c->rbuf.data[r->target.off - 1] == ' ') {
+        /* "METHOD target" as it came (an HTTP/1 request line): no copy. */
         gw_slot_busy(slot, gw_clock_ms(), c->rbuf.data + r->method.off,
                      r->target.off + r->target.len - r->method.off);
     } else if (c->rbuf.data && r->target.len) {
@@ -1133,7 +1110,7 @@ int gw_conn_send(gw_conn_t *c)
 
     if (!c->out)
         return 0;
-    rc = gw_out_flush(&c->out->out, c->watch.fd);
+    rc = gw_out_flush(&c->out->out, &c->tp);
     if (rc == 0) {
         if (c->waiting_write) {
             c->waiting_write = false;
@@ -1159,12 +1136,14 @@ int gw_conn_send(gw_conn_t *c)
 gw_conn_wait_t gw_conn_wait_for(const gw_conn_t *c)
 {
     uint64_t ms = c->ctx->write_timeout_ms;
-    return (gw_conn_wait_t){.fd = c->watch.fd, .timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms};
+    return (gw_conn_wait_t){.fd = c->tp.fd,
+                            .events = c->tp.write_wants,
+                            .timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms};
 }
 
 int gw_conn_wait(gw_conn_wait_t wt)
 {
-    struct pollfd pfd = {.fd = wt.fd, .events = POLLOUT};
+    struct pollfd pfd = {.fd = wt.fd, .events = wt.events};
     int n;
 
     do {
@@ -1198,10 +1177,7 @@ static void enter_keepalive(gw_conn_t *c)
     size_t left = c->rbuf.len - c->parsed;
 
     gw_req_reset(&c->req, &ctx->body_env);
-    if (c->is_uwsgi)
-        gw_uwsgi_reset(&c->p.uw);
-    else
-        gw_http1_reset(&c->p.http);
+    c->proto->reset(&c->p);
     if (left) {
         memmove(c->rbuf.data, c->rbuf.data + c->parsed, left);
         c->rbuf.len = left;

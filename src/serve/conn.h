@@ -1,20 +1,19 @@
-/* One client connection: socket, read buffer, HTTP/1.1 parsing, body
- * buffering, timeouts, keep-alive, and the output queue the response leaves
- * through. The application side (wsgi) sees a connection through the
+/* One client connection: socket, read buffer, the protocol's parser (driven
+ * through proto.h, whichever the listener speaks), body buffering,
+ * timeouts, keep-alive, and the output queue the response leaves through. The application side (wsgi) sees a connection through the
  * accessors below and is called back from the top of the loop only, never
  * from an I/O handler. */
 #ifndef GW_CONN_H
 #define GW_CONN_H
 
 #include "core/buf.h"
-#include "proto/http1.h"
-#include "proc/listen.h"
 #include "core/loop.h"
-#include "proto/request.h"
-#include "serve/response.h"
+#include "proc/listen.h"
 #include "proc/scoreboard.h"
+#include "proto/proto.h"
+#include "proto/request.h"
+#include "serve/out.h"
 #include "serve/static.h"
-#include "proto/uwsgi.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,8 +44,7 @@ typedef struct gw_handler {
 typedef struct gw_conn_ctx {
     gw_loop_t *loop;
     gw_handler_t handler;
-    gw_http1_limits_t limits;
-    gw_uwsgi_limits_t uwsgi_limits;
+    gw_proto_limits_t limits;  /* for every protocol */
     gw_body_env_t body_env;
     gw_bufpool_t rbuf_pool;
     gw_bufpool_t body_pool;
@@ -78,7 +76,7 @@ typedef struct gw_peer {
 
 /* Prepares ctx (timer queues from the timeouts, in seconds). */
 void gw_conn_ctx_init(gw_conn_ctx_t *ctx, gw_loop_t *loop, const gw_handler_t *handler,
-                      const gw_http1_limits_t *limits, uint64_t body_buffer,
+                      const gw_proto_limits_t *limits, uint64_t body_buffer,
                       const char *tmpdir, uint64_t header_s, uint64_t body_s,
                       uint64_t keepalive_s, uint64_t write_s);
 
@@ -129,13 +127,16 @@ int gw_conn_send(gw_conn_t *c);
 /* For the WSGI write() callable, which must not return before its bytes are
  * out: it waits for the socket without the GIL, while the app's other
  * threads may write to c, or end its response, and the loop may run. So
- * the wait reads nothing of c: gw_conn_wait_for() takes the socket and the
- * write timeout while the handler owns c; gw_conn_wait() blocks until the
- * socket is writable or the timeout passes (0, -ETIMEDOUT or -errno) and
- * touches no connection; after a failure the handler, owning c again, ends
- * the answer with gw_conn_give_up() (its log line then says aborted). */
+ * the wait reads nothing of c: gw_conn_wait_for() takes the socket, what
+ * the transport's last write waits for (writable; TLS may need readable)
+ * and the write timeout while the handler owns c, after gw_conn_send()
+ * said -EAGAIN; gw_conn_wait() blocks until that readiness or the timeout
+ * (0, -ETIMEDOUT or -errno) and touches no connection; after a failure the
+ * handler, owning c again, ends the answer with gw_conn_give_up() (its log
+ * line then says aborted). */
 typedef struct gw_conn_wait {
     int fd;
+    short events; /* POLLOUT, or POLLIN (transport.h: write_wants) */
     int timeout_ms;
 } gw_conn_wait_t;
 gw_conn_wait_t gw_conn_wait_for(const gw_conn_t *c);

@@ -4,270 +4,9 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/sendfile.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
-
-#define IOV_BATCH 64 /* <= IOV_MAX; the ring never holds more */
-
-/* Sanitizer builds check what gw_out_push_arena() is given. */
-#if defined(__SANITIZE_ADDRESS__)
-#define CHECK_OWNERSHIP 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CHECK_OWNERSHIP 1
-#endif
-#endif
-
-void gw_out_init(gw_out_t *o, gw_release_cb release)
-{
-    o->head = o->count = 0;
-    o->release = release;
-    o->sent = 0;
-    o->is_head_started = false;
-}
-
-static void release(gw_out_t *o, void *owner)
-{
-    if (owner) {
-        assert(o->release); /* an owner with nobody to drop it is a leak */
-        o->release(owner);
-    }
-}
-
-/* The next free slot, or NULL when the ring is full. */
-static gw_seg_t *tail_slot(gw_out_t *o)
-{
-    if (o->count == GW_OUT_SEGS)
-        return NULL;
-    return &o->seg[(o->head + o->count) % GW_OUT_SEGS];
-}
-
-static int push_mem(gw_out_t *o, const char *base, size_t len, void *owner)
-{
-    gw_seg_t *s;
-
-    if (len == 0) {
-        release(o, owner);
-        return 0;
-    }
-    if (!(s = tail_slot(o))) {
-        release(o, owner);
-        return -ENOBUFS;
-    }
-    s->base = base;
-    s->len = len;
-    s->owner = owner;
-    s->fd = -1;
-    s->owns_fd = false;
-    o->count++;
-    return 0;
-}
-
-int gw__out_push_static(gw_out_t *o, const char *lit, size_t len)
-{
-    return push_mem(o, lit, len, NULL);
-}
-
-int gw_out_push_arena(gw_out_t *o, const gw_arena_t *a, const void *base, size_t len)
-{
-#ifdef CHECK_OWNERSHIP
-    assert(len == 0 || gw_arena_contains(a, base, len));
-#else
-    (void)a;
-#endif
-    return push_mem(o, base, len, NULL);
-}
-
-int gw_out_push_ref(gw_out_t *o, const void *base, size_t len, void *owner)
-{
-    assert(owner);
-    return push_mem(o, base, len, owner);
-}
-
-int gw_out_push_copy(gw_out_t *o, const void *base, size_t len)
-{
-    gw_seg_t *s;
-
-    if (len > sizeof(s->inl))
-        return -EINVAL;
-    if (len == 0)
-        return 0;
-    if (!(s = tail_slot(o)))
-        return -ENOBUFS;
-    memcpy(s->inl, base, len);
-    s->base = s->inl;
-    s->len = len;
-    s->owner = NULL;
-    s->fd = -1;
-    s->owns_fd = false;
-    o->count++;
-    return 0;
-}
-
-static int push_file(gw_out_t *o, int fd, bool owns_fd, off_t off, size_t len, void *owner)
-{
-    gw_seg_t *s;
-
-    if (len == 0 || !(s = tail_slot(o))) {
-        if (owns_fd)
-            close(fd);
-        release(o, owner);
-        return len == 0 ? 0 : -ENOBUFS;
-    }
-    s->base = NULL;
-    s->len = len;
-    s->owner = owner;
-    s->fd = fd;
-    s->owns_fd = owns_fd;
-    s->off = off;
-    o->count++;
-    return 0;
-}
-
-int gw_out_push_file_own(gw_out_t *o, int fd, off_t off, size_t len)
-{
-    return push_file(o, fd, true, off, len, NULL);
-}
-
-int gw_out_push_file(gw_out_t *o, int fd, off_t off, size_t len, void *owner)
-{
-    return push_file(o, fd, false, off, len, owner);
-}
-
-/* Drops what segment s holds (its fd, its owner); s is out of the ring. */
-static void drop(gw_out_t *o, gw_seg_t *s)
-{
-    if (s->owns_fd)
-        close(s->fd);
-    release(o, s->owner);
-}
-
-static void pop(gw_out_t *o)
-{
-    gw_seg_t *s = &o->seg[o->head];
-
-    o->head = (o->head + 1) % GW_OUT_SEGS;
-    o->count--;
-    o->is_head_started = false;
-    drop(o, s);
-}
-
-/* Sends the memory segments at the head, up to the next file segment. */
-static int flush_mem(gw_out_t *o, int sock)
-{
-    struct iovec iov[IOV_BATCH];
-    struct msghdr msg = {.msg_iov = iov};
-    unsigned n = 0, i;
-    bool file_next = false;
-    ssize_t w;
-
-    for (i = 0; i < o->count && n < IOV_BATCH; i++) {
-        gw_seg_t *s = &o->seg[(o->head + i) % GW_OUT_SEGS];
-        if (!s->base) {
-            file_next = true;
-            break;
-        }
-        iov[n].iov_base = (void *)s->base;
-        iov[n].iov_len = s->len;
-        n++;
-    }
-    msg.msg_iovlen = n;
-    /* Headers before a file: MSG_MORE lets them share a packet with its start. */
-    do {
-        w = sendmsg(sock, &msg, MSG_NOSIGNAL | (file_next ? MSG_MORE : 0));
-    } while (w < 0 && errno == EINTR);
-    if (w < 0)
-        return -errno;
-    o->sent += (uint64_t)w;
-    while (w > 0) {
-        gw_seg_t *s = &o->seg[o->head];
-        if ((size_t)w >= s->len) {
-            w -= (ssize_t)s->len;
-            s->len = 0;
-            pop(o);
-        } else {
-            s->base += w;
-            s->len -= (size_t)w;
-            o->is_head_started = true;
-            return -EAGAIN; /* short write: the socket is full */
-        }
-    }
-    return 0;
-}
-
-static int flush_file(gw_out_t *o, int sock)
-{
-    gw_seg_t *s = &o->seg[o->head];
-    bool is_retry = false;
-
-    while (s->len > 0) {
-        /* Linux caps one sendfile() at ~2 GiB; loop instead of trusting count. */
-        size_t chunk = s->len > (size_t)1 << 30 ? (size_t)1 << 30 : s->len;
-        ssize_t w = sendfile(sock, s->fd, &s->off, chunk);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (w == 0)
-            return -EPIPE; /* the file shrank under us: the length we promised is gone */
-        o->sent += (uint64_t)w;
-        s->len -= (size_t)w;
-        o->is_head_started = true;
-        /* A short count does not tell a full socket from a file that
-         * shrank (EOF): one more call does. EAGAIN waits for EPOLLOUT; 0
-         * fails the answer at once, where waiting for an edge that never
-         * comes would last until --write-timeout. Progress again means the
-         * client took bytes meanwhile (the socket was full, so an EPOLLOUT
-         * edge is due): wait for it rather than stream on in this call. */
-        if ((size_t)w < chunk) {
-            if (is_retry)
-                return -EAGAIN;
-            is_retry = true;
-        }
-    }
-    pop(o);
-    return 0;
-}
-
-int gw_out_flush(gw_out_t *o, int sock)
-{
-    while (o->count) {
-        int rc = o->seg[o->head].base ? flush_mem(o, sock) : flush_file(o, sock);
-        if (rc < 0)
-            return rc == -EWOULDBLOCK ? -EAGAIN : rc;
-    }
-    return 0;
-}
-
-uint64_t gw_out_pending(const gw_out_t *o)
-{
-    uint64_t n = 0;
-    for (unsigned i = 0; i < o->count; i++)
-        n += o->seg[(o->head + i) % GW_OUT_SEGS].len;
-    return n;
-}
-
-void gw_out_discard(gw_out_t *o)
-{
-    while (o->count)
-        pop(o);
-}
-
-void gw_out_discard_unstarted(gw_out_t *o)
-{
-    unsigned keep = o->count && o->is_head_started;
-
-    while (o->count > keep) {
-        o->count--;
-        drop(o, &o->seg[(o->head + o->count) % GW_OUT_SEGS]);
-    }
-}
 
 const char *gw_status_phrase(int status)
 {
@@ -331,6 +70,43 @@ const char *gw_status_reason(int status)
     return p ? p : "Unknown";
 }
 
+/* gw_resp_plan(), inlined where a head is queued (every answer). */
+static inline void plan(gw_resp_t *rs, gw_answer_t *a, const gw_req_t *r, bool may_keep_alive)
+{
+    *rs = (gw_resp_t){
+        .no_body = r->is_head || a->status == 204 || a->status == 304,
+        .keep_alive = may_keep_alive && !a->wants_close,
+        ._minor = (uint8_t)gw_req_answer_minor(r),
+    };
+    if (a->status == 204 && a->length_hdr >= 0) {
+        a->hdrs[a->length_hdr].name_len = 0; /* RFC 9110 8.6: never in a 204 */
+        a->length_hdr = -1;
+    }
+    if (rs->no_body) {
+        rs->framing = GW_FRAME_NONE;
+        /* HEAD tells the length GET would have (RFC 9110 9.3.2); a 304 keeps
+         * whatever length the source gave, nothing is added. */
+        rs->_add_length =
+            a->length_hdr < 0 && a->length >= 0 && a->status != 204 && a->status != 304;
+        rs->length = a->length >= 0 ? (uint64_t)a->length : 0;
+    } else if (a->length >= 0) {
+        rs->framing = GW_FRAME_LENGTH;
+        rs->length = (uint64_t)a->length;
+        rs->_add_length = a->length_hdr < 0;
+    } else if (gw_req_may_chunk(r)) {
+        rs->framing = GW_FRAME_CHUNKED;
+    } else {
+        /* HTTP/1.0, or a gateway reading to the end: the close ends the body */
+        rs->framing = GW_FRAME_CLOSE;
+        rs->keep_alive = false;
+    }
+}
+
+void gw_resp_plan(gw_resp_t *rs, gw_answer_t *a, const gw_req_t *r, bool may_keep_alive)
+{
+    plan(rs, a, r, may_keep_alive);
+}
+
 static char *put(char *p, const char *s, size_t n)
 {
     memcpy(p, s, n);
@@ -338,70 +114,212 @@ static char *put(char *p, const char *s, size_t n)
 }
 #define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
 
-size_t gw_head_format(const gw_head_t *h, gw_arena_t *a, char **out)
+/* v in decimal (a Content-Length; printf costs ~150 instructions more). */
+static char *put_u64(char *p, uint64_t v)
 {
-    size_t need = 128 + h->status_len + GW_HTTP_DATE_LEN + h->request_id_len;
+    char d[20];
+    int n = 0;
+
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = d[--n];
+    return p;
+}
+
+/* Formats the head rs was planned for (and extra bytes after it: a text
+ * body) into the arena. The length of the head, 0 when out of memory. */
+static size_t format_head(const gw_resp_t *rs, const gw_answer_t *a, gw_arena_t *ar,
+                          size_t extra, char **out)
+{
+    const char *reason = a->status_line ? NULL : gw_status_reason(a->status);
+    size_t rl = reason ? strlen(reason) : 0;
+    size_t need = 128 + a->status_line_len + rl + GW_HTTP_DATE_LEN + a->request_id_len + extra;
     char *buf, *p;
 
-    for (size_t i = 0; i < h->nhdrs; i++)
-        need += h->hdrs[i].name_len + h->hdrs[i].value_len + 4;
-    if (!(buf = gw_arena_alloc(a, need)))
+    for (size_t i = 0; i < a->nhdrs; i++)
+        need += a->hdrs[i].name_len + a->hdrs[i].value_len + 4;
+    if (!(buf = gw_arena_alloc(ar, need)))
         return 0;
-    p = h->http_minor ? PUT_LIT(buf, "HTTP/1.1 ") : PUT_LIT(buf, "HTTP/1.0 ");
-    p = put(p, h->status, h->status_len);
+    p = rs->_minor ? PUT_LIT(buf, "HTTP/1.1 ") : PUT_LIT(buf, "HTTP/1.0 ");
+    if (reason) {
+        int st = a->status; /* three digits: the sources only make 100..999 */
+        *p++ = (char)('0' + st / 100 % 10);
+        *p++ = (char)('0' + st / 10 % 10);
+        *p++ = (char)('0' + st % 10);
+        *p++ = ' ';
+        p = put(p, reason, rl);
+    } else {
+        p = put(p, a->status_line, a->status_line_len);
+    }
     p = PUT_LIT(p, "\r\n");
-    if (h->add_server)
+    if (!a->has_server)
         p = PUT_LIT(p, "Server: gangway\r\n");
-    if (h->add_date) {
+    if (!a->has_date) {
         p = PUT_LIT(p, "Date: ");
         p = put(p, gw_clock_http_date(), GW_HTTP_DATE_LEN);
         p = PUT_LIT(p, "\r\n");
     }
-    if (h->request_id) {
+    if (a->request_id) {
         p = PUT_LIT(p, "X-Request-Id: ");
-        p = put(p, h->request_id, h->request_id_len);
+        p = put(p, a->request_id, a->request_id_len);
         p = PUT_LIT(p, "\r\n");
     }
-    for (size_t i = 0; i < h->nhdrs; i++) {
-        if (h->hdrs[i].name_len == 0)
-            continue; /* removed by the caller */
-        p = put(p, h->hdrs[i].name, h->hdrs[i].name_len);
+    for (size_t i = 0; i < a->nhdrs; i++) {
+        if (a->hdrs[i].name_len == 0)
+            continue; /* removed */
+        p = put(p, a->hdrs[i].name, a->hdrs[i].name_len);
         p = PUT_LIT(p, ": ");
-        p = put(p, h->hdrs[i].value, h->hdrs[i].value_len);
+        p = put(p, a->hdrs[i].value, a->hdrs[i].value_len);
         p = PUT_LIT(p, "\r\n");
     }
-    if (h->framing == GW_FRAME_CHUNKED)
+    if (rs->framing == GW_FRAME_CHUNKED) {
         p = PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
-    else if (h->add_length)
-        p += sprintf(p, "Content-Length: %llu\r\n", (unsigned long long)h->content_length);
-    if (!h->keep_alive)
+    } else if (rs->_add_length) {
+        p = PUT_LIT(p, "Content-Length: ");
+        p = put_u64(p, rs->length);
+        p = PUT_LIT(p, "\r\n");
+    }
+    /* HTTP/1.1 keeps the connection unless told; HTTP/1.0 closes unless told
+     * (RFC 9112 9.3). */
+    if (!rs->keep_alive)
         p = PUT_LIT(p, "Connection: close\r\n");
-    else if (h->http_minor == 0)
+    else if (rs->_minor == 0)
         p = PUT_LIT(p, "Connection: keep-alive\r\n");
     p = PUT_LIT(p, "\r\n");
     *out = buf;
     return (size_t)(p - buf);
 }
 
-size_t gw_head_simple(int status, bool keep_alive, bool is_head, const char *request_id,
-                      size_t request_id_len, gw_arena_t *a, char **out)
+int gw_resp_head(gw_resp_t *rs, gw_answer_t *a, gw_req_t *r, bool may_keep_alive, gw_out_t *o)
 {
-    const char *reason = gw_status_reason(status);
-    size_t rl = strlen(reason);
-    char *buf = gw_arena_alloc(a, 220 + 2 * rl + request_id_len);
-    int n;
+    char *buf;
+    size_t n;
 
-    if (!buf)
+    plan(rs, a, r, may_keep_alive);
+    if (!(n = format_head(rs, a, &r->arena, 0, &buf)))
+        return -ENOMEM;
+    return gw_out_push_arena(o, &r->arena, buf, n);
+}
+
+int gw_resp_text(gw_resp_t *rs, gw_req_t *r, int status, const gw_hdr_t *hdrs, size_t nhdrs,
+                 bool may_keep_alive, const char *request_id, size_t request_id_len,
+                 gw_out_t *o)
+{
+    static const char ctype[] = "text/plain; charset=utf-8";
+    const char *reason = gw_status_reason(status);
+    size_t rl = strlen(reason), n;
+    gw_hdr_t h[GW_RESP_TEXT_HDRS + 1];
+    gw_answer_t a = {
+        .status = status,
+        .hdrs = h,
+        .nhdrs = nhdrs + 1,
+        .length_hdr = -1,
+        .length = (int64_t)rl + 1,
+        .request_id = request_id,
+        .request_id_len = request_id_len,
+    };
+    char *buf;
+
+    assert(nhdrs <= GW_RESP_TEXT_HDRS);
+    if (nhdrs)
+        memcpy(h, hdrs, nhdrs * sizeof(*h));
+    h[nhdrs] = (gw_hdr_t){"Content-Type", 12, ctype, sizeof(ctype) - 1};
+    plan(rs, &a, r, may_keep_alive);
+    /* The body goes in the same arena block, right after the head. */
+    if (!(n = format_head(rs, &a, &r->arena, rl + 1, &buf)))
+        return -ENOMEM;
+    if (gw_out_room(o) < 2)
+        return -ENOBUFS;
+    gw_out_push_arena(o, &r->arena, buf, n);
+    if (!rs->no_body) {
+        memcpy(buf + n, reason, rl);
+        buf[n + rl] = '\n';
+        gw_out_push_arena(o, &r->arena, buf + n, rl + 1);
+        rs->body_sent = rl + 1;
+    }
+    return 0;
+}
+
+/* A chunk's size line, before its data (RFC 9112 7.1). */
+static int chunk_line(gw_out_t *o, uint64_t n)
+{
+    char line[GW_OUT_INLINE];
+    return gw_out_push_copy(o, line,
+                            (size_t)snprintf(line, sizeof(line), "%llx\r\n", (unsigned long long)n));
+}
+
+int gw_resp_push_ref(gw_resp_t *rs, gw_out_t *o, const void *p, size_t n, void *owner)
+{
+    int cut = 0, rc = 0;
+
+    if (rs->no_body) {
+        n = 0;
+    } else if (rs->framing == GW_FRAME_LENGTH && n > rs->length - rs->body_sent) {
+        n = (size_t)(rs->length - rs->body_sent);
+        cut = 1;
+    }
+    if (n == 0) {
+        gw_out_push_ref(o, p, 0, owner); /* queues nothing, releases owner */
+        return cut;
+    }
+    if (gw_out_room(o) < gw_resp_block_segs(rs))
+        return -ENOBUFS;
+    if (rs->framing == GW_FRAME_CHUNKED)
+        rc |= chunk_line(o, n);
+    rc |= gw_out_push_ref(o, p, n, owner);
+    if (rs->framing == GW_FRAME_CHUNKED)
+        rc |= gw_out_push_lit(o, "\r\n");
+    assert(rc == 0); /* the room was there, and a size line fits inline */
+    (void)rc;
+    rs->body_sent += n;
+    return cut;
+}
+
+int gw_resp_push_file(gw_resp_t *rs, gw_out_t *o, int fd, bool owns_fd, off_t off, uint64_t len)
+{
+    int rc = 0;
+
+    if (rs->no_body)
+        len = 0;
+    else if (rs->framing == GW_FRAME_LENGTH && len > rs->length - rs->body_sent)
+        len = rs->length - rs->body_sent;
+    if (len == 0) {
+        if (owns_fd)
+            close(fd);
         return 0;
-    n = sprintf(buf,
-                "HTTP/1.1 %d %s\r\nServer: gangway\r\nDate: %.*s\r\n%s%.*s%s"
-                "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n%s\r\n",
-                status, reason, GW_HTTP_DATE_LEN, gw_clock_http_date(),
-                request_id ? "X-Request-Id: " : "", request_id ? (int)request_id_len : 0,
-                request_id ? request_id : "", request_id ? "\r\n" : "", rl + 1,
-                keep_alive ? "" : "Connection: close\r\n");
-    if (!is_head)
-        n += sprintf(buf + n, "%s\n", reason);
-    *out = buf;
-    return (size_t)n;
+    }
+    if (gw_out_room(o) < gw_resp_block_segs(rs))
+        return -ENOBUFS;
+    if (rs->framing == GW_FRAME_CHUNKED)
+        rc |= chunk_line(o, len);
+    rc |= owns_fd ? gw_out_push_file_own(o, fd, off, (size_t)len)
+                  : gw_out_push_file(o, fd, off, (size_t)len, NULL);
+    if (rs->framing == GW_FRAME_CHUNKED)
+        rc |= gw_out_push_lit(o, "\r\n");
+    assert(rc == 0);
+    (void)rc;
+    rs->body_sent += len;
+    return 0;
+}
+
+int gw_resp_end(gw_resp_t *rs, gw_out_t *o)
+{
+    if (rs->framing == GW_FRAME_CHUNKED) {
+        if (!gw_out_room(o))
+            return -ENOBUFS;
+        gw_out_push_lit(o, "0\r\n\r\n");
+    }
+    if (rs->framing == GW_FRAME_LENGTH && rs->body_sent < rs->length) {
+        rs->keep_alive = false; /* the client would wait for bytes that never come */
+        return 1;
+    }
+    return 0;
+}
+
+int gw_resp_continue(gw_out_t *o)
+{
+    return gw_out_push_lit(o, "HTTP/1.1 100 Continue\r\n\r\n");
 }

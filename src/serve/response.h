@@ -1,157 +1,127 @@
-/* The response writer: an output queue of memory and file segments sent with
- * one writev (sendmsg) per flush and sendfile for files, resuming after
- * partial writes; and the formatting of an HTTP/1.1 response head.
+/* The response writer: the one place that knows HTTP/1 answers. The status
+ * line, the framing (Content-Length, chunked, or the connection's close),
+ * keep-alive and the Connection header, and the rules of HEAD, 204, 304
+ * and HTTP/1.0 live here. Static files, the WSGI bridge and gangway's own
+ * error answers only supply a status, headers and a body source: memory the
+ * output queue owns, a file, or a stream of unknown length.
  *
- * The queue sends bytes long after they were queued (a slow client, while
- * other requests run Python), so it accepts only memory whose lifetime it
- * can rely on, one push function per kind, and no "borrowed pointer" push:
+ *   gw_resp_head()    decides (gw_resp_plan()) and queues the head
+ *   gw_resp_push_*()  queue body blocks, framed and held to the promise
+ *   gw_resp_end()     ends the body (the last chunk)
+ *   gw_resp_text()    a whole short answer with a text body (errors)
  *
- *   gw_out_push_lit    a string literal (static storage; enforced at compile time)
- *   gw_out_push_arena  the request's arena, which outlives the queue (below)
- *   gw_out_push_ref    memory kept alive by an owner reference the queue takes
- *                      over and hands to the release callback once sent/dropped
- *   gw_out_push_copy   a small copy held inside the segment
- *
- * and files: gw_out_push_file_own (the queue owns and closes the fd) or
- * gw_out_push_file (the caller pins the fd for the queue's lifetime).
- * Issue 14: a list answer queued straight from the app's list items sent
- * another request's bytes once the app changed the list. */
+ * The decisions are made from the answer and from the request's
+ * protocol-neutral facts (request.h), never from which protocol it came by.
+ * Nothing here runs Python. */
 #ifndef GW_RESPONSE_H
 #define GW_RESPONSE_H
 
-#include "core/arena.h"
+#include "proto/request.h"
+#include "serve/out.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-#define GW_OUT_SEGS 64
-#define GW_OUT_INLINE 24 /* bytes gw_out_push_copy() holds */
-
-/* Drops an owner given to gw_out_push_ref() or gw_out_push_file(). Runs from
- * the loop's I/O handler (a flush on EPOLLOUT, a close): it must not run
- * application code (the WSGI bridge only ever hands over exact bytes, whose
- * release frees memory and nothing else). */
-typedef void (*gw_release_cb)(void *owner);
-
-typedef struct gw_seg {
-    const char *base; /* memory segment; NULL for a file segment */
-    size_t len;       /* bytes left to send */
-    void *owner;      /* handed to release() when sent or discarded */
-    int fd;           /* file segment: send len bytes from off */
-    bool owns_fd;     /* closed when sent or discarded */
-    off_t off;
-    char inl[GW_OUT_INLINE]; /* gw_out_push_copy() bytes */
-} gw_seg_t;
-
-typedef struct gw_out {
-    gw_seg_t seg[GW_OUT_SEGS];
-    unsigned head, count;  /* ring of queued segments */
-    gw_release_cb release; /* NULL when no owner is ever pushed */
-    uint64_t sent;         /* bytes written since the last reset */
-    bool is_head_started;  /* the head segment is partly written */
-} gw_out_t;
-
-void gw_out_init(gw_out_t *o, gw_release_cb release);
-
-static inline unsigned gw_out_room(const gw_out_t *o) { return GW_OUT_SEGS - o->count; }
-static inline bool gw_out_is_empty(const gw_out_t *o) { return o->count == 0; }
-
-/* Bytes queued and not yet sent (for the log line of an aborted answer). */
-uint64_t gw_out_pending(const gw_out_t *o);
-
-/* Every push returns 0, or -ENOBUFS when the ring is full (flush first); a
- * zero-length segment is not queued. Whatever the result, what the push was
- * given to own (owner, fd) is the queue's from the call on: released or
- * closed at once when not queued. */
-
-/* A string literal: gw_out_push_lit(o, "0\r\n\r\n"). The macro does not
- * compile with anything but a literal ("" lit ""), so no pointer to a stack
- * buffer or freed memory can pass as static. */
-#define gw_out_push_lit(o, lit) gw__out_push_static((o), "" lit "", sizeof(lit) - 1)
-int gw__out_push_static(gw_out_t *o, const char *lit, size_t len);
-
-/* len bytes at base inside arena a, the arena of the request whose answer
- * this queue carries. Safe because the connection returns the queue (sent or
- * discarded) before it resets the request's arena on every path
- * (gw_conn_finish, the close of a connection); sanitizer builds check that
- * base lies in a. */
-int gw_out_push_arena(gw_out_t *o, const gw_arena_t *a, const void *base, size_t len);
-
-/* len bytes at base, kept alive by owner (not NULL): the caller hands over
- * one reference, which the queue passes to release() once the bytes are out
- * or dropped. */
-int gw_out_push_ref(gw_out_t *o, const void *base, size_t len, void *owner);
-
-/* A copy of up to GW_OUT_INLINE bytes (a chunk-size line); -EINVAL beyond. */
-int gw_out_push_copy(gw_out_t *o, const void *base, size_t len);
-
-/* len bytes of fd from off, sent with sendfile. The queue owns fd (the caller
- * dup()ed it) and closes it once sent or discarded: nothing the application
- * does with its own descriptor afterwards changes what is sent. */
-int gw_out_push_file_own(gw_out_t *o, int fd, off_t off, size_t len);
-
-/* The same for a descriptor the queue does not own: owner (released through
- * the callback) keeps fd open on the same file, or, with owner NULL, the
- * caller pins it until the queue is returned (static.c's open-file cache
- * keeps the entry it serves for the whole answer). */
-int gw_out_push_file(gw_out_t *o, int fd, off_t off, size_t len, void *owner);
-
-/* Writes as much as the socket takes. Returns 0 when the queue is empty,
- * -EAGAIN when the socket is full, another negative errno when the peer is
- * gone. Never blocks. Releases the owners of what was sent. */
-int gw_out_flush(gw_out_t *o, int sock);
-
-/* Releases every queued segment unsent. */
-void gw_out_discard(gw_out_t *o);
-
-/* The same, except a head segment already partly written (an interim
- * "HTTP/1.1 100 Continue" the socket took only some of): its rest stays
- * queued, so that an answer queued next follows whole bytes, not
- * "HTTP/1.1 100 Cont" + "HTTP/1.1 408 ...". For a server's own answer
- * replacing whatever was queued before it. */
-void gw_out_discard_unstarted(gw_out_t *o);
-
-/* One response header, borrowed. */
+/* One response header, borrowed until the head is formatted. */
 typedef struct gw_hdr {
-    const char *name;  size_t name_len;
+    const char *name;  size_t name_len; /* name_len 0: left out */
     const char *value; size_t value_len;
 } gw_hdr_t;
 
-typedef enum gw_framing {
-    GW_FRAME_LENGTH,  /* Content-Length: content_length */
-    GW_FRAME_CHUNKED, /* Transfer-Encoding: chunked */
-    GW_FRAME_CLOSE,   /* body ends when the connection closes */
-    GW_FRAME_NONE,    /* no body by definition (HEAD, 204, 304); keep what the app said */
-} gw_framing_t;
-
-typedef struct gw_head {
-    int http_minor;          /* 0 or 1: the request's version */
-    const char *status;      /* "200 OK", borrowed */
-    size_t status_len;
-    const gw_hdr_t *hdrs;    /* the app's headers, already validated */
+/* What the source of an answer supplies. */
+typedef struct gw_answer {
+    int status;              /* 200 */
+    const char *status_line; /* "200 OK" as the app gave it, or NULL: the status and its
+                              * standard reason */
+    size_t status_line_len;
+    gw_hdr_t *hdrs;          /* validated, without hop-by-hop fields (the writer's) */
     size_t nhdrs;
-    gw_framing_t framing;
-    uint64_t content_length; /* with GW_FRAME_LENGTH when the app gave none */
-    bool add_length;         /* write Content-Length: content_length */
+    int length_hdr;          /* index of a Content-Length among hdrs (the app's), or -1 */
+    int64_t length;          /* the body's length when known (that field's value, a list's
+                              * total, a file's range); -1: a stream of unknown length */
+    bool wants_close;        /* the source asks for the close (the app's Connection: close) */
+    bool has_server;         /* hdrs carry their own Server ... */
+    bool has_date;           /* ... and Date (else the writer adds them) */
     const char *request_id;  /* X-Request-Id to add, or NULL */
     size_t request_id_len;
-    bool add_server;         /* unless the app gave its own */
-    bool add_date;
-    bool keep_alive;
-} gw_head_t;
+} gw_answer_t;
 
-/* Formats the status line and headers (with Date, Server, framing and
- * Connection) into the arena. Returns the length, 0 when out of memory. */
-size_t gw_head_format(const gw_head_t *h, gw_arena_t *a, char **out);
+typedef enum gw_framing {
+    GW_FRAME_LENGTH,  /* Content-Length: length */
+    GW_FRAME_CHUNKED, /* Transfer-Encoding: chunked */
+    GW_FRAME_CLOSE,   /* the body ends when the connection closes */
+    GW_FRAME_NONE,    /* no body by definition (HEAD, 204, 304) */
+} gw_framing_t;
 
-/* A complete short response with a text body ("Bad Request\n"), for errors
- * the server answers itself (400, 408, 413, 500, ...), with X-Request-Id
- * when request_id is not NULL. Returns its length (0: out of memory); the
- * body is gw_status_reason(status) plus a newline, unless is_head. */
-size_t gw_head_simple(int status, bool keep_alive, bool is_head, const char *request_id,
-                      size_t request_id_len, gw_arena_t *a, char **out);
+/* One answer's framing, decided by the writer, and its progress. The
+ * source reads it (no_body: stop producing; keep_alive: how to end the
+ * connection) and never decides it. Members starting with _ are the
+ * writer's own. */
+typedef struct gw_resp {
+    uint64_t length;     /* GW_FRAME_LENGTH: the body bytes the head promised */
+    uint64_t body_sent;  /* body bytes queued */
+    uint8_t framing;     /* gw_framing_t */
+    bool no_body;        /* HEAD, 204, 304: the head is the whole answer */
+    bool keep_alive;     /* the head says so, until a broken promise of length */
+    bool _add_length;    /* the head carries the Content-Length the source did not */
+    uint8_t _minor;      /* of the status line: HTTP/1._minor */
+} gw_resp_t;
+
+/* Decides the framing of answer a to r: no body for HEAD, 204 and 304 (a
+ * HEAD is told the length GET would have; a 204 loses the source's
+ * Content-Length, RFC 9110 8.6); a known length as Content-Length; else
+ * chunked where the request allows it, else the body ends with the
+ * connection. Keep-alive when may_keep_alive (gw_conn_may_keep_alive()),
+ * the source does not ask to close and the framing allows. The status line
+ * answers in the request's version (gw_req_answer_minor()). Only edits a's
+ * headers for a 204. Pure: the unit tests call it. */
+void gw_resp_plan(gw_resp_t *rs, gw_answer_t *a, const gw_req_t *r, bool may_keep_alive);
+
+/* Plans rs (above) and queues the head, formatted in r's arena (with Date,
+ * Server, X-Request-Id, the framing and Connection). 0, -ENOMEM, or
+ * -ENOBUFS when the queue has no room (nothing queued either way). */
+int gw_resp_head(gw_resp_t *rs, gw_answer_t *a, gw_req_t *r, bool may_keep_alive,
+                 gw_out_t *o);
+
+/* A whole answer of status with a short text body (gw_status_reason() and a
+ * newline; none for HEAD) and Content-Type text/plain, after nhdrs (at most
+ * GW_RESP_TEXT_HDRS) headers of the caller's: gangway's own answers (400,
+ * 404, 408, 413, 500, ...). Same results as gw_resp_head(). */
+#define GW_RESP_TEXT_HDRS 4
+int gw_resp_text(gw_resp_t *rs, gw_req_t *r, int status, const gw_hdr_t *hdrs, size_t nhdrs,
+                 bool may_keep_alive, const char *request_id, size_t request_id_len,
+                 gw_out_t *o);
+
+/* Output segments one body block takes (a chunk's size line, data, CRLF). */
+static inline unsigned gw_resp_block_segs(const gw_resp_t *rs)
+{
+    return rs->framing == GW_FRAME_CHUNKED ? 3 : 1;
+}
+
+/* Queues n bytes at p, kept alive by owner (gw_out_push_ref()), as body:
+ * framed, cut to the length the head promised, dropped for an answer
+ * without a body. 0 (owner the queue's), 1 when bytes past the promised
+ * length were dropped (owner the queue's), or -ENOBUFS when the queue has
+ * no room for the block: nothing queued, owner still the caller's, who
+ * makes room (flushes) and calls again. */
+int gw_resp_push_ref(gw_resp_t *rs, gw_out_t *o, const void *p, size_t n, void *owner);
+
+/* The same for len bytes of the file fd from off, sent with sendfile: the
+ * queue owns fd when owns_fd (then closed once sent or dropped), else the
+ * caller pins it until the queue is returned (gw_out_push_file()). On
+ * -ENOBUFS fd is still the caller's. */
+int gw_resp_push_file(gw_resp_t *rs, gw_out_t *o, int fd, bool owns_fd, off_t off, uint64_t len);
+
+/* Ends the body: the last chunk when chunked. 0, 1 when the body fell
+ * short of the length the head promised (the answer can only close now:
+ * keep_alive is cleared), or -ENOBUFS when the last chunk has no room
+ * (nothing changed: flush, then call again). */
+int gw_resp_end(gw_resp_t *rs, gw_out_t *o);
+
+/* The interim answer to Expect: 100-continue (RFC 9110 10.1.1). */
+int gw_resp_continue(gw_out_t *o);
 
 /* "Bad Request" for 400 and so on; "Unknown" otherwise. */
 const char *gw_status_reason(int status);

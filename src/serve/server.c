@@ -552,11 +552,12 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
                           .block_begin = block_begin,
                           .block_end = block_end,
                           .has_pending = has_pending};
-    gw_http1_limits_t lim = {
+    gw_proto_limits_t lim = {
         .request_line = cfg->limit_request_line,
         .field_size = cfg->limit_request_field_size,
         .fields = cfg->limit_request_fields,
         .headers = cfg->limit_request_headers,
+        .buffer_size = cfg->buffer_size,
         .body = cfg->limit_body,
     };
     const char *tmpdir = cfg->body_tmpdir ? cfg->body_tmpdir : getenv("TMPDIR");
@@ -573,12 +574,9 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
         gw_log_error("cannot create the event loop: %s", strerror(errno));
         goto fail;
     }
-    gw_uwsgi_limits_t ulim = {.buffer_size = cfg->buffer_size, .body = cfg->limit_body};
-
     gw_conn_ctx_init(&s->conns, s->loop, handler, &lim, cfg->body_buffer_size,
                      tmpdir && *tmpdir ? tmpdir : "/tmp", cfg->header_timeout, cfg->body_timeout,
                      cfg->keepalive_timeout, cfg->write_timeout);
-    s->conns.uwsgi_limits = ulim;
     {
         char err[256];
         s->statics = gw_static_new(cfg, err, sizeof(err));

@@ -2,6 +2,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "serve/response.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -356,34 +357,6 @@ void gw_static_free(gw_static_t *s)
 
 /* ---- request helpers ---- */
 
-/* A request header's value (HTTP name, or its CGI variable from uwsgi). */
-static bool header(const gw_req_t *r, const char *rb, const char *name, const char **v,
-                   size_t *vn)
-{
-    size_t n = strlen(name);
-    char cgi[64];
-
-    if (r->is_uwsgi) {
-        size_t i;
-        if (n + 5 >= sizeof(cgi))
-            return false;
-        memcpy(cgi, "HTTP_", 5);
-        for (i = 0; i < n; i++)
-            cgi[5 + i] = name[i] == '-' ? '_' : (char)toupper((unsigned char)name[i]);
-        name = cgi;
-        n += 5;
-    }
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        const gw_header_t *h = &r->headers[i];
-        if (h->name.len == n && strncasecmp(rb + h->name.off, name, n) == 0) {
-            *v = rb + h->value.off;
-            *vn = h->value.len;
-            return true;
-        }
-    }
-    return false;
-}
-
 static int hexval(int c)
 {
     if (c >= '0' && c <= '9')
@@ -392,7 +365,7 @@ static int hexval(int c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Decodes the path once (a uwsgi PATH_INFO comes decoded by nginx already)
+/* Decodes the path once (unless it came decoded: a gateway's PATH_INFO)
  * and checks every segment: no NUL, no backslash, no
  * "." or ".." segment, no dot-file unless allowed. Writes the relative path
  * (no leading slash) to out. Returns 0, or -1 for a path never served. */
@@ -630,54 +603,43 @@ static char *fmt(gw_arena_t *a, const char *f, ...)
     return gw_arena_dup(a, buf, strlen(buf));
 }
 
+/* Queues the answer: status, headers and a file range (length bytes of fd
+ * from off; fd pinned by the request, r->static_fd) or no body (fd < 0: a
+ * HEAD, a 304). The response writer frames it. */
 static bool queue(gw_req_t *r, gw_out_t *out, int status, answer_t *an, uint64_t length,
-                  bool with_body, bool keep_alive, int fd, uint64_t off, gw_static_result_t *res)
+                  bool keep_alive, int fd, uint64_t off, gw_static_result_t *res)
 {
-    char status_line[64];
-    gw_head_t h = {
-        .http_minor = r->is_uwsgi ? 0 : r->http_minor,
-        .status = status_line,
+    gw_answer_t a = {
+        .status = status,
         .hdrs = an->h,
         .nhdrs = an->n,
-        .framing = with_body ? GW_FRAME_LENGTH : GW_FRAME_NONE,
-        .content_length = length,
-        .add_length = true,
-        .add_server = true,
-        .add_date = true,
-        .keep_alive = keep_alive,
+        .length_hdr = -1,
+        .length = (int64_t)length,
     };
-    char *buf;
-    size_t n;
+    gw_resp_t rs;
 
-    h.status_len = (size_t)snprintf(status_line, sizeof(status_line), "%d %s", status,
-                                    gw_status_reason(status));
-    if (status == 304)
-        h.add_length = false;
-    n = gw_head_format(&h, &r->arena, &buf);
     res->status = status;
     res->bytes = 0;
-    if (!n || gw_out_push_arena(out, &r->arena, buf, n) < 0)
+    if (gw_resp_head(&rs, &a, r, keep_alive, out) < 0)
         return false;
-    if (with_body && fd >= 0 && length) {
-        gw_out_push_file(out, fd, (off_t)off, length, NULL);
-        res->bytes = length;
-    } else if (with_body && length && fd < 0) {
-        /* a short text body for errors */
-        const char *reason = gw_status_reason(status);
-        char *b = fmt(&r->arena, "%s\n", reason);
-        if (b)
-            gw_out_push_arena(out, &r->arena, b, strlen(b));
-        res->bytes = length;
-    }
+    if (fd >= 0)
+        gw_resp_push_file(&rs, out, fd, false, (off_t)off, length);
+    res->bytes = rs.body_sent;
     return true;
 }
 
+/* An answer with a short text body (errors). */
 static bool simple(gw_req_t *r, gw_out_t *out, int status, answer_t *an, bool keep_alive,
                    gw_static_result_t *res)
 {
-    size_t len = strlen(gw_status_reason(status)) + 1;
-    add(an, "Content-Type", "text/plain; charset=utf-8");
-    return queue(r, out, status, an, len, !r->is_head, keep_alive, -1, 0, res);
+    gw_resp_t rs;
+
+    res->status = status;
+    res->bytes = 0;
+    if (gw_resp_text(&rs, r, status, an->h, an->n, keep_alive, NULL, 0, out) < 0)
+        return false;
+    res->bytes = rs.body_sent;
+    return true;
 }
 
 static void close_all(const int *fds, int n)
@@ -832,7 +794,7 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         add(&an, "Allow", "GET, HEAD");
         return simple(r, out, 405, &an, keep_alive, res);
     }
-    if (clean_path(path + m->plen, pn - m->plen, r->is_uwsgi, cfg->static_dotfiles, rel,
+    if (clean_path(path + m->plen, pn - m->plen, r->is_path_decoded, cfg->static_dotfiles, rel,
                    sizeof(rel)) < 0)
         goto not_found;
     if (!(f = get_file(s, m, rel, sizeof(rel), true, "", &tmp, &owned)))
@@ -844,7 +806,7 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
 
     if (cfg->static_gzip) {
         add(&an, "Vary", "Accept-Encoding");
-        if (header(r, rb, "accept-encoding", &v, &vn)) {
+        if (gw_req_header(r, rb, "accept-encoding", &v, &vn)) {
             static const char *codings[][2] = {{"br", ".br"}, {"gzip", ".gz"}};
             for (size_t i = 0; i < 2 && !enc; i++) {
                 const sfile_t *vf;
@@ -881,22 +843,22 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
             add(&an, "Expires", gw_arena_dup(&r->arena, ex, strlen(ex)));
         }
         /* RFC 9110 13.2.2: If-None-Match first; If-Modified-Since only without it. */
-        if (header(r, rb, "if-none-match", &v, &vn)) {
+        if (gw_req_header(r, rb, "if-none-match", &v, &vn)) {
             not_modified = etag_matches(v, vn, f->etag);
-        } else if (header(r, rb, "if-modified-since", &v, &vn)) {
+        } else if (gw_req_header(r, rb, "if-modified-since", &v, &vn)) {
             time_t ims = parse_http_date(v, vn);
             not_modified = ims >= 0 && f->st.st_mtim.tv_sec <= ims;
         }
         if (not_modified) {
             close_all(own, nown);
-            return queue(r, out, 304, &an, 0, false, keep_alive, -1, 0, res);
+            return queue(r, out, 304, &an, 0, keep_alive, -1, 0, res);
         }
         end = size ? size - 1 : 0;
-        if (header(r, rb, "range", &v, &vn)) {
+        if (gw_req_header(r, rb, "range", &v, &vn)) {
             const char *ir;
             size_t irn;
             bool use = true;
-            if (header(r, rb, "if-range", &ir, &irn)) {
+            if (gw_req_header(r, rb, "if-range", &ir, &irn)) {
                 /* A range only while the representation is the one the client has. */
                 if (irn && ir[0] == '"')
                     use = irn == strlen(f->etag) && memcmp(ir, f->etag, irn) == 0;
@@ -922,8 +884,8 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
                                       (unsigned long long)size));
     if (r->is_head) {
         close_all(own, nown);
-        return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, false,
-                     keep_alive, -1, 0, res);
+        return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, keep_alive,
+                     -1, 0, res);
     }
     /* The request owns the descriptor it sends from: a cached one is
      * duplicated, since the cache may close its own before a slow client
@@ -941,8 +903,8 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         return simple(r, out, 503, &e, keep_alive, res);
     }
     r->static_fd = fd;
-    return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, true, keep_alive,
-                 fd, start, res);
+    return queue(r, out, partial ? 206 : 200, &an, size ? end - start + 1 : 0, keep_alive, fd,
+                 start, res);
 
 not_found:
     close_all(own, nown);

@@ -7,7 +7,7 @@
 
 #include "config/config.h"
 #include "proto/request.h"
-#include "serve/response.h"
+#include "serve/out.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -41,7 +41,7 @@ enum { MAX_REQS = 8, STR_MAX = 512, BODY_MAX = 4096 };
 
 /* One parsed request, copied out of the read buffer before the reset. */
 typedef struct result {
-    int st;     /* GW_HTTP1_DONE, GW_HTTP1_ERROR, or GW_HTTP1_AGAIN: input ended mid-request */
+    int st;     /* GW_PARSE_DONE, GW_PARSE_ERROR, or GW_PARSE_AGAIN: input ended mid-request */
     int status; /* h.status with ERROR */
     int nhead;  /* how many times HEAD was returned */
     char method[STR_MAX], target[STR_MAX], path[STR_MAX], query[STR_MAX];
@@ -51,6 +51,7 @@ typedef struct result {
     int32_t host;
     int major, minor;
     bool is_head, is_chunked, keep_alive, expect_continue, body_in_file;
+    bool any_gateway_fact; /* has_cgi_fields, is_path_decoded or is_gateway: never for HTTP */
     int64_t content_length;
     char body[BODY_MAX];
     uint64_t body_len;
@@ -61,7 +62,7 @@ typedef struct run {
     result_t r[MAX_REQS];
 } run_t;
 
-static const gw_http1_limits_t default_limits = {
+static const gw_proto_limits_t default_limits = {
     .request_line = 256,
     .field_size = 128,
     .fields = 16,
@@ -86,8 +87,8 @@ static void record(result_t *out, const gw_http1_t *h, const gw_req_t *r, const 
 
     memset(out, 0, sizeof(*out));
     out->st = st;
-    out->status = st == GW_HTTP1_ERROR ? h->status : 0;
-    if (st != GW_HTTP1_DONE)
+    out->status = st == GW_PARSE_ERROR ? h->status : 0;
+    if (st != GW_PARSE_DONE)
         return; /* spans of a failed or partial request mean nothing */
     copy_span(out->method, base, r->method);
     copy_span(out->target, base, r->target);
@@ -110,6 +111,7 @@ static void record(result_t *out, const gw_http1_t *h, const gw_req_t *r, const 
     out->is_chunked = r->is_chunked;
     out->keep_alive = r->keep_alive;
     out->expect_continue = r->expect_continue;
+    out->any_gateway_fact = r->has_cgi_fields || r->is_path_decoded || r->is_gateway;
     out->content_length = r->content_length;
     out->body_in_file = r->body.fd >= 0;
     out->body_len = r->body.len;
@@ -121,7 +123,7 @@ static void record(result_t *out, const gw_http1_t *h, const gw_req_t *r, const 
  * the way reads would fill conn.c's buffer, and parses every request in it.
  * Each arrival gets a fresh exact-size buffer, so that under ASan a span or
  * pointer kept from an earlier feed, or a read past the fed bytes, is caught.
- * A harness_run_cb: lim is a const gw_http1_limits_t *, result a run_t *. */
+ * A harness_run_cb: lim is a const gw_proto_limits_t *, result a run_t *. */
 static void run_cuts(const char *in, size_t n, const size_t *cuts, size_t ncuts, const void *lim,
                      void *result)
 {
@@ -150,17 +152,17 @@ static void run_cuts(const char *in, size_t n, const size_t *cuts, size_t ncuts,
         pos = end;
         for (;;) {
             size_t used = 0;
-            gw_http1_status_t st = gw_http1_feed(&h, &req, buf, parsed, len - parsed, &used);
+            gw_parse_t st = gw_http1_feed(&h, &req, buf, parsed, len - parsed, &used);
 
             assert(used <= len - parsed);
             parsed += used;
-            if (st == GW_HTTP1_AGAIN) {
+            if (st == GW_PARSE_AGAIN) {
                 assert(parsed == len);
                 if (in_body)
                     len = parsed = head_end; /* body bytes are stored; keep the head */
                 break;
             }
-            if (st == GW_HTTP1_HEAD) {
+            if (st == GW_PARSE_HEAD) {
                 assert(!in_body);
                 nhead++;
                 head_end = parsed;
@@ -172,7 +174,7 @@ static void run_cuts(const char *in, size_t n, const size_t *cuts, size_t ncuts,
                 out->r[out->n].nhead = nhead;
                 out->n++;
             }
-            if (st == GW_HTTP1_ERROR || !req.keep_alive || out->n == MAX_REQS) {
+            if (st == GW_PARSE_ERROR || !req.keep_alive || out->n == MAX_REQS) {
                 done = true;
                 break;
             }
@@ -189,7 +191,7 @@ static void run_cuts(const char *in, size_t n, const size_t *cuts, size_t ncuts,
         }
     }
     if (!done && (len > 0 || in_body) && out->n < MAX_REQS) {
-        record(&out->r[out->n], &h, &req, buf, GW_HTTP1_AGAIN);
+        record(&out->r[out->n], &h, &req, buf, GW_PARSE_AGAIN);
         out->r[out->n].nhead = nhead;
         out->n++;
     }
@@ -197,7 +199,7 @@ static void run_cuts(const char *in, size_t n, const size_t *cuts, size_t ncuts,
     free(buf);
 }
 
-static void run_str(const char *in, const gw_http1_limits_t *lim, run_t *out)
+static void run_str(const char *in, const gw_proto_limits_t *lim, run_t *out)
 {
     run_cuts(in, strlen(in), NULL, 0, lim, out);
 }
@@ -211,22 +213,22 @@ static result_t *parse1(const char *in)
     return &run.r[0];
 }
 
-static int status_of(const char *in, const gw_http1_limits_t *lim)
+static int status_of(const char *in, const gw_proto_limits_t *lim)
 {
     run_t run;
     run_str(in, lim ? lim : &default_limits, &run);
     if (run.n == 0)
         return -1;
-    if (run.r[run.n - 1].st == GW_HTTP1_ERROR)
+    if (run.r[run.n - 1].st == GW_PARSE_ERROR)
         return run.r[run.n - 1].status;
-    return run.r[run.n - 1].st == GW_HTTP1_DONE ? 200 : 0;
+    return run.r[run.n - 1].st == GW_PARSE_DONE ? 200 : 0;
 }
 
 static bool result_eq(const result_t *a, const result_t *b)
 {
     if (a->st != b->st || a->status != b->status)
         return false;
-    if (a->st != GW_HTTP1_DONE)
+    if (a->st != GW_PARSE_DONE)
         return true;
     return !strcmp(a->method, b->method) && !strcmp(a->target, b->target) &&
            !strcmp(a->path, b->path) && !strcmp(a->query, b->query) &&
@@ -267,12 +269,12 @@ static const harness_parser_t http1_parser = {run_cuts, run_eq, describe, sizeof
 /* Parses in one shot, one byte at a time, and split in two at every point;
  * every way must give the same results. Returns the one-shot run in *whole.
  * Differences are printed with the splits that caused them. */
-static bool splits_agree_n(const char *in, size_t n, const gw_http1_limits_t *lim, run_t *whole)
+static bool splits_agree_n(const char *in, size_t n, const gw_proto_limits_t *lim, run_t *whole)
 {
     return harness_splits_agree(&http1_parser, in, n, lim, whole);
 }
 
-static bool splits_agree(const char *in, const gw_http1_limits_t *lim, run_t *whole)
+static bool splits_agree(const char *in, const gw_proto_limits_t *lim, run_t *whole)
 {
     return splits_agree_n(in, strlen(in), lim, whole);
 }
@@ -283,7 +285,7 @@ static void test_simple_get(void)
 {
     result_t *r = parse1("GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n");
 
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_STR(r->method, "GET");
     CHECK_STR(r->target, "/index.html");
     CHECK_STR(r->path, "/index.html");
@@ -299,13 +301,14 @@ static void test_simple_get(void)
     CHECK_INT(r->content_length, -1);
     CHECK_INT(r->body_len, 0);
     CHECK_INT(r->nhead, 0); /* no body: DONE straight away, no HEAD */
+    CHECK(!r->any_gateway_fact);
 }
 
 static void test_http10_no_host(void)
 {
     result_t *r = parse1("GET / HTTP/1.0\r\n\r\n");
 
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_INT(r->minor, 0);
     CHECK_INT(r->host, -1);
     CHECK(!r->keep_alive);
@@ -314,7 +317,7 @@ static void test_http10_no_host(void)
     r = parse1("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     CHECK(!r->keep_alive);
     r = parse1("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK(r->is_head);
 }
 
@@ -336,7 +339,7 @@ static void test_headers_as_spans(void)
     assert(buf);
     gw_http1_init(&h, &default_limits, &body_env);
     gw_req_init(&req, &arena_pool);
-    CHECK_INT(gw_http1_feed(&h, &req, buf, 0, strlen(buf), &used), GW_HTTP1_DONE);
+    CHECK_INT(gw_http1_feed(&h, &req, buf, 0, strlen(buf), &used), GW_PARSE_DONE);
     CHECK_INT(used, strlen(buf));
     CHECK_INT(req.nheaders, 6);
     /* Spans are offsets into the buffer handed to feed: check them directly. */
@@ -380,15 +383,15 @@ static void test_pipelined(void)
     CHECK_STR(run.r[3].target, "/4");
     CHECK(!run.r[3].keep_alive);
     for (int i = 0; i < 4; i++)
-        CHECK_INT(run.r[i].st, GW_HTTP1_DONE);
+        CHECK_INT(run.r[i].st, GW_PARSE_DONE);
 
     /* A pipelined request after an error is never parsed. */
     run_str(
         "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
         &default_limits, &run);
     CHECK_INT(run.n, 2);
-    CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
-    CHECK_INT(run.r[1].st, GW_HTTP1_ERROR);
+    CHECK_INT(run.r[0].st, GW_PARSE_DONE);
+    CHECK_INT(run.r[1].st, GW_PARSE_ERROR);
     CHECK_INT(run.r[1].status, 400);
 }
 
@@ -399,7 +402,7 @@ static void test_post_content_length(void)
 
     CHECK(splits_agree(in, &default_limits, &run));
     CHECK_INT(run.n, 1);
-    CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+    CHECK_INT(run.r[0].st, GW_PARSE_DONE);
     CHECK_INT(run.r[0].nhead, 1);
     CHECK_INT(run.r[0].content_length, 11);
     CHECK_INT(run.r[0].body_len, 11);
@@ -408,7 +411,7 @@ static void test_post_content_length(void)
 
     /* Content-Length: 0 is a message without a body. */
     result_t *r = parse1("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_INT(r->nhead, 0);
     CHECK_INT(r->content_length, 0);
 }
@@ -423,7 +426,7 @@ static void test_post_body_to_file(void)
     body[300] = '\0';
     snprintf(in, sizeof(in), "PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: 300\r\n\r\n%s", body);
     CHECK(splits_agree(in, &default_limits, &run));
-    CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+    CHECK_INT(run.r[0].st, GW_PARSE_DONE);
     CHECK_INT(run.r[0].body_len, 300);
     CHECK(run.r[0].body_in_file); /* past body_env.mem_limit (64) */
     CHECK_STR(run.r[0].body, body);
@@ -487,7 +490,7 @@ static void test_post_chunked(void)
 
     CHECK(splits_agree(in, &default_limits, &run));
     CHECK_INT(run.n, 1);
-    CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+    CHECK_INT(run.r[0].st, GW_PARSE_DONE);
     CHECK(run.r[0].is_chunked);
     CHECK_INT(run.r[0].content_length, -1);
     CHECK_STR(run.r[0].body, "hello 0123456789");
@@ -644,8 +647,8 @@ static void test_error_statuses(void)
 
         run_cuts(cases[i].in, cases[i].len, NULL, 0, &default_limits, &run);
         got = run.n == 0                              ? -1
-              : run.r[run.n - 1].st == GW_HTTP1_ERROR ? run.r[run.n - 1].status
-              : run.r[run.n - 1].st == GW_HTTP1_DONE  ? 200
+              : run.r[run.n - 1].st == GW_PARSE_ERROR ? run.r[run.n - 1].status
+              : run.r[run.n - 1].st == GW_PARSE_DONE  ? 200
                                                       : 0;
         if (got != cases[i].status)
             fprintf(stderr, "  case #%zu: \"%s\"\n", i, cases[i].in);
@@ -668,7 +671,7 @@ static void test_chunk_crlf_every_split(void)
         run_t run;
         CHECK(splits_agree(bad[i], &default_limits, &run));
         CHECK_INT(run.n, 1);
-        CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+        CHECK_INT(run.r[0].st, GW_PARSE_ERROR);
         CHECK_INT(run.r[0].status, 400);
     }
 }
@@ -689,7 +692,7 @@ static char *repeat(const char *pre, char c, size_t n, const char *post)
 
 static void test_limits(void)
 {
-    gw_http1_limits_t lim = default_limits;
+    gw_proto_limits_t lim = default_limits;
     run_t run;
     char *s;
 
@@ -778,7 +781,7 @@ static void test_limits(void)
     /* A chunk that cannot fit is refused at its size line, before its data. */
     run_str("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3E9\r\n",
             &default_limits, &run);
-    CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+    CHECK_INT(run.r[0].st, GW_PARSE_ERROR);
     CHECK_INT(run.r[0].status, 413);
     CHECK_INT(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                         "3E8\r\n",
@@ -795,16 +798,16 @@ static void test_limits(void)
 
         n = snprintf(in, sizeof(in), "%s1;x=%0123d\r\nx\r\n0\r\n\r\n", pre, 0);
         CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
-        CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+        CHECK_INT(run.r[0].st, GW_PARSE_DONE);
         CHECK_STR(run.r[0].body, "x");
         n = snprintf(in, sizeof(in), "%s1;x=%0124d\r\nx\r\n0\r\n\r\n", pre, 0);
         CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
-        CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+        CHECK_INT(run.r[0].st, GW_PARSE_ERROR);
         CHECK_INT(run.r[0].status, 400);
         /* leading zeros, in the second chunk's line, and in the last one's */
         n = snprintf(in, sizeof(in), "%s2\r\nab\r\n%0126d1\r\nx\r\n0\r\n\r\n", pre, 0);
         CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
-        CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+        CHECK_INT(run.r[0].st, GW_PARSE_DONE);
         CHECK_STR(run.r[0].body, "abx");
         n = snprintf(in, sizeof(in), "%s2\r\nab\r\n%0127d1\r\nx\r\n0\r\n\r\n", pre, 0);
         CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
@@ -815,7 +818,7 @@ static void test_limits(void)
         /* a line that never ends is refused as it grows, not at its end */
         n = snprintf(in, sizeof(in), "%s1;x=%0500d", pre, 0);
         CHECK(splits_agree_n(in, (size_t)n, &lim, &run));
-        CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+        CHECK_INT(run.r[0].st, GW_PARSE_ERROR);
         CHECK_INT(run.r[0].status, 400);
     }
 }
@@ -827,14 +830,14 @@ static void test_underscore_headers_dropped(void)
     result_t *r = parse1("GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 1.2.3.4\r\n"
                          "X-Forwarded-For: 5.6.7.8\r\n\r\n");
 
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_INT(r->nheaders, 2);
     CHECK_STR(r->headers, "Host=a\nX-Forwarded-For=5.6.7.8\n");
     /* A Host spelt with '_' is not a Host. */
     CHECK_INT(status_of("GET / HTTP/1.1\r\nHo_st: a\r\n\r\n", NULL), 400);
     /* Nor does a Transfer_Encoding make a body. */
     r = parse1("GET / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: gzip\r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK(!r->is_chunked);
 }
 
@@ -842,7 +845,7 @@ static void test_asterisk_target(void)
 {
     result_t *r = parse1("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
 
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_STR(r->method, "OPTIONS");
     CHECK_STR(r->target, "*");
     CHECK_STR(r->path, "");
@@ -856,41 +859,41 @@ static void test_target_split(void)
 {
     result_t *r = parse1("GET /a/b?x=1&y=%20#frag HTTP/1.1\r\nHost: h\r\n\r\n");
 
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_STR(r->authority, ""); /* origin-form: Host names the host */
     CHECK_STR(r->path, "/a/b");
     CHECK_STR(r->query, "x=1&y=%20");
 
     r = parse1("GET http://example.com:8080/a/b?x=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_STR(r->target, "http://example.com:8080/a/b?x=1");
     CHECK_STR(r->path, "/a/b");
     CHECK_STR(r->query, "x=1");
     CHECK_STR(r->authority, "example.com:8080"); /* RFC 9112 3.2.2: it names the host */
 
     r = parse1("GET http://[::1]:81?q HTTP/1.1\r\nHost: other\r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_STR(r->authority, "[::1]:81");
     CHECK_STR(r->path, "/"); /* RFC 9112 3.2.2: an empty path is "/" */
     CHECK_STR(r->query, "q");
 
     r = parse1("GET http://user:pw@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_ERROR);
+    CHECK_INT(r->st, GW_PARSE_ERROR);
     CHECK_INT(r->status, 400); /* RFC 9110 4.2.4: userinfo */
 
     r = parse1("GET HTTPS://example.com?q HTTP/1.1\r\nHost: example.com\r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_STR(r->path, "/");
     CHECK_STR(r->query, "q");
 
     r = parse1("GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_STR(r->target, "http://example.com");
     CHECK_STR(r->path, "/");
     CHECK_STR(r->query, "");
 
     r = parse1("GET /? HTTP/1.1\r\nHost: h\r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_STR(r->path, "/");
     CHECK_STR(r->query, "");
 }
@@ -921,16 +924,16 @@ static void test_host_syntax(void)
         for (int minor = 0; minor <= 1; minor++) {
             n = snprintf(in, sizeof(in), "GET /p HTTP/1.%d\r\nHost: %s\r\n\r\n", minor, good[i]);
             if (!splits_agree_n(in, (size_t)n, &default_limits, &run) ||
-                run.r[0].st != GW_HTTP1_DONE)
+                run.r[0].st != GW_PARSE_DONE)
                 fprintf(stderr, "  Host: \"%s\" HTTP/1.%d\n", good[i], minor);
-            CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+            CHECK_INT(run.r[0].st, GW_PARSE_DONE);
         }
         if (!good[i][0])
             continue;
         n = snprintf(in, sizeof(in), "GET http://%s/p?q HTTP/1.1\r\nHost: x\r\n\r\n", good[i]);
-        if (!splits_agree_n(in, (size_t)n, &default_limits, &run) || run.r[0].st != GW_HTTP1_DONE)
+        if (!splits_agree_n(in, (size_t)n, &default_limits, &run) || run.r[0].st != GW_PARSE_DONE)
             fprintf(stderr, "  authority \"%s\"\n", good[i]);
-        CHECK_INT(run.r[0].st, GW_HTTP1_DONE);
+        CHECK_INT(run.r[0].st, GW_PARSE_DONE);
         CHECK_STR(run.r[0].authority, good[i]);
         CHECK_STR(run.r[0].path, "/p");
     }
@@ -940,7 +943,7 @@ static void test_host_syntax(void)
             if (!splits_agree_n(in, (size_t)n, &default_limits, &run) ||
                 run.r[0].status != 400)
                 fprintf(stderr, "  Host: \"%s\" HTTP/1.%d\n", bad[i], minor);
-            CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+            CHECK_INT(run.r[0].st, GW_PARSE_ERROR);
             CHECK_INT(run.r[0].status, 400);
         }
         if (strchr(bad[i], '/'))
@@ -948,7 +951,7 @@ static void test_host_syntax(void)
         n = snprintf(in, sizeof(in), "GET http://%s/p HTTP/1.1\r\nHost: x\r\n\r\n", bad[i]);
         if (!splits_agree_n(in, (size_t)n, &default_limits, &run) || run.r[0].status != 400)
             fprintf(stderr, "  authority \"%s\"\n", bad[i]);
-        CHECK_INT(run.r[0].st, GW_HTTP1_ERROR);
+        CHECK_INT(run.r[0].st, GW_PARSE_ERROR);
         CHECK_INT(run.r[0].status, 400);
     }
     /* the authority is checked, and the Host it replaces is still one */
@@ -958,7 +961,7 @@ static void test_host_syntax(void)
     /* an empty Host is one Host: a second is still refused */
     CHECK_INT(status_of("GET / HTTP/1.1\r\nHost:\r\nHost: a\r\n\r\n", NULL), 400);
     result_t *r = parse1("GET / HTTP/1.1\r\nHost: \r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK_INT(r->host, 0);
     CHECK_STR(r->headers, "Host=\n");
 }
@@ -969,16 +972,16 @@ static void test_expect(void)
     result_t *r = parse1("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
                          "Content-Length: 3\r\n\r\nabc");
 
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK(r->expect_continue);
     CHECK_STR(r->body, "abc");
     r = parse1("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-CONTINUE\r\n"
                "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK(r->expect_continue);
     /* Nothing to continue to without a body. */
     r = parse1("GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n");
-    CHECK_INT(r->st, GW_HTTP1_DONE);
+    CHECK_INT(r->st, GW_PARSE_DONE);
     CHECK(!r->expect_continue);
     r = parse1("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n");
     CHECK(!r->expect_continue);
@@ -987,7 +990,7 @@ static void test_expect(void)
     run_str("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
             &default_limits, &run);
     CHECK_INT(run.n, 1);
-    CHECK_INT(run.r[0].st, GW_HTTP1_AGAIN);
+    CHECK_INT(run.r[0].st, GW_PARSE_AGAIN);
     CHECK_INT(run.r[0].nhead, 1);
 
     CHECK_INT(status_of("GET / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n", NULL), 417);
@@ -1010,15 +1013,15 @@ static void test_head_then_body_feeds(void)
     assert(buf);
     gw_http1_init(&h, &default_limits, &body_env);
     gw_req_init(&req, &arena_pool);
-    CHECK_INT(gw_http1_feed(&h, &req, buf, 0, strlen(buf), &used), GW_HTTP1_HEAD);
+    CHECK_INT(gw_http1_feed(&h, &req, buf, 0, strlen(buf), &used), GW_PARSE_HEAD);
     CHECK_INT(used, head);
     CHECK_INT(req.content_length, 4);
     CHECK_INT(req.body.len, 0);
-    CHECK_INT(gw_http1_feed(&h, &req, buf, head, 2, &used), GW_HTTP1_AGAIN);
+    CHECK_INT(gw_http1_feed(&h, &req, buf, head, 2, &used), GW_PARSE_AGAIN);
     CHECK_INT(used, 2);
-    CHECK_INT(gw_http1_feed(&h, &req, buf, head + 2, 0, &used), GW_HTTP1_AGAIN);
+    CHECK_INT(gw_http1_feed(&h, &req, buf, head + 2, 0, &used), GW_PARSE_AGAIN);
     CHECK_INT(used, 0);
-    CHECK_INT(gw_http1_feed(&h, &req, buf, head + 2, 2, &used), GW_HTTP1_DONE);
+    CHECK_INT(gw_http1_feed(&h, &req, buf, head + 2, 2, &used), GW_PARSE_DONE);
     CHECK_INT(used, 2);
     CHECK_INT(req.body.len, 4);
     CHECK(!memcmp(req.body.mem.data, "abcd", 4));
@@ -1066,14 +1069,14 @@ static void test_known_bugs(void)
     free(s);
     s = repeat("GET", ' ', 100000, "/ HTTP/1.1\r\nHost: a\r\n\r\n");
     run_str(s, &default_limits, &run);
-    CHECK_THAT(run.r[0].st == GW_HTTP1_ERROR, "spaces in the request line escape the 414 limit");
+    CHECK_THAT(run.r[0].st == GW_PARSE_ERROR, "spaces in the request line escape the 414 limit");
     free(s);
     s = malloc(200001);
     for (int i = 0; i < 100000; i++)
         memcpy(s + 2 * i, "\r\n", 2);
     s[200000] = '\0';
     run_str(s, &default_limits, &run);
-    CHECK_THAT(run.n == 1 && run.r[0].st == GW_HTTP1_ERROR,
+    CHECK_THAT(run.n == 1 && run.r[0].st == GW_PARSE_ERROR,
               "blank lines before the request line are buffered without limit");
     free(s);
 
@@ -1083,7 +1086,7 @@ static void test_known_bugs(void)
     run_str("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n"
             "GET /next HTTP/1.1\r\nHost: a\r\n\r\n",
             &default_limits, &run);
-    CHECK_THAT(run.r[0].st == GW_HTTP1_ERROR && run.r[0].status == 400,
+    CHECK_THAT(run.r[0].st == GW_PARSE_ERROR && run.r[0].status == 400,
               "bare LF ends a chunked body");
     CHECK_THAT(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                         "0\r\nX: a\r\n\n",
@@ -1104,14 +1107,14 @@ static void test_known_bugs(void)
         size_t cut = strlen("GET / HTTP/1.1\r\nHost: a\r");
         CHECK_INT(status_of(in, NULL), 400);
         run_cuts(in, strlen(in), &cut, 1, &default_limits, &run);
-        CHECK_THAT(run.r[0].st == GW_HTTP1_ERROR && run.r[0].status == 400,
+        CHECK_THAT(run.r[0].st == GW_PARSE_ERROR && run.r[0].status == 400,
                   "bare LF after LF passes when the previous read ended in CR");
     }
 
     /* RFC 9110 10.1.1: a server MUST ignore 100-continue from HTTP/1.0. */
     run_str("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
             &default_limits, &run);
-    CHECK_THAT(run.r[0].st == GW_HTTP1_DONE && !run.r[0].expect_continue,
+    CHECK_THAT(run.r[0].st == GW_PARSE_DONE && !run.r[0].expect_continue,
               "Expect: 100-continue honoured for HTTP/1.0");
 
     /* The bare-LF check runs after llhttp_execute(), so an error that a

@@ -123,14 +123,15 @@ typedef struct result {
     char vars[VARS_MAX]; /* "name=value\n" for each variable */
     uint32_t nheaders;
     int major, minor;
-    bool is_head, is_uwsgi, keep_alive, body_in_file;
+    bool is_head, keep_alive, body_in_file;
+    bool has_cgi_fields, is_path_decoded, is_gateway; /* the protocol's facts */
     int64_t content_length;
     char body[BODY_MAX];
     uint64_t body_len;
 } result_t;
 
-static const gw_uwsgi_limits_t default_limits = {.buffer_size = 1024, .body = 1000};
-static const gw_uwsgi_limits_t max_limits = {.buffer_size = 65535, .body = 1000};
+static const gw_proto_limits_t default_limits = {.buffer_size = 1024, .body = 1000};
+static const gw_proto_limits_t max_limits = {.buffer_size = 65535, .body = 1000};
 
 static gw_bufpool_t body_pool;
 static gw_arena_pool_t arena_pool;
@@ -173,7 +174,9 @@ static void record(result_t *out, const gw_uwsgi_t *u, const gw_req_t *r, const 
     out->major = r->http_major;
     out->minor = r->http_minor;
     out->is_head = r->is_head;
-    out->is_uwsgi = r->is_uwsgi;
+    out->has_cgi_fields = r->has_cgi_fields;
+    out->is_path_decoded = r->is_path_decoded;
+    out->is_gateway = r->is_gateway;
     out->keep_alive = r->keep_alive;
     out->content_length = r->content_length;
     out->body_in_file = r->body.fd >= 0;
@@ -186,7 +189,7 @@ static void record(result_t *out, const gw_uwsgi_t *u, const gw_req_t *r, const 
  * the way reads would fill conn.c's buffer, and parses the request in it.
  * Each arrival gets a fresh exact-size buffer, so that under ASan a span or
  * pointer kept from an earlier feed, or a read past the fed bytes, is caught.
- * A harness_run_cb: lim is a const gw_uwsgi_limits_t *, result a result_t *. */
+ * A harness_run_cb: lim is a const gw_proto_limits_t *, result a result_t *. */
 static void run_cuts(const char *in, size_t n, const size_t *cuts, size_t ncuts, const void *lim,
                      void *result)
 {
@@ -245,7 +248,7 @@ static void run_cuts(const char *in, size_t n, const size_t *cuts, size_t ncuts,
     free(buf);
 }
 
-static void run_bytes(const bytes_t *b, const gw_uwsgi_limits_t *lim, result_t *out)
+static void run_bytes(const bytes_t *b, const gw_proto_limits_t *lim, result_t *out)
 {
     run_cuts(b->p, b->n, NULL, 0, lim, out);
 }
@@ -263,7 +266,8 @@ static bool result_eq(const void *va, const void *vb)
            !strcmp(a->path, b->path) && !strcmp(a->query, b->query) && !strcmp(a->vars, b->vars) &&
            !strcmp(a->host, b->host) &&
            a->nheaders == b->nheaders && a->major == b->major && a->minor == b->minor &&
-           a->is_head == b->is_head && a->is_uwsgi == b->is_uwsgi &&
+           a->is_head == b->is_head && a->has_cgi_fields == b->has_cgi_fields &&
+           a->is_path_decoded == b->is_path_decoded && a->is_gateway == b->is_gateway &&
            a->keep_alive == b->keep_alive && a->content_length == b->content_length &&
            a->body_in_file == b->body_in_file && a->body_len == b->body_len &&
            !memcmp(a->body, b->body, sizeof(a->body));
@@ -282,12 +286,12 @@ static const harness_parser_t uwsgi_parser = {run_cuts, result_eq, describe, siz
 /* Parses in one shot, one byte at a time, and split in two at every point;
  * every way must give the same result (errors included: the block is only
  * looked at once it is all in). Returns the one-shot result in *whole. */
-static bool splits_agree_n(const char *in, size_t n, const gw_uwsgi_limits_t *lim, result_t *whole)
+static bool splits_agree_n(const char *in, size_t n, const gw_proto_limits_t *lim, result_t *whole)
 {
     return harness_splits_agree(&uwsgi_parser, in, n, lim, whole);
 }
 
-static bool splits_agree(const bytes_t *b, const gw_uwsgi_limits_t *lim, result_t *whole)
+static bool splits_agree(const bytes_t *b, const gw_proto_limits_t *lim, result_t *whole)
 {
     return splits_agree_n(b->p, b->n, lim, whole);
 }
@@ -359,7 +363,7 @@ static void test_nginx_post_captured(void)
     CHECK(!r.body_in_file);
     CHECK_INT(r.nheaders, 18);
     CHECK_INT(r.consumed, n);
-    CHECK(r.is_uwsgi);
+    CHECK(r.has_cgi_fields && r.is_path_decoded && r.is_gateway);
     CHECK(!r.keep_alive);
     CHECK(!r.is_head);
 }
@@ -383,7 +387,7 @@ static void test_nginx_get(void)
     CHECK_INT(r.minor, 1);
     CHECK_INT(r.content_length, -1); /* nginx's empty CONTENT_LENGTH: none given */
     CHECK_INT(r.body_len, 0);
-    CHECK(r.is_uwsgi);
+    CHECK(r.has_cgi_fields && r.is_path_decoded && r.is_gateway);
     CHECK(!r.keep_alive); /* one request per connection, as nginx expects */
     CHECK(!r.is_head);
     CHECK_INT(r.consumed, p.n);
@@ -631,7 +635,7 @@ static void test_max_block(void)
 {
     bytes_t v = {0}, p;
     result_t r;
-    gw_uwsgi_limits_t lim = max_limits;
+    gw_proto_limits_t lim = max_limits;
     size_t fill, cuts[] = {1, 3, 4, 5, 4 + 65535 - 1, 4 + 65535, 4 + 65535 + 1};
     char *val;
 
