@@ -427,7 +427,7 @@ static int from_ini(gw_config_t *c, assigns_t *as, const gw_ini_entry_t **http_k
                 *http_key = e;
         } else if (is_variable(ini, e->key)) {
             continue;
-        } else if (gw__options_is_uwsgi(e->key)) {
+        } else if (gw__options_known_to_uwsgi(e->key)) {
             defer(c->_priv, "%s:%u: '%s' is a uWSGI option that gangway does not implement",
                   e->file, e->line, e->key);
         } else if (gw__options_closest(e->key, best, sizeof(best))) {

@@ -373,7 +373,7 @@ static int cmp_name(const void *key, const void *elem)
     return strcmp((const char *)key, *(const char *const *)elem);
 }
 
-bool gw__options_is_uwsgi(const char *name)
+bool gw__options_known_to_uwsgi(const char *name)
 {
     return bsearch(name, uwsgi_option_names,
                    sizeof(uwsgi_option_names) / sizeof(uwsgi_option_names[0]),

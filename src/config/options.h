@@ -47,7 +47,7 @@ const opt_t *gw__options_find_name(const char *name);
 bool gw__options_closest(const char *name, char *buf, size_t n);
 
 /* A name uWSGI has an option for. */
-bool gw__options_is_uwsgi(const char *name);
+bool gw__options_known_to_uwsgi(const char *name);
 
 /* An option that acts (--help, --version, --print-config, --print-man)
  * instead of configuring. */

@@ -14,7 +14,7 @@
  * addresses given, each takes the handed-in socket bound to it and binds
  * itself when there is none. Returns the number of sockets taken, 0 when
  * there is no activation, -1 after logging. */
-static int adopt_activated(const char *const *addrs, const bool *is_uwsgi, size_t naddrs,
+static int adopt_activated(const char *const *addrs, const enum gw_proto *protos, size_t naddrs,
                            int backlog, gw_listener_t **out, size_t *nout)
 {
     char **names = NULL;
@@ -33,25 +33,25 @@ static int adopt_activated(const char *const *addrs, const bool *is_uwsgi, size_
         (*out)[i].fd = -1;
     for (size_t i = 0; i < *nout; i++) {
         int fd = -1;
-        bool uw;
+        enum gw_proto proto;
         if (naddrs) {
             for (int j = 0; j < n && fd < 0; j++)
                 if (!used[j] && gw_listen_is_bound_to(SD_LISTEN_FDS_START + j, addrs[i]))
                     fd = j;
             if (fd < 0)
                 continue; /* bound by the caller */
-            uw = is_uwsgi[i];
+            proto = protos[i];
         } else {
             fd = (int)i;
-            uw = names && names[i] && strcmp(names[i], "uwsgi") == 0;
+            proto = names && names[i] && strcmp(names[i], "uwsgi") == 0 ? GW_PROTO_UWSGI
+                                                                          : GW_PROTO_HTTP;
         }
         used[fd] = true;
         if (gw_listen_adopt(&(*out)[i], SD_LISTEN_FDS_START + fd, backlog) < 0) {
             gw_log_error("LISTEN_FDS: socket %d is not a listening socket", SD_LISTEN_FDS_START + fd);
             goto out;
         }
-        if (uw)
-            gw_listen_set_proto(&(*out)[i], GW_PROTO_UWSGI);
+        gw_listen_set_proto(&(*out)[i], proto);
         (*out)[i].is_activated = true;
     }
     for (int j = 0; j < n; j++) {
@@ -80,7 +80,7 @@ static bool is_any_port(const char *addr)
     return colon[1] && strspn(colon + 1, "0") == strlen(colon + 1);
 }
 
-static int bind_one(const gw_config_t *cfg, gw_listener_t *l, const char *addr, bool is_uwsgi)
+static int bind_one(const gw_config_t *cfg, gw_listener_t *l, const char *addr, enum gw_proto proto)
 {
     char err[256];
     int (*open_fn)(gw_listener_t *, const char *, int, char *, size_t) =
@@ -90,8 +90,7 @@ static int bind_one(const gw_config_t *cfg, gw_listener_t *l, const char *addr, 
         gw_log_error("%s", err);
         return -1;
     }
-    if (is_uwsgi)
-        gw_listen_set_proto(l, GW_PROTO_UWSGI);
+    gw_listen_set_proto(l, proto);
     return 0;
 }
 
@@ -105,7 +104,7 @@ static int bind_one(const gw_config_t *cfg, gw_listener_t *l, const char *addr, 
  * never takes the service down. With no --http / --uwsgi, the sockets
  * systemd handed in serve, as at start. */
 static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
-                             const char *const *addrs, const bool *is_uwsgi, size_t naddrs,
+                             const char *const *addrs, const enum gw_proto *protos, size_t naddrs,
                              gw_listener_t **out, size_t *nout)
 {
     gw_listener_t *old = calloc(h->nsocks ? h->nsocks : 1, sizeof(*old));
@@ -151,8 +150,8 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
             gw_listener_t *l = &(*out)[n];
             if (match[i] >= 0) {
                 *l = old[match[i]];
-                gw_listen_set_proto(l, is_uwsgi[i] ? GW_PROTO_UWSGI : GW_PROTO_HTTP);
-            } else if (bind_one(cfg, l, addrs[i], is_uwsgi[i]) < 0 ||
+                gw_listen_set_proto(l, protos[i]);
+            } else if (bind_one(cfg, l, addrs[i], protos[i]) < 0 ||
                        gw_setup_own_sockets(cfg, l, 1) < 0) {
                 gw_log_error("reload: serving without %s until a restart", addrs[i]);
                 gw_listen_close(l);
@@ -214,26 +213,26 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
     static const char *default_http = "127.0.0.1:8000";
     size_t naddrs = cfg->http.n + cfg->uwsgi.n;
     const char **addrs;
-    bool *is_uwsgi;
+    enum gw_proto *protos;
     int rc = -1, act = 0;
 
     if (!(addrs = calloc(naddrs + 1, sizeof(*addrs))) ||
-        !(is_uwsgi = calloc(naddrs + 1, sizeof(*is_uwsgi)))) {
+        !(protos = calloc(naddrs + 1, sizeof(*protos)))) {
         free(addrs);
         return -1;
     }
     for (size_t i = 0; i < naddrs; i++) {
-        is_uwsgi[i] = i >= cfg->http.n;
-        addrs[i] = is_uwsgi[i] ? cfg->uwsgi.v[i - cfg->http.n] : cfg->http.v[i];
+        protos[i] = i >= cfg->http.n ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
+        addrs[i] = i >= cfg->http.n ? cfg->uwsgi.v[i - cfg->http.n] : cfg->http.v[i];
     }
     if (h->is_present) {
         if (!naddrs)
             addrs[naddrs++] = default_http;
-        rc = adopt_handed_over(cfg, h, addrs, is_uwsgi, naddrs, ls, nl);
+        rc = adopt_handed_over(cfg, h, addrs, protos, naddrs, ls, nl);
         goto out;
     }
     if (!cfg->check_config &&
-        (act = adopt_activated(addrs, is_uwsgi, naddrs, (int)cfg->listen_backlog, ls, nl)) < 0)
+        (act = adopt_activated(addrs, protos, naddrs, (int)cfg->listen_backlog, ls, nl)) < 0)
         goto out;
     if (!act) {
         if (!naddrs)
@@ -247,12 +246,12 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
     for (size_t i = 0; i < *nl && !cfg->check_config; i++) {
         if ((*ls)[i].fd >= 0)
             continue; /* handed in by systemd */
-        if (bind_one(cfg, &(*ls)[i], addrs[i], is_uwsgi[i]) < 0)
+        if (bind_one(cfg, &(*ls)[i], addrs[i], protos[i]) < 0)
             goto out;
     }
     rc = 0;
 out:
     free(addrs);
-    free(is_uwsgi);
+    free(protos);
     return rc;
 }
