@@ -56,6 +56,9 @@
  *     for reading would block: libFuzzer's -timeout reports that. */
 #define FC_SLOTS 2 /* a tiny direct-mapped cache: lookups evict each other */
 #include "serve/static.c"
+#include "serve/static_cache.c"
+#include "serve/static_http.c"
+#include "serve/static_path.c"
 
 #include <dirent.h>
 #include <ftw.h>
