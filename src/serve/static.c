@@ -10,26 +10,22 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
-#include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 gw_static_t *gw_static_new(const gw_config_t *cfg, char *err, size_t errlen)
 {
     gw_static_t *s;
-    struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH};
 
     err[0] = '\0';
     if (!cfg->static_map.n)
         return NULL;
     if (!(s = calloc(1, sizeof(*s))) || !(s->maps = calloc(cfg->static_map.n, sizeof(smap_t))) ||
-        !(s->mime = calloc(MIME_SLOTS, sizeof(mime_t)))) {
+        !(s->mime = gw__static_mime_new())) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -58,19 +54,12 @@ gw_static_t *gw_static_new(const gw_config_t *cfg, char *err, size_t errlen)
         }
         s->n = i + 1;
     }
-    /* openat2 (Linux 5.6) resolves beneath the root in the kernel; without
-     * it, a component-by-component walk that refuses every symlink. */
-    {
-        int fd = (int)syscall(SYS_openat2, s->maps[0].dirfd, ".", &how, sizeof(how));
-        s->has_openat2 = fd >= 0 || errno != ENOSYS;
-        if (fd >= 0)
-            close(fd);
-    }
-    mime_load(s->mime);
-    if (compile_expires(s, err, errlen) < 0)
+    s->has_openat2 = gw__static_probe_openat2(s->maps[0].dirfd);
+    gw__static_mime_load(s->mime);
+    if (gw__static_expires_compile(s, err, errlen) < 0)
         goto fail;
     if (cfg->static_cache) {
-        if (!(s->cache = calloc(FC_SLOTS, sizeof(fentry_t)))) {
+        if (!(s->cache = gw__static_cache_new())) {
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
@@ -91,14 +80,8 @@ void gw_static_free(gw_static_t *s)
         if (s->maps[i].dirfd >= 0)
             close(s->maps[i].dirfd);
     }
-    for (size_t i = 0; s->cache && i < FC_SLOTS; i++)
-        if (s->cache[i].used && s->cache[i].f.fd >= 0)
-            close(s->cache[i].f.fd);
-    free(s->cache);
-    for (size_t i = 0; i < s->nexpires; i++)
-        if (s->expires[i].has_re)
-            regfree(&s->expires[i].re);
-    free(s->expires);
+    gw__static_cache_free(s->cache);
+    gw__static_expires_free(s);
     free(s->maps);
     free(s->mime);
     free(s);
@@ -216,10 +199,10 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         add(&an, "Allow", "GET, HEAD");
         return simple(r, out, 405, &an, keep_alive, res);
     }
-    if (clean_path(path + m->plen, pn - m->plen, r->is_path_decoded, cfg->static_dotfiles, rel,
-                   sizeof(rel)) < 0)
+    if (gw__static_clean_path(path + m->plen, pn - m->plen, r->is_path_decoded,
+                              cfg->static_dotfiles, rel, sizeof(rel)) < 0)
         goto not_found;
-    if (!(f = get_file(s, m, rel, sizeof(rel), true, "", &tmp, &owned)))
+    if (!(f = gw__static_get_file(s, m, rel, sizeof(rel), true, "", &tmp, &owned)))
         goto not_found;
     if (owned)
         own[nown++] = f->fd;
@@ -232,12 +215,12 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
             static const char *codings[][2] = {{"br", ".br"}, {"gzip", ".gz"}};
             for (size_t i = 0; i < 2 && !enc; i++) {
                 const sfile_t *vf;
-                if (!accepts(v, vn, codings[i][0]))
+                if (!gw__static_accepts(v, vn, codings[i][0]))
                     continue;
                 /* Beside the file the name resolved to (an index too). */
                 snprintf(var, sizeof(var), "%s%s", f->rel, codings[i][1]);
-                if (!(vf = get_file(s, m, var, sizeof(var), false, codings[i][0], &vtmp,
-                                    &owned)))
+                if (!(vf = gw__static_get_file(s, m, var, sizeof(var), false, codings[i][0],
+                                               &vtmp, &owned)))
                     continue;
                 if (owned)
                     own[nown++] = vf->fd;
@@ -257,18 +240,18 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         add(&an, "Accept-Ranges", "bytes");
         /* Rules name the file the client asked for (uWSGI matches the
          * original's path too): site.css.gz is cached like site.css. */
-        uint64_t expires = expires_for(s, m, path, pn, asked);
+        uint64_t expires = gw__static_expires_for(s, m, path, pn, asked);
         if (expires) {
             char ex[64];
-            http_date(time(NULL) + (time_t)expires, ex, sizeof(ex));
+            gw__static_http_date(time(NULL) + (time_t)expires, ex, sizeof(ex));
             add(&an, "Cache-Control", fmt(&r->arena, "max-age=%llu", (unsigned long long)expires));
             add(&an, "Expires", gw_arena_dup(&r->arena, ex, strlen(ex)));
         }
         /* RFC 9110 13.2.2: If-None-Match first; If-Modified-Since only without it. */
         if (gw_req_header(r, rb, "if-none-match", &v, &vn)) {
-            not_modified = etag_matches(v, vn, f->etag);
+            not_modified = gw__static_etag_matches(v, vn, f->etag);
         } else if (gw_req_header(r, rb, "if-modified-since", &v, &vn)) {
-            time_t ims = parse_http_date(v, vn);
+            time_t ims = gw__static_parse_http_date(v, vn);
             not_modified = ims >= 0 && f->st.st_mtim.tv_sec <= ims;
         }
         if (not_modified) {
@@ -285,10 +268,10 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
                 if (irn && ir[0] == '"')
                     use = irn == strlen(f->etag) && memcmp(ir, f->etag, irn) == 0;
                 else
-                    use = parse_http_date(ir, irn) == f->st.st_mtim.tv_sec;
+                    use = gw__static_parse_http_date(ir, irn) == f->st.st_mtim.tv_sec;
             }
             if (use) {
-                rc = parse_range(v, vn, size, &start, &end);
+                rc = gw__static_parse_range(v, vn, size, &start, &end);
                 if (rc < 0) {
                     answer_t e = {.a = &r->arena};
                     close_all(own, nown);

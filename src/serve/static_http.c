@@ -12,6 +12,21 @@
 #include <strings.h>
 #include <time.h>
 
+#define MIME_SLOTS 4096 /* a power of two, over twice the types Debian lists */
+
+struct mime {
+    char ext[16];
+    char type[80];
+};
+
+/* --static-expires / --static-expires-uri: how long a client may cache. */
+struct expire {
+    bool is_uri;     /* matched against the request path, else the file path */
+    bool has_re;     /* false: every file */
+    regex_t re;
+    uint64_t seconds;
+};
+
 /* ---- MIME types ---- */
 
 static const char *builtin_types[][2] = {
@@ -51,7 +66,7 @@ static void mime_put(mime_t *t, const char *ext, const char *type)
     }
 }
 
-const char *mime_get(const mime_t *t, const char *ext, size_t n)
+static const char *mime_get(const mime_t *t, const char *ext, size_t n)
 {
     if (n == 0 || n >= sizeof(t->ext))
         return NULL;
@@ -63,8 +78,13 @@ const char *mime_get(const mime_t *t, const char *ext, size_t n)
     }
 }
 
+mime_t *gw__static_mime_new(void)
+{
+    return calloc(MIME_SLOTS, sizeof(mime_t));
+}
+
 /* Debian's media-types file, with the built-in table for what it lacks. */
-void mime_load(mime_t *t)
+void gw__static_mime_load(mime_t *t)
 {
     FILE *f = fopen("/etc/mime.types", "re");
     char line[1024];
@@ -86,7 +106,29 @@ void mime_load(mime_t *t)
             mime_put(t, builtin_types[i][0], builtin_types[i][1]);
 }
 
-/* ---- set-up ---- */
+/* Formatted once, when the file is resolved: a cached file keeps them. */
+void gw__static_describe(const gw_static_t *s, sfile_t *f, const char *coding)
+{
+    const char *dot, *type;
+
+    dot = strrchr(f->rel, '.');
+    type = dot && !strchr(dot, '/') ? mime_get(s->mime, dot + 1, strlen(dot + 1)) : NULL;
+    if (!type)
+        type = "application/octet-stream";
+    if (strncmp(type, "text/", 5) == 0 || strcmp(type, "application/json") == 0 ||
+        strcmp(type, "application/javascript") == 0 || strcmp(type, "image/svg+xml") == 0)
+        snprintf(f->type, sizeof(f->type), "%s; charset=utf-8", type);
+    else
+        snprintf(f->type, sizeof(f->type), "%s", type);
+    snprintf(f->etag, sizeof(f->etag), "\"%llx-%llx-%llx%s%s\"",
+             (unsigned long long)f->st.st_ino, (unsigned long long)f->st.st_size,
+             (unsigned long long)f->st.st_mtim.tv_sec * 1000000000ULL +
+                 (unsigned long long)f->st.st_mtim.tv_nsec,
+             *coding ? "-" : "", coding);
+    gw__static_http_date(f->st.st_mtim.tv_sec, f->lm, sizeof(f->lm));
+}
+
+/* ---- --static-expires ---- */
 
 /* "3600", "1h", "1d": seconds; -1 when not a number or past
  * GW_CONFIG_SECONDS_MAX, like every time option (now + the value must still
@@ -114,7 +156,7 @@ static long long seconds_of(const char *v)
     return (long long)(n * mul);
 }
 
-int compile_expires(gw_static_t *s, char *err, size_t errlen)
+int gw__static_expires_compile(gw_static_t *s, char *err, size_t errlen)
 {
     const gw_config_t *cfg = s->cfg;
     size_t n = cfg->static_expires.n + cfg->static_expires_uri.n;
@@ -163,10 +205,18 @@ int compile_expires(gw_static_t *s, char *err, size_t errlen)
     return 0;
 }
 
+void gw__static_expires_free(gw_static_t *s)
+{
+    for (size_t i = 0; i < s->nexpires; i++)
+        if (s->expires[i].has_re)
+            regfree(&s->expires[i].re);
+    free(s->expires);
+}
+
 /* The seconds a client may cache this answer: the first rule that matches
  * (request path rules first), 0 for none. */
-uint64_t expires_for(const gw_static_t *s, const smap_t *m, const char *path, size_t pn,
-                     const sfile_t *f)
+uint64_t gw__static_expires_for(const gw_static_t *s, const smap_t *m, const char *path,
+                                size_t pn, const sfile_t *f)
 {
     char buf[4096 + 512];
 
@@ -190,7 +240,9 @@ uint64_t expires_for(const gw_static_t *s, const smap_t *m, const char *path, si
     return 0;
 }
 
-bool accepts(const char *v, size_t vn, const char *coding)
+/* ---- the request's headers: Accept-Encoding, validators, Range ---- */
+
+bool gw__static_accepts(const char *v, size_t vn, const char *coding)
 {
     size_t cl = strlen(coding);
     for (size_t i = 0; i + cl <= vn; i++) {
@@ -223,7 +275,7 @@ bool accepts(const char *v, size_t vn, const char *coding)
     return false;
 }
 
-bool etag_matches(const char *v, size_t vn, const char *etag)
+bool gw__static_etag_matches(const char *v, size_t vn, const char *etag)
 {
     size_t el = strlen(etag);
     if (vn == 1 && v[0] == '*')
@@ -235,7 +287,7 @@ bool etag_matches(const char *v, size_t vn, const char *etag)
     return false;
 }
 
-time_t parse_http_date(const char *v, size_t vn)
+time_t gw__static_parse_http_date(const char *v, size_t vn)
 {
     char buf[64];
     struct tm tm;
@@ -253,7 +305,7 @@ time_t parse_http_date(const char *v, size_t vn)
     return timegm(&tm);
 }
 
-void http_date(time_t t, char *out, size_t n)
+void gw__static_http_date(time_t t, char *out, size_t n)
 {
     struct tm tm;
     gmtime_r(&t, &tm);
@@ -263,7 +315,8 @@ void http_date(time_t t, char *out, size_t n)
 /* "bytes=a-b" | "bytes=a-" | "bytes=-n", one range only. Returns 1 with the
  * range, 0 to ignore the header (several ranges, other units, syntax), -1
  * when it cannot be satisfied. */
-int parse_range(const char *v, size_t vn, uint64_t size, uint64_t *start, uint64_t *end)
+int gw__static_parse_range(const char *v, size_t vn, uint64_t size, uint64_t *start,
+                           uint64_t *end)
 {
     char buf[128], *p, *dash, *e1, *e2;
     unsigned long long a, b;

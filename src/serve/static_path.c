@@ -14,6 +14,19 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* openat2 (Linux 5.6) resolves beneath the root in the kernel; without
+ * it, a component-by-component walk that refuses every symlink. */
+bool gw__static_probe_openat2(int dirfd)
+{
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH};
+    int fd = (int)syscall(SYS_openat2, dirfd, ".", &how, sizeof(how));
+    bool has_openat2 = fd >= 0 || errno != ENOSYS;
+
+    if (fd >= 0)
+        close(fd);
+    return has_openat2;
+}
+
 static int hexval(int c)
 {
     if (c >= '0' && c <= '9')
@@ -26,7 +39,8 @@ static int hexval(int c)
  * and checks every segment: no NUL, no backslash, no
  * "." or ".." segment, no dot-file unless allowed. Writes the relative path
  * (no leading slash) to out. Returns 0, or -1 for a path never served. */
-int clean_path(const char *p, size_t n, bool is_decoded, bool dotfiles, char *out, size_t outlen)
+int gw__static_clean_path(const char *p, size_t n, bool is_decoded, bool dotfiles, char *out,
+                          size_t outlen)
 {
     size_t o = 0, seg = 0;
 
@@ -111,13 +125,13 @@ static int reopen_read(int pathfd)
 
 /* Resolves rel (a buffer of relcap bytes; an index is appended to it for a
  * directory when with_index) beneath m to a regular file opened for
- * reading, filling f. Special files are only ever opened O_PATH. 0, -1
+ * reading, filling f (what HTTP says of it: gw__static_describe). Special
+ * files are only ever opened O_PATH. 0, -1
  * (nothing servable), or -ENAMETOOLONG (rel cannot take the index). */
-int resolve(const gw_static_t *s, const smap_t *m, char *rel, size_t relcap, bool with_index,
-            const char *coding, sfile_t *f)
+int gw__static_resolve(const gw_static_t *s, const smap_t *m, char *rel, size_t relcap,
+                       bool with_index, const char *coding, sfile_t *f)
 {
     const gw_config_t *cfg = s->cfg;
-    const char *dot, *type;
     int pfd = open_beneath(s, m->dirfd, rel);
 
     if (pfd < 0 || fstat(pfd, &f->st) < 0)
@@ -145,21 +159,7 @@ int resolve(const gw_static_t *s, const smap_t *m, char *rel, size_t relcap, boo
     if (f->fd < 0)
         return -1;
     f->rel = rel;
-    dot = strrchr(rel, '.');
-    type = dot && !strchr(dot, '/') ? mime_get(s->mime, dot + 1, strlen(dot + 1)) : NULL;
-    if (!type)
-        type = "application/octet-stream";
-    if (strncmp(type, "text/", 5) == 0 || strcmp(type, "application/json") == 0 ||
-        strcmp(type, "application/javascript") == 0 || strcmp(type, "image/svg+xml") == 0)
-        snprintf(f->type, sizeof(f->type), "%s; charset=utf-8", type);
-    else
-        snprintf(f->type, sizeof(f->type), "%s", type);
-    snprintf(f->etag, sizeof(f->etag), "\"%llx-%llx-%llx%s%s\"",
-             (unsigned long long)f->st.st_ino, (unsigned long long)f->st.st_size,
-             (unsigned long long)f->st.st_mtim.tv_sec * 1000000000ULL +
-                 (unsigned long long)f->st.st_mtim.tv_nsec,
-             *coding ? "-" : "", coding);
-    http_date(f->st.st_mtim.tv_sec, f->lm, sizeof(f->lm));
+    gw__static_describe(s, f, coding);
     return 0;
 fail:
     if (pfd >= 0)

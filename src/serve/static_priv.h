@@ -10,14 +10,11 @@
 #include "config/config.h"
 #include "serve/static.h"
 
-#include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <time.h>
-
-#define MIME_SLOTS 4096 /* a power of two, over twice the types Debian lists */
 
 typedef struct smap {
     char *prefix; /* "/static", no trailing slash */
@@ -25,19 +22,6 @@ typedef struct smap {
     const char *dir; /* as configured (absolute, see main.c), for static-expires */
     int dirfd;    /* O_PATH directory every open is resolved beneath */
 } smap_t;
-
-/* --static-expires / --static-expires-uri: how long a client may cache. */
-typedef struct expire {
-    bool is_uri;     /* matched against the request path, else the file path */
-    bool has_re;     /* false: every file */
-    regex_t re;
-    uint64_t seconds;
-} expire_t;
-
-typedef struct mime {
-    char ext[16];
-    char type[80];
-} mime_t;
 
 /* A file resolved beneath a map, ready to answer from. */
 typedef struct sfile {
@@ -49,33 +33,9 @@ typedef struct sfile {
     char lm[40];     /* Last-Modified */
 } sfile_t;
 
-/* --static-cache: resolved files stay open for a while, so that a hot file
- * costs no open, fstat and close per request. Direct-mapped: a collision
- * replaces the older entry, unless that entry is pinned. Names longer than
- * FC_NAME are never cached. The static fuzzer builds with a tiny FC_SLOTS
- * so that every lookup collides. */
-#ifndef FC_SLOTS
-#define FC_SLOTS 256
-#endif
-#define FC_NAME 192
-
-typedef struct fentry {
-    sfile_t f;          /* f.fd -1: nothing servable under this name (cached too) */
-    uint64_t checked_ms;
-    /* Pinned while pin == gw_static.answer_id: an answer holds pointers
-     * into this entry (its fd, name, type, validators) across the lookups
-     * of the variants, and a probe that collided with it used to close the
-     * fd and rename the entry under the answer (issue 14: 503s, a wrong
-     * Content-Type). A pinned slot is never replaced; a colliding lookup
-     * resolves uncached instead. A new answer unpins everything at once. */
-    uint64_t pin;
-    size_t map;
-    const char *coding; /* "", "br" or "gzip": part of the key */
-    bool with_index;    /* part of the key */
-    bool used;
-    char key[FC_NAME];
-    char rel[FC_NAME];
-} fentry_t;
+typedef struct mime mime_t;     /* static_http.c */
+typedef struct expire expire_t; /* static_http.c */
+typedef struct fentry fentry_t; /* static_cache.c */
 
 struct gw_static {
     smap_t *maps;
@@ -91,25 +51,59 @@ struct gw_static {
     bool has_file_rules;
 };
 
-/* static_http.c */
-void mime_load(mime_t *t);
-const char *mime_get(const mime_t *t, const char *ext, size_t n);
-int compile_expires(gw_static_t *s, char *err, size_t errlen);
-uint64_t expires_for(const gw_static_t *s, const smap_t *m, const char *path, size_t pn,
-                     const sfile_t *f);
-bool accepts(const char *v, size_t vn, const char *coding);
-bool etag_matches(const char *v, size_t vn, const char *etag);
-time_t parse_http_date(const char *v, size_t vn);
-void http_date(time_t t, char *out, size_t n);
-int parse_range(const char *v, size_t vn, uint64_t size, uint64_t *start, uint64_t *end);
+/* ---- static_path.c ---- */
 
-/* static_path.c */
-int clean_path(const char *p, size_t n, bool is_decoded, bool dotfiles, char *out, size_t outlen);
-int resolve(const gw_static_t *s, const smap_t *m, char *rel, size_t relcap, bool with_index,
-            const char *coding, sfile_t *f);
+/* Whether openat2() resolves beneath dirfd (Linux 5.6); without it, every
+ * open walks the path and refuses every symlink. */
+bool gw__static_probe_openat2(int dirfd);
+/* The request path after the prefix, decoded once and checked, as a
+ * relative path in out: 0, or -1 for a path never served. */
+int gw__static_clean_path(const char *p, size_t n, bool is_decoded, bool dotfiles, char *out,
+                          size_t outlen);
+/* rel beneath m (with_index: a directory's index) as a regular file open
+ * for reading, in f: 0, -1 (nothing servable) or -ENAMETOOLONG. */
+int gw__static_resolve(const gw_static_t *s, const smap_t *m, char *rel, size_t relcap,
+                       bool with_index, const char *coding, sfile_t *f);
 
-/* static_cache.c */
-const sfile_t *get_file(gw_static_t *s, const smap_t *m, char *rel, size_t relcap, bool with_index,
-                        const char *coding, sfile_t *tmp, bool *owned);
+/* ---- static_cache.c ---- */
+
+/* FC_SLOTS empty entries, or NULL when out of memory. */
+fentry_t *gw__static_cache_new(void);
+/* Closes the entries' descriptors and frees them; accepts NULL. */
+void gw__static_cache_free(fentry_t *cache);
+/* rel resolved beneath m, through the cache when there is one (pinned for
+ * the answer), else into tmp (*owned: the caller closes its fd); NULL when
+ * there is nothing to serve. */
+const sfile_t *gw__static_get_file(gw_static_t *s, const smap_t *m, char *rel, size_t relcap,
+                                   bool with_index, const char *coding, sfile_t *tmp,
+                                   bool *owned);
+
+/* ---- static_http.c ---- */
+
+/* An empty MIME table, or NULL when out of memory; then filled once. */
+mime_t *gw__static_mime_new(void);
+void gw__static_mime_load(mime_t *t);
+/* --static-expires and --static-expires-uri compiled into s->expires: 0,
+ * or -1 with err set; gw__static_expires_free() frees them. */
+int gw__static_expires_compile(gw_static_t *s, char *err, size_t errlen);
+void gw__static_expires_free(gw_static_t *s);
+/* How long a client may cache f, asked for as path: seconds, 0 for none. */
+uint64_t gw__static_expires_for(const gw_static_t *s, const smap_t *m, const char *path,
+                                size_t pn, const sfile_t *f);
+/* f's Content-Type, ETag (coding: a variant's, "" for none) and
+ * Last-Modified, formatted once when it is resolved. */
+void gw__static_describe(const gw_static_t *s, sfile_t *f, const char *coding);
+/* Whether an Accept-Encoding value takes coding. */
+bool gw__static_accepts(const char *v, size_t vn, const char *coding);
+/* Whether an If-None-Match value matches etag. */
+bool gw__static_etag_matches(const char *v, size_t vn, const char *etag);
+/* An HTTP-date, in any of its three forms, as a time; -1 when it is none. */
+time_t gw__static_parse_http_date(const char *v, size_t vn);
+/* t as an IMF-fixdate. */
+void gw__static_http_date(time_t t, char *out, size_t n);
+/* A Range value against size: 1 with the range, 0 to ignore it, -1 when it
+ * cannot be satisfied (416). */
+int gw__static_parse_range(const char *v, size_t vn, uint64_t size, uint64_t *start,
+                           uint64_t *end);
 
 #endif
