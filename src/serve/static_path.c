@@ -126,8 +126,8 @@ static int reopen_read(int pathfd)
 /* Resolves rel (a buffer of relcap bytes; an index is appended to it for a
  * directory when with_index) beneath m to a regular file opened for
  * reading, filling f (what HTTP says of it: gw__static_describe). Special
- * files are only ever opened O_PATH. 0, -1
- * (nothing servable), or -ENAMETOOLONG (rel cannot take the index). */
+ * files are only ever opened O_PATH. 0, -1 (nothing servable), or
+ * -ENAMETOOLONG (rel cannot take the index). */
 int gw__static_resolve(const gw_static_t *s, const smap_t *m, char *rel, size_t relcap,
                        bool with_index, const char *coding, sfile_t *f)
 {
