@@ -1,3 +1,5 @@
+/* GET /: the JSON renderer (render.h), laid out close to uWSGI's stats
+ * where a field means the same. */
 #include "stats/render.h"
 #include "stats/text.h"
 #include "stats/view.h"
@@ -15,27 +17,27 @@
  * are not UTF-8 (a torn `current` string) become U+FFFD. */
 static void json_str(gw_text_t *t, const char *s)
 {
-    put(t, "\"", 1);
+    gw_text_put(t, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p == '"' || *p == '\\') {
             char e[2] = {'\\', (char)*p};
-            put(t, e, 2);
+            gw_text_put(t, e, 2);
         } else if (*p < 0x20 || *p == 0x7f) {
-            printf_(t, "\\u%04x", *p);
+            gw_text_printf(t, "\\u%04x", *p);
         } else if (*p < 0x80) {
-            put(t, (const char *)p, 1);
+            gw_text_put(t, (const char *)p, 1);
         } else {
             /* Copy a well-formed multi-byte sequence, replace anything else. */
             size_t n = gw_utf8_seq(p, strlen((const char *)p));
             if (n) {
-                put(t, (const char *)p, n);
+                gw_text_put(t, (const char *)p, n);
                 p += n - 1;
             } else {
-                puts_(t, "\\ufffd");
+                gw_text_puts(t, "\\ufffd");
             }
         }
     }
-    put(t, "\"", 1);
+    gw_text_put(t, "\"", 1);
 }
 
 /* The p-quantile of a histogram in microseconds, interpolated inside its
@@ -68,25 +70,27 @@ static void json_counts(gw_text_t *t, const gw_totals_t *c)
     static const char *cls[] = {"1xx", "2xx", "3xx", "4xx", "5xx", "other"};
     uint64_t avg = c->requests ? c->lat_sum_us / c->requests : 0;
 
-    printf_(t, "\"requests\":%" PRIu64 ",\"rx\":%" PRIu64 ",\"tx\":%" PRIu64
-               ",\"harakiri_count\":%" PRIu64 ",\"status_classes\":{",
-            c->requests, c->bytes_in, c->bytes_out, c->harakiri);
+    gw_text_printf(t,
+                   "\"requests\":%" PRIu64 ",\"rx\":%" PRIu64 ",\"tx\":%" PRIu64
+                   ",\"harakiri_count\":%" PRIu64 ",\"status_classes\":{",
+                   c->requests, c->bytes_in, c->bytes_out, c->harakiri);
     for (int i = 0; i < 6; i++)
-        printf_(t, "%s\"%s\":%" PRIu64, i ? "," : "", cls[i], c->status[i]);
-    puts_(t, "},\"methods\":{");
+        gw_text_printf(t, "%s\"%s\":%" PRIu64, i ? "," : "", cls[i], c->status[i]);
+    gw_text_puts(t, "},\"methods\":{");
     for (int i = 0; i < GW_METHODS; i++)
-        printf_(t, "%s\"%s\":%" PRIu64, i ? "," : "", gw_method_names[i], c->methods[i]);
-    printf_(t, "},\"avg_rt\":%" PRIu64 ",\"latency_us\":{\"avg\":%" PRIu64 ",\"p50\":%" PRIu64
-               ",\"p90\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"buckets\":[",
-            avg, avg, quantile(c->lat, 0.5), quantile(c->lat, 0.9), quantile(c->lat, 0.99));
+        gw_text_printf(t, "%s\"%s\":%" PRIu64, i ? "," : "", gw_method_names[i], c->methods[i]);
+    gw_text_printf(t,
+                   "},\"avg_rt\":%" PRIu64 ",\"latency_us\":{\"avg\":%" PRIu64 ",\"p50\":%" PRIu64
+                   ",\"p90\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"buckets\":[",
+                   avg, avg, quantile(c->lat, 0.5), quantile(c->lat, 0.9), quantile(c->lat, 0.99));
     for (int b = 0; b < GW_LAT_BUCKETS; b++) {
         if (b < GW_LAT_BUCKETS - 1)
-            printf_(t, "%s{\"le\":%" PRIu64 ",\"count\":%" PRIu64 "}", b ? "," : "",
-                    gw_lat_bounds_us[b], c->lat[b]);
+            gw_text_printf(t, "%s{\"le\":%" PRIu64 ",\"count\":%" PRIu64 "}", b ? "," : "",
+                           gw_lat_bounds_us[b], c->lat[b]);
         else
-            printf_(t, ",{\"le\":null,\"count\":%" PRIu64 "}", c->lat[b]);
+            gw_text_printf(t, ",{\"le\":null,\"count\":%" PRIu64 "}", c->lat[b]);
     }
-    puts_(t, "]}");
+    gw_text_puts(t, "]}");
 }
 
 void gw_stats_json(const gw_stats_source_t *src, gw_text_t *t)
@@ -99,65 +103,69 @@ void gw_stats_json(const gw_stats_source_t *src, gw_text_t *t)
     char cwd[1024];
     bool first = true;
 
-    all_totals(src, &all);
+    gw__view_totals(src, &all);
     if (!getcwd(cwd, sizeof(cwd)))
         cwd[0] = '\0';
-    puts_(t, "{\"version\":");
+    gw_text_puts(t, "{\"version\":");
     json_str(t, src->version);
-    printf_(t, ",\"pid\":%d,\"uid\":%u,\"gid\":%u,\"cwd\":", (int)src->pid, (unsigned)getuid(),
-            (unsigned)getgid());
+    gw_text_printf(t, ",\"pid\":%d,\"uid\":%u,\"gid\":%u,\"cwd\":", (int)src->pid,
+                   (unsigned)getuid(), (unsigned)getgid());
     json_str(t, cwd);
-    printf_(t, ",\"uptime\":%" PRIu64 ",\"started\":%lld,\"time\":%lld,\"generation\":%u",
-            (now - src->started_ms) / 1000, (long long)src->started_unix, (long long)wall,
-            *src->generation);
-    puts_(t, ",\"sockets\":[");
+    gw_text_printf(t, ",\"uptime\":%" PRIu64 ",\"started\":%lld,\"time\":%lld,\"generation\":%u",
+                   (now - src->started_ms) / 1000, (long long)src->started_unix, (long long)wall,
+                   *src->generation);
+    gw_text_puts(t, ",\"sockets\":[");
     for (size_t i = 0; i < src->nl; i++) {
         const gw_listener_t *l = &src->ls[i];
-        bool has_q = listen_queue(l, &q, &qmax);
-        printf_(t, "%s{\"name\":", i ? "," : "");
+        bool has_q = gw__view_listen_queue(l, &q, &qmax);
+        gw_text_printf(t, "%s{\"name\":", i ? "," : "");
         json_str(t, l->url);
-        printf_(t, ",\"proto\":\"%s\"", l->proto == GW_PROTO_UWSGI ? "uwsgi" : "http");
+        gw_text_printf(t, ",\"proto\":\"%s\"", l->proto == GW_PROTO_UWSGI ? "uwsgi" : "http");
         if (has_q) {
-            printf_(t, ",\"queue\":%u,\"max_queue\":%u", q, qmax);
+            gw_text_printf(t, ",\"queue\":%u,\"max_queue\":%u", q, qmax);
             total_q += q;
         } else {
-            puts_(t, ",\"queue\":null,\"max_queue\":null");
+            gw_text_puts(t, ",\"queue\":null,\"max_queue\":null");
         }
-        puts_(t, "}");
+        gw_text_puts(t, "}");
     }
-    printf_(t, "],\"listen_queue\":%u,\"config\":{\"workers\":%u,\"harakiri\":%" PRIu64
-               ",\"max_requests\":%" PRIu64 ",\"max_requests_jitter\":%" PRIu64
-               ",\"max_worker_lifetime\":%" PRIu64 ",\"reload_on_rss\":%" PRIu64
-               ",\"preload\":%s,\"max_connections\":%" PRIu64 ",\"limit_body\":%" PRIu64 "}",
-            total_q, *src->target, cfg->harakiri, cfg->max_requests, cfg->max_requests_jitter,
-            cfg->max_worker_lifetime, cfg->reload_on_rss, cfg->preload ? "true" : "false",
-            cfg->max_connections, cfg->limit_body);
-    puts_(t, ",\"totals\":{");
+    gw_text_printf(t,
+                   "],\"listen_queue\":%u,\"config\":{\"workers\":%u,\"harakiri\":%" PRIu64
+                   ",\"max_requests\":%" PRIu64 ",\"max_requests_jitter\":%" PRIu64
+                   ",\"max_worker_lifetime\":%" PRIu64 ",\"reload_on_rss\":%" PRIu64
+                   ",\"preload\":%s,\"max_connections\":%" PRIu64 ",\"limit_body\":%" PRIu64 "}",
+                   total_q, *src->target, cfg->harakiri, cfg->max_requests,
+                   cfg->max_requests_jitter, cfg->max_worker_lifetime, cfg->reload_on_rss,
+                   cfg->preload ? "true" : "false", cfg->max_connections, cfg->limit_body);
+    gw_text_puts(t, ",\"totals\":{");
     json_counts(t, &all);
-    puts_(t, "},\"respawns\":{");
+    gw_text_puts(t, "},\"respawns\":{");
     for (int r = 0; r < GW_RESPAWN_REASONS; r++)
-        printf_(t, "%s\"%s\":%" PRIu64, r ? "," : "", gw_respawn_names[r], src->respawns[r]);
-    puts_(t, "},\"workers\":[");
+        gw_text_printf(t, "%s\"%s\":%" PRIu64, r ? "," : "", gw_respawn_names[r], src->respawns[r]);
+    gw_text_puts(t, "},\"workers\":[");
     for (size_t i = 0; i < src->nslots; i++) {
         wview_t v;
-        if (!view(src, i, now, &v))
+        if (!gw__view_worker(src, i, now, &v))
             continue;
-        printf_(t, "%s{\"id\":%zu,\"pid\":%d,\"status\":\"%s\",\"accepting\":%d,", first ? "" : ",",
-                i + 1, (int)v.pid, v.state, strcmp(v.state, "stopping") != 0);
+        gw_text_printf(t, "%s{\"id\":%zu,\"pid\":%d,\"status\":\"%s\",\"accepting\":%d,",
+                       first ? "" : ",", i + 1, (int)v.pid, v.state,
+                       strcmp(v.state, "stopping") != 0);
         first = false;
         json_counts(t, &v.c);
-        printf_(t, ",\"connections\":%" PRIu64 ",\"rss\":%" PRIu64 ",\"vsz\":%" PRIu64
-                   ",\"running_time\":%" PRIu64 ",\"last_spawn\":%lld,\"respawn_count\":%u"
-                   ",\"generation\":%u,\"current\":",
-                v.conns, v.rss, v.vsz, v.started_ms && now > v.started_ms ? now - v.started_ms : 0,
-                (long long)src->slot_spawned_unix[i], src->slot_respawns[i],
-                atomic_load_explicit(&src->slots[i].generation, RELAXED));
+        gw_text_printf(t,
+                       ",\"connections\":%" PRIu64 ",\"rss\":%" PRIu64 ",\"vsz\":%" PRIu64
+                       ",\"running_time\":%" PRIu64 ",\"last_spawn\":%lld,\"respawn_count\":%u"
+                       ",\"generation\":%u,\"current\":",
+                       v.conns, v.rss, v.vsz,
+                       v.started_ms && now > v.started_ms ? now - v.started_ms : 0,
+                       (long long)src->slot_spawned_unix[i], src->slot_respawns[i],
+                       atomic_load_explicit(&src->slots[i].generation, RELAXED));
         if (v.busy_ms) {
             json_str(t, v.current);
-            printf_(t, ",\"current_ms\":%" PRIu64 "}", v.busy_ms);
+            gw_text_printf(t, ",\"current_ms\":%" PRIu64 "}", v.busy_ms);
         } else {
-            puts_(t, "null,\"current_ms\":null}");
+            gw_text_puts(t, "null,\"current_ms\":null}");
         }
     }
-    puts_(t, "]}\n");
+    gw_text_puts(t, "]}\n");
 }

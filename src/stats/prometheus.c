@@ -1,3 +1,4 @@
+/* GET /metrics: the Prometheus text renderer (render.h), text format 0.0.4. */
 #include "stats/render.h"
 #include "stats/text.h"
 #include "stats/view.h"
@@ -9,7 +10,7 @@
 
 static void metric(gw_text_t *t, const char *name, const char *type, const char *help)
 {
-    printf_(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    gw_text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* A label value: backslash, quote and newline escaped, as the format says. */
@@ -17,11 +18,11 @@ static void label(gw_text_t *t, const char *v)
 {
     for (; *v; v++) {
         if (*v == '\\' || *v == '"')
-            put(t, "\\", 1), put(t, v, 1);
+            gw_text_put(t, "\\", 1), gw_text_put(t, v, 1);
         else if (*v == '\n')
-            puts_(t, "\\n");
+            gw_text_puts(t, "\\n");
         else
-            put(t, v, 1);
+            gw_text_put(t, v, 1);
     }
 }
 
@@ -40,9 +41,9 @@ void gw_stats_prometheus(const gw_stats_source_t *src, gw_text_t *t)
         t->is_failed = true;
         return;
     }
-    all_totals(src, &all);
+    gw__view_totals(src, &all);
     for (size_t i = 0; i < src->nslots; i++) {
-        if (!view(src, i, now, &v[nv]))
+        if (!gw__view_worker(src, i, now, &v[nv]))
             continue;
         const char *s = v[nv].state;
         states[s[0] == 's' ? (s[2] == 'a' ? 0 : 3) : s[0] == 'i' ? 1 : 2]++;
@@ -52,89 +53,92 @@ void gw_stats_prometheus(const gw_stats_source_t *src, gw_text_t *t)
     }
 
     metric(t, "gangway_info", "gauge", "The server's version.");
-    puts_(t, "gangway_info{version=\"");
+    gw_text_puts(t, "gangway_info{version=\"");
     label(t, src->version);
-    puts_(t, "\"} 1\n");
+    gw_text_puts(t, "\"} 1\n");
     metric(t, "gangway_uptime_seconds", "gauge", "Seconds since the master started.");
-    printf_(t, "gangway_uptime_seconds %" PRIu64 "\n", (now - src->started_ms) / 1000);
+    gw_text_printf(t, "gangway_uptime_seconds %" PRIu64 "\n", (now - src->started_ms) / 1000);
 
     metric(t, "gangway_requests_total", "counter",
            "Requests answered by all workers, past ones included, by status class.");
     for (int i = 0; i < 6; i++)
-        printf_(t, "gangway_requests_total{status=\"%s\"} %" PRIu64 "\n", cls[i], all.status[i]);
+        gw_text_printf(t, "gangway_requests_total{status=\"%s\"} %" PRIu64 "\n", cls[i],
+                       all.status[i]);
     metric(t, "gangway_requests_by_method_total", "counter", "Requests answered, by method.");
     for (int i = 0; i < GW_METHODS; i++)
-        printf_(t, "gangway_requests_by_method_total{method=\"%s\"} %" PRIu64 "\n",
-                gw_method_names[i], all.methods[i]);
+        gw_text_printf(t, "gangway_requests_by_method_total{method=\"%s\"} %" PRIu64 "\n",
+                       gw_method_names[i], all.methods[i]);
 
     metric(t, "gangway_request_duration_seconds", "histogram",
            "Time from a request's first byte to its last response byte queued.");
     for (int b = 0; b < GW_LAT_BUCKETS; b++) {
         cum += all.lat[b];
         if (b < GW_LAT_BUCKETS - 1)
-            printf_(t, "gangway_request_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-                    (double)gw_lat_bounds_us[b] / 1e6, cum);
+            gw_text_printf(t, "gangway_request_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                           (double)gw_lat_bounds_us[b] / 1e6, cum);
         else
-            printf_(t, "gangway_request_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+            gw_text_printf(t, "gangway_request_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+                           cum);
     }
-    printf_(t, "gangway_request_duration_seconds_sum %.6f\n", (double)all.lat_sum_us / 1e6);
-    printf_(t, "gangway_request_duration_seconds_count %" PRIu64 "\n", cum);
+    gw_text_printf(t, "gangway_request_duration_seconds_sum %.6f\n", (double)all.lat_sum_us / 1e6);
+    gw_text_printf(t, "gangway_request_duration_seconds_count %" PRIu64 "\n", cum);
 
     metric(t, "gangway_requests_in_flight", "gauge", "Requests the app is running now.");
-    printf_(t, "gangway_requests_in_flight %u\n", in_flight);
+    gw_text_printf(t, "gangway_requests_in_flight %u\n", in_flight);
     metric(t, "gangway_workers", "gauge", "Workers by state.");
-    printf_(t, "gangway_workers{state=\"starting\"} %u\ngangway_workers{state=\"idle\"} %u\n"
-               "gangway_workers{state=\"busy\"} %u\ngangway_workers{state=\"stopping\"} %u\n",
-            states[0], states[1], states[2], states[3]);
+    gw_text_printf(t,
+                   "gangway_workers{state=\"starting\"} %u\ngangway_workers{state=\"idle\"} %u\n"
+                   "gangway_workers{state=\"busy\"} %u\ngangway_workers{state=\"stopping\"} %u\n",
+                   states[0], states[1], states[2], states[3]);
     metric(t, "gangway_connections", "gauge", "Open client connections.");
-    printf_(t, "gangway_connections %" PRIu64 "\n", conns);
+    gw_text_printf(t, "gangway_connections %" PRIu64 "\n", conns);
     metric(t, "gangway_worker_respawns_total", "counter", "Workers replaced, by reason.");
     for (int r = 0; r < GW_RESPAWN_REASONS; r++)
-        printf_(t, "gangway_worker_respawns_total{reason=\"%s\"} %" PRIu64 "\n",
-                gw_respawn_names[r], src->respawns[r]);
+        gw_text_printf(t, "gangway_worker_respawns_total{reason=\"%s\"} %" PRIu64 "\n",
+                       gw_respawn_names[r], src->respawns[r]);
     metric(t, "gangway_harakiri_total", "counter",
            "Requests interrupted for running past --harakiri.");
-    printf_(t, "gangway_harakiri_total %" PRIu64 "\n", all.harakiri);
+    gw_text_printf(t, "gangway_harakiri_total %" PRIu64 "\n", all.harakiri);
     metric(t, "gangway_received_bytes_total", "counter", "Request heads and bodies.");
-    printf_(t, "gangway_received_bytes_total %" PRIu64 "\n", all.bytes_in);
+    gw_text_printf(t, "gangway_received_bytes_total %" PRIu64 "\n", all.bytes_in);
     metric(t, "gangway_sent_bytes_total", "counter", "Response bodies.");
-    printf_(t, "gangway_sent_bytes_total %" PRIu64 "\n", all.bytes_out);
+    gw_text_printf(t, "gangway_sent_bytes_total %" PRIu64 "\n", all.bytes_out);
 
     metric(t, "gangway_listen_queue", "gauge",
            "Connections waiting to be accepted (TCP listeners shared by the workers).");
     for (size_t i = 0; i < src->nl; i++) {
         uint32_t q, qmax;
-        if (!listen_queue(&src->ls[i], &q, &qmax))
+        if (!gw__view_listen_queue(&src->ls[i], &q, &qmax))
             continue;
-        puts_(t, "gangway_listen_queue{listener=\"");
+        gw_text_puts(t, "gangway_listen_queue{listener=\"");
         label(t, src->ls[i].url);
-        printf_(t, "\"} %u\n", q);
+        gw_text_printf(t, "\"} %u\n", q);
     }
     metric(t, "gangway_listen_queue_max", "gauge", "The listen backlog.");
     for (size_t i = 0; i < src->nl; i++) {
         uint32_t q, qmax;
-        if (!listen_queue(&src->ls[i], &q, &qmax))
+        if (!gw__view_listen_queue(&src->ls[i], &q, &qmax))
             continue;
-        puts_(t, "gangway_listen_queue_max{listener=\"");
+        gw_text_puts(t, "gangway_listen_queue_max{listener=\"");
         label(t, src->ls[i].url);
-        printf_(t, "\"} %u\n", qmax);
+        gw_text_printf(t, "\"} %u\n", qmax);
     }
 
     metric(t, "gangway_worker_requests_total", "counter", "Requests answered by each worker.");
     for (size_t i = 0; i < nv; i++)
-        printf_(t, "gangway_worker_requests_total{worker=\"%zu\"} %" PRIu64 "\n", v[i].slot + 1,
-                v[i].c.requests);
+        gw_text_printf(t, "gangway_worker_requests_total{worker=\"%zu\"} %" PRIu64 "\n",
+                       v[i].slot + 1, v[i].c.requests);
     metric(t, "gangway_worker_busy", "gauge", "1 while the worker's app runs a request.");
     for (size_t i = 0; i < nv; i++)
-        printf_(t, "gangway_worker_busy{worker=\"%zu\"} %d\n", v[i].slot + 1,
-                v[i].busy_ms ? 1 : 0);
+        gw_text_printf(t, "gangway_worker_busy{worker=\"%zu\"} %d\n", v[i].slot + 1,
+                       v[i].busy_ms ? 1 : 0);
     metric(t, "gangway_worker_connections", "gauge", "Open connections of each worker.");
     for (size_t i = 0; i < nv; i++)
-        printf_(t, "gangway_worker_connections{worker=\"%zu\"} %" PRIu64 "\n", v[i].slot + 1,
-                v[i].conns);
+        gw_text_printf(t, "gangway_worker_connections{worker=\"%zu\"} %" PRIu64 "\n", v[i].slot + 1,
+                       v[i].conns);
     metric(t, "gangway_worker_resident_memory_bytes", "gauge", "Each worker's RSS.");
     for (size_t i = 0; i < nv; i++)
-        printf_(t, "gangway_worker_resident_memory_bytes{worker=\"%zu\"} %" PRIu64 "\n",
-                v[i].slot + 1, v[i].rss);
+        gw_text_printf(t, "gangway_worker_resident_memory_bytes{worker=\"%zu\"} %" PRIu64 "\n",
+                       v[i].slot + 1, v[i].rss);
     free(v);
 }

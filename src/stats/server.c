@@ -1,3 +1,6 @@
+/* The --stats server (stats.h): the master's small HTTP server, in its own
+ * loop: a few connections at a time, each with a deadline, routed to the
+ * renderers (render.h); a client that sends nothing gets the bare JSON. */
 #include "stats/stats.h"
 
 #include "stats/render.h"
@@ -89,13 +92,14 @@ static void answer(sconn_t *c, int status, const char *type, const char *body, s
                                                                                : "Internal Server Error";
     gw_text_t head = {0};
 
-    printf_(&head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+    gw_text_printf(&head,
+                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                    "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
-            status, reason, type, len, status == 405 ? "Allow: GET, HEAD\r\n" : "");
+                   status, reason, type, len, status == 405 ? "Allow: GET, HEAD\r\n" : "");
     free(c->out.p);
     c->out = head;
     if (!is_head)
-        put(&c->out, body, len);
+        gw_text_put(&c->out, body, len);
     c->out_off = 0;
     if (c->out.is_failed) {
         sconn_close(c);

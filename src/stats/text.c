@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void put(gw_text_t *t, const char *s, size_t n)
+void gw_text_put(gw_text_t *t, const char *s, size_t n)
 {
     if (t->is_failed)
         return;
@@ -26,12 +26,12 @@ void put(gw_text_t *t, const char *s, size_t n)
     t->p[t->len] = '\0';
 }
 
-void puts_(gw_text_t *t, const char *s)
+void gw_text_puts(gw_text_t *t, const char *s)
 {
-    put(t, s, strlen(s));
+    gw_text_put(t, s, strlen(s));
 }
 
-void printf_(gw_text_t *t, const char *fmt, ...)
+void gw_text_printf(gw_text_t *t, const char *fmt, ...)
 {
     char buf[512];
     va_list ap;
@@ -42,5 +42,5 @@ void printf_(gw_text_t *t, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return;
-    put(t, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+    gw_text_put(t, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }

@@ -16,8 +16,8 @@ typedef struct gw_text {
 /* Append n bytes (or a C string, or printf-formatted text: 511 bytes at
  * most per call) and keep p NUL-terminated; the caller frees p. Nothing
  * happens once is_failed is set. */
-void put(gw_text_t *t, const char *s, size_t n);
-void puts_(gw_text_t *t, const char *s);
-void printf_(gw_text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void gw_text_put(gw_text_t *t, const char *s, size_t n);
+void gw_text_puts(gw_text_t *t, const char *s);
+void gw_text_printf(gw_text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

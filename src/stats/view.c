@@ -38,7 +38,7 @@ static void proc_mem(pid_t pid, uint64_t *rss, uint64_t *vsz)
 }
 
 /* A snapshot of slot i; false when no worker holds it. */
-bool view(const gw_stats_source_t *src, size_t i, uint64_t now_ms, wview_t *v)
+bool gw__view_worker(const gw_stats_source_t *src, size_t i, uint64_t now_ms, wview_t *v)
 {
     const gw_slot_t *s = &src->slots[i];
     uint32_t st = atomic_load_explicit(&s->state, RELAXED);
@@ -65,8 +65,9 @@ bool view(const gw_stats_source_t *src, size_t i, uint64_t now_ms, wview_t *v)
     proc_mem(v->pid, &v->rss, &v->vsz);
     return true;
 }
+
 /* The accept queue of a TCP listener (Linux reports it in TCP_INFO). */
-bool listen_queue(const gw_listener_t *l, uint32_t *queue, uint32_t *max)
+bool gw__view_listen_queue(const gw_listener_t *l, uint32_t *queue, uint32_t *max)
 {
     struct tcp_info ti;
     socklen_t len = sizeof(ti);
@@ -79,7 +80,7 @@ bool listen_queue(const gw_listener_t *l, uint32_t *queue, uint32_t *max)
     return true;
 }
 
-void all_totals(const gw_stats_source_t *src, gw_totals_t *t)
+void gw__view_totals(const gw_stats_source_t *src, gw_totals_t *t)
 {
     *t = *src->retired;
     for (size_t i = 0; i < src->nslots; i++)

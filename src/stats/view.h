@@ -23,12 +23,17 @@ typedef struct wview {
     uint64_t started_ms;
 } wview_t;
 
-/* A snapshot of slot i; false when no worker holds it. */
-bool view(const gw_stats_source_t *src, size_t i, uint64_t now_ms, wview_t *v);
+/* A snapshot of slot i into v (now_ms: the clock, for how long the current
+ * request has run), its memory read from /proc/<pid>/statm (0 when that
+ * cannot be read); false when no worker holds the slot. */
+bool gw__view_worker(const gw_stats_source_t *src, size_t i, uint64_t now_ms, wview_t *v);
 
-/* The accept queue of a TCP listener (Linux reports it in TCP_INFO). */
-bool listen_queue(const gw_listener_t *l, uint32_t *queue, uint32_t *max);
+/* The accept queue of a TCP listener (Linux reports it in TCP_INFO); false
+ * for a closed, unix or --reuse-port listener, or when that fails. */
+bool gw__view_listen_queue(const gw_listener_t *l, uint32_t *queue, uint32_t *max);
 
-void all_totals(const gw_stats_source_t *src, gw_totals_t *t);
+/* The retired workers' totals plus those of every slot in use: sums that
+ * never go down. */
+void gw__view_totals(const gw_stats_source_t *src, gw_totals_t *t);
 
 #endif
