@@ -94,7 +94,7 @@ FORCE:
 $(BUILD)/stats/status_page.c: src/stats/status_page.html $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	{ echo '/* Generated from src/stats/status_page.html by the Makefile: edit that file. */'; \
-	  echo '#include "stats/stats.h"'; echo 'const char gw_stats_status_page[] ='; \
+	  echo '#include "stats/render.h"'; echo 'const char gw_stats_status_page[] ='; \
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
 	  echo ';'; } >$@
 $(BUILD)/stats/status_page.o: $(BUILD)/stats/status_page.c

@@ -901,7 +901,13 @@ def test_recycle_workers_were_replaced(recycle_runs, kind):
         # were started.
         assert most >= MAX_REQUESTS, (kind, most)
         assert "starts in its place" in recycle_runs[kind]["log"]
-    assert len(pids) >= PROCESSES
+        # Which of the workers sharing the socket takes a connection is the
+        # kernel's choice (EPOLLEXCLUSIVE): on a loaded machine two of the
+        # three can take all 300, so the count of pids is not a measure of
+        # recycling here; the log line above is.
+        assert len(pids) >= 2, pids
+    if kind == "uwsgi":
+        assert len(pids) >= PROCESSES
     # all of them children of the one master
     assert {r["ppid"] for r in res} == {recycle_runs[kind]["run"].pid}
 

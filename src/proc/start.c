@@ -127,7 +127,7 @@ static int check_stats(const gw_config_t *cfg, int running_fd)
 
     if (!addr || strncmp(addr, "unix:", 5) == 0 || addr[0] == '/' || addr[0] == '.')
         return 0;
-    /* as stats.c reads it: a bare port or ":port" stays on loopback */
+    /* as stats/server.c reads it: a bare port or ":port" stays on loopback */
     if (*addr && strspn(addr, "0123456789") == strlen(addr))
         snprintf(local, sizeof(local), "127.0.0.1:%s", addr);
     else if (addr[0] == ':')

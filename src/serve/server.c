@@ -1,4 +1,8 @@
-#include "serve/server.h"
+/* A serving process (server.h): the loop's hooks, signals, the graceful
+ * and the quick stop, recycling by --max-requests, --max-worker-lifetime
+ * and --reload-on-rss with its replacement asked for first; accepting is
+ * accept.c's. */
+#include "serve/server_priv.h"
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -11,290 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define ACCEPT_BATCH 64
-#define ACCEPT_BACKOFF_MS 100
-#define ACCEPT_ERROR_LOG_MS 1000 /* a listener that keeps failing: one line a second at most */
-#define ACCEPT_YIELD_MS 2
 #define RSS_CHECK_MS 1000
-
-typedef struct lwatch {
-    gw_watch_t watch;
-    gw_server_t *server;
-    gw_listener_t *l;
-    bool is_active;
-    bool is_failing;     /* accept() failed on it: left out until its retry timer */
-    unsigned conn_errors; /* per-connection accept errors in a row */
-    gw_timer_t retry;
-} lwatch_t;
-
-struct gw_server {
-    const gw_config_t *cfg;
-    gw_loop_t *loop;
-    gw_conn_ctx_t conns;
-    lwatch_t *lw;
-    size_t nl;
-    gw_watch_t sigwatch;
-    gw_block_hooks_t hooks;
-    gw_timerq_t backoff_q, yield_q, graceful_q, lifetime_q, rss_q;
-    gw_static_t *statics;
-    gw_timer_t backoff, graceful, lifetime, rss;
-    gw_timer_t replace_wait; /* past --reload-on-rss: how long to wait for a replacement */
-    gw_worker_info_t who;
-    uint64_t requests;
-    uint64_t max_requests; /* with this worker's jitter; 0: no limit */
-    uint64_t started_ms;
-    bool is_paused;   /* accept paused: too many connections or no fds */
-    bool is_recycling; /* asked the master for a replacement; serves until SIGTERM */
-    bool is_stopping;
-    uint64_t emfile_logged_ms; /* when accept last said it had no descriptors */
-    uint64_t error_logged_ms;  /* when a failing listener was last logged */
-    uint64_t errors_unlogged;  /* listener failures since that line */
-    bool has_yielded;
-};
-
-static void set_accepting(gw_server_t *s, bool on)
-{
-    for (size_t i = 0; i < s->nl; i++) {
-        lwatch_t *lw = &s->lw[i];
-        bool want = on && !lw->is_failing;
-        if (lw->is_active == want || lw->l->fd < 0)
-            continue;
-        /* EPOLLEXCLUSIVE: a new connection wakes one of the workers sharing
-         * this socket, not all of them. */
-        if (want)
-            gw_loop_add(s->loop, &lw->watch, EPOLLIN | EPOLLEXCLUSIVE);
-        else
-            gw_loop_del(s->loop, &lw->watch);
-        lw->is_active = want;
-    }
-}
-
-static void pause_accept(gw_server_t *s)
-{
-    s->is_paused = true;
-    set_accepting(s, false);
-}
-
-static void maybe_resume_accept(gw_server_t *s)
-{
-    if (!s->is_paused || s->is_stopping || gw_timer_is_active(&s->backoff))
-        return;
-    if (s->conns.nconns >= s->cfg->max_connections)
-        return;
-    s->is_paused = false;
-    set_accepting(s, true);
-}
-
-static void on_backoff(gw_loop_t *loop, gw_timer_t *t)
-{
-    gw_server_t *s = (gw_server_t *)((char *)t - offsetof(gw_server_t, backoff));
-    (void)loop;
-    maybe_resume_accept(s);
-}
-
-/* A listener whose accept() keeps failing (EINVAL: the socket no longer
- * listens; EBADF, ENOTSOCK: it is not what it was) is level-triggered: left
- * in epoll, it would wake the worker again at once, forever (issue 14: a
- * worker at 100% CPU writing 300k lines in 3 s). It is left out for
- * ACCEPT_BACKOFF_MS, then tried again; the other listeners go on. */
-static void listener_failed(gw_server_t *s, lwatch_t *lw, int err)
-{
-    uint64_t now = gw_clock_ms();
-
-    lw->is_failing = true;
-    lw->conn_errors = 0;
-    if (lw->is_active) {
-        gw_loop_del(s->loop, &lw->watch);
-        lw->is_active = false;
-    }
-    gw_timer_start(&s->backoff_q, &lw->retry);
-    if (s->error_logged_ms && now - s->error_logged_ms < ACCEPT_ERROR_LOG_MS) {
-        s->errors_unlogged++;
-        return;
-    }
-    gw_log_error("accept on %s: %s; retrying every %d ms (%llu more failure(s) since the "
-                 "last such line; one a second at most)",
-                 lw->l->url, strerror(err), ACCEPT_BACKOFF_MS,
-                 (unsigned long long)s->errors_unlogged);
-    s->error_logged_ms = now ? now : 1;
-    s->errors_unlogged = 0;
-}
-
-static void on_listener_retry(gw_loop_t *loop, gw_timer_t *t)
-{
-    lwatch_t *lw = (lwatch_t *)((char *)t - offsetof(lwatch_t, retry));
-    gw_server_t *s = lw->server;
-
-    (void)loop;
-    lw->is_failing = false;
-    if (!s->is_paused && !s->is_stopping)
-        set_accepting(s, true);
-}
-
-/* Workers sharing a socket: EPOLLEXCLUSIVE wakes whichever worker waits,
- * and a worker that loops back to epoll_wait quickest would take nearly every
- * connection (keep-alive clients then stick to it). One holding more
- * connections than the least loaded ready worker steps back for a moment. */
-static bool should_yield(gw_server_t *s)
-{
-    uint64_t mine = s->conns.nconns, least = UINT64_MAX, now = gw_clock_ms();
-
-    if (s->has_yielded) {
-        s->has_yielded = false; /* after stepping back once, take one */
-        return false;
-    }
-    for (size_t i = 0, used = gw_scoreboard_used(s->who.sb); i < used; i++) {
-        gw_slot_t *o = &s->who.sb->slots[i];
-        uint64_t busy;
-        if (o == s->who.slot ||
-            atomic_load_explicit(&o->state, memory_order_relaxed) != GW_SLOT_READY)
-            continue;
-        /* A worker deep in a long request is not accepting: leave it out. */
-        busy = atomic_load_explicit(&o->busy_since_ms, memory_order_relaxed);
-        if (busy && now > busy + 100)
-            continue;
-        uint64_t n = atomic_load_explicit(&o->conns, memory_order_relaxed);
-        if (n < least)
-            least = n;
-    }
-    s->has_yielded = least != UINT64_MAX && mine > least + 1;
-    return s->has_yielded;
-}
-
-/* An accepted connection: --uwsgi-allow-from, then the connection's. */
-static void take(gw_server_t *s, lwatch_t *lw, int fd, struct sockaddr_storage *ss,
-                 socklen_t sl)
-{
-    if (lw->l->is_unix)
-        ss->ss_family = AF_UNIX;
-    if (!gw_listen_allows(lw->l, (struct sockaddr *)ss)) {
-        char who[64] = "?";
-        getnameinfo((struct sockaddr *)ss, sl, who, sizeof(who), NULL, 0, NI_NUMERICHOST);
-        gw_log_error("uwsgi: refused a connection from %s (not in --uwsgi-allow-from)", who);
-        close(fd);
-        return;
-    }
-    gw_conn_open(&s->conns, fd, lw->l, (struct sockaddr *)ss);
-}
-
-static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
-{
-    lwatch_t *lw = (lwatch_t *)w;
-    gw_server_t *s = lw->server;
-
-    (void)loop;
-    (void)events;
-    /* A stop closed the listeners after this event was read (its number
-     * may name an accepted connection by now). */
-    if (s->is_stopping)
-        return;
-    /* With several workers on one socket, taking one connection per wake-up
-     * lets the kernel's EPOLLEXCLUSIVE hand the next to another worker:
-     * connections spread evenly instead of to whoever woke first. */
-    bool shared = s->cfg->workers > 1 && !lw->l->is_reuse_port && s->who.sb;
-    int batch = shared ? 1 : ACCEPT_BATCH;
-
-    if (shared && should_yield(s)) {
-        pause_accept(s);
-        gw_timer_start(&s->yield_q, &s->backoff);
-        return;
-    }
-
-    for (int i = 0; i < batch; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        int fd;
-
-        if (s->conns.nconns >= s->cfg->max_connections) {
-            pause_accept(s);
-            return;
-        }
-        fd = accept4(w->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            int err = errno;
-            switch (err) {
-            case EAGAIN:
-                lw->conn_errors = 0;
-                return;
-            case EINTR:
-                continue;
-            case ECONNABORTED:
-            case EPROTO:
-            /* Linux passes a pending network error of the new connection on
-             * as accept()'s error (accept(2)): that connection is gone, the
-             * next one may be fine. In a row without end they are not. */
-            case EPERM:
-            case ENETDOWN:
-            case ENETUNREACH:
-            case EHOSTDOWN:
-            case EHOSTUNREACH:
-            case ENONET:
-            case ENOPROTOOPT:
-            case EOPNOTSUPP:
-            case ETIMEDOUT:
-                if (++lw->conn_errors < ACCEPT_BATCH)
-                    continue;
-                listener_failed(s, lw, err);
-                return;
-            case EMFILE:
-            case ENFILE:
-            case ENOBUFS:
-            case ENOMEM:
-                /* Out of descriptors or memory: stop polling the listener for a
-                 * moment instead of spinning on a readiness we cannot serve. */
-                /* Once a minute at most: near the limit it may come and go
-                 * many times a second. */
-                if (!s->emfile_logged_ms || gw_clock_ms() - s->emfile_logged_ms >= 60000) {
-                    gw_log_error("accept: %s; pausing new connections (logged at most once "
-                                 "a minute)", strerror(err));
-                    s->emfile_logged_ms = gw_clock_ms() ? gw_clock_ms() : 1;
-                }
-                pause_accept(s);
-                gw_timer_start(&s->backoff_q, &s->backoff);
-                return;
-            default:
-                listener_failed(s, lw, err);
-                return;
-            }
-        }
-        lw->conn_errors = 0;
-        take(s, lw, fd, &ss, sl);
-    }
-}
-
-/* --reuse-port: closing this worker's own socket resets the connections
- * still in its accept queue (the kernel moves them to another socket of
- * the group only with net.ipv4.tcp_migrate_req=1, Linux 5.14+, off by
- * default). So what is queued is taken first and served like any other
- * connection (with Connection: close: the worker is stopping). A shared
- * socket is left alone: the master and the other workers keep it open, and
- * its queue with it. Past the connection cap too: each one taken here would
- * otherwise be reset, and the queue is bounded by the backlog. */
-static void drain(gw_server_t *s, lwatch_t *lw)
-{
-    unsigned errors = 0;
-
-    if (!lw->l->is_reuse_port || lw->l->fd < 0)
-        return;
-    while (errors < ACCEPT_BATCH) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        int fd = accept4(lw->l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            int err = errno;
-            if (err == EAGAIN || err == EMFILE || err == ENFILE || err == ENOBUFS ||
-                err == ENOMEM || err == EINVAL || err == EBADF || err == ENOTSOCK)
-                return; /* empty, or nothing more can be taken */
-            errors++;   /* EINTR, or that one connection's error */
-            continue;
-        }
-        take(s, lw, fd, &ss, sl);
-    }
-}
 
 static void on_conn_freed(void *server)
 {
@@ -302,7 +26,7 @@ static void on_conn_freed(void *server)
     if (s->is_stopping && s->conns.nconns == 0)
         gw_loop_stop(s->loop);
     else
-        maybe_resume_accept(s);
+        gw__accept_resume(s);
 }
 
 static void begin_stop(gw_server_t *s, const char *why)
@@ -315,13 +39,13 @@ static void begin_stop(gw_server_t *s, const char *why)
     gw_timer_stop(&s->lifetime);
     gw_timer_stop(&s->rss);
     gw_timer_stop(&s->replace_wait);
-    set_accepting(s, false);
-    /* What is queued on our own sockets is ours to serve (drain()): taken
+    gw__accept_set(s, false);
+    /* What is queued on our own sockets is ours to serve (gw__accept_drain()): taken
      * before the stop, so that gw_conn_stop_all() treats it like any
      * connection accepted before (a request that is there is answered). */
     for (size_t i = 0; i < s->nl; i++) {
         gw_timer_stop(&s->lw[i].retry);
-        drain(s, &s->lw[i]);
+        gw__accept_drain(s, &s->lw[i]);
         gw_listen_close(s->lw[i].l);
     }
     gw_log_error("worker %u: %s: stopping; %llu connection(s) to finish (up to %llus)",
@@ -371,7 +95,7 @@ static void on_signal(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
 
 /* "Replace me", with this worker's own --reuse-port sockets: its successor
  * serves on them, so that they never close while connections wait on them
- * (drain()). -1 (errno set) when the note did not go. */
+ * (gw__accept_drain()). -1 (errno set) when the note did not go. */
 static int ask_replacement(gw_server_t *s)
 {
     union {
@@ -597,7 +321,6 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     gw_timerq_init(s->loop, &s->graceful_q, cfg->graceful_timeout * 1000);
     gw_timerq_init(s->loop, &s->lifetime_q, cfg->max_worker_lifetime * 1000);
     gw_timerq_init(s->loop, &s->rss_q, RSS_CHECK_MS);
-    gw_timer_init(&s->backoff, on_backoff);
     gw_timer_init(&s->graceful, on_graceful);
     gw_timer_init(&s->lifetime, on_lifetime);
     gw_timer_init(&s->rss, on_rss_check);
@@ -614,18 +337,8 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     if (cfg->reload_on_rss)
         gw_timer_start(&s->rss_q, &s->rss);
 
-    s->lw = calloc(n, sizeof(*s->lw));
-    if (!s->lw)
+    if (gw__accept_init(s, listeners, n) < 0)
         goto fail;
-    s->nl = n;
-    for (size_t i = 0; i < n; i++) {
-        s->lw[i].watch.fd = listeners[i].fd;
-        s->lw[i].watch.cb = on_accept;
-        s->lw[i].server = s;
-        s->lw[i].l = &listeners[i];
-        gw_timer_init(&s->lw[i].retry, on_listener_retry);
-    }
-    set_accepting(s, true);
 
     /* Reload and scaling signals are the master's business: a `pkill -HUP
      * gangway` or a terminal hangup reaches every worker too, and must be

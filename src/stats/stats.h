@@ -9,7 +9,8 @@
  *                   ones included
  *   GET /status     a self-contained HTML page drawing the JSON live
  *
- * The renderers are separate from the socket so that tests can call them. */
+ * The server is server.c; the renderers are separate from the socket, so
+ * that tests can call them (stats/render.h). */
 #ifndef GW_STATS_H
 #define GW_STATS_H
 
@@ -78,16 +79,5 @@ void gw_stats_free(gw_stats_t *s);
 /* In a child forked from the master: closes the descriptors without
  * touching the loop (which the child does not run). */
 void gw_stats_close_fds(gw_stats_t *s);
-
-/* A growing text buffer for the renderers. */
-typedef struct gw_text {
-    char *p;
-    size_t len, cap;
-    bool is_failed; /* out of memory: the caller answers 500 */
-} gw_text_t;
-
-void gw_stats_json(const gw_stats_source_t *src, gw_text_t *out);
-void gw_stats_prometheus(const gw_stats_source_t *src, gw_text_t *out);
-extern const char gw_stats_status_page[];
 
 #endif
