@@ -55,7 +55,13 @@
  *     gw_static_new / gw_static_free opened survives them. Opening a FIFO
  *     for reading would block: libFuzzer's -timeout reports that. */
 #define FC_SLOTS 2 /* a tiny direct-mapped cache: lookups evict each other */
+/* The module's four files, as source: their file-static helpers (hexval,
+ * open_beneath) and private structs are reachable; the sub-targets above
+ * name the gw__static_ functions without their prefix. */
 #include "serve/static.c"
+#include "serve/static_cache.c"
+#include "serve/static_http.c"
+#include "serve/static_path.c"
 
 #include <dirent.h>
 #include <ftw.h>
@@ -150,7 +156,7 @@ static int ref_range(const char *v, size_t vn, uint64_t size, uint64_t *start, u
     const char *p, *dash, *e = v + vn;
     uint64_t a, b;
 
-    /* static.c copies the value into 128 bytes: longer ones are ignored */
+    /* static_http.c copies the value into 128 bytes: longer ones are ignored */
     if (vn < 7 || vn >= 128 || strncasecmp(v, "bytes=", 6) != 0)
         return 0;
     if (memchr(v + 6, ',', vn - 6))
@@ -204,11 +210,11 @@ static void fuzz_range(const char *v, size_t vn)
     memcpy(copy, v, vn);
     for (size_t i = 0; i < ns; i++) {
         uint64_t size = sizes[i], s = 0xdead, e = 0xbeef, rs = 0, re = 0;
-        int rc = parse_range(copy, vn, size, &s, &e);
+        int rc = gw__static_parse_range(copy, vn, size, &s, &e);
         int want = ref_range(copy, vn, size, &rs, &re);
 
         /* No header value holds a NUL (http1.c and nginx refuse it), and
-         * static.c's copy ends there: only the invariants apply then. */
+         * static_http.c's copy ends there: only the invariants apply then. */
         bool has_nul = memchr(copy, '\0', vn) != NULL;
 
         if (!has_nul && rc != want)
@@ -275,7 +281,7 @@ static bool ref_inm(const char *v, size_t n, const char *etag, bool *match)
 
 static void fuzz_etag(const char *v, size_t vn)
 {
-    /* as static.c formats them: inode-size-mtime_ns[-coding], hex, quoted */
+    /* as static_http.c formats them: inode-size-mtime_ns[-coding], hex, quoted */
     static const char *etags[] = {"\"1a2b-64-17a5e3c0d1f0e200\"", "\"1a2b-64-17a5e3c0d1f0e200-br\"",
                                   "\"1a2b-64-17a5e3c0d1f0e200-gzip\"", "\"0-0-0\"",
                                   "\"2-186a0-0\""};
@@ -285,7 +291,7 @@ static void fuzz_etag(const char *v, size_t vn)
         FAIL("out of memory");
     memcpy(copy, v, vn);
     for (size_t i = 0; i < sizeof(etags) / sizeof(etags[0]); i++) {
-        bool got = etag_matches(copy, vn, etags[i]), want;
+        bool got = gw__static_etag_matches(copy, vn, etags[i]), want;
         if (vn == 1 && copy[0] == '*' && !got)
             FAIL("If-None-Match: * does not match %s", etags[i]);
         if (ref_inm(copy, vn, etags[i], &want) && got != want)
@@ -352,9 +358,9 @@ static bool tod(cur_t *c, int *h, int *m, int *s)
 }
 
 /* The three HTTP-date forms, exactly as RFC 9110 5.6.7 spells them (case
- * and all; the day name is not checked against the date, as static.c does
- * not). Two-digit years follow glibc's strptime: 69-99 are 19xx, 00-68 are
- * 20xx. Returns 1 with the time when v is one of them. */
+ * and all; the day name is not checked against the date, as static_http.c
+ * does not). Two-digit years follow glibc's strptime: 69-99 are 19xx, 00-68
+ * are 20xx. Returns 1 with the time when v is one of them. */
 static bool ref_date(const char *v, size_t n, int64_t *t)
 {
     int wd, d, mo, y, h, mi, s;
@@ -395,8 +401,8 @@ static void check_round_trip(time_t t, const char *from)
     if (t < MIN_DATE || t > MAX_DATE)
         return; /* year 10000 or 0 and earlier: strftime writes more or fewer digits */
     memset(s, 0, sizeof(s));
-    http_date(t, s, sizeof(s));
-    back = parse_http_date(s, strlen(s));
+    gw__static_http_date(t, s, sizeof(s));
+    back = gw__static_parse_http_date(s, strlen(s));
     if (back != t)
         FAIL("%lld (from \"%s\") formats as \"%s\", which parses as %lld", (long long)t, from, s,
              (long long)back);
@@ -416,7 +422,7 @@ static void fuzz_date(const char *v, size_t vn)
     if (!copy)
         FAIL("out of memory");
     memcpy(copy, v, vn);
-    t = parse_http_date(copy, vn);
+    t = gw__static_parse_http_date(copy, vn);
     if (ref_date(copy, vn, &want) && want != -1 && t != want)
         FAIL("parse_http_date(\"%.*s\") = %lld, want %lld", (int)vn, copy, (long long)t,
              (long long)want);
@@ -434,7 +440,7 @@ static void fuzz_date(const char *v, size_t vn)
         check_round_trip(t, "raw bytes");
         snprintf(s, sizeof(s), "%s %s %2d %02d:%02d:%02d %d", day3[tm.tm_wday], mon3[tm.tm_mon],
                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, tm.tm_year + 1900);
-        if (parse_http_date(s, strlen(s)) != t)
+        if (gw__static_parse_http_date(s, strlen(s)) != t)
             FAIL("asctime date \"%s\" is not %lld", s, (long long)t);
         /* RFC 850's two-digit years: glibc reads 69-99 as 19xx, which RFC
          * 9110 would read as 20xx for 69-76 (less than 50 years ahead);
@@ -443,7 +449,7 @@ static void fuzz_date(const char *v, size_t vn)
             snprintf(s, sizeof(s), "%s, %02d-%s-%02d %02d:%02d:%02d GMT", dayl[tm.tm_wday],
                      tm.tm_mday, mon3[tm.tm_mon], tm.tm_year % 100, tm.tm_hour, tm.tm_min,
                      tm.tm_sec);
-            if (parse_http_date(s, strlen(s)) != t)
+            if (gw__static_parse_http_date(s, strlen(s)) != t)
                 FAIL("RFC 850 date \"%s\" is not %lld", s, (long long)t);
         }
     }
@@ -453,9 +459,10 @@ static void fuzz_date(const char *v, size_t vn)
 /* ------------------------------------------------------------------ 3: Accept-Encoding */
 
 /* The value's elements are coding [ OWS ";" OWS "q" OWS "=" OWS qvalue ]
- * (RFC 9110 12.5.3; static.c allows OWS around "=" too). The first element
- * naming the coding decides: accepted unless its qvalue is zero. "*" is not
- * taken to name br or gzip (static.c serves a variant only when named). */
+ * (RFC 9110 12.5.3; static_http.c allows OWS around "=" too). The first
+ * element naming the coding decides: accepted unless its qvalue is zero.
+ * "*" is not taken to name br or gzip (static.c serves a variant only when
+ * named). */
 static bool ref_qvalue_positive(const char *q, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -489,7 +496,7 @@ static void fuzz_accepts_list(const uint8_t *b, size_t n)
 
         if (e)
             PUT(",");
-        /* static.c finds a coding after ',' or ' ' only: no tab before a name */
+        /* static_http.c finds a coding after ',' or ' ' only: no tab before a name */
         PUT((x >> 4) & 1 ? " " : "");
         PUT(name);
         if (y & 1) {
@@ -516,7 +523,7 @@ static void fuzz_accepts_list(const uint8_t *b, size_t n)
         if (!copy)
             FAIL("out of memory");
         memcpy(copy, v, o);
-        got = accepts(copy, o, ours[c]);
+        got = gw__static_accepts(copy, o, ours[c]);
         if (got != (decided[c] > 0))
             FAIL("accepts(\"%.*s\", %s) = %d, the list says %d", (int)o, v, ours[c], got,
                  decided[c] > 0);
@@ -544,7 +551,7 @@ static void fuzz_accepts(const char *v, size_t vn)
         bool named = false;
         for (size_t i = 0; i + cl <= vn && !named; i++)
             named = strncasecmp(copy + i, ours[c], cl) == 0 && is_token_at(copy, vn, i, cl);
-        if (accepts(copy, vn, ours[c]) && !named)
+        if (gw__static_accepts(copy, vn, ours[c]) && !named)
             FAIL("accepts(\"%.*s\", %s): the value does not name it", (int)vn, copy, ours[c]);
     }
     free(copy);
@@ -641,7 +648,7 @@ static void fuzz_clean(uint8_t flags, const char *p, size_t n)
     if (!in || !out || !ref || !again)
         FAIL("out of memory");
     memcpy(in, p, n);
-    rc = clean_path(in, n, decoded, dotfiles, out, outlen);
+    rc = gw__static_clean_path(in, n, decoded, dotfiles, out, outlen);
     want = ref_clean(in, n, decoded, dotfiles, outlen, ref, &rn);
     if (rc != want)
         FAIL("clean_path(\"%.*s\", decoded %d, dotfiles %d, room %zu) = %d, the reference says %d",
@@ -655,11 +662,13 @@ static void fuzz_clean(uint8_t flags, const char *p, size_t n)
                  in, out, on, (int)rn, ref);
         check_clean(out, on, dotfiles);
         /* cleaning a clean path (decoded now) changes nothing */
-        if (clean_path(out, on, true, dotfiles, again, outlen) != 0 || strcmp(again, out) != 0)
+        if (gw__static_clean_path(out, on, true, dotfiles, again, outlen) != 0 ||
+            strcmp(again, out) != 0)
             FAIL("clean_path is not idempotent on \"%s\"", out);
         /* no escape in the path: both forms read it alike */
         if (!memchr(in, '%', n) &&
-            (clean_path(in, n, !decoded, dotfiles, again, outlen) != 0 || strcmp(again, out) != 0))
+            (gw__static_clean_path(in, n, !decoded, dotfiles, again, outlen) != 0 ||
+             strcmp(again, out) != 0))
             FAIL("\"%.*s\" cleans differently decoded and not", (int)n, in);
     }
     free(in);
@@ -922,7 +931,7 @@ static void fuzz_open(uint8_t flags, const char *p, size_t n)
             check_confined(afd, map_dir(m), true, "open_beneath (openat2, raw)");
             close(afd);
         }
-        if (clean_path(raw, n, decoded, dotfiles, rel, sizeof(rel)) < 0)
+        if (gw__static_clean_path(raw, n, decoded, dotfiles, rel, sizeof(rel)) < 0)
             continue;
         /* The walk follows no symlink: what it opens is exactly DIR/rel. */
         wfd = open_beneath(&s_walk, dfd, rel);
@@ -1015,7 +1024,7 @@ typedef struct subst {
     char etag[128], lm[64], before[64], after[64], rfc850[64], asc[64];
 } subst_t;
 
-/* As static.c's header() finds it: by name, case-insensitively; over uwsgi
+/* As gw_req_header() finds it: by name, case-insensitively; over uwsgi
  * through its CGI variable, where '-' and '_' both became '_'. */
 static bool field_is(const spec_t *s, int i, const char *name)
 {
@@ -1352,7 +1361,7 @@ static void answer_one(gw_static_t *gs, uint8_t flags, const spec_t *spec, const
                 FAIL("%s: 416 with Content-Range %s", what, cr ? cr : "(none)");
             size = strtoull(cr + 8, (char **)&e, 10);
             if (*e || !field(sp, sub, "Range", buf, sizeof(buf), &rn) ||
-                parse_range(buf, rn, size, &a, &b) != -1)
+                gw__static_parse_range(buf, rn, size, &a, &b) != -1)
                 FAIL("%s: 416 (%s) for a range that is not unsatisfiable", what, cr);
         }
         goto done;
@@ -1382,14 +1391,14 @@ static void answer_one(gw_static_t *gs, uint8_t flags, const spec_t *spec, const
         snprintf(res->etag, sizeof(res->etag), "%s", etag);
         snprintf(res->lm, sizeof(res->lm), "%s", lm);
         mtime = (time_t)(mtime_ns / 1000000000ULL);
-        http_date(mtime, lm_want, sizeof(lm_want));
-        if (strcmp(lm, lm_want) != 0 || parse_http_date(lm, strlen(lm)) != mtime)
+        gw__static_http_date(mtime, lm_want, sizeof(lm_want));
+        if (strcmp(lm, lm_want) != 0 || gw__static_parse_http_date(lm, strlen(lm)) != mtime)
             FAIL("%s: Last-Modified %s for mtime %lld", what, lm, (long long)mtime);
         if ((ce == NULL) != (coding == NULL) || (ce && strcmp(ce, coding) != 0))
             FAIL("%s: Content-Encoding %s with ETag %s", what, ce ? ce : "(none)", etag);
         if (coding &&
             (!cfg.static_gzip || !(v = field(sp, sub, "Accept-Encoding", buf, sizeof(buf), &vn)) ||
-             !accepts(v, vn, coding)))
+             !gw__static_accepts(v, vn, coding)))
             FAIL("%s: the %s variant, not asked for", what, coding);
         if (strcmp(hdr(&g, "Accept-Ranges") ? hdr(&g, "Accept-Ranges") : "", "bytes") != 0)
             FAIL("%s: Accept-Ranges", what);
@@ -1402,12 +1411,12 @@ static void answer_one(gw_static_t *gs, uint8_t flags, const spec_t *spec, const
          * If-Range and Range (14.2). */
         if ((v = field(sp, sub, "If-None-Match", buf, sizeof(buf), &vn))) {
             bool match;
-            if (etag_matches(v, vn, etag))
+            if (gw__static_etag_matches(v, vn, etag))
                 want_status = 304;
             if (ref_inm(v, vn, etag, &match) && match != (want_status == 304))
                 FAIL("%s: If-None-Match \"%.*s\" vs %s", what, (int)vn, v, etag);
         } else if ((v = field(sp, sub, "If-Modified-Since", buf, sizeof(buf), &vn))) {
-            time_t ims = parse_http_date(v, vn);
+            time_t ims = gw__static_parse_http_date(v, vn);
             if (ims >= 0 && mtime <= ims)
                 want_status = 304;
         }
@@ -1422,12 +1431,12 @@ static void answer_one(gw_static_t *gs, uint8_t flags, const spec_t *spec, const
                 if (irn && ir[0] == '"')
                     use = irn == strlen(etag) && memcmp(ir, etag, irn) == 0;
                 else
-                    use = parse_http_date(ir, irn) == mtime;
+                    use = gw__static_parse_http_date(ir, irn) == mtime;
                 if (ref_date(ir, irn, &t) && (t == mtime) != use && t != -1)
                     FAIL("%s: If-Range %.*s, mtime %lld", what, (int)irn, ir, (long long)mtime);
             }
             if (use) {
-                rc = parse_range(v, vn, size, &a, &b);
+                rc = gw__static_parse_range(v, vn, size, &a, &b);
                 if (rc < 0)
                     FAIL("%s: %d where the range \"%.*s\" is unsatisfiable (size %llu)", what,
                          g.status, (int)vn, v, (unsigned long long)size);
@@ -1544,13 +1553,13 @@ static void fuzz_answer(uint8_t flags, const char *p, size_t n)
     cache_agrees(flags, &sp, NULL, &res);
     if (has_dollar && res.etag[0]) {
         /* once more, with the file's validators put in */
-        time_t t = parse_http_date(res.lm, strlen(res.lm)), t1 = t - 1, t2 = t + 1;
+        time_t t = gw__static_parse_http_date(res.lm, strlen(res.lm)), t1 = t - 1, t2 = t + 1;
         struct tm tm;
         memset(&sub, 0, sizeof(sub));
         snprintf(sub.etag, sizeof(sub.etag), "%s", res.etag);
         snprintf(sub.lm, sizeof(sub.lm), "%s", res.lm);
-        http_date(t1, sub.before, sizeof(sub.before));
-        http_date(t2, sub.after, sizeof(sub.after));
+        gw__static_http_date(t1, sub.before, sizeof(sub.before));
+        gw__static_http_date(t2, sub.after, sizeof(sub.after));
         gmtime_r(&t, &tm);
         strftime(sub.rfc850, sizeof(sub.rfc850), "%A, %d-%b-%y %H:%M:%S GMT", &tm);
         strftime(sub.asc, sizeof(sub.asc), "%a %b %e %H:%M:%S %Y", &tm);

@@ -1,286 +1,31 @@
-#include "serve/static.h"
+/* Static files (serve/static.h): set-up (the maps, and the parts the
+ * other files of the module keep: serve/static_priv.h) and the answer's
+ * assembly: the map a path falls under, the file and its variant, the
+ * conditional and range decisions, the head and the file range handed to
+ * the response writer. */
+#include "serve/static_priv.h"
 
-#include "core/clock.h"
 #include "core/log.h"
 #include "serve/response.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
-#include <linux/openat2.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-
-#define MIME_SLOTS 4096 /* a power of two, over twice the types Debian lists */
-
-typedef struct smap {
-    char *prefix; /* "/static", no trailing slash */
-    size_t plen;
-    const char *dir; /* as configured (absolute, see main.c), for static-expires */
-    int dirfd;    /* O_PATH directory every open is resolved beneath */
-} smap_t;
-
-/* --static-expires / --static-expires-uri: how long a client may cache. */
-typedef struct expire {
-    bool is_uri;     /* matched against the request path, else the file path */
-    bool has_re;     /* false: every file */
-    regex_t re;
-    uint64_t seconds;
-} expire_t;
-
-typedef struct mime {
-    char ext[16];
-    char type[80];
-} mime_t;
-
-/* A file resolved beneath a map, ready to answer from. */
-typedef struct sfile {
-    int fd;          /* reads the file */
-    struct stat st;
-    const char *rel; /* the name it resolved to (an index appended) */
-    char type[112];  /* Content-Type, from that name */
-    char etag[96];   /* strong: inode, size, mtime, and a variant's coding */
-    char lm[40];     /* Last-Modified */
-} sfile_t;
-
-/* --static-cache: resolved files stay open for a while, so that a hot file
- * costs no open, fstat and close per request. Direct-mapped: a collision
- * replaces the older entry, unless that entry is pinned. Names longer than
- * FC_NAME are never cached. The static fuzzer builds with a tiny FC_SLOTS
- * so that every lookup collides. */
-#ifndef FC_SLOTS
-#define FC_SLOTS 256
-#endif
-#define FC_NAME 192
-
-typedef struct fentry {
-    sfile_t f;          /* f.fd -1: nothing servable under this name (cached too) */
-    uint64_t checked_ms;
-    /* Pinned while pin == gw_static.answer_id: an answer holds pointers
-     * into this entry (its fd, name, type, validators) across the lookups
-     * of the variants, and a probe that collided with it used to close the
-     * fd and rename the entry under the answer (issue 14: 503s, a wrong
-     * Content-Type). A pinned slot is never replaced; a colliding lookup
-     * resolves uncached instead. A new answer unpins everything at once. */
-    uint64_t pin;
-    size_t map;
-    const char *coding; /* "", "br" or "gzip": part of the key */
-    bool with_index;    /* part of the key */
-    bool used;
-    char key[FC_NAME];
-    char rel[FC_NAME];
-} fentry_t;
-
-struct gw_static {
-    smap_t *maps;
-    size_t n;
-    const gw_config_t *cfg;
-    mime_t *mime; /* open addressing by extension */
-    bool has_openat2;
-    fentry_t *cache; /* FC_SLOTS, or NULL with --static-cache 0 */
-    uint64_t cache_ms;
-    uint64_t answer_id; /* counts answers; entries with this pin are in use */
-    expire_t *expires; /* uri rules first, then file rules, in the order given */
-    size_t nexpires;
-    bool has_file_rules;
-};
-
-/* ---- MIME types ---- */
-
-static const char *builtin_types[][2] = {
-    {"html", "text/html"},        {"htm", "text/html"},        {"css", "text/css"},
-    {"js", "text/javascript"},    {"mjs", "text/javascript"},  {"json", "application/json"},
-    {"txt", "text/plain"},        {"xml", "application/xml"},  {"svg", "image/svg+xml"},
-    {"png", "image/png"},         {"jpg", "image/jpeg"},       {"jpeg", "image/jpeg"},
-    {"gif", "image/gif"},         {"webp", "image/webp"},      {"ico", "image/vnd.microsoft.icon"},
-    {"avif", "image/avif"},       {"woff", "font/woff"},       {"woff2", "font/woff2"},
-    {"ttf", "font/ttf"},          {"otf", "font/otf"},         {"pdf", "application/pdf"},
-    {"zip", "application/zip"},   {"gz", "application/gzip"},  {"wasm", "application/wasm"},
-    {"mp4", "video/mp4"},         {"webm", "video/webm"},      {"mp3", "audio/mpeg"},
-    {"ogg", "audio/ogg"},         {"csv", "text/csv"},         {"md", "text/markdown"},
-    {"map", "application/json"},  {"tar", "application/x-tar"},
-};
-
-static unsigned ext_hash(const char *e, size_t n)
-{
-    unsigned h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)tolower((unsigned char)e[i])) * 16777619u;
-    return h;
-}
-
-static void mime_put(mime_t *t, const char *ext, const char *type)
-{
-    size_t n = strlen(ext);
-    if (n == 0 || n >= sizeof(t->ext) || strlen(type) >= sizeof(t->type))
-        return;
-    for (unsigned i = ext_hash(ext, n) & (MIME_SLOTS - 1);; i = (i + 1) & (MIME_SLOTS - 1)) {
-        if (!t[i].ext[0] || strcasecmp(t[i].ext, ext) == 0) {
-            if (!t[i].ext[0]) /* the first listing of an extension wins */
-                snprintf(t[i].type, sizeof(t[i].type), "%s", type);
-            snprintf(t[i].ext, sizeof(t[i].ext), "%s", ext);
-            return;
-        }
-    }
-}
-
-static const char *mime_get(const mime_t *t, const char *ext, size_t n)
-{
-    if (n == 0 || n >= sizeof(t->ext))
-        return NULL;
-    for (unsigned i = ext_hash(ext, n) & (MIME_SLOTS - 1);; i = (i + 1) & (MIME_SLOTS - 1)) {
-        if (!t[i].ext[0])
-            return NULL;
-        if (strlen(t[i].ext) == n && strncasecmp(t[i].ext, ext, n) == 0)
-            return t[i].type;
-    }
-}
-
-/* Debian's media-types file, with the built-in table for what it lacks. */
-static void mime_load(mime_t *t)
-{
-    FILE *f = fopen("/etc/mime.types", "re");
-    char line[1024];
-    size_t loaded = 0;
-
-    while (f && fgets(line, sizeof(line), f)) {
-        char *save, *type = strtok_r(line, " \t\r\n", &save), *ext;
-        if (!type || type[0] == '#')
-            continue;
-        while ((ext = strtok_r(NULL, " \t\r\n", &save)) && loaded < MIME_SLOTS / 2) {
-            mime_put(t, ext, type);
-            loaded++;
-        }
-    }
-    if (f)
-        fclose(f);
-    for (size_t i = 0; i < sizeof(builtin_types) / sizeof(builtin_types[0]); i++)
-        if (!mime_get(t, builtin_types[i][0], strlen(builtin_types[i][0])))
-            mime_put(t, builtin_types[i][0], builtin_types[i][1]);
-}
-
-/* ---- set-up ---- */
-
-/* "3600", "1h", "1d": seconds; -1 when not a number or past
- * GW_CONFIG_SECONDS_MAX, like every time option (now + the value must still
- * be a date gmtime_r can write into Expires). */
-static long long seconds_of(const char *v)
-{
-    char *end;
-    unsigned long long n, mul;
-
-    if (*v < '0' || *v > '9')
-        return -1;
-    errno = 0;
-    n = strtoull(v, &end, 10);
-    if (errno)
-        return -1;
-    if (!*end)
-        mul = 1;
-    else if (end[1])
-        return -1;
-    else if (!(mul = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600
-                                                       : *end == 'd' ? 86400 : 0))
-        return -1;
-    if (n > GW_CONFIG_SECONDS_MAX / mul)
-        return -1;
-    return (long long)(n * mul);
-}
-
-static int compile_expires(gw_static_t *s, char *err, size_t errlen)
-{
-    const gw_config_t *cfg = s->cfg;
-    size_t n = cfg->static_expires.n + cfg->static_expires_uri.n;
-
-    if (!n)
-        return 0;
-    if (!(s->expires = calloc(n, sizeof(expire_t)))) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    for (size_t k = 0; k < n; k++) {
-        bool is_uri = k < cfg->static_expires_uri.n;
-        const char *v = is_uri ? cfg->static_expires_uri.v[k]
-                               : cfg->static_expires.v[k - cfg->static_expires_uri.n];
-        const char *sp = strrchr(v, ' ');
-        expire_t *e = &s->expires[s->nexpires];
-        long long secs = seconds_of(sp ? sp + 1 : v);
-        char re[1024];
-        int rc;
-
-        if (secs < 0 || (is_uri && !sp)) {
-            snprintf(err, errlen, "--static-expires%s wants %sSECONDS (at most %llu), got '%s'",
-                     is_uri ? "-uri" : "", is_uri ? "REGEX " : "[REGEX] ",
-                     (unsigned long long)GW_CONFIG_SECONDS_MAX, v);
-            return -1;
-        }
-        e->is_uri = is_uri;
-        e->seconds = (uint64_t)secs;
-        if (sp) {
-            size_t rl = (size_t)(sp - v);
-            while (rl && v[rl - 1] == ' ')
-                rl--;
-            snprintf(re, sizeof(re), "%.*s", (int)rl, v);
-            if ((rc = regcomp(&e->re, re, REG_EXTENDED | REG_NOSUB)) != 0) {
-                char why[128];
-                regerror(rc, &e->re, why, sizeof(why));
-                snprintf(err, errlen, "--static-expires%s: bad regular expression '%s': %s",
-                         is_uri ? "-uri" : "", re, why);
-                return -1;
-            }
-            e->has_re = true;
-            s->has_file_rules |= !is_uri;
-        }
-        s->nexpires++;
-    }
-    return 0;
-}
-
-/* The seconds a client may cache this answer: the first rule that matches
- * (request path rules first), 0 for none. */
-static uint64_t expires_for(const gw_static_t *s, const smap_t *m, const char *path, size_t pn,
-                            const sfile_t *f)
-{
-    char buf[4096 + 512];
-
-    if (!s->nexpires)
-        return 0;
-    if (s->has_file_rules)
-        snprintf(buf, sizeof(buf), "%s/%s", m->dir, f->rel);
-    for (size_t i = 0; i < s->nexpires; i++) {
-        const expire_t *e = &s->expires[i];
-        if (!e->has_re)
-            return e->seconds;
-        if (e->is_uri) {
-            char uri[4096];
-            snprintf(uri, sizeof(uri), "%.*s", (int)pn, path);
-            if (regexec(&e->re, uri, 0, NULL, 0) == 0)
-                return e->seconds;
-        } else if (regexec(&e->re, buf, 0, NULL, 0) == 0) {
-            return e->seconds;
-        }
-    }
-    return 0;
-}
 
 gw_static_t *gw_static_new(const gw_config_t *cfg, char *err, size_t errlen)
 {
     gw_static_t *s;
-    struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH};
 
     err[0] = '\0';
     if (!cfg->static_map.n)
         return NULL;
     if (!(s = calloc(1, sizeof(*s))) || !(s->maps = calloc(cfg->static_map.n, sizeof(smap_t))) ||
-        !(s->mime = calloc(MIME_SLOTS, sizeof(mime_t)))) {
+        !(s->mime = gw__static_mime_new())) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -309,19 +54,12 @@ gw_static_t *gw_static_new(const gw_config_t *cfg, char *err, size_t errlen)
         }
         s->n = i + 1;
     }
-    /* openat2 (Linux 5.6) resolves beneath the root in the kernel; without
-     * it, a component-by-component walk that refuses every symlink. */
-    {
-        int fd = (int)syscall(SYS_openat2, s->maps[0].dirfd, ".", &how, sizeof(how));
-        s->has_openat2 = fd >= 0 || errno != ENOSYS;
-        if (fd >= 0)
-            close(fd);
-    }
-    mime_load(s->mime);
-    if (compile_expires(s, err, errlen) < 0)
+    s->has_openat2 = gw__static_probe_openat2(s->maps[0].dirfd);
+    gw__static_mime_load(s->mime);
+    if (gw__static_expires_compile(s, err, errlen) < 0)
         goto fail;
     if (cfg->static_cache) {
-        if (!(s->cache = calloc(FC_SLOTS, sizeof(fentry_t)))) {
+        if (!(s->cache = gw__static_cache_new())) {
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
@@ -342,233 +80,11 @@ void gw_static_free(gw_static_t *s)
         if (s->maps[i].dirfd >= 0)
             close(s->maps[i].dirfd);
     }
-    for (size_t i = 0; s->cache && i < FC_SLOTS; i++)
-        if (s->cache[i].used && s->cache[i].f.fd >= 0)
-            close(s->cache[i].f.fd);
-    free(s->cache);
-    for (size_t i = 0; i < s->nexpires; i++)
-        if (s->expires[i].has_re)
-            regfree(&s->expires[i].re);
-    free(s->expires);
+    gw__static_cache_free(s->cache);
+    gw__static_expires_free(s);
     free(s->maps);
     free(s->mime);
     free(s);
-}
-
-/* ---- request helpers ---- */
-
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Decodes the path once (unless it came decoded: a gateway's PATH_INFO)
- * and checks every segment: no NUL, no backslash, no
- * "." or ".." segment, no dot-file unless allowed. Writes the relative path
- * (no leading slash) to out. Returns 0, or -1 for a path never served. */
-static int clean_path(const char *p, size_t n, bool is_decoded, bool dotfiles, char *out,
-                      size_t outlen)
-{
-    size_t o = 0, seg = 0;
-
-    for (size_t i = 0; i <= n; i++) {
-        int c;
-        if (i == n) {
-            c = '/';
-        } else if (p[i] == '%' && !is_decoded) {
-            int hi, lo;
-            if (i + 2 >= n || (hi = hexval((unsigned char)p[i + 1])) < 0 ||
-                (lo = hexval((unsigned char)p[i + 2])) < 0)
-                return -1;
-            c = hi << 4 | lo;
-            i += 2;
-            if (c == '/')
-                return -1; /* an encoded slash never separates segments here */
-        } else {
-            c = (unsigned char)p[i];
-        }
-        if (c == 0 || c == '\\')
-            return -1;
-        if (c == '/') {
-            size_t len = o - seg;
-            if (len == 0) /* "//" or the leading slash */
-                continue;
-            if ((len == 1 && out[seg] == '.') || (len == 2 && out[seg] == '.' && out[seg + 1] == '.'))
-                return -1;
-            if (out[seg] == '.' && !dotfiles)
-                return -1;
-            if (o + 1 >= outlen)
-                return -1;
-            out[o++] = '/';
-            seg = o;
-            continue;
-        }
-        if (o + 1 >= outlen)
-            return -1;
-        out[o++] = (char)c;
-    }
-    if (o > 0 && out[o - 1] == '/')
-        o--;
-    out[o] = '\0';
-    return 0;
-}
-
-/* Opens rel beneath dirfd as O_PATH: no "..", no absolute path, and no
- * symlink that leaves the directory (openat2), or none at all (the walk). */
-static int open_beneath(const gw_static_t *s, int dirfd, const char *rel)
-{
-    char buf[4096];
-    char *save, *seg, *next;
-    int fd, cur;
-
-    if (!rel[0])
-        return fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-    if (s->has_openat2) {
-        struct open_how how = {.flags = O_PATH | O_CLOEXEC,
-                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
-        return (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
-    }
-    snprintf(buf, sizeof(buf), "%s", rel);
-    cur = dirfd;
-    for (seg = strtok_r(buf, "/", &save); seg; seg = next) {
-        next = strtok_r(NULL, "/", &save);
-        fd = openat(cur, seg, O_PATH | O_NOFOLLOW | O_CLOEXEC | (next ? O_DIRECTORY : 0));
-        if (cur != dirfd)
-            close(cur);
-        if (fd < 0)
-            return -1;
-        cur = fd;
-    }
-    return cur == dirfd ? -1 : cur;
-}
-
-/* From an O_PATH handle of a regular file to one that reads. */
-static int reopen_read(int pathfd)
-{
-    char proc[64];
-    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pathfd);
-    return open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-}
-
-static bool accepts(const char *v, size_t vn, const char *coding)
-{
-    size_t cl = strlen(coding);
-    for (size_t i = 0; i + cl <= vn; i++) {
-        if (strncasecmp(v + i, coding, cl) == 0 && (i == 0 || v[i - 1] == ' ' || v[i - 1] == ',') &&
-            (i + cl == vn || v[i + cl] == ',' || v[i + cl] == ';' || v[i + cl] == ' ')) {
-            /* "br;q=0" (OWS allowed around ';' and '=') turns a coding off
-             * (RFC 9110 12.4.2) */
-            char q[16] = "";
-            size_t j = i + cl, k = 0;
-            while (j < vn && (v[j] == ' ' || v[j] == '\t'))
-                j++;
-            if (j >= vn || v[j] != ';')
-                return true;
-            for (j++; j < vn && (v[j] == ' ' || v[j] == '\t'); j++)
-                ;
-            if (j >= vn || (v[j] | 0x20) != 'q')
-                return true;
-            for (j++; j < vn && (v[j] == ' ' || v[j] == '\t'); j++)
-                ;
-            if (j >= vn || v[j] != '=')
-                return true;
-            for (j++; j < vn && (v[j] == ' ' || v[j] == '\t'); j++)
-                ;
-            for (; j < vn && k < sizeof(q) - 1 && v[j] != ',' && v[j] != ' '; j++)
-                q[k++] = v[j];
-            q[k] = '\0';
-            return strtod(q, NULL) > 0;
-        }
-    }
-    return false;
-}
-
-static bool etag_matches(const char *v, size_t vn, const char *etag)
-{
-    size_t el = strlen(etag);
-    if (vn == 1 && v[0] == '*')
-        return true;
-    for (size_t i = 0; i + el <= vn; i++)
-        if (memcmp(v + i, etag, el) == 0)
-            return true;
-    /* a weak validator of ours compares equal too (RFC 9110 13.1.2) */
-    return false;
-}
-
-static time_t parse_http_date(const char *v, size_t vn)
-{
-    char buf[64];
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    if (vn >= sizeof(buf))
-        return -1;
-    memcpy(buf, v, vn);
-    buf[vn] = '\0';
-    /* IMF-fixdate, and the obsolete RFC 850 and asctime forms a recipient
-     * must still accept (RFC 9110 5.6.7). */
-    if (!strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm) &&
-        !strptime(buf, "%A, %d-%b-%y %H:%M:%S GMT", &tm) &&
-        !strptime(buf, "%a %b %e %H:%M:%S %Y", &tm))
-        return -1;
-    return timegm(&tm);
-}
-
-static void http_date(time_t t, char *out, size_t n)
-{
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, n, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-}
-
-/* "bytes=a-b" | "bytes=a-" | "bytes=-n", one range only. Returns 1 with the
- * range, 0 to ignore the header (several ranges, other units, syntax), -1
- * when it cannot be satisfied. */
-static int parse_range(const char *v, size_t vn, uint64_t size, uint64_t *start, uint64_t *end)
-{
-    char buf[128], *p, *dash, *e1, *e2;
-    unsigned long long a, b;
-
-    if (vn < 7 || vn >= sizeof(buf) || strncasecmp(v, "bytes=", 6) != 0)
-        return 0;
-    memcpy(buf, v + 6, vn - 6);
-    buf[vn - 6] = '\0';
-    if (strchr(buf, ','))
-        return 0; /* several ranges: the whole file, 200 (documented) */
-    for (p = buf; *p == ' '; p++)
-        ;
-    if (!(dash = strchr(p, '-')))
-        return 0;
-    *dash = '\0';
-    if (!*p) { /* suffix: the last n bytes */
-        errno = 0;
-        b = strtoull(dash + 1, &e2, 10);
-        if (errno || *e2 || !isdigit((unsigned char)dash[1]))
-            return 0; /* strtoull would take "-5", "+5", " 5" */
-        if (b == 0 || size == 0)
-            return -1;
-        *start = b >= size ? 0 : size - b;
-        *end = size - 1;
-        return 1;
-    }
-    errno = 0;
-    a = strtoull(p, &e1, 10);
-    if (errno || *e1 || !isdigit((unsigned char)*p))
-        return 0;
-    if (!dash[1]) {
-        b = size ? size - 1 : 0;
-    } else {
-        b = strtoull(dash + 1, &e2, 10);
-        if (errno || *e2 || !isdigit((unsigned char)dash[1]) || b < a)
-            return 0;
-    }
-    if (a >= size)
-        return -1;
-    *start = a;
-    *end = b >= size ? size - 1 : b;
-    return 1;
 }
 
 /* ---- the answer ---- */
@@ -648,117 +164,6 @@ static void close_all(const int *fds, int n)
         close(fds[i]);
 }
 
-/* Resolves rel (a buffer of relcap bytes; an index is appended to it for a
- * directory when with_index) beneath m to a regular file opened for
- * reading, filling f. Special files are only ever opened O_PATH. 0, -1
- * (nothing servable), or -ENAMETOOLONG (rel cannot take the index). */
-static int resolve(const gw_static_t *s, const smap_t *m, char *rel, size_t relcap,
-                   bool with_index, const char *coding, sfile_t *f)
-{
-    const gw_config_t *cfg = s->cfg;
-    const char *dot, *type;
-    int pfd = open_beneath(s, m->dirfd, rel);
-
-    if (pfd < 0 || fstat(pfd, &f->st) < 0)
-        goto fail;
-    if (S_ISDIR(f->st.st_mode)) {
-        size_t n = strlen(rel);
-        if (!with_index || !cfg->static_index || strchr(cfg->static_index, '/'))
-            goto fail; /* no listings */
-        if (n + 1 + strlen(cfg->static_index) + 1 > relcap) {
-            close(pfd);
-            return -ENAMETOOLONG;
-        }
-        /* Beneath the mapped directory, not the subdirectory: an index that
-         * is a symlink elsewhere inside DIR works like any other file. */
-        snprintf(rel + n, relcap - n, "%s%s", n ? "/" : "", cfg->static_index);
-        close(pfd);
-        pfd = open_beneath(s, m->dirfd, rel);
-        if (pfd < 0 || fstat(pfd, &f->st) < 0)
-            goto fail;
-    }
-    if (!S_ISREG(f->st.st_mode))
-        goto fail; /* FIFOs, devices, sockets are never opened for reading */
-    f->fd = reopen_read(pfd);
-    close(pfd);
-    if (f->fd < 0)
-        return -1;
-    f->rel = rel;
-    dot = strrchr(rel, '.');
-    type = dot && !strchr(dot, '/') ? mime_get(s->mime, dot + 1, strlen(dot + 1)) : NULL;
-    if (!type)
-        type = "application/octet-stream";
-    if (strncmp(type, "text/", 5) == 0 || strcmp(type, "application/json") == 0 ||
-        strcmp(type, "application/javascript") == 0 || strcmp(type, "image/svg+xml") == 0)
-        snprintf(f->type, sizeof(f->type), "%s; charset=utf-8", type);
-    else
-        snprintf(f->type, sizeof(f->type), "%s", type);
-    snprintf(f->etag, sizeof(f->etag), "\"%llx-%llx-%llx%s%s\"",
-             (unsigned long long)f->st.st_ino, (unsigned long long)f->st.st_size,
-             (unsigned long long)f->st.st_mtim.tv_sec * 1000000000ULL +
-                 (unsigned long long)f->st.st_mtim.tv_nsec,
-             *coding ? "-" : "", coding);
-    http_date(f->st.st_mtim.tv_sec, f->lm, sizeof(f->lm));
-    return 0;
-fail:
-    if (pfd >= 0)
-        close(pfd);
-    return -1;
-}
-
-/* rel resolved beneath m, from the cache while its entry is younger than
- * --static-cache, else resolved now. NULL when there is nothing to serve.
- * *owned: the file is tmp and its descriptor the caller's to close. A file
- * from the cache is pinned: it stays as it is, whatever later lookups of the
- * same answer do, until the next gw_static_answer(). */
-static const sfile_t *get_file(gw_static_t *s, const smap_t *m, char *rel, size_t relcap,
-                               bool with_index, const char *coding, sfile_t *tmp, bool *owned)
-{
-    size_t kl = strlen(rel), mi = (size_t)(m - s->maps);
-    uint64_t now = gw_clock_ms(), h = 1469598103934665603ULL ^ mi;
-    fentry_t *e;
-
-    *owned = false;
-    if (s->cache && kl < FC_NAME) {
-        for (size_t i = 0; i < kl; i++)
-            h = (h ^ (unsigned char)rel[i]) * 1099511628211ULL;
-        e = &s->cache[(h ^ (h >> 32)) & (FC_SLOTS - 1)];
-        if (e->used && e->map == mi && e->coding == coding && e->with_index == with_index &&
-            now - e->checked_ms < s->cache_ms && strcmp(e->key, rel) == 0) {
-            if (e->f.fd < 0)
-                return NULL;
-            e->pin = s->answer_id;
-            return &e->f;
-        }
-        if (e->pin == s->answer_id)
-            goto uncached; /* this answer serves from it: leave it be */
-        if (e->used && e->f.fd >= 0)
-            close(e->f.fd);
-        e->used = false;
-        memcpy(e->rel, rel, kl + 1);
-        int rc = resolve(s, m, e->rel, sizeof(e->rel), with_index, coding, &e->f);
-        if (rc != -ENAMETOOLONG) {
-            if (rc < 0)
-                e->f.fd = -1;
-            memcpy(e->key, rel, kl + 1);
-            e->map = mi;
-            e->coding = coding;
-            e->with_index = with_index;
-            e->checked_ms = now;
-            e->used = true;
-            if (e->f.fd < 0)
-                return NULL;
-            e->pin = s->answer_id;
-            return &e->f;
-        }
-    }
-uncached:
-    if (resolve(s, m, rel, relcap, with_index, coding, tmp) < 0)
-        return NULL;
-    *owned = true;
-    return tmp;
-}
-
 bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out,
                       bool keep_alive, gw_static_result_t *res)
 {
@@ -794,10 +199,10 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         add(&an, "Allow", "GET, HEAD");
         return simple(r, out, 405, &an, keep_alive, res);
     }
-    if (clean_path(path + m->plen, pn - m->plen, r->is_path_decoded, cfg->static_dotfiles, rel,
-                   sizeof(rel)) < 0)
+    if (gw__static_clean_path(path + m->plen, pn - m->plen, r->is_path_decoded,
+                              cfg->static_dotfiles, rel, sizeof(rel)) < 0)
         goto not_found;
-    if (!(f = get_file(s, m, rel, sizeof(rel), true, "", &tmp, &owned)))
+    if (!(f = gw__static_get_file(s, m, rel, sizeof(rel), true, "", &tmp, &owned)))
         goto not_found;
     if (owned)
         own[nown++] = f->fd;
@@ -810,12 +215,12 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
             static const char *codings[][2] = {{"br", ".br"}, {"gzip", ".gz"}};
             for (size_t i = 0; i < 2 && !enc; i++) {
                 const sfile_t *vf;
-                if (!accepts(v, vn, codings[i][0]))
+                if (!gw__static_accepts(v, vn, codings[i][0]))
                     continue;
                 /* Beside the file the name resolved to (an index too). */
                 snprintf(var, sizeof(var), "%s%s", f->rel, codings[i][1]);
-                if (!(vf = get_file(s, m, var, sizeof(var), false, codings[i][0], &vtmp,
-                                    &owned)))
+                if (!(vf = gw__static_get_file(s, m, var, sizeof(var), false, codings[i][0],
+                                               &vtmp, &owned)))
                     continue;
                 if (owned)
                     own[nown++] = vf->fd;
@@ -835,18 +240,18 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
         add(&an, "Accept-Ranges", "bytes");
         /* Rules name the file the client asked for (uWSGI matches the
          * original's path too): site.css.gz is cached like site.css. */
-        uint64_t expires = expires_for(s, m, path, pn, asked);
+        uint64_t expires = gw__static_expires_for(s, m, path, pn, asked);
         if (expires) {
             char ex[64];
-            http_date(time(NULL) + (time_t)expires, ex, sizeof(ex));
+            gw__static_http_date(time(NULL) + (time_t)expires, ex, sizeof(ex));
             add(&an, "Cache-Control", fmt(&r->arena, "max-age=%llu", (unsigned long long)expires));
             add(&an, "Expires", gw_arena_dup(&r->arena, ex, strlen(ex)));
         }
         /* RFC 9110 13.2.2: If-None-Match first; If-Modified-Since only without it. */
         if (gw_req_header(r, rb, "if-none-match", &v, &vn)) {
-            not_modified = etag_matches(v, vn, f->etag);
+            not_modified = gw__static_etag_matches(v, vn, f->etag);
         } else if (gw_req_header(r, rb, "if-modified-since", &v, &vn)) {
-            time_t ims = parse_http_date(v, vn);
+            time_t ims = gw__static_parse_http_date(v, vn);
             not_modified = ims >= 0 && f->st.st_mtim.tv_sec <= ims;
         }
         if (not_modified) {
@@ -863,10 +268,10 @@ bool gw_static_answer(gw_static_t *s, gw_req_t *r, const char *rb, gw_out_t *out
                 if (irn && ir[0] == '"')
                     use = irn == strlen(f->etag) && memcmp(ir, f->etag, irn) == 0;
                 else
-                    use = parse_http_date(ir, irn) == f->st.st_mtim.tv_sec;
+                    use = gw__static_parse_http_date(ir, irn) == f->st.st_mtim.tv_sec;
             }
             if (use) {
-                rc = parse_range(v, vn, size, &start, &end);
+                rc = gw__static_parse_range(v, vn, size, &start, &end);
                 if (rc < 0) {
                     answer_t e = {.a = &r->arena};
                     close_all(own, nown);
