@@ -40,7 +40,7 @@ const char *gw_wsgi_python_version(void)
  * once with _exit(): no Python finalization, no flush of any buffer it
  * shares with its parent. A child that execs (subprocess) or ends itself
  * (multiprocessing's processes end with os._exit()) never comes back. */
-bool is_app_fork_child;
+bool gw__wsgi_is_app_fork_child;
 static bool is_own_fork; /* gangway forks a --preload worker: not the app's */
 /* The forking thread's signal mask, restored after the fork. */
 static _Thread_local sigset_t fork_mask;
@@ -67,12 +67,12 @@ static void on_fork_child(void)
 {
     if (is_own_fork)
         return;
-    is_app_fork_child = true;
+    gw__wsgi_is_app_fork_child = true;
     gw_signals_close(-1); /* signal() and close() only: async-signal-safe */
     gw_signals_restore(&fork_mask);
 }
 
-void leave_fork_child(void)
+void gw__wsgi_leave_fork_child(void)
 {
     gw_log_error("pid %d: a child process the app forked returned into gangway; it exits "
                  "now (a child must exec, or end with os._exit())", (int)getpid());
@@ -80,7 +80,7 @@ void leave_fork_child(void)
 }
 
 /* Logs the pending exception with its traceback, after a line of context. */
-void log_exception(const char *what, wreq_t *wr)
+void gw__wsgi_log_exception(const char *what, wreq_t *wr)
 {
     PyObject *t, *v, *tb;
     const char *rb;
@@ -135,11 +135,11 @@ static void gil_acquire(void *ctx)
 void gw_wsgi_handler(gw_wsgi_t *w, gw_handler_t *h, gw_block_hooks_t *hooks)
 {
     h->ctx = w;
-    h->on_request = on_request;
-    h->on_resume = on_resume;
-    h->on_abort = on_abort;
-    h->release = release_owner;
-    h->on_close = on_close;
+    h->on_request = gw__wsgi_on_request;
+    h->on_resume = gw__wsgi_on_resume;
+    h->on_abort = gw__wsgi_on_abort;
+    h->release = gw__wsgi_release_owner;
+    h->on_close = gw__wsgi_on_close;
     hooks->ctx = w;
     hooks->begin = gil_release;
     hooks->end = gil_acquire;
@@ -185,7 +185,7 @@ static int run_glue(const char *code, PyObject *globals)
 {
     PyObject *r = PyRun_String(code, Py_file_input, globals, globals);
     if (!r) {
-        log_exception("start-up failed", NULL);
+        gw__wsgi_log_exception("start-up failed", NULL);
         return -1;
     }
     Py_DECREF(r);
@@ -241,7 +241,7 @@ static PyObject *import_module(const char *name)
         Py_XDECREF(missing);
         PyErr_Restore(t, v, tb);
     }
-    log_exception("cannot import the app: its import raised", NULL);
+    gw__wsgi_log_exception("cannot import the app: its import raised", NULL);
     gw_log_error("cannot import module '%s' (traceback above)", name);
     return NULL;
 }
@@ -260,7 +260,7 @@ static PyObject *load_app(const gw_config_t *cfg)
             PyDict_SetItemString(g, "__builtins__", PyEval_GetBuiltins()) < 0) {
             Py_XDECREF(g);
             Py_XDECREF(f);
-            log_exception("start-up failed", NULL);
+            gw__wsgi_log_exception("start-up failed", NULL);
             return NULL;
         }
         Py_DECREF(f);
@@ -338,7 +338,7 @@ gw_wsgi_t *gw_wsgi_new(const gw_config_t *cfg, const gw_listener_t *listeners, s
         }
         has_atfork = true;
     }
-    if (gw_wsgi_types_init() < 0 || PyType_Ready(&binding_type) < 0 || intern_all(w) < 0 ||
+    if (gw_wsgi_types_init() < 0 || gw__wsgi_callables_init() < 0 || gw__wsgi_intern(w) < 0 ||
         !(w->errors = gw_errors_new()) ||
         !(w->timeout_exc = PyErr_NewExceptionWithDoc(
               "gangway.RequestTimeout",
@@ -379,13 +379,13 @@ gw_wsgi_t *gw_wsgi_new(const gw_config_t *cfg, const gw_listener_t *listeners, s
     if (!(w->templates = calloc(n ? n : 1, sizeof(PyObject *))))
         goto fail;
     for (size_t i = 0; i < n; i++)
-        if (!(w->templates[i] = make_template(w, &listeners[i])))
+        if (!(w->templates[i] = gw__wsgi_template(w, &listeners[i])))
             goto py_fail;
     w->nlisteners = n;
     return w;
 
 py_fail:
-    log_exception("start-up failed", NULL);
+    gw__wsgi_log_exception("start-up failed", NULL);
 fail:
     Py_XDECREF(g);
     Py_XDECREF(paths);
@@ -429,30 +429,14 @@ void gw_wsgi_free(gw_wsgi_t *w)
 {
     if (!w)
         return;
-    /* Stop the watchdog and wait for it: it reads w and may be about to take
-     * the GIL (which it then gives back at once, seeing the flag), so the
-     * GIL is let go while waiting. */
-    if (w->has_watchdog) {
-        PyThreadState *ts;
-        pthread_mutex_lock(&w->wd_mu);
-        atomic_store(&w->wd_stop, true);
-        pthread_cond_signal(&w->wd_cv);
-        pthread_mutex_unlock(&w->wd_mu);
-        ts = PyEval_SaveThread();
-        pthread_join(w->wd_thread, NULL);
-        PyEval_RestoreThread(ts);
-        pthread_cond_destroy(&w->wd_cv);
-        pthread_mutex_destroy(&w->wd_mu);
-        w->has_watchdog = false;
-    }
+    gw__wsgi_stop_watchdog(w); /* first: it reads w */
     atomic_store(&w->wd_stop, true);
     if (w->templates)
         for (size_t i = 0; i < w->nlisteners; i++)
             Py_XDECREF(w->templates[i]);
     free(w->templates);
     Py_XDECREF(w->app);
-    while (w->nspare)
-        pair_drop(w->spare_sr[--w->nspare]);
+    gw__wsgi_spares_free(w);
     Py_XDECREF(w->errors);
     Py_XDECREF(w->timeout_exc);
     /* Interned keys live as long as the interpreter. */

@@ -16,7 +16,7 @@
  * points to the request; when the request ends the binding lets go of it,
  * and a later call raises RuntimeError and sends nothing. No allocation per
  * request: when nobody else holds them after the request, the pair serves
- * the next one (unbind_request); a pair the app kept is left to it and a
+ * the next one (gw__wsgi_unbind); a pair the app kept is left to it and a
  * fresh one is made. They stay builtin functions (METH_FASTCALL, METH_O)
  * rather than objects of a type with its own vectorcall, because the
  * interpreter specializes calls to builtins only: an object with
@@ -123,7 +123,7 @@ static PyObject *start_response(PyObject *self, PyObject *const *args, Py_ssize_
         return NULL;
     }
     wr->headers_set = false;
-    if (take_headers(wr, args[0], args[1]) < 0)
+    if (gw__wsgi_take_headers(wr, args[0], args[1]) < 0)
         return NULL;
     wr->headers_set = true;
     return Py_NewRef(b->write); /* set while wr is */
@@ -204,13 +204,13 @@ static wreq_t *wait_writable(binding_t *b, wreq_t *wr)
 {
     gw_wsgi_t *w = wr->w; /* worker lifetime */
     gw_conn_wait_t wt = gw_conn_wait_for(wr->conn);
-    hk_pause_t p = harakiri_pause(w);
+    hk_pause_t p = gw__wsgi_harakiri_pause(w);
     int rc;
 
     Py_BEGIN_ALLOW_THREADS
     rc = wait_socket(b, wt);
     Py_END_ALLOW_THREADS
-    harakiri_resume(w, p);
+    gw__wsgi_harakiri_resume(w, p);
     if (!(wr = b->wr)) {
         PyErr_SetString(PyExc_RuntimeError, over_msg);
         return NULL;
@@ -226,7 +226,7 @@ static wreq_t *wait_writable(binding_t *b, wreq_t *wr)
     return wr;
 }
 
-/* Queues block (from take_block(); NULL: a body-less answer) and returns
+/* Queues block (from gw__wsgi_take_block(); NULL: a body-less answer) and returns
  * once it is out (PEP 3333). Several threads may be in here at once, each
  * waiting for the socket without the GIL with its block queued: the ring
  * (GW_OUT_SEGS) is made room in before a block goes in whole, and each
@@ -238,7 +238,7 @@ static int write_block(binding_t *b, wreq_t *wr, PyObject *block)
     uint64_t target;
     int rc;
 
-    while (block && queue_body(wr, block) > 0) {
+    while (block && gw__wsgi_queue_body(wr, block) > 0) {
         if ((rc = send_from_write(wr)) == 0)
             continue; /* all sent: the ring is empty */
         if (rc != -EAGAIN)
@@ -299,9 +299,9 @@ static PyObject *write_cb(PyObject *self, PyObject *data)
     }
     if (PyBytes_GET_SIZE(data) == 0)
         Py_RETURN_NONE;
-    if (!(block = take_block(data, "write() takes")))
+    if (!(block = gw__wsgi_take_block(data, "write() takes")))
         return NULL;
-    if (!wr->headers_sent && send_head(wr) < 0) {
+    if (!wr->headers_sent && gw__wsgi_send_head(wr) < 0) {
         Py_DECREF(block);
         return NULL;
     }
@@ -330,7 +330,7 @@ static void binding_dealloc(PyObject *self)
     Py_TYPE(self)->tp_free(self);
 }
 
-PyTypeObject binding_type = {
+static PyTypeObject binding_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gangway.RequestBinding",
     .tp_basicsize = sizeof(binding_t),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -367,7 +367,7 @@ static PyObject *pair_new(void)
 }
 
 /* Drops a pair: write's reference to the binding is its last way back. */
-void pair_drop(PyObject *sr)
+static void pair_drop(PyObject *sr)
 {
     binding_t *b = (binding_t *)PyCFunction_GET_SELF(sr);
     b->wr = NULL;
@@ -377,7 +377,7 @@ void pair_drop(PyObject *sr)
 
 /* The worker's spare pair, or a new one, bound to wr: its start_response
  * (borrowed: wr owns it), or NULL with an exception set. Runs no Python. */
-PyObject *bind_request(gw_wsgi_t *w, wreq_t *wr)
+PyObject *gw__wsgi_bind(gw_wsgi_t *w, wreq_t *wr)
 {
     PyObject *sr;
 
@@ -395,7 +395,7 @@ PyObject *bind_request(gw_wsgi_t *w, wreq_t *wr)
  * thread is in a call: a call holds its function, and write() its binding,
  * while it waits) the pair waits for the next request; otherwise the app
  * keeps a pair that raises, and ours is dropped. Runs no Python. */
-void unbind_request(gw_wsgi_t *w, wreq_t *wr)
+void gw__wsgi_unbind(gw_wsgi_t *w, wreq_t *wr)
 {
     PyObject *sr = wr->sr;
     binding_t *b;
@@ -410,4 +410,15 @@ void unbind_request(gw_wsgi_t *w, wreq_t *wr)
         w->spare_sr[w->nspare++] = sr;
     else
         pair_drop(sr);
+}
+
+int gw__wsgi_callables_init(void)
+{
+    return PyType_Ready(&binding_type);
+}
+
+void gw__wsgi_spares_free(gw_wsgi_t *w)
+{
+    while (w->nspare)
+        pair_drop(w->spare_sr[--w->nspare]);
 }

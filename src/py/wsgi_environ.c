@@ -178,7 +178,7 @@ static int set_remote(PyObject *env, gw_wsgi_t *w, gw_conn_t *c, const gw_peer_t
     return 0;
 }
 
-void on_close(void *ctx, gw_conn_t *c)
+void gw__wsgi_on_close(void *ctx, gw_conn_t *c)
 {
     PyObject **slot = (PyObject **)gw_conn_handler_data(c);
     (void)ctx;
@@ -231,7 +231,7 @@ static int set_body(gw_wsgi_t *w, wreq_t *wr, PyObject *env, gw_req_t *r)
 
 /* A request of CGI variables (uwsgi from nginx): they become the environ as
  * they are, with the scheme taken from HTTPS / REQUEST_SCHEME. */
-PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
+PyObject *gw__wsgi_environ_cgi(gw_wsgi_t *w, wreq_t *wr)
 {
     gw_conn_t *c = wr->conn;
     gw_req_t *r = gw_conn_req(c);
@@ -282,7 +282,7 @@ fail:
     return NULL;
 }
 
-PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr)
+PyObject *gw__wsgi_environ(gw_wsgi_t *w, wreq_t *wr)
 {
     gw_conn_t *c = wr->conn;
     gw_req_t *r = gw_conn_req(c);
@@ -381,7 +381,7 @@ out:
     return rc;
 }
 
-PyObject *make_template(gw_wsgi_t *w, const gw_listener_t *l)
+PyObject *gw__wsgi_template(gw_wsgi_t *w, const gw_listener_t *l)
 {
     PyObject *t = PyDict_New(), *v;
 
@@ -418,7 +418,7 @@ fail:
     return NULL;
 }
 
-int intern_all(gw_wsgi_t *w)
+int gw__wsgi_intern(gw_wsgi_t *w)
 {
     struct { PyObject **slot; const char *s; } keys[] = {
         {&w->k_method, "REQUEST_METHOD"}, {&w->k_path, "PATH_INFO"},

@@ -37,7 +37,7 @@ static int setup_dump(gw_wsgi_t *w)
         Py_DECREF(fh);
     }
     if (!r) {
-        log_exception("harakiri: cannot set up the traceback dump", NULL);
+        gw__wsgi_log_exception("harakiri: cannot set up the traceback dump", NULL);
         return -1;
     }
     Py_DECREF(r);
@@ -70,7 +70,7 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Sleeps ms, or until gw_wsgi_free() says stop. */
+/* Sleeps ms, or until gw__wsgi_stop_watchdog() says stop. */
 static void wd_sleep(gw_wsgi_t *w, uint64_t ms)
 {
     struct timespec ts;
@@ -163,11 +163,31 @@ int gw_wsgi_start_watchdog(gw_wsgi_t *w, gw_slot_t *slot, unsigned worker_id)
         pthread_mutex_destroy(&w->wd_mu);
         return -1;
     }
-    w->has_watchdog = true; /* joined by gw_wsgi_free() */
+    w->has_watchdog = true; /* joined by gw__wsgi_stop_watchdog() */
     return 0;
 }
 
-hk_pause_t harakiri_pause(gw_wsgi_t *w)
+/* It reads w and may be about to take the GIL (which it then gives back at
+ * once, seeing the flag), so the GIL is let go while waiting. */
+void gw__wsgi_stop_watchdog(gw_wsgi_t *w)
+{
+    PyThreadState *ts;
+
+    if (!w->has_watchdog)
+        return;
+    pthread_mutex_lock(&w->wd_mu);
+    atomic_store(&w->wd_stop, true);
+    pthread_cond_signal(&w->wd_cv);
+    pthread_mutex_unlock(&w->wd_mu);
+    ts = PyEval_SaveThread();
+    pthread_join(w->wd_thread, NULL);
+    PyEval_RestoreThread(ts);
+    pthread_cond_destroy(&w->wd_cv);
+    pthread_mutex_destroy(&w->wd_mu);
+    w->has_watchdog = false;
+}
+
+hk_pause_t gw__wsgi_harakiri_pause(gw_wsgi_t *w)
 {
     hk_pause_t p = {0, 0};
     uint64_t ahead;
@@ -187,7 +207,7 @@ hk_pause_t harakiri_pause(gw_wsgi_t *w)
     return p;
 }
 
-void harakiri_resume(gw_wsgi_t *w, hk_pause_t p)
+void gw__wsgi_harakiri_resume(gw_wsgi_t *w, hk_pause_t p)
 {
     uint64_t t1;
 

@@ -114,7 +114,7 @@ static bool is_field_value(const char *v, size_t n)
  * be a list or tuple (or a subclass: read as stored, its methods are not
  * called); each item a (name, value) tuple of str. No Python code runs here
  * except repr() in an error message, after which nothing is read. */
-int take_headers(wreq_t *wr, PyObject *status, PyObject *headers)
+int gw__wsgi_take_headers(wreq_t *wr, PyObject *status, PyObject *headers)
 {
     gw_arena_t *a = &gw_conn_req(wr->conn)->arena;
     const char *s, *phrase;

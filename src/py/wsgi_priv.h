@@ -19,8 +19,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum { M_SEQ, M_ITER, M_FILE };
-
 /* One request's application state, in the request arena. */
 typedef struct wreq {
     gw_wsgi_t *w;
@@ -47,7 +45,7 @@ typedef struct wreq {
     gw_resp_t rs;         /* the answer's framing, decided by the writer, and its progress */
     int fd;               /* M_FILE: our dup() of the file's descriptor, owned until queued */
     long long fpos;
-    uint8_t mode;
+    uint8_t mode;         /* M_SEQ, M_ITER or M_FILE (wsgi_response.c) */
     bool headers_set, headers_sent, app_close;
     bool has_server, has_date, has_request_id, is_finishing, is_dead, has_truncated;
     bool is_complete; /* the answer is all queued (or abandoned): write() refuses */
@@ -92,43 +90,77 @@ struct gw_wsgi {
     _Atomic bool wd_stop;     /* set before the interpreter goes away */
 };
 
-/* wsgi.c */
-extern bool is_app_fork_child;
-void leave_fork_child(void);
+/* ---- wsgi.c ---- */
+
+/* Set in a child of a fork() gangway did not make (the app's); read
+ * wherever control comes back from Python, see wsgi.c. */
+extern bool gw__wsgi_is_app_fork_child;
+/* Such a child logs one line and _exit()s. Never returns. */
+void gw__wsgi_leave_fork_child(void);
 #define CHECK_FORK()                                                                               \
     do {                                                                                           \
-        if (is_app_fork_child)                                                                     \
-            leave_fork_child();                                                                    \
+        if (gw__wsgi_is_app_fork_child)                                                            \
+            gw__wsgi_leave_fork_child();                                                           \
     } while (0)
 
-void log_exception(const char *what, wreq_t *wr);
+/* Logs the pending exception with its traceback, after a line naming the
+ * request (wr) or nothing but what (wr NULL); clears it. */
+void gw__wsgi_log_exception(const char *what, wreq_t *wr);
 
-/* wsgi_environ.c */
-void on_close(void *ctx, gw_conn_t *c);
-PyObject *build_environ_cgi(gw_wsgi_t *w, wreq_t *wr);
-PyObject *build_environ(gw_wsgi_t *w, wreq_t *wr);
-PyObject *make_template(gw_wsgi_t *w, const gw_listener_t *l);
-int intern_all(gw_wsgi_t *w);
+/* ---- wsgi_environ.c ---- */
 
-/* wsgi_headers.c */
-int take_headers(wreq_t *wr, PyObject *status, PyObject *headers);
+/* Interns the environ keys and values once per worker. 0, or -1 with an
+ * exception set. */
+int gw__wsgi_intern(gw_wsgi_t *w);
+/* The environ template of listener l (new ref), or NULL with an exception
+ * set. */
+PyObject *gw__wsgi_template(gw_wsgi_t *w, const gw_listener_t *l);
+/* wr's environ (new ref) from HTTP fields, or from CGI variables (a uwsgi
+ * request); wr->input is set. NULL with an exception set. Runs no app
+ * code. */
+PyObject *gw__wsgi_environ(gw_wsgi_t *w, wreq_t *wr);
+PyObject *gw__wsgi_environ_cgi(gw_wsgi_t *w, wreq_t *wr);
+/* The handler's on_close: drops the connection's REMOTE_ADDR/PORT tuple. */
+void gw__wsgi_on_close(void *ctx, gw_conn_t *c);
 
-/* wsgi_callables.c */
-extern PyTypeObject binding_type;
-void pair_drop(PyObject *sr);
-PyObject *bind_request(gw_wsgi_t *w, wreq_t *wr);
-void unbind_request(gw_wsgi_t *w, wreq_t *wr);
+/* ---- wsgi_headers.c ---- */
 
-/* wsgi_response.c */
-PyObject *take_block(PyObject *item, const char *what);
-int send_head(wreq_t *wr);
-int queue_body(wreq_t *wr, PyObject *item);
-void release_owner(void *owner);
-void on_request(void *ctx, gw_conn_t *c);
-void on_resume(void *ctx, gw_conn_t *c);
-void on_abort(void *ctx, gw_conn_t *c);
+/* Checks start_response()'s status and headers and copies them into wr (the
+ * arena). 0, or -1 with an exception set (nothing of them is sent then). */
+int gw__wsgi_take_headers(wreq_t *wr, PyObject *status, PyObject *headers);
 
-/* wsgi_harakiri.c */
+/* ---- wsgi_callables.c ---- */
+
+/* Readies the binding type, once per interpreter. 0, or -1 with an
+ * exception set. */
+int gw__wsgi_callables_init(void);
+/* wr's start_response, a spare pair or a new one bound to wr (borrowed: wr
+ * owns it), or NULL with an exception set. Runs no Python. */
+PyObject *gw__wsgi_bind(gw_wsgi_t *w, wreq_t *wr);
+/* The request is over: its pair lets go of it and, when nobody else holds
+ * it, waits in w's spares for the next request. Runs no Python. */
+void gw__wsgi_unbind(gw_wsgi_t *w, wreq_t *wr);
+/* Drops w's spare pairs (teardown). */
+void gw__wsgi_spares_free(gw_wsgi_t *w);
+
+/* ---- wsgi_response.c ---- */
+
+/* A body block the output queue may own (new ref), or NULL with an
+ * exception set. Runs no Python. */
+PyObject *gw__wsgi_take_block(PyObject *item, const char *what);
+/* Queues the head; 0, or -1 with MemoryError set. */
+int gw__wsgi_send_head(wreq_t *wr);
+/* Queues a block whole (0; the queue owns item), or 1 when the ring has no
+ * room (item is still the caller's). Runs no Python. */
+int gw__wsgi_queue_body(wreq_t *wr, PyObject *item);
+/* The handler's callbacks (serve/conn.h, gw_handler_t). */
+void gw__wsgi_on_request(void *ctx, gw_conn_t *c);
+void gw__wsgi_on_resume(void *ctx, gw_conn_t *c);
+void gw__wsgi_on_abort(void *ctx, gw_conn_t *c);
+void gw__wsgi_release_owner(void *owner);
+
+/* ---- wsgi_harakiri.c ---- */
+
 /* The harakiri clock counts Python time only (--harakiri): while write()
  * waits for a slow client, the slot's busy_since_ms is moved past anything
  * the watchdog or the master could count (the wait ends within the write
@@ -137,7 +169,9 @@ typedef struct hk_pause {
     uint64_t since; /* 0: nothing to pause */
     uint64_t t0;
 } hk_pause_t;
-hk_pause_t harakiri_pause(gw_wsgi_t *w);
-void harakiri_resume(gw_wsgi_t *w, hk_pause_t p);
+hk_pause_t gw__wsgi_harakiri_pause(gw_wsgi_t *w);
+void gw__wsgi_harakiri_resume(gw_wsgi_t *w, hk_pause_t p);
+/* Stops the watchdog and waits for it (GIL held; let go meanwhile). */
+void gw__wsgi_stop_watchdog(gw_wsgi_t *w);
 
 #endif

@@ -12,12 +12,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* What the app returned: a list or tuple, taken item by item when it
+ * returned (take_sequence), an iterable, or a wsgi.file_wrapper file. */
+enum { M_SEQ, M_ITER, M_FILE };
+
 /* A reference to a body block the output queue may hold: the object itself
  * when it is exactly bytes, a plain bytes copy of a bytes subclass. The
  * queue drops its reference from the loop's I/O handler, where a subclass's
  * __del__ must not run; an exact bytes object is freed and nothing else. New
  * ref, or NULL with TypeError (not bytes) or MemoryError set. Runs no Python. */
-PyObject *take_block(PyObject *item, const char *what)
+PyObject *gw__wsgi_take_block(PyObject *item, const char *what)
 {
     if (PyBytes_CheckExact(item))
         return Py_NewRef(item);
@@ -27,14 +31,14 @@ PyObject *take_block(PyObject *item, const char *what)
     return NULL;
 }
 
-void release_owner(void *owner)
+void gw__wsgi_release_owner(void *owner)
 {
     Py_DECREF((PyObject *)owner);
 }
 
 /* Queues the head: status, headers and what is known of the length; the
  * response writer decides the framing and keep-alive into wr->rs. */
-int send_head(wreq_t *wr)
+int gw__wsgi_send_head(wreq_t *wr)
 {
     gw_req_t *r = gw_conn_req(wr->conn);
     gw_answer_t a = {
@@ -61,14 +65,14 @@ int send_head(wreq_t *wr)
     return 0;
 }
 
-/* Queues a body block (a reference from take_block(), handed to the
+/* Queues a body block (a reference from gw__wsgi_take_block(), handed to the
  * output queue, which drops it once the bytes are out), all of its
  * segments or none: 0. Or 1 when the ring has no room for them: nothing is
  * queued and item is still the caller's, who makes room (write_block()
  * waits for the socket, pump() for on_resume). The app's threads fill the
  * ring while their write()s wait for the socket; a push into a full ring
  * once failed silently (and the chunk framing with it). Runs no Python. */
-int queue_body(wreq_t *wr, PyObject *item)
+int gw__wsgi_queue_body(wreq_t *wr, PyObject *item)
 {
     int rc = gw_resp_push_ref(&wr->rs, gw_conn_out(wr->conn), PyBytes_AS_STRING(item),
                               (size_t)PyBytes_GET_SIZE(item), item);
@@ -122,9 +126,9 @@ static void cleanup(wreq_t *wr)
             if (r)
                 Py_DECREF(r);
             else
-                log_exception("exception in close()", wr);
+                gw__wsgi_log_exception("exception in close()", wr);
         } else if (found < 0) {
-            log_exception("exception looking up close()", wr);
+            gw__wsgi_log_exception("exception looking up close()", wr);
         }
     }
     while (wr->seq_i < wr->seq_n)
@@ -141,7 +145,7 @@ static void cleanup(wreq_t *wr)
     CHECK_FORK(); /* finalizers ran */
     /* After the answer's references are gone (a generator's frame holds
      * start_response), so that the pair is free for the next request. */
-    unbind_request(w, wr);
+    gw__wsgi_unbind(w, wr);
     *gw_conn_app_slot(wr->conn) = NULL;
     assert(!PyErr_Occurred());
 }
@@ -192,7 +196,7 @@ static void respond_500(wreq_t *wr)
 static void app_error(wreq_t *wr, const char *what)
 {
     wr->is_complete = true;
-    log_exception(what, wr);
+    gw__wsgi_log_exception(what, wr);
     if (wr->headers_sent) {
         gw_out_discard(gw_conn_out(wr->conn));
         finish(wr, false, wr->code);
@@ -215,7 +219,7 @@ static void end_body(wreq_t *wr)
     if (!wr->headers_sent) {
         if (wr->known_length < 0 && wr->app_length < 0)
             wr->known_length = 0; /* nothing came: an empty body */
-        if (send_head(wr) < 0) {
+        if (gw__wsgi_send_head(wr) < 0) {
             app_error(wr, "error");
             return;
         }
@@ -266,7 +270,7 @@ static void send_file(wreq_t *wr)
     if (wr->app_length >= 0 && (uint64_t)wr->app_length < len)
         len = (uint64_t)wr->app_length;
     wr->known_length = (int64_t)len;
-    if (send_head(wr) < 0) {
+    if (gw__wsgi_send_head(wr) < 0) {
         app_error(wr, "error");
         return;
     }
@@ -317,7 +321,7 @@ static void pump(wreq_t *wr)
                 }
                 break;
             }
-            item = take_block(got, "the app yielded");
+            item = gw__wsgi_take_block(got, "the app yielded");
             Py_DECREF(got); /* a subclass's __del__ runs here, not in an I/O handler */
             CHECK_FORK();
             if (!item) {
@@ -339,7 +343,7 @@ static void pump(wreq_t *wr)
             end_body(wr); /* reports the missing start_response */
             return;
         }
-        if (!wr->headers_sent && send_head(wr) < 0) {
+        if (!wr->headers_sent && gw__wsgi_send_head(wr) < 0) {
             Py_DECREF(item);
             app_error(wr, "error");
             return;
@@ -348,7 +352,7 @@ static void pump(wreq_t *wr)
             Py_DECREF(item);
             break; /* HEAD, 204, 304: the status and headers were all we needed */
         }
-        while (queue_body(wr, item) > 0) {
+        while (gw__wsgi_queue_body(wr, item) > 0) {
             /* The app's threads' write()s filled the ring meanwhile. */
             rc = gw_conn_send(c);
             if (rc < 0 && rc != -EAGAIN) {
@@ -403,7 +407,7 @@ static int take_sequence(wreq_t *wr, PyObject *seq)
         }
     }
     for (i = 0; i < n; i++) {
-        if (!(items[i] = take_block(PySequence_Fast_GET_ITEM(seq, i), "the app returned")))
+        if (!(items[i] = gw__wsgi_take_block(PySequence_Fast_GET_ITEM(seq, i), "the app returned")))
             goto fail;
         total += (uint64_t)PyBytes_GET_SIZE(items[i]);
     }
@@ -419,7 +423,7 @@ fail:
     return -1;
 }
 
-void on_request(void *ctx, gw_conn_t *c)
+void gw__wsgi_on_request(void *ctx, gw_conn_t *c)
 {
     gw_wsgi_t *w = ctx;
     gw_req_t *r = gw_conn_req(c);
@@ -440,8 +444,8 @@ void on_request(void *ctx, gw_conn_t *c)
     wr->fd = -1;
     *gw_conn_app_slot(c) = wr;
 
-    env = r->has_cgi_fields ? build_environ_cgi(w, wr) : build_environ(w, wr);
-    if (!env || !(sr = bind_request(w, wr))) {
+    env = r->has_cgi_fields ? gw__wsgi_environ_cgi(w, wr) : gw__wsgi_environ(w, wr);
+    if (!env || !(sr = gw__wsgi_bind(w, wr))) {
         Py_XDECREF(env);
         app_error(wr, "cannot build the environ");
         return;
@@ -497,7 +501,7 @@ void on_request(void *ctx, gw_conn_t *c)
     pump(wr);
 }
 
-void on_resume(void *ctx, gw_conn_t *c)
+void gw__wsgi_on_resume(void *ctx, gw_conn_t *c)
 {
     wreq_t *wr = *gw_conn_app_slot(c);
     (void)ctx;
@@ -517,7 +521,7 @@ void on_resume(void *ctx, gw_conn_t *c)
     }
 }
 
-void on_abort(void *ctx, gw_conn_t *c)
+void gw__wsgi_on_abort(void *ctx, gw_conn_t *c)
 {
     wreq_t *wr = *gw_conn_app_slot(c);
     (void)ctx;
