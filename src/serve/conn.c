@@ -1,6 +1,6 @@
 /* A client connection's state machine: opened from an accepted socket with
  * its listener's transport and protocol, read (the head into the read
- * buffer, the body through a scratch buffer into the body store), parsed
+ * buffer, the body through a gw__conn_scratch buffer into the body store), parsed
  * through the protocol's operations, a complete request queued for the top
  * of the loop, keep-alive and pipelined requests, the header, body and
  * keep-alive timeouts, and the close. Part of the connection module
@@ -59,8 +59,8 @@ void gw_conn_close_all(gw_conn_ctx_t *ctx)
     while (ctx->_all) {
         gw_conn_t *c = ctx->_all;
         if (c->state == C_APP)
-            abandon(c); /* logged, as cut short */
-        close_conn(c);
+            gw__conn_abandon(c); /* logged, as cut short */
+        gw__conn_close(c);
     }
     gw_log_flush(); /* the loop that would have written them is over */
 }
@@ -71,7 +71,7 @@ void gw_conn_ctx_dispose(gw_conn_ctx_t *ctx)
      * still gets its close() call. */
     gw_conn_close_all(ctx);
     ctx->on_conn_freed = NULL;
-    free_dead(ctx);
+    gw__conn_free_dead(ctx);
     for (gw_conn_t *c = ctx->_free, *n; c; c = n) {
         n = c->dead_next;
         free(c);
@@ -145,7 +145,7 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     /* The request often arrives with the connection: try at once. */
     c->can_read = true;
     gw_timer_start(&ctx->header_q, &c->timer);
-    do_read(c);
+    gw__conn_read(c);
     return 0;
 }
 
@@ -154,7 +154,7 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
  * uwsgi request from nginx, a Connection: close client) costs no epoll_ctl
  * at all. An fd added while already readable reports at once, so nothing
  * is missed. Returns false (c closed) when epoll refuses. */
-bool try_watch(gw_conn_t *c)
+bool gw__conn_try_watch(gw_conn_t *c)
 {
     if (!c->is_watched &&
         gw_loop_add(c->ctx->loop, &c->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) == 0)
@@ -162,15 +162,15 @@ bool try_watch(gw_conn_t *c)
     return c->is_watched;
 }
 
-bool watch(gw_conn_t *c)
+bool gw__conn_watch(gw_conn_t *c)
 {
-    if (try_watch(c))
+    if (gw__conn_try_watch(c))
         return true;
-    close_conn(c);
+    gw__conn_close(c);
     return false;
 }
 
-void close_conn(gw_conn_t *c)
+void gw__conn_close(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
 
@@ -178,14 +178,14 @@ void close_conn(gw_conn_t *c)
         return;
     c->state = C_DEAD;
     gw_timer_stop(&c->timer);
-    ready_remove(c);
+    gw__conn_ready_remove(c);
     if (c->is_watched)
         gw_loop_del(ctx->loop, &c->watch);
     gw_transport_close(&c->tp);
     if (c->handler_data && ctx->handler.on_close)
         ctx->handler.on_close(ctx->handler.ctx, c);
     c->handler_data = NULL;
-    release_out(c);
+    gw__conn_release_out(c);
     gw_req_reset(&c->req, &ctx->body_env);
     gw_buf_release(&c->rbuf, &ctx->rbuf_pool);
     if (c->all_prev)
@@ -199,7 +199,7 @@ void close_conn(gw_conn_t *c)
     ctx->_dead = c;
 }
 
-void free_dead(gw_conn_ctx_t *ctx)
+void gw__conn_free_dead(gw_conn_ctx_t *ctx)
 {
     size_t nfree = 0;
     for (gw_conn_t *c = ctx->_free; c && nfree < FREE_CONNS_MAX; c = c->dead_next)
@@ -228,14 +228,14 @@ void free_dead(gw_conn_ctx_t *ctx)
  * them into the body store; bytes past the body (a pipelined request) join
  * the read buffer. Lingering closes drain into it too. One per process: the
  * worker's loop is its only user, and no byte stays in it between calls. */
-char scratch[65536];
+char gw__conn_scratch[65536];
 
 /* ---- reading ---- */
 
 static ssize_t read_some(gw_conn_t *c, char *p, size_t n);
 static void feed_body(gw_conn_t *c, size_t n);
 
-void do_read(gw_conn_t *c)
+void gw__conn_read(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
 
@@ -244,14 +244,14 @@ void do_read(gw_conn_t *c)
         ssize_t n;
 
         if (c->state == C_BODY) {
-            if ((n = read_some(c, scratch, sizeof(scratch))) <= 0)
+            if ((n = read_some(c, gw__conn_scratch, sizeof(gw__conn_scratch))) <= 0)
                 return;
             gw_timer_start(&ctx->body_q, &c->timer);
             feed_body(c, (size_t)n);
             continue;
         }
         if (gw_buf_reserve(&c->rbuf, &ctx->rbuf_pool, 1024) < 0) {
-            respond_error(c, 500, "out of memory");
+            gw__conn_error(c, 500, "out of memory");
             return;
         }
         space = c->rbuf.cap - c->rbuf.len;
@@ -266,10 +266,10 @@ void do_read(gw_conn_t *c)
         process_input(c);
     }
     if ((c->state == C_HEAD || c->state == C_BODY) && !c->can_read)
-        watch(c); /* drained by a short read: wait for the next bytes */
+        gw__conn_watch(c); /* drained by a short read: wait for the next bytes */
 }
 
-/* One read for do_read. Returns the byte count (a short read clears
+/* One read for gw__conn_read(). Returns the byte count (a short read clears
  * can_read: the socket is drained, the next edge will tell, unless the
  * transport still holds bytes), or 0 when reading ends here: the socket is
  * empty (c waits) or c is closed. */
@@ -287,22 +287,22 @@ static ssize_t read_some(gw_conn_t *c, char *p, size_t n)
         c->can_read = false;
         if (ctx->is_stopping && c->state == C_HEAD && c->rbuf.len == 0 && c->parsed == 0 &&
             c->nreq > 0) {
-            stop_idle(c); /* idle between requests while stopping */
+            gw__conn_stop_idle(c); /* idle between requests while stopping */
             return 0;
         }
         if (c->rbuf.len == 0)
             gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* idle: hold no buffer */
-        watch(c);
+        gw__conn_watch(c);
         return 0;
     }
     /* EOF or an error: a partial request is simply dropped. */
-    close_conn(c);
+    gw__conn_close(c);
     return 0;
 }
 
 static void send_continue(gw_conn_t *c)
 {
-    out_node_t *o = get_out(c);
+    out_node_t *o = gw__conn_get_out(c);
 
     c->continue_sent = true;
     if (!o)
@@ -310,7 +310,7 @@ static void send_continue(gw_conn_t *c)
     gw_resp_continue(&o->out);
     if (gw_out_flush(&o->out, &c->tp) == -EAGAIN) {
         c->can_write = false; /* the rest leaves before the response */
-        watch(c);
+        gw__conn_watch(c);
     }
 }
 
@@ -320,17 +320,17 @@ static void request_ready(gw_conn_t *c)
     int rc = gw_body_flush(&c->req.body, &c->ctx->body_env);
 
     if (rc == -ENOSPC || rc == -EDQUOT) {
-        respond_error(c, 503, "no space left to store the request body");
+        gw__conn_error(c, 503, "no space left to store the request body");
         return;
     }
     if (rc < 0) {
-        respond_error(c, 500, "cannot store the request body");
+        gw__conn_error(c, 500, "cannot store the request body");
         return;
     }
     c->state = C_READY;
     c->want_read = false; /* read whole: a queued read must not stand in for it */
     gw_timer_stop(&c->timer);
-    ready_push(c);
+    gw__conn_ready_push(c);
 }
 
 static void parse_error(gw_conn_t *c)
@@ -339,14 +339,14 @@ static void parse_error(gw_conn_t *c)
     int status = c->proto->error(&c->p, &reason);
 
     if (status) {
-        respond_error(c, status, reason);
+        gw__conn_error(c, status, reason);
         return;
     }
     /* Not the protocol (HTTP sent to a uwsgi socket, say): nothing the peer
      * would understand as an answer. */
     gw_log_error("%s: %s: %s; closing", c->proto->name, c->peer.addr[0] ? c->peer.addr : "unix",
                  reason);
-    close_conn(c);
+    gw__conn_close(c);
 }
 
 static gw_parse_t feed(gw_conn_t *c, const char *base, size_t off, size_t len, size_t *used)
@@ -370,7 +370,7 @@ static void process_input(gw_conn_t *c)
         case GW_PARSE_AGAIN:
             if (c->state == C_BODY) {
                 /* Body bytes are in the body store now; keep only the head
-                 * (the body's own reads go to the scratch buffer). */
+                 * (the body's own reads go to the gw__conn_scratch buffer). */
                 c->rbuf.len = c->parsed = c->head_end;
                 if (c->req.expect_continue && !c->continue_sent)
                     send_continue(c);
@@ -393,12 +393,12 @@ static void process_input(gw_conn_t *c)
     }
 }
 
-/* Feeds n body bytes read into the scratch buffer (c is in C_BODY: the read
+/* Feeds n body bytes read into the gw__conn_scratch buffer (c is in C_BODY: the read
  * buffer holds the head alone). */
 static void feed_body(gw_conn_t *c, size_t n)
 {
     size_t used, left;
-    gw_parse_t st = feed(c, scratch, 0, n, &used);
+    gw_parse_t st = feed(c, gw__conn_scratch, 0, n, &used);
 
     switch (st) {
     case GW_PARSE_AGAIN:
@@ -409,16 +409,16 @@ static void feed_body(gw_conn_t *c, size_t n)
         left = n - used;
         if (left) {
             if (gw_buf_reserve(&c->rbuf, &c->ctx->rbuf_pool, left) < 0) {
-                respond_error(c, 500, "out of memory");
+                gw__conn_error(c, 500, "out of memory");
                 return;
             }
-            memcpy(c->rbuf.data + c->rbuf.len, scratch + used, left);
+            memcpy(c->rbuf.data + c->rbuf.len, gw__conn_scratch + used, left);
             c->rbuf.len += left;
         }
         request_ready(c);
         return;
     case GW_PARSE_HEAD: /* only ever once, before the body */
-        close_conn(c);
+        gw__conn_close(c);
         return;
     case GW_PARSE_ERROR:
         parse_error(c);
@@ -446,7 +446,7 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
     case C_BODY:
         if (c->out && !gw_out_is_empty(&c->out->out) && c->can_write)
             gw_out_flush(&c->out->out, &c->tp); /* a pending 100 Continue */
-        do_read(c);
+        gw__conn_read(c);
         break;
     case C_APP:
         if (c->waiting_write && c->can_write) {
@@ -456,17 +456,17 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
                 c->waiting_write = false;
                 gw_timer_stop(&c->timer);
                 c->want_resume = true;
-                ready_push(c);
+                gw__conn_ready_push(c);
             } else if (rc == -EAGAIN) {
                 c->can_write = false;
                 if (c->out->out.sent != before)
                     gw_timer_start(&c->ctx->write_q, &c->timer);
             } else {
-                give_up(c);
+                gw__conn_set_aborted(c);
                 c->waiting_write = false;
                 gw_timer_stop(&c->timer);
                 c->want_abort = true;
-                ready_push(c);
+                gw__conn_ready_push(c);
             }
         }
         break;
@@ -480,14 +480,14 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
                 break;
             }
             if (rc < 0) {
-                close_conn(c);
+                gw__conn_close(c);
                 break;
             }
-            linger(c, 0);
+            gw__conn_linger(c, 0);
             break;
         }
         if (c->can_read)
-            drain_linger(c);
+            gw__conn_drain_linger(c);
         break;
     default:
         break;
@@ -502,29 +502,29 @@ static void on_timer(gw_loop_t *loop, gw_timer_t *t)
     switch (c->state) {
     case C_HEAD:
         if (c->rbuf.len > 0 || c->parsed > 0)
-            respond_error(c, 408, "request head timeout");
+            gw__conn_error(c, 408, "request head timeout");
         else if (c->ctx->is_stopping)
-            linger(c, 0); /* a stop's grace is over (stop_idle, gw_conn_stop_all) */
+            gw__conn_linger(c, 0); /* a stop's grace is over (stop_idle, gw_conn_stop_all) */
         else
-            close_conn(c); /* idle: nothing to answer */
+            gw__conn_close(c); /* idle: nothing to answer */
         break;
     case C_BODY:
-        respond_error(c, 408, "request body timeout");
+        gw__conn_error(c, 408, "request body timeout");
         break;
     case C_APP:
         /* The client stopped reading: give up on this response. */
-        give_up(c);
+        gw__conn_set_aborted(c);
         c->waiting_write = false;
         c->want_abort = true;
-        ready_push(c);
+        gw__conn_ready_push(c);
         break;
     default:
-        close_conn(c);
+        gw__conn_close(c);
         break;
     }
 }
 
-void enter_keepalive(gw_conn_t *c)
+void gw__conn_keepalive(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
     size_t left = c->rbuf.len - c->parsed;
@@ -549,27 +549,27 @@ void enter_keepalive(gw_conn_t *c)
         process_input(c);
         if (c->state != C_HEAD && c->state != C_BODY)
             return;
-        if (!watch(c))
+        if (!gw__conn_watch(c))
             return;
         if (c->can_read) {
             c->want_read = true;
-            ready_push(c);
+            gw__conn_ready_push(c);
         }
         return;
     }
     c->idle_ms = gw_clock_ms();
     c->in_grace = false;
     gw_timer_start(&ctx->keepalive_q, &c->timer);
-    if (!watch(c))
+    if (!gw__conn_watch(c))
         return;
     /* While stopping, a last look: a request the client sent after this
      * answer's keep-alive promise is answered (Connection: close), an empty
-     * socket waits a grace, then closes (stop_idle). */
+     * socket waits a grace, then closes (gw__conn_stop_idle). */
     if (ctx->is_stopping)
         c->can_read = true;
     if (c->can_read) {
         /* Bytes may wait in the kernel with no edge to come: read next turn. */
         c->want_read = true;
-        ready_push(c);
+        gw__conn_ready_push(c);
     }
 }

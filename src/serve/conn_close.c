@@ -13,7 +13,7 @@
 #define LINGER_BYTES (8u << 20) /* ...and this much more than a body it still owes us */
 #define LINGER_TURN (16u * 65536) /* drained per loop turn: the loop (and the timer) go on */
 /* A graceful stop keeps an idle keep-alive connection whose last answer is
- * this recent for as long again (the linger queue), see stop_idle(). */
+ * this recent for as long again (the linger queue), see gw__conn_stop_idle(). */
 #define STOP_GRACE_MS LINGER_MS
 
 /* ---- error answers and the lingering close ---- */
@@ -26,20 +26,21 @@
  * in this handler, with the linger timer unable to fire; the rest is read
  * on a later turn (the ready queue: no edge comes for bytes already
  * there), after other connections and the timers had theirs. */
-void drain_linger(gw_conn_t *c)
+void gw__conn_drain_linger(gw_conn_t *c)
 {
     size_t turn = 0;
 
     while (c->linger_left > 0) {
-        size_t want = c->linger_left < sizeof(scratch) ? c->linger_left : sizeof(scratch);
+        size_t want = c->linger_left < sizeof(gw__conn_scratch) ? c->linger_left
+                                                                : sizeof(gw__conn_scratch);
         ssize_t n;
 
         if (turn >= LINGER_TURN) {
             c->want_read = true;
-            ready_push(c);
+            gw__conn_ready_push(c);
             return;
         }
-        n = gw_transport_read(&c->tp, scratch, want);
+        n = gw_transport_read(&c->tp, gw__conn_scratch, want);
         if (n > 0) {
             c->linger_left -= (uint64_t)n;
             turn += (size_t)n;
@@ -51,7 +52,7 @@ void drain_linger(gw_conn_t *c)
         }
         break; /* EOF or an error: the client has our answer */
     }
-    close_conn(c);
+    gw__conn_close(c);
 }
 
 /* The answer is out and the connection ends. Closing a socket whose receive
@@ -62,7 +63,7 @@ void drain_linger(gw_conn_t *c)
  * LINGER_MS, or past LINGER_BYTES beyond the body still owed: nothing here
  * lasts longer than that, and it costs one big read per 64 KiB. The
  * request's memory goes back at once; the connection keeps only its slot. */
-void linger(gw_conn_t *c, size_t drained)
+void gw__conn_linger(gw_conn_t *c, size_t drained)
 {
     gw_conn_ctx_t *ctx = c->ctx;
     const gw_req_t *r = &c->req;
@@ -85,17 +86,17 @@ void linger(gw_conn_t *c, size_t drained)
         owed = ctx->limits.body;
     c->state = C_LINGER;
     c->linger_left = LINGER_BYTES + owed > drained ? LINGER_BYTES + owed - drained : 0;
-    ready_remove(c);
-    release_out(c);
+    gw__conn_ready_remove(c);
+    gw__conn_release_out(c);
     gw_req_reset(&c->req, &ctx->body_env);
     gw_buf_release(&c->rbuf, &ctx->rbuf_pool);
     c->parsed = c->head_end = 0;
     gw_transport_shutdown(&c->tp);
     gw_timer_start(&ctx->linger_q, &c->timer);
-    if (!watch(c))
+    if (!gw__conn_watch(c))
         return;
     if (c->can_read)
-        drain_linger(c);
+        gw__conn_drain_linger(c);
 }
 
 /* Closes c after a complete answer: lingering when the client may have sent
@@ -103,66 +104,66 @@ void linger(gw_conn_t *c, size_t drained)
  * or bytes one read finds now), at once otherwise (the common case costs
  * one read() or nothing). A gateway (nginx over uwsgi) sends nothing after
  * its one request: no probe there. */
-void end_conn(gw_conn_t *c)
+void gw__conn_end(gw_conn_t *c)
 {
     ssize_t n;
 
     if (c->rbuf.len > c->parsed || c->can_read) {
-        linger(c, 0);
+        gw__conn_linger(c, 0);
         return;
     }
     if (!c->req.is_gateway) {
-        n = gw_transport_read(&c->tp, scratch, sizeof(scratch));
+        n = gw_transport_read(&c->tp, gw__conn_scratch, sizeof(gw__conn_scratch));
         if (n > 0) {
             /* maybe more, with no edge to come */
-            c->can_read = (size_t)n == sizeof(scratch) || gw_transport_has_pending(&c->tp);
-            linger(c, (size_t)n);
+            c->can_read = (size_t)n == sizeof(gw__conn_scratch) || gw_transport_has_pending(&c->tp);
+            gw__conn_linger(c, (size_t)n);
             return;
         }
     }
-    close_conn(c);
+    gw__conn_close(c);
 }
 
 /* Answers an error the server found itself, then closes after a linger. */
-void respond_error(gw_conn_t *c, int status, const char *reason)
+void gw__conn_error(gw_conn_t *c, int status, const char *reason)
 {
-    out_node_t *o = get_out(c);
+    out_node_t *o = gw__conn_get_out(c);
     gw_resp_t rs;
     int rc;
 
     if (reason && status != 408)
         gw_log_error("%s: %d (%s)", c->peer.addr[0] ? c->peer.addr : "unix", status, reason);
     c->state = C_LINGER;
-    ready_remove(c);
+    gw__conn_ready_remove(c);
     if (!o) {
-        close_conn(c);
+        gw__conn_close(c);
         return;
     }
     /* What was queued is dropped, except the rest of a 100 Continue the
      * socket took only part of: this answer must follow it whole. */
     gw_out_discard_unstarted(&o->out);
     if (gw_resp_text(&rs, &c->req, status, NULL, 0, false, NULL, 0, &o->out) < 0) {
-        close_conn(c);
+        gw__conn_close(c);
         return;
     }
     {
         uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;
-        log_request(c, status, rs.body_sent, us, false);
+        gw__conn_log_request(c, status, rs.body_sent, us, false);
         if (c->ctx->slot)
-            count(c, status, rs.body_sent, us);
+            gw__conn_count(c, status, rs.body_sent, us);
     }
     rc = gw_out_flush(&o->out, &c->tp);
     if (rc == -EAGAIN) {
         c->can_write = false;
         gw_timer_start(&c->ctx->write_q, &c->timer);
-        watch(c);
-        return; /* linger() once the answer is out */
+        gw__conn_watch(c);
+        return; /* gw__conn_linger() once the answer is out */
     }
     if (rc < 0) {
-        close_conn(c);
+        gw__conn_close(c);
         return;
     }
-    linger(c, 0);
+    gw__conn_linger(c, 0);
 }
 
 /* ---- a graceful stop ---- */
@@ -179,22 +180,22 @@ void respond_error(gw_conn_t *c, int status, const char *reason)
  * answered with a RST, so the client sees a clean close and retries. The
  * stop lasts at most STOP_GRACE_MS + LINGER_MS longer than its answers,
  * and --graceful-timeout bounds it all. */
-void stop_idle(gw_conn_t *c)
+void gw__conn_stop_idle(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
 
     if (c->in_grace) { /* an edge with nothing to read: wait on */
-        watch(c);
+        gw__conn_watch(c);
         return;
     }
     if (gw_clock_ms() - c->idle_ms < STOP_GRACE_MS) {
         c->in_grace = true;
         gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* idle: hold no buffer */
         gw_timer_start(&ctx->linger_q, &c->timer);
-        watch(c);
+        gw__conn_watch(c);
         return;
     }
-    linger(c, 0);
+    gw__conn_linger(c, 0);
 }
 
 void gw_conn_stop_all(gw_conn_ctx_t *ctx)
@@ -210,9 +211,9 @@ void gw_conn_stop_all(gw_conn_ctx_t *ctx)
             /* Idle keep-alive: a last look at the socket (a request may be
              * there, its event not seen yet: it is answered, with
              * Connection: close); an empty one waits a grace if its client
-             * was busy a moment ago, then closes cleanly (stop_idle). */
+             * was busy a moment ago, then closes cleanly (gw__conn_stop_idle). */
             c->can_read = true;
-            do_read(c);
+            gw__conn_read(c);
         } else {
             /* Accepted, its first request not here yet (it may be in flight):
              * a short grace to arrive, served with Connection: close; then

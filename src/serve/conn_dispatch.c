@@ -17,7 +17,7 @@
 
 /* ---- the output queue ---- */
 
-void release_out(gw_conn_t *c)
+void gw__conn_release_out(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
     out_node_t *o = c->out;
@@ -29,7 +29,7 @@ void release_out(gw_conn_t *c)
     ctx->_outs = o;
 }
 
-out_node_t *get_out(gw_conn_t *c)
+out_node_t *gw__conn_get_out(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
     out_node_t *o = c->out;
@@ -49,7 +49,7 @@ out_node_t *get_out(gw_conn_t *c)
 /* ---- the accounting of an answer ---- */
 
 /* The scoreboard's counters for one finished request. */
-void count(gw_conn_t *c, int status, uint64_t bytes_out, uint64_t duration_us)
+void gw__conn_count(gw_conn_t *c, int status, uint64_t bytes_out, uint64_t duration_us)
 {
     const gw_req_t *r = &c->req;
     int method = c->rbuf.data && r->method.len
@@ -62,7 +62,7 @@ void count(gw_conn_t *c, int status, uint64_t bytes_out, uint64_t duration_us)
     gw_slot_count(c->ctx->slot, status, method, in, bytes_out, duration_us);
 }
 
-void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t duration_us,
+void gw__conn_log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t duration_us,
                         bool is_aborted)
 {
     const char *rb = c->rbuf.data;
@@ -106,7 +106,7 @@ void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t duration_us,
 
 /* The answer cannot be completed (the peer is gone, or stopped reading past
  * the write timeout): remember what was left unsent, for its log line. */
-void give_up(gw_conn_t *c)
+void gw__conn_set_aborted(gw_conn_t *c)
 {
     if (c->is_aborted)
         return;
@@ -176,11 +176,11 @@ static bool serve_static(gw_conn_t *c)
 /* Ends an answer that cannot be completed: the handler drops its state and
  * ends it with gw_conn_finish(), which logs it as aborted (a static answer
  * is ended here). Runs Python (the iterable's close()). */
-void abandon(gw_conn_t *c)
+void gw__conn_abandon(gw_conn_t *c)
 {
     gw_handler_t *h = &c->ctx->handler;
 
-    give_up(c);
+    gw__conn_set_aborted(c);
     c->want_abort = c->want_resume = false;
     if (c->is_static) {
         gw_conn_finish(c, false, c->static_status, c->static_bytes);
@@ -219,15 +219,15 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
     while (n-- > 0 && ctx->_ready_head) {
         gw_conn_t *c = ctx->_ready_head;
 
-        ready_remove(c);
+        gw__conn_ready_remove(c);
         if (c->want_abort) {
             c->want_abort = c->want_resume = false;
             if (c->state == C_APP) {
                 mark_busy(c);
-                abandon(c);
+                gw__conn_abandon(c);
                 mark_idle(ctx);
             }
-            close_conn(c);
+            gw__conn_close(c);
         } else if (c->want_resume) {
             c->want_resume = false;
             if (c->state == C_APP && c->is_static) {
@@ -240,9 +240,9 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
         } else if (c->want_read) {
             c->want_read = false;
             if (c->state == C_HEAD || c->state == C_BODY)
-                do_read(c);
+                gw__conn_read(c);
             else if (c->state == C_LINGER && c->can_read)
-                drain_linger(c);
+                gw__conn_drain_linger(c);
         } else if (c->state == C_READY) {
             start_request(c);
             if (ctx->statics && serve_static(c))
@@ -252,7 +252,7 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
             mark_idle(ctx);
         }
     }
-    free_dead(ctx);
+    gw__conn_free_dead(ctx);
 }
 
 /* ---- the handler's side ---- */
@@ -274,7 +274,7 @@ const gw_peer_t *gw_conn_peer(const gw_conn_t *c)
 
 gw_out_t *gw_conn_out(gw_conn_t *c)
 {
-    out_node_t *o = get_out(c);
+    out_node_t *o = gw__conn_get_out(c);
     return o ? &o->out : NULL;
 }
 
@@ -315,9 +315,9 @@ int gw_conn_send(gw_conn_t *c)
         }
         /* The handler still owns c here: if epoll refuses, the write
          * timeout ends the connection rather than closing it under it. */
-        try_watch(c);
+        gw__conn_try_watch(c);
     } else {
-        give_up(c);
+        gw__conn_set_aborted(c);
     }
     return rc;
 }
@@ -349,7 +349,7 @@ int gw_conn_wait(gw_conn_wait_t wt)
 
 void gw_conn_give_up(gw_conn_t *c)
 {
-    give_up(c); /* the caller drops the queue: count what it held now */
+    gw__conn_set_aborted(c); /* the caller drops the queue: count what it held now */
 }
 
 void gw_conn_resume(gw_conn_t *c)
@@ -357,7 +357,7 @@ void gw_conn_resume(gw_conn_t *c)
     if (c->state != C_APP || c->want_resume)
         return;
     c->want_resume = true;
-    ready_push(c);
+    gw__conn_ready_push(c);
 }
 
 void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_bytes)
@@ -376,24 +376,24 @@ void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_byt
             status = 499;
         body_bytes = sent == 0 || unsent >= body_bytes ? 0 : body_bytes - unsent;
     }
-    log_request(c, status, body_bytes, us, aborted);
+    gw__conn_log_request(c, status, body_bytes, us, aborted);
     c->nreq++;
     c->is_static = false;
     if (ctx->slot)
-        count(c, status, body_bytes, us);
+        gw__conn_count(c, status, body_bytes, us);
     c->app_state = NULL;
     c->waiting_write = false;
     gw_timer_stop(&c->timer);
     if (aborted) {
-        close_conn(c); /* the peer is gone or stopped reading: nothing to wait for */
+        gw__conn_close(c); /* the peer is gone or stopped reading: nothing to wait for */
         return;
     }
-    release_out(c);
+    gw__conn_release_out(c);
     if (!keep_alive) {
-        end_conn(c); /* after Connection: close or a close-delimited body */
+        gw__conn_end(c); /* after Connection: close or a close-delimited body */
         return;
     }
     /* The answer promised keep-alive: go on, even if a stop began meanwhile
-     * (enter_keepalive answers what already came, then closes). */
-    enter_keepalive(c);
+     * (gw__conn_keepalive answers what already came, then closes). */
+    gw__conn_keepalive(c);
 }

@@ -47,7 +47,7 @@ struct gw_conn {
     bool is_static;    /* the answer is a static file: no handler involved */
     bool static_keep;  /* ... and it said keep-alive */
     bool is_aborted;   /* the answer was given up: the peer went away or stopped reading */
-    bool in_grace;     /* stopping: idle, watched a while before its close (stop_idle) */
+    bool in_grace;     /* stopping: idle, watched a while before its close (gw__conn_stop_idle) */
     int static_status;
     uint64_t static_bytes;
     uint64_t sent_mark; /* the output queue's byte count when this answer began */
@@ -72,7 +72,7 @@ struct gw_conn {
 /* The ready queue: connections with work for the top of the loop
  * (gw_conn_run_ready()). */
 
-static inline void ready_push(gw_conn_t *c)
+static inline void gw__conn_ready_push(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
     if (c->in_ready)
@@ -88,7 +88,7 @@ static inline void ready_push(gw_conn_t *c)
     ctx->_nready++;
 }
 
-static inline void ready_remove(gw_conn_t *c)
+static inline void gw__conn_ready_remove(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
     if (!c->in_ready)
@@ -107,30 +107,51 @@ static inline void ready_remove(gw_conn_t *c)
 }
 
 
-/* conn.c */
+/* ---- conn.c ---- */
+
 /* Where body bytes and a lingering close's drain are read (see conn.c). */
-extern char scratch[65536];
-void do_read(gw_conn_t *c);
-void close_conn(gw_conn_t *c);
-void free_dead(gw_conn_ctx_t *ctx);
-bool try_watch(gw_conn_t *c);
-bool watch(gw_conn_t *c);
-void enter_keepalive(gw_conn_t *c);
+extern char gw__conn_scratch[65536];
+/* Reads and parses while c is reading a request and the socket has bytes. */
+void gw__conn_read(gw_conn_t *c);
+/* Closes c at once (the handler's on_close runs); freed after the current
+ * batch of events (gw__conn_free_dead()). Accepts a closed c. */
+void gw__conn_close(gw_conn_t *c);
+void gw__conn_free_dead(gw_conn_ctx_t *ctx);
+/* Registers c with epoll the first time it has to wait: true, or false
+ * when epoll refuses (gw__conn_watch() then closes c). */
+bool gw__conn_try_watch(gw_conn_t *c);
+bool gw__conn_watch(gw_conn_t *c);
+/* An answer promised keep-alive is done: the next request (maybe already
+ * buffered: pipelining) or the keep-alive wait. */
+void gw__conn_keepalive(gw_conn_t *c);
 
-/* conn_close.c */
-void drain_linger(gw_conn_t *c);
-void linger(gw_conn_t *c, size_t drained);
-void end_conn(gw_conn_t *c);
-void respond_error(gw_conn_t *c, int status, const char *reason);
-void stop_idle(gw_conn_t *c);
+/* ---- conn_close.c ---- */
 
-/* conn_dispatch.c */
-out_node_t *get_out(gw_conn_t *c);
-void release_out(gw_conn_t *c);
-void count(gw_conn_t *c, int status, uint64_t bytes_out, uint64_t duration_us);
-void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t duration_us,
-                 bool is_aborted);
-void give_up(gw_conn_t *c);
-void abandon(gw_conn_t *c);
+/* The lingering close: c shuts its side down, drains what still comes
+ * (drained bytes already counted), and closes. */
+void gw__conn_linger(gw_conn_t *c, size_t drained);
+void gw__conn_drain_linger(gw_conn_t *c);
+/* Closes c after a complete answer: lingering when the client may have
+ * sent more, at once otherwise. */
+void gw__conn_end(gw_conn_t *c);
+/* Answers an error gangway found itself (logged with reason), then lingers. */
+void gw__conn_error(gw_conn_t *c, int status, const char *reason);
+/* A graceful stop meets c idle between requests: a grace, then a linger. */
+void gw__conn_stop_idle(gw_conn_t *c);
+
+/* ---- conn_dispatch.c ---- */
+
+/* c's output queue, taken from the pool on first use (NULL: no memory);
+ * handed back, emptied, by gw__conn_release_out(). */
+out_node_t *gw__conn_get_out(gw_conn_t *c);
+void gw__conn_release_out(gw_conn_t *c);
+/* One answer's scoreboard counters and access-log line. */
+void gw__conn_count(gw_conn_t *c, int status, uint64_t bytes_out, uint64_t duration_us);
+void gw__conn_log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t duration_us,
+                          bool is_aborted);
+/* The answer is given up: what was left unsent is kept for its log line. */
+void gw__conn_set_aborted(gw_conn_t *c);
+/* Ends an answer that cannot be completed (runs Python: close()). */
+void gw__conn_abandon(gw_conn_t *c);
 
 #endif
