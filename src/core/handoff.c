@@ -50,11 +50,11 @@ static void wake(gw_waiter_t *w, gw_job_t *job)
     futex_wake(&w->word);
 }
 
-bool gw_jobq_submit(gw_jobq_t *q, gw_job_t *job, uint64_t now_ms)
+bool gw_jobq_submit(gw_jobq_t *q, gw_job_t *job, uint64_t now_us)
 {
     gw_waiter_t *w;
 
-    job->queued_ms = now_ms;
+    job->queued_us = now_us;
     job->next = NULL;
     pthread_mutex_lock(&q->mu);
     if ((w = q->idle)) {
@@ -149,14 +149,14 @@ bool gw_jobq_cancel(gw_jobq_t *q, gw_job_t *job)
     return found;
 }
 
-gw_job_t *gw_jobq_expired(gw_jobq_t *q, uint64_t before_ms)
+gw_job_t *gw_jobq_expired(gw_jobq_t *q, uint64_t before_us)
 {
     gw_job_t *job = NULL;
 
     if (!gw_jobq_queued(q))
         return NULL; /* the common case costs no lock */
     pthread_mutex_lock(&q->mu);
-    if (q->head && q->head->queued_ms < before_ms)
+    if (q->head && q->head->queued_us < before_us)
         job = pop(q);
     pthread_mutex_unlock(&q->mu);
     return job;

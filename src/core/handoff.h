@@ -32,7 +32,7 @@
 typedef struct gw_job {
     struct gw_job *next; /* in the FIFO; private to the queue */
     void *arg;           /* the submitter's (a connection); NULL: "release the garbage" */
-    uint64_t queued_ms;  /* monotonic, set by gw_jobq_submit() */
+    uint64_t queued_us;  /* monotonic, set by gw_jobq_submit() */
     bool is_queued;      /* in the FIFO (under the queue's lock) */
 } gw_job_t;
 
@@ -57,8 +57,8 @@ void gw_jobq_dispose(gw_jobq_t *q);
 
 /* Loop: gives job to the idle thread that went idle last, waking that one
  * thread (true), or queues it behind the others (false) for the next thread
- * that finishes. now_ms stamps it for --queue-timeout and the statistics. */
-bool gw_jobq_submit(gw_jobq_t *q, gw_job_t *job, uint64_t now_ms);
+ * that finishes. now_us stamps it for --queue-timeout and the statistics. */
+bool gw_jobq_submit(gw_jobq_t *q, gw_job_t *job, uint64_t now_us);
 
 /* Thread: the next queued job, or, with none, waits (idle, without any
  * lock held) until one is handed over. NULL once gw_jobq_stop() ran. */
@@ -68,10 +68,10 @@ gw_job_t *gw_jobq_take(gw_jobq_t *q, gw_waiter_t *self);
  * away, or it waited too long); true when it was. */
 bool gw_jobq_cancel(gw_jobq_t *q, gw_job_t *job);
 
-/* Loop: the first queued job if it was submitted before before_ms, taken
+/* Loop: the first queued job if it was submitted before before_us, taken
  * out of the FIFO; NULL otherwise (the FIFO is in submission order, so the
  * caller loops until NULL). */
-gw_job_t *gw_jobq_expired(gw_jobq_t *q, uint64_t before_ms);
+gw_job_t *gw_jobq_expired(gw_jobq_t *q, uint64_t before_us);
 
 /* Every idle thread, and every thread that asks later, gets NULL. */
 void gw_jobq_stop(gw_jobq_t *q);

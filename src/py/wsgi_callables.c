@@ -208,7 +208,10 @@ static wreq_t *wait_writable(binding_t *b, wreq_t *wr)
     int rc;
 
     Py_BEGIN_ALLOW_THREADS
-    rc = wait_socket(b, wt);
+    /* On a request thread the wait is for room in the connection's queue
+     * (every waiter is woken: no poller needed) and it always returns
+     * through gw_conn_wait(), which gw_conn_wait_for() paired it with. */
+    rc = wt.c ? gw_conn_wait(wt) : wait_socket(b, wt);
     Py_END_ALLOW_THREADS
     gw__wsgi_harakiri_resume(w, p);
     if (!(wr = b->wr)) {

@@ -403,7 +403,7 @@ PyObject *gw__wsgi_template(gw_wsgi_t *w, const gw_listener_t *l)
     SET("QUERY_STRING", PyUnicode_FromString(""));
     SET("wsgi.version", Py_BuildValue("(ii)", 1, 0));
     SET("wsgi.url_scheme", PyUnicode_FromString("http"));
-    SET("wsgi.multithread", Py_NewRef(Py_False));
+    SET("wsgi.multithread", Py_NewRef(w->cfg->threads > 1 ? Py_True : Py_False));
     SET("wsgi.multiprocess", Py_NewRef(w->cfg->workers > 1 ? Py_True : Py_False));
     SET("wsgi.run_once", Py_NewRef(Py_False));
     SET("wsgi.input_terminated", Py_NewRef(Py_True));
