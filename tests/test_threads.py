@@ -267,3 +267,29 @@ def test_slow_readers_do_not_hold_threads(gangway):
     finally:
         for c in socks:
             c.close()
+
+
+def test_app_threads_writing_to_a_client_that_stopped_reading_all_raise(gangway, tmp_path):
+    """write() on a request thread returns once the connection's queue holds
+    less than a window ahead of the client, not as soon as its block is
+    queued: 30 app threads writing 1 MiB each to a client that reads
+    nothing all raise OSError after --write-timeout, but for the few the
+    kernel's buffers took (the same as with one thread)."""
+    import ast
+    s = gangway("--workers", "1", "--threads", "4", "--write-timeout", "1",
+                "callables_app:application")
+    mark = tmp_path / "entered"
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.settimeout(30)
+    c.connect((s.host, s.port))
+    try:
+        c.sendall(b"GET /threads?n=30&kib=1024&mark=%s HTTP/1.1\r\nHost: t\r\n\r\n"
+                  % str(mark).encode())
+        done = tmp_path / "entered.done"
+        wait_for(done.exists, 30, what="the app to end")
+    finally:
+        c.close()
+    errors = ast.literal_eval(done.read_text())
+    assert set(errors) == {"OSError('client disconnected')"} and len(errors) >= 30 - 8, errors
+    assert get(s, "/pid").status == 200

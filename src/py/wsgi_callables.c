@@ -259,7 +259,11 @@ static int write_block(binding_t *b, wreq_t *wr, PyObject *block)
     }
     for (;;) {
         rc = send_from_write(wr);
-        if (rc == 0 || (rc == -EAGAIN && gw_conn_out(wr->conn)->sent >= target))
+        /* On a request thread the block is out of the staging queue once
+         * moved, not yet sent: it returns once the connection's queue holds
+         * less than a window ahead of the client (rc 0). */
+        if (rc == 0 || (rc == -EAGAIN && !wr->w->nthreads &&
+                        gw_conn_out(wr->conn)->sent >= target))
             return 0;
         if (rc != -EAGAIN) {
             write_failed(wr);

@@ -155,7 +155,8 @@ typedef struct gw_conn_wait {
     int fd;
     short events; /* POLLOUT, or POLLIN (transport.h: write_wants) */
     int timeout_ms;
-    gw_conn_t *c; /* --threads: the wait is for room in c's queue (fd -1), see below */
+    gw_conn_t *c;  /* --threads: the wait is on c's queue (fd -1), see below ... */
+    uint64_t mark; /* ... until its byte count reaches this */
 } gw_conn_wait_t;
 gw_conn_wait_t gw_conn_wait_for(gw_conn_t *c);
 int gw_conn_wait(gw_conn_wait_t wt);
@@ -189,8 +190,10 @@ void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_byt
  * thread waits in gw_conn_runner_wait(), without the GIL, then calls
  * on_resume), -EPIPE once the client is gone; gw_conn_finish() hands the
  * answer back (what is left of it goes out from the loop) and the thread
- * must not touch c afterwards; gw_conn_wait_for()/gw_conn_wait() wait for
- * room in the window, not for the socket. */
+ * must not touch c afterwards; gw_conn_wait_for()/gw_conn_wait() wait
+ * until what the connection's queue holds now is sent (the loop's
+ * --write-timeout gives up a client that takes nothing), not for the
+ * socket. */
 
 /* Sets ctx up for n request threads; 0 or -errno. */
 int gw_conn_ctx_threads(gw_conn_ctx_t *ctx, unsigned n, uint64_t queue_timeout_s);

@@ -157,6 +157,7 @@ void gw__conn_thread_flush(gw_conn_t *c)
     int rc = 0;
 
     pthread_mutex_lock(&c->mu);
+    uint64_t sent0 = q->sent;
     if (!c->tx_dead && c->can_write && !gw_out_is_empty(q)) {
         uint64_t before = q->sent;
         rc = gw_out_flush(q, &c->tp);
@@ -178,7 +179,9 @@ void gw__conn_thread_flush(gw_conn_t *c)
             failed = true;
         }
     }
-    if (c->nwaiters && (failed || has_room(c)))
+    /* Each waiter has its own condition: room (the runner), its bytes
+     * sent (a write()). */
+    if (c->nwaiters && (failed || rc == 0 || q->sent != sent0))
         pthread_cond_broadcast(&c->cv);
     fin = c->fin_posted;
     empty = gw_out_is_empty(q);
@@ -419,33 +422,30 @@ void gw__conn_thread_give_up(gw_conn_t *c)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* For write(): it waits until what is queued now (its own block among
+ * it) has been sent. No timeout of its own: the loop gives the client up
+ * after --write-timeout without progress, which wakes it. */
 gw_conn_wait_t gw__conn_thread_wait_for(gw_conn_t *c)
 {
-    uint64_t ms = c->ctx->write_timeout_ms;
+    gw_out_t *q = &c->out->out;
+    gw_conn_wait_t wt = {.fd = -1, .c = c};
 
     pthread_mutex_lock(&c->mu);
     c->nwaiters++; /* before the GIL goes: the answer cannot be handed back under us */
+    wt.mark = q->sent + gw_out_pending(q);
     pthread_mutex_unlock(&c->mu);
-    return (gw_conn_wait_t){.fd = -1, .c = c, .timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms};
+    return wt;
 }
 
 int gw__conn_thread_wait(gw_conn_wait_t wt)
 {
     gw_conn_t *c = wt.c;
-    struct timespec until;
+    gw_out_t *q = &c->out->out;
     int rc = 0;
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += wt.timeout_ms / 1000;
-    until.tv_nsec += (long)(wt.timeout_ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
     pthread_mutex_lock(&c->mu);
-    while (!c->tx_dead && !c->is_handing_back && !has_room(c) && rc == 0)
-        if (pthread_cond_timedwait(&c->cv, &c->mu, &until) == ETIMEDOUT)
-            rc = -ETIMEDOUT;
+    while (!c->tx_dead && !c->is_handing_back && q->sent < wt.mark)
+        pthread_cond_wait(&c->cv, &c->mu);
     if (c->tx_dead)
         rc = -EPIPE;
     if (--c->nwaiters == 0 && c->is_handing_back)
