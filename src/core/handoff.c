@@ -121,6 +121,19 @@ gw_job_t *gw_jobq_take(gw_jobq_t *q, gw_waiter_t *self)
     return self->job;
 }
 
+gw_job_t *gw_jobq_try_take(gw_jobq_t *q)
+{
+    gw_job_t *job = NULL;
+
+    if (!gw_jobq_queued(q))
+        return NULL; /* the common case costs no lock */
+    pthread_mutex_lock(&q->mu);
+    if (!q->is_stopping)
+        job = pop(q);
+    pthread_mutex_unlock(&q->mu);
+    return job;
+}
+
 bool gw_jobq_cancel(gw_jobq_t *q, gw_job_t *job)
 {
     gw_job_t *p, *prev = NULL;

@@ -64,6 +64,10 @@ bool gw_jobq_submit(gw_jobq_t *q, gw_job_t *job, uint64_t now_us);
  * lock held) until one is handed over. NULL once gw_jobq_stop() ran. */
 gw_job_t *gw_jobq_take(gw_jobq_t *q, gw_waiter_t *self);
 
+/* Thread: the next queued job, or NULL at once when there is none (a thread
+ * that ends a request takes the next one without letting the GIL go). */
+gw_job_t *gw_jobq_try_take(gw_jobq_t *q);
+
 /* Loop: takes job out of the FIFO if it is still queued (its client went
  * away, or it waited too long); true when it was. */
 bool gw_jobq_cancel(gw_jobq_t *q, gw_job_t *job);

@@ -136,31 +136,38 @@ static void *thread_main(void *arg)
     gw_conn_runner_init(&t->run, gw__wsgi_release_owner);
     t->ts = PyEval_SaveThread();
     while ((job = gw_jobq_take(&cc->jobq, &t->waiter))) {
-        if (job->arg) {
-            uint64_t now = gw_clock_us_now();
-            char what[sizeof(t->what)];
-            size_t n = gw_conn_describe(job->arg, what, sizeof(what));
-
-            memcpy(t->what, what, n);
-            t->what[n] = '\0';
-            atomic_store_explicit(&t->busy_since_ms, now / 1000 ? now / 1000 : 1,
-                                  memory_order_release);
-            if (slot) {
-                atomic_fetch_add_explicit(&slot->threads_busy, 1, memory_order_relaxed);
-                gw_slot_queue_wait(slot, now > job->queued_us ? now - job->queued_us : 0);
-            }
-        }
         PyEval_RestoreThread(t->ts);
-        drain();
-        if (job->arg)
-            run(w, t, job);
-        CHECK_FORK();
+        /* Requests that wait for a thread are taken one after the other
+         * without letting the GIL go between them: under load, a release
+         * and a re-take per request only hand the GIL to another request
+         * thread and back (two context switches on a busy CPU). The
+         * interpreter's switch interval still lets the others run. */
+        do {
+            if (job->arg) {
+                uint64_t now = gw_clock_us_now();
+                char what[sizeof(t->what)];
+                size_t n = gw_conn_describe(job->arg, what, sizeof(what));
+
+                memcpy(t->what, what, n);
+                t->what[n] = '\0';
+                atomic_store_explicit(&t->busy_since_ms, now / 1000 ? now / 1000 : 1,
+                                      memory_order_release);
+                if (slot) {
+                    atomic_fetch_add_explicit(&slot->threads_busy, 1, memory_order_relaxed);
+                    gw_slot_queue_wait(slot, now > job->queued_us ? now - job->queued_us : 0);
+                }
+            }
+            drain();
+            if (job->arg)
+                run(w, t, job);
+            CHECK_FORK();
+            if (job->arg) {
+                atomic_store_explicit(&t->busy_since_ms, 0, memory_order_release);
+                if (slot)
+                    atomic_fetch_sub_explicit(&slot->threads_busy, 1, memory_order_relaxed);
+            }
+        } while ((job = gw_jobq_try_take(&cc->jobq)));
         t->ts = PyEval_SaveThread();
-        if (job->arg) {
-            atomic_store_explicit(&t->busy_since_ms, 0, memory_order_release);
-            if (slot)
-                atomic_fetch_sub_explicit(&slot->threads_busy, 1, memory_order_relaxed);
-        }
     }
     PyEval_RestoreThread(t->ts);
     drain();

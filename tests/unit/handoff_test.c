@@ -31,6 +31,9 @@ static void test_fifo_without_threads(void)
     CHECK(gw_jobq_expired(&q, 10) == NULL); /* a was queued at 10: not before 10 */
     CHECK(gw_jobq_expired(&q, 11) == &a);
     CHECK(gw_jobq_expired(&q, 11) == NULL);
+    CHECK(gw_jobq_try_take(&q) == &c); /* queued: taken without a wait */
+    CHECK(gw_jobq_try_take(&q) == NULL);  /* none: NULL at once */
+    CHECK(!gw_jobq_submit(&q, &c, 40));
     CHECK(gw_jobq_take(&q, &self) == &c); /* queued: no wait */
     CHECK_INT(gw_jobq_queued(&q), 0);
     CHECK(!c.is_queued);
