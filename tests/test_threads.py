@@ -293,3 +293,11 @@ def test_app_threads_writing_to_a_client_that_stopped_reading_all_raise(gangway,
     errors = ast.literal_eval(done.read_text())
     assert set(errors) == {"OSError('client disconnected')"} and len(errors) >= 30 - 8, errors
     assert get(s, "/pid").status == 200
+
+
+def test_thread_stacksize_too_small_is_a_start_up_error(gangway, tmp_path):
+    ini = tmp_path / "uwsgi.ini"
+    ini.write_text("[uwsgi]\nmodule = threads_app\nthreads = 2\nthreads-stacksize = 64\n")
+    s = gangway(str(ini), wait=False)
+    assert s.proc.wait(15) == 2
+    assert "uwsgi.ini:4: invalid value '64' for thread-stacksize" in s.read_log()
