@@ -263,6 +263,28 @@ void gw_news_flag(gw_news_t *n, uint32_t flag)
         ring(n);
 }
 
+void gw_news_cancel(gw_news_t *n, gw_news_node_t *node)
+{
+    gw_news_node_t *p, *prev = NULL;
+
+    pthread_mutex_lock(&n->mu);
+    if (node->is_queued) {
+        for (p = n->head; p && p != node; p = p->next)
+            prev = p;
+        if (p) {
+            if (prev)
+                prev->next = node->next;
+            else
+                n->head = node->next;
+            if (n->tail == node)
+                n->tail = prev;
+        }
+        node->next = NULL;
+        node->is_queued = false;
+    }
+    pthread_mutex_unlock(&n->mu);
+}
+
 gw_news_node_t *gw_news_take(gw_news_t *n, uint32_t *flags)
 {
     uint64_t v;

@@ -113,6 +113,10 @@ void gw_news_post(gw_news_t *n, gw_news_node_t *node);
 /* Any thread: a flag for the loop (ORed into what gw_news_take() returns). */
 void gw_news_flag(gw_news_t *n, uint32_t flag);
 
+/* Loop: takes node out of the list if it is queued (its owner goes away
+ * before the loop took its news). Walks the list: for the rare case. */
+void gw_news_cancel(gw_news_t *n, gw_news_node_t *node);
+
 /* Loop: the queued nodes in the order they came (each unqueued: a post
  * from now on queues it again) and the flags raised since the last take. */
 gw_news_node_t *gw_news_take(gw_news_t *n, uint32_t *flags);

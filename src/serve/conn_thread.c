@@ -121,6 +121,12 @@ static bool has_room(const gw_conn_t *c)
 /* The thread handed the answer back and the loop is done with it. */
 static void take_back(gw_conn_t *c)
 {
+    /* Its news may still wait in the list (the answer went out on
+     * EPOLLOUT first): the connection may close and its struct be reused. The
+     * thread posts nothing after the hand-back, which c->mu ordered before
+     * this read. */
+    if (c->news.is_queued)
+        gw_news_cancel(&c->ctx->news, &c->news);
     c->is_dispatched = false;
     atomic_store_explicit(&c->runner, NULL, memory_order_relaxed);
     gw__conn_finish_now(c, c->fin_keep, c->fin_status, c->fin_bytes);
@@ -153,7 +159,7 @@ void gw__conn_thread_dead(gw_conn_t *c)
 void gw__conn_thread_flush(gw_conn_t *c)
 {
     gw_out_t *q = &c->out->out;
-    bool fin, empty, failed = false;
+    bool fin, empty, dead, failed = false;
     int rc = 0;
 
     pthread_mutex_lock(&c->mu);
@@ -185,10 +191,11 @@ void gw__conn_thread_flush(gw_conn_t *c)
         pthread_cond_broadcast(&c->cv);
     fin = c->fin_posted;
     empty = gw_out_is_empty(q);
+    dead = c->tx_dead;
     pthread_mutex_unlock(&c->mu);
     if (failed)
         gw__conn_thread_dead(c); /* takes it back if the answer was handed back */
-    else if (fin && (empty || c->tx_dead))
+    else if (fin && (empty || dead))
         take_back(c);
 }
 

@@ -142,6 +142,13 @@ static void test_news(void)
     CHECK(!a.is_queued && !b.is_queued);
     list = gw_news_take(&n, &flags);
     CHECK(list == NULL && flags == 0);
+    gw_news_post(&n, &a);
+    gw_news_post(&n, &b);
+    gw_news_cancel(&n, &a); /* its owner goes: out of the list, the rest kept */
+    CHECK(!a.is_queued && b.is_queued);
+    list = gw_news_take(&n, &flags);
+    CHECK(list == &b && b.next == NULL);
+    gw_news_cancel(&n, &b); /* not queued: nothing */
     gw_news_post(&n, &b); /* queued again after a take, and rings again */
     CHECK(readable(n.fd));
     list = gw_news_take(&n, &flags);
