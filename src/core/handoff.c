@@ -251,6 +251,11 @@ void gw_news_post(gw_news_t *n, gw_news_node_t *node)
         ring(n);
 }
 
+void gw_news_wake(gw_news_t *n)
+{
+    ring(n);
+}
+
 void gw_news_flag(gw_news_t *n, uint32_t flag)
 {
     bool was_empty;
@@ -285,22 +290,35 @@ void gw_news_cancel(gw_news_t *n, gw_news_node_t *node)
     pthread_mutex_unlock(&n->mu);
 }
 
-gw_news_node_t *gw_news_take(gw_news_t *n, uint32_t *flags)
+uint32_t gw_news_begin(gw_news_t *n)
 {
     uint64_t v;
-    gw_news_node_t *list;
+    uint32_t flags;
 
+    /* Read before the pops: a post after the last pop rings again. */
     while (read(n->fd, &v, sizeof(v)) < 0 && errno == EINTR)
         ;
     pthread_mutex_lock(&n->mu);
-    list = n->head;
-    n->head = n->tail = NULL;
-    *flags = n->flags;
+    flags = n->flags;
     n->flags = 0;
-    for (gw_news_node_t *p = list; p; p = p->next)
-        p->is_queued = false;
     pthread_mutex_unlock(&n->mu);
-    return list;
+    return flags;
+}
+
+gw_news_node_t *gw_news_pop(gw_news_t *n)
+{
+    gw_news_node_t *node;
+
+    pthread_mutex_lock(&n->mu);
+    if ((node = n->head)) {
+        n->head = node->next;
+        if (!n->head)
+            n->tail = NULL;
+        node->next = NULL;
+        node->is_queued = false;
+    }
+    pthread_mutex_unlock(&n->mu);
+    return node;
 }
 
 /* ---- garbage ---- */

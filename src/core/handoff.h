@@ -117,9 +117,17 @@ void gw_news_flag(gw_news_t *n, uint32_t flag);
  * before the loop took its news). Walks the list: for the rare case. */
 void gw_news_cancel(gw_news_t *n, gw_news_node_t *node);
 
-/* Loop: the queued nodes in the order they came (each unqueued: a post
- * from now on queues it again) and the flags raised since the last take. */
-gw_news_node_t *gw_news_take(gw_news_t *n, uint32_t *flags);
+/* Rings the eventfd whatever the list holds (the loop left nodes in it). */
+void gw_news_wake(gw_news_t *n);
+
+/* Loop, on the eventfd: clears it and returns the flags raised since. */
+uint32_t gw_news_begin(gw_news_t *n);
+
+/* Loop: the first queued node, taken out (a post from now on queues it
+ * again, at the tail), or NULL. One at a time under the lock: a taken list
+ * walked without it would follow links a thread rewrites when it posts a
+ * node again. */
+gw_news_node_t *gw_news_pop(gw_news_t *n);
 
 typedef struct gw_garbage {
     pthread_mutex_t mu;

@@ -61,6 +61,10 @@ int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned
     /* The request threads first (they wait for the GIL), then the watchdog
      * that reads their clocks; then this thread lets the GIL go for good. */
     if (cfg->threads > 1 && gw_wsgi_start_threads(w, gw_server_conns(s)) < 0) {
+        /* Those that started wait for the GIL: let them start and stop. */
+        gw_wsgi_detach(w);
+        if (!gw_wsgi_stop_threads(w, STOP_THREADS_MS))
+            _exit(1);
         gw_server_free(s);
         gw_wsgi_free(w);
         return 1;

@@ -131,11 +131,11 @@ static void watch_threads(gw_wsgi_t *w)
 
             if (!since)
                 continue;
-            memcpy(what, t->what, sizeof(what)); /* may be torn: only logged */
-            what[sizeof(what) - 1] = '\0';
             if (since == t->fired_for) {
                 if (!atomic_load_explicit(&t->run.is_stuck, memory_order_relaxed) &&
                     now - t->fired_at >= STUCK_MS) {
+                    memcpy(what, t->what, sizeof(what)); /* may be torn: only logged */
+                    what[sizeof(what) - 1] = '\0';
                     atomic_store_explicit(&t->run.is_stuck, true, memory_order_relaxed);
                     gw_log_error("harakiri: worker %u: \"%s\" still runs %llus after "
                                  "RequestTimeout was raised (stuck outside Python code); the "
@@ -156,6 +156,8 @@ static void watch_threads(gw_wsgi_t *w)
             }
             t->fired_for = since;
             t->fired_at = now;
+            memcpy(what, t->what, sizeof(what)); /* may be torn: only logged */
+            what[sizeof(what) - 1] = '\0';
             gw_log_error("harakiri: worker %u: \"%s\" has run %llus on a request thread "
                          "(limit %llus); where it is:", w->wd_id, what,
                          (unsigned long long)(ran / 1000), (unsigned long long)w->cfg->harakiri);

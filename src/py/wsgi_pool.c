@@ -143,7 +143,11 @@ static void *thread_main(void *arg)
          * thread and back (two context switches on a busy CPU). The
          * interpreter's switch interval still lets the others run. */
         do {
-            if (job->arg) {
+            /* The job lives in the connection, which the loop reuses once
+             * the answer is handed back: read before, never after. */
+            bool is_request = job->arg != NULL;
+
+            if (is_request) {
                 uint64_t now = gw_clock_us_now();
                 char what[sizeof(t->what)];
                 size_t n = gw_conn_describe(job->arg, what, sizeof(what));
@@ -158,10 +162,10 @@ static void *thread_main(void *arg)
                 }
             }
             drain();
-            if (job->arg)
+            if (is_request)
                 run(w, t, job);
             CHECK_FORK();
-            if (job->arg) {
+            if (is_request) {
                 atomic_store_explicit(&t->busy_since_ms, 0, memory_order_release);
                 if (slot)
                     atomic_fetch_sub_explicit(&slot->threads_busy, 1, memory_order_relaxed);
@@ -221,8 +225,9 @@ bool gw_wsgi_stop_threads(gw_wsgi_t *w, uint64_t wait_ms)
     struct timespec until;
     bool all = true;
 
-    if (!w->nthreads)
+    if (!w->nthreads || w->are_threads_joined)
         return true;
+    w->are_threads_joined = true;
     /* What is still in flight (a quick stop, --graceful-timeout) is given up:
      * a thread waiting for its client's window wakes, one running the app
      * finds the client gone at its next block. */
@@ -240,7 +245,7 @@ bool gw_wsgi_stop_threads(gw_wsgi_t *w, uint64_t wait_ms)
             all = false;
     if (!all)
         return false; /* a thread still runs the app: no teardown under it */
-    w->nthreads = 0;
+    /* (nthreads stays: the watchdog reads it until gw_wsgi_free() stops it) */
     gw_wsgi_attach(w); /* the GIL is this thread's again, for the teardown */
     atomic_store_explicit(&is_direct, true, memory_order_relaxed);
     drain();

@@ -107,6 +107,7 @@ struct gw_wsgi {
     unsigned nthreads;        /* started and not yet joined */
     gw_conn_ctx_t *pctx;      /* the server's connections: the job queue */
     bool tick_seen_garbage;   /* the loop's tick found garbage with every thread idle */
+    bool are_threads_joined;  /* gw_wsgi_stop_threads() ran */
 };
 
 /* ---- wsgi.c ---- */

@@ -259,14 +259,23 @@ void gw_conn_ctx_wake_drain(gw_conn_ctx_t *ctx)
 static void on_news(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
 {
     gw_conn_ctx_t *ctx = (gw_conn_ctx_t *)((char *)w - offsetof(gw_conn_ctx_t, news_watch));
-    uint32_t flags;
-    gw_news_node_t *n = gw_news_take(&ctx->news, &flags), *next;
+    uint32_t flags = gw_news_begin(&ctx->news);
+    gw_news_node_t *n;
+    /* As many as there are now: a thread that keeps posting (its client
+     * reads as fast as it writes) does not hold the loop here. */
+    uint64_t budget = ctx->nconns + 1;
 
     (void)loop;
     (void)events;
-    for (; n; n = next) {
-        gw_conn_t *c = (gw_conn_t *)((char *)n - offsetof(gw_conn_t, news));
-        next = n->next; /* a take-back may queue c again (keep-alive: the next request) */
+    for (;;) {
+        gw_conn_t *c;
+        if (!budget--) {
+            gw_news_wake(&ctx->news); /* the rest on the next turn */
+            break;
+        }
+        if (!(n = gw_news_pop(&ctx->news)))
+            break;
+        c = (gw_conn_t *)((char *)n - offsetof(gw_conn_t, news));
         if (c->is_dispatched)
             gw__conn_thread_flush(c);
     }

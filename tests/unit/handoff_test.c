@@ -125,8 +125,6 @@ static void test_news(void)
 {
     gw_news_t n;
     gw_news_node_t a = {0}, b = {0};
-    uint32_t flags;
-    gw_news_node_t *list;
 
     CHECK_INT(gw_news_open(&n), 0);
     CHECK(!readable(n.fd));
@@ -135,24 +133,27 @@ static void test_news(void)
     gw_news_post(&n, &b);
     gw_news_post(&n, &a); /* already queued: once */
     gw_news_flag(&n, 4);
-    list = gw_news_take(&n, &flags);
+    CHECK_INT(gw_news_begin(&n), 4);
     CHECK(!readable(n.fd));
-    CHECK(list == &a && a.next == &b && b.next == NULL);
-    CHECK_INT(flags, 4);
-    CHECK(!a.is_queued && !b.is_queued);
-    list = gw_news_take(&n, &flags);
-    CHECK(list == NULL && flags == 0);
+    CHECK(gw_news_pop(&n) == &a);
+    CHECK(!a.is_queued && b.is_queued);
+    gw_news_post(&n, &a); /* posted again while the loop works: at the tail */
+    CHECK(gw_news_pop(&n) == &b);
+    CHECK(gw_news_pop(&n) == &a);
+    CHECK(gw_news_pop(&n) == NULL);
+    CHECK_INT(gw_news_begin(&n), 0);
     gw_news_post(&n, &a);
     gw_news_post(&n, &b);
     gw_news_cancel(&n, &a); /* its owner goes: out of the list, the rest kept */
     CHECK(!a.is_queued && b.is_queued);
-    list = gw_news_take(&n, &flags);
-    CHECK(list == &b && b.next == NULL);
+    CHECK(gw_news_pop(&n) == &b && gw_news_pop(&n) == NULL);
     gw_news_cancel(&n, &b); /* not queued: nothing */
-    gw_news_post(&n, &b); /* queued again after a take, and rings again */
+    gw_news_begin(&n);
+    gw_news_post(&n, &b); /* rings again once the list is empty */
     CHECK(readable(n.fd));
-    list = gw_news_take(&n, &flags);
-    CHECK(list == &b && b.next == NULL);
+    gw_news_begin(&n);
+    gw_news_wake(&n);
+    CHECK(readable(n.fd));
     gw_news_close(&n);
 }
 
