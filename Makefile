@@ -41,7 +41,10 @@ PY_LDFLAGS := -no-pie $(call PY_VAR,LINKFORSHARED) $(PY_ARCHIVE) \
 else
 PY_LDFLAGS := $(shell $(PYCONFIG) --embed --ldflags 2>/dev/null)
 endif
-LDLIBS  += $(PY_LDFLAGS) -lsystemd
+# TLS (--https) is OpenSSL 3 from Debian's libssl-dev, found with pkg-config.
+SSL_CFLAGS := $(shell pkg-config --cflags openssl 2>/dev/null)
+SSL_LIBS   := $(or $(shell pkg-config --libs openssl 2>/dev/null),-lssl -lcrypto)
+LDLIBS  += $(PY_LDFLAGS) -lsystemd $(SSL_LIBS)
 
 # The server's modules: src/<area>/<module>.c (docs/ARCHITECTURE.md, "The
 # tree"); unit tests live in tests/unit/, fuzz targets in fuzz/.
@@ -49,7 +52,7 @@ SRCS  := $(wildcard src/*/*.c)
 OBJS  := $(SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/stats/status_page.o \
          $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
 DEPS_STAMP := $(BUILD)/.deps-ok
-INCLUDES := -Isrc -I$(BUILD) -I$(LLHTTP_INC)
+INCLUDES := -Isrc -I$(BUILD) -I$(LLHTTP_INC) $(SSL_CFLAGS)
 
 all: gangway
 
@@ -79,9 +82,9 @@ $(BUILD)/uwsgi_options.h: src/config/uwsgi-options.txt $(DEPS_STAMP)
 $(BUILD)/config/options.o: $(BUILD)/uwsgi_options.h
 
 # `gangway --version`: the version and what this build chose, as key=value
-# words (TLS adds its own when it exists). main.o is rebuilt when they
+# words. main.o is rebuilt when they
 # change: the flags file is rewritten only then.
-BUILD_OPTIONS := libpython=$(PY_LINK_KIND) tls=no
+BUILD_OPTIONS := libpython=$(PY_LINK_KIND) tls=openssl
 VERSION_FLAGS := -DGW_VERSION='"$(VERSION)"' -DGW_BUILD_OPTIONS='"$(BUILD_OPTIONS)"'
 $(BUILD)/version-flags: FORCE $(DEPS_STAMP)
 	@echo '$(VERSION) $(BUILD_OPTIONS)' | cmp -s - $@ || echo '$(VERSION) $(BUILD_OPTIONS)' >$@

@@ -2,6 +2,7 @@
 
 #include "core/log.h"
 #include "proc/setup.h"
+#include "serve/tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -9,7 +10,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-/* systemd socket activation: with no --http / --uwsgi, every socket handed
+/* systemd socket activation: with no --http / --uwsgi / --https, every socket handed
  * in serves (HTTP, or uwsgi when its FileDescriptorName= is "uwsgi"); with
  * addresses given, each takes the handed-in socket bound to it and binds
  * itself when there is none. Returns the number of sockets taken, 0 when
@@ -70,6 +71,16 @@ out:
     return rc;
 }
 
+/* The listener made for the i-th configured address serves --https (its
+ * addresses come last, after --http and --uwsgi): which one, for
+ * serve/tls.c to give it its certificate. */
+static void mark_https(const gw_config_t *cfg, gw_listener_t *l, size_t i)
+{
+    size_t first = cfg->http.n + cfg->uwsgi.n;
+
+    l->https = i >= first && i - first < cfg->https.n ? (unsigned)(i - first + 1) : 0;
+}
+
 /* True for "host:0" / ":0": any port will do (the kernel picks one). */
 static bool is_any_port(const char *addr)
 {
@@ -101,7 +112,7 @@ static int bind_one(const gw_config_t *cfg, gw_listener_t *l, const char *addr, 
  * order); an address none is bound to is bound now; a socket no address wants
  * is closed. A new address that cannot be bound is logged and left out, and
  * if nothing at all could be opened the previous sockets go on: a reload
- * never takes the service down. With no --http / --uwsgi, the sockets
+ * never takes the service down. With no --http / --uwsgi / --https, the sockets
  * systemd handed in serve, as at start. */
 static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
                              const char *const *addrs, const enum gw_proto *protos, size_t naddrs,
@@ -129,7 +140,7 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
         activated += old[j].is_activated;
     }
     rc = -1;
-    if (!cfg->http.n && !cfg->uwsgi.n && activated) {
+    if (!cfg->http.n && !cfg->uwsgi.n && !cfg->https.n && activated) {
         for (size_t j = 0; j < h->nsocks; j++)
             if (!used[j] && old[j].is_activated)
                 (*out)[n++] = old[j], used[j] = true;
@@ -157,6 +168,7 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
                 gw_listen_close(l);
                 continue;
             }
+            mark_https(cfg, l, i);
             n++;
         }
     }
@@ -205,25 +217,38 @@ out:
 }
 
 /* The listening sockets, from the strongest source: a re-executed master's
- * hand-over, systemd's, or --http / --uwsgi bound here (127.0.0.1:8000 when
+ * hand-over, systemd's, or --http / --uwsgi / --https bound here (127.0.0.1:8000 when
  * nothing is given). */
 int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_t **ls,
                     size_t *nl)
 {
     static const char *default_http = "127.0.0.1:8000";
-    size_t naddrs = cfg->http.n + cfg->uwsgi.n;
+    size_t nplain = cfg->http.n + cfg->uwsgi.n, naddrs = nplain + cfg->https.n;
     const char **addrs;
-    enum gw_proto *protos;
+    char (*https)[300] = NULL; /* the ADDR of each "ADDR,CERT,KEY..." */
+    enum gw_proto *protos = NULL;
     int rc = -1, act = 0;
 
     if (!(addrs = calloc(naddrs + 1, sizeof(*addrs))) ||
-        !(protos = calloc(naddrs + 1, sizeof(*protos)))) {
+        !(protos = calloc(naddrs + 1, sizeof(*protos))) ||
+        (cfg->https.n && !(https = calloc(cfg->https.n, sizeof(*https))))) {
         free(addrs);
+        free(protos);
         return -1;
     }
     for (size_t i = 0; i < naddrs; i++) {
-        protos[i] = i >= cfg->http.n ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
-        addrs[i] = i >= cfg->http.n ? cfg->uwsgi.v[i - cfg->http.n] : cfg->http.v[i];
+        protos[i] = i >= cfg->http.n && i < nplain ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
+        if (i >= nplain) {
+            if (!gw_tls_https_addr(cfg->https.v[i - nplain], https[i - nplain],
+                                   sizeof(https[0]))) {
+                gw_config_bad_value(cfg, "https", i - nplain, cfg->https.v[i - nplain],
+                                    "want ADDR,CERT,KEY[,CIPHERS[,CA]]");
+                goto out;
+            }
+            addrs[i] = https[i - nplain];
+        } else {
+            addrs[i] = i >= cfg->http.n ? cfg->uwsgi.v[i - cfg->http.n] : cfg->http.v[i];
+        }
     }
     if (h->is_present) {
         if (!naddrs)
@@ -249,9 +274,13 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
         if (bind_one(cfg, &(*ls)[i], addrs[i], protos[i]) < 0)
             goto out;
     }
+    /* systemd's and ours alike: the i-th address's listener is the i-th */
+    for (size_t i = 0; i < *nl && naddrs; i++)
+        mark_https(cfg, &(*ls)[i], i);
     rc = 0;
 out:
     free(addrs);
     free(protos);
+    free(https);
     return rc;
 }

@@ -7,6 +7,7 @@
 #include "proc/sockets.h"
 #include "py/wsgi.h"
 #include "serve/static.h"
+#include "serve/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -223,6 +224,8 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
     gw_listener_t *ls = NULL;
     size_t nl = 0;
     gw_allow_t allow = {0};
+    gw_tls_t *tls = NULL;
+    bool tls_failed = false;
     char err[256], banner[128];
     char **static_abs = NULL;
     int rc = 1;
@@ -262,6 +265,13 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
         }
     }
     if (gw_sockets_open(cfg, h, &ls, &nl) < 0)
+        goto out;
+    /* Certificates and keys are read here, before --uid: key files may
+     * stay readable by root alone (nginx does the same). The workers
+     * inherit the contexts. A reload's checker gets here too, so a new
+     * certificate that does not load fails the reload, not the service. */
+    tls = gw_tls_new(cfg, ls, nl, &tls_failed);
+    if (tls_failed)
         goto out;
     /* A re-executed master's pidfile, sockets and privileges are as its
      * first image left them. */
@@ -311,6 +321,7 @@ out:
     for (size_t i = 0; ls && i < nl; i++)
         gw_listen_close(&ls[i]);
     free(ls);
+    gw_tls_free(tls);
     gw_allow_dispose(&allow);
     for (size_t i = 0; static_abs && i < cfg->static_map.n; i++)
         free(static_abs[i]);

@@ -50,6 +50,7 @@ typedef struct gw_conn_ctx {
     gw_bufpool_t body_pool;
     gw_arena_pool_t arena_pool;
     gw_timerq_t header_q, body_q, keepalive_q, write_q, linger_q;
+    gw_timerq_t handshake_q; /* TLS connections until their first request byte (server.c) */
     uint64_t write_timeout_ms;
     /* lists, private to conn.c */
     gw_conn_t *_all, *_ready_head, *_ready_tail, *_dead, *_free;
