@@ -109,6 +109,9 @@ void gw_conn_close_all(gw_conn_ctx_t *ctx);
 gw_req_t *gw_conn_req(gw_conn_t *c);
 const char *gw_conn_rbuf(const gw_conn_t *c);
 const gw_peer_t *gw_conn_peer(const gw_conn_t *c);
+/* The connection's transport (serve/tls.h reads the TLS session's facts
+ * for the environ from it). */
+struct gw_transport *gw_conn_transport(gw_conn_t *c);
 /* The output queue of this response (taken from a pool; never NULL while the
  * handler owns the connection). */
 gw_out_t *gw_conn_out(gw_conn_t *c);
