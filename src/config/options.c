@@ -59,12 +59,10 @@ const opt_t gw__options[] = {
     {"tls-protocols", NULL, 0, T_STR, OFF(tls_protocols), "TLSv1.2 TLSv1.3", "LIST",
      "TLS versions the --https sockets speak: TLSv1.2 and/or TLSv1.3 (space or comma "
      "separated)", "TLS"},
-    {"tls-ciphers", NULL, 0, T_STR, OFF(tls_ciphers),
-     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
-     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305",
-     "LIST", "TLS 1.2 cipher suites, in OpenSSL's syntax (default: Mozilla's \"intermediate\" "
-     "profile; TLS 1.3 keeps OpenSSL's three AEAD suites)", "TLS"},
+    {"tls-ciphers", NULL, 0, T_STR, OFF(tls_ciphers), NULL, "LIST",
+     "TLS 1.2 cipher suites, in OpenSSL's syntax (default: Mozilla's \"intermediate\" "
+     "profile, ECDHE and DHE with AES-GCM or ChaCha20-Poly1305; TLS 1.3 keeps OpenSSL's "
+     "three AEAD suites)", "TLS"},
     {"tls-sni", "sni", 0, T_LIST, OFF(tls_sni), NULL, "NAME,CERT,KEY",
      "answer clients asking for server name NAME ('*.example.com': one label) with this "
      "certificate, on every --https socket; other names get the socket's own (repeatable; "

@@ -34,6 +34,12 @@
  * still taken (and replaced by a fresh one), so a ticket lives 1 to 2 h. */
 #define TICKET_PERIOD_S 3600
 #define SID_CTX "gangway"
+/* Mozilla's "intermediate" TLS 1.2 list (server-side TLS guidelines, v5.7):
+ * forward secrecy and AEAD only. --tls-ciphers replaces it. */
+#define INTERMEDIATE_CIPHERS                                                                       \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"       \
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
 
 typedef struct ctx_entry {
     SSL_CTX *ctx;
@@ -413,7 +419,9 @@ static SSL_CTX *new_ctx(const gw_config_t *cfg, const gw_tls_t *tls, const char 
     }
     SSL_CTX_set_min_proto_version(ctx, min);
     SSL_CTX_set_max_proto_version(ctx, max);
-    if (ciphers && *ciphers && !SSL_CTX_set_cipher_list(ctx, ciphers)) {
+    if (!ciphers || !*ciphers)
+        ciphers = INTERMEDIATE_CIPHERS;
+    if (!SSL_CTX_set_cipher_list(ctx, ciphers)) {
         gw_log_error("%s: no usable cipher in '%s': %s", what, ciphers, ssl_reason());
         goto fail;
     }
