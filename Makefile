@@ -1,4 +1,4 @@
-# gangway: make [all] | run | test | test-asan | unit | fuzz | bench | clean
+# gangway: make [all] | run | test | test-asan | testssl | unit | fuzz | bench | clean
 #          | install | uninstall | deb | test-package
 VERSION     := 0.2.0
 PYTHON      ?= /usr/bin/python3
@@ -131,6 +131,11 @@ PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 test: gangway unit
 	$(PYTEST) tests
 
+# testssl.sh against --https with the default TLS configuration: fails on any
+# finding rated HIGH or CRITICAL (a few minutes; Debian package testssl.sh).
+testssl: gangway
+	$(PYTEST) tests/test_tls.py -k testssl
+
 # The whole integration suite against an ASan + UBSan build.
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 test-asan: gangway-asan
@@ -226,6 +231,6 @@ test-package: gangway
 man: gangway
 	./gangway --print-man >docs/gangway.1
 
-.PHONY: all run test test-asan unit clean man gangway-asan bench bench-quick bench-instructions bench-deps \
+.PHONY: all run test test-asan testssl unit clean man gangway-asan bench bench-quick bench-instructions bench-deps \
         install uninstall deb test-package FORCE
 -include $(wildcard $(BUILD)/*.d $(BUILD)/*/*.d)

@@ -54,20 +54,25 @@ class Certs:
              "-nodes", "-keyout", "mallory.key", "-out", "mallory.pem", "-days", "2",
              "-subj", "/CN=mallory", cwd=self.dir)
         self.mallory, self.mallory_key = self.p("mallory.pem"), self.p("mallory.key")
+        # what a real deployment's certificate looks like to testssl.sh: 90
+        # days, an OCSP responder named
+        self.real, self.real_key = self.leaf(
+            "real", "/CN=localhost", "DNS:localhost,IP:127.0.0.1", "serverAuth", days=90,
+            extra="authorityInfoAccess=OCSP;URI:http://127.0.0.1:9/ocsp\n")
 
     def p(self, name):
         return os.path.join(self.dir, name)
 
-    def leaf(self, name, subj, san, usage):
+    def leaf(self, name, subj, san, usage, days=2, extra=""):
         with open(self.p(name + ".ext"), "w") as f:
             f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                    "extendedKeyUsage=%s\n" % usage)
+                    "extendedKeyUsage=%s\n%s" % (usage, extra))
             if san:
                 f.write("subjectAltName=%s\n" % san)
         _run(OPENSSL, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
              "-keyout", name + ".key", "-out", name + ".csr", "-subj", subj, cwd=self.dir)
         _run(OPENSSL, "x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-out", name + ".pem", "-extfile", name + ".ext",
+             "-CAcreateserial", "-days", str(days), "-out", name + ".pem", "-extfile", name + ".ext",
              cwd=self.dir)
         os.chmod(self.p(name + ".key"), 0o600)
         return self.p(name + ".pem"), self.p(name + ".key")
@@ -579,3 +584,62 @@ def test_reload_takes_a_new_certificate_without_a_failed_request(gangway, certs,
         for t in threads:
             t.join(30)
     assert not failures, failures
+
+
+# ---- (4) testssl.sh, OCSP stapling ----
+
+def test_ocsp_response_is_stapled(gangway, certs, tmp_path):
+    # the CA answers for the server certificate: an OCSP response file, as
+    # an operator fetches one with `openssl ocsp`
+    serial = serial_of(certs.real)
+    index = tmp_path / "index.txt"
+    index.write_text("V\t991231235959Z\t\t%s\tunknown\t/CN=localhost\n" % serial)
+    resp = tmp_path / "real.ocsp"
+    _run(OPENSSL, "ocsp", "-index", str(index), "-rsigner", certs.ca, "-rkey", certs.p("ca.key"),
+         "-CA", certs.ca, "-issuer", certs.ca, "-cert", certs.real, "-respout", str(resp),
+         "-ndays", "1", cwd=str(tmp_path))
+    s = start(gangway, certs, "--tls-ocsp", "%s=%s" % (certs.real, resp), app="hello:application",
+              cert=certs.real, key=certs.real_key)
+    out = subprocess.run([OPENSSL, "s_client", "-connect", "127.0.0.1:%d" % s.https, "-status",
+                          "-servername", "localhost", "-CAfile", certs.ca, "-ign_eof"],
+                         input=b"", capture_output=True, timeout=30)
+    text = out.stdout.decode("latin-1")
+    assert "OCSP Response Status: successful" in text, text
+    assert "Cert Status: good" in text, text
+    # without --tls-ocsp nothing is stapled
+    s2 = start(gangway, certs, app="hello:application", cert=certs.real, key=certs.real_key)
+    out = subprocess.run([OPENSSL, "s_client", "-connect", "127.0.0.1:%d" % s2.https, "-status",
+                          "-servername", "localhost", "-CAfile", certs.ca, "-ign_eof"],
+                         input=b"", capture_output=True, timeout=30)
+    assert "OCSP response: no response sent" in out.stdout.decode("latin-1")
+
+
+def test_a_bad_ocsp_file_stops_the_start(gangway, certs, tmp_path):
+    bad = tmp_path / "bad.ocsp"
+    bad.write_bytes(b"not DER")
+    s = gangway("hello:application", "--https", "127.0.0.1:0,%s,%s" % (certs.srv, certs.srv_key),
+                "--tls-ocsp", "%s=%s" % (certs.srv, bad), wait=False)
+    assert s.proc.wait(30) != 0
+    assert "not a DER OCSP response" in s.read_log()
+
+
+TESTSSL = shutil.which("testssl") or shutil.which("testssl.sh")
+
+
+@pytest.mark.skipif(not TESTSSL, reason="needs testssl.sh (Debian package testssl.sh)")
+@pytest.mark.skipif(os.environ.get("GW_TEST_SANITIZED") == "1", reason="minutes under ASan")
+def test_testssl_finds_nothing_high_or_critical(gangway, certs, tmp_path):
+    """The default configuration, judged by testssl.sh (`make testssl`).
+    The certificate is the test CA's, which testssl.sh is told to trust."""
+    s = start(gangway, certs, app="hello:application", cert=certs.real, key=certs.real_key)
+    report = tmp_path / "testssl.json"
+    out = subprocess.run([TESTSSL, "--quiet", "--warnings", "off", "--color", "0",
+                          "--add-ca", certs.ca, "--jsonfile", str(report),
+                          "127.0.0.1:%d" % s.https], capture_output=True, timeout=900)
+    findings = json.loads(report.read_text())
+    bad = [(f["severity"], f["id"], f["finding"]) for f in findings
+           if f["severity"] in ("HIGH", "CRITICAL")]
+    assert findings and not bad, (bad, out.stdout[-3000:])
+    offered = {f["id"]: f["finding"] for f in findings}
+    assert offered.get("TLS1_2") == "offered" and offered.get("TLS1_3", "").startswith("offered")
+    assert offered.get("TLS1_1") == "not offered" and offered.get("SSLv3") == "not offered"
