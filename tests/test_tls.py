@@ -6,6 +6,7 @@ a temporary directory: a test CA, server certificates for localhost and
 other.test signed by it, a client certificate signed by it, and a
 self-signed client certificate nobody trusts.
 """
+import base64
 import hashlib
 import http.client
 import json
@@ -643,3 +644,50 @@ def test_testssl_finds_nothing_high_or_critical(gangway, certs, tmp_path):
     offered = {f["id"]: f["finding"] for f in findings}
     assert offered.get("TLS1_2") == "offered" and offered.get("TLS1_3", "").startswith("offered")
     assert offered.get("TLS1_1") == "not offered" and offered.get("SSLv3") == "not offered"
+
+
+def test_django_over_https_sees_a_secure_request(gangway, certs):
+    s = start(gangway, certs, app="tls_django:application")
+    conn = http.client.HTTPSConnection("localhost", s.https, context=client_ctx(certs),
+                                       timeout=30)
+    conn.request("GET", "/where")
+    r = conn.getresponse()
+    assert r.status == 200
+    assert json.loads(r.read()) == {"secure": True, "scheme": "https",
+                                    "uri": "https://localhost:%d/where" % s.https}
+    # the same app over the plain listener: SECURE_SSL_REDIRECT sends it to https
+    plain = http.client.HTTPConnection("localhost", s.port, timeout=30)
+    plain.request("GET", "/where")
+    r = plain.getresponse()
+    assert r.status == 301 and r.getheader("Location").startswith("https://localhost")
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed")
+def test_headless_chromium_gets_the_page_over_tls13(gangway, certs, tmp_path):
+    """A browser: the test CA's server certificate pinned by its key
+    (--ignore-certificate-errors-spki-list; Chromium keeps its CAs in an
+    NSS database), TLS 1.3 and ALPN as Chromium negotiates them."""
+    s = start(gangway, certs)
+    pub = subprocess.run([OPENSSL, "x509", "-in", certs.srv, "-pubkey", "-noout"],
+                         capture_output=True, check=True).stdout
+    der = subprocess.run([OPENSSL, "pkey", "-pubin", "-outform", "der"], input=pub,
+                         capture_output=True, check=True).stdout
+    spki = base64.b64encode(hashlib.sha256(der).digest()).decode()
+    out = subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+                          "--user-data-dir=%s" % (tmp_path / "profile"), "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update",
+                          "--disable-sync", "--disable-extensions",
+                          "--ignore-certificate-errors-spki-list=" + spki,
+                          "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost",
+                          "--proxy-server=http://127.0.0.1:9",
+                          "--proxy-bypass-list=localhost:%d" % s.https,
+                          "--dump-dom", "https://localhost:%d/" % s.https],
+                         capture_output=True, timeout=120)
+    m = re.search(rb"<pre[^>]*>(.*)</pre>", out.stdout)
+    assert m, (out.stdout[-2000:], out.stderr[-2000:])
+    e = json.loads(m.group(1).replace(b"&quot;", b'"'))
+    assert e["wsgi.url_scheme"] == "https" and e["SSL_PROTOCOL"] == "TLSv1.3"
+    assert e["SSL_TLS_SNI"] == "localhost"
