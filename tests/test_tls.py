@@ -347,21 +347,21 @@ def test_a_slow_reader_gets_a_static_file_whole(gangway, certs, tmp_path):
     hand OpenSSL the same bytes, or the file arrives corrupted."""
     d = tmp_path / "static"
     d.mkdir()
-    big = os.urandom(4 << 20)
+    big = os.urandom(8 << 20)
     (d / "big.bin").write_bytes(big)
     s = start(gangway, certs, "--static-map", "/s=%s" % d)
     raw = socket.create_connection(("127.0.0.1", s.https), timeout=30)
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     t = client_ctx(certs).wrap_socket(raw, server_hostname="localhost")
     t.sendall(b"GET /s/big.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-    data = bytearray()
+    data = bytearray(t.recv(4096))
+    for _ in range(3):
+        time.sleep(0.2)  # a client that stops reading a while: the server's socket fills
+        data += t.recv(4096)
     while True:
-        b = t.recv(3000)
+        b = t.recv(65536)
         if not b:
             break
         data += b
-        if len(data) < (1 << 20):
-            time.sleep(0.0005)  # a slow reader for the first MiB: the server's socket fills
     body = bytes(data).partition(b"\r\n\r\n")[2]
     assert hashlib.sha256(body).digest() == hashlib.sha256(big).digest()
 
