@@ -119,7 +119,8 @@ LLHTTP_OBJS := $(BUILD)/llhttp.o $(BUILD)/llhttp_api.o $(BUILD)/llhttp_http.o
 UNIT_LINK := $(LLHTTP_OBJS) $(BUILD)/core/arena.o $(BUILD)/core/buf.o
 $(BUILD)/unit/%_test: tests/unit/%_test.c $(UNIT_LINK)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(INCLUDES) -o $@ $< $(UNIT_LINK)
+	$(CC) $(CFLAGS) $(INCLUDES) -o $@ $< $(UNIT_LINK) $(UNIT_LIBS)
+$(BUILD)/unit/tls_test: UNIT_LIBS := $(SSL_LIBS)
 
 unit: $(DEPS_STAMP) $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done

@@ -76,12 +76,14 @@ typedef struct tkey {
     unsigned char name[16], aes[32], hmac[32];
 } tkey_t;
 
-static struct {
+typedef struct tickets {
     bool is_set;
     uint64_t hour;
     unsigned char secret[32];
     tkey_t cur, prev;
-} tickets;
+} tickets_t;
+
+static tickets_t tickets;
 
 static void sha256_label(const char *label, const unsigned char *in, size_t n,
                          unsigned char out[32])
@@ -489,14 +491,15 @@ fail:
     return NULL;
 }
 
-/* Splits s at commas into at most max fields (s is changed); the count. */
+/* Splits s at sep into at most max fields, the last keeping the rest (as
+ * uWSGI reads a client CA path); s is changed. The count. */
 static size_t split(char *s, char sep, char **f, size_t max)
 {
     size_t n = 0;
 
     while (n < max) {
         f[n++] = s;
-        if (!(s = strchr(s, sep)))
+        if (n == max || !(s = strchr(s, sep)))
             break;
         *s++ = '\0';
     }
