@@ -691,3 +691,19 @@ def test_headless_chromium_gets_the_page_over_tls13(gangway, certs, tmp_path):
     e = json.loads(m.group(1).replace(b"&quot;", b'"'))
     assert e["wsgi.url_scheme"] == "https" and e["SSL_PROTOCOL"] == "TLSv1.3"
     assert e["SSL_TLS_SNI"] == "localhost"
+
+
+def test_uwsgi_ini_spellings(gangway, certs, tmp_path):
+    """An existing uwsgi.ini's https-socket and sni lines work as written."""
+    ini = tmp_path / "site.ini"
+    ini.write_text("[uwsgi]\nmodule = tls_app:application\n"
+                   "https-socket = 127.0.0.1:0,%s,%s\n"
+                   "sni = other.test %s,%s\n" % (certs.srv, certs.srv_key, certs.other,
+                                                 certs.other_key))
+    s = gangway(str(ini), "--strict")
+    port = https_port(s)
+    st, body, t = tls_get(port, client_ctx(certs), host="other.test")
+    assert st == 200 and dict(x[0] for x in t.getpeercert()["subject"])["commonName"] == \
+        "other.test"
+    t.close()
+    assert env_of(port, client_ctx(certs))["HTTPS"] == "on"
