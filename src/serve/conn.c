@@ -2,7 +2,9 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "proto/forwarded.h"
 #include "proto/protocols.h"
+#include "proto/proxy.h"
 #include "serve/response.h"
 #include "serve/transport.h"
 
@@ -30,7 +32,8 @@
 #define FREE_CONNS_MAX 1024
 #define FREE_OUTS_MAX 256
 
-enum state { C_HEAD, C_BODY, C_READY, C_APP, C_LINGER, C_DEAD };
+/* C_PROXY: a PROXY protocol listener's connection before its header is in */
+enum state { C_PROXY, C_HEAD, C_BODY, C_READY, C_APP, C_LINGER, C_DEAD };
 
 typedef struct out_node {
     gw_out_t out;
@@ -76,6 +79,7 @@ struct gw_conn {
     gw_timer_t timer;
     gw_peer_t peer;
     gw_transport_t tp; /* every byte of the connection goes through it (transport.h) */
+    gw_proxy_t px;     /* C_PROXY: the header so far (set up by open only then) */
 };
 
 static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events);
@@ -219,7 +223,10 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     gw_req_init(&c->req, &ctx->arena_pool);
     gw_timer_init(&c->timer, on_timer);
     c->peer.listener = l;
-    c->peer.addr[0] = c->peer.port[0] = '\0';
+    c->peer.addr[0] = c->peer.port[0] = c->peer.via[0] = '\0';
+    c->peer.is_ssl = false;
+    gw_allow_ip_from_sockaddr(&c->peer.ip, sa);
+    c->peer.is_trusted = l->fwd && gw_fwd_trusts(l->fwd, &c->peer.ip);
     if (sa && sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const void *)sa;
         inet_ntop(AF_INET, &in->sin_addr, c->peer.addr, sizeof(c->peer.addr));
@@ -239,6 +246,10 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     if (ctx->slot)
         atomic_store_explicit(&ctx->slot->conns, ctx->nconns, memory_order_relaxed);
     c->state = C_HEAD;
+    if (l->is_proxy_protocol) { /* read under the header timeout, below */
+        c->state = C_PROXY;
+        gw_proxy_init(&c->px);
+    }
     c->can_write = true;
     /* The request often arrives with the connection: try at once. */
     c->can_read = true;
@@ -370,8 +381,9 @@ static void log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t durat
 {
     const char *rb = c->rbuf.data;
     gw_req_t *r = &c->req;
-    gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes,
-                     .is_aborted = is_aborted};
+    gw_access_t a = {.remote = r->client.addr[0] ? r->client.addr : c->peer.addr,
+                     .peer = c->peer.via[0] ? c->peer.via : c->peer.addr,
+                     .status = status, .bytes = bytes, .is_aborted = is_aborted};
     char remote[48], proto[GW_REQ_PROTOCOL_LEN];
     const char *v;
     size_t vn;
@@ -586,7 +598,7 @@ static void do_read(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
 
-    while (c->can_read && (c->state == C_HEAD || c->state == C_BODY)) {
+    while (c->can_read && (c->state == C_PROXY || c->state == C_HEAD || c->state == C_BODY)) {
         size_t space;
         ssize_t n;
 
@@ -612,7 +624,7 @@ static void do_read(gw_conn_t *c)
         c->rbuf.len += (size_t)n;
         process_input(c);
     }
-    if ((c->state == C_HEAD || c->state == C_BODY) && !c->can_read)
+    if ((c->state == C_PROXY || c->state == C_HEAD || c->state == C_BODY) && !c->can_read)
         watch(c); /* drained by a short read: wait for the next bytes */
 }
 
@@ -704,6 +716,16 @@ static void request_ready(gw_conn_t *c)
         respond_error(c, 500, "cannot store the request body");
         return;
     }
+    /* What trusted proxies say of the client, for the environ and the log. */
+    if (c->peer.is_trusted) {
+        const gw_fwd_conf_t *fwd = c->peer.listener->fwd;
+        const char *why = gw_fwd_resolve(fwd, &c->req, c->rbuf.data);
+        if (why && fwd->log)
+            gw_log_error("forwarded: %s: %s; ignored", c->peer.addr[0] ? c->peer.addr : "unix",
+                         why);
+    }
+    if (c->peer.is_ssl && !c->req.client.scheme)
+        c->req.client.scheme = GW_SCHEME_HTTPS;
     c->state = C_READY;
     c->want_read = false; /* read whole: a queued read must not stand in for it */
     gw_timer_stop(&c->timer);
@@ -734,10 +756,14 @@ static gw_parse_t feed(gw_conn_t *c, const char *base, size_t off, size_t len, s
 
 /* Parses what the read buffer holds past c->parsed (a head, maybe the start
  * of its body, maybe a pipelined request). */
+static bool proxy_input(gw_conn_t *c);
+
 static void process_input(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
 
+    if (c->state == C_PROXY && !proxy_input(c))
+        return;
     for (;;) {
         size_t used;
         gw_parse_t st = feed(c, c->rbuf.data, c->parsed, c->rbuf.len - c->parsed, &used);
@@ -768,6 +794,48 @@ static void process_input(gw_conn_t *c)
             return;
         }
     }
+}
+
+/* A PROXY protocol listener's connection starts with the header (HAProxy's
+ * proxy-protocol.txt), read under the header timeout like a request head:
+ * its source becomes the peer, for REMOTE_ADDR, the logs and the trust in
+ * forwarded headers; the balancer's own address stays in peer.via. LOCAL
+ * (the balancer's health check) keeps the real peer. Without a valid
+ * header the connection closes: nothing after it can be told apart from a
+ * forged one. True when what the read buffer holds past the header is to
+ * be parsed as the first request. */
+static bool proxy_input(gw_conn_t *c)
+{
+    gw_peer_t *pe = &c->peer;
+    size_t used;
+    gw_proxy_st_t st = gw_proxy_feed(&c->px, c->rbuf.data, c->rbuf.len, &used);
+
+    if (st == GW_PROXY_AGAIN) {
+        c->rbuf.len = 0; /* the parser keeps what it needs */
+        return false;
+    }
+    if (st == GW_PROXY_ERROR) {
+        gw_log_error("proxy protocol: %s: %s; closing", pe->addr[0] ? pe->addr : "unix",
+                     c->px.reason);
+        close_conn(c);
+        return false;
+    }
+    c->rbuf.len -= used;
+    memmove(c->rbuf.data, c->rbuf.data + used, c->rbuf.len);
+    c->state = C_HEAD;
+    if (!c->px.info.is_local) {
+        const gw_proxy_info_t *in = &c->px.info;
+        memcpy(pe->via, pe->addr[0] ? pe->addr : "unix", sizeof(pe->via));
+        pe->ip = in->src;
+        gw_allow_ip_format(&in->src, pe->addr);
+        if (in->src.family == AF_UNIX)
+            pe->port[0] = '\0';
+        else
+            snprintf(pe->port, sizeof(pe->port), "%u", (unsigned)in->src_port);
+        pe->is_ssl = in->is_ssl;
+        pe->is_trusted = pe->listener->fwd && gw_fwd_trusts(pe->listener->fwd, &pe->ip);
+    }
+    return c->rbuf.len > 0;
 }
 
 /* Feeds n body bytes read into the scratch buffer (c is in C_BODY: the read
@@ -819,6 +887,7 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         c->can_write = true;
 
     switch (c->state) {
+    case C_PROXY:
     case C_HEAD:
     case C_BODY:
         if (c->out && !gw_out_is_empty(&c->out->out) && c->can_write)
@@ -877,6 +946,9 @@ static void on_timer(gw_loop_t *loop, gw_timer_t *t)
 
     (void)loop;
     switch (c->state) {
+    case C_PROXY: /* no header in time (slowloris, or not a balancer): nothing to answer */
+        close_conn(c);
+        break;
     case C_HEAD:
         if (c->rbuf.len > 0 || c->parsed > 0)
             respond_error(c, 408, "request head timeout");
@@ -1044,6 +1116,10 @@ void gw_conn_stop_all(gw_conn_ctx_t *ctx)
     ctx->is_stopping = true;
     for (; c; c = next) {
         next = c->all_next;
+        if (c->state == C_PROXY) { /* the same short grace as below, for its header */
+            gw_timer_start(&ctx->linger_q, &c->timer);
+            continue;
+        }
         if (c->state != C_HEAD || c->rbuf.len != 0 || c->parsed != 0)
             continue; /* a request is under way: it finishes, then the conn closes */
         if (c->nreq > 0) {
