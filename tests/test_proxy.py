@@ -17,6 +17,7 @@ import time
 import pytest
 
 from conftest import RawReader, wait_for
+from nginx import nginx  # noqa: F401 - the fixture
 
 APP = "proxy_app:application"
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -469,3 +470,27 @@ def test_proxy_source_is_the_peer_forwarded_headers_are_judged_by(gangway):
                    get(headers=[("X-Forwarded-For", "203.0.113.15"),
                                 ("X-Forwarded-Proto", "https")]))
     assert env["REMOTE_ADDR"] == "203.0.113.15" and env["wsgi.url_scheme"] == "https"
+
+
+# ---------------------------------------------------------------------------
+# nginx's proxy_pass in front of the HTTP listener (docs/deploy-nginx.md)
+# ---------------------------------------------------------------------------
+
+def test_nginx_proxy_pass_with_trusted_headers(gangway, nginx):
+    # nginx (127.0.0.1) is the trusted proxy; the client comes from 127.0.0.2
+    srv = start(gangway, "--forwarded-allow-ips", "127.0.0.1")
+    ngx = nginx(["127.0.0.1:%d" % srv.port], proxy_pass=True)
+    assert "proxy_pass http://gangway_http;" in ngx.config
+    for i in range(2):  # the second over nginx's kept-alive upstream connection
+        s = ngx.connect(source="127.0.0.2")
+        try:
+            s.sendall(get("/n%d" % i, [("X-Forwarded-For", "1.1.1.1"),
+                                       ("X-Forwarded-Proto", "https")], host="localhost"))
+            env = json.loads(RawReader(s, 10).read_response().body)
+        finally:
+            s.close()
+        # the client's own entries count for nothing; nginx's do
+        assert env["REMOTE_ADDR"] == "127.0.0.2"
+        assert env["wsgi.url_scheme"] == "http"
+        assert env["gangway.peer_addr"] == "127.0.0.1"
+        assert env["HTTP_X_FORWARDED_FOR"] == "1.1.1.1, 127.0.0.2"
