@@ -326,7 +326,8 @@ static void run(gw_uwsgi_t *u, gw_req_t *req, const uint8_t *in, size_t n, size_
         FAIL("error %d after HEAD", out->status);
     }
 
-    /* What conn.c does between requests (gw_conn_finish, enter_keepalive). */
+    /* What the connection does between requests (gw_conn_finish,
+     * gw__conn_keepalive). */
     gw_req_reset(req, &body_env);
     gw_uwsgi_reset(u);
     free(buf);

@@ -273,8 +273,8 @@ static const range_t ranges[] = {
     {"header-timeout", 1, 0},
     {"body-timeout", 1, 0},
     {"keepalive-timeout", 1, 0},
-    /* conn.c's write() from the app waits in poll(), whose timeout is an
-     * int of milliseconds */
+    /* the app's write() waits in poll() (gw_conn_wait(), conn_dispatch.c),
+     * whose timeout is an int of milliseconds */
     {"write-timeout", 1, INT_MAX / 1000},
     /* 0 would kill every check before it starts */
     {"reload-check-timeout", 1, 0},

@@ -51,7 +51,7 @@ typedef struct gw_conn_ctx {
     gw_arena_pool_t arena_pool;
     gw_timerq_t header_q, body_q, keepalive_q, write_q, linger_q;
     uint64_t write_timeout_ms;
-    /* lists, private to conn.c */
+    /* lists, private to the conn*.c files (conn_priv.h) */
     gw_conn_t *_all, *_ready_head, *_ready_tail, *_dead, *_free;
     void *_outs;          /* free output queues */
     uint64_t _nready;

@@ -434,9 +434,10 @@ static void test_head_and_protocols(void)
 
     /* No SERVER_PROTOCOL, or a malformed one: the version stays unknown
      * (0.0). nginx's "HTTP/2.0" and "HTTP/3.0" (clients on h2 / h3) are left
-     * out on purpose: they also come out 0.0 today, and conn.c's access log
-     * then drops the request line, REMOTE_ADDR, referer and agent; whether
-     * the fix belongs here or in log_request() is open. */
+     * out on purpose: they also come out 0.0 today, and the access log
+     * (conn_dispatch.c) then drops the request line, REMOTE_ADDR, referer
+     * and agent; whether the fix belongs here or in gw__conn_log_request()
+     * is open. */
     static const char *const other[] = {NULL, "HTTP/1", "HTTP/1.10", "http/1.1", ""};
     for (size_t i = 0; i < sizeof(other) / sizeof(*other); i++) {
         put_var(&v, "REQUEST_METHOD", "GET");
