@@ -527,7 +527,11 @@ const char *gw_fwd_resolve(const gw_fwd_conf_t *conf, gw_req_t *r, const char *r
 
     if (r->has_cgi_fields || !r->nheaders)
         return NULL;
-    memset(&f, 0, sizeof(f));
+    /* Only the counts: the arrays fill as fields are found (this runs for
+     * every request from a trusted peer; most have no forwarded header). */
+    f.xff.nf = f.proto.nf = f.ssl.nf = f.host.nf = f.port.nf = f.fwd.nf = 0;
+    f.xff.is_over = f.proto.is_over = f.ssl.is_over = f.host.is_over = f.port.is_over =
+        f.fwd.is_over = false;
     if (!gather(r, rb, &f))
         return NULL;
     if (conf->family != GW_FWD_FORWARDED && (why_x = x_forwarded(conf, &f, &x)))
