@@ -46,6 +46,15 @@ typedef struct gw_config {
     uint64_t defer_accept;     /* seconds of TCP_DEFER_ACCEPT; 0: off */
     bool no_defer_accept;      /* uWSGI's name: true forces defer_accept to 0 */
 
+    /* proxies and load balancers */
+    gw_strlist_t http_proxy_protocol; /* HTTP listeners that take a PROXY header */
+    bool enable_proxy_protocol;       /* every HTTP listener does */
+    gw_strlist_t proxy_allow_from;    /* empty: forwarded_allow_ips */
+    gw_strlist_t forwarded_allow_ips; /* empty: loopback */
+    const char *forwarded_headers;    /* "x-forwarded", "forwarded", "both" */
+    bool forwarded_host;
+    bool log_forwarded;
+
     /* processes */
     uint64_t workers;          /* 0 until resolved: "auto" is the CPU count */
     bool master;               /* accepted; the master always runs */

@@ -14,8 +14,9 @@
  * addresses given, each takes the handed-in socket bound to it and binds
  * itself when there is none. Returns the number of sockets taken, 0 when
  * there is no activation, -1 after logging. */
-static int adopt_activated(const char *const *addrs, const enum gw_proto *protos, size_t naddrs,
-                           int backlog, gw_listener_t **out, size_t *nout)
+static int adopt_activated(const char *const *addrs, const enum gw_proto *protos,
+                           const bool *proxied, size_t naddrs, int backlog, gw_listener_t **out,
+                           size_t *nout)
 {
     char **names = NULL;
     int n = sd_listen_fds_with_names(1, &names), rc = -1;
@@ -52,6 +53,7 @@ static int adopt_activated(const char *const *addrs, const enum gw_proto *protos
             goto out;
         }
         gw_listen_set_proto(&(*out)[i], proto);
+        (*out)[i].is_proxy_protocol = naddrs && proxied[i];
         (*out)[i].is_activated = true;
     }
     for (int j = 0; j < n; j++) {
@@ -104,8 +106,9 @@ static int bind_one(const gw_config_t *cfg, gw_listener_t *l, const char *addr, 
  * never takes the service down. With no --http / --uwsgi, the sockets
  * systemd handed in serve, as at start. */
 static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
-                             const char *const *addrs, const enum gw_proto *protos, size_t naddrs,
-                             gw_listener_t **out, size_t *nout)
+                             const char *const *addrs, const enum gw_proto *protos,
+                             const bool *proxied, size_t naddrs, gw_listener_t **out,
+                             size_t *nout)
 {
     gw_listener_t *old = calloc(h->nsocks ? h->nsocks : 1, sizeof(*old));
     bool *used = calloc(h->nsocks ? h->nsocks : 1, sizeof(*used));
@@ -129,7 +132,7 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
         activated += old[j].is_activated;
     }
     rc = -1;
-    if (!cfg->http.n && !cfg->uwsgi.n && activated) {
+    if (!cfg->http.n && !cfg->http_proxy_protocol.n && !cfg->uwsgi.n && activated) {
         for (size_t j = 0; j < h->nsocks; j++)
             if (!used[j] && old[j].is_activated)
                 (*out)[n++] = old[j], used[j] = true;
@@ -157,6 +160,7 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
                 gw_listen_close(l);
                 continue;
             }
+            l->is_proxy_protocol = proxied[i];
             n++;
         }
     }
@@ -211,28 +215,36 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
                     size_t *nl)
 {
     static const char *default_http = "127.0.0.1:8000";
-    size_t naddrs = cfg->http.n + cfg->uwsgi.n;
+    /* --http, then --http-proxy-protocol (HTTP whose connections start with
+     * a PROXY header), then --uwsgi */
+    size_t nhttp = cfg->http.n, nproxied = cfg->http_proxy_protocol.n;
+    size_t naddrs = nhttp + nproxied + cfg->uwsgi.n;
     const char **addrs;
     enum gw_proto *protos;
+    bool *proxied;
     int rc = -1, act = 0;
 
-    if (!(addrs = calloc(naddrs + 1, sizeof(*addrs))) ||
-        !(protos = calloc(naddrs + 1, sizeof(*protos)))) {
-        free(addrs);
-        return -1;
-    }
+    addrs = calloc(naddrs + 1, sizeof(*addrs));
+    protos = calloc(naddrs + 1, sizeof(*protos));
+    proxied = calloc(naddrs + 1, sizeof(*proxied));
+    if (!addrs || !protos || !proxied)
+        goto out;
     for (size_t i = 0; i < naddrs; i++) {
-        protos[i] = i >= cfg->http.n ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
-        addrs[i] = i >= cfg->http.n ? cfg->uwsgi.v[i - cfg->http.n] : cfg->http.v[i];
+        protos[i] = i >= nhttp + nproxied ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
+        proxied[i] = i >= nhttp && i < nhttp + nproxied;
+        addrs[i] = i < nhttp ? cfg->http.v[i]
+                   : proxied[i] ? cfg->http_proxy_protocol.v[i - nhttp]
+                                : cfg->uwsgi.v[i - nhttp - nproxied];
     }
     if (h->is_present) {
         if (!naddrs)
             addrs[naddrs++] = default_http;
-        rc = adopt_handed_over(cfg, h, addrs, protos, naddrs, ls, nl);
+        rc = adopt_handed_over(cfg, h, addrs, protos, proxied, naddrs, ls, nl);
         goto out;
     }
     if (!cfg->check_config &&
-        (act = adopt_activated(addrs, protos, naddrs, (int)cfg->listen_backlog, ls, nl)) < 0)
+        (act = adopt_activated(addrs, protos, proxied, naddrs, (int)cfg->listen_backlog, ls,
+                               nl)) < 0)
         goto out;
     if (!act) {
         if (!naddrs)
@@ -248,10 +260,12 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
             continue; /* handed in by systemd */
         if (bind_one(cfg, &(*ls)[i], addrs[i], protos[i]) < 0)
             goto out;
+        (*ls)[i].is_proxy_protocol = proxied[i];
     }
     rc = 0;
 out:
     free(addrs);
     free(protos);
+    free(proxied);
     return rc;
 }
