@@ -707,3 +707,11 @@ def test_uwsgi_ini_spellings(gangway, certs, tmp_path):
         "other.test"
     t.close()
     assert env_of(port, client_ctx(certs))["HTTPS"] == "on"
+
+
+def test_enable_proxy_protocol_leaves_https_sockets_out(gangway, certs):
+    """A PROXY header before the handshake is not read: --enable-proxy-protocol
+    applies to the plain HTTP listeners only, and says so."""
+    s = start(gangway, certs, "--enable-proxy-protocol")
+    assert "--enable-proxy-protocol leaves the --https sockets out" in s.read_log()
+    assert env_of(s.https, client_ctx(certs))["wsgi.url_scheme"] == "https"

@@ -55,6 +55,14 @@ typedef struct gw_config {
     const char *tls_client_verify; /* "required" or "optional" */
     uint64_t tls_handshake_timeout;
     gw_strlist_t tls_ocsp;     /* "CERT=FILE" */
+    /* proxies and load balancers */
+    gw_strlist_t http_proxy_protocol; /* HTTP listeners that take a PROXY header */
+    bool enable_proxy_protocol;       /* every HTTP listener does */
+    gw_strlist_t proxy_allow_from;    /* empty: forwarded_allow_ips */
+    gw_strlist_t forwarded_allow_ips; /* empty: loopback */
+    const char *forwarded_headers;    /* "x-forwarded", "forwarded", "both" */
+    bool forwarded_host;
+    bool log_forwarded;
 
     /* processes */
     uint64_t workers;          /* 0 until resolved: "auto" is the CPU count */

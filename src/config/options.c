@@ -36,6 +36,32 @@ const opt_t gw__options[] = {
      "serve HTTPS on ADDR (as --http) with the certificate chain CERT and its key KEY, both "
      "read before --uid; CIPHERS replaces --tls-ciphers for this socket; CA asks clients for "
      "a certificate signed by it ('!CA': required; uWSGI's syntax) (repeatable)", "Sockets"},
+    {"http-proxy-protocol", NULL, 0, T_LIST, OFF(http_proxy_protocol), NULL, "ADDR",
+     "serve HTTP on ADDR (as --http does), each connection starting with a PROXY protocol "
+     "header, v1 or v2 (repeatable)", "Proxies and load balancers"},
+    {"enable-proxy-protocol", "http-enable-proxy-protocol", 0, T_BOOL,
+     OFF(enable_proxy_protocol), "false", NULL,
+     "every HTTP listener requires a PROXY protocol header (v1 or v2) first on each "
+     "connection; one without a valid header is closed", "Proxies and load balancers"},
+    {"proxy-allow-from", NULL, 0, T_LIST, OFF(proxy_allow_from), NULL, "CIDR",
+     "who may send a PROXY protocol header; others are refused (repeatable, or commas; "
+     "default: the --forwarded-allow-ips list; unix sockets always)",
+     "Proxies and load balancers"},
+    {"forwarded-allow-ips", NULL, 0, T_LIST, OFF(forwarded_allow_ips), NULL, "CIDR",
+     "trusted proxies: only from these peers do X-Forwarded-* (or Forwarded) headers set "
+     "REMOTE_ADDR and the scheme, and their hops are skipped (repeatable, or commas; '*' "
+     "trusts everyone; default 127.0.0.0/8 and ::1; unix sockets always)",
+     "Proxies and load balancers"},
+    {"forwarded-headers", NULL, 0, T_STR, OFF(forwarded_headers), NULL, "FAMILY",
+     "which headers trusted proxies speak: x-forwarded (X-Forwarded-For, -Proto, -Ssl, -Host, "
+     "-Port; the default), forwarded (RFC 7239), or both (used only when they agree)",
+     "Proxies and load balancers"},
+    {"forwarded-host", NULL, 0, T_BOOL, OFF(forwarded_host), "false", NULL,
+     "trusted proxies' X-Forwarded-Host / -Port (Forwarded host=) set HTTP_HOST, SERVER_NAME "
+     "and SERVER_PORT", "Proxies and load balancers"},
+    {"log-forwarded", NULL, 0, T_BOOL, OFF(log_forwarded), "false", NULL,
+     "log why a trusted proxy's forwarded header was ignored (a debugging aid: one error log "
+     "line per such request)", "Proxies and load balancers"},
     {"buffer-size", NULL, 'b', T_SIZE, OFF(buffer_size), "65535", "BYTES",
      "largest uwsgi variables block (the protocol's maximum by default)", "Limits"},
     {"listen", NULL, 'l', T_SIZE, OFF(listen_backlog), "1024", "N",

@@ -116,7 +116,8 @@ static void finish_reload(master_t *m, unsigned ready)
     gw_log_error("reload: %u new worker(s) serving; the old ones finish what they hold", ready);
     gw_log_error("%s, master pid %d, %u worker(s)", m->banner, (int)getpid(), m->target);
     for (size_t i = 0; i < m->nl; i++)
-        gw_log_error("listening on %s", m->ls[i].url);
+        gw_log_error("listening on %s%s", m->ls[i].url,
+                     m->ls[i].is_proxy_protocol ? " (PROXY protocol)" : "");
     gw_log_error("ready");
     gw__master_tell_systemd(m, "READY=1", "serving (reloaded)");
     gw__reload_next(m);
@@ -127,7 +128,8 @@ static void announce_ready(master_t *m)
     m->is_ready = true;
     gw_log_error("%s, master pid %d, %u worker(s)", m->banner, (int)getpid(), m->target);
     for (size_t i = 0; i < m->nl; i++)
-        gw_log_error("listening on %s", m->ls[i].url);
+        gw_log_error("listening on %s%s", m->ls[i].url,
+                     m->ls[i].is_proxy_protocol ? " (PROXY protocol)" : "");
     for (size_t i = 0; i < NSLOTS; i++)
         if (m->w[i].pid && m->w[i].is_ready)
             gw_log_error("worker %zu ready (pid %d)", i + 1, (int)m->w[i].pid);

@@ -15,8 +15,9 @@
  * addresses given, each takes the handed-in socket bound to it and binds
  * itself when there is none. Returns the number of sockets taken, 0 when
  * there is no activation, -1 after logging. */
-static int adopt_activated(const char *const *addrs, const enum gw_proto *protos, size_t naddrs,
-                           int backlog, gw_listener_t **out, size_t *nout)
+static int adopt_activated(const char *const *addrs, const enum gw_proto *protos,
+                           const bool *proxied, size_t naddrs, int backlog, gw_listener_t **out,
+                           size_t *nout)
 {
     char **names = NULL;
     int n = sd_listen_fds_with_names(1, &names), rc = -1;
@@ -53,6 +54,7 @@ static int adopt_activated(const char *const *addrs, const enum gw_proto *protos
             goto out;
         }
         gw_listen_set_proto(&(*out)[i], proto);
+        (*out)[i].is_proxy_protocol = naddrs && proxied[i];
         (*out)[i].is_activated = true;
     }
     for (int j = 0; j < n; j++) {
@@ -72,11 +74,11 @@ out:
 }
 
 /* The listener made for the i-th configured address serves --https (its
- * addresses come last, after --http and --uwsgi): which one, for
+ * addresses come last, after --http, --http-proxy-protocol and --uwsgi): which one, for
  * serve/tls.c to give it its certificate. */
 static void mark_https(const gw_config_t *cfg, gw_listener_t *l, size_t i)
 {
-    size_t first = cfg->http.n + cfg->uwsgi.n;
+    size_t first = cfg->http.n + cfg->http_proxy_protocol.n + cfg->uwsgi.n;
 
     l->https = i >= first && i - first < cfg->https.n ? (unsigned)(i - first + 1) : 0;
 }
@@ -115,8 +117,9 @@ static int bind_one(const gw_config_t *cfg, gw_listener_t *l, const char *addr, 
  * never takes the service down. With no --http / --uwsgi / --https, the sockets
  * systemd handed in serve, as at start. */
 static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
-                             const char *const *addrs, const enum gw_proto *protos, size_t naddrs,
-                             gw_listener_t **out, size_t *nout)
+                             const char *const *addrs, const enum gw_proto *protos,
+                             const bool *proxied, size_t naddrs, gw_listener_t **out,
+                             size_t *nout)
 {
     gw_listener_t *old = calloc(h->nsocks ? h->nsocks : 1, sizeof(*old));
     bool *used = calloc(h->nsocks ? h->nsocks : 1, sizeof(*used));
@@ -140,7 +143,8 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
         activated += old[j].is_activated;
     }
     rc = -1;
-    if (!cfg->http.n && !cfg->uwsgi.n && !cfg->https.n && activated) {
+    if (!cfg->http.n && !cfg->http_proxy_protocol.n && !cfg->uwsgi.n && !cfg->https.n &&
+        activated) {
         for (size_t j = 0; j < h->nsocks; j++)
             if (!used[j] && old[j].is_activated)
                 (*out)[n++] = old[j], used[j] = true;
@@ -168,6 +172,7 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
                 gw_listen_close(l);
                 continue;
             }
+            l->is_proxy_protocol = proxied[i];
             mark_https(cfg, l, i);
             n++;
         }
@@ -223,21 +228,26 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
                     size_t *nl)
 {
     static const char *default_http = "127.0.0.1:8000";
-    size_t nplain = cfg->http.n + cfg->uwsgi.n, naddrs = nplain + cfg->https.n;
+    /* --http, then --http-proxy-protocol (HTTP whose connections start with
+     * a PROXY header), then --uwsgi, then --https (mark_https) */
+    size_t nhttp = cfg->http.n, nproxied = cfg->http_proxy_protocol.n;
+    size_t nplain = nhttp + nproxied + cfg->uwsgi.n, naddrs = nplain + cfg->https.n;
     const char **addrs;
     char (*https)[300] = NULL; /* the ADDR of each "ADDR,CERT,KEY..." */
-    enum gw_proto *protos = NULL;
+    enum gw_proto *protos;
+    bool *proxied;
     int rc = -1, act = 0;
 
-    if (!(addrs = calloc(naddrs + 1, sizeof(*addrs))) ||
-        !(protos = calloc(naddrs + 1, sizeof(*protos))) ||
-        (cfg->https.n && !(https = calloc(cfg->https.n, sizeof(*https))))) {
-        free(addrs);
-        free(protos);
-        return -1;
-    }
+    addrs = calloc(naddrs + 1, sizeof(*addrs));
+    protos = calloc(naddrs + 1, sizeof(*protos));
+    proxied = calloc(naddrs + 1, sizeof(*proxied));
+    if (cfg->https.n)
+        https = calloc(cfg->https.n, sizeof(*https));
+    if (!addrs || !protos || !proxied || (cfg->https.n && !https))
+        goto out;
     for (size_t i = 0; i < naddrs; i++) {
-        protos[i] = i >= cfg->http.n && i < nplain ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
+        protos[i] = i >= nhttp + nproxied && i < nplain ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
+        proxied[i] = i >= nhttp && i < nhttp + nproxied;
         if (i >= nplain) {
             if (!gw_tls_https_addr(cfg->https.v[i - nplain], https[i - nplain],
                                    sizeof(https[0]))) {
@@ -247,17 +257,20 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
             }
             addrs[i] = https[i - nplain];
         } else {
-            addrs[i] = i >= cfg->http.n ? cfg->uwsgi.v[i - cfg->http.n] : cfg->http.v[i];
+            addrs[i] = i < nhttp ? cfg->http.v[i]
+                       : proxied[i] ? cfg->http_proxy_protocol.v[i - nhttp]
+                                    : cfg->uwsgi.v[i - nhttp - nproxied];
         }
     }
     if (h->is_present) {
         if (!naddrs)
             addrs[naddrs++] = default_http;
-        rc = adopt_handed_over(cfg, h, addrs, protos, naddrs, ls, nl);
+        rc = adopt_handed_over(cfg, h, addrs, protos, proxied, naddrs, ls, nl);
         goto out;
     }
     if (!cfg->check_config &&
-        (act = adopt_activated(addrs, protos, naddrs, (int)cfg->listen_backlog, ls, nl)) < 0)
+        (act = adopt_activated(addrs, protos, proxied, naddrs, (int)cfg->listen_backlog, ls,
+                               nl)) < 0)
         goto out;
     if (!act) {
         if (!naddrs)
@@ -273,6 +286,7 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
             continue; /* handed in by systemd */
         if (bind_one(cfg, &(*ls)[i], addrs[i], protos[i]) < 0)
             goto out;
+        (*ls)[i].is_proxy_protocol = proxied[i];
     }
     /* systemd's and ours alike: the i-th address's listener is the i-th */
     for (size_t i = 0; i < *nl && naddrs; i++)
@@ -281,6 +295,7 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
 out:
     free(addrs);
     free(protos);
+    free(proxied);
     free(https);
     return rc;
 }

@@ -71,8 +71,14 @@ typedef struct gw_conn_ctx {
 
 typedef struct gw_peer {
     const gw_listener_t *listener; /* borrowed, worker lifetime */
-    char addr[48];                 /* numeric client address; "" for unix */
+    char addr[48];                 /* numeric client address; "" for unix (after a PROXY
+                                    * protocol header: the address it names) */
     char port[8];
+    gw_ip_t ip;                    /* addr as bytes (AF_UNIX: a unix socket's peer) */
+    bool is_trusted;               /* in --forwarded-allow-ips: its forwarded headers count */
+    bool is_ssl;                   /* a PROXY v2 header says the client spoke TLS */
+    char via[48];                  /* the socket's own peer when a PROXY header named
+                                    * another (the balancer); "" otherwise */
 } gw_peer_t;
 
 /* Prepares ctx (timer queues from the timeouts, in seconds). */
