@@ -730,7 +730,7 @@ def test_installed_files_user_and_dependencies(pkg):
                        timeout=30)
     assert v.returncode == 0, v.stderr
     assert v.stdout.splitlines()[0] == "gangway " + makefile_version(), v.stdout
-    assert "build: libpython=static tls=no" in v.stdout, v.stdout
+    assert "build: libpython=static tls=openssl" in v.stdout, v.stdout
     # The system user the unit runs as, from sysusers.d.
     pw = pwd.getpwnam("gangway")
     assert pw.pw_uid < 1000 and pw.pw_shell.endswith("nologin"), pw

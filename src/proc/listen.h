@@ -31,6 +31,9 @@ typedef struct gw_listener {
     int backlog;
     unsigned defer_accept;       /* TCP_DEFER_ACCEPT seconds (0: off), see gw_listen_tune() */
     bool is_nodelay;             /* TCP_NODELAY is on the listener: accepted sockets inherit it */
+    unsigned https;              /* 1 + the index of the --https option it serves; 0: plain */
+    const struct gw_tls_ctx *tls; /* its TLS context (serve/tls.h; the master's, inherited),
+                                   * or NULL: plain */
     struct sockaddr_storage addr; /* as bound, for gw_listen_reuse_port() */
     socklen_t addrlen;
 } gw_listener_t;

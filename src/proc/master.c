@@ -10,6 +10,7 @@
 #include "core/loop.h"
 #include "proc/scoreboard.h"
 #include "proc/signals.h"
+#include "serve/tls.h"
 #include "stats/stats.h"
 #include "py/wsgi.h"
 
@@ -282,6 +283,7 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
     uint64_t limit = (m->cfg->harakiri + m->cfg->harakiri_grace) * 1000;
 
     (void)loop;
+    gw_tls_tick(); /* the session ticket keys' hour (forgetting old ones) */
     for (size_t i = 0; i < NSLOTS; i++) {
         wproc_t *w = &m->w[i];
         /* A worker says it serves, or recycles itself, with a note; its

@@ -2,6 +2,7 @@
 
 #include "core/log.h"
 #include "proc/setup.h"
+#include "serve/tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -9,7 +10,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-/* systemd socket activation: with no --http / --uwsgi, every socket handed
+/* systemd socket activation: with no --http / --uwsgi / --https, every socket handed
  * in serves (HTTP, or uwsgi when its FileDescriptorName= is "uwsgi"); with
  * addresses given, each takes the handed-in socket bound to it and binds
  * itself when there is none. Returns the number of sockets taken, 0 when
@@ -72,6 +73,16 @@ out:
     return rc;
 }
 
+/* The listener made for the i-th configured address serves --https (its
+ * addresses come last, after --http, --http-proxy-protocol and --uwsgi): which one, for
+ * serve/tls.c to give it its certificate. */
+static void mark_https(const gw_config_t *cfg, gw_listener_t *l, size_t i)
+{
+    size_t first = cfg->http.n + cfg->http_proxy_protocol.n + cfg->uwsgi.n;
+
+    l->https = i >= first && i - first < cfg->https.n ? (unsigned)(i - first + 1) : 0;
+}
+
 /* True for "host:0" / ":0": any port will do (the kernel picks one). */
 static bool is_any_port(const char *addr)
 {
@@ -103,7 +114,7 @@ static int bind_one(const gw_config_t *cfg, gw_listener_t *l, const char *addr, 
  * order); an address none is bound to is bound now; a socket no address wants
  * is closed. A new address that cannot be bound is logged and left out, and
  * if nothing at all could be opened the previous sockets go on: a reload
- * never takes the service down. With no --http / --uwsgi, the sockets
+ * never takes the service down. With no --http / --uwsgi / --https, the sockets
  * systemd handed in serve, as at start. */
 static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
                              const char *const *addrs, const enum gw_proto *protos,
@@ -132,7 +143,8 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
         activated += old[j].is_activated;
     }
     rc = -1;
-    if (!cfg->http.n && !cfg->http_proxy_protocol.n && !cfg->uwsgi.n && activated) {
+    if (!cfg->http.n && !cfg->http_proxy_protocol.n && !cfg->uwsgi.n && !cfg->https.n &&
+        activated) {
         for (size_t j = 0; j < h->nsocks; j++)
             if (!used[j] && old[j].is_activated)
                 (*out)[n++] = old[j], used[j] = true;
@@ -161,6 +173,7 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
                 continue;
             }
             l->is_proxy_protocol = proxied[i];
+            mark_https(cfg, l, i);
             n++;
         }
     }
@@ -209,17 +222,18 @@ out:
 }
 
 /* The listening sockets, from the strongest source: a re-executed master's
- * hand-over, systemd's, or --http / --uwsgi bound here (127.0.0.1:8000 when
+ * hand-over, systemd's, or --http / --uwsgi / --https bound here (127.0.0.1:8000 when
  * nothing is given). */
 int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_t **ls,
                     size_t *nl)
 {
     static const char *default_http = "127.0.0.1:8000";
     /* --http, then --http-proxy-protocol (HTTP whose connections start with
-     * a PROXY header), then --uwsgi */
+     * a PROXY header), then --uwsgi, then --https (mark_https) */
     size_t nhttp = cfg->http.n, nproxied = cfg->http_proxy_protocol.n;
-    size_t naddrs = nhttp + nproxied + cfg->uwsgi.n;
+    size_t nplain = nhttp + nproxied + cfg->uwsgi.n, naddrs = nplain + cfg->https.n;
     const char **addrs;
+    char (*https)[300] = NULL; /* the ADDR of each "ADDR,CERT,KEY..." */
     enum gw_proto *protos;
     bool *proxied;
     int rc = -1, act = 0;
@@ -227,14 +241,26 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
     addrs = calloc(naddrs + 1, sizeof(*addrs));
     protos = calloc(naddrs + 1, sizeof(*protos));
     proxied = calloc(naddrs + 1, sizeof(*proxied));
-    if (!addrs || !protos || !proxied)
+    if (cfg->https.n)
+        https = calloc(cfg->https.n, sizeof(*https));
+    if (!addrs || !protos || !proxied || (cfg->https.n && !https))
         goto out;
     for (size_t i = 0; i < naddrs; i++) {
-        protos[i] = i >= nhttp + nproxied ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
+        protos[i] = i >= nhttp + nproxied && i < nplain ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
         proxied[i] = i >= nhttp && i < nhttp + nproxied;
-        addrs[i] = i < nhttp ? cfg->http.v[i]
-                   : proxied[i] ? cfg->http_proxy_protocol.v[i - nhttp]
-                                : cfg->uwsgi.v[i - nhttp - nproxied];
+        if (i >= nplain) {
+            if (!gw_tls_https_addr(cfg->https.v[i - nplain], https[i - nplain],
+                                   sizeof(https[0]))) {
+                gw_config_bad_value(cfg, "https", i - nplain, cfg->https.v[i - nplain],
+                                    "want ADDR,CERT,KEY[,CIPHERS[,CA]]");
+                goto out;
+            }
+            addrs[i] = https[i - nplain];
+        } else {
+            addrs[i] = i < nhttp ? cfg->http.v[i]
+                       : proxied[i] ? cfg->http_proxy_protocol.v[i - nhttp]
+                                    : cfg->uwsgi.v[i - nhttp - nproxied];
+        }
     }
     if (h->is_present) {
         if (!naddrs)
@@ -262,10 +288,14 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
             goto out;
         (*ls)[i].is_proxy_protocol = proxied[i];
     }
+    /* systemd's and ours alike: the i-th address's listener is the i-th */
+    for (size_t i = 0; i < *nl && naddrs; i++)
+        mark_https(cfg, &(*ls)[i], i);
     rc = 0;
 out:
     free(addrs);
     free(protos);
     free(proxied);
+    free(https);
     return rc;
 }

@@ -8,6 +8,7 @@
 #include "proto/forwarded.h"
 #include "py/wsgi.h"
 #include "serve/static.h"
+#include "serve/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -273,6 +274,8 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
     gw_allow_t allow = {0}, fwd_allow = {0}, proxy_allow = {0};
     gw_fwd_conf_t fwd = {0};
     size_t bad_i;
+    gw_tls_t *tls = NULL;
+    bool tls_failed = false;
     char err[256], banner[128];
     char **static_abs = NULL;
     int rc = 1;
@@ -332,6 +335,17 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
     fwd.log = cfg->log_forwarded;
     if (gw_sockets_open(cfg, h, &ls, &nl) < 0)
         goto out;
+    /* Certificates and keys are read here, before --uid: key files may
+     * stay readable by root alone (nginx does the same). The workers
+     * inherit the contexts. A reload's checker gets here too, so a new
+     * certificate that does not load fails the reload, not the service. */
+    tls = gw_tls_new(cfg, ls, nl, &tls_failed);
+    if (tls_failed)
+        goto out;
+    if (tls && cfg->enable_proxy_protocol && !cfg->check_config)
+        gw_log_error("note: --enable-proxy-protocol leaves the --https sockets out: a PROXY "
+                     "header before the TLS handshake is not read (terminate TLS at the "
+                     "balancer, or send it plain TLS)");
     /* A re-executed master's pidfile, sockets and privileges are as its
      * first image left them. */
     if (!h->is_present && !cfg->check_config) {
@@ -349,7 +363,10 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
             continue; /* its gateway says REMOTE_ADDR and the scheme itself */
         }
         ls[i].fwd = &fwd;
-        if (cfg->enable_proxy_protocol)
+        /* Not --https: its connections start with the TLS handshake, and a
+         * PROXY header in front of it would be read as one (the transport
+         * reads first) */
+        if (cfg->enable_proxy_protocol && !ls[i].https)
             ls[i].is_proxy_protocol = true;
         if (ls[i].is_proxy_protocol)
             ls[i].allow = &proxy_allow;
@@ -387,6 +404,7 @@ out:
     for (size_t i = 0; ls && i < nl; i++)
         gw_listen_close(&ls[i]);
     free(ls);
+    gw_tls_free(tls);
     gw_allow_dispose(&allow);
     gw_allow_dispose(&fwd_allow);
     gw_allow_dispose(&proxy_allow);

@@ -5,6 +5,8 @@
  * (py/wsgi_priv.h). */
 #include "py/wsgi_priv.h" /* Python.h first */
 
+#include "serve/tls.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
@@ -213,6 +215,25 @@ static PyObject *environ_from_template(gw_wsgi_t *w, gw_conn_t *c)
     return PyDict_Copy(w->templates[li < w->nlisteners ? li : 0]);
 }
 
+static int put_tls_var(void *env, const char *key, const char *val, size_t vlen)
+{
+    PyObject *v = latin1(val, vlen); /* new ref */
+    int rc;
+
+    if (!v)
+        return -1;
+    rc = PyDict_SetItemString(env, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* An --https connection's SSL_* keys (serve/tls.h: the version, the
+ * cipher, the client certificate). 0 or -1. */
+static int set_tls(PyObject *env, gw_conn_t *c)
+{
+    return gw_tls_each_var(gw_conn_transport(c), put_tls_var, env);
+}
+
 /* CONTENT_LENGTH from the stored body (whatever framing brought it) and
  * wsgi.input over it. 0 or -1. */
 static int set_body(gw_wsgi_t *w, wreq_t *wr, PyObject *env, gw_req_t *r)
@@ -366,7 +387,7 @@ PyObject *gw__wsgi_environ(gw_wsgi_t *w, wreq_t *wr)
          set_item(env, w->k_query, latin1(rb + r->query.off, r->query.len)) < 0) ||
         set_item(env, w->k_uri, latin1(rb + r->target.off, r->target.len)) < 0 ||
         PyDict_SetItem(env, w->k_proto, r->http_minor ? w->v_http11 : w->v_http10) < 0 ||
-        set_remote(env, w, c, peer) < 0)
+        set_remote(env, w, c, peer) < 0 || (peer->listener->tls && set_tls(env, c) < 0))
         goto fail;
     if (host.len && /* an absolute-form target's authority, else Host */
         set_server_name(w, env, rb + host.off, host.len) < 0)
@@ -450,7 +471,9 @@ PyObject *gw__wsgi_template(gw_wsgi_t *w, const gw_listener_t *l)
     SET("SERVER_PORT", PyUnicode_FromString(l->port));
     SET("QUERY_STRING", PyUnicode_FromString(""));
     SET("wsgi.version", Py_BuildValue("(ii)", 1, 0));
-    SET("wsgi.url_scheme", PyUnicode_FromString("http"));
+    SET("wsgi.url_scheme", PyUnicode_FromString(l->tls ? "https" : "http"));
+    if (l->tls) /* --https: as nginx's and Apache's HTTPS variable */
+        SET("HTTPS", PyUnicode_FromString("on"));
     SET("wsgi.multithread", Py_NewRef(Py_False));
     SET("wsgi.multiprocess", Py_NewRef(w->cfg->workers > 1 ? Py_True : Py_False));
     SET("wsgi.run_once", Py_NewRef(Py_False));

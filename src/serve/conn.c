@@ -12,11 +12,13 @@
 #include "proto/forwarded.h"
 #include "proto/protocols.h"
 #include "serve/response.h"
+#include "serve/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,7 +113,14 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     c->ctx = ctx;
     c->watch.fd = fd;
     c->watch.cb = on_io;
-    gw_transport_open_plain(&c->tp, fd);
+    if (!l->tls) {
+        gw_transport_open_plain(&c->tp, fd);
+    } else if (gw_tls_open(&c->tp, fd, l->tls) < 0) {
+        c->dead_next = ctx->_free;
+        ctx->_free = c;
+        close(fd);
+        return -ENOMEM;
+    }
     c->rbuf = (gw_buf_t){0};
     c->parsed = c->head_end = 0;
     c->out = NULL;
@@ -152,7 +161,9 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     c->can_write = true;
     /* The request often arrives with the connection: try at once. */
     c->can_read = true;
-    gw_timer_start(&ctx->header_q, &c->timer);
+    /* TLS: the handshake, then the first request's first byte, within
+     * --tls-handshake-timeout (gw__conn_read moves to the header timeout then) */
+    gw_timer_start(l->tls ? &ctx->handshake_q : &ctx->header_q, &c->timer);
     gw__conn_read(c);
     return 0;
 }
@@ -503,6 +514,13 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->can_read = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        c->can_write = true;
+    /* A transport whose last -EAGAIN waits for the other direction (TLS:
+     * a handshake's or a read's write found the socket full) retries on
+     * that edge too (transport.h). The plain socket's wants never cross. */
+    if ((events & EPOLLOUT) && c->tp.read_wants == POLLOUT)
+        c->can_read = true;
+    if ((events & EPOLLIN) && c->tp.write_wants == POLLIN)
         c->can_write = true;
 
     switch (c->state) {

@@ -50,6 +50,7 @@ typedef struct gw_conn_ctx {
     gw_bufpool_t body_pool;
     gw_arena_pool_t arena_pool;
     gw_timerq_t header_q, body_q, keepalive_q, write_q, linger_q;
+    gw_timerq_t handshake_q; /* TLS connections until their first request byte (server.c) */
     uint64_t write_timeout_ms;
     /* lists, private to the conn*.c files (conn_priv.h) */
     gw_conn_t *_all, *_ready_head, *_ready_tail, *_dead, *_free;
@@ -114,6 +115,9 @@ void gw_conn_close_all(gw_conn_ctx_t *ctx);
 gw_req_t *gw_conn_req(gw_conn_t *c);
 const char *gw_conn_rbuf(const gw_conn_t *c);
 const gw_peer_t *gw_conn_peer(const gw_conn_t *c);
+/* The connection's transport (serve/tls.h reads the TLS session's facts
+ * for the environ from it). */
+struct gw_transport *gw_conn_transport(gw_conn_t *c);
 /* The output queue of this response (taken from a pool; never NULL while the
  * handler owns the connection). */
 gw_out_t *gw_conn_out(gw_conn_t *c);

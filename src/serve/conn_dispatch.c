@@ -273,6 +273,11 @@ const gw_peer_t *gw_conn_peer(const gw_conn_t *c)
     return &c->peer;
 }
 
+struct gw_transport *gw_conn_transport(gw_conn_t *c)
+{
+    return &c->tp;
+}
+
 gw_out_t *gw_conn_out(gw_conn_t *c)
 {
     out_node_t *o = gw__conn_get_out(c);
