@@ -216,6 +216,34 @@ def test_malformed_values_are_ignored_and_logged(gangway):
     assert "forwarded:" not in quiet.read_log()
 
 
+@pytest.mark.parametrize("family", ["x-forwarded", "forwarded"])
+def test_client_junk_cannot_drop_its_address(gangway, family):
+    # A client behind the trusted proxy (127.0.0.1) adds what it likes left
+    # of the proxy's entries, or headers the proxy does not set: the address
+    # the proxy wrote stays. Ignoring it all made REMOTE_ADDR the proxy's
+    # own 127.0.0.1, which apps trust (INTERNAL_IPS, "local only" views).
+    srv = start(gangway, "--forwarded-headers", family)
+    c = "203.0.113.7"
+    if family == "x-forwarded":
+        cases = [
+            [("X-Forwarded-For", "1.1.1.%d" % i) for i in range(16)] +
+            [("X-Forwarded-For", c)],                  # HAProxy adds its own line
+            [("X-Forwarded-For", "1.1.1.1, " + c),
+             ("X-Forwarded-Proto", "https, " * 40 + "http")],  # an appending proxy
+            [("X-Forwarded-For", c), ("X-Forwarded-Proto", "gopher")],
+            [("X-Forwarded-For", c), ("X-Forwarded-Ssl", "bogus")],
+        ]
+    else:
+        cases = [
+            [("Forwarded", "for=1.1.1.%d" % i) for i in range(16)] + [("Forwarded", "for=" + c)],
+            [("Forwarded", 'for="[::1, ;==, for=' + c)],  # one line, nginx-style appending
+        ]
+    for hd in cases:
+        st, env = send(http_addr(srv), get(headers=hd))
+        assert st == 200 and env["REMOTE_ADDR"] == c, hd
+        assert env["wsgi.url_scheme"] == "http", hd
+
+
 def test_forwarded_host_only_with_the_option(gangway):
     hdrs = [("X-Forwarded-Host", "www.example.org"), ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Port", "8443")]
