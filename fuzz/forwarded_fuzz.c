@@ -13,9 +13,10 @@
  *   - the host is not a slice of one of the fields' values, or comes (or a
  *     server port does) without --forwarded-host;
  *   - the result depends on what lies left of the client: with X-Forwarded-For
- *     read, a result whose address is untrusted (the walk stopped there)
- *     must not change when a field of garbage comes before every other
- *     X-Forwarded-For field (the client's own say);
+ *     (or Forwarded) read alone, a result whose address is untrusted (the
+ *     walk stopped there) must not change when a field of garbage comes
+ *     before every other field of that name (the client's own say), even
+ *     when that makes more fields than are kept;
  *   - resolving twice differs. */
 #include "core/allow.c"
 #include "proto/forwarded.c"
@@ -42,21 +43,25 @@ static const char *const names[] = {
 static char rb[1 << 17];
 static gw_header_t hdrs[MAX_LINES + 1];
 
-/* Lays the lines out in rb as "name" + value spans (a garbage XFF field
- * first when prefix); returns the number of XFF fields. */
-static unsigned build(gw_req_t *r, const uint8_t *in, size_t n, bool prefix)
+/* The garbage fields put first by build(): name, then value. */
+static const char g_xff[] = "X-Forwarded-For" "1.1.1.1, \"[::,junk";
+static const char g_fwd[] = "Forwarded" "for=1.1.1.1, for=\"[::,;==\\";
+
+/* Lays the lines out in rb as "name" + value spans (the garbage field g of
+ * name length gn first, when g); returns the number of XFF fields. */
+static unsigned build(gw_req_t *r, const uint8_t *in, size_t n, const char *g, size_t gn)
 {
     size_t off = 0;
     unsigned xff = 0;
+    bool prefix = g != NULL;
 
     memset(r, 0, sizeof(*r));
     r->headers = hdrs;
     if (prefix) {
-        static const char g[] = "X-Forwarded-For" "1.1.1.1, \"[::,junk";
-        memcpy(rb, g, sizeof(g) - 1);
-        hdrs[0].name = (gw_span_t){0, 15};
-        hdrs[0].value = (gw_span_t){15, (uint32_t)(sizeof(g) - 1 - 15)};
-        off = sizeof(g) - 1;
+        memcpy(rb, g, strlen(g));
+        hdrs[0].name = (gw_span_t){0, (uint32_t)gn};
+        hdrs[0].value = (gw_span_t){(uint32_t)gn, (uint32_t)(strlen(g) - gn)};
+        off = strlen(g);
         r->nheaders = 1;
     }
     for (size_t i = 0; i < n && r->nheaders < MAX_LINES + (prefix ? 1 : 0);) {
@@ -124,22 +129,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     conf.trusted = data[0] & 8 ? &any : &local;
     conf.log = false;
 
-    xff = build(&r, data + 1, size - 1, false);
+    xff = build(&r, data + 1, size - 1, NULL, 0);
     why = gw_fwd_resolve(&conf, &r, rb);
     check(&conf, &r);
     first = r.client;
-    build(&r, data + 1, size - 1, false);
+    build(&r, data + 1, size - 1, NULL, 0);
     if (gw_fwd_resolve(&conf, &r, rb) != why || memcmp(&r.client, &first, sizeof(first)))
         FAIL("two runs differ");
 
     /* What the client wrote left of its own address never counts. */
-    if (conf.family == GW_FWD_X_FORWARDED && !why && first.addr[0] && xff &&
-        xff < MAX_FIELDS) {
+    if (conf.family != GW_FWD_BOTH && !why && first.addr[0] &&
+        (xff || conf.family == GW_FWD_FORWARDED)) {
+        const char *g = conf.family == GW_FWD_X_FORWARDED ? g_xff : g_fwd;
+        size_t gn = conf.family == GW_FWD_X_FORWARDED ? 15 : 9;
         gw_ip_t ip;
         gw_allow_ip_parse(&ip, first.addr, strlen(first.addr));
         if (!gw_allow_has(conf.trusted, &ip)) {
-            uint32_t shift = (uint32_t)(15 + strlen("1.1.1.1, \"[::,junk"));
-            build(&r, data + 1, size - 1, true);
+            uint32_t shift = (uint32_t)strlen(g);
+            build(&r, data + 1, size - 1, g, gn);
             gw_fwd_resolve(&conf, &r, rb);
             again = r.client;
             if (again.host.len)

@@ -216,6 +216,34 @@ def test_malformed_values_are_ignored_and_logged(gangway):
     assert "forwarded:" not in quiet.read_log()
 
 
+@pytest.mark.parametrize("family", ["x-forwarded", "forwarded"])
+def test_client_junk_cannot_drop_its_address(gangway, family):
+    # A client behind the trusted proxy (127.0.0.1) adds what it likes left
+    # of the proxy's entries, or headers the proxy does not set: the address
+    # the proxy wrote stays. Ignoring it all made REMOTE_ADDR the proxy's
+    # own 127.0.0.1, which apps trust (INTERNAL_IPS, "local only" views).
+    srv = start(gangway, "--forwarded-headers", family)
+    c = "203.0.113.7"
+    if family == "x-forwarded":
+        cases = [
+            [("X-Forwarded-For", "1.1.1.%d" % i) for i in range(16)] +
+            [("X-Forwarded-For", c)],                  # HAProxy adds its own line
+            [("X-Forwarded-For", "1.1.1.1, " + c),
+             ("X-Forwarded-Proto", "https, " * 40 + "http")],  # an appending proxy
+            [("X-Forwarded-For", c), ("X-Forwarded-Proto", "gopher")],
+            [("X-Forwarded-For", c), ("X-Forwarded-Ssl", "bogus")],
+        ]
+    else:
+        cases = [
+            [("Forwarded", "for=1.1.1.%d" % i) for i in range(16)] + [("Forwarded", "for=" + c)],
+            [("Forwarded", 'for="[::1, ;==, for=' + c)],  # one line, nginx-style appending
+        ]
+    for hd in cases:
+        st, env = send(http_addr(srv), get(headers=hd))
+        assert st == 200 and env["REMOTE_ADDR"] == c, hd
+        assert env["wsgi.url_scheme"] == "http", hd
+
+
 def test_forwarded_host_only_with_the_option(gangway):
     hdrs = [("X-Forwarded-Host", "www.example.org"), ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Port", "8443")]
@@ -354,6 +382,46 @@ def test_proxy_unix_source(proxied):
     st, env = send(proxy_addr(proxied), v2(1, 0x31, b"/run/haproxy.sock".ljust(216, b"\0")) +
                    get("/x"))
     assert st == 200 and env["REMOTE_ADDR"] == "" and env["gangway.peer_addr"] == "127.0.0.1"
+
+
+def test_proxy_unnamed_source_is_not_trusted(gangway):
+    # The balancer (127.0.0.1) is trusted for forwarded headers as well (the
+    # default list). A client it relays but cannot name (a unix socket's, or
+    # v1 UNKNOWN, v2 PROXY with no family) is not the balancer: its own
+    # X-Forwarded-* must not count. LOCAL is the balancer's own request.
+    srv = start(gangway, "--http-proxy-protocol", "127.0.0.1:0")
+    spoof = get(headers=[("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https")])
+    for hdr, addr in [(v2(1, 0x31, b"/run/tls.sock".ljust(216, b"\0")), ""),
+                      (b"PROXY UNKNOWN\r\n", "127.0.0.1"),
+                      (b"PROXY UNKNOWN ::1 ::2 1 2\r\n", "127.0.0.1"),
+                      (v2(1, 0x00, b""), "127.0.0.1")]:
+        st, env = send(proxy_addr(srv), hdr + spoof)
+        assert st == 200 and env["REMOTE_ADDR"] == addr, (hdr, env)
+        assert env["wsgi.url_scheme"] == "http", hdr
+    st, env = send(proxy_addr(srv), v2(0, 0x00, b"") + spoof)
+    assert env["REMOTE_ADDR"] == "6.6.6.6" and env["wsgi.url_scheme"] == "https"
+
+
+def test_proxy_header_on_a_unix_listener(gangway, tmp_path):
+    # the listener's own peer has no address: the log and gangway.peer_addr
+    # say "unix" (this read 48 bytes of a 5-byte string: an ASan report)
+    path = str(tmp_path / "px.sock")
+    srv = start(gangway, "--http-proxy-protocol", "unix:" + path, "--log-format",
+                "%(client) %(peer) %(uri)")
+    for i, hdr in enumerate([b"PROXY TCP4 203.0.113.21 10.0.0.1 5 80\r\n",
+                             v2_tcp4("203.0.113.22", "10.0.0.1", 6, 80)]):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(path)
+        try:
+            s.sendall(hdr + get("/u%d" % i))
+            env = json.loads(RawReader(s, 10).read_response().body)
+        finally:
+            s.close()
+        assert env["REMOTE_ADDR"] == "203.0.113.2%d" % (i + 1)
+        assert env["gangway.peer_addr"] == "unix"
+        wait_for(lambda: "203.0.113.2%d unix /u%d" % (i + 1, i) in srv.read_log(), 10,
+                 what="the access log line")
 
 
 @pytest.mark.parametrize("kind", ["v1", "v2"])

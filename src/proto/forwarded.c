@@ -10,8 +10,12 @@
  * a proxy that appends to X-Forwarded-Proto makes it as long as the hop
  * list, and the client's entry is the one its first proxy wrote; a single
  * value is one the last proxy set for the whole chain. Anything else is
- * ambiguous and ignored. Work is linear in the headers' size: each list is
- * read at most twice, end to start. */
+ * ambiguous and ignored. Those lists are read from the end only as far as
+ * that position too, and a bad scheme or host is ignored alone: whatever
+ * the client adds on the left (more entries, more fields, junk) cannot
+ * make the address the walk found fall back to the proxy's own, which an
+ * app may trust (127.0.0.1). Forwarded is read from the right, element by
+ * element, for the same reason. Work is linear in the headers' size. */
 #include "proto/forwarded.h"
 
 #include <stdio.h>
@@ -19,17 +23,17 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-/* Fields of one name taken at most (each is a header line of its own). */
+/* Fields of one name kept (each is a header line of its own): the last
+ * ones, which the proxies wrote (HAProxy adds a line of its own after the
+ * client's). */
 #define MAX_FIELDS 16
-/* Forwarded elements kept per field while reading it left to right. */
-#define MAX_ELEMENTS (GW_FWD_MAX_HOPS + 1)
 #define MAX_HOST 255
 
 typedef struct list {
     const char *v[MAX_FIELDS];
     size_t n[MAX_FIELDS];
     unsigned nf;
-    bool is_over; /* more fields than MAX_FIELDS */
+    bool is_over; /* more fields than MAX_FIELDS: the first ones were let go */
 } list_t;
 
 /* A reverse iterator over a list's comma-separated entries, last field
@@ -204,7 +208,8 @@ static bool parse_host(const char *s, size_t n, uint16_t *port)
 
 /* The entry of l at the client's position (pos from the right; a single
  * entry stands for the whole chain). 1: found, 0: l is empty, -1: l is
- * ambiguous there. */
+ * ambiguous there. Reads pos + 1 entries at most (pos < GW_FWD_MAX_HOPS):
+ * what lies further left is the client's, never read nor counted. */
 static int entry_at(const list_t *l, unsigned pos, const char **s, size_t *n)
 {
     rit_t it;
@@ -212,91 +217,123 @@ static int entry_at(const list_t *l, unsigned pos, const char **s, size_t *n)
     const char *es;
     size_t en;
 
-    if (l->is_over)
-        return -1;
     rit_init(&it, l);
     while (rit_next(&it, &es, &en)) {
-        if (count == pos) {
+        if (count == 0 || count == pos) { /* the last entry, or the client's */
             *s = es;
             *n = en;
         }
-        if (++count > GW_FWD_MAX_HOPS + 1)
-            return -1;
+        if (count++ == pos)
+            return 1;
     }
-    if (count == 0)
-        return 0;
-    if (count == 1) {
-        rit_init(&it, l);
-        rit_next(&it, s, n);
-        return 1;
-    }
-    return pos < count ? 1 : -1;
+    if (count == 1 && !l->is_over)
+        return 1; /* *s is the single entry */
+    return count == 0 && !l->is_over ? 0 : -1;
 }
 
 typedef struct found {
     list_t xff, proto, ssl, host, port, fwd;
 } found_t;
 
-static const char *x_forwarded(const gw_fwd_conf_t *conf, const found_t *f, said_t *out)
+/* The scheme at the client's position. NULL or why it is ignored (*scheme
+ * then unset). */
+static const char *x_scheme(const found_t *f, unsigned pos, uint8_t *scheme)
 {
-    unsigned pos = 0;
     const char *s;
     size_t n;
     int rc;
 
+    if ((rc = entry_at(&f->proto, pos, &s, &n)) < 0)
+        return "X-Forwarded-Proto: a list that does not match the hops";
+    if (rc)
+        return parse_scheme(s, n, scheme) ? NULL : "X-Forwarded-Proto: neither http nor https";
+    if ((rc = entry_at(&f->ssl, pos, &s, &n)) < 0)
+        return "X-Forwarded-Ssl: a list that does not match the hops";
+    if (rc == 1 && n == 2 && strncasecmp(s, "on", 2) == 0)
+        *scheme = GW_SCHEME_HTTPS;
+    else if (rc == 1 && n == 3 && strncasecmp(s, "off", 3) == 0)
+        *scheme = GW_SCHEME_HTTP;
+    else if (rc == 1)
+        return "X-Forwarded-Ssl: neither on nor off";
+    return NULL;
+}
+
+/* The host and port at the client's position: both or neither (they say
+ * one thing, the authority asked for). NULL or why they are ignored. */
+static const char *x_host(const found_t *f, unsigned pos, said_t *out)
+{
+    const char *s, *host = NULL;
+    size_t n, host_len = 0;
+    uint16_t port = 0;
+    int rc;
+
+    if ((rc = entry_at(&f->host, pos, &s, &n)) < 0)
+        return "X-Forwarded-Host: a list that does not match the hops";
+    if (rc) {
+        if (!parse_host(s, n, &port))
+            return "X-Forwarded-Host: not a host";
+        host = s;
+        host_len = n;
+    }
+    if ((rc = entry_at(&f->port, pos, &s, &n)) < 0)
+        return "X-Forwarded-Port: a list that does not match the hops";
+    if (rc && !parse_port(s, n, &port))
+        return "X-Forwarded-Port: not a port";
+    out->host = host;
+    out->host_len = host_len;
+    out->server_port = port;
+    return NULL;
+}
+
+/* What X-Forwarded-* says (out is all zero on entry). NULL or why a part
+ * was ignored: a bad address list leaves out empty (the client's position
+ * is unknown, so is everything read there); a bad scheme or host leaves
+ * the rest. */
+static const char *x_forwarded(const gw_fwd_conf_t *conf, const found_t *f, said_t *out)
+{
+    unsigned pos = 0;
+    const char *why, *why_host = NULL;
+
     if (f->xff.nf) {
         rit_t it;
         gw_ip_t ip;
-        bool has_port, any = false;
+        bool has_port, any = false, is_client = false;
         uint16_t port;
+        const char *s;
+        size_t n;
 
-        if (f->xff.is_over)
-            return "X-Forwarded-For: too many fields";
         rit_init(&it, &f->xff);
         for (unsigned hop = 0; rit_next(&it, &s, &n); hop++) {
-            if (hop >= GW_FWD_MAX_HOPS)
+            if (hop >= GW_FWD_MAX_HOPS) {
+                memset(out, 0, sizeof(*out));
                 return "X-Forwarded-For: too many trusted hops";
-            if (!parse_node(s, n, true, &ip, &has_port, &port))
+            }
+            if (!parse_node(s, n, true, &ip, &has_port, &port)) {
+                memset(out, 0, sizeof(*out));
                 return "X-Forwarded-For: not an address";
+            }
             out->ip = ip;
             out->has_port = has_port;
             out->port = port;
             any = true;
             pos = hop;
-            if (!gw_allow_has(conf->trusted, &ip))
+            if (!gw_allow_has(conf->trusted, &ip)) {
+                is_client = true;
                 break; /* the client: what is left of it is its own say */
+            }
+        }
+        /* Every hop trusted: the leftmost is the client, unless fields
+         * were let go, whose hops are unknown. */
+        if (!is_client && f->xff.is_over) {
+            memset(out, 0, sizeof(*out));
+            return "X-Forwarded-For: too many fields";
         }
         out->has_addr = any;
     }
-    if ((rc = entry_at(&f->proto, pos, &s, &n)) < 0)
-        return "X-Forwarded-Proto: a list that does not match the hops";
-    if (rc && !parse_scheme(s, n, &out->scheme))
-        return "X-Forwarded-Proto: neither http nor https";
-    if (!rc) {
-        if ((rc = entry_at(&f->ssl, pos, &s, &n)) < 0)
-            return "X-Forwarded-Ssl: a list that does not match the hops";
-        if (rc == 1 && n == 2 && strncasecmp(s, "on", 2) == 0)
-            out->scheme = GW_SCHEME_HTTPS;
-        else if (rc == 1 && n == 3 && strncasecmp(s, "off", 3) == 0)
-            out->scheme = GW_SCHEME_HTTP;
-        else if (rc == 1)
-            return "X-Forwarded-Ssl: neither on nor off";
-    }
-    if (!conf->use_host)
-        return NULL;
-    if ((rc = entry_at(&f->host, pos, &s, &n)) < 0)
-        return "X-Forwarded-Host: a list that does not match the hops";
-    if (rc) {
-        if (!parse_host(s, n, &out->server_port))
-            return "X-Forwarded-Host: not a host";
-        out->host = s;
-        out->host_len = n;
-    }
-    if ((rc = entry_at(&f->port, pos, &s, &n)) < 0)
-        return "X-Forwarded-Port: a list that does not match the hops";
-    if (rc && !parse_port(s, n, &out->server_port))
-        return "X-Forwarded-Port: not a port";
-    return NULL;
+    why = x_scheme(f, pos, &out->scheme);
+    if (conf->use_host)
+        why_host = x_host(f, pos, out);
+    return why ? why : why_host;
 }
 
 /* ---- RFC 7239 Forwarded ---- */
@@ -310,162 +347,159 @@ typedef struct elem {
 static bool is_tchar(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           strchr("!#$%&'*+-.^_`|~", c) != NULL;
+           (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
-/* Reads one field's elements, left to right, into e (the last MAX_ELEMENTS
- * of them: only the right end is walked); *ne their count, *dropped whether
- * earlier ones were let go. NULL or why the field is not RFC 7239. */
-static const char *read_elements(const char *s, size_t n, elem_t *e, unsigned *ne, bool *dropped)
+/* Reads the element of s that ends at *end, right to left (a field is read
+ * from its end, where the proxies appended, only as far as the walk needs:
+ * what the client wrote further left is never parsed, so its junk cannot
+ * make the whole field ignored). On success *end is where the element
+ * starts (at its ',' or 0). NULL or why it is not RFC 7239. A quoted-pair
+ * is refused: read backwards, "\"" cannot be told from a closing quote, and
+ * no proxy escapes an address, scheme or host. */
+static const char *prev_element(const char *s, size_t *end, elem_t *e)
 {
     static const char *const names[3] = {"for", "proto", "host"};
-    size_t i = 0;
+    size_t i = *end;
+    bool any = false;
 
-    *ne = 0;
-    *dropped = false;
-    while (i < n) {
-        elem_t *cur;
-        bool empty = true;
+    memset(e, 0, sizeof(*e));
+    for (;;) { /* pairs separated by ';', last first */
+        size_t ve, vs, ne;
+        int which = -1;
 
-        while (i < n && is_ows(s[i]))
-            i++;
-        if (i < n && s[i] == ',') { /* an empty element (5.6.1) */
-            i++;
+        while (i > 0 && is_ows(s[i - 1]))
+            i--;
+        if (i == 0 || s[i - 1] == ',')
+            break;
+        if (s[i - 1] == ';') { /* an empty pair (4: forwarded-element) */
+            i--;
             continue;
         }
-        if (i == n)
-            break;
-        if (*ne == MAX_ELEMENTS) { /* keep the last ones: shift (bounded, rare) */
-            memmove(e, e + 1, (MAX_ELEMENTS - 1) * sizeof(*e));
-            (*ne)--;
-            *dropped = true;
+        if (s[i - 1] == '"') {
+            const char *q;
+            ve = i - 1;
+            if (!(q = ve ? memrchr(s, '"', ve) : NULL))
+                return "Forwarded: an unterminated quoted string";
+            vs = (size_t)(q - s) + 1;
+            if (memchr(s + vs, '\\', ve - vs))
+                return "Forwarded: an escaped character in a value";
+            i = vs - 1;
+        } else {
+            ve = i;
+            while (i > 0 && is_tchar((unsigned char)s[i - 1]))
+                i--;
+            vs = i;
+            if (vs == ve)
+                return "Forwarded: junk after an element";
         }
-        cur = &e[(*ne)++];
-        memset(cur, 0, sizeof(*cur));
-        for (;;) { /* pairs separated by ';' */
-            size_t ks = i, vs, vn;
-            int which = -1;
-
-            while (i < n && is_tchar((unsigned char)s[i]))
-                i++;
-            if (i == ks) {
-                if (i < n && s[i] == ';' && empty) { /* ";for=x": an empty pair */
-                    i++;
-                    continue;
-                }
-                return "Forwarded: a parameter without a name";
-            }
-            if (i >= n || s[i] != '=')
-                return "Forwarded: a parameter without a value";
-            for (int k = 0; k < 3; k++)
-                if (i - ks == strlen(names[k]) && strncasecmp(s + ks, names[k], i - ks) == 0)
-                    which = k;
-            i++;
-            if (i < n && s[i] == '"') {
-                vs = ++i;
-                while (i < n && s[i] != '"') {
-                    if (s[i] == '\\') { /* quoted-pair: no address needs one */
-                        if (which >= 0)
-                            return "Forwarded: an escaped character in a value";
-                        i++;
-                    }
-                    i++;
-                }
-                if (i >= n)
-                    return "Forwarded: an unterminated quoted string";
-                vn = i - vs;
-                i++;
-            } else {
-                vs = i;
-                while (i < n && is_tchar((unsigned char)s[i]))
-                    i++;
-                vn = i - vs;
-                if (vn == 0)
-                    return "Forwarded: an empty value";
-            }
-            if (which >= 0) {
-                if (cur->has[which]) /* 4: at most once per element */
-                    return "Forwarded: a parameter given twice in an element";
-                cur->has[which] = true;
-                cur->v[which] = s + vs;
-                cur->n[which] = vn;
-            }
-            empty = false;
-            while (i < n && is_ows(s[i]))
-                i++;
-            if (i < n && s[i] == ';') {
-                i++;
-                while (i < n && is_ows(s[i]))
-                    i++;
-                continue;
-            }
-            break;
+        if (i == 0 || s[i - 1] != '=')
+            return "Forwarded: a parameter without a value";
+        ne = --i;
+        while (i > 0 && is_tchar((unsigned char)s[i - 1]))
+            i--;
+        if (i == ne)
+            return "Forwarded: a parameter without a name";
+        for (int k = 0; k < 3; k++)
+            if (ne - i == strlen(names[k]) && strncasecmp(s + i, names[k], ne - i) == 0)
+                which = k;
+        if (which >= 0) {
+            if (e->has[which]) /* 4: at most once per element */
+                return "Forwarded: a parameter given twice in an element";
+            e->has[which] = true;
+            e->v[which] = s + vs;
+            e->n[which] = ve - vs;
         }
-        if (i < n && s[i] != ',')
-            return "Forwarded: junk after an element";
-        if (i < n)
-            i++;
+        any = true;
+        while (i > 0 && is_ows(s[i - 1]))
+            i--;
+        if (i == 0 || s[i - 1] == ',')
+            break;
+        if (s[i - 1] != ';')
+            return "Forwarded: junk before a parameter";
+        i--;
     }
+    if (!any)
+        return "Forwarded: an element without a parameter";
+    *end = i;
     return NULL;
 }
 
+/* What Forwarded says (out is all zero on entry). NULL or why a part was
+ * ignored: a bad element on the walk leaves out empty; a bad proto= or
+ * host= of the client's element leaves the rest. */
 static const char *forwarded(const gw_fwd_conf_t *conf, const found_t *f, said_t *out)
 {
-    elem_t e[MAX_ELEMENTS], cl;
-    const elem_t *client = NULL; /* the client's element: cl, a copy (e is reused per field) */
+    elem_t el;
+    const char *why = NULL;
     unsigned hops = 0;
-    bool done = false;
+    bool done = false, any = false;
 
-    if (f->fwd.is_over)
-        return "Forwarded: too many fields";
     for (int fi = (int)f->fwd.nf - 1; fi >= 0 && !done; fi--) {
-        unsigned ne;
-        bool dropped;
-        const char *why = read_elements(f->fwd.v[fi], f->fwd.n[fi], e, &ne, &dropped);
+        const char *v = f->fwd.v[fi];
+        size_t end = f->fwd.n[fi];
 
-        if (why)
-            return why;
-        for (int k = (int)ne - 1; k >= 0 && !done; k--) {
-            const elem_t *el = &e[k];
-
-            if (hops++ >= GW_FWD_MAX_HOPS || (k == 0 && dropped))
-                return "Forwarded: too many trusted hops";
-            cl = *el;
-            client = &cl;
+        for (;;) {
+            while (end > 0 && (is_ows(v[end - 1]) || v[end - 1] == ',')) /* empty elements */
+                end--;
+            if (end == 0)
+                break;
+            if (hops++ >= GW_FWD_MAX_HOPS) {
+                why = "Forwarded: too many trusted hops";
+                goto ignore;
+            }
+            if ((why = prev_element(v, &end, &el)))
+                goto ignore;
+            any = true;
             out->has_addr = false;
             /* for=unknown or an obfuscated node (6.2, 6.3): the client's
              * address is not said; its scheme and host still are. */
-            if (!el->has[0] || el->v[0][0] == '_' ||
-                (el->n[0] == 7 && strncasecmp(el->v[0], "unknown", 7) == 0)) {
+            if (!el.has[0] || (el.n[0] && el.v[0][0] == '_') ||
+                (el.n[0] == 7 && strncasecmp(el.v[0], "unknown", 7) == 0)) {
                 done = true;
                 break;
             }
-            if (!parse_node(el->v[0], el->n[0], false, &out->ip, &out->has_port, &out->port))
-                return "Forwarded: for= is not a node";
+            if (!parse_node(el.v[0], el.n[0], false, &out->ip, &out->has_port, &out->port)) {
+                why = "Forwarded: for= is not a node";
+                goto ignore;
+            }
             out->has_addr = true;
-            done = !gw_allow_has(conf->trusted, &out->ip); /* else: a trusted hop, walk on */
+            if ((done = !gw_allow_has(conf->trusted, &out->ip)))
+                break; /* else: a trusted hop, walk on */
         }
     }
-    if (!client)
+    if (!any)
         return NULL;
-    if (client->has[1] && !parse_scheme(client->v[1], client->n[1], &out->scheme))
-        return "Forwarded: proto= is neither http nor https";
-    if (conf->use_host && client->has[2]) {
-        if (!parse_host(client->v[2], client->n[2], &out->server_port))
-            return "Forwarded: host= is not a host";
-        out->host = client->v[2];
-        out->host_len = client->n[2];
+    if (!done && f->fwd.is_over) { /* every hop trusted, and some were let go */
+        why = "Forwarded: too many fields";
+        goto ignore;
     }
-    return NULL;
+    if (el.has[1] && !parse_scheme(el.v[1], el.n[1], &out->scheme))
+        why = "Forwarded: proto= is neither http nor https";
+    if (conf->use_host && el.has[2]) {
+        if (parse_host(el.v[2], el.n[2], &out->server_port)) {
+            out->host = el.v[2];
+            out->host_len = el.n[2];
+        } else if (!why) {
+            why = "Forwarded: host= is not a host";
+        }
+    }
+    return why;
+ignore:
+    memset(out, 0, sizeof(*out));
+    return why;
 }
 
 /* ---- the request ---- */
 
+/* Keeps the last MAX_FIELDS fields: the proxies' own come last. */
 static void take(list_t *l, const char *v, size_t n)
 {
     if (l->nf == MAX_FIELDS) {
+        memmove(l->v, l->v + 1, (MAX_FIELDS - 1) * sizeof(l->v[0]));
+        memmove(l->n, l->n + 1, (MAX_FIELDS - 1) * sizeof(l->n[0]));
+        l->nf--;
         l->is_over = true;
-        return;
     }
     l->v[l->nf] = v;
     l->n[l->nf++] = n;
@@ -534,10 +568,10 @@ const char *gw_fwd_resolve(const gw_fwd_conf_t *conf, gw_req_t *r, const char *r
         f.fwd.is_over = false;
     if (!gather(r, rb, &f))
         return NULL;
-    if (conf->family != GW_FWD_FORWARDED && (why_x = x_forwarded(conf, &f, &x)))
-        memset(&x, 0, sizeof(x));
-    if (conf->family != GW_FWD_X_FORWARDED && f.fwd.nf && (why_f = forwarded(conf, &f, &fw)))
-        memset(&fw, 0, sizeof(fw));
+    if (conf->family != GW_FWD_FORWARDED)
+        why_x = x_forwarded(conf, &f, &x);
+    if (conf->family != GW_FWD_X_FORWARDED && f.fwd.nf)
+        why_f = forwarded(conf, &f, &fw);
     why = why_x ? why_x : why_f;
     /* Both families from one request: a proxy writes one and may pass the
      * other on from the client untouched, so only agreement is believed. */

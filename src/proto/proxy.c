@@ -72,7 +72,7 @@ static const char *parse_v1(gw_proxy_t *p, const uint8_t *line, size_t n)
     in->version = 1;
     if (n - 6 >= 7 && memcmp(line + 6, "UNKNOWN", 7) == 0 && (n == 13 || line[13] == ' ')) {
         /* 2.1: the receiver ignores the rest and uses the real endpoints */
-        in->is_local = true;
+        in->is_local = in->is_unnamed = true;
         return NULL;
     }
     for (; i <= n; i++) {
@@ -148,7 +148,7 @@ static const char *start_v2(gw_proxy_t *p)
         return "v2: unknown command";
     switch (fam) {
     case FAM_UNSPEC: /* 2.2: forwarded for an unknown protocol: real endpoints */
-        in->is_local = true;
+        in->is_local = in->is_unnamed = true;
         p->raw_end = p->blen;
         return NULL;
     case FAM_TCP4:

@@ -28,6 +28,10 @@ typedef struct gw_proxy_info {
     bool is_local;    /* v2 LOCAL (a health check of the balancer's own), v1 UNKNOWN,
                        * or v2 PROXY with an unspecified family: the connection's own
                        * endpoints stand; src and dst are not set */
+    bool is_unnamed;  /* v1 UNKNOWN or v2 PROXY with an unspecified family: unlike
+                       * LOCAL, a relayed connection whose source the balancer could
+                       * not name (2.1: "only when it is not possible to correctly
+                       * fill the PROXY line"), so not the balancer's own requests */
     gw_ip_t src, dst; /* AF_INET, AF_INET6, or AF_UNIX (the client came over a unix
                        * socket: no address) */
     uint16_t src_port, dst_port;

@@ -430,7 +430,8 @@ static void process_input(gw_conn_t *c)
  * proxy-protocol.txt), read under the header timeout like a request head:
  * its source becomes the peer, for REMOTE_ADDR, the logs and the trust in
  * forwarded headers; the balancer's own address stays in peer.via. LOCAL
- * (the balancer's health check) keeps the real peer. Without a valid
+ * (the balancer's health check) keeps the real peer; a source it cannot
+ * name keeps the real peer's address, not its trust. Without a valid
  * header the connection closes: nothing after it can be told apart from a
  * forged one. True when what the read buffer holds past the header is to
  * be parsed as the first request. */
@@ -453,9 +454,16 @@ static bool proxy_input(gw_conn_t *c)
     c->rbuf.len -= used;
     memmove(c->rbuf.data, c->rbuf.data + used, c->rbuf.len);
     c->state = C_HEAD;
-    if (!c->px.info.is_local) {
+    if (c->px.info.is_unnamed) {
+        /* A client the balancer could not name (v1 UNKNOWN, v2 PROXY with an
+         * unspecified family): the balancer's address stands for REMOTE_ADDR,
+         * but its trust does not pass to whoever it relays, whose forwarded
+         * headers are then its own say. */
+        pe->is_trusted = false;
+    } else if (!c->px.info.is_local) {
         const gw_proxy_info_t *in = &c->px.info;
-        memcpy(pe->via, pe->addr[0] ? pe->addr : "unix", sizeof(pe->via));
+        /* pe->addr is "" on a unix listener: copy strings, not sizeof(via) bytes */
+        snprintf(pe->via, sizeof(pe->via), "%s", pe->addr[0] ? pe->addr : "unix");
         pe->ip = in->src;
         gw_allow_ip_format(&in->src, pe->addr);
         if (in->src.family == AF_UNIX)
@@ -463,7 +471,12 @@ static bool proxy_input(gw_conn_t *c)
         else
             snprintf(pe->port, sizeof(pe->port), "%u", (unsigned)in->src_port);
         pe->is_ssl = in->is_ssl;
-        pe->is_trusted = pe->listener->fwd && gw_fwd_trusts(pe->listener->fwd, &pe->ip);
+        /* Not gw_fwd_trusts(): its "unix peers are trusted" means gangway's
+         * own socket, whose permissions say who connects. A unix client of
+         * the balancer's is anyone its socket let in (a TLS terminator
+         * relaying the internet, say): in no list, so never trusted. */
+        pe->is_trusted = pe->listener->fwd && in->src.family != AF_UNIX &&
+                         gw_fwd_trusts(pe->listener->fwd, &pe->ip);
     }
     return c->rbuf.len > 0;
 }

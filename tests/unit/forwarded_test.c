@@ -242,7 +242,8 @@ static void test_forwarded(void)
         "Forwarded: for=",
         "Forwarded: for=203.0.113.7 junk",
         "Forwarded: for=\"203.0.\\113.7\"",
-        "Forwarded: for=203.0.113.7;proto=ftp",
+        "Forwarded: for=203.0.113.7\"",
+        "Forwarded: ;",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         c = resolve(bad[i]);
@@ -250,11 +251,92 @@ static void test_forwarded(void)
         CHECK(why != NULL);
         CHECK_INT(c->scheme, GW_SCHEME_UNSAID);
     }
-    /* an element the client made up, left of its own, does not matter */
+    /* a bad proto= is ignored alone */
+    c = resolve("Forwarded: for=203.0.113.7;proto=ftp");
+    CHECK_STR(c->addr, "203.0.113.7");
+    CHECK_INT(c->scheme, GW_SCHEME_UNSAID);
+    CHECK(why != NULL);
+    /* an element the client made up, left of its own, does not matter: the
+     * field is read from its end, as far as the walk goes */
     c = resolve("Forwarded: for=\"garbage, for=203.0.113.7");
-    CHECK(why != NULL); /* one field: the quote swallows the rest */
+    CHECK_STR(c->addr, "203.0.113.7");
+    CHECK(why == NULL);
+    c = resolve("Forwarded: x=\"a\\\"b\", for=203.0.113.7;proto=https");
+    CHECK_STR(c->addr, "203.0.113.7");
+    CHECK_INT(c->scheme, GW_SCHEME_HTTPS);
     c = resolve("Forwarded: for=\"garbage\nForwarded: for=203.0.113.7");
     CHECK_STR(c->addr, "203.0.113.7");
+    /* empty elements and pairs (RFC 7239 4) */
+    c = resolve("Forwarded: , ;for=203.0.113.7;;proto=https; ,,");
+    CHECK_STR(c->addr, "203.0.113.7");
+    CHECK_INT(c->scheme, GW_SCHEME_HTTPS);
+    conf.family = GW_FWD_X_FORWARDED;
+}
+
+/* A client behind a trusted proxy adds what it likes left of the proxy's
+ * entries (more entries, more fields, junk): the address the walk finds
+ * stays, instead of falling back to the proxy's own (127.0.0.1, which an
+ * app may trust). */
+static void test_client_junk_keeps_the_address(void)
+{
+    static char many[8192];
+    gw_req_client_t *c;
+    size_t n = 0;
+
+    /* HAProxy adds a field of its own after the client's 16 */
+    for (int i = 0; i < 16; i++)
+        n += (size_t)snprintf(many + n, sizeof(many) - n, "X-Forwarded-For: 1.1.1.%d\n", i);
+    snprintf(many + n, sizeof(many) - n, "X-Forwarded-For: 203.0.113.7");
+    c = resolve(many);
+    CHECK_STR(c->addr, "203.0.113.7");
+    CHECK(why == NULL);
+    /* ...but when every kept hop is trusted, the let-go ones are unknown */
+    n = 0;
+    for (int i = 0; i < 17; i++)
+        n += (size_t)snprintf(many + n, sizeof(many) - n, "X-Forwarded-For: 10.0.0.%d\n", i);
+    c = resolve(many);
+    CHECK_STR(c->addr, "");
+    CHECK(why && strstr(why, "too many fields"));
+    /* an appending proxy, the client's 40 entries of X-Forwarded-Proto */
+    n = (size_t)snprintf(many, sizeof(many), "X-Forwarded-For: 203.0.113.7\nX-Forwarded-Proto: ");
+    for (int i = 0; i < 40; i++)
+        n += (size_t)snprintf(many + n, sizeof(many) - n, "https, ");
+    snprintf(many + n, sizeof(many) - n, "http");
+    c = resolve(many);
+    CHECK_STR(c->addr, "203.0.113.7");
+    CHECK_INT(c->scheme, GW_SCHEME_HTTP);
+    /* headers the proxy does not set are the client's: a bad one is ignored alone */
+    c = resolve("X-Forwarded-For: 203.0.113.7\nX-Forwarded-Proto: gopher");
+    CHECK_STR(c->addr, "203.0.113.7");
+    CHECK_INT(c->scheme, GW_SCHEME_UNSAID);
+    CHECK(why != NULL);
+    c = resolve("X-Forwarded-For: 203.0.113.7\nX-Forwarded-Ssl: bogus");
+    CHECK_STR(c->addr, "203.0.113.7");
+    CHECK_INT(c->scheme, GW_SCHEME_UNSAID);
+    conf.use_host = true;
+    c = resolve("X-Forwarded-For: 203.0.113.7\nX-Forwarded-Proto: https\n"
+                "X-Forwarded-Host: ok.example\nX-Forwarded-Port: x");
+    CHECK_STR(c->addr, "203.0.113.7");
+    CHECK_INT(c->scheme, GW_SCHEME_HTTPS);
+    CHECK_INT(c->host.len, 0); /* host and port go together */
+    CHECK_INT(c->server_port, 0);
+    conf.use_host = false;
+    /* Forwarded: 17 fields, the proxy's last */
+    conf.family = GW_FWD_FORWARDED;
+    n = 0;
+    for (int i = 0; i < 16; i++)
+        n += (size_t)snprintf(many + n, sizeof(many) - n, "Forwarded: for=1.1.1.%d\n", i);
+    snprintf(many + n, sizeof(many) - n, "Forwarded: for=203.0.113.7");
+    c = resolve(many);
+    CHECK_STR(c->addr, "203.0.113.7");
+    /* junk left of the proxy's element, in the same field */
+    c = resolve("Forwarded: for=\"[::1, ;;;===, for=203.0.113.7;proto=https");
+    CHECK_STR(c->addr, "203.0.113.7");
+    CHECK_INT(c->scheme, GW_SCHEME_HTTPS);
+    /* a trusted hop walks into what the client wrote: that is read, and refused */
+    c = resolve("Forwarded: for=\"[::1, for=10.0.0.9");
+    CHECK_STR(c->addr, "");
+    CHECK(why != NULL);
     conf.family = GW_FWD_X_FORWARDED;
 }
 
@@ -306,6 +388,7 @@ int main(void)
     test_scheme();
     test_host();
     test_forwarded();
+    test_client_junk_keeps_the_address();
     test_families();
     test_no_headers();
     gw_allow_dispose(&trusted);

@@ -131,6 +131,7 @@ static void test_v1_unknown(void)
     outcome_t o = parse_str("PROXY UNKNOWN\r\n");
     CHECK_INT(o.st, GW_PROXY_DONE);
     CHECK(o.info.is_local);
+    CHECK(o.info.is_unnamed); /* relayed, not the balancer's own: no trust */
     CHECK_INT(o.used, 15);
     o = parse_str("PROXY UNKNOWN ffff::1 ffff::2 1 2\r\nGET");
     CHECK_INT(o.st, GW_PROXY_DONE);
@@ -346,6 +347,7 @@ static void test_v2_unix_local_unspec(void)
     o = parse(pkt.b, v2_end());
     CHECK_INT(o.st, GW_PROXY_DONE);
     CHECK(o.info.is_local);
+    CHECK(!o.info.is_unnamed);
     CHECK_INT(o.used, 16);
     v2_start(0x20, 0x99);
     v2_put("\xff\xff\xff", 3); /* not even TLVs */
@@ -360,6 +362,7 @@ static void test_v2_unix_local_unspec(void)
     o = parse(pkt.b, v2_end());
     CHECK_INT(o.st, GW_PROXY_DONE);
     CHECK(o.info.is_local);
+    CHECK(o.info.is_unnamed);
 }
 
 static void test_v2_refused(void)
