@@ -587,6 +587,51 @@ def test_reload_takes_a_new_certificate_without_a_failed_request(gangway, certs,
     assert not failures, failures
 
 
+def test_a_reload_that_opens_nothing_closes_the_tls_socket_rather_than_serve_it_bare(
+        gangway, certs, tmp_path):
+    """A reload that can open none of its addresses goes on with the previous
+    sockets, but not with an --https one: its TLS context came from the
+    configuration, and bare it would answer in plain text."""
+    ini = tmp_path / "app.ini"
+    ini.write_text("[uwsgi]\nchdir = %s\nmodule = tls_app:application\n"
+                   "http = 127.0.0.1:0\nhttps = 127.0.0.1:0,%s,%s\n"
+                   % (APPS, certs.srv, certs.srv_key))
+    s = gangway(str(ini), listen=False)
+    s.https = https_port(s)
+    plain = int(re.search(r"listening on http://127\.0\.0\.1:(\d+)", s.read_log()).group(1))
+    assert env_of(s.https, client_ctx(certs))["HTTPS"] == "on"
+    ini.write_text("[uwsgi]\nchdir = %s\nmodule = tls_app:application\n"
+                   "http = unix:%s\n" % (APPS, tmp_path / "no-such-dir" / "x.sock"))
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "new worker(s) serving" in s.read_log(), 30, what="the reload")
+    log = s.read_log()
+    assert "the previous sockets go on serving" in log, log
+    assert re.search(r"reload: https?://127\.0\.0\.1:%d served TLS or the PROXY protocol, "
+                     r"whose configuration is gone: closed" % s.https, log), log
+    # the plain socket serves on; the TLS one, once the old worker that
+    # still holds it is gone, answers nothing, in no form
+    c = http.client.HTTPConnection("127.0.0.1", plain, timeout=10)
+    c.request("GET", "/")
+    assert c.getresponse().status == 200
+    c.close()
+
+    def refused():
+        try:
+            r = socket.create_connection(("127.0.0.1", s.https), timeout=5)
+        except ConnectionRefusedError:
+            return True
+        try:
+            r.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = r.recv(100)
+        except OSError:
+            return False
+        finally:
+            r.close()
+        assert not data.startswith(b"HTTP/1.1 200"), data  # plain text on a TLS port
+        return False
+    wait_for(refused, 30, what="the TLS port to close with the old worker")
+
+
 # ---- (4) testssl.sh, OCSP stapling ----
 
 def test_ocsp_response_is_stapled(gangway, certs, tmp_path):

@@ -177,17 +177,26 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
             n++;
         }
     }
-    if (!n) {
+    bool is_fallback = !n;
+
+    if (is_fallback) {
         gw_log_error("reload: none of the configured addresses could be opened; the previous "
                      "sockets go on serving");
+        /* but not one that served TLS or the PROXY protocol: what it needs
+         * came from the configuration, and served bare a TLS port would
+         * answer in plain text (it is closed below, and says so) */
         for (size_t j = 0; j < h->nsocks; j++)
-            if (old[j].fd >= 0)
+            if (old[j].fd >= 0 && !h->socks[j].needs_context)
                 (*out)[n++] = old[j], used[j] = true;
     }
     for (size_t j = 0; j < h->nsocks; j++) {
         if (used[j])
             continue;
-        gw_log_error("reload: %s is no longer configured: closed", old[j].url);
+        if (is_fallback && h->socks[j].needs_context)
+            gw_log_error("reload: %s served TLS or the PROXY protocol, whose configuration is "
+                         "gone: closed", old[j].url);
+        else
+            gw_log_error("reload: %s is no longer configured: closed", old[j].url);
         /* --vacuum removes the files of our unix sockets when they close
          * for good, as at a stop (the old workers' copies go with them) */
         if (cfg->vacuum && old[j].is_unix && !old[j].is_activated && old[j].path[0] &&
