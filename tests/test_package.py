@@ -124,7 +124,7 @@ def test_version_names_the_python_and_the_build_options():
     m = re.match(r"build: (.*)$", lines[2])
     assert m, out.stdout
     opts = dict(w.split("=", 1) for w in m.group(1).split())
-    assert opts.get("tls") == "no", out.stdout
+    assert opts.get("tls") == "openssl", out.stdout
     # libpython=static means the interpreter is linked in: no libpython in
     # the binary's NEEDED list; shared means it is there.
     if shutil.which("objdump"):
