@@ -10,6 +10,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -364,10 +365,16 @@ def _recv(sock, deadline):
 
 
 def http_request(port, path="/", method="GET", body=None, headers=None, timeout=5.0,
-                 host="127.0.0.1"):
-    """One request on a new connection: (status, headers, body)."""
+                 host="127.0.0.1", tls=False):
+    """One request on a new connection (tls: HTTPS, the bench certificate
+    not verified): (status, headers, body)."""
     deadline = time.monotonic() + timeout
     s = socket.create_connection((host, port), timeout=timeout)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(s, server_hostname="localhost")
     try:
         s.sendall(build_request(path, method, body, headers))
         st, hd, b, _ = _read_response(s, deadline, method)
@@ -431,12 +438,30 @@ class Launch:
         return pre + " ".join(shlex.quote(a) for a in env + ["taskset", "-c", SERVER_CPU] + self.argv)
 
 
-def gangway_launch(app, port, static=False, uwsgi_port=None, extra=()):
+# The TLS rows' certificate and key: ECDSA P-256 for localhost, made once by
+# the openssl command in bench/work/tls/ (both servers get the same).
+TLS_DIR = os.path.join(WORK, "tls")
+
+
+def ensure_tls_cert():
+    cert, key = os.path.join(TLS_DIR, "cert.pem"), os.path.join(TLS_DIR, "key.pem")
+    if not (os.path.exists(cert) and os.path.exists(key)):
+        os.makedirs(TLS_DIR, exist_ok=True)
+        sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], timeout=30)
+        os.chmod(key, 0o600)
+    return cert, key
+
+
+def gangway_launch(app, port, static=False, uwsgi_port=None, extra=(), tls=False):
     mod, call = APPS[app]
     rel = os.path.relpath(GANGWAY, ROOT)
     argv = ["./" + rel if not rel.startswith("..") else GANGWAY]
     if uwsgi_port:
         argv += ["--uwsgi", "127.0.0.1:%d" % uwsgi_port]
+    elif tls:
+        argv += ["--https", "127.0.0.1:%d,%s,%s" % ((port,) + ensure_tls_cert())]
     else:
         argv += ["--http", "127.0.0.1:%d" % port]
     argv += ["--disable-logging", "--chdir", APPS_REL]
@@ -519,9 +544,12 @@ UWSGI_PARAMS = """
         uwsgi_param SERVER_NAME $server_name;"""
 
 
-def nginx_launch(port, uwsgi_port=None, tag="nginx", rlimit=True, keepalive_requests=None):
+def nginx_launch(port, uwsgi_port=None, tag="nginx", rlimit=True, keepalive_requests=None,
+                 tls=False):
     """nginx with a generated config in bench/work/<tag>-<port>/: its own pid,
-    error log and temp paths, daemon off, one worker, no access log."""
+    error log and temp paths, daemon off, one worker, no access log. tls:
+    the same certificate, versions and ciphers as gangway's defaults, tickets
+    on (nginx's default)."""
     d = os.path.join(WORK, "%s-%d" % (tag, port))
     if os.path.isdir(d):
         shutil.rmtree(d)
@@ -555,14 +583,15 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     server {{
-        listen 127.0.0.1:{port};
-{root_loc}
+        listen 127.0.0.1:{port}{ssl};
+{tls_conf}{root_loc}
         location /static/ {{
             alias {static}/;
         }}
     }}
 }}
 """.format(d=d, port=port, root_loc=root_loc, static=static_dir,
+           ssl=" ssl" if tls else "", tls_conf=_nginx_tls() if tls else "",
            rlimit="worker_rlimit_nofile 16384;\n" if rlimit else "",
            kareq="    keepalive_requests %d;\n" % keepalive_requests if keepalive_requests else "")
     path = os.path.join(d, "nginx.conf")
@@ -573,6 +602,16 @@ http {{
     la = Launch("nginx", argv, signal.SIGTERM)
     la.config = conf
     return la
+
+
+def _nginx_tls():
+    cert, key = ensure_tls_cert()
+    return ("        ssl_certificate %s;\n        ssl_certificate_key %s;\n"
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+            "        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;\n"
+            "        ssl_prefer_server_ciphers on;\n" % (cert, key))
 
 
 class Server:
@@ -697,11 +736,12 @@ class Server:
         return self.proc.returncode
 
 
-def check_get(port, path, expect_body, method="GET", body=None, headers=None, timeout=5.0):
+def check_get(port, path, expect_body, method="GET", body=None, headers=None, timeout=5.0,
+              tls=False):
     """None when GET path answers 200 with exactly expect_body (or, when
     expect_body is a function, when it returns None for the body)."""
     st, hd, b = http_request(port, path, method=method, body=body, headers=headers,
-                             timeout=timeout)
+                             timeout=timeout, tls=tls)
     if st != 200:
         return "status %d for %s %s" % (st, method, path)
     if callable(expect_body):

@@ -89,6 +89,27 @@ SCENARIOS = [
                "of 100 notes and their count) on a PostgreSQL started for the run (unix "
                "socket, pinned to CPU 0 with the servers; its CPU is not in CPU/req, a note "
                "gives it)."),
+    dict(key="tls-hello-keepalive", title="Hello world over TLS 1.3, keep-alive, 64 connections",
+         kind="wrk", app="hello", path="/", servers=["gangway", "nginx"], tls=True,
+         about="hello-keepalive through --https (nginx: `listen ssl`, `return 200`), the same "
+               "ECDSA P-256 certificate, versions and ciphers; target: gangway >= 0.9x nginx."),
+    dict(key="tls-hello-close", title="Hello world over TLS, a handshake per request "
+         "(64 connections)",
+         kind="wrk", app="hello", path="/", servers=["gangway", "nginx"], tls=True,
+         headers=["Connection: close"],
+         about="Every request a new connection and a TLS 1.3 handshake: handshakes per second. "
+               "wrk keeps its session across SSL_clear(), so about every other handshake "
+               "resumes it (a ticket) and the others are full ones: the row is that mix; "
+               "target: gangway >= 0.9x nginx."),
+    dict(key="tls-static-4k", title="Static file over TLS, 4 KiB, keep-alive, 64 connections",
+         kind="wrk", app="hello", path="/static/4k.bin", servers=["gangway", "nginx"],
+         static="4k.bin", tls=True,
+         about="A small file over TLS: both encrypt in user space unless the kernel offers kTLS."),
+    dict(key="tls-static-1m", title="Static file over TLS, 1 MiB, keep-alive, 64 connections",
+         kind="wrk", app="hello", path="/static/1m.bin", servers=["gangway", "nginx"],
+         static="1m.bin", tls=True,
+         about="A large file over TLS: kTLS + sendfile where the kernel has it, else read and "
+               "encrypt in 16 KiB records; target: CPU/req within 1.2x nginx's."),
     dict(key="idle-2000", title="2,000 idle keep-alive connections + a fresh client",
          kind="idle", app="hello", path="/", servers=ALL,
          about="2,000 connections each make one request and stay open; then a new "
@@ -140,7 +161,8 @@ def wrk_argv(port, scn, conns, duration):
             "-d%ds" % duration, "--timeout", "5s", "-s", script]
     for h in scn.get("headers", []):
         argv += ["-H", h]
-    return argv + ["http://127.0.0.1:%d%s" % (port, scn["path"])]
+    return argv + ["%s://127.0.0.1:%d%s" % ("https" if scn.get("tls") else "http", port,
+                                             scn["path"])]
 
 
 def run_wrk(argv, duration, stall_ok=False):
@@ -185,7 +207,7 @@ def launch_for(server, scn, port, uwsgi_port=None):
                                  env=scn.get("env"))
     if server == "gangway":
         return B.gangway_launch(scn["app"], port, static=static, uwsgi_port=uwsgi_port,
-                                extra=GANGWAY_EXTRA)
+                                extra=GANGWAY_EXTRA, tls=scn.get("tls", False))
     if server == "uwsgi":
         return B.uwsgi_launch(scn["app"], port, static=static, uwsgi_port=uwsgi_port)
     if server == "gunicorn":
@@ -193,7 +215,7 @@ def launch_for(server, scn, port, uwsgi_port=None):
     if server == "waitress":
         return B.waitress_launch(scn["app"], port)
     if server == "nginx":
-        return B.nginx_launch(port)
+        return B.nginx_launch(port, tls=scn.get("tls", False))
     raise ValueError(server)
 
 
@@ -306,10 +328,12 @@ def _start_servers(server, scn, port, method, body, headers, want, started, tag)
         return started, port, back, [back.launch.display(), front.launch.display()]
     srv = B.Server(launch_for(server, scn, port), "%s-%s.log" % (tag, server))
     started.append(srv)
-    srv.wait_ready(lambda: B.check_get(port, scn["path"], want, method, body, headers),
+    srv.wait_ready(lambda: B.check_get(port, scn["path"], want, method, body, headers,
+                                       tls=scn.get("tls", False)),
                    timeout=20)
     if srv.launch.config:
-        CONFIGS.setdefault("nginx alone", srv.launch.config)
+        CONFIGS.setdefault("nginx alone" + (" over TLS" if scn.get("tls") else ""),
+                           srv.launch.config)
     return started, port, srv, [srv.launch.display()]
 
 
@@ -420,7 +444,8 @@ class WrkRow:
                         "%.1f" % (k / 1024) for k in per))
         method, body, headers, want = expected(scn, self.static_files)
         try:
-            msg = B.check_get(self.port, scn["path"], want, method, body, headers)
+            msg = B.check_get(self.port, scn["path"], want, method, body, headers,
+                              tls=scn.get("tls", False))
         except (OSError, ConnectionError, TimeoutError, ValueError) as ex:
             msg = "%s: %s" % (type(ex).__name__, ex)
         if msg:

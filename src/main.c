@@ -19,7 +19,7 @@
 
 extern char **environ;
 
-/* GW_VERSION and GW_BUILD_OPTIONS ("libpython=static tls=no") come from the
+/* GW_VERSION and GW_BUILD_OPTIONS ("libpython=static tls=openssl") come from the
  * Makefile, which owns the version and the build's choices. */
 
 /* The binary a reload runs: the path gangway was started from (argv[0], or

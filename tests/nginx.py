@@ -68,6 +68,34 @@ FAILOVER = """\
 """
 
 
+# The HTTP alternative to uwsgi_pass: proxy_pass to gangway's --http
+# listener over keep-alive connections, the client in X-Forwarded-For and
+# the scheme in X-Forwarded-Proto (gangway believes them from nginx's
+# address only: --forwarded-allow-ips).
+PROXY_PASS = """\
+upstream @upstream@ {
+    server @backend@;
+    keepalive 16;
+}
+
+server {
+    listen @listen@;
+    server_name @server_name@;
+    client_max_body_size @max_body@;
+
+    location / {
+        proxy_pass http://@upstream@;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_read_timeout @read_timeout@;
+    }
+}
+"""
+
+
 def _fill(template, **values):
     def sub(m):
         return str(values[m.group(1)])
@@ -76,7 +104,7 @@ def _fill(template, **values):
 
 def site_config(listen, backends, server_name="localhost", static_root=None,
                 behind_tls=False, max_body="64m", read_timeout="60s", connect_timeout="1s",
-                fail_timeout="10s", upstream="gangway"):
+                fail_timeout="10s", upstream="gangway", proxy_pass=False):
     """The upstream (with several backends) and server blocks, as text.
 
     backends: nginx addresses of gangway's --uwsgi sockets ("127.0.0.1:8001",
@@ -84,6 +112,9 @@ def site_config(listen, backends, server_name="localhost", static_root=None,
     become an upstream block with fail-over to the next one. behind_tls: the
     app is told HTTPS=on (wsgi.url_scheme 'https').
     """
+    if proxy_pass:  # backends[0]: gangway's --http address
+        return _fill(PROXY_PASS, upstream=upstream + "_http", backend=backends[0], listen=listen,
+                     server_name=server_name, max_body=max_body, read_timeout=read_timeout)
     out = ""
     if len(backends) > 1:
         servers = "".join(_fill(UPSTREAM_SERVER, backend=b, fail_timeout=fail_timeout)

@@ -641,6 +641,7 @@ DOC_EXAMPLES = [
          fail_timeout="10s"),
     dict(listen="80", server_name="example.com", backends=["unix:/run/gangway/app.sock"],
          behind_tls=True),
+    dict(listen="80", server_name="example.com", backends=["127.0.0.1:8001"], proxy_pass=True),
 ]
 
 

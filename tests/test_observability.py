@@ -42,7 +42,7 @@ REASONS = ["crash", "max-requests", "max-worker-lifetime", "reload-on-rss", "har
 # --log-json with no --log-format: every field, in this order (src/core/log.c)
 ALL_LOG_FIELDS = ["client", "method", "uri", "protocol", "status", "bytes", "duration_us",
                   "duration_ms", "duration", "referer", "user_agent", "request_id", "worker",
-                  "time", "time_local", "time_iso", "pid", "host", "aborted"]
+                  "time", "time_local", "time_iso", "pid", "host", "aborted", "peer"]
 HEX32 = re.compile(r"[0-9a-f]{32}\Z")
 
 

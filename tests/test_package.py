@@ -124,7 +124,7 @@ def test_version_names_the_python_and_the_build_options():
     m = re.match(r"build: (.*)$", lines[2])
     assert m, out.stdout
     opts = dict(w.split("=", 1) for w in m.group(1).split())
-    assert opts.get("tls") == "no", out.stdout
+    assert opts.get("tls") == "openssl", out.stdout
     # libpython=static means the interpreter is linked in: no libpython in
     # the binary's NEEDED list; shared means it is there.
     if shutil.which("objdump"):
@@ -730,7 +730,7 @@ def test_installed_files_user_and_dependencies(pkg):
                        timeout=30)
     assert v.returncode == 0, v.stderr
     assert v.stdout.splitlines()[0] == "gangway " + makefile_version(), v.stdout
-    assert "build: libpython=static tls=no" in v.stdout, v.stdout
+    assert "build: libpython=static tls=openssl" in v.stdout, v.stdout
     # The system user the unit runs as, from sysusers.d.
     pw = pwd.getpwnam("gangway")
     assert pw.pw_uid < 1000 and pw.pw_shell.endswith("nologin"), pw

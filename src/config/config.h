@@ -38,6 +38,7 @@ typedef struct gw_config {
     gw_strlist_t http;
     gw_strlist_t uwsgi;
     gw_strlist_t uwsgi_allow_from;
+    gw_strlist_t https;        /* "ADDR,CERT,KEY[,CIPHERS[,CA]]" (serve/tls.c reads the rest) */
     uint64_t buffer_size;
     uint64_t listen_backlog;
     const char *chmod_socket; /* octal mode for unix sockets; "" means 666 */
@@ -45,6 +46,23 @@ typedef struct gw_config {
     bool reuse_port;
     uint64_t defer_accept;     /* seconds of TCP_DEFER_ACCEPT; 0: off */
     bool no_defer_accept;      /* uWSGI's name: true forces defer_accept to 0 */
+
+    /* TLS (serve/tls.c) */
+    const char *tls_protocols;
+    const char *tls_ciphers;
+    gw_strlist_t tls_sni;      /* "NAME,CERT,KEY" or uWSGI's "NAME CERT,KEY" */
+    const char *tls_client_ca;
+    const char *tls_client_verify; /* "required" or "optional" */
+    uint64_t tls_handshake_timeout;
+    gw_strlist_t tls_ocsp;     /* "CERT=FILE" */
+    /* proxies and load balancers */
+    gw_strlist_t http_proxy_protocol; /* HTTP listeners that take a PROXY header */
+    bool enable_proxy_protocol;       /* every HTTP listener does */
+    gw_strlist_t proxy_allow_from;    /* empty: forwarded_allow_ips */
+    gw_strlist_t forwarded_allow_ips; /* empty: loopback */
+    const char *forwarded_headers;    /* "x-forwarded", "forwarded", "both" */
+    bool forwarded_host;
+    bool log_forwarded;
 
     /* processes */
     uint64_t workers;          /* 0 until resolved: "auto" is the CPU count */

@@ -32,6 +32,36 @@ const opt_t gw__options[] = {
     {"uwsgi-allow-from", NULL, 0, T_LIST, OFF(uwsgi_allow_from), NULL, "CIDR",
      "who may connect to --uwsgi sockets, which trust their peer (repeatable; default "
      "127.0.0.0/8 and ::1; unix sockets always)", "Sockets"},
+    {"https", "https-socket", 0, T_LIST, OFF(https), NULL, "ADDR,CERT,KEY[,CIPHERS[,CA]]",
+     "serve HTTPS on ADDR (as --http) with the certificate chain CERT and its key KEY, both "
+     "read before --uid; CIPHERS replaces --tls-ciphers for this socket; CA asks clients for "
+     "a certificate signed by it ('!CA': required; uWSGI's syntax) (repeatable)", "Sockets"},
+    {"http-proxy-protocol", NULL, 0, T_LIST, OFF(http_proxy_protocol), NULL, "ADDR",
+     "serve HTTP on ADDR (as --http does), each connection starting with a PROXY protocol "
+     "header, v1 or v2 (repeatable)", "Proxies and load balancers"},
+    {"enable-proxy-protocol", "http-enable-proxy-protocol", 0, T_BOOL,
+     OFF(enable_proxy_protocol), "false", NULL,
+     "every HTTP listener requires a PROXY protocol header (v1 or v2) first on each "
+     "connection; one without a valid header is closed", "Proxies and load balancers"},
+    {"proxy-allow-from", NULL, 0, T_LIST, OFF(proxy_allow_from), NULL, "CIDR",
+     "who may send a PROXY protocol header; others are refused (repeatable, or commas; "
+     "default: the --forwarded-allow-ips list; unix sockets always)",
+     "Proxies and load balancers"},
+    {"forwarded-allow-ips", NULL, 0, T_LIST, OFF(forwarded_allow_ips), NULL, "CIDR",
+     "trusted proxies: only from these peers do X-Forwarded-* (or Forwarded) headers set "
+     "REMOTE_ADDR and the scheme, and their hops are skipped (repeatable, or commas; '*' "
+     "trusts everyone; default 127.0.0.0/8 and ::1; unix sockets always)",
+     "Proxies and load balancers"},
+    {"forwarded-headers", NULL, 0, T_STR, OFF(forwarded_headers), NULL, "FAMILY",
+     "which headers trusted proxies speak: x-forwarded (X-Forwarded-For, -Proto, -Ssl, -Host, "
+     "-Port; the default), forwarded (RFC 7239), or both (used only when they agree)",
+     "Proxies and load balancers"},
+    {"forwarded-host", NULL, 0, T_BOOL, OFF(forwarded_host), "false", NULL,
+     "trusted proxies' X-Forwarded-Host / -Port (Forwarded host=) set HTTP_HOST, SERVER_NAME "
+     "and SERVER_PORT", "Proxies and load balancers"},
+    {"log-forwarded", NULL, 0, T_BOOL, OFF(log_forwarded), "false", NULL,
+     "log why a trusted proxy's forwarded header was ignored (a debugging aid: one error log "
+     "line per such request)", "Proxies and load balancers"},
     {"buffer-size", NULL, 'b', T_SIZE, OFF(buffer_size), "65535", "BYTES",
      "largest uwsgi variables block (the protocol's maximum by default)", "Limits"},
     {"listen", NULL, 'l', T_SIZE, OFF(listen_backlog), "1024", "N",
@@ -51,6 +81,30 @@ const opt_t gw__options[] = {
      "chmod unix sockets (octal, e.g. 660; empty: 666)", "Sockets"},
     {"chown-socket", NULL, 0, T_STR, OFF(chown_socket), NULL, "USER[:GROUP]",
      "chown unix sockets", "Sockets"},
+
+    {"tls-protocols", NULL, 0, T_STR, OFF(tls_protocols), "TLSv1.2 TLSv1.3", "LIST",
+     "TLS versions the --https sockets speak: TLSv1.2 and/or TLSv1.3 (space or comma "
+     "separated)", "TLS"},
+    {"tls-ciphers", NULL, 0, T_STR, OFF(tls_ciphers), NULL, "LIST",
+     "TLS 1.2 cipher suites, in OpenSSL's syntax (default: Mozilla's \"intermediate\" "
+     "profile, ECDHE and DHE with AES-GCM or ChaCha20-Poly1305; TLS 1.3 keeps OpenSSL's "
+     "three AEAD suites)", "TLS"},
+    {"tls-sni", "sni", 0, T_LIST, OFF(tls_sni), NULL, "NAME,CERT,KEY",
+     "answer clients asking for server name NAME ('*.example.com': one label) with this "
+     "certificate, on every --https socket; other names get the socket's own (repeatable; "
+     "uWSGI's 'NAME CERT,KEY' works too)", "TLS"},
+    {"tls-client-ca", NULL, 0, T_STR, OFF(tls_client_ca), NULL, "FILE",
+     "ask clients of every --https socket for a certificate signed by a CA in FILE; the app "
+     "sees SSL_CLIENT_VERIFY, SSL_CLIENT_S_DN, ... (see --tls-client-verify)", "TLS"},
+    {"tls-client-verify", NULL, 0, T_STR, OFF(tls_client_verify), "required", "MODE",
+     "with --tls-client-ca: 'required' refuses a handshake without a valid certificate; "
+     "'optional' lets it through and tells the app (SSL_CLIENT_VERIFY)", "TLS"},
+    {"tls-handshake-timeout", NULL, 0, T_SECONDS, OFF(tls_handshake_timeout), "10", "SECONDS",
+     "an --https connection whose handshake, and then first request byte, has not come "
+     "after this is closed", "TLS"},
+    {"tls-ocsp", NULL, 0, T_LIST, OFF(tls_ocsp), NULL, "CERT=FILE",
+     "staple the DER OCSP response in FILE to handshakes using certificate CERT (as given "
+     "to --https or --tls-sni); re-read at a reload (repeatable)", "TLS"},
 
     {"workers", "processes", 'p', T_WORKERS, OFF(workers), "1", "N|auto",
      "worker processes ('auto': one per CPU)", "Processes"},
@@ -261,6 +315,7 @@ static const range_t ranges[] = {
     {"header-timeout", 1, 0},
     {"body-timeout", 1, 0},
     {"keepalive-timeout", 1, 0},
+    {"tls-handshake-timeout", 1, 0},
     /* the app's write() waits in poll() (gw_conn_wait(), conn_dispatch.c),
      * whose timeout is an int of milliseconds */
     {"write-timeout", 1, INT_MAX / 1000},

@@ -167,7 +167,7 @@ static char *put_escaped(char *o, const char *s, size_t n)
 enum field {
     F_CLIENT, F_METHOD, F_URI, F_PROTOCOL, F_STATUS, F_BYTES, F_DURATION_US, F_DURATION_MS,
     F_DURATION, F_REFERER, F_USER_AGENT, F_REQUEST_ID, F_WORKER, F_TIME, F_TIME_LOCAL,
-    F_TIME_ISO, F_PID, F_HOST, F_ABORTED, NFIELDS,
+    F_TIME_ISO, F_PID, F_HOST, F_ABORTED, F_PEER, NFIELDS,
     F_DASH = NFIELDS, /* a uWSGI field gangway does not have: "-" */
 };
 
@@ -184,7 +184,7 @@ static const struct {
     [F_WORKER] = {"worker", "wid"},           [F_TIME] = {"time", "epoch"},
     [F_TIME_LOCAL] = {"time_local", "ltime"}, [F_TIME_ISO] = {"time_iso", NULL},
     [F_PID] = {"pid", NULL},                  [F_HOST] = {"host", "host"},
-    [F_ABORTED] = {"aborted", NULL},
+    [F_ABORTED] = {"aborted", NULL},          [F_PEER] = {"peer", NULL},
 };
 
 /* uWSGI's other log-format variables: accepted so that a uwsgi.ini runs,
@@ -346,6 +346,10 @@ static char *put_field(char *o, int f, const gw_access_t *a, size_t ml, size_t t
         s = a->remote && *a->remote ? a->remote : "-";
         n = strlen(s);
         break;
+    case F_PEER: /* the balancer a PROXY header or trusted proxy spoke for */
+        s = a->peer && *a->peer ? a->peer : a->remote && *a->remote ? a->remote : "-";
+        n = strlen(s);
+        break;
     case F_METHOD:
         s = a->protocol ? a->method : NULL, n = ml;
         break;
@@ -394,7 +398,7 @@ static size_t format_need(size_t ml, size_t tl, size_t rl, size_t ul, size_t il,
         size_t n;
         switch (pieces[i].field) {
         case -1: n = pieces[i].lit_len; break;
-        case F_CLIENT: n = 6 * 48; break;
+        case F_CLIENT: case F_PEER: n = 6 * 48; break;
         case F_METHOD: n = 6 * ml; break;
         case F_URI: n = 6 * tl; break;
         case F_REFERER: n = 6 * rl; break;

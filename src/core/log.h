@@ -10,7 +10,9 @@
 
 /* One finished request, as the access log needs it. All strings borrowed. */
 typedef struct gw_access {
-    const char *remote;
+    const char *remote;   /* the client (what a gateway, a PROXY header or a trusted
+                           * proxy says) */
+    const char *peer;     /* the connection's own peer (a balancer); NULL: remote */
     const char *method;   size_t method_len;
     const char *target;   size_t target_len;
     const char *protocol; /* "HTTP/1.1"; NULL when the request line was bad */

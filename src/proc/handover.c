@@ -75,6 +75,8 @@ static int parse_socks(gw_handover_t *h, const char *v, char *err, size_t errlen
             s->proto = GW_PROTO_UWSGI, p++;
         if (*p == 's')
             s->is_activated = true, p++;
+        if (*p == 'c')
+            s->needs_context = true, p++;
         if (*p != (i + 1 < n ? ',' : '\0'))
             goto bad;
         p++;
@@ -305,7 +307,7 @@ static char *start_var(const char *name, size_t n, size_t width, char **p, char 
     return v;
 }
 
-/* An int is at most 10 digits; a socket adds "us," and a pid ",". */
+/* An int is at most 10 digits; a socket adds "usc," and a pid ",". */
 #define INT_CHARS 10
 
 int gw_handover_vars(const gw_handover_t *h, char *vars[GW_HANDOVER_VARS + 1])
@@ -314,12 +316,13 @@ int gw_handover_vars(const gw_handover_t *h, char *vars[GW_HANDOVER_VARS + 1])
     char *p, *end;
 
     memset(vars, 0, (GW_HANDOVER_VARS + 1) * sizeof(*vars));
-    if (!(vars[nv] = start_var(GW_ENV_FDS, h->nsocks, INT_CHARS + 3, &p, &end)))
+    if (!(vars[nv] = start_var(GW_ENV_FDS, h->nsocks, INT_CHARS + 4, &p, &end)))
         goto nomem;
     for (size_t i = 0; i < h->nsocks; i++)
-        p += snprintf(p, (size_t)(end - p), "%s%d%s%s", i ? "," : "", h->socks[i].fd,
+        p += snprintf(p, (size_t)(end - p), "%s%d%s%s%s", i ? "," : "", h->socks[i].fd,
                       h->socks[i].proto == GW_PROTO_UWSGI ? "u" : "",
-                      h->socks[i].is_activated ? "s" : "");
+                      h->socks[i].is_activated ? "s" : "",
+                      h->socks[i].needs_context ? "c" : "");
     nv++;
     if (!(vars[nv] = start_var(GW_ENV_OLD_WORKERS, h->nold, INT_CHARS + 1, &p, &end)))
         goto nomem;

@@ -52,6 +52,10 @@ typedef struct gw_handover_sock {
     int fd;
     enum gw_proto proto;
     bool is_activated; /* systemd's: its file is not ours to remove */
+    /* It served TLS or the PROXY protocol: bare, without the context the
+     * configuration gave it, it must not serve (a TLS port answering plain
+     * HTTP, a PROXY port believing no header). */
+    bool needs_context;
 } gw_handover_sock_t;
 
 typedef struct gw_handover {

@@ -280,88 +280,14 @@ void gw_listen_set_proto(gw_listener_t *l, enum gw_proto proto)
     }
 }
 
-int gw_allow_add(gw_allow_t *a, const char *cidr)
-{
-    char host[64];
-    const char *slash = strchr(cidr, '/');
-    gw_cidr_t c = {0};
-    gw_cidr_t *nv;
-    size_t hl = slash ? (size_t)(slash - cidr) : strlen(cidr);
-    unsigned max;
-
-    if (hl == 0 || hl >= sizeof(host))
-        return -EINVAL;
-    memcpy(host, cidr, hl);
-    host[hl] = '\0';
-    if (inet_pton(AF_INET, host, c.addr) == 1) {
-        c.family = AF_INET;
-        max = 32;
-    } else if (inet_pton(AF_INET6, host, c.addr) == 1) {
-        c.family = AF_INET6;
-        max = 128;
-    } else {
-        return -EINVAL;
-    }
-    c.bits = max;
-    if (slash) {
-        char *end;
-        unsigned long b = strtoul(slash + 1, &end, 10);
-        if (*end || end == slash + 1 || b > max)
-            return -EINVAL;
-        c.bits = (unsigned)b;
-    }
-    if (!(nv = realloc(a->v, (a->n + 1) * sizeof(*nv))))
-        return -ENOMEM;
-    nv[a->n++] = c;
-    a->v = nv;
-    return 0;
-}
-
-void gw_allow_dispose(gw_allow_t *a)
-{
-    free(a->v);
-    a->v = NULL;
-    a->n = 0;
-}
-
-static bool prefix_eq(const unsigned char *x, const unsigned char *y, unsigned bits)
-{
-    unsigned bytes = bits / 8, rest = bits % 8;
-    if (memcmp(x, y, bytes) != 0)
-        return false;
-    if (!rest)
-        return true;
-    unsigned char mask = (unsigned char)(0xff << (8 - rest));
-    return (x[bytes] & mask) == (y[bytes] & mask);
-}
-
 bool gw_listen_allows(const gw_listener_t *l, const struct sockaddr *sa)
 {
-    const unsigned char *addr;
-    unsigned char mapped[4];
-    int family = sa->sa_family;
+    gw_ip_t ip;
 
-    if (l->proto != GW_PROTO_UWSGI || l->is_unix || !l->allow)
+    if (l->is_unix || !l->allow)
         return true;
-    if (family == AF_INET) {
-        addr = (const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
-    } else if (family == AF_INET6) {
-        addr = (const unsigned char *)&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-        /* ::ffff:a.b.c.d is an IPv4 peer on a dual-stack socket */
-        if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)addr)) {
-            memcpy(mapped, addr + 12, 4);
-            addr = mapped;
-            family = AF_INET;
-        }
-    } else {
-        return false;
-    }
-    for (size_t i = 0; i < l->allow->n; i++) {
-        const gw_cidr_t *c = &l->allow->v[i];
-        if (c->family == family && prefix_eq(addr, c->addr, c->bits))
-            return true;
-    }
-    return false;
+    gw_allow_ip_from_sockaddr(&ip, sa);
+    return gw_allow_has(l->allow, &ip);
 }
 
 int gw_listen_check(const char *addr, char *err, size_t errlen)

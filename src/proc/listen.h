@@ -2,6 +2,8 @@
 #ifndef GW_LISTEN_H
 #define GW_LISTEN_H
 
+#include "core/allow.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -9,17 +11,7 @@
 
 enum gw_proto { GW_PROTO_HTTP, GW_PROTO_UWSGI };
 
-/* Addresses allowed to speak the uwsgi protocol (it trusts its peer). */
-typedef struct gw_cidr {
-    int family;           /* AF_INET or AF_INET6 */
-    unsigned char addr[16];
-    unsigned bits;
-} gw_cidr_t;
-
-typedef struct gw_allow {
-    gw_cidr_t *v;
-    size_t n;
-} gw_allow_t;
+struct gw_fwd_conf; /* proto/forwarded.h */
 
 typedef struct gw_listener {
     int fd;
@@ -31,10 +23,17 @@ typedef struct gw_listener {
     bool is_reuse_port;          /* each worker listens on a socket of its own */
     bool is_activated;           /* handed in by systemd: its file is not ours to remove */
     enum gw_proto proto;
-    const gw_allow_t *allow;     /* uwsgi: who may connect (unix sockets always may) */
+    const gw_allow_t *allow;     /* who may connect (unix sockets always may): uwsgi
+                                  * (--uwsgi-allow-from), a PROXY protocol listener
+                                  * (--proxy-allow-from); NULL: everyone */
+    bool is_proxy_protocol;      /* HTTP: each connection starts with a PROXY header */
+    const struct gw_fwd_conf *fwd; /* HTTP: whose forwarded headers count; NULL: nobody's */
     int backlog;
     unsigned defer_accept;       /* TCP_DEFER_ACCEPT seconds (0: off), see gw_listen_tune() */
     bool is_nodelay;             /* TCP_NODELAY is on the listener: accepted sockets inherit it */
+    unsigned https;              /* 1 + the index of the --https option it serves; 0: plain */
+    const struct gw_tls_ctx *tls; /* its TLS context (serve/tls.h; the master's, inherited),
+                                   * or NULL: plain */
     struct sockaddr_storage addr; /* as bound, for gw_listen_reuse_port() */
     socklen_t addrlen;
 } gw_listener_t;
@@ -62,11 +61,8 @@ void gw_listen_tune(gw_listener_t *l, uint64_t defer_accept_s);
 /* Makes l speak proto (its url says so in the logs). */
 void gw_listen_set_proto(gw_listener_t *l, enum gw_proto proto);
 
-/* Parses "127.0.0.0/8", "::1", "10.1.2.3" into a; 0 or -EINVAL. */
-int gw_allow_add(gw_allow_t *a, const char *cidr);
-void gw_allow_dispose(gw_allow_t *a);
-
-/* True when sa may use l (always for HTTP listeners and unix sockets). */
+/* True when sa may use l (l->allow: --uwsgi-allow-from, --proxy-allow-from;
+ * always for a listener without one and for unix sockets). */
 bool gw_listen_allows(const gw_listener_t *l, const struct sockaddr *sa);
 
 /* Takes a socket handed in (systemd, or the previous image of a re-executed

@@ -10,6 +10,7 @@
 #include "core/loop.h"
 #include "proc/scoreboard.h"
 #include "proc/signals.h"
+#include "serve/tls.h"
 #include "stats/stats.h"
 #include "py/wsgi.h"
 
@@ -115,7 +116,8 @@ static void finish_reload(master_t *m, unsigned ready)
     gw_log_error("reload: %u new worker(s) serving; the old ones finish what they hold", ready);
     gw_log_error("%s, master pid %d, %u worker(s)", m->banner, (int)getpid(), m->target);
     for (size_t i = 0; i < m->nl; i++)
-        gw_log_error("listening on %s", m->ls[i].url);
+        gw_log_error("listening on %s%s", m->ls[i].url,
+                     m->ls[i].is_proxy_protocol ? " (PROXY protocol)" : "");
     gw_log_error("ready");
     gw__master_tell_systemd(m, "READY=1", "serving (reloaded)");
     gw__reload_next(m);
@@ -126,7 +128,8 @@ static void announce_ready(master_t *m)
     m->is_ready = true;
     gw_log_error("%s, master pid %d, %u worker(s)", m->banner, (int)getpid(), m->target);
     for (size_t i = 0; i < m->nl; i++)
-        gw_log_error("listening on %s", m->ls[i].url);
+        gw_log_error("listening on %s%s", m->ls[i].url,
+                     m->ls[i].is_proxy_protocol ? " (PROXY protocol)" : "");
     for (size_t i = 0; i < NSLOTS; i++)
         if (m->w[i].pid && m->w[i].is_ready)
             gw_log_error("worker %zu ready (pid %d)", i + 1, (int)m->w[i].pid);
@@ -280,6 +283,7 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
     uint64_t limit = (m->cfg->harakiri + m->cfg->harakiri_grace) * 1000;
 
     (void)loop;
+    gw_tls_tick(); /* the session ticket keys' hour (forgetting old ones) */
     for (size_t i = 0; i < NSLOTS; i++) {
         wproc_t *w = &m->w[i];
         /* A worker says it serves, or recycles itself, with a note; its

@@ -300,6 +300,7 @@ static char **exec_environ(master_t *m, bool is_full, bool has_config,
             continue;
         h.socks[h.nsocks].fd = m->ls[i].fd;
         h.socks[h.nsocks].proto = m->ls[i].proto;
+        h.socks[h.nsocks].needs_context = m->ls[i].https || m->ls[i].is_proxy_protocol;
         h.socks[h.nsocks++].is_activated = m->ls[i].is_activated;
     }
     for (size_t i = 0; i < NSLOTS; i++)

@@ -2,6 +2,7 @@
 
 #include "core/log.h"
 #include "proc/setup.h"
+#include "serve/tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -9,13 +10,14 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-/* systemd socket activation: with no --http / --uwsgi, every socket handed
+/* systemd socket activation: with no --http / --uwsgi / --https, every socket handed
  * in serves (HTTP, or uwsgi when its FileDescriptorName= is "uwsgi"); with
  * addresses given, each takes the handed-in socket bound to it and binds
  * itself when there is none. Returns the number of sockets taken, 0 when
  * there is no activation, -1 after logging. */
-static int adopt_activated(const char *const *addrs, const enum gw_proto *protos, size_t naddrs,
-                           int backlog, gw_listener_t **out, size_t *nout)
+static int adopt_activated(const char *const *addrs, const enum gw_proto *protos,
+                           const bool *proxied, size_t naddrs, int backlog, gw_listener_t **out,
+                           size_t *nout)
 {
     char **names = NULL;
     int n = sd_listen_fds_with_names(1, &names), rc = -1;
@@ -52,6 +54,7 @@ static int adopt_activated(const char *const *addrs, const enum gw_proto *protos
             goto out;
         }
         gw_listen_set_proto(&(*out)[i], proto);
+        (*out)[i].is_proxy_protocol = naddrs && proxied[i];
         (*out)[i].is_activated = true;
     }
     for (int j = 0; j < n; j++) {
@@ -68,6 +71,16 @@ out:
     free(names);
     free(used);
     return rc;
+}
+
+/* The listener made for the i-th configured address serves --https (its
+ * addresses come last, after --http, --http-proxy-protocol and --uwsgi): which one, for
+ * serve/tls.c to give it its certificate. */
+static void mark_https(const gw_config_t *cfg, gw_listener_t *l, size_t i)
+{
+    size_t first = cfg->http.n + cfg->http_proxy_protocol.n + cfg->uwsgi.n;
+
+    l->https = i >= first && i - first < cfg->https.n ? (unsigned)(i - first + 1) : 0;
 }
 
 /* True for "host:0" / ":0": any port will do (the kernel picks one). */
@@ -101,11 +114,12 @@ static int bind_one(const gw_config_t *cfg, gw_listener_t *l, const char *addr, 
  * order); an address none is bound to is bound now; a socket no address wants
  * is closed. A new address that cannot be bound is logged and left out, and
  * if nothing at all could be opened the previous sockets go on: a reload
- * never takes the service down. With no --http / --uwsgi, the sockets
+ * never takes the service down. With no --http / --uwsgi / --https, the sockets
  * systemd handed in serve, as at start. */
 static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
-                             const char *const *addrs, const enum gw_proto *protos, size_t naddrs,
-                             gw_listener_t **out, size_t *nout)
+                             const char *const *addrs, const enum gw_proto *protos,
+                             const bool *proxied, size_t naddrs, gw_listener_t **out,
+                             size_t *nout)
 {
     gw_listener_t *old = calloc(h->nsocks ? h->nsocks : 1, sizeof(*old));
     bool *used = calloc(h->nsocks ? h->nsocks : 1, sizeof(*used));
@@ -129,7 +143,8 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
         activated += old[j].is_activated;
     }
     rc = -1;
-    if (!cfg->http.n && !cfg->uwsgi.n && activated) {
+    if (!cfg->http.n && !cfg->http_proxy_protocol.n && !cfg->uwsgi.n && !cfg->https.n &&
+        activated) {
         for (size_t j = 0; j < h->nsocks; j++)
             if (!used[j] && old[j].is_activated)
                 (*out)[n++] = old[j], used[j] = true;
@@ -157,20 +172,31 @@ static int adopt_handed_over(const gw_config_t *cfg, const gw_handover_t *h,
                 gw_listen_close(l);
                 continue;
             }
+            l->is_proxy_protocol = proxied[i];
+            mark_https(cfg, l, i);
             n++;
         }
     }
-    if (!n) {
+    bool is_fallback = !n;
+
+    if (is_fallback) {
         gw_log_error("reload: none of the configured addresses could be opened; the previous "
                      "sockets go on serving");
+        /* but not one that served TLS or the PROXY protocol: what it needs
+         * came from the configuration, and served bare a TLS port would
+         * answer in plain text (it is closed below, and says so) */
         for (size_t j = 0; j < h->nsocks; j++)
-            if (old[j].fd >= 0)
+            if (old[j].fd >= 0 && !h->socks[j].needs_context)
                 (*out)[n++] = old[j], used[j] = true;
     }
     for (size_t j = 0; j < h->nsocks; j++) {
         if (used[j])
             continue;
-        gw_log_error("reload: %s is no longer configured: closed", old[j].url);
+        if (is_fallback && h->socks[j].needs_context)
+            gw_log_error("reload: %s served TLS or the PROXY protocol, whose configuration is "
+                         "gone: closed", old[j].url);
+        else
+            gw_log_error("reload: %s is no longer configured: closed", old[j].url);
         /* --vacuum removes the files of our unix sockets when they close
          * for good, as at a stop (the old workers' copies go with them) */
         if (cfg->vacuum && old[j].is_unix && !old[j].is_activated && old[j].path[0] &&
@@ -205,34 +231,55 @@ out:
 }
 
 /* The listening sockets, from the strongest source: a re-executed master's
- * hand-over, systemd's, or --http / --uwsgi bound here (127.0.0.1:8000 when
+ * hand-over, systemd's, or --http / --uwsgi / --https bound here (127.0.0.1:8000 when
  * nothing is given). */
 int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_t **ls,
                     size_t *nl)
 {
     static const char *default_http = "127.0.0.1:8000";
-    size_t naddrs = cfg->http.n + cfg->uwsgi.n;
+    /* --http, then --http-proxy-protocol (HTTP whose connections start with
+     * a PROXY header), then --uwsgi, then --https (mark_https) */
+    size_t nhttp = cfg->http.n, nproxied = cfg->http_proxy_protocol.n;
+    size_t nplain = nhttp + nproxied + cfg->uwsgi.n, naddrs = nplain + cfg->https.n;
     const char **addrs;
+    char (*https)[300] = NULL; /* the ADDR of each "ADDR,CERT,KEY..." */
     enum gw_proto *protos;
+    bool *proxied;
     int rc = -1, act = 0;
 
-    if (!(addrs = calloc(naddrs + 1, sizeof(*addrs))) ||
-        !(protos = calloc(naddrs + 1, sizeof(*protos)))) {
-        free(addrs);
-        return -1;
-    }
+    addrs = calloc(naddrs + 1, sizeof(*addrs));
+    protos = calloc(naddrs + 1, sizeof(*protos));
+    proxied = calloc(naddrs + 1, sizeof(*proxied));
+    if (cfg->https.n)
+        https = calloc(cfg->https.n, sizeof(*https));
+    if (!addrs || !protos || !proxied || (cfg->https.n && !https))
+        goto out;
     for (size_t i = 0; i < naddrs; i++) {
-        protos[i] = i >= cfg->http.n ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
-        addrs[i] = i >= cfg->http.n ? cfg->uwsgi.v[i - cfg->http.n] : cfg->http.v[i];
+        protos[i] = i >= nhttp + nproxied && i < nplain ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
+        proxied[i] = i >= nhttp && i < nhttp + nproxied;
+        if (i >= nplain) {
+            if (!gw_tls_https_addr(cfg->https.v[i - nplain], https[i - nplain],
+                                   sizeof(https[0]))) {
+                gw_config_bad_value(cfg, "https", i - nplain, cfg->https.v[i - nplain],
+                                    "want ADDR,CERT,KEY[,CIPHERS[,CA]]");
+                goto out;
+            }
+            addrs[i] = https[i - nplain];
+        } else {
+            addrs[i] = i < nhttp ? cfg->http.v[i]
+                       : proxied[i] ? cfg->http_proxy_protocol.v[i - nhttp]
+                                    : cfg->uwsgi.v[i - nhttp - nproxied];
+        }
     }
     if (h->is_present) {
         if (!naddrs)
             addrs[naddrs++] = default_http;
-        rc = adopt_handed_over(cfg, h, addrs, protos, naddrs, ls, nl);
+        rc = adopt_handed_over(cfg, h, addrs, protos, proxied, naddrs, ls, nl);
         goto out;
     }
     if (!cfg->check_config &&
-        (act = adopt_activated(addrs, protos, naddrs, (int)cfg->listen_backlog, ls, nl)) < 0)
+        (act = adopt_activated(addrs, protos, proxied, naddrs, (int)cfg->listen_backlog, ls,
+                               nl)) < 0)
         goto out;
     if (!act) {
         if (!naddrs)
@@ -248,10 +295,16 @@ int gw_sockets_open(const gw_config_t *cfg, const gw_handover_t *h, gw_listener_
             continue; /* handed in by systemd */
         if (bind_one(cfg, &(*ls)[i], addrs[i], protos[i]) < 0)
             goto out;
+        (*ls)[i].is_proxy_protocol = proxied[i];
     }
+    /* systemd's and ours alike: the i-th address's listener is the i-th */
+    for (size_t i = 0; i < *nl && naddrs; i++)
+        mark_https(cfg, &(*ls)[i], i);
     rc = 0;
 out:
     free(addrs);
     free(protos);
+    free(proxied);
+    free(https);
     return rc;
 }

@@ -5,8 +5,10 @@
 #include "proc/privileges.h"
 #include "proc/setup.h"
 #include "proc/sockets.h"
+#include "proto/forwarded.h"
 #include "py/wsgi.h"
 #include "serve/static.h"
+#include "serve/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +25,37 @@ static int bad(const gw_config_t *cfg, const char *name, size_t i, const char *w
 {
     gw_config_bad_value(cfg, name, i, value, what);
     return 2;
+}
+
+/* Adds list's entries (each one or more comma-separated addresses or
+ * CIDRs, or "*") to a, or the defaults when list is empty. 0, or -EINVAL
+ * with the entry's index in *bad_i. */
+static const char *const loopback[] = {"127.0.0.0/8", "::1"};
+
+static int add_cidrs(gw_allow_t *a, const gw_strlist_t *list, size_t *bad_i)
+{
+    for (size_t i = 0; i < (list->n ? list->n : 2); i++) {
+        const char *bad;
+        size_t badlen;
+        int rc = gw_allow_add_list(a, list->n ? list->v[i] : loopback[i], &bad, &badlen);
+        if (rc < 0) {
+            *bad_i = i;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* --forwarded-headers: the header family; -1 for a value it does not name. */
+static int forwarded_family(const char *v)
+{
+    if (!v || strcmp(v, "x-forwarded") == 0)
+        return GW_FWD_X_FORWARDED;
+    if (strcmp(v, "forwarded") == 0)
+        return GW_FWD_FORWARDED;
+    if (strcmp(v, "both") == 0)
+        return GW_FWD_BOTH;
+    return -1;
 }
 
 /* Checks what needs no Python, every value an option's parser cannot judge
@@ -64,14 +97,30 @@ static int check_config(gw_config_t *cfg, bool is_reexec)
             return bad(cfg, "uwsgi-allow-from", i, "an address or CIDR",
                        cfg->uwsgi_allow_from.v[i]);
     }
-    for (int l = 0; l < 3; l++) {
+    for (int l = 0; l < 2; l++) {
+        const gw_strlist_t *list = l ? &cfg->proxy_allow_from : &cfg->forwarded_allow_ips;
+        size_t bi = 0;
+        int rc = list->n ? add_cidrs(&allow, list, &bi) : 0;
+        gw_allow_dispose(&allow);
+        if (rc < 0)
+            return bad(cfg, l ? "proxy-allow-from" : "forwarded-allow-ips", bi,
+                       "addresses or CIDRs, separated by commas, or '*'", list->v[bi]);
+    }
+    if (forwarded_family(cfg->forwarded_headers) < 0)
+        return bad(cfg, "forwarded-headers", 0, "x-forwarded, forwarded or both",
+                   cfg->forwarded_headers);
+    for (int l = 0; l < 4; l++) {
         const gw_strlist_t one = {&cfg->stats, cfg->stats ? 1 : 0};
-        const gw_strlist_t *list = l == 0 ? &cfg->http : l == 1 ? &cfg->uwsgi : &one;
-        const char *name = l == 0 ? "http" : l == 1 ? "uwsgi" : "stats";
+        const gw_strlist_t *list = l == 0   ? &cfg->http
+                                   : l == 1 ? &cfg->uwsgi
+                                   : l == 2 ? &cfg->http_proxy_protocol
+                                            : &one;
+        const char *name = l == 0 ? "http" : l == 1 ? "uwsgi" : l == 2 ? "http-proxy-protocol"
+                                                                        : "stats";
         for (size_t i = 0; i < list->n; i++) {
             char a[300];
             const char *addr = list->v[i];
-            if (l == 2 && strspn(addr, "0123456789") == strlen(addr)) /* a bare port */
+            if (l == 3 && strspn(addr, "0123456789") == strlen(addr)) /* a bare port */
                 snprintf(a, sizeof(a), "127.0.0.1:%s", addr), addr = a;
             if (gw_listen_check(addr, err, sizeof(err)) < 0)
                 return bad(cfg, name, i, err, list->v[i]);
@@ -230,7 +279,11 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
     static const char *default_allow[] = {"127.0.0.0/8", "::1"};
     gw_listener_t *ls = NULL;
     size_t nl = 0;
-    gw_allow_t allow = {0};
+    gw_allow_t allow = {0}, fwd_allow = {0}, proxy_allow = {0};
+    gw_fwd_conf_t fwd = {0};
+    size_t bad_i;
+    gw_tls_t *tls = NULL;
+    bool tls_failed = false;
     char err[256], banner[128];
     char **static_abs = NULL;
     int rc = 1;
@@ -269,8 +322,38 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
             return 1;
         }
     }
+    /* Trusted proxies: checked by check_config(), so only memory can fail. */
+    if (add_cidrs(&fwd_allow, &cfg->forwarded_allow_ips, &bad_i) < 0 ||
+        add_cidrs(&proxy_allow,
+                  cfg->proxy_allow_from.n ? &cfg->proxy_allow_from : &cfg->forwarded_allow_ips,
+                  &bad_i) < 0) {
+        gw_log_error("--forwarded-allow-ips, --proxy-allow-from: %s", strerror(ENOMEM));
+        goto out;
+    }
+    if (fwd_allow.is_any)
+        gw_log_error("warning: --forwarded-allow-ips '*': any client can set REMOTE_ADDR and "
+                     "the scheme with X-Forwarded-* headers; only right when nothing but the "
+                     "proxy can reach gangway");
+    if (proxy_allow.is_any && (cfg->enable_proxy_protocol || cfg->http_proxy_protocol.n))
+        gw_log_error("warning: --proxy-allow-from '*': any client can name its own address "
+                     "in a PROXY protocol header");
+    fwd.trusted = &fwd_allow;
+    fwd.family = (enum gw_fwd_family)forwarded_family(cfg->forwarded_headers);
+    fwd.use_host = cfg->forwarded_host;
+    fwd.log = cfg->log_forwarded;
     if (gw_sockets_open(cfg, h, &ls, &nl) < 0)
         goto out;
+    /* Certificates and keys are read here, before --uid: key files may
+     * stay readable by root alone (nginx does the same). The workers
+     * inherit the contexts. A reload's checker gets here too, so a new
+     * certificate that does not load fails the reload, not the service. */
+    tls = gw_tls_new(cfg, ls, nl, &tls_failed);
+    if (tls_failed)
+        goto out;
+    if (tls && cfg->enable_proxy_protocol && !cfg->check_config)
+        gw_log_error("note: --enable-proxy-protocol leaves the --https sockets out: a PROXY "
+                     "header before the TLS handshake is not read (terminate TLS at the "
+                     "balancer, or send it plain TLS)");
     /* A re-executed master's pidfile, sockets and privileges are as its
      * first image left them. */
     if (!h->is_present && !cfg->check_config) {
@@ -283,8 +366,18 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
     }
     for (size_t i = 0; i < nl; i++) {
         gw_listen_tune(&ls[i], cfg->defer_accept);
-        if (ls[i].proto == GW_PROTO_UWSGI)
+        if (ls[i].proto == GW_PROTO_UWSGI) {
             ls[i].allow = &allow;
+            continue; /* its gateway says REMOTE_ADDR and the scheme itself */
+        }
+        ls[i].fwd = &fwd;
+        /* Not --https: its connections start with the TLS handshake, and a
+         * PROXY header in front of it would be read as one (the transport
+         * reads first) */
+        if (cfg->enable_proxy_protocol && !ls[i].https)
+            ls[i].is_proxy_protocol = true;
+        if (ls[i].is_proxy_protocol)
+            ls[i].allow = &proxy_allow;
     }
     /* Directories on the command line mean where the command was run, not
      * where --chdir goes: make them absolute first. A re-executed master
@@ -319,7 +412,10 @@ out:
     for (size_t i = 0; ls && i < nl; i++)
         gw_listen_close(&ls[i]);
     free(ls);
+    gw_tls_free(tls);
     gw_allow_dispose(&allow);
+    gw_allow_dispose(&fwd_allow);
+    gw_allow_dispose(&proxy_allow);
     for (size_t i = 0; static_abs && i < cfg->static_map.n; i++)
         free(static_abs[i]);
     free(static_abs);

@@ -9,6 +9,7 @@
 #ifndef GW_REQUEST_H
 #define GW_REQUEST_H
 
+#include "core/allow.h"
 #include "core/arena.h"
 #include "core/buf.h"
 
@@ -40,6 +41,22 @@ typedef struct gw_body {
     uint64_t len; /* bytes stored (file and batch) */
 } gw_body_t;
 
+/* The scheme a client used, as its trusted proxies report it. */
+enum { GW_SCHEME_UNSAID, GW_SCHEME_HTTP, GW_SCHEME_HTTPS };
+
+/* The client as the connection's trusted proxies describe it in forwarded
+ * headers (proto/forwarded.c: X-Forwarded-*, RFC 7239 Forwarded). All zero
+ * when they said nothing usable: the connection's peer and the listener's
+ * scheme stand. */
+typedef struct gw_req_client {
+    char addr[GW_IP_TEXT]; /* the client's address; "": the peer's stands */
+    char port[6];          /* its port, when a Forwarded for= said it ("" otherwise) */
+    uint8_t scheme;        /* GW_SCHEME_*: what the client spoke to the first proxy */
+    gw_span_t host;        /* --forwarded-host: the host[:port] the client asked for (a
+                            * slice of the read buffer); len 0: none said */
+    uint16_t server_port;  /* --forwarded-host: the port it asked on; 0: none said */
+} gw_req_client_t;
+
 typedef struct gw_req {
     gw_span_t method, target, path, query; /* path: raw unless is_path_decoded */
     gw_span_t authority;    /* host[:port] of an absolute-form target, else empty */
@@ -58,6 +75,7 @@ typedef struct gw_req {
                              * which it reads to the connection's end (so no chunking);
                              * the version is what it spoke to its client, as reported */
     int64_t content_length; /* -1: none given */
+    gw_req_client_t client; /* what trusted proxies say of the client (gw_fwd_resolve) */
     gw_header_t *headers;   /* in the arena */
     uint32_t nheaders, cap_headers;
     int32_t host;           /* index in headers, -1 when absent */

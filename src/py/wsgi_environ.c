@@ -5,6 +5,8 @@
  * (py/wsgi_priv.h). */
 #include "py/wsgi_priv.h" /* Python.h first */
 
+#include "serve/tls.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
@@ -213,6 +215,25 @@ static PyObject *environ_from_template(gw_wsgi_t *w, gw_conn_t *c)
     return PyDict_Copy(w->templates[li < w->nlisteners ? li : 0]);
 }
 
+static int put_tls_var(void *env, const char *key, const char *val, size_t vlen)
+{
+    PyObject *v = latin1(val, vlen); /* new ref */
+    int rc;
+
+    if (!v)
+        return -1;
+    rc = PyDict_SetItemString(env, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* An --https connection's SSL_* keys (serve/tls.h: the version, the
+ * cipher, the client certificate). 0 or -1. */
+static int set_tls(PyObject *env, gw_conn_t *c)
+{
+    return gw_tls_each_var(gw_conn_transport(c), put_tls_var, env);
+}
+
 /* CONTENT_LENGTH from the stored body (whatever framing brought it) and
  * wsgi.input over it. 0 or -1. */
 static int set_body(gw_wsgi_t *w, wreq_t *wr, PyObject *env, gw_req_t *r)
@@ -282,6 +303,62 @@ fail:
     return NULL;
 }
 
+/* SERVER_NAME from a host[:port] or [v6][:port] (the Host header, an
+ * absolute-form target's authority, a trusted proxy's forwarded host). */
+static int set_server_name(gw_wsgi_t *w, PyObject *env, const char *hv, size_t n)
+{
+    size_t start = 0, end;
+
+    if (n && hv[0] == '[') {
+        const char *rbr = memchr(hv, ']', n);
+        start = 1;
+        end = rbr ? (size_t)(rbr - hv) : n;
+    } else {
+        const char *colon = memchr(hv, ':', n);
+        end = colon ? (size_t)(colon - hv) : n;
+    }
+    if (end > start && set_item(env, w->k_sname, latin1(hv + start, end - start)) < 0)
+        return -1;
+    return 0;
+}
+
+/* What a PROXY protocol header or trusted proxies say of the client
+ * (serve/conn.c, proto/forwarded.c): REMOTE_ADDR and REMOTE_PORT, the
+ * scheme (wsgi.url_scheme, HTTPS=on), with --forwarded-host the host and
+ * port asked for (HTTP_HOST, SERVER_NAME, SERVER_PORT); the connection's
+ * own peer (the balancer) stays in gangway.peer_addr. 0 or -1. */
+static int set_client(gw_wsgi_t *w, PyObject *env, const gw_peer_t *peer, const gw_req_t *r,
+                      const char *rb)
+{
+    const gw_req_client_t *cl = &r->client;
+    char port[8];
+
+    if (peer->via[0] || cl->addr[0]) {
+        const char *own = peer->via[0] ? peer->via : peer->addr;
+        if (set_item(env, w->k_peer, latin1(own, strlen(own))) < 0)
+            return -1;
+    }
+    if (cl->addr[0] && (set_item(env, w->k_raddr, latin1(cl->addr, strlen(cl->addr))) < 0 ||
+                        set_item(env, w->k_rport, latin1(cl->port, strlen(cl->port))) < 0))
+        return -1;
+    if (cl->scheme == GW_SCHEME_HTTPS && (PyDict_SetItem(env, w->k_scheme, w->v_https) < 0 ||
+                                          PyDict_SetItem(env, w->k_https, w->v_on) < 0))
+        return -1;
+    if (cl->host.len) {
+        snprintf(port, sizeof(port), "%u",
+                 cl->server_port ? cl->server_port : cl->scheme == GW_SCHEME_HTTPS ? 443 : 80);
+        if (set_item(env, w->known[0].k, latin1(rb + cl->host.off, cl->host.len)) < 0 ||
+            set_server_name(w, env, rb + cl->host.off, cl->host.len) < 0 ||
+            set_item(env, w->k_sport, latin1(port, strlen(port))) < 0)
+            return -1;
+    } else if (cl->server_port) {
+        snprintf(port, sizeof(port), "%u", cl->server_port);
+        if (set_item(env, w->k_sport, latin1(port, strlen(port))) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 PyObject *gw__wsgi_environ(gw_wsgi_t *w, wreq_t *wr)
 {
     gw_conn_t *c = wr->conn;
@@ -310,27 +387,19 @@ PyObject *gw__wsgi_environ(gw_wsgi_t *w, wreq_t *wr)
          set_item(env, w->k_query, latin1(rb + r->query.off, r->query.len)) < 0) ||
         set_item(env, w->k_uri, latin1(rb + r->target.off, r->target.len)) < 0 ||
         PyDict_SetItem(env, w->k_proto, r->http_minor ? w->v_http11 : w->v_http10) < 0 ||
-        set_remote(env, w, c, peer) < 0)
+        set_remote(env, w, c, peer) < 0 || (peer->listener->tls && set_tls(env, c) < 0))
         goto fail;
-    if (host.len) { /* an absolute-form target's authority, else Host */
-        const char *hv = rb + host.off;
-        size_t n = host.len, start = 0, end;
-        if (n && hv[0] == '[') {
-            const char *rbr = memchr(hv, ']', n);
-            start = 1;
-            end = rbr ? (size_t)(rbr - hv) : n;
-        } else {
-            const char *colon = memchr(hv, ':', n);
-            end = colon ? (size_t)(colon - hv) : n;
-        }
-        if (end > start && set_item(env, w->k_sname, latin1(hv + start, end - start)) < 0)
-            goto fail;
-    }
+    if (host.len && /* an absolute-form target's authority, else Host */
+        set_server_name(w, env, rb + host.off, host.len) < 0)
+        goto fail;
     for (uint32_t i = 0; i < r->nheaders; i++)
         if (add_header(w, env, rb, &r->headers[i], &r->arena) < 0)
             goto fail;
     if (r->authority.len && /* RFC 9112 3.2.2: it replaces Host; known[0] is HTTP_HOST */
         set_item(env, w->known[0].k, latin1(rb + r->authority.off, r->authority.len)) < 0)
+        goto fail;
+    if ((peer->via[0] || r->client.addr[0] || r->client.scheme || r->client.host.len) &&
+        set_client(w, env, peer, r, rb) < 0)
         goto fail;
     if (set_request_id(w, env, r, rb) < 0 || set_body(w, wr, env, r) < 0)
         goto fail;
@@ -402,7 +471,9 @@ PyObject *gw__wsgi_template(gw_wsgi_t *w, const gw_listener_t *l)
     SET("SERVER_PORT", PyUnicode_FromString(l->port));
     SET("QUERY_STRING", PyUnicode_FromString(""));
     SET("wsgi.version", Py_BuildValue("(ii)", 1, 0));
-    SET("wsgi.url_scheme", PyUnicode_FromString("http"));
+    SET("wsgi.url_scheme", PyUnicode_FromString(l->tls ? "https" : "http"));
+    if (l->tls) /* --https: as nginx's and Apache's HTTPS variable */
+        SET("HTTPS", PyUnicode_FromString("on"));
     SET("wsgi.multithread", Py_NewRef(w->cfg->threads > 1 ? Py_True : Py_False));
     SET("wsgi.multiprocess", Py_NewRef(w->cfg->workers > 1 ? Py_True : Py_False));
     SET("wsgi.run_once", Py_NewRef(Py_False));
@@ -428,6 +499,9 @@ int gw__wsgi_intern(gw_wsgi_t *w)
         {&w->k_ctype, "CONTENT_TYPE"},    {&w->k_clen, "CONTENT_LENGTH"},
         {&w->k_input, "wsgi.input"},      {&w->v_http10, "HTTP/1.0"},
         {&w->k_reqid, "HTTP_X_REQUEST_ID"},
+        {&w->k_scheme, "wsgi.url_scheme"}, {&w->k_sport, "SERVER_PORT"},
+        {&w->k_https, "HTTPS"},           {&w->k_peer, "gangway.peer_addr"},
+        {&w->v_on, "on"},
         {&w->s_close, "close"},
         {&w->v_http11, "HTTP/1.1"},       {&w->v_empty, ""},
         {&w->v_https, "https"},

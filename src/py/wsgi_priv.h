@@ -89,7 +89,8 @@ struct gw_wsgi {
     PyThreadState *tstate;
     PyObject *k_method, *k_path, *k_query, *k_uri, *k_proto, *k_raddr, *k_rport, *k_sname,
         *k_ctype, *k_clen, *k_input, *k_reqid, *s_close;
-    PyObject *v_http10, *v_http11, *v_empty, *v_https;
+    PyObject *k_scheme, *k_sport, *k_https, *k_peer; /* forwarded: set_client() */
+    PyObject *v_http10, *v_http11, *v_empty, *v_https, *v_on;
     PyObject *methods[8];
     known_header_t known[24];
     PyObject *timeout_exc;    /* gangway.RequestTimeout */

@@ -128,7 +128,8 @@ static bool should_yield(gw_server_t *s)
     return s->has_yielded;
 }
 
-/* An accepted connection: --uwsgi-allow-from, then the connection's. */
+/* An accepted connection: --uwsgi-allow-from (--proxy-allow-from on a
+ * PROXY protocol listener), then the connection's. */
 static void take(gw_server_t *s, lwatch_t *lw, int fd, struct sockaddr_storage *ss,
                  socklen_t sl)
 {
@@ -137,7 +138,11 @@ static void take(gw_server_t *s, lwatch_t *lw, int fd, struct sockaddr_storage *
     if (!gw_listen_allows(lw->l, (struct sockaddr *)ss)) {
         char who[64] = "?";
         getnameinfo((struct sockaddr *)ss, sl, who, sizeof(who), NULL, 0, NI_NUMERICHOST);
-        gw_log_error("uwsgi: refused a connection from %s (not in --uwsgi-allow-from)", who);
+        if (lw->l->is_proxy_protocol)
+            gw_log_error("proxy protocol: refused a connection from %s (not in "
+                         "--proxy-allow-from)", who);
+        else
+            gw_log_error("uwsgi: refused a connection from %s (not in --uwsgi-allow-from)", who);
         close(fd);
         return;
     }

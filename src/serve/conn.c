@@ -9,13 +9,16 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "proto/forwarded.h"
 #include "proto/protocols.h"
 #include "serve/response.h"
+#include "serve/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,7 +139,14 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     c->ctx = ctx;
     c->watch.fd = fd;
     c->watch.cb = on_io;
-    gw_transport_open_plain(&c->tp, fd);
+    if (!l->tls) {
+        gw_transport_open_plain(&c->tp, fd);
+    } else if (gw_tls_open(&c->tp, fd, l->tls) < 0) {
+        c->dead_next = ctx->_free;
+        ctx->_free = c;
+        close(fd);
+        return -ENOMEM;
+    }
     c->rbuf = (gw_buf_t){0};
     c->parsed = c->head_end = 0;
     c->out = NULL;
@@ -147,7 +157,10 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     gw_req_init(&c->req, &ctx->arena_pool);
     gw_timer_init(&c->timer, on_timer);
     c->peer.listener = l;
-    c->peer.addr[0] = c->peer.port[0] = '\0';
+    c->peer.addr[0] = c->peer.port[0] = c->peer.via[0] = '\0';
+    c->peer.is_ssl = false;
+    gw_allow_ip_from_sockaddr(&c->peer.ip, sa);
+    c->peer.is_trusted = l->fwd && gw_fwd_trusts(l->fwd, &c->peer.ip);
     if (sa && sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const void *)sa;
         inet_ntop(AF_INET, &in->sin_addr, c->peer.addr, sizeof(c->peer.addr));
@@ -167,10 +180,16 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     if (ctx->slot)
         atomic_store_explicit(&ctx->slot->conns, ctx->nconns, memory_order_relaxed);
     c->state = C_HEAD;
+    if (l->is_proxy_protocol) { /* read under the header timeout, below */
+        c->state = C_PROXY;
+        gw_proxy_init(&c->px);
+    }
     c->can_write = true;
     /* The request often arrives with the connection: try at once. */
     c->can_read = true;
-    gw_timer_start(&ctx->header_q, &c->timer);
+    /* TLS: the handshake, then the first request's first byte, within
+     * --tls-handshake-timeout (gw__conn_read moves to the header timeout then) */
+    gw_timer_start(l->tls ? &ctx->handshake_q : &ctx->header_q, &c->timer);
     gw__conn_read(c);
     return 0;
 }
@@ -265,7 +284,7 @@ void gw__conn_read(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
 
-    while (c->can_read && (c->state == C_HEAD || c->state == C_BODY)) {
+    while (c->can_read && (c->state == C_PROXY || c->state == C_HEAD || c->state == C_BODY)) {
         size_t space;
         ssize_t n;
 
@@ -291,7 +310,7 @@ void gw__conn_read(gw_conn_t *c)
         c->rbuf.len += (size_t)n;
         process_input(c);
     }
-    if ((c->state == C_HEAD || c->state == C_BODY) && !c->can_read)
+    if ((c->state == C_PROXY || c->state == C_HEAD || c->state == C_BODY) && !c->can_read)
         gw__conn_watch(c); /* drained by a short read: wait for the next bytes */
 }
 
@@ -353,6 +372,16 @@ static void request_ready(gw_conn_t *c)
         gw__conn_error(c, 500, "cannot store the request body");
         return;
     }
+    /* What trusted proxies say of the client, for the environ and the log. */
+    if (c->peer.is_trusted) {
+        const gw_fwd_conf_t *fwd = c->peer.listener->fwd;
+        const char *why = gw_fwd_resolve(fwd, &c->req, c->rbuf.data);
+        if (why && fwd->log)
+            gw_log_error("forwarded: %s: %s; ignored", c->peer.addr[0] ? c->peer.addr : "unix",
+                         why);
+    }
+    if (c->peer.is_ssl && !c->req.client.scheme)
+        c->req.client.scheme = GW_SCHEME_HTTPS;
     c->state = C_READY;
     c->want_read = false; /* read whole: a queued read must not stand in for it */
     gw_timer_stop(&c->timer);
@@ -383,10 +412,14 @@ static gw_parse_t feed(gw_conn_t *c, const char *base, size_t off, size_t len, s
 
 /* Parses what the read buffer holds past c->parsed (a head, maybe the start
  * of its body, maybe a pipelined request). */
+static bool proxy_input(gw_conn_t *c);
+
 static void process_input(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
 
+    if (c->state == C_PROXY && !proxy_input(c))
+        return;
     for (;;) {
         size_t used;
         gw_parse_t st = feed(c, c->rbuf.data, c->parsed, c->rbuf.len - c->parsed, &used);
@@ -417,6 +450,61 @@ static void process_input(gw_conn_t *c)
             return;
         }
     }
+}
+
+/* A PROXY protocol listener's connection starts with the header (HAProxy's
+ * proxy-protocol.txt), read under the header timeout like a request head:
+ * its source becomes the peer, for REMOTE_ADDR, the logs and the trust in
+ * forwarded headers; the balancer's own address stays in peer.via. LOCAL
+ * (the balancer's health check) keeps the real peer; a source it cannot
+ * name keeps the real peer's address, not its trust. Without a valid
+ * header the connection closes: nothing after it can be told apart from a
+ * forged one. True when what the read buffer holds past the header is to
+ * be parsed as the first request. */
+static bool proxy_input(gw_conn_t *c)
+{
+    gw_peer_t *pe = &c->peer;
+    size_t used;
+    gw_proxy_st_t st = gw_proxy_feed(&c->px, c->rbuf.data, c->rbuf.len, &used);
+
+    if (st == GW_PROXY_AGAIN) {
+        c->rbuf.len = 0; /* the parser keeps what it needs */
+        return false;
+    }
+    if (st == GW_PROXY_ERROR) {
+        gw_log_error("proxy protocol: %s: %s; closing", pe->addr[0] ? pe->addr : "unix",
+                     c->px.reason);
+        gw__conn_close(c);
+        return false;
+    }
+    c->rbuf.len -= used;
+    memmove(c->rbuf.data, c->rbuf.data + used, c->rbuf.len);
+    c->state = C_HEAD;
+    if (c->px.info.is_unnamed) {
+        /* A client the balancer could not name (v1 UNKNOWN, v2 PROXY with an
+         * unspecified family): the balancer's address stands for REMOTE_ADDR,
+         * but its trust does not pass to whoever it relays, whose forwarded
+         * headers are then its own say. */
+        pe->is_trusted = false;
+    } else if (!c->px.info.is_local) {
+        const gw_proxy_info_t *in = &c->px.info;
+        /* pe->addr is "" on a unix listener: copy strings, not sizeof(via) bytes */
+        snprintf(pe->via, sizeof(pe->via), "%s", pe->addr[0] ? pe->addr : "unix");
+        pe->ip = in->src;
+        gw_allow_ip_format(&in->src, pe->addr);
+        if (in->src.family == AF_UNIX)
+            pe->port[0] = '\0';
+        else
+            snprintf(pe->port, sizeof(pe->port), "%u", (unsigned)in->src_port);
+        pe->is_ssl = in->is_ssl;
+        /* Not gw_fwd_trusts(): its "unix peers are trusted" means gangway's
+         * own socket, whose permissions say who connects. A unix client of
+         * the balancer's is anyone its socket let in (a TLS terminator
+         * relaying the internet, say): in no list, so never trusted. */
+        pe->is_trusted = pe->listener->fwd && in->src.family != AF_UNIX &&
+                         gw_fwd_trusts(pe->listener->fwd, &pe->ip);
+    }
+    return c->rbuf.len > 0;
 }
 
 /* Feeds n body bytes read into the gw__conn_scratch buffer (c is in C_BODY: the read
@@ -466,8 +554,16 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         c->can_read = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->can_write = true;
+    /* A transport whose last -EAGAIN waits for the other direction (TLS:
+     * a handshake's or a read's write found the socket full) retries on
+     * that edge too (transport.h). The plain socket's wants never cross. */
+    if ((events & EPOLLOUT) && c->tp.read_wants == POLLOUT)
+        c->can_read = true;
+    if ((events & EPOLLIN) && c->tp.write_wants == POLLIN)
+        c->can_write = true;
 
     switch (c->state) {
+    case C_PROXY:
     case C_HEAD:
     case C_BODY:
         if (c->out && !gw_out_is_empty(&c->out->out) && c->can_write)
@@ -531,6 +627,9 @@ static void on_timer(gw_loop_t *loop, gw_timer_t *t)
 
     (void)loop;
     switch (c->state) {
+    case C_PROXY: /* no header in time (slowloris, or not a balancer): nothing to answer */
+        gw__conn_close(c);
+        break;
     case C_HEAD:
         if (c->rbuf.len > 0 || c->parsed > 0)
             gw__conn_error(c, 408, "request head timeout");

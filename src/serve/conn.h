@@ -51,6 +51,7 @@ typedef struct gw_conn_ctx {
     gw_bufpool_t body_pool;
     gw_arena_pool_t arena_pool;
     gw_timerq_t header_q, body_q, keepalive_q, write_q, linger_q;
+    gw_timerq_t handshake_q; /* TLS connections until their first request byte (server.c) */
     uint64_t write_timeout_ms;
     /* lists, private to the conn*.c files (conn_priv.h) */
     gw_conn_t *_all, *_ready_head, *_ready_tail, *_dead, *_free;
@@ -87,8 +88,14 @@ typedef struct gw_conn_ctx {
 
 typedef struct gw_peer {
     const gw_listener_t *listener; /* borrowed, worker lifetime */
-    char addr[48];                 /* numeric client address; "" for unix */
+    char addr[48];                 /* numeric client address; "" for unix (after a PROXY
+                                    * protocol header: the address it names) */
     char port[8];
+    gw_ip_t ip;                    /* addr as bytes (AF_UNIX: a unix socket's peer) */
+    bool is_trusted;               /* in --forwarded-allow-ips: its forwarded headers count */
+    bool is_ssl;                   /* a PROXY v2 header says the client spoke TLS */
+    char via[48];                  /* the socket's own peer when a PROXY header named
+                                    * another (the balancer); "" otherwise */
 } gw_peer_t;
 
 /* Prepares ctx (timer queues from the timeouts, in seconds). */
@@ -125,6 +132,9 @@ void gw_conn_close_all(gw_conn_ctx_t *ctx);
 gw_req_t *gw_conn_req(gw_conn_t *c);
 const char *gw_conn_rbuf(const gw_conn_t *c);
 const gw_peer_t *gw_conn_peer(const gw_conn_t *c);
+/* The connection's transport (serve/tls.h reads the TLS session's facts
+ * for the environ from it). */
+struct gw_transport *gw_conn_transport(gw_conn_t *c);
 /* The output queue of this response (taken from a pool; never NULL while the
  * handler owns the connection). */
 gw_out_t *gw_conn_out(gw_conn_t *c);

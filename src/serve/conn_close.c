@@ -205,6 +205,10 @@ void gw_conn_stop_all(gw_conn_ctx_t *ctx)
     ctx->is_stopping = true;
     for (; c; c = next) {
         next = c->all_next;
+        if (c->state == C_PROXY) { /* the same short grace as below, for its header */
+            gw_timer_start(&ctx->linger_q, &c->timer);
+            continue;
+        }
         if (c->state != C_HEAD || c->rbuf.len != 0 || c->parsed != 0)
             continue; /* a request is under way: it finishes, then the conn closes */
         if (c->nreq > 0) {

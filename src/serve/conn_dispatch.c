@@ -67,8 +67,9 @@ void gw__conn_log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t dur
 {
     const char *rb = c->rbuf.data;
     gw_req_t *r = &c->req;
-    gw_access_t a = {.remote = c->peer.addr, .status = status, .bytes = bytes,
-                     .is_aborted = is_aborted};
+    gw_access_t a = {.remote = r->client.addr[0] ? r->client.addr : c->peer.addr,
+                     .peer = c->peer.via[0] ? c->peer.via : c->peer.addr,
+                     .status = status, .bytes = bytes, .is_aborted = is_aborted};
     char remote[48], proto[GW_REQ_PROTOCOL_LEN];
     const char *v;
     size_t vn;
@@ -274,6 +275,11 @@ const char *gw_conn_rbuf(const gw_conn_t *c)
 const gw_peer_t *gw_conn_peer(const gw_conn_t *c)
 {
     return &c->peer;
+}
+
+struct gw_transport *gw_conn_transport(gw_conn_t *c)
+{
+    return &c->tp;
 }
 
 gw_out_t *gw_conn_out(gw_conn_t *c)

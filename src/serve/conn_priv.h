@@ -12,6 +12,7 @@
 #include "serve/conn.h"
 
 #include "proto/protocols.h"
+#include "proto/proxy.h"
 #include "serve/transport.h"
 
 #include <pthread.h>
@@ -22,7 +23,8 @@
 
 #define LINGER_MS 2000       /* a lingering close drains what the client still sends... */
 
-enum state { C_HEAD, C_BODY, C_READY, C_APP, C_LINGER, C_DEAD };
+/* C_PROXY: a PROXY protocol listener's connection before its header is in */
+enum state { C_PROXY, C_HEAD, C_BODY, C_READY, C_APP, C_LINGER, C_DEAD };
 
 typedef struct out_node {
     gw_out_t out;
@@ -68,6 +70,7 @@ struct gw_conn {
     gw_timer_t timer;
     gw_peer_t peer;
     gw_transport_t tp; /* every byte of the connection goes through it (transport.h) */
+    gw_proxy_t px;     /* C_PROXY: the header so far (set up by open only then) */
     /* --threads (conn_thread.c): while a request thread runs the app for it.
      * Set by gw_conn_open(), not cleared by its memset: mu and cv are made
      * once per struct (gw__conn_thread_init()). */

@@ -280,16 +280,18 @@ int gw_resp_push_ref(gw_resp_t *rs, gw_out_t *o, const void *p, size_t n, void *
 
 int gw_resp_push_file(gw_resp_t *rs, gw_out_t *o, int fd, bool owns_fd, off_t off, uint64_t len)
 {
-    int rc = 0;
+    int cut = 0, rc = 0;
 
-    if (rs->no_body)
+    if (rs->no_body) {
         len = 0;
-    else if (rs->framing == GW_FRAME_LENGTH && len > rs->length - rs->body_sent)
+    } else if (rs->framing == GW_FRAME_LENGTH && len > rs->length - rs->body_sent) {
         len = rs->length - rs->body_sent;
+        cut = 1; /* as gw_resp_push_ref(): the caller learns bytes were dropped */
+    }
     if (len == 0) {
         if (owns_fd)
             close(fd);
-        return 0;
+        return cut;
     }
     if (gw_out_room(o) < gw_resp_block_segs(rs))
         return -ENOBUFS;
@@ -302,7 +304,7 @@ int gw_resp_push_file(gw_resp_t *rs, gw_out_t *o, int fd, bool owns_fd, off_t of
     assert(rc == 0);
     (void)rc;
     rs->body_sent += len;
-    return 0;
+    return cut;
 }
 
 int gw_resp_end(gw_resp_t *rs, gw_out_t *o)

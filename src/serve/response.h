@@ -110,8 +110,9 @@ int gw_resp_push_ref(gw_resp_t *rs, gw_out_t *o, const void *p, size_t n, void *
 
 /* The same for len bytes of the file fd from off, sent with sendfile: the
  * queue owns fd when owns_fd (then closed once sent or dropped), else the
- * caller pins it until the queue is returned (gw_out_push_file()). On
- * -ENOBUFS fd is still the caller's. */
+ * caller pins it until the queue is returned (gw_out_push_file()). 0, 1
+ * when bytes past the promised length were dropped, or -ENOBUFS (fd still
+ * the caller's). */
 int gw_resp_push_file(gw_resp_t *rs, gw_out_t *o, int fd, bool owns_fd, off_t off, uint64_t len);
 
 /* Ends the body: the last chunk when chunked. 0, 1 when the body fell

@@ -332,6 +332,7 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     gw_conn_ctx_init(&s->conns, s->loop, handler, &lim, cfg->body_buffer_size,
                      tmpdir && *tmpdir ? tmpdir : "/tmp", cfg->header_timeout, cfg->body_timeout,
                      cfg->keepalive_timeout, cfg->write_timeout);
+    gw_timerq_init(s->loop, &s->conns.handshake_q, cfg->tls_handshake_timeout * 1000);
     {
         char err[256];
         s->statics = gw_static_new(cfg, err, sizeof(err));

@@ -77,7 +77,7 @@ static void test_bad_values_are_refused(int sock, int file)
     CHECK(strstr(err, "GANGWAY__OLD_WORKERS is set without GANGWAY__LISTEN_FDS") != NULL);
     CHECK_INT(take(NULL, NULL, f, NULL, err, sizeof(err)), -EINVAL);
     const char *bad_lists[] = {"",    ",",  "x",  "3,",          ",3",         "3,,4", "3x",
-                               "3su", "-3", "+3", "99999999999", "2147483648", " 3",   "3 "};
+                               "3su", "3cs", "-3", "+3", "99999999999", "2147483648", " 3",   "3 "};
     for (size_t i = 0; i < sizeof(bad_lists) / sizeof(bad_lists[0]); i++) {
         CHECK_INT(take(bad_lists[i], NULL, NULL, NULL, err, sizeof(err)), -EINVAL);
         CHECK(strstr(err, "want descriptors") != NULL);
@@ -127,6 +127,7 @@ static void test_round_trip_closes_the_rest(void)
         out.socks[i].fd = socket(AF_INET, SOCK_STREAM, 0);
         out.socks[i].proto = i % 3 == 1 ? GW_PROTO_UWSGI : GW_PROTO_HTTP;
         out.socks[i].is_activated = i % 5 == 2;
+        out.socks[i].needs_context = i % 7 < 3; /* every combination with the rest */
         CHECK(out.socks[i].fd > 2);
     }
     out.nsocks = NSOCK;
@@ -148,6 +149,7 @@ static void test_round_trip_closes_the_rest(void)
         CHECK_INT(in.socks[i].fd, out.socks[i].fd);
         CHECK_INT(in.socks[i].proto, out.socks[i].proto);
         CHECK_INT(in.socks[i].is_activated, out.socks[i].is_activated);
+        CHECK_INT(in.socks[i].needs_context, out.socks[i].needs_context);
     }
     CHECK_INT(in.nold, NOLD);
     for (size_t i = 0; i < NOLD && i < in.nold; i++)

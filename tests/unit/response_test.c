@@ -645,6 +645,45 @@ static void test_bodies_held_to_the_head(void)
     req_dispose(&r);
 }
 
+/* A file past the length the head promised is cut to it and says so (1),
+ * as a memory block is: the caller learns that bytes were dropped, and the
+ * queue sends no byte past the promise. An owned descriptor is the queue's
+ * either way. */
+static void test_file_held_to_the_head(void)
+{
+    static char data[] = "0123456789";
+    gw_req_t r;
+    gw_resp_t rs;
+    gw_answer_t a;
+    gw_out_t o;
+    int fd;
+
+    req_init(&r, 1, 1, false, false);
+    gw_out_init(&o, on_release);
+    a = answer(200, 12);
+    CHECK_INT(gw_resp_head(&rs, &a, &r, true, &o), 0);
+    CHECK_INT(gw_resp_push_ref(&rs, &o, data, 10, owner(0)), 0);
+    CHECK((fd = dup(0)) >= 0);
+    CHECK_INT(gw_resp_push_file(&rs, &o, fd, true, 0, 10), 1); /* 2 of its 10 bytes fit */
+    CHECK_INT(o.seg[(o.head + o.count - 1) % GW_OUT_SEGS].len, 2);
+    CHECK_INT(rs.body_sent, 12);
+    CHECK((fd = dup(0)) >= 0);
+    CHECK_INT(gw_resp_push_file(&rs, &o, fd, true, 0, 10), 1); /* none fits: closed */
+    CHECK(!fd_open(fd));
+    CHECK_INT(rs.body_sent, 12);
+    CHECK_INT(gw_resp_end(&rs, &o), 0);
+    CHECK(rs.keep_alive);
+    /* within the promise: 0, as before */
+    a = answer(200, 20);
+    gw_out_discard(&o);
+    CHECK_INT(gw_resp_head(&rs, &a, &r, true, &o), 0);
+    CHECK((fd = dup(0)) >= 0);
+    CHECK_INT(gw_resp_push_file(&rs, &o, fd, true, 0, 20), 0);
+    CHECK_INT(rs.body_sent, 20);
+    gw_out_discard(&o);
+    req_dispose(&r);
+}
+
 static void test_text_answers(void)
 {
     gw_hdr_t allow = {"Allow", 5, "GET, HEAD", 9};
@@ -700,6 +739,7 @@ int main(void)
     test_bodyless_answers();
     test_heads_as_bytes();
     test_bodies_held_to_the_head();
+    test_file_held_to_the_head();
     test_text_answers();
     printf("response: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
