@@ -301,3 +301,15 @@ def test_thread_stacksize_too_small_is_a_start_up_error(gangway, tmp_path):
     s = gangway(str(ini), wait=False)
     assert s.proc.wait(15) == 2
     assert "uwsgi.ini:4: invalid value '64' for thread-stacksize" in s.read_log()
+
+
+def test_request_ids_made_on_several_threads_are_unique(gangway):
+    """--request-id with --threads: ids are made on the request threads and
+    on the loop's thread (static answers, errors), each from its own
+    generator, never one id twice."""
+    s = gangway("threads_app", "--workers", "1", "--threads", "4", "--request-id")
+
+    def client():
+        return [get(s, "/info").header("x-request-id") for _ in range(25)]
+    ids = [i for r in concurrently([client] * 8) for i in r]
+    assert len(ids) == 200 and all(ids) and len(set(ids)) == 200, ids

@@ -132,6 +132,7 @@ static void *thread_main(void *arg)
     gw_job_t *job;
 
     t->ident = PyThread_get_thread_ident();
+    gw_req_seed_ids(); /* its own request ids (proto/request.h) */
     gw__wsgi_harakiri_clock(&t->busy_since_ms);
     gw_conn_runner_init(&t->run, gw__wsgi_release_owner);
     t->ts = PyEval_SaveThread();
