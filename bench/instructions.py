@@ -45,9 +45,10 @@ machines (same compiler and libraries). nginx and uWSGI are for reference.
 """
 
 
-def launch(server, port):
+def launch(server, port, threads=1):
     if server == "gangway":
-        return B.gangway_launch("hello", port)
+        extra = ("--threads", str(threads)) if threads > 1 else ()
+        return B.gangway_launch("hello", port, extra=extra)
     if server == "nginx":
         # valgrind lowers the hard RLIMIT_NOFILE: no worker_rlimit_nofile here;
         # keepalive_requests raised so the one connection is never closed
@@ -82,7 +83,7 @@ def measure(server, n, args):
     port = B.free_port()
     wrap = ["valgrind", "--tool=callgrind", "--trace-children=yes",
             "--callgrind-out-file=%s/callgrind.out.%%p" % out_dir]
-    la = launch(server, port)
+    la = launch(server, port, args.threads)
     if server == "gangway" and not os.access(B.GANGWAY, os.X_OK):
         raise Skip("./gangway not built (make gangway)")
     # fixed hash seed: Python servers then run the same instructions every time
@@ -130,6 +131,8 @@ def main():
                     help="comma-separated subset of: " + ",".join(SERVERS))
     ap.add_argument("--timeout", type=float, default=120.0,
                     help="seconds for start-up, for stopping, and x10 for the requests")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="gangway --threads N (the hand-off's cost; its row is labelled so)")
     ap.add_argument("--no-record", action="store_true", help="do not append to " + os.path.relpath(TABLE, B.ROOT))
     args = ap.parse_args()
     if not 1 <= args.n1 < args.n2 <= 200000:
@@ -149,6 +152,8 @@ def main():
     rows = []
     for server in servers:
         lab = LABELS[server]
+        if server == "gangway" and args.threads > 1:
+            lab += " --threads %d" % args.threads
         try:
             i1, f1, t1, n1notes = measure(server, args.n1, args)
             print("%-24s N=%-6d Ir=%d (%d files, %.1f s)" % (lab, args.n1, i1, f1, t1), flush=True)

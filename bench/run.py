@@ -143,8 +143,8 @@ NOTES = [
     "The threaded scenarios (hello-threads4, io-20ms, io-20ms-trickle, django-pg) run "
     "each server with the same processes × threads: gangway `--workers P --threads T`, "
     "uWSGI `--processes P --threads T` (still `--http-socket`), Gunicorn "
-    "`--workers P -k gthread --threads T`. gangway's rows there are skipped until its "
-    "workers run requests on threads (issue 16).",
+    "`--workers P -k gthread --threads T`. gangway's rows there are skipped for a "
+    "gangway without --threads (before issue 16).",
 ]
 
 

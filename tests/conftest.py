@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APPS = os.path.join(ROOT, "tests", "apps")
 BIN = os.environ.get("GW_TEST_BIN", os.path.join(ROOT, "gangway"))
 PYTHON = "/usr/bin/python3"
+THREADS = os.environ.get("GW_TEST_THREADS")
 
 
 def wait_for(cond, timeout=10.0, interval=0.01, what="condition"):
@@ -147,6 +148,10 @@ def gangway(tmp_path):
 
     def start(*args, listen=True, cwd=None, env=None, wait=True, prefix=()):
         argv = list(args)
+        # GW_TEST_THREADS=4: every start also gets --threads 4 (a run of the
+        # suite that looks for threading bugs; not part of make test)
+        if THREADS and "--threads" not in argv and listen:
+            argv = ["--threads", THREADS] + argv
         if listen and "--http" not in argv:
             argv = ["--http", "127.0.0.1:0"] + argv
         s = Server(tmp_path, argv, cwd=cwd, env=env, prefix=prefix)

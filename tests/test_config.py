@@ -277,7 +277,7 @@ def test_help_is_grouped_and_lists_every_option():
     assert set(cfg) == set(names) - ACTIONS, (set(cfg) ^ (set(names) - ACTIONS))
     for o in opts:
         assert o["group"] != "uWSGI compatibility" or o["name"] in (
-            "threads", "plugins", "need-app", "die-on-term", "enable-threads",
+            "plugins", "need-app", "die-on-term", "enable-threads",
             "single-interpreter", "thunder-lock"), o
 
 
@@ -288,7 +288,7 @@ def sample(o, ini_path):
         return None, "true"  # a flag
     if meta == "N|auto":
         return "3", "3"
-    if meta in ("N", "BYTES", "MB", "SECONDS"):
+    if meta in ("N", "BYTES", "MB", "KIB", "SECONDS"):
         return "7", "7"
     if o["name"] == "ini":
         return str(ini_path), str(ini_path)
@@ -1097,15 +1097,15 @@ def test_accepted_uwsgi_options_are_silent(gangway, tmp_path):
     assert not re.search(r"gangway: (warning|note|error):", log), log
 
 
-def test_threads_and_plugins_get_one_note_each(gangway, tmp_path):
+def test_threads_are_served_and_plugins_get_a_note(gangway, tmp_path):
+    """threads = N from a uwsgi.ini means N requests at once per worker
+    (issue 16): no note any more; plugins still get theirs."""
     ini = write(tmp_path / "t.ini", "[uwsgi]\nmodule = cfg_app\nplugins = python3\n"
                 "threads = 4\n")
     s = gangway(str(ini))
     log = s.read_log()
     notes = [l for l in log.splitlines() if "gangway: note:" in l]
-    assert len(notes) == 2, log
-    assert any("threads = 4" in n and "each gangway worker serves one request at a time" in n
-               for n in notes), notes
+    assert len(notes) == 1, log
     assert any("plugins are ignored" in n for n in notes), notes
     assert not warnings_in(log)
     assert banner_workers(log, s.pid) == 1

@@ -9,8 +9,8 @@ rounds; every answer is checked, and afterwards every note a client was told
 was written is looked up in PostgreSQL directly (psycopg2): all there, with
 the id the redirect named, nothing else written.
 
-It runs with `--workers 2` today, and with `--workers 2 --threads 4` once
-gangway runs requests on threads (issue 16): until then that case is skipped.
+It runs with `--workers 2`, and with `--workers 2 --threads 4` (issue 16);
+the threads case is skipped for a gangway without --threads.
 """
 import http.client
 import json

@@ -1112,7 +1112,10 @@ def test_metrics_and_json_are_well_formed(gangway):
         "gangway_received_bytes_total": "counter", "gangway_sent_bytes_total": "counter",
         "gangway_listen_queue": "gauge", "gangway_listen_queue_max": "gauge",
         "gangway_worker_requests_total": "counter", "gangway_worker_busy": "gauge",
-        "gangway_worker_connections": "gauge", "gangway_worker_resident_memory_bytes": "gauge"}
+        "gangway_worker_connections": "gauge", "gangway_worker_resident_memory_bytes": "gauge",
+        "gangway_queue_wait_seconds": "histogram", "gangway_queue_timeouts_total": "counter",
+        "gangway_worker_threads": "gauge", "gangway_worker_threads_busy": "gauge",
+        "gangway_worker_requests_queued": "gauge"}
     assert all(f["help"] for f in fams.values())
     # counters end in _total (Prometheus naming)
     assert all(n.endswith("_total") for n, t in types.items() if t == "counter")
@@ -1149,7 +1152,8 @@ def test_metrics_and_json_are_well_formed(gangway):
     wkeys = {"id", "pid", "status", "accepting", "requests", "rx", "tx", "harakiri_count",
              "status_classes", "methods", "avg_rt", "latency_us", "connections", "rss", "vsz",
              "running_time", "last_spawn", "respawn_count", "generation", "current",
-             "current_ms"}
+             "current_ms", "threads", "threads_busy", "queued", "queue_timeouts",
+             "queue_wait_us"}
     for w in js["workers"]:
         assert set(w) == wkeys
         check_counts_shape(w)
@@ -1164,6 +1168,55 @@ def test_metrics_and_json_are_well_formed(gangway):
             assert int(f.read().split(")")[1].split()[1]) == srv.pid  # the master's child
         rss = sample(fams, "gangway_worker_resident_memory_bytes", worker=str(w["id"]))
         assert rss > 1 << 20
+
+
+def test_threads_busy_queued_and_queue_wait(gangway, holder):
+    """--threads (issue 16): busy and idle threads, requests waiting for a
+    thread, the wait's histogram and --queue-timeout's 503s, in the JSON and
+    the metrics (the status page reads the JSON)."""
+    srv = start(gangway, "--threads", "2", "--queue-timeout", "1")
+    addr = stats_addr(srv)
+    fams = stats_metrics(addr)
+    assert sample(fams, "gangway_worker_threads", worker="1") == 2
+    assert sample(fams, "gangway_worker_threads_busy", worker="1") == 0
+    # two held requests take both threads; two more wait for one
+    for _ in range(2):
+        holder.hold(lambda: call(srv, "GET", "/block?port=%d" % holder.port)[1])
+    holder.accept()
+    holder.accept()
+    late = []
+    waiting = [threading.Thread(target=lambda: late.append(call(srv, "GET", "/ok")))
+               for _ in range(2)]
+    for t in waiting:
+        t.start()
+
+    def both_busy_two_queued():
+        js = stats_json(addr)
+        w = js["workers"][0]
+        f = stats_metrics(addr)
+        return (w["threads"] == 2 and w["threads_busy"] == 2 and w["queued"] == 2 and
+                w["status"] == "busy" and
+                sample(f, "gangway_worker_threads_busy", worker="1") == 2 and
+                sample(f, "gangway_worker_requests_queued", worker="1") == 2 and
+                sample(f, "gangway_requests_in_flight") == 2 and (js, f))
+    js, f = wait_for(both_busy_two_queued, 10 * SLOW, what="two busy threads, two queued")
+    # past --queue-timeout the two waiting ones are answered 503
+    for t in waiting:
+        t.join(10)
+        assert not t.is_alive()
+    holder.release()
+
+    def settled():
+        js = stats_json(addr)
+        f = stats_metrics(addr)
+        return (js["totals"]["queue_timeouts"] == 2 and
+                sample(f, "gangway_queue_timeouts_total") == 2 and
+                js["workers"][0]["threads_busy"] == 0 and
+                sum(b["count"] for b in js["totals"]["queue_wait_us"]["buckets"]) >= 2 and
+                sample(f, "gangway_queue_wait_seconds_count") >= 2 and (js, f))
+    js, f = wait_for(settled, 10 * SLOW, what="two queue timeouts counted")
+    assert js["totals"]["status_classes"]["5xx"] == 2
+    assert sorted(r[1].status for r in late) == [503, 503], late
 
 
 def sample_label(fams, name, label):
@@ -1183,6 +1236,10 @@ def check_counts_shape(c):
     assert lat["p50"] <= lat["p90"] <= lat["p99"]
     assert [b["le"] for b in lat["buckets"]] == BOUNDS_US + [None]
     assert sum(b["count"] for b in lat["buckets"]) == c["requests"]
+    assert type(c["queue_timeouts"]) is int and c["queue_timeouts"] >= 0
+    qw = c["queue_wait_us"]
+    assert list(qw) == ["sum", "p99", "buckets"]
+    assert [b["le"] for b in qw["buckets"]] == BOUNDS_US + [None]
 
 
 # ---------------------------------------------------------------------------

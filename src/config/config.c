@@ -469,9 +469,6 @@ int gw__config_finish_load(gw_config_t *c, const gw_ini_entry_t *http_key)
         fprintf(stderr, "gangway: note: %s:%u: uWSGI's 'http' starts a router process in front "
                 "of the workers; gangway's workers serve HTTP on %s themselves\n",
                 http_key->file, http_key->line, http_key->value);
-    if (c->threads > 1)
-        fprintf(stderr, "gangway: note: threads = %llu: each gangway worker serves one request "
-                "at a time; add processes for concurrency\n", (unsigned long long)c->threads);
     if (c->plugins.n)
         fprintf(stderr, "gangway: note: plugins are ignored: gangway has Python built in\n");
     return 0;

@@ -75,6 +75,9 @@ typedef struct gw_config {
     uint64_t min_worker_lifetime;
     uint64_t max_worker_lifetime;
     uint64_t reload_on_rss;    /* MB */
+    uint64_t threads;          /* requests a worker runs at once, on as many Python threads */
+    uint64_t thread_stacksize; /* KiB; 0: the system's default */
+    uint64_t queue_timeout;    /* seconds a request may wait for a thread; 0: no limit */
     uint64_t harakiri;
     uint64_t harakiri_grace;
     gw_strlist_t touch_reload;
@@ -133,7 +136,6 @@ typedef struct gw_config {
     bool print_man;
 
     /* uWSGI options accepted with nothing to do (or a note) */
-    uint64_t threads;
     gw_strlist_t plugins;
     bool need_app, die_on_term, enable_threads, single_interpreter, thunder_lock;
 

@@ -132,6 +132,17 @@ const opt_t gw__options[] = {
     {"reload-on-rss", NULL, 0, T_SIZE, OFF(reload_on_rss), "0", "MB",
      "recycle a worker whose resident memory passes this many MB (0: never); it serves until "
      "its replacement does, --graceful-timeout at most", "Processes"},
+    {"threads", NULL, 0, T_SIZE, OFF(threads), "1", "N",
+     "requests each worker runs at once, on N Python threads (wsgi.multithread is then "
+     "true); the worker's event loop keeps every socket, so slow clients never hold a "
+     "thread", "Processes"},
+    {"thread-stacksize", "threads-stacksize threads-stack-size", 0, T_SIZE,
+     OFF(thread_stacksize), "0", "KIB",
+     "stack size of each request thread in KiB (uWSGI's threads-stacksize; 0: the system's "
+     "default)", "Processes"},
+    {"queue-timeout", NULL, 0, T_SECONDS, OFF(queue_timeout), "0", "SECONDS",
+     "with --threads: a complete request that waited longer than this for a free thread is "
+     "answered 503 with Retry-After instead of running late (0: off)", "Processes"},
     {"harakiri", NULL, 't', T_SECONDS, OFF(harakiri), "0", "SECONDS",
      "a request running longer is logged with its traceback and interrupted (0: off)",
      "Processes"},
@@ -253,9 +264,6 @@ const opt_t gw__options[] = {
     {"print-man", NULL, 0, T_BOOL, OFF(print_man), "false", NULL,
      "print the man page (troff), generated from this table", "Configuration"},
 
-    {"threads", NULL, 0, T_SIZE, OFF(threads), "1", "N",
-     "accepted; each worker serves one request at a time (a note says so when N > 1)",
-     "uWSGI compatibility"},
     {"plugins", "plugin", 0, T_LIST, OFF(plugins), NULL, "NAME",
      "ignored with a note: Python is built in", "uWSGI compatibility"},
     {"need-app", NULL, 0, T_BOOL, OFF(need_app), "true", NULL,
@@ -263,7 +271,8 @@ const opt_t gw__options[] = {
     {"die-on-term", NULL, 0, T_BOOL, OFF(die_on_term), "true", NULL,
      "accepted: SIGTERM always stops gracefully here", "uWSGI compatibility"},
     {"enable-threads", NULL, 0, T_BOOL, OFF(enable_threads), "true", NULL,
-     "accepted: the app may always start threads", "uWSGI compatibility"},
+     "accepted: the app may always start threads (the GIL is released while the loop "
+     "waits)", "uWSGI compatibility"},
     {"single-interpreter", NULL, 0, T_BOOL, OFF(single_interpreter), "true", NULL,
      "accepted: there is only ever one interpreter", "uWSGI compatibility"},
     {"thunder-lock", NULL, 0, T_BOOL, OFF(thunder_lock), "false", NULL,
@@ -281,6 +290,11 @@ typedef struct range {
 } range_t;
 
 static const range_t ranges[] = {
+    /* a thread per request at once; past a few dozen the GIL convoys
+     * anyway (PEERS.md 6), and each thread costs a stack */
+    {"threads", 1, 1024},
+    /* KiB: PTHREAD_STACK_MIN is 16 KiB; 1 GiB is no stack anyone means */
+    {"thread-stacksize", 0, 1u << 20},
     /* 0 would never accept a connection */
     {"max-connections", 1, 0},
     /* listen() takes an int; a backlog of 0 queues a single connection */

@@ -221,6 +221,8 @@ static enum gw_respawn exit_reason_to_respawn(uint32_t reason)
         return GW_RESPAWN_LIFETIME;
     case GW_EXIT_RSS:
         return GW_RESPAWN_RSS;
+    case GW_EXIT_HARAKIRI:
+        return GW_RESPAWN_HARAKIRI;
     }
     return GW_RESPAWN_CRASH; /* exit 0 unasked: not what a healthy worker does */
 }

@@ -30,7 +30,7 @@ int gw_method_index(const char *m, size_t n)
  * gangway: it maps the old scoreboard only when the layout matches. */
 #define HEAD 64
 #define MAGIC 0x67777362u /* "gwsb" */
-#define LAYOUT 1          /* bump when a field of gw_slot_t changes meaning */
+#define LAYOUT 2          /* bump when a field of gw_slot_t changes meaning */
 
 typedef struct head {
     _Atomic uint32_t nused; /* first: workers read it on every accept */
@@ -189,6 +189,17 @@ void gw_slot_count(gw_slot_t *s, int status, int method, uint64_t bytes_in, uint
     bump(&s->lat_sum_us, duration_us);
 }
 
+void gw_slot_queue_wait(gw_slot_t *s, uint64_t waited_us)
+{
+    int b = 0;
+
+    while (b < GW_LAT_BUCKETS - 1 && waited_us > gw_lat_bounds_us[b])
+        b++;
+    /* Several request threads write these: read-modify-write. */
+    atomic_fetch_add_explicit(&s->queue_wait[b], 1, RELAXED);
+    atomic_fetch_add_explicit(&s->queue_wait_sum_us, waited_us, RELAXED);
+}
+
 void gw_totals_add(gw_totals_t *t, const gw_slot_t *s)
 {
 #define GET(f) atomic_load_explicit(&s->f, RELAXED)
@@ -197,6 +208,10 @@ void gw_totals_add(gw_totals_t *t, const gw_slot_t *s)
     t->bytes_out += GET(bytes_out);
     t->lat_sum_us += GET(lat_sum_us);
     t->harakiri += GET(harakiri);
+    t->queue_wait_sum_us += GET(queue_wait_sum_us);
+    t->queue_timeouts += GET(queue_timeouts);
+    for (int i = 0; i < GW_LAT_BUCKETS; i++)
+        t->queue_wait[i] += GET(queue_wait[i]);
     for (int i = 0; i < 6; i++)
         t->status[i] += GET(status[i]);
     for (int i = 0; i < GW_METHODS; i++)

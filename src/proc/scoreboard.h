@@ -34,6 +34,7 @@ enum gw_exit_reason {
     GW_EXIT_MAX_REQUESTS,
     GW_EXIT_LIFETIME,
     GW_EXIT_RSS,
+    GW_EXIT_HARAKIRI, /* a request thread stuck in C past --harakiri-grace */
 };
 
 typedef struct gw_slot {
@@ -52,6 +53,13 @@ typedef struct gw_slot {
     _Atomic uint64_t harakiri;
     _Atomic uint64_t conns;         /* open connections */
     _Atomic uint32_t exit_reason;   /* enum gw_exit_reason, set before a recycling stop */
+    /* --threads: the pool, written by the worker's threads (read-modify-write) */
+    _Atomic uint32_t threads;       /* request threads (0: requests run on the loop's thread) */
+    _Atomic uint32_t threads_busy;  /* running a request */
+    _Atomic uint32_t queued;        /* complete requests waiting for a free thread */
+    _Atomic uint64_t queue_wait[GW_LAT_BUCKETS]; /* how long each request waited, µs bounds */
+    _Atomic uint64_t queue_wait_sum_us;
+    _Atomic uint64_t queue_timeouts; /* answered 503 after --queue-timeout */
     char current[120];              /* "GET /path from 1.2.3.4" while busy */
 } gw_slot_t;
 
@@ -99,6 +107,9 @@ void gw_slot_reset(gw_slot_t *s, uint32_t generation);
 void gw_slot_busy(gw_slot_t *s, uint64_t now_ms, const char *what, size_t what_len);
 void gw_slot_idle(gw_slot_t *s);
 
+/* Worker, any thread: a request waited waited_us for a free thread. */
+void gw_slot_queue_wait(gw_slot_t *s, uint64_t waited_us);
+
 /* The index of a method in gw_method_names (the last one: any other). */
 int gw_method_index(const char *m, size_t n);
 
@@ -110,6 +121,8 @@ void gw_slot_count(gw_slot_t *s, int status, int method, uint64_t bytes_in, uint
  * that are gone so that totals never go down when a worker is replaced. */
 typedef struct gw_totals {
     uint64_t requests, bytes_in, bytes_out, lat_sum_us, harakiri;
+    uint64_t queue_wait_sum_us, queue_timeouts;
+    uint64_t queue_wait[GW_LAT_BUCKETS];
     uint64_t status[6];
     uint64_t methods[GW_METHODS];
     uint64_t lat[GW_LAT_BUCKETS];

@@ -78,6 +78,14 @@ static int check_config(gw_config_t *cfg, bool is_reexec)
         fprintf(stderr, "gangway: give either a module or --wsgi-file, not both\n");
         return 2;
     }
+    /* A request thread runs the app's Python and whatever C it calls: a
+     * stack pthread_create() would take but the interpreter overflows is
+     * a crash at the first deep call, not a start-up error. */
+    if (cfg->thread_stacksize && cfg->thread_stacksize < 128) {
+        snprintf(num, sizeof(num), "%llu", (unsigned long long)cfg->thread_stacksize);
+        return bad(cfg, "thread-stacksize", 0, "0 (the system's default) or at least 128 KiB",
+                   num);
+    }
     if (cfg->buffer_size < 4 || cfg->buffer_size > 65535) {
         snprintf(num, sizeof(num), "%llu", (unsigned long long)cfg->buffer_size);
         return bad(cfg, "buffer-size", 0, "from 4 to 65535, the uwsgi protocol's limit", num);

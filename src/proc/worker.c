@@ -11,6 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* How long a stopping worker waits for request threads still in the app. */
+#define STOP_THREADS_MS 2000
+
 int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned id,
                   gw_scoreboard_t *sb, int notify_fd, const int *inherit, gw_wsgi_t *app)
 {
@@ -55,9 +58,22 @@ int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned
         gw_wsgi_free(w);
         return 1;
     }
+    /* The request threads first (they wait for the GIL), then the watchdog
+     * that reads their clocks; then this thread lets the GIL go for good. */
+    if (cfg->threads > 1 && gw_wsgi_start_threads(w, gw_server_conns(s)) < 0) {
+        /* Those that started wait for the GIL: let them start and stop. */
+        gw_wsgi_detach(w);
+        if (!gw_wsgi_stop_threads(w, STOP_THREADS_MS))
+            _exit(1);
+        gw_server_free(s);
+        gw_wsgi_free(w);
+        return 1;
+    }
     if (cfg->harakiri && gw_wsgi_start_watchdog(w, slot, id) < 0)
         gw_log_error("worker %u: cannot start the harakiri watchdog; only the master's kill "
                      "remains", id);
+    if (cfg->threads > 1)
+        gw_wsgi_detach(w);
     gw_clock_update();
     atomic_store(&slot->pid, (int32_t)getpid());
     atomic_store(&slot->started_ms, gw_clock_ms());
@@ -68,6 +84,14 @@ int gw_worker_run(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, unsigned
         gw_log_error("worker %u: cannot tell the master it is ready: %s", id, strerror(errno));
     /* The socket stays open: a recycling worker asks for its replacement on it. */
     rc = gw_server_run(s);
+    /* A request thread still in the app (stuck past harakiri, or past
+     * --graceful-timeout) could touch what the teardown frees: the worker
+     * leaves as it is, its master replaces it. */
+    if (!gw_wsgi_stop_threads(w, STOP_THREADS_MS)) {
+        gw_log_error("worker %u: a request thread is still in the app; exiting without it", id);
+        gw_log_flush();
+        _exit(rc < 0 ? 1 : 0);
+    }
     gw_log_flush();
     gw_server_free(s);
     gw_wsgi_free(w);

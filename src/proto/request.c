@@ -43,8 +43,10 @@ void gw_req_reset(gw_req_t *r, const gw_body_env_t *env)
 }
 
 /* xorshift128+: ids need to be unique, not secret; one getrandom() per
- * worker instead of one per request. */
-static uint64_t id_state[2] = {0x9e3779b97f4a7c15ULL, 0xbf58476d1ce4e5b9ULL};
+ * worker thread instead of one per request. Per thread: with --threads the
+ * request threads make ids while the loop's thread does (two threads
+ * stepping one state could hand out one id twice); each seeds its own. */
+static _Thread_local uint64_t id_state[2] = {0x9e3779b97f4a7c15ULL, 0xbf58476d1ce4e5b9ULL};
 
 void gw_req_seed_ids(void)
 {

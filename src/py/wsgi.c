@@ -141,8 +141,9 @@ void gw_wsgi_handler(gw_wsgi_t *w, gw_handler_t *h, gw_block_hooks_t *hooks)
     h->release = gw__wsgi_release_owner;
     h->on_close = gw__wsgi_on_close;
     hooks->ctx = w;
-    hooks->begin = gil_release;
-    hooks->end = gil_acquire;
+    /* With request threads the loop's thread holds no GIL at all. */
+    hooks->begin = w->cfg->threads > 1 ? NULL : gil_release;
+    hooks->end = w->cfg->threads > 1 ? NULL : gil_acquire;
 }
 
 /* ---- start-up ---- */
@@ -429,8 +430,9 @@ void gw_wsgi_free(gw_wsgi_t *w)
 {
     if (!w)
         return;
-    gw__wsgi_stop_watchdog(w); /* first: it reads w */
+    gw__wsgi_stop_watchdog(w); /* first: it reads w (and the threads' clocks) */
     atomic_store(&w->wd_stop, true);
+    gw__wsgi_threads_free(w);
     if (w->templates)
         for (size_t i = 0; i < w->nlisteners; i++)
             Py_XDECREF(w->templates[i]);

@@ -27,6 +27,18 @@ void gw_wsgi_handler(gw_wsgi_t *w, gw_handler_t *h, gw_block_hooks_t *hooks);
  * answers 500 and the worker lives on. 0 or -1. */
 int gw_wsgi_start_watchdog(gw_wsgi_t *w, gw_slot_t *slot, unsigned worker_id);
 
+/* --threads N > 1: starts the N request threads on the server's
+ * connections cc (the handler's release and on_close become deferred: the
+ * loop's thread holds no GIL). The caller, holding the GIL, then gives it
+ * up for good with gw_wsgi_detach(). 0 or -errno (logged). */
+int gw_wsgi_start_threads(gw_wsgi_t *w, gw_conn_ctx_t *cc);
+
+/* After the loop: gives up what is in flight, stops the threads and waits
+ * up to wait_ms for them, then takes the GIL back (true). false: a thread
+ * still runs the app (stuck): nothing may be torn down under it; the
+ * caller exits at once. */
+bool gw_wsgi_stop_threads(gw_wsgi_t *w, uint64_t wait_ms);
+
 /* --preload: the master holds the interpreter without the GIL between
  * forks (the app's own threads may run), and hands it to each child. */
 void gw_wsgi_detach(gw_wsgi_t *w);

@@ -208,7 +208,10 @@ static wreq_t *wait_writable(binding_t *b, wreq_t *wr)
     int rc;
 
     Py_BEGIN_ALLOW_THREADS
-    rc = wait_socket(b, wt);
+    /* On a request thread the wait is for room in the connection's queue
+     * (every waiter is woken: no poller needed) and it always returns
+     * through gw_conn_wait(), which gw_conn_wait_for() paired it with. */
+    rc = wt.c ? gw_conn_wait(wt) : wait_socket(b, wt);
     Py_END_ALLOW_THREADS
     gw__wsgi_harakiri_resume(w, p);
     if (!(wr = b->wr)) {
@@ -256,7 +259,11 @@ static int write_block(binding_t *b, wreq_t *wr, PyObject *block)
     }
     for (;;) {
         rc = send_from_write(wr);
-        if (rc == 0 || (rc == -EAGAIN && gw_conn_out(wr->conn)->sent >= target))
+        /* On a request thread the block is out of the staging queue once
+         * moved, not yet sent: it returns once the connection's queue holds
+         * less than a window ahead of the client (rc 0). */
+        if (rc == 0 || (rc == -EAGAIN && !wr->w->nthreads &&
+                        gw_conn_out(wr->conn)->sent >= target))
             return 0;
         if (rc != -EAGAIN) {
             write_failed(wr);

@@ -474,7 +474,7 @@ PyObject *gw__wsgi_template(gw_wsgi_t *w, const gw_listener_t *l)
     SET("wsgi.url_scheme", PyUnicode_FromString(l->tls ? "https" : "http"));
     if (l->tls) /* --https: as nginx's and Apache's HTTPS variable */
         SET("HTTPS", PyUnicode_FromString("on"));
-    SET("wsgi.multithread", Py_NewRef(Py_False));
+    SET("wsgi.multithread", Py_NewRef(w->cfg->threads > 1 ? Py_True : Py_False));
     SET("wsgi.multiprocess", Py_NewRef(w->cfg->workers > 1 ? Py_True : Py_False));
     SET("wsgi.run_once", Py_NewRef(Py_False));
     SET("wsgi.input_terminated", Py_NewRef(Py_True));

@@ -11,6 +11,12 @@
 #include <signal.h>
 #include <time.h>
 
+/* The clock of the thread that runs a request: the slot's on the loop's
+ * thread, each request thread its own (--threads). An app's own thread has
+ * none: its write() waiting is not what a clock counts, and two threads
+ * moving one clock at once would leave it wrong. */
+static _Thread_local _Atomic uint64_t *my_clock;
+
 /* The watchdog dumps every thread's Python traceback without the GIL (the
  * stuck code holds it), as faulthandler does. The C function for that is
  * internal up to 3.14 (_Py_DumpTracebackThreads, unexported since 3.13;
@@ -89,12 +95,108 @@ static void wd_sleep(gw_wsgi_t *w, uint64_t ms)
     pthread_mutex_unlock(&w->wd_mu);
 }
 
+/* A request thread whose RequestTimeout has not ended its request this long
+ * after it was raised is stuck where no exception lands (C code, a blocking
+ * call without the GIL): the worker stops taking requests, lets the other
+ * threads finish theirs and is replaced (mod_wsgi's way; uWSGI 2.0 kills
+ * every sibling). */
+#define STUCK_MS 1000
+
+/* --threads: one clock per request thread. Only this thread writes the
+ * slot's busy_since_ms then: the since of the request it is about to
+ * interrupt (taking the GIL may never return if the request holds it in C:
+ * the master then kills the worker after --harakiri-grace, as with one
+ * thread), cleared once that request is over. */
+static void watch_threads(gw_wsgi_t *w)
+{
+    gw_slot_t *slot = w->wd_slot;
+    uint64_t limit = w->cfg->harakiri * 1000;
+    uint64_t slot_since = 0; /* what we put in the slot */
+    gw_pthread_t *slot_thr = NULL;
+
+    while (!atomic_load(&w->wd_stop)) {
+        uint64_t now = mono_ms(), nap = limit < 1000 ? limit : 1000;
+
+        if (slot_thr &&
+            atomic_load_explicit(&slot_thr->busy_since_ms, memory_order_acquire) != slot_since) {
+            /* that request is over: nothing for the master to kill */
+            atomic_store_explicit(&slot->busy_since_ms, 0, memory_order_release);
+            slot_thr = NULL;
+            slot_since = 0;
+        }
+        for (unsigned i = 0; i < w->nthreads && !atomic_load(&w->wd_stop); i++) {
+            gw_pthread_t *t = &w->thr[i];
+            uint64_t since = atomic_load_explicit(&t->busy_since_ms, memory_order_acquire), ran;
+            char what[sizeof(t->what)];
+
+            if (!since)
+                continue;
+            if (since == t->fired_for) {
+                if (!atomic_load_explicit(&t->run.is_stuck, memory_order_relaxed) &&
+                    now - t->fired_at >= STUCK_MS) {
+                    memcpy(what, t->what, sizeof(what)); /* may be torn: only logged */
+                    what[sizeof(what) - 1] = '\0';
+                    atomic_store_explicit(&t->run.is_stuck, true, memory_order_relaxed);
+                    gw_log_error("harakiri: worker %u: \"%s\" still runs %llus after "
+                                 "RequestTimeout was raised (stuck outside Python code); the "
+                                 "worker takes no more requests, lets the others finish and "
+                                 "is replaced", w->wd_id, what,
+                                 (unsigned long long)(STUCK_MS / 1000));
+                    atomic_store_explicit(&slot->exit_reason, GW_EXIT_HARAKIRI,
+                                          memory_order_relaxed);
+                    gw_conn_ctx_stuck(w->pctx);
+                }
+                continue;
+            }
+            ran = now > since ? now - since : 0;
+            if (ran < limit) {
+                if (limit - ran < nap)
+                    nap = limit - ran;
+                continue;
+            }
+            t->fired_for = since;
+            t->fired_at = now;
+            memcpy(what, t->what, sizeof(what)); /* may be torn: only logged */
+            what[sizeof(what) - 1] = '\0';
+            gw_log_error("harakiri: worker %u: \"%s\" has run %llus on a request thread "
+                         "(limit %llus); where it is:", w->wd_id, what,
+                         (unsigned long long)(ran / 1000), (unsigned long long)w->cfg->harakiri);
+            dump_tracebacks(w);
+            memcpy(slot->current, what, sizeof(slot->current) < sizeof(what)
+                                            ? sizeof(slot->current) : sizeof(what));
+            slot->current[sizeof(slot->current) - 1] = '\0';
+            if (!slot_thr) {
+                slot_thr = t;
+                slot_since = since;
+                atomic_store_explicit(&slot->busy_since_ms, since, memory_order_release);
+            }
+            {
+                PyGILState_STATE g = PyGILState_Ensure();
+                if (!atomic_load(&w->wd_stop) &&
+                    atomic_load_explicit(&t->busy_since_ms, memory_order_acquire) == since) {
+                    PyThreadState_SetAsyncExc(t->ident, w->timeout_exc);
+                    atomic_fetch_add_explicit(&slot->harakiri, 1, memory_order_relaxed);
+                    gw_log_error("harakiri: worker %u: raised gangway.RequestTimeout in \"%s\"",
+                                 w->wd_id, what);
+                }
+                PyGILState_Release(g);
+            }
+            now = mono_ms();
+        }
+        wd_sleep(w, nap ? nap : 1);
+    }
+}
+
 static void *watchdog_main(void *arg)
 {
     gw_wsgi_t *w = arg;
     gw_slot_t *slot = w->wd_slot;
     uint64_t limit = w->cfg->harakiri * 1000, fired_for = 0;
 
+    if (w->nthreads) {
+        watch_threads(w);
+        return NULL;
+    }
     while (!atomic_load(&w->wd_stop)) {
         uint64_t since = atomic_load_explicit(&slot->busy_since_ms, memory_order_acquire);
         uint64_t now = mono_ms(), ran;
@@ -143,6 +245,8 @@ int gw_wsgi_start_watchdog(gw_wsgi_t *w, gw_slot_t *slot, unsigned worker_id)
     w->wd_slot = slot;
     w->wd_id = worker_id;
     w->main_thread = PyThread_get_thread_ident();
+    if (!w->nthreads)
+        my_clock = &slot->busy_since_ms; /* the app runs on this (the loop's) thread */
     {
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -187,23 +291,31 @@ void gw__wsgi_stop_watchdog(gw_wsgi_t *w)
     w->has_watchdog = false;
 }
 
+
+void gw__wsgi_harakiri_clock(_Atomic uint64_t *since)
+{
+    my_clock = since;
+}
+
 hk_pause_t gw__wsgi_harakiri_pause(gw_wsgi_t *w)
 {
     hk_pause_t p = {0, 0};
     uint64_t ahead;
 
-    /* The clock times the loop's thread; another thread's write() waiting
-     * (an app's threads) is not what it counts, and two threads moving it
-     * at once would leave it wrong. */
-    if (!w->wd_slot || PyThread_get_thread_ident() != w->main_thread)
+    if (!w->wd_slot || !my_clock)
         return p;
-    p.since = atomic_load_explicit(&w->wd_slot->busy_since_ms, memory_order_relaxed);
+    p.since = atomic_load_explicit(my_clock, memory_order_relaxed);
     if (!p.since)
         return p;
     p.t0 = mono_ms();
-    ahead = w->cfg->write_timeout < (1ull << 30) ? w->cfg->write_timeout * 1000 + 1000
-                                                 : (1ull << 40);
-    atomic_store_explicit(&w->wd_slot->busy_since_ms, p.since + ahead, memory_order_release);
+    /* The slot's clock is the master's too: it must not stop counting for
+     * longer than the wait can last (the write timeout). A request thread's
+     * is only the watchdog's, and its waits for the client's window last
+     * as long as the client keeps reading. */
+    ahead = my_clock != &w->wd_slot->busy_since_ms ? (1ull << 40)
+            : w->cfg->write_timeout < (1ull << 30) ? w->cfg->write_timeout * 1000 + 1000
+                                                    : (1ull << 40);
+    atomic_store_explicit(my_clock, p.since + ahead, memory_order_release);
     return p;
 }
 
@@ -211,9 +323,10 @@ void gw__wsgi_harakiri_resume(gw_wsgi_t *w, hk_pause_t p)
 {
     uint64_t t1;
 
+    (void)w;
     if (!p.since)
         return;
     t1 = mono_ms();
-    atomic_store_explicit(&w->wd_slot->busy_since_ms, p.since + (t1 > p.t0 ? t1 - p.t0 : 0),
+    atomic_store_explicit(my_clock, p.since + (t1 > p.t0 ? t1 - p.t0 : 0),
                           memory_order_release);
 }

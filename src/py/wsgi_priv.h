@@ -59,6 +59,20 @@ typedef struct known_header {
     PyObject *k; /* interned */
 } known_header_t;
 
+/* One request thread (--threads N > 1, wsgi_pool.c). */
+typedef struct gw_pthread {
+    gw_waiter_t waiter;      /* in the job queue's idle stack */
+    gw_conn_runner_t run;    /* its staging queue and the connection it serves */
+    struct gw_wsgi *w;
+    pthread_t tid;
+    PyThreadState *ts;       /* made once, when it starts */
+    unsigned long ident;     /* Python's, for PyThreadState_SetAsyncExc */
+    _Atomic uint64_t busy_since_ms; /* its harakiri clock: the app runs since (0: idle) */
+    uint64_t fired_for;      /* watchdog's: the since it raised RequestTimeout for ... */
+    uint64_t fired_at;       /* ... and when */
+    char what[120];          /* "METHOD target" while busy (for logs; may be torn) */
+} gw_pthread_t;
+
 struct gw_wsgi {
     const gw_config_t *cfg;
     PyObject *app;
@@ -89,6 +103,12 @@ struct gw_wsgi {
     bool has_watchdog;
     int dump_sig;             /* faulthandler's dump signal, 0: no traceback dumps */
     _Atomic bool wd_stop;     /* set before the interpreter goes away */
+    /* --threads N > 1 (wsgi_pool.c) */
+    gw_pthread_t *thr;
+    unsigned nthreads;        /* started and not yet joined */
+    gw_conn_ctx_t *pctx;      /* the server's connections: the job queue */
+    bool tick_seen_garbage;   /* the loop's tick found garbage with every thread idle */
+    bool are_threads_joined;  /* gw_wsgi_stop_threads() ran */
 };
 
 /* ---- wsgi.c ---- */
@@ -174,5 +194,14 @@ hk_pause_t gw__wsgi_harakiri_pause(gw_wsgi_t *w);
 void gw__wsgi_harakiri_resume(gw_wsgi_t *w, hk_pause_t p);
 /* Stops the watchdog and waits for it (GIL held; let go meanwhile). */
 void gw__wsgi_stop_watchdog(gw_wsgi_t *w);
+/* The calling thread's harakiri clock (the slot's on the loop's thread, its
+ * own on a request thread; none on the app's threads): what
+ * gw__wsgi_harakiri_pause() moves. */
+void gw__wsgi_harakiri_clock(_Atomic uint64_t *since);
+
+/* ---- wsgi_pool.c ---- */
+
+/* Frees what the request threads left (they are joined; GIL held). */
+void gw__wsgi_threads_free(gw_wsgi_t *w);
 
 #endif

@@ -162,7 +162,9 @@ static void finish(wreq_t *wr, bool keep_alive, int status)
 /* Everything is queued: send it, then finish (now or on resume). */
 static void complete(wreq_t *wr)
 {
-    int rc = gw_conn_send(wr->conn);
+    /* On a request thread: once all of it is in the connection's queue the
+     * loop sends the rest and the thread is free, however slow the client. */
+    int rc = gw_conn_send_last(wr->conn);
     if (rc == -EAGAIN) {
         wr->is_finishing = true;
         wr->awaits_resume = true;
@@ -512,7 +514,7 @@ void gw__wsgi_on_resume(void *ctx, gw_conn_t *c)
     if (wr->is_dead) {
         finish(wr, false, wr->code); /* an app thread's write() found the client gone */
     } else if (wr->is_finishing) {
-        finish(wr, wr->rs.keep_alive, wr->code);
+        complete(wr); /* all sent (the loop's thread), or room for the rest (a request thread) */
     } else if (wr->is_ending) {
         wr->is_ending = false;
         end_body(wr);

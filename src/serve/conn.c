@@ -59,13 +59,31 @@ void gw_conn_ctx_init(gw_conn_ctx_t *ctx, gw_loop_t *loop, const gw_handler_t *h
 
 void gw_conn_close_all(gw_conn_ctx_t *ctx)
 {
-    while (ctx->_all) {
-        gw_conn_t *c = ctx->_all;
+    gw_conn_t *c, *next;
+
+    for (c = ctx->_all; c; c = next) {
+        next = c->all_next; /* c may close below: closed ones are freed later */
+        if (c->is_dispatched) {
+            if (!gw_jobq_cancel(&ctx->jobq, &c->job)) {
+                /* On a thread: it learns the client is gone, and c is taken
+                 * back (closed) once it hands the answer back; now if it has. */
+                gw__conn_thread_dead(c);
+                continue;
+            }
+            c->is_dispatched = false; /* it never reached a thread */
+        }
         if (c->state == C_APP)
             gw__conn_abandon(c); /* logged, as cut short */
         gw__conn_close(c);
     }
     gw_log_flush(); /* the loop that would have written them is over */
+}
+
+static void free_conn(gw_conn_ctx_t *ctx, gw_conn_t *c)
+{
+    if (ctx->nthreads)
+        gw__conn_thread_destroy(c);
+    free(c);
 }
 
 void gw_conn_ctx_dispose(gw_conn_ctx_t *ctx)
@@ -77,7 +95,7 @@ void gw_conn_ctx_dispose(gw_conn_ctx_t *ctx)
     gw__conn_free_dead(ctx);
     for (gw_conn_t *c = ctx->_free, *n; c; c = n) {
         n = c->dead_next;
-        free(c);
+        free_conn(ctx, c);
     }
     ctx->_free = NULL;
     for (out_node_t *o = ctx->_outs, *n; o; o = n) {
@@ -88,6 +106,7 @@ void gw_conn_ctx_dispose(gw_conn_ctx_t *ctx)
     gw_bufpool_dispose(&ctx->rbuf_pool);
     gw_bufpool_dispose(&ctx->body_pool);
     gw_arena_pool_dispose(&ctx->arena_pool);
+    gw__conn_threads_dispose(ctx);
 }
 
 /* ---- open / close ---- */
@@ -108,8 +127,15 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     } else if (!(c = malloc(sizeof(*c)))) {
         close(fd);
         return -ENOMEM;
+    } else if (ctx->nthreads) {
+        gw__conn_thread_init(c);
     }
     memset(c, 0, offsetof(gw_conn_t, p));
+    c->is_dispatched = false;
+    c->job.arg = c;
+    c->job.is_queued = false;
+    c->news.is_queued = false;
+    atomic_init(&c->runner, NULL);
     c->ctx = ctx;
     c->watch.fd = fd;
     c->watch.cb = on_io;
@@ -234,7 +260,7 @@ void gw__conn_free_dead(gw_conn_ctx_t *ctx)
             ctx->_free = c;
             nfree++;
         } else {
-            free(c);
+            free_conn(ctx, c);
         }
         if (ctx->on_conn_freed)
             ctx->on_conn_freed(ctx->server);
@@ -545,6 +571,11 @@ static void on_io(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         gw__conn_read(c);
         break;
     case C_APP:
+        if (c->is_dispatched) { /* a thread's answer: sent from here */
+            if (c->can_write)
+                gw__conn_thread_flush(c);
+            break;
+        }
         if (c->waiting_write && c->can_write) {
             uint64_t before = c->out->out.sent;
             rc = gw_out_flush(&c->out->out, &c->tp);
@@ -612,6 +643,10 @@ static void on_timer(gw_loop_t *loop, gw_timer_t *t)
         break;
     case C_APP:
         /* The client stopped reading: give up on this response. */
+        if (c->is_dispatched) {
+            gw__conn_thread_dead(c);
+            break;
+        }
         gw__conn_set_aborted(c);
         c->waiting_write = false;
         c->want_abort = true;

@@ -7,6 +7,7 @@
 #define GW_CONN_H
 
 #include "core/buf.h"
+#include "core/handoff.h"
 #include "core/loop.h"
 #include "proc/listen.h"
 #include "proc/scoreboard.h"
@@ -67,6 +68,22 @@ typedef struct gw_conn_ctx {
      * hook begins the stop; gw_conn_may_keep_alive() is false from then). */
     void (*on_request_start)(void *server);
     void *server;
+    /* --threads N > 1 (gw_conn_ctx_threads(), conn_thread.c): complete
+     * requests go to the pool's threads through jobq; their answers come
+     * back through news. 0 threads: the app runs on the loop's thread. */
+    unsigned nthreads;
+    gw_jobq_t jobq;
+    gw_news_t news;
+    gw_watch_t news_watch;
+    gw_job_t drain_job;  /* wakes an idle thread for the handler's own work (arg NULL) */
+    gw_timerq_t tick_q;
+    gw_timer_t tick;     /* every 100 ms: --queue-timeout, then on_tick */
+    uint64_t queue_timeout_us;
+    void (*on_tick)(void *tick_ctx, struct gw_conn_ctx *ctx); /* the loop's thread */
+    void *tick_ctx;
+    /* A request thread is stuck where no exception reaches it (harakiri):
+     * the server stops taking requests (from the loop's thread). */
+    void (*on_stuck)(void *server);
 } gw_conn_ctx_t;
 
 typedef struct gw_peer {
@@ -148,8 +165,10 @@ typedef struct gw_conn_wait {
     int fd;
     short events; /* POLLOUT, or POLLIN (transport.h: write_wants) */
     int timeout_ms;
+    gw_conn_t *c;  /* --threads: the wait is on c's queue (fd -1), see below ... */
+    uint64_t mark; /* ... until its byte count reaches this */
 } gw_conn_wait_t;
-gw_conn_wait_t gw_conn_wait_for(const gw_conn_t *c);
+gw_conn_wait_t gw_conn_wait_for(gw_conn_t *c);
 int gw_conn_wait(gw_conn_wait_t wt);
 void gw_conn_give_up(gw_conn_t *c);
 
@@ -168,5 +187,66 @@ void gw_conn_resume(gw_conn_t *c);
  * status and body_bytes (queued) are for the log. The handler must not
  * touch c afterwards. */
 void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_bytes);
+
+/* ---- --threads N > 1: requests on the pool's threads (conn_thread.c) ----
+ *
+ * The loop's thread keeps the socket: it reads the whole request, hands it
+ * to a thread, sends what the thread queues and takes the connection back
+ * when the answer is handed back. On the thread the handler calls the
+ * functions above as it does on the loop's thread, with these meanings:
+ * gw_conn_out() is the thread's own staging queue; gw_conn_send() moves its
+ * segments into the connection's queue for the loop to send: 0 while the
+ * client has less than a window (256 KiB) to take, -EAGAIN past it (the
+ * thread waits in gw_conn_runner_wait(), without the GIL, then calls
+ * on_resume), -EPIPE once the client is gone; gw_conn_finish() hands the
+ * answer back (what is left of it goes out from the loop) and the thread
+ * must not touch c afterwards; gw_conn_wait_for()/gw_conn_wait() wait
+ * until what the connection's queue holds now is sent (the loop's
+ * --write-timeout gives up a client that takes nothing), not for the
+ * socket. */
+
+/* Sets ctx up for n request threads; 0 or -errno. */
+int gw_conn_ctx_threads(gw_conn_ctx_t *ctx, unsigned n, uint64_t queue_timeout_s);
+
+/* Loop's thread: wakes an idle thread with ctx->drain_job. Only when every
+ * thread is idle (gw_jobq_idle() == nthreads). */
+void gw_conn_ctx_wake_drain(gw_conn_ctx_t *ctx);
+
+/* Any thread: a request thread is stuck; ctx->on_stuck runs on the loop's. */
+void gw_conn_ctx_stuck(gw_conn_ctx_t *ctx);
+
+/* Loop's thread: open connections whose request thread is stuck. */
+unsigned gw_conn_ctx_stuck_count(gw_conn_ctx_t *ctx);
+
+/* What a request thread keeps: the staging queue of the answer it makes,
+ * the connection it runs a request for (NULL once handed back) and whether
+ * the watchdog found it stuck. Embedded in the thread's own state. */
+typedef struct gw_conn_runner {
+    gw_out_t stage;
+    gw_conn_t *conn;
+    _Atomic bool is_stuck;
+} gw_conn_runner_t;
+
+/* The thread's set-up, once: release drops its staging queue's owners
+ * (the thread holds the GIL whenever it does). */
+void gw_conn_runner_init(gw_conn_runner_t *r, gw_release_cb release);
+
+/* A job from ctx->jobq with a connection: its request starts on r. */
+gw_conn_t *gw_conn_runner_begin(gw_conn_runner_t *r, gw_job_t *job);
+
+static inline bool gw_conn_runner_is_busy(const gw_conn_runner_t *r) { return r->conn != 0; }
+
+/* Without the GIL: the answer paused (gw_conn_send() said -EAGAIN): waits
+ * until the client has taken half the window, gw_conn_resume() is called,
+ * or the client is gone (-EPIPE; else 0). */
+int gw_conn_runner_wait(gw_conn_t *c);
+
+/* "METHOD target" of c's request into buf (NUL-terminated); its length. */
+size_t gw_conn_describe(const gw_conn_t *c, char *buf, size_t n);
+
+/* gw_conn_send() for the answer's last block: 0 once every segment is in
+ * the connection's queue, whatever the window (the loop sends the rest and
+ * the thread is free). The same as gw_conn_send() without threads. */
+int gw_conn_send_last(gw_conn_t *c);
 
 #endif

@@ -248,6 +248,10 @@ void gw_conn_run_ready(gw_conn_ctx_t *ctx)
             start_request(c);
             if (ctx->statics && serve_static(c))
                 continue;
+            if (ctx->nthreads) {
+                gw__conn_dispatch(c); /* to a request thread (conn_thread.c) */
+                continue;
+            }
             mark_busy(c);
             h->on_request(h->ctx, c);
             mark_idle(ctx);
@@ -280,7 +284,11 @@ struct gw_transport *gw_conn_transport(gw_conn_t *c)
 
 gw_out_t *gw_conn_out(gw_conn_t *c)
 {
-    out_node_t *o = gw__conn_get_out(c);
+    out_node_t *o;
+
+    if (c->is_dispatched)
+        return gw__conn_thread_out(c);
+    o = gw__conn_get_out(c);
     return o ? &o->out : NULL;
 }
 
@@ -296,6 +304,8 @@ void **gw_conn_handler_data(gw_conn_t *c)
 
 bool gw_conn_may_keep_alive(const gw_conn_t *c)
 {
+    if (c->is_dispatched)
+        return c->may_keep; /* the thread reads no field the loop's thread writes */
     return !c->ctx->is_stopping && !c->ctx->is_recycling && c->req.keep_alive;
 }
 
@@ -303,6 +313,8 @@ int gw_conn_send(gw_conn_t *c)
 {
     int rc;
 
+    if (c->is_dispatched)
+        return gw__conn_thread_send(c, false);
     if (!c->out)
         return 0;
     rc = gw_out_flush(&c->out->out, &c->tp);
@@ -328,9 +340,19 @@ int gw_conn_send(gw_conn_t *c)
     return rc;
 }
 
-gw_conn_wait_t gw_conn_wait_for(const gw_conn_t *c)
+int gw_conn_send_last(gw_conn_t *c)
+{
+    if (c->is_dispatched)
+        return gw__conn_thread_send(c, true);
+    return gw_conn_send(c);
+}
+
+gw_conn_wait_t gw_conn_wait_for(gw_conn_t *c)
 {
     uint64_t ms = c->ctx->write_timeout_ms;
+
+    if (c->is_dispatched)
+        return gw__conn_thread_wait_for(c);
     return (gw_conn_wait_t){.fd = c->tp.fd,
                             .events = c->tp.write_wants,
                             .timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms};
@@ -341,6 +363,8 @@ int gw_conn_wait(gw_conn_wait_t wt)
     struct pollfd pfd = {.fd = wt.fd, .events = wt.events};
     int n;
 
+    if (wt.c)
+        return gw__conn_thread_wait(wt);
     do {
         n = poll(&pfd, 1, wt.timeout_ms);
     } while (n < 0 && errno == EINTR);
@@ -355,11 +379,19 @@ int gw_conn_wait(gw_conn_wait_t wt)
 
 void gw_conn_give_up(gw_conn_t *c)
 {
+    if (c->is_dispatched) {
+        gw__conn_thread_give_up(c);
+        return;
+    }
     gw__conn_set_aborted(c); /* the caller drops the queue: count what it held now */
 }
 
 void gw_conn_resume(gw_conn_t *c)
 {
+    if (c->is_dispatched) {
+        gw__conn_thread_resume(c);
+        return;
+    }
     if (c->state != C_APP || c->want_resume)
         return;
     c->want_resume = true;
@@ -367,6 +399,15 @@ void gw_conn_resume(gw_conn_t *c)
 }
 
 void gw_conn_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_bytes)
+{
+    if (c->is_dispatched) {
+        gw__conn_thread_finish(c, keep_alive, status, body_bytes);
+        return;
+    }
+    gw__conn_finish_now(c, keep_alive, status, body_bytes);
+}
+
+void gw__conn_finish_now(gw_conn_t *c, bool keep_alive, int status, uint64_t body_bytes)
 {
     gw_conn_ctx_t *ctx = c->ctx;
     uint64_t us = c->req.start_us ? gw_clock_us_now() - c->req.start_us : 0;

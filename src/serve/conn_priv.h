@@ -15,6 +15,7 @@
 #include "proto/proxy.h"
 #include "serve/transport.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -70,6 +71,24 @@ struct gw_conn {
     gw_peer_t peer;
     gw_transport_t tp; /* every byte of the connection goes through it (transport.h) */
     gw_proxy_t px;     /* C_PROXY: the header so far (set up by open only then) */
+    /* --threads (conn_thread.c): while a request thread runs the app for it.
+     * Set by gw_conn_open(), not cleared by its memset: mu and cv are made
+     * once per struct (gw__conn_thread_init()). */
+    bool is_dispatched;   /* loop: handed to the pool, not yet taken back */
+    bool may_keep;        /* gw_conn_may_keep_alive() when it was handed over */
+    gw_job_t job;         /* in the pool's queue while no thread is free */
+    gw_news_node_t news;  /* queued for the loop: answer bytes, or its end */
+    _Atomic(gw_conn_runner_t *) runner; /* the thread running it (NULL: none yet) */
+    pthread_mutex_t mu;   /* the output queue and what follows, while dispatched */
+    pthread_cond_t cv;    /* waiting threads: room in the window, the end, the client gone */
+    unsigned nwaiters;    /* threads in a wait on cv */
+    bool tx_dead;         /* the client is gone, or took nothing for --write-timeout */
+    bool resume_asked;    /* gw_conn_resume() */
+    bool is_handing_back; /* the runner ends the answer: waits (GIL held) for the waiters */
+    bool fin_posted;      /* the answer is handed back ... */
+    bool fin_keep;        /* ... with what gw_conn_finish() was told */
+    int fin_status;
+    uint64_t fin_bytes;
 };
 
 /* The ready queue: connections with work for the top of the loop
@@ -156,5 +175,29 @@ void gw__conn_log_request(gw_conn_t *c, int status, uint64_t bytes, uint64_t dur
 void gw__conn_set_aborted(gw_conn_t *c);
 /* Ends an answer that cannot be completed (runs Python: close()). */
 void gw__conn_abandon(gw_conn_t *c);
+/* gw_conn_finish() on the loop's thread: log, count, keep-alive or close. */
+void gw__conn_finish_now(gw_conn_t *c, bool keep_alive, int status, uint64_t body_bytes);
+
+/* ---- conn_thread.c (--threads) ---- */
+
+/* The connection's lock and condition, once per struct (and undone when it
+ * is freed), when the worker has request threads. */
+void gw__conn_thread_init(gw_conn_t *c);
+void gw__conn_thread_destroy(gw_conn_t *c);
+void gw__conn_threads_dispose(gw_conn_ctx_t *ctx);
+/* Loop: the complete request of c (C_APP) goes to the pool. */
+void gw__conn_dispatch(gw_conn_t *c);
+/* Loop: sends what the thread queued; takes c back once handed back and sent. */
+void gw__conn_thread_flush(gw_conn_t *c);
+/* Loop: the client is gone (or --write-timeout): the thread learns it. */
+void gw__conn_thread_dead(gw_conn_t *c);
+/* The handler's calls (conn.h) on a request thread. */
+gw_out_t *gw__conn_thread_out(gw_conn_t *c);
+int gw__conn_thread_send(gw_conn_t *c, bool is_last);
+void gw__conn_thread_finish(gw_conn_t *c, bool keep_alive, int status, uint64_t body_bytes);
+void gw__conn_thread_resume(gw_conn_t *c);
+void gw__conn_thread_give_up(gw_conn_t *c);
+gw_conn_wait_t gw__conn_thread_wait_for(gw_conn_t *c);
+int gw__conn_thread_wait(gw_conn_wait_t wt);
 
 #endif

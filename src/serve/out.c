@@ -260,6 +260,27 @@ int gw_out_flush(gw_out_t *o, gw_transport_t *t)
     return 0;
 }
 
+unsigned gw_out_move(gw_out_t *dst, gw_out_t *src)
+{
+    unsigned moved = 0;
+
+    assert(!src->is_head_started); /* a staging queue is never flushed */
+    while (src->count && dst->count < GW_OUT_SEGS) {
+        gw_seg_t *from = &src->seg[src->head];
+        gw_seg_t *to = &dst->seg[(dst->head + dst->count) % GW_OUT_SEGS];
+
+        *to = *from;
+        if (from->base == from->inl)
+            to->base = to->inl; /* a gw_out_push_copy() segment holds its bytes */
+        src->sent += from->len;
+        src->head = (src->head + 1) % GW_OUT_SEGS;
+        src->count--;
+        dst->count++;
+        moved++;
+    }
+    return moved;
+}
+
 uint64_t gw_out_pending(const gw_out_t *o)
 {
     uint64_t n = 0;

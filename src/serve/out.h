@@ -107,6 +107,14 @@ int gw_out_push_file(gw_out_t *o, int fd, off_t off, size_t len, void *owner);
  * owners of what was sent. */
 int gw_out_flush(gw_out_t *o, gw_transport_t *t);
 
+/* Moves as many segments as dst has room for from the head of src to the
+ * tail of dst, in order, with what they own (owners, descriptors): a
+ * request thread fills a staging queue of its own and hands its segments
+ * to the connection's queue under the connection's lock (--threads). src
+ * counts moved bytes as sent; it must never have been flushed. Returns the
+ * number moved. */
+unsigned gw_out_move(gw_out_t *dst, gw_out_t *src);
+
 /* Releases every queued segment unsent. */
 void gw_out_discard(gw_out_t *o);
 

@@ -20,10 +20,19 @@
 
 #define RSS_CHECK_MS 1000
 
+/* A stop is over when no connection is left, or only those of request
+ * threads stuck where nothing reaches them (harakiri): the worker exits
+ * without them (worker.c) and the master replaces it. */
+static bool is_drained(gw_server_t *s)
+{
+    return s->conns.nconns == 0 ||
+           (s->has_stuck && s->conns.nconns <= gw_conn_ctx_stuck_count(&s->conns));
+}
+
 static void on_conn_freed(void *server)
 {
     gw_server_t *s = server;
-    if (s->is_stopping && s->conns.nconns == 0)
+    if (s->is_stopping && is_drained(s))
         gw_loop_stop(s->loop);
     else
         gw__accept_resume(s);
@@ -52,7 +61,7 @@ static void begin_stop(gw_server_t *s, const char *why)
                  s->who.id, why, (unsigned long long)s->conns.nconns,
                  (unsigned long long)s->cfg->graceful_timeout);
     gw_conn_stop_all(&s->conns);
-    if (s->conns.nconns == 0)
+    if (is_drained(s))
         gw_loop_stop(s->loop);
     else
         gw_timer_start(&s->graceful_q, &s->graceful);
@@ -175,6 +184,28 @@ static void recycle(gw_server_t *s, enum gw_exit_reason why, const char *what)
     } else {
         gw_log_error("worker %u: %s: serving until a replacement serves", s->who.id, what);
     }
+}
+
+/* A request thread is stuck outside Python code past harakiri (the watchdog
+ * set the slot's reason): mod_wsgi's way, not uWSGI 2.0's, which kills
+ * every sibling. The worker asks for its replacement, stops taking
+ * requests, lets the other threads finish theirs and exits without the
+ * stuck one; the master's kill after --harakiri-grace is the backstop. */
+static void on_stuck(void *server)
+{
+    gw_server_t *s = server;
+
+    s->has_stuck = true;
+    if (s->is_stopping) {
+        if (is_drained(s))
+            gw_loop_stop(s->loop);
+        return;
+    }
+    if (s->who.notify_fd >= 0 && !s->is_recycling && ask_replacement(s) < 0)
+        gw_log_error("worker %u: cannot ask the master for a replacement: %s", s->who.id,
+                     strerror(errno));
+    s->is_recycling = true;
+    begin_stop(s, "harakiri: a request thread is stuck");
 }
 
 static void on_replace_wait(gw_loop_t *loop, gw_timer_t *t)
@@ -315,6 +346,15 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
     if (who)
         s->who = *who;
     s->conns.on_conn_freed = on_conn_freed;
+    if (cfg->threads > 1) {
+        int rc = gw_conn_ctx_threads(&s->conns, (unsigned)cfg->threads, cfg->queue_timeout);
+        if (rc < 0) {
+            gw_log_error("cannot set up %llu request threads: %s",
+                         (unsigned long long)cfg->threads, strerror(-rc));
+            goto fail;
+        }
+        s->conns.on_stuck = on_stuck;
+    }
     s->conns.server = s;
     s->conns.slot = s->who.slot;
     gw_timerq_init(s->loop, &s->backoff_q, ACCEPT_BACKOFF_MS);
@@ -357,6 +397,11 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
 fail:
     gw_server_free(s);
     return NULL;
+}
+
+gw_conn_ctx_t *gw_server_conns(gw_server_t *s)
+{
+    return &s->conns;
 }
 
 int gw_server_run(gw_server_t *s)

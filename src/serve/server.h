@@ -48,6 +48,9 @@ gw_server_t *gw_server_new(const gw_config_t *cfg, gw_listener_t *listeners, siz
  * Python via the handler. */
 int gw_server_run(gw_server_t *s);
 
+/* The connections' context, for the request threads (--threads). */
+gw_conn_ctx_t *gw_server_conns(gw_server_t *s);
+
 void gw_server_free(gw_server_t *s);
 
 #endif

@@ -43,6 +43,7 @@ struct gw_server {
     bool is_paused;   /* accept paused: too many connections or no fds */
     bool is_recycling; /* asked the master for a replacement; serves until SIGTERM */
     bool is_stopping;
+    bool has_stuck;    /* a request thread is stuck (harakiri): exit without it */
     uint64_t emfile_logged_ms; /* when accept last said it had no descriptors */
     uint64_t error_logged_ms;  /* when a failing listener was last logged */
     uint64_t errors_unlogged;  /* listener failures since that line */

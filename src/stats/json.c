@@ -65,6 +65,19 @@ static uint64_t quantile(const uint64_t *lat, double p)
     return gw_lat_bounds_us[GW_LAT_BUCKETS - 2];
 }
 
+/* A histogram's buckets, then the closing "]}". */
+static void buckets(gw_text_t *t, const uint64_t *h)
+{
+    for (int b = 0; b < GW_LAT_BUCKETS; b++) {
+        if (b < GW_LAT_BUCKETS - 1)
+            gw_text_printf(t, "%s{\"le\":%" PRIu64 ",\"count\":%" PRIu64 "}", b ? "," : "",
+                           gw_lat_bounds_us[b], h[b]);
+        else
+            gw_text_printf(t, ",{\"le\":null,\"count\":%" PRIu64 "}", h[b]);
+    }
+    gw_text_puts(t, "]}");
+}
+
 static void json_counts(gw_text_t *t, const gw_totals_t *c)
 {
     static const char *cls[] = {"1xx", "2xx", "3xx", "4xx", "5xx", "other"};
@@ -83,14 +96,12 @@ static void json_counts(gw_text_t *t, const gw_totals_t *c)
                    "},\"avg_rt\":%" PRIu64 ",\"latency_us\":{\"avg\":%" PRIu64 ",\"p50\":%" PRIu64
                    ",\"p90\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"buckets\":[",
                    avg, avg, quantile(c->lat, 0.5), quantile(c->lat, 0.9), quantile(c->lat, 0.99));
-    for (int b = 0; b < GW_LAT_BUCKETS; b++) {
-        if (b < GW_LAT_BUCKETS - 1)
-            gw_text_printf(t, "%s{\"le\":%" PRIu64 ",\"count\":%" PRIu64 "}", b ? "," : "",
-                           gw_lat_bounds_us[b], c->lat[b]);
-        else
-            gw_text_printf(t, ",{\"le\":null,\"count\":%" PRIu64 "}", c->lat[b]);
-    }
-    gw_text_puts(t, "]}");
+    buckets(t, c->lat);
+    /* --threads: how long requests waited for a free thread */
+    gw_text_printf(t, ",\"queue_timeouts\":%" PRIu64 ",\"queue_wait_us\":{\"sum\":%" PRIu64
+                   ",\"p99\":%" PRIu64 ",\"buckets\":[",
+                   c->queue_timeouts, c->queue_wait_sum_us, quantile(c->queue_wait, 0.99));
+    buckets(t, c->queue_wait);
 }
 
 void gw_stats_json(const gw_stats_source_t *src, gw_text_t *t)
@@ -155,11 +166,14 @@ void gw_stats_json(const gw_stats_source_t *src, gw_text_t *t)
         gw_text_printf(t,
                        ",\"connections\":%" PRIu64 ",\"rss\":%" PRIu64 ",\"vsz\":%" PRIu64
                        ",\"running_time\":%" PRIu64 ",\"last_spawn\":%lld,\"respawn_count\":%u"
-                       ",\"generation\":%u,\"current\":",
+                       ",\"generation\":%u,\"threads\":%u,\"threads_busy\":%u,\"queued\":%u"
+                       ",\"current\":",
                        v.conns, v.rss, v.vsz,
                        v.started_ms && now > v.started_ms ? now - v.started_ms : 0,
                        (long long)src->slot_spawned_unix[i], src->slot_respawns[i],
-                       atomic_load_explicit(&src->slots[i].generation, RELAXED));
+                       atomic_load_explicit(&src->slots[i].generation, RELAXED),
+                       v.threads ? v.threads : 1, v.threads ? v.threads_busy : v.busy_ms != 0,
+                       v.queued);
         if (v.busy_ms) {
             json_str(t, v.current);
             gw_text_printf(t, ",\"current_ms\":%" PRIu64 "}", v.busy_ms);

@@ -48,7 +48,7 @@ void gw_stats_prometheus(const gw_stats_source_t *src, gw_text_t *t)
         const char *s = v[nv].state;
         states[s[0] == 's' ? (s[2] == 'a' ? 0 : 3) : s[0] == 'i' ? 1 : 2]++;
         conns += v[nv].conns;
-        in_flight += v[nv].busy_ms != 0;
+        in_flight += v[nv].threads ? v[nv].threads_busy : v[nv].busy_ms != 0;
         nv++;
     }
 
@@ -99,6 +99,24 @@ void gw_stats_prometheus(const gw_stats_source_t *src, gw_text_t *t)
     metric(t, "gangway_harakiri_total", "counter",
            "Requests interrupted for running past --harakiri.");
     gw_text_printf(t, "gangway_harakiri_total %" PRIu64 "\n", all.harakiri);
+    metric(t, "gangway_queue_wait_seconds", "histogram",
+           "--threads: how long complete requests waited for a free thread.");
+    cum = 0;
+    for (int b = 0; b < GW_LAT_BUCKETS; b++) {
+        cum += all.queue_wait[b];
+        if (b < GW_LAT_BUCKETS - 1)
+            gw_text_printf(t, "gangway_queue_wait_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                           (double)gw_lat_bounds_us[b] / 1e6, cum);
+        else
+            gw_text_printf(t, "gangway_queue_wait_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+                           cum);
+    }
+    gw_text_printf(t, "gangway_queue_wait_seconds_sum %.6f\n",
+                   (double)all.queue_wait_sum_us / 1e6);
+    gw_text_printf(t, "gangway_queue_wait_seconds_count %" PRIu64 "\n", cum);
+    metric(t, "gangway_queue_timeouts_total", "counter",
+           "Requests answered 503 after waiting past --queue-timeout for a thread.");
+    gw_text_printf(t, "gangway_queue_timeouts_total %" PRIu64 "\n", all.queue_timeouts);
     metric(t, "gangway_received_bytes_total", "counter", "Request heads and bodies.");
     gw_text_printf(t, "gangway_received_bytes_total %" PRIu64 "\n", all.bytes_in);
     metric(t, "gangway_sent_bytes_total", "counter", "Response bodies.");
@@ -131,7 +149,21 @@ void gw_stats_prometheus(const gw_stats_source_t *src, gw_text_t *t)
     metric(t, "gangway_worker_busy", "gauge", "1 while the worker's app runs a request.");
     for (size_t i = 0; i < nv; i++)
         gw_text_printf(t, "gangway_worker_busy{worker=\"%zu\"} %d\n", v[i].slot + 1,
-                       v[i].busy_ms ? 1 : 0);
+                       v[i].busy_ms || v[i].threads_busy ? 1 : 0);
+    metric(t, "gangway_worker_threads", "gauge",
+           "Request threads of each worker (1: requests run on its loop's thread).");
+    for (size_t i = 0; i < nv; i++)
+        gw_text_printf(t, "gangway_worker_threads{worker=\"%zu\"} %u\n", v[i].slot + 1,
+                       v[i].threads ? v[i].threads : 1);
+    metric(t, "gangway_worker_threads_busy", "gauge", "Threads of each worker running a request.");
+    for (size_t i = 0; i < nv; i++)
+        gw_text_printf(t, "gangway_worker_threads_busy{worker=\"%zu\"} %u\n", v[i].slot + 1,
+                       v[i].threads ? v[i].threads_busy : v[i].busy_ms != 0);
+    metric(t, "gangway_worker_requests_queued", "gauge",
+           "Complete requests of each worker waiting for a free thread.");
+    for (size_t i = 0; i < nv; i++)
+        gw_text_printf(t, "gangway_worker_requests_queued{worker=\"%zu\"} %u\n", v[i].slot + 1,
+                       v[i].queued);
     metric(t, "gangway_worker_connections", "gauge", "Open connections of each worker.");
     for (size_t i = 0; i < nv; i++)
         gw_text_printf(t, "gangway_worker_connections{worker=\"%zu\"} %" PRIu64 "\n", v[i].slot + 1,

@@ -51,10 +51,15 @@ bool gw__view_worker(const gw_stats_source_t *src, size_t i, uint64_t now_ms, wv
     v->slot = i;
     since = atomic_load_explicit(&s->busy_since_ms, memory_order_acquire);
     v->busy_ms = since && now_ms > since ? now_ms - since : since ? 1 : 0;
-    v->state = st == GW_SLOT_STARTING ? "starting"
-               : st == GW_SLOT_STOPPING ? "stopping"
-               : since                 ? "busy"
-                                       : "idle";
+    v->threads = atomic_load_explicit(&s->threads, RELAXED);
+    v->threads_busy = atomic_load_explicit(&s->threads_busy, RELAXED);
+    v->queued = atomic_load_explicit(&s->queued, RELAXED);
+    /* With request threads the slot's clock only runs for a request past
+     * --harakiri: busy is any thread running one. */
+    v->state = st == GW_SLOT_STARTING               ? "starting"
+               : st == GW_SLOT_STOPPING             ? "stopping"
+               : since || v->threads_busy ? "busy"
+                                                    : "idle";
     if (since) {
         memcpy(v->current, s->current, sizeof(s->current));
         v->current[sizeof(s->current)] = '\0';
