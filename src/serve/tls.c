@@ -1012,6 +1012,7 @@ static const gw_transport_ops_t tls_ops = {
     .has_pending = tls_has_pending,
     .shutdown = tls_shutdown,
     .close = tls_close,
+    .may_hold = true, /* SSL_write's record, made and not yet sent */
 };
 
 static const gw_transport_ops_t tls_ktls_ops = {
@@ -1024,6 +1025,7 @@ static const gw_transport_ops_t tls_ktls_ops = {
     .has_pending = tls_has_pending,
     .shutdown = tls_shutdown,
     .close = tls_close,
+    .may_hold = true, /* SSL_write's record, made and not yet sent */
 };
 
 int gw_tls_open(gw_transport_t *t, int fd, const gw_tls_ctx_t *ctx)
