@@ -476,6 +476,18 @@ def test_sni_picks_the_certificate_by_name(gangway, certs):
         assert subject["commonName"] == cn, host
 
 
+
+def test_a_server_name_with_control_characters_does_not_reach_the_app(gangway, certs):
+    s = start(gangway, certs)
+    for name, seen in (("x\r\nX-Evil: 1", None), ("a b", None), ("LocalHost.", "LocalHost.")):
+        p = subprocess.run([OPENSSL, "s_client", "-connect", "127.0.0.1:%d" % s.https, "-quiet",
+                            "-servername", name, "-CAfile", certs.ca],
+                           input=b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=20)
+        head, _, body = p.stdout.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), p.stdout
+        assert json.loads(body).get("SSL_TLS_SNI") == seen, body
+
 # ---- (3) client certificates, reload ----
 
 def test_client_certificates_required(gangway, certs):

@@ -216,6 +216,17 @@ static bool name_matches(const char *pattern, const char *name)
     return strcasecmp(pattern, name) == 0;
 }
 
+/* A server name as a host name is written (letters, digits, '-', '.', and
+ * '_' that some hosts have), at most 253 bytes and a trailing dot. OpenSSL
+ * refuses only a NUL: CR, LF, spaces and any other byte reached the app in
+ * SSL_TLS_SNI, which, unlike HTTP_HOST, nothing else checks. */
+static bool sni_is_sane(const char *name)
+{
+    size_t n = strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._");
+
+    return n > 0 && !name[n] && n <= 254;
+}
+
 /* SNI: the certificate of the --tls-sni name the client asked for, else
  * the socket's own. Client certificates stay the socket's business, whatever
  * name is asked for: its verification (mode, CAs, the names it lists) is
@@ -229,8 +240,8 @@ static int on_servername(SSL *s, int *alert, void *arg)
     const char *name = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
     SSL_CTX *own = SSL_get_SSL_CTX(s); /* the socket's, until the switch below */
 
-    if (!name || !tls)
-        return SSL_TLSEXT_ERR_NOACK;
+    if (!name || !tls || !sni_is_sane(name))
+        return SSL_TLSEXT_ERR_NOACK; /* the socket's certificate, no SSL_TLS_SNI */
     for (size_t i = 0; i < tls->nsni; i++) {
         SSL_CTX *ctx = tls->sni[i].ctx;
         int mode = SSL_CTX_get_verify_mode(own);
@@ -1135,7 +1146,8 @@ int gw_tls_each_var(gw_transport_t *t, gw_tls_var_cb each, void *arg)
     EACH("SSL_PROTOCOL", SSL_get_version(tc->ssl));
     EACH("SSL_CIPHER", SSL_get_cipher_name(tc->ssl));
     EACH("SSL_SESSION_RESUMED", SSL_session_reused(tc->ssl) ? "Resumed" : "Initial");
-    EACH("SSL_TLS_SNI", SSL_get_servername(tc->ssl, TLSEXT_NAMETYPE_host_name));
+    v = SSL_get_servername(tc->ssl, TLSEXT_NAMETYPE_host_name);
+    EACH("SSL_TLS_SNI", v && sni_is_sane(v) ? v : NULL);
     if (SSL_get_verify_mode(tc->ssl) & SSL_VERIFY_PEER) {
         long vr = SSL_get_verify_result(tc->ssl);
         char failed[160];

@@ -30,6 +30,9 @@ void gw_config_bad_value(const gw_config_t *c, const char *name, size_t i, const
 
 static void test_server_names(void)
 {
+    CHECK(sni_is_sane("localhost") && sni_is_sane("LocalHost.") && sni_is_sane("a_b-c.x9"));
+    CHECK(!sni_is_sane("") && !sni_is_sane("a b") && !sni_is_sane("x\r\nX-Evil: 1"));
+    CHECK(!sni_is_sane("\xc3\xa9.test") && !sni_is_sane("a\x01") && !sni_is_sane("*.test"));
     CHECK(name_matches("other.test", "other.test"));
     CHECK(name_matches("other.test", "OTHER.Test"));
     CHECK(!name_matches("other.test", "other.test."));
