@@ -476,6 +476,18 @@ def test_sni_picks_the_certificate_by_name(gangway, certs):
         assert subject["commonName"] == cn, host
 
 
+
+def test_a_server_name_with_control_characters_does_not_reach_the_app(gangway, certs):
+    s = start(gangway, certs)
+    for name, seen in (("x\r\nX-Evil: 1", None), ("a b", None), ("LocalHost.", "LocalHost.")):
+        p = subprocess.run([OPENSSL, "s_client", "-connect", "127.0.0.1:%d" % s.https, "-quiet",
+                            "-servername", name, "-CAfile", certs.ca],
+                           input=b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=20)
+        head, _, body = p.stdout.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), p.stdout
+        assert json.loads(body).get("SSL_TLS_SNI") == seen, body
+
 # ---- (3) client certificates, reload ----
 
 def test_client_certificates_required(gangway, certs):
@@ -513,6 +525,64 @@ def test_client_certificates_optional_tell_the_app(gangway, certs):
     ctx.load_cert_chain(certs.alice, certs.alice_key)
     assert env_of(port, ctx)["SSL_CLIENT_VERIFY"] == "SUCCESS"
 
+
+
+def https_ports(s):
+    return [int(p) for p in re.findall(r"listening on https://127\.0\.0\.1:(\d+)", s.read_log())]
+
+
+def two_sockets(gangway, certs):
+    """An --https socket that requires a client certificate ('!CA') and one
+    that lets a failed one through ('CA'), with an --tls-sni name."""
+    s = gangway("tls_app:application",
+                "--https", "127.0.0.1:0,%s,%s,,!%s" % (certs.srv, certs.srv_key, certs.ca),
+                "--https", "127.0.0.1:0,%s,%s,,%s" % (certs.srv, certs.srv_key, certs.ca),
+                "--tls-sni", "other.test,%s,%s" % (certs.other, certs.other_key))
+    required, optional = https_ports(s)
+    return required, optional
+
+
+def test_a_required_client_certificate_is_required_under_every_server_name(gangway, certs):
+    required, _ = two_sockets(gangway, certs)
+    for host in ("localhost", "other.test"):
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            env_of(required, client_ctx(certs), host=host)
+        ctx = client_ctx(certs)
+        ctx.load_cert_chain(certs.mallory, certs.mallory_key)
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            env_of(required, ctx, host=host)
+        ctx = client_ctx(certs)
+        ctx.load_cert_chain(certs.alice, certs.alice_key)
+        e = env_of(required, ctx, host=host)
+        assert e["SSL_CLIENT_VERIFY"] == "SUCCESS" and e["SSL_TLS_SNI"] == host
+
+
+def test_a_session_resumes_only_under_the_client_certificate_rule_it_was_made_under(
+        gangway, certs):
+    required, optional = two_sockets(gangway, certs)
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        for cert in (None, (certs.mallory, certs.mallory_key)):
+            ctx = client_ctx(certs, maximum_version=version)
+            if cert:
+                ctx.load_cert_chain(*cert)
+            st, body, t = tls_get(optional, ctx)
+            sess = t.session
+            t.close()
+            assert st == 200 and sess is not None
+            # the same socket resumes it ...
+            st, body, t = tls_get(optional, ctx, session=sess)
+            assert t.session_reused and json.loads(body)["SSL_SESSION_RESUMED"] == "Resumed"
+            t.close()
+            # ... the one that requires a valid certificate does not
+            with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+                env_of(required, ctx, session=sess)
+        ctx = client_ctx(certs, maximum_version=version)
+        ctx.load_cert_chain(certs.alice, certs.alice_key)
+        _, _, t = tls_get(required, ctx)
+        sess = t.session
+        t.close()
+        e = env_of(required, ctx, session=sess)
+        assert e["SSL_SESSION_RESUMED"] == "Resumed" and e["SSL_CLIENT_VERIFY"] == "SUCCESS"
 
 def peer_serial(port, ctx):
     _, _, t = tls_get(port, ctx)

@@ -23,7 +23,7 @@ void gw_out_init(gw_out_t *o, gw_release_cb release)
     o->head = o->count = 0;
     o->release = release;
     o->sent = 0;
-    o->is_head_started = false;
+    o->started = 0;
 }
 
 static void release(gw_out_t *o, void *owner)
@@ -148,7 +148,8 @@ static void pop(gw_out_t *o)
 
     o->head = (o->head + 1) % GW_OUT_SEGS;
     o->count--;
-    o->is_head_started = false;
+    if (o->started)
+        o->started--;
     drop(o, s);
 }
 
@@ -172,8 +173,13 @@ static int flush_mem(gw_out_t *o, gw_transport_t *t)
     }
     /* Headers before a file: MSG_MORE lets them share a packet with its start. */
     w = t->ops->writev(t, iov, (int)n, file_next);
-    if (w < 0)
+    if (w < 0) {
+        /* TLS may hold a record of what it was given: it goes out first,
+         * whatever the next call gives, so none of it may be dropped */
+        if (w == -EAGAIN && t->ops->may_hold)
+            o->started = n;
         return (int)w;
+    }
     o->sent += (uint64_t)w;
     while (w > 0) {
         gw_seg_t *s = &o->seg[o->head];
@@ -181,10 +187,11 @@ static int flush_mem(gw_out_t *o, gw_transport_t *t)
             w -= (ssize_t)s->len;
             s->len = 0;
             pop(o);
+            n--;
         } else {
             s->base += w;
             s->len -= (size_t)w;
-            o->is_head_started = true;
+            o->started = t->ops->may_hold ? n : 1;
             return -EAGAIN; /* short write: the socket is full */
         }
     }
@@ -227,13 +234,17 @@ static int flush_file(gw_out_t *o, gw_transport_t *t)
         size_t chunk = s->len > step ? step : s->len;
         ssize_t w = t->ops->sendfile ? t->ops->sendfile(t, s->fd, &s->off, chunk)
                                      : copy_file(t, s, chunk);
-        if (w < 0)
+        if (w < 0) {
+            if (w == -EAGAIN && t->ops->may_hold && !o->started)
+                o->started = 1; /* a record of its bytes may be held (above) */
             return (int)w;
+        }
         if (w == 0)
             return -EPIPE; /* the file shrank under us: the length we promised is gone */
         o->sent += (uint64_t)w;
         s->len -= (size_t)w;
-        o->is_head_started = true;
+        if (!o->started)
+            o->started = 1;
         /* A short count does not tell a full socket from a file that
          * shrank (EOF): one more call does. EAGAIN waits for EPOLLOUT; 0
          * fails the answer at once, where waiting for an edge that never
@@ -297,7 +308,7 @@ void gw_out_discard(gw_out_t *o)
 
 void gw_out_discard_unstarted(gw_out_t *o)
 {
-    unsigned keep = o->count && o->is_head_started;
+    unsigned keep = o->started < o->count ? o->started : o->count;
 
     while (o->count > keep) {
         o->count--;

@@ -53,7 +53,11 @@ typedef struct gw_out {
     unsigned head, count;  /* ring of queued segments */
     gw_release_cb release; /* NULL when no owner is ever pushed */
     uint64_t sent;         /* bytes written since the last reset */
-    bool is_head_started;  /* the head segment is partly written */
+    /* Segments at the head that must go out whole before any other bytes:
+     * the head when partly written, and through a transport that may hold
+     * what it was given (transport.h: TLS's record made, the socket full),
+     * every segment the last short write was given. */
+    unsigned started;
 } gw_out_t;
 
 void gw_out_init(gw_out_t *o, gw_release_cb release);
@@ -119,8 +123,8 @@ unsigned gw_out_move(gw_out_t *dst, gw_out_t *src);
 void gw_out_discard(gw_out_t *o);
 
 /* The same, except a head segment already partly written (an interim
- * "HTTP/1.1 100 Continue" the socket took only some of): its rest stays
- * queued, so that an answer queued next follows whole bytes, not
+ * "HTTP/1.1 100 Continue" the socket took only some of, or whose TLS
+ * record OpenSSL made and holds): its rest stays queued, so that an answer queued next follows whole bytes, not
  * "HTTP/1.1 100 Cont" + "HTTP/1.1 408 ...". For a server's own answer
  * replacing whatever was queued before it. */
 void gw_out_discard_unstarted(gw_out_t *o);

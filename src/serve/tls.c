@@ -216,28 +216,57 @@ static bool name_matches(const char *pattern, const char *name)
     return strcasecmp(pattern, name) == 0;
 }
 
-/* SNI: the context of the --tls-sni name the client asked for, else the
- * socket's own. */
+/* A server name as a host name is written (letters, digits, '-', '.', and
+ * '_' that some hosts have), at most 253 bytes and a trailing dot. OpenSSL
+ * refuses only a NUL: CR, LF, spaces and any other byte reached the app in
+ * SSL_TLS_SNI, which, unlike HTTP_HOST, nothing else checks. */
+static bool sni_is_sane(const char *name)
+{
+    size_t n = strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._");
+
+    return n > 0 && !name[n] && n <= 254;
+}
+
+/* SNI: the certificate of the --tls-sni name the client asked for, else
+ * the socket's own. Client certificates stay the socket's business, whatever
+ * name is asked for: its verification (mode, CAs, the names it lists) is
+ * put back after the switch. Taking the name's context's instead let a
+ * client skip the certificate an --https socket's '!CA' field requires by
+ * asking for another name (the --tls-sni contexts know only
+ * --tls-client-ca). */
 static int on_servername(SSL *s, int *alert, void *arg)
 {
     const gw_tls_t *tls = arg;
     const char *name = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
+    SSL_CTX *own = SSL_get_SSL_CTX(s); /* the socket's, until the switch below */
 
-    (void)alert;
-    if (!name || !tls)
-        return SSL_TLSEXT_ERR_NOACK;
+    if (!name || !tls || !sni_is_sane(name))
+        return SSL_TLSEXT_ERR_NOACK; /* the socket's certificate, no SSL_TLS_SNI */
     for (size_t i = 0; i < tls->nsni; i++) {
         SSL_CTX *ctx = tls->sni[i].ctx;
+        int mode = SSL_CTX_get_verify_mode(own);
         if (!name_matches(tls->sni[i].name, name))
             continue;
         if (!SSL_set_SSL_CTX(s, ctx))
-            return SSL_TLSEXT_ERR_ALERT_FATAL;
-        /* SSL_set_SSL_CTX takes the certificate, not how peers are verified */
-        SSL_set_verify(s, SSL_CTX_get_verify_mode(ctx), SSL_CTX_get_verify_callback(ctx));
-        SSL_set_verify_depth(s, SSL_CTX_get_verify_depth(ctx));
+            goto fatal;
+        /* SSL_set_SSL_CTX takes the certificate, and the new context's
+         * store and CA names come with it: the socket's go back. */
+        SSL_set_verify(s, mode, SSL_CTX_get_verify_callback(own));
+        SSL_set_verify_depth(s, SSL_CTX_get_verify_depth(own));
+        if (mode & SSL_VERIFY_PEER) {
+            STACK_OF(X509_NAME) *names = SSL_dup_CA_list(SSL_CTX_get_client_CA_list(own));
+            if (!names || !SSL_set1_verify_cert_store(s, SSL_CTX_get_cert_store(own))) {
+                sk_X509_NAME_pop_free(names, X509_NAME_free);
+                goto fatal;
+            }
+            SSL_set_client_CA_list(s, names); /* takes names */
+        }
         return SSL_TLSEXT_ERR_OK;
     }
     return SSL_TLSEXT_ERR_NOACK;
+fatal:
+    *alert = SSL_AD_INTERNAL_ERROR;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
 /* OCSP stapling: the response given (--tls-ocsp) to a client that asks.
@@ -475,7 +504,20 @@ static SSL_CTX *new_ctx(const gw_config_t *cfg, const gw_tls_t *tls, const char 
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, (void *)tls);
-    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SID_CTX, sizeof(SID_CTX) - 1);
+    /* A resumed session skips the client certificate, and OpenSSL resumes
+     * only a session made under the same context id: one id per client
+     * certificate rule, so that a ticket from a socket that asks for none
+     * (or lets a failed one through) does not open a socket that requires
+     * one. Every worker derives the same ids: sessions still resume on any
+     * worker. */
+    if (ca && *ca) {
+        unsigned char sid[32];
+        sha256_label(ca_required ? "gangway session: required" : "gangway session: optional",
+                     (const unsigned char *)ca, strlen(ca), sid);
+        SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid));
+    } else {
+        SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SID_CTX, sizeof(SID_CTX) - 1);
+    }
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_timeout(ctx, TICKET_PERIOD_S);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
@@ -576,8 +618,9 @@ static int load_sni(const gw_config_t *cfg, gw_tls_t *tls, size_t i)
     snprintf(what, sizeof(what), "--tls-sni %s", f[0]);
     if (!(tls->sni[i].name = strdup(f[0])))
         goto out;
-    tls->sni[i].ctx = new_ctx(cfg, tls, what, f[1], f[2], cfg->tls_ciphers, cfg->tls_client_ca,
-                              client_ca_required(cfg), &tls->sni[i]);
+    /* No client CA of its own: the socket's rule applies (on_servername) */
+    tls->sni[i].ctx = new_ctx(cfg, tls, what, f[1], f[2], cfg->tls_ciphers, NULL, false,
+                              &tls->sni[i]);
     rc = tls->sni[i].ctx ? 0 : -1;
 out:
     free(copy);
@@ -980,6 +1023,7 @@ static const gw_transport_ops_t tls_ops = {
     .has_pending = tls_has_pending,
     .shutdown = tls_shutdown,
     .close = tls_close,
+    .may_hold = true, /* SSL_write's record, made and not yet sent */
 };
 
 static const gw_transport_ops_t tls_ktls_ops = {
@@ -992,6 +1036,7 @@ static const gw_transport_ops_t tls_ktls_ops = {
     .has_pending = tls_has_pending,
     .shutdown = tls_shutdown,
     .close = tls_close,
+    .may_hold = true, /* SSL_write's record, made and not yet sent */
 };
 
 int gw_tls_open(gw_transport_t *t, int fd, const gw_tls_ctx_t *ctx)
@@ -1101,7 +1146,8 @@ int gw_tls_each_var(gw_transport_t *t, gw_tls_var_cb each, void *arg)
     EACH("SSL_PROTOCOL", SSL_get_version(tc->ssl));
     EACH("SSL_CIPHER", SSL_get_cipher_name(tc->ssl));
     EACH("SSL_SESSION_RESUMED", SSL_session_reused(tc->ssl) ? "Resumed" : "Initial");
-    EACH("SSL_TLS_SNI", SSL_get_servername(tc->ssl, TLSEXT_NAMETYPE_host_name));
+    v = SSL_get_servername(tc->ssl, TLSEXT_NAMETYPE_host_name);
+    EACH("SSL_TLS_SNI", v && sni_is_sane(v) ? v : NULL);
     if (SSL_get_verify_mode(tc->ssl) & SSL_VERIFY_PEER) {
         long vr = SSL_get_verify_result(tc->ssl);
         char failed[160];

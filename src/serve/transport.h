@@ -25,6 +25,10 @@
  * - A write that answered -EAGAIN is called again with the same bytes
  *   first (the output queue keeps them: OpenSSL's SSL_write demands it,
  *   or SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER for a buffer that moved).
+ *   A transport that may hold bytes it has not counted (may_hold: TLS
+ *   makes a record, then finds the socket full) has them sent by that
+ *   call whatever it is given: so none of them may be dropped for other
+ *   bytes (out.c keeps them as begun).
  * - sendfile may be NULL (TLS without kernel TLS): the output queue then
  *   reads the file into a bounded buffer and writes that (out.c).
  * - shutdown() ends our direction (TLS: close_notify, then the FIN); the
@@ -63,6 +67,9 @@ typedef struct gw_transport_ops {
     int (*shutdown)(gw_transport_t *t);
     /* Closes the socket, frees the transport's state. */
     void (*close)(gw_transport_t *t);
+    /* A write that answers -EAGAIN or a short count may hold the start of
+     * what it was given beyond the count (TLS: the record it made). */
+    bool may_hold;
 } gw_transport_ops_t;
 
 /* Embedded in the connection (no allocation per connection). */
