@@ -275,7 +275,7 @@ unsigned gw_out_move(gw_out_t *dst, gw_out_t *src)
 {
     unsigned moved = 0;
 
-    assert(!src->is_head_started); /* a staging queue is never flushed */
+    assert(!src->started); /* a staging queue is never flushed */
     while (src->count && dst->count < GW_OUT_SEGS) {
         gw_seg_t *from = &src->seg[src->head];
         gw_seg_t *to = &dst->seg[(dst->head + dst->count) % GW_OUT_SEGS];
