@@ -3,18 +3,17 @@
  * buffer, the body through a gw__conn_scratch buffer into the body store), parsed
  * through the protocol's operations, a complete request queued for the top
  * of the loop, keep-alive and pipelined requests, the header, body and
- * keep-alive timeouts, and the close. Part of the connection module
+ * keep-alive timeouts, and the close (who the client is, and a PROXY
+ * listener's header, are conn_peer.c's). Part of the connection module
  * (serve/conn_priv.h). */
 #include "serve/conn_priv.h"
 
 #include "core/clock.h"
 #include "core/log.h"
-#include "proto/forwarded.h"
 #include "proto/protocols.h"
 #include "serve/response.h"
 #include "serve/tls.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -55,28 +54,6 @@ void gw_conn_ctx_init(gw_conn_ctx_t *ctx, gw_loop_t *loop, const gw_handler_t *h
     gw_timerq_init(loop, &ctx->write_q, write_s * 1000);
     gw_timerq_init(loop, &ctx->linger_q, LINGER_MS);
     ctx->write_timeout_ms = write_s * 1000;
-}
-
-void gw_conn_close_all(gw_conn_ctx_t *ctx)
-{
-    gw_conn_t *c, *next;
-
-    for (c = ctx->_all; c; c = next) {
-        next = c->all_next; /* c may close below: closed ones are freed later */
-        if (c->is_dispatched) {
-            if (!gw_jobq_cancel(&ctx->jobq, &c->job)) {
-                /* On a thread: it learns the client is gone, and c is taken
-                 * back (closed) once it hands the answer back; now if it has. */
-                gw__conn_thread_dead(c);
-                continue;
-            }
-            c->is_dispatched = false; /* it never reached a thread */
-        }
-        if (c->state == C_APP)
-            gw__conn_abandon(c); /* logged, as cut short */
-        gw__conn_close(c);
-    }
-    gw_log_flush(); /* the loop that would have written them is over */
 }
 
 static void free_conn(gw_conn_ctx_t *ctx, gw_conn_t *c)
@@ -156,20 +133,7 @@ int gw_conn_open(gw_conn_ctx_t *ctx, int fd, const gw_listener_t *l, const struc
     c->proto->init(&c->p, &ctx->limits, &ctx->body_env);
     gw_req_init(&c->req, &ctx->arena_pool);
     gw_timer_init(&c->timer, on_timer);
-    c->peer.listener = l;
-    c->peer.addr[0] = c->peer.port[0] = c->peer.via[0] = '\0';
-    c->peer.is_ssl = false;
-    gw_allow_ip_from_sockaddr(&c->peer.ip, sa);
-    c->peer.is_trusted = l->fwd && gw_fwd_trusts(l->fwd, &c->peer.ip);
-    if (sa && sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const void *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, c->peer.addr, sizeof(c->peer.addr));
-        snprintf(c->peer.port, sizeof(c->peer.port), "%u", ntohs(in->sin_port));
-    } else if (sa && sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const void *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, c->peer.addr, sizeof(c->peer.addr));
-        snprintf(c->peer.port, sizeof(c->peer.port), "%u", ntohs(in6->sin6_port));
-    }
+    gw__conn_peer_open(c, l, sa);
     if (!l->is_unix && !l->is_nodelay) /* see gw_listen_tune() */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->all_next = ctx->_all;
@@ -372,16 +336,7 @@ static void request_ready(gw_conn_t *c)
         gw__conn_error(c, 500, "cannot store the request body");
         return;
     }
-    /* What trusted proxies say of the client, for the environ and the log. */
-    if (c->peer.is_trusted) {
-        const gw_fwd_conf_t *fwd = c->peer.listener->fwd;
-        const char *why = gw_fwd_resolve(fwd, &c->req, c->rbuf.data);
-        if (why && fwd->log)
-            gw_log_error("forwarded: %s: %s; ignored", c->peer.addr[0] ? c->peer.addr : "unix",
-                         why);
-    }
-    if (c->peer.is_ssl && !c->req.client.scheme)
-        c->req.client.scheme = GW_SCHEME_HTTPS;
+    gw__conn_peer_resolve(c); /* what trusted proxies say of the client */
     c->state = C_READY;
     c->want_read = false; /* read whole: a queued read must not stand in for it */
     gw_timer_stop(&c->timer);
@@ -412,13 +367,11 @@ static gw_parse_t feed(gw_conn_t *c, const char *base, size_t off, size_t len, s
 
 /* Parses what the read buffer holds past c->parsed (a head, maybe the start
  * of its body, maybe a pipelined request). */
-static bool proxy_input(gw_conn_t *c);
-
 static void process_input(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
 
-    if (c->state == C_PROXY && !proxy_input(c))
+    if (c->state == C_PROXY && !gw__conn_proxy_input(c))
         return;
     for (;;) {
         size_t used;
@@ -450,61 +403,6 @@ static void process_input(gw_conn_t *c)
             return;
         }
     }
-}
-
-/* A PROXY protocol listener's connection starts with the header (HAProxy's
- * proxy-protocol.txt), read under the header timeout like a request head:
- * its source becomes the peer, for REMOTE_ADDR, the logs and the trust in
- * forwarded headers; the balancer's own address stays in peer.via. LOCAL
- * (the balancer's health check) keeps the real peer; a source it cannot
- * name keeps the real peer's address, not its trust. Without a valid
- * header the connection closes: nothing after it can be told apart from a
- * forged one. True when what the read buffer holds past the header is to
- * be parsed as the first request. */
-static bool proxy_input(gw_conn_t *c)
-{
-    gw_peer_t *pe = &c->peer;
-    size_t used;
-    gw_proxy_st_t st = gw_proxy_feed(&c->px, c->rbuf.data, c->rbuf.len, &used);
-
-    if (st == GW_PROXY_AGAIN) {
-        c->rbuf.len = 0; /* the parser keeps what it needs */
-        return false;
-    }
-    if (st == GW_PROXY_ERROR) {
-        gw_log_error("proxy protocol: %s: %s; closing", pe->addr[0] ? pe->addr : "unix",
-                     c->px.reason);
-        gw__conn_close(c);
-        return false;
-    }
-    c->rbuf.len -= used;
-    memmove(c->rbuf.data, c->rbuf.data + used, c->rbuf.len);
-    c->state = C_HEAD;
-    if (c->px.info.is_unnamed) {
-        /* A client the balancer could not name (v1 UNKNOWN, v2 PROXY with an
-         * unspecified family): the balancer's address stands for REMOTE_ADDR,
-         * but its trust does not pass to whoever it relays, whose forwarded
-         * headers are then its own say. */
-        pe->is_trusted = false;
-    } else if (!c->px.info.is_local) {
-        const gw_proxy_info_t *in = &c->px.info;
-        /* pe->addr is "" on a unix listener: copy strings, not sizeof(via) bytes */
-        snprintf(pe->via, sizeof(pe->via), "%s", pe->addr[0] ? pe->addr : "unix");
-        pe->ip = in->src;
-        gw_allow_ip_format(&in->src, pe->addr);
-        if (in->src.family == AF_UNIX)
-            pe->port[0] = '\0';
-        else
-            snprintf(pe->port, sizeof(pe->port), "%u", (unsigned)in->src_port);
-        pe->is_ssl = in->is_ssl;
-        /* Not gw_fwd_trusts(): its "unix peers are trusted" means gangway's
-         * own socket, whose permissions say who connects. A unix client of
-         * the balancer's is anyone its socket let in (a TLS terminator
-         * relaying the internet, say): in no list, so never trusted. */
-        pe->is_trusted = pe->listener->fwd && in->src.family != AF_UNIX &&
-                         gw_fwd_trusts(pe->listener->fwd, &pe->ip);
-    }
-    return c->rbuf.len > 0;
 }
 
 /* Feeds n body bytes read into the gw__conn_scratch buffer (c is in C_BODY: the read

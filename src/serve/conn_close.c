@@ -1,7 +1,7 @@
 /* How a connection ends when it does not simply close: gangway's own error
  * answers (400, 408, 413, 500, 503...), the lingering close (FIN, drain at
- * most LINGER_MS and a bounded number of bytes) and a graceful stop's idle
- * connections. Part of the connection module (serve/conn_priv.h). */
+ * most LINGER_MS and a bounded number of bytes), a graceful stop's idle
+ * connections and a quick stop's (gw_conn_close_all). Part of the connection module (serve/conn_priv.h). */
 #include "serve/conn_priv.h"
 
 #include "core/clock.h"
@@ -229,4 +229,26 @@ void gw_conn_stop_all(gw_conn_ctx_t *ctx)
      * runs from a signal's event, and a later event of the same batch may
      * still name a closed connection (whose struct an accept in that batch
      * would otherwise take from the free list). */
+}
+
+void gw_conn_close_all(gw_conn_ctx_t *ctx)
+{
+    gw_conn_t *c, *next;
+
+    for (c = ctx->_all; c; c = next) {
+        next = c->all_next; /* c may close below: closed ones are freed later */
+        if (c->is_dispatched) {
+            if (!gw_jobq_cancel(&ctx->jobq, &c->job)) {
+                /* On a thread: it learns the client is gone, and c is taken
+                 * back (closed) once it hands the answer back; now if it has. */
+                gw__conn_thread_dead(c);
+                continue;
+            }
+            c->is_dispatched = false; /* it never reached a thread */
+        }
+        if (c->state == C_APP)
+            gw__conn_abandon(c); /* logged, as cut short */
+        gw__conn_close(c);
+    }
+    gw_log_flush(); /* the loop that would have written them is over */
 }

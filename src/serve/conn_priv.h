@@ -1,11 +1,14 @@
 /* The connection module's private parts, shared by the files that make it
  * and by nothing else: conn.c (the state machine: open, read, parse, a
  * complete request queued, keep-alive and pipelining, timeouts, close),
- * conn_close.c (how a connection ends: gangway's own error answers, the
- * lingering close, a graceful stop's idle connections) and conn_dispatch.c
- * (the ready queue run from the top of the loop, the handler's side, the
- * output queue's lifetime, and the accounting of each answer: its access
- * log line and counters). The public interface is serve/conn.h. */
+ * conn_peer.c (who the client is: the socket's address and trust, a PROXY
+ * listener's header, what trusted proxies say), conn_close.c (how a
+ * connection ends: gangway's own error answers, the lingering close, a
+ * graceful or quick stop's connections), conn_dispatch.c (the ready queue
+ * run from the top of the loop, the handler's side, the output queue's
+ * lifetime, and the accounting of each answer: its access log line and
+ * counters) and conn_thread.c (--threads). The public interface is
+ * serve/conn.h. */
 #ifndef GW_CONN_PRIV_H
 #define GW_CONN_PRIV_H
 
@@ -146,6 +149,20 @@ bool gw__conn_watch(gw_conn_t *c);
 /* An answer promised keep-alive is done: the next request (maybe already
  * buffered: pipelining) or the keep-alive wait. */
 void gw__conn_keepalive(gw_conn_t *c);
+
+/* ---- conn_peer.c ---- */
+
+/* c's peer from the accepted socket's address sa (may be NULL) and
+ * whether its listener l trusts it. */
+void gw__conn_peer_open(gw_conn_t *c, const gw_listener_t *l, const struct sockaddr *sa);
+/* C_PROXY: feeds what the read buffer holds to the PROXY header's parser;
+ * a complete header names the peer, leaves its bytes out of the buffer and
+ * moves c to C_HEAD. True when what follows it is to be parsed as the first
+ * request; false when more is needed or c is closed (a bad header). */
+bool gw__conn_proxy_input(gw_conn_t *c);
+/* A complete request: what trusted proxies say of its client (--forwarded-
+ * allow-ips, a PROXY header's SSL TLV) goes into c->req.client. */
+void gw__conn_peer_resolve(gw_conn_t *c);
 
 /* ---- conn_close.c ---- */
 

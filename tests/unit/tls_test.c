@@ -1,5 +1,5 @@
-/* Unit tests for serve/tls.c's glue: what it parses (the --https and
- * --tls-sni values, --tls-protocols, a client's server name against the
+/* Unit tests for the TLS module's glue (serve/tls*.c): what it parses (the
+ * --https and --tls-sni values, --tls-protocols, a client's server name against the
  * --tls-sni patterns) and the session ticket keys every worker must derive
  * alike: the hour's key made in one process is read in another, the
  * previous hour's still is (and renewed), an unknown one is not, and a key
@@ -8,13 +8,16 @@
  * OpenSSL holds after a full socket is not dropped for other bytes. */
 #include "serve/out.c"
 #include "serve/tls.c"
+#include "serve/tls_ctx.c"
+#include "serve/tls_ticket.c"
+#include "serve/tls_transport.c"
 
 #include "check.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
 
-/* tls.c's only links outside OpenSSL: messages */
+/* the TLS files' only links outside OpenSSL: messages */
 static int n_logged;
 void gw_log_error(const char *fmt, ...)
 {
@@ -30,9 +33,9 @@ void gw_config_bad_value(const gw_config_t *c, const char *name, size_t i, const
 
 static void test_server_names(void)
 {
-    CHECK(sni_is_sane("localhost") && sni_is_sane("LocalHost.") && sni_is_sane("a_b-c.x9"));
-    CHECK(!sni_is_sane("") && !sni_is_sane("a b") && !sni_is_sane("x\r\nX-Evil: 1"));
-    CHECK(!sni_is_sane("\xc3\xa9.test") && !sni_is_sane("a\x01") && !sni_is_sane("*.test"));
+    CHECK(gw__tls_sni_is_sane("localhost") && gw__tls_sni_is_sane("LocalHost.") && gw__tls_sni_is_sane("a_b-c.x9"));
+    CHECK(!gw__tls_sni_is_sane("") && !gw__tls_sni_is_sane("a b") && !gw__tls_sni_is_sane("x\r\nX-Evil: 1"));
+    CHECK(!gw__tls_sni_is_sane("\xc3\xa9.test") && !gw__tls_sni_is_sane("a\x01") && !gw__tls_sni_is_sane("*.test"));
     CHECK(name_matches("other.test", "other.test"));
     CHECK(name_matches("other.test", "OTHER.Test"));
     CHECK(!name_matches("other.test", "other.test."));
@@ -117,9 +120,9 @@ static int ticket_round(bool previous)
 
     if (previous)
         tickets.cur = tickets.prev;
-    CHECK_INT(on_ticket_key(NULL, name, iv, e1, h1, 1), 1);
+    CHECK_INT(gw__tls_on_ticket_key(NULL, name, iv, e1, h1, 1), 1);
     tickets = now;
-    rc = on_ticket_key(NULL, name, iv, e2, h2, 0);
+    rc = gw__tls_on_ticket_key(NULL, name, iv, e2, h2, 0);
     EVP_MAC_CTX_free(h1);
     EVP_MAC_CTX_free(h2);
     EVP_CIPHER_CTX_free(e1);
@@ -137,7 +140,7 @@ static void test_ticket_keys(void)
     EVP_CIPHER_CTX *e = EVP_CIPHER_CTX_new();
     unsigned char name[16] = "no such key 1234", iv[EVP_MAX_IV_LENGTH] = {0};
 
-    CHECK_INT(tickets_init(), 0);
+    CHECK_INT(gw__tls_tickets_init(), 0);
     start = tickets;
     CHECK(memcmp(start.cur.aes, start.cur.hmac, 32) != 0);
     /* two processes three hours on, from the same start: the same keys */
@@ -153,7 +156,7 @@ static void test_ticket_keys(void)
     CHECK(memcmp(later.secret, start.secret, 32) != 0);
     CHECK(later.hour == this_hour());
     /* the hour's key is the one before it, moved on: never backwards */
-    sha256_label("gangway ticket ratchet", later.secret, 32, back);
+    gw__tls_sha256_label("gangway ticket ratchet", later.secret, 32, back);
     CHECK(memcmp(back, start.secret, 32) != 0);
     /* one hour on: the previous key is the old current one */
     tickets = start;
@@ -171,7 +174,7 @@ static void test_ticket_keys(void)
     tickets = later;
     CHECK_INT(ticket_round(false), 1); /* this hour's */
     CHECK_INT(ticket_round(true), 2); /* the previous hour's: read, renewed */
-    CHECK_INT(on_ticket_key(NULL, name, iv, e, h, 0), 0); /* unknown: full handshake */
+    CHECK_INT(gw__tls_on_ticket_key(NULL, name, iv, e, h, 0), 0); /* unknown: full handshake */
     EVP_MAC_CTX_free(h);
     EVP_CIPHER_CTX_free(e);
     EVP_MAC_free(mac);
@@ -243,7 +246,7 @@ static void test_held_record_is_not_dropped(void)
     int rc = -1;
 
     make_cert(cert, key);
-    tctx.e.ctx = new_ctx(&cfg, NULL, "test", cert, key, NULL, NULL, false, &tctx.e);
+    tctx.e.ctx = gw__tls_new_ctx(&cfg, NULL, "test", cert, key, NULL, NULL, false, &tctx.e);
     unlink(cert);
     unlink(key);
     CHECK(tctx.e.ctx != NULL);
