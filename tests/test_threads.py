@@ -155,6 +155,23 @@ def test_harakiri_interrupts_only_the_stuck_thread(gangway):
     assert get(s, "/info").status == 200
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_request_timeout_that_never_landed_spares_the_next_request(gangway, threads):
+    # RequestTimeout raised while the request read its body from a pipe (C,
+    # no GIL) and then ran no bytecode stayed pending in the thread: the next
+    # request on it (the same thread: the idle stack is LIFO) got it, a 500.
+    s = gangway("threads_app", "--workers", "1", "--threads", threads, "--harakiri", "1")
+    pid = worker_pids(s.read_log())[0]
+    r = get(s, "/pipe-body?s=1.6")
+    assert r.status == 200 and r.body == b"late\n", r
+    log = s.read_log()
+    assert "raised gangway.RequestTimeout" in log, log
+    for _ in range(3):
+        r = get(s, "/info")
+        assert r.status == 200, (r, s.read_log())
+    assert worker_pids(s.read_log()) == [pid]
+
+
 def test_thread_stuck_in_c_drains_the_worker_which_is_replaced(gangway):
     s = gangway("threads_app", "--workers", "1", "--threads", "4", "--harakiri", "2",
                 "--harakiri-grace", "8")
