@@ -40,6 +40,10 @@ int gw_conn_ctx_threads(gw_conn_ctx_t *ctx, unsigned n, uint64_t queue_timeout_s
 {
     int rc;
 
+    /* A request thread grows its request's arena (the environ, the
+     * headers, the answer's head) while the loop parses and resets others. */
+    if ((rc = gw_arena_pool_share(&ctx->arena_pool)) < 0)
+        return rc;
     if ((rc = gw_jobq_init(&ctx->jobq)) < 0)
         return rc;
     if ((rc = gw_news_open(&ctx->news)) < 0) {
