@@ -155,6 +155,58 @@ def test_harakiri_interrupts_only_the_stuck_thread(gangway):
     assert get(s, "/info").status == 200
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_request_timeout_that_never_landed_spares_the_next_request(gangway, threads):
+    # RequestTimeout raised while the request read its body from a pipe (C,
+    # no GIL) and then ran no bytecode stayed pending in the thread: the next
+    # request on it (the same thread: the idle stack is LIFO) got it, a 500.
+    s = gangway("threads_app", "--workers", "1", "--threads", threads, "--harakiri", "1")
+    pid = worker_pids(s.read_log())[0]
+    r = get(s, "/pipe-body?s=1.6")
+    assert r.status == 200 and r.body == b"late\n", r
+    log = s.read_log()
+    assert "raised gangway.RequestTimeout" in log, log
+    for _ in range(3):
+        r = get(s, "/info")
+        assert r.status == 200, (r, s.read_log())
+    assert worker_pids(s.read_log()) == [pid]
+
+
+def test_request_threads_and_the_loop_share_the_arena_blocks_safely(gangway):
+    # Request threads grow their requests' arenas (big answer heads) from
+    # the worker's pool of blocks while the loop's thread parses pipelined
+    # requests and resets keep-alive arenas: the pool was not locked, its
+    # free list broke and the worker died of SIGSEGV within seconds.
+    s = gangway("threads_app", "--workers", "1", "--threads", "4")
+    pid = worker_pids(s.read_log())[0]
+
+    def client(k):
+        def run():
+            bad, n, deadline = [], 0, time.monotonic() + 3
+            while time.monotonic() < deadline:
+                ids = [k * 100000 + n + i for i in range(8)]
+                n += 8
+                with socket.create_connection((s.host, s.port), timeout=10) as c:
+                    c.sendall(b"".join(b"GET /big-head?n=%d HTTP/1.1\r\nHost: t\r\n"
+                                       b"X-Pad: %s\r\n\r\n" % (i, b"p" * (i % 3000))
+                                       for i in ids))
+                    rd = RawReader(c, timeout=10)
+                    for i in ids:
+                        try:
+                            r = rd.read_response()
+                        except Exception as e:  # noqa: BLE001 - the worker died
+                            return bad + [repr(e)]
+                        want = ("%d-" % i) * (300 // (len(str(i)) + 1))
+                        if r.status != 200 or r.body != b"%d" % i or any(
+                                r.header("X-H%d" % h) != want for h in range(20)):
+                            bad.append((i, r.status, r.body[:40]))
+            return bad
+        return run
+    rs = concurrently([client(k) for k in range(6)], timeout=60)
+    assert rs == [[]] * 6, (rs, s.read_log()[-2000:])
+    assert worker_pids(s.read_log()) == [pid], s.read_log()[-2000:]
+
+
 def test_thread_stuck_in_c_drains_the_worker_which_is_replaced(gangway):
     s = gangway("threads_app", "--workers", "1", "--threads", "4", "--harakiri", "2",
                 "--harakiri-grace", "8")

@@ -830,3 +830,27 @@ def test_enable_proxy_protocol_leaves_https_sockets_out(gangway, certs):
     s = start(gangway, certs, "--enable-proxy-protocol")
     assert "--enable-proxy-protocol leaves the --https sockets out" in s.read_log()
     assert env_of(s.https, client_ctx(certs))["wsgi.url_scheme"] == "https"
+
+
+def test_tls_environ_under_threads_is_read_by_the_loop(gangway, certs):
+    # --threads: the SSL_* variables are copied on the loop's thread before
+    # the hand-off (the request thread read the SSL object while the loop
+    # wrote on it: a 100 Continue). Every key, client certificate included,
+    # keep-alive, with a body behind Expect: 100-continue.
+    s = start(gangway, certs, "--threads", "4", "--tls-client-ca", certs.ca)
+    ctx = client_ctx(certs)
+    ctx.load_cert_chain(certs.alice, certs.alice_key)
+    conn = http.client.HTTPSConnection("localhost", s.https, context=ctx, timeout=10)
+    for i in range(3):
+        conn.request("POST", "/", body=b"x" * 1000,
+                     headers={"Expect": "100-continue", "Content-Length": "1000"})
+        r = conn.getresponse()
+        assert r.status == 200
+        e = json.loads(r.read())
+        assert e["SSL_PROTOCOL"] == "TLSv1.3" and e["SSL_CIPHER"].startswith("TLS_")
+        assert e["SSL_SESSION_RESUMED"] == "Initial" and e["SSL_TLS_SNI"] == "localhost"
+        assert e["SSL_CLIENT_VERIFY"] == "SUCCESS"
+        assert e["SSL_CLIENT_S_DN"] == "CN=alice,O=gangway tests"
+        assert e["HTTPS_DN"] == "/O=gangway tests/CN=alice"
+        assert e["SSL_CLIENT_CERT"].startswith("-----BEGIN CERTIFICATE-----")
+    conn.close()

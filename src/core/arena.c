@@ -22,14 +22,20 @@ void gw_arena_init(gw_arena_t *a, gw_arena_pool_t *pool)
 
 static gw_arena_block_t *block_get(gw_arena_pool_t *pool, size_t need)
 {
-    gw_arena_block_t *b;
+    gw_arena_block_t *b = NULL;
     size_t std = GW_ARENA_BLOCK - sizeof(gw_arena_block_t);
 
-    if (need <= std && pool->free) {
-        b = pool->free;
-        pool->free = b->next;
-        pool->nfree--;
-        return b;
+    if (need <= std) {
+        if (pool->is_shared)
+            pthread_mutex_lock(&pool->mu);
+        if ((b = pool->free)) {
+            pool->free = b->next;
+            pool->nfree--;
+        }
+        if (pool->is_shared)
+            pthread_mutex_unlock(&pool->mu);
+        if (b)
+            return b;
     }
     if (need <= std)
         need = std;
@@ -84,21 +90,45 @@ bool gw_arena_contains(const gw_arena_t *a, const void *p, size_t n)
 
 void gw_arena_reset(gw_arena_t *a)
 {
-    gw_arena_block_t *b = a->head, *next;
+    gw_arena_pool_t *pool = a->pool;
+    gw_arena_block_t *b = a->head, *next, *spill = NULL;
     size_t std = GW_ARENA_BLOCK - sizeof(gw_arena_block_t);
 
+    if (!b)
+        return;
+    if (pool->is_shared)
+        pthread_mutex_lock(&pool->mu);
     for (; b; b = next) {
         next = b->next;
-        if (b->size == std && a->pool->nfree < a->pool->max_free) {
-            b->next = a->pool->free;
-            a->pool->free = b;
-            a->pool->nfree++;
+        if (b->size == std && pool->nfree < pool->max_free) {
+            b->next = pool->free;
+            pool->free = b;
+            pool->nfree++;
         } else {
-            free(b);
+            b->next = spill; /* freed after the unlock */
+            spill = b;
         }
+    }
+    if (pool->is_shared)
+        pthread_mutex_unlock(&pool->mu);
+    for (; spill; spill = next) {
+        next = spill->next;
+        free(spill);
     }
     a->head = NULL;
     a->ptr = a->end = NULL;
+}
+
+int gw_arena_pool_share(gw_arena_pool_t *pool)
+{
+    int e;
+
+    if (pool->is_shared)
+        return 0;
+    if ((e = pthread_mutex_init(&pool->mu, NULL)))
+        return -e;
+    pool->is_shared = true;
+    return 0;
 }
 
 void gw_arena_pool_dispose(gw_arena_pool_t *pool)
@@ -110,4 +140,8 @@ void gw_arena_pool_dispose(gw_arena_pool_t *pool)
     }
     pool->free = NULL;
     pool->nfree = 0;
+    if (pool->is_shared) {
+        pthread_mutex_destroy(&pool->mu);
+        pool->is_shared = false;
+    }
 }

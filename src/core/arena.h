@@ -4,6 +4,7 @@
 #ifndef GW_ARENA_H
 #define GW_ARENA_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -16,6 +17,8 @@ typedef struct gw_arena_pool {
     gw_arena_block_t *free;
     size_t nfree;
     size_t max_free; /* blocks kept beyond this go back to malloc */
+    bool is_shared;  /* gw_arena_pool_share(): taken and given back under mu */
+    pthread_mutex_t mu;
 } gw_arena_pool_t;
 
 typedef struct gw_arena {
@@ -40,6 +43,12 @@ bool gw_arena_contains(const gw_arena_t *a, const void *p, size_t n);
 
 /* Releases every block: standard ones to the pool, outliers to malloc. */
 void gw_arena_reset(gw_arena_t *a);
+
+/* From now on the pool's blocks are taken and given back under a lock:
+ * arenas of several threads draw from it (--threads: a request thread
+ * grows its request's arena while the loop's thread parses or resets
+ * others). Call before any other thread uses it. 0 or -errno. */
+int gw_arena_pool_share(gw_arena_pool_t *pool);
 
 /* Frees the pool's blocks (worker exit). */
 void gw_arena_pool_dispose(gw_arena_pool_t *pool);

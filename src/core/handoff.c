@@ -235,7 +235,9 @@ void gw_news_post(gw_news_t *n, gw_news_node_t *node)
         pthread_mutex_unlock(&n->mu);
         return;
     }
-    was_empty = !n->head && !n->flags;
+    /* Flags do not count: one raised without a ring (none ever is now)
+     * would otherwise silence every post after it. */
+    was_empty = !n->head;
     node->is_queued = true;
     node->next = NULL;
     if (n->tail)
@@ -261,7 +263,9 @@ void gw_news_flag(gw_news_t *n, uint32_t flag)
     bool was_empty;
 
     pthread_mutex_lock(&n->mu);
-    was_empty = !n->head && !n->flags;
+    /* The loop reads the flags only in gw_news_begin(), before its pops: a
+     * flag raised while it pops (the list not empty) must ring too. */
+    was_empty = !n->flags;
     n->flags |= flag;
     pthread_mutex_unlock(&n->mu);
     if (was_empty)

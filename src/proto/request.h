@@ -57,6 +57,13 @@ typedef struct gw_req_client {
     uint16_t server_port;  /* --forwarded-host: the port it asked on; 0: none said */
 } gw_req_client_t;
 
+/* A variable of the connection copied for the request (see tls_vars). */
+typedef struct gw_req_var {
+    const char *key; /* static */
+    const char *val; /* in the arena */
+    size_t len;
+} gw_req_var_t;
+
 typedef struct gw_req {
     gw_span_t method, target, path, query; /* path: raw unless is_path_decoded */
     gw_span_t authority;    /* host[:port] of an absolute-form target, else empty */
@@ -85,6 +92,13 @@ typedef struct gw_req {
     gw_body_t body;
     int static_fd;          /* a static file being sent, closed with the request */
     uint64_t start_us;      /* first byte of the request */
+    /* --threads: the TLS connection's SSL_* variables, copied by the loop's
+     * thread before the hand-off (gw_tls_each_var() reads the SSL object,
+     * which the loop may be writing on meanwhile). has_tls_vars false: read
+     * them from the transport (one thread, or not handed over). */
+    gw_req_var_t *tls_vars; /* in the arena */
+    uint32_t ntls_vars;
+    bool has_tls_vars;
     gw_arena_t arena;
 } gw_req_t;
 

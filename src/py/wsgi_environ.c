@@ -231,7 +231,15 @@ static int put_tls_var(void *env, const char *key, const char *val, size_t vlen)
  * cipher, the client certificate). 0 or -1. */
 static int set_tls(PyObject *env, gw_conn_t *c)
 {
-    return gw_tls_each_var(gw_conn_transport(c), put_tls_var, env);
+    const gw_req_t *r = gw_conn_req(c);
+
+    /* On a request thread the loop copied them: the SSL object is its. */
+    if (!r->has_tls_vars)
+        return gw_tls_each_var(gw_conn_transport(c), put_tls_var, env);
+    for (uint32_t i = 0; i < r->ntls_vars; i++)
+        if (put_tls_var(env, r->tls_vars[i].key, r->tls_vars[i].val, r->tls_vars[i].len) < 0)
+            return -1;
+    return 0;
 }
 
 /* CONTENT_LENGTH from the stored body (whatever framing brought it) and

@@ -16,6 +16,7 @@
  * none: its write() waiting is not what a clock counts, and two threads
  * moving one clock at once would leave it wrong. */
 static _Thread_local _Atomic uint64_t *my_clock;
+static _Thread_local bool *my_raised; /* under the GIL: see gw__wsgi_harakiri_forget() */
 
 /* The watchdog dumps every thread's Python traceback without the GIL (the
  * stuck code holds it), as faulthandler does. The C function for that is
@@ -175,6 +176,7 @@ static void watch_threads(gw_wsgi_t *w)
                 if (!atomic_load(&w->wd_stop) &&
                     atomic_load_explicit(&t->busy_since_ms, memory_order_acquire) == since) {
                     PyThreadState_SetAsyncExc(t->ident, w->timeout_exc);
+                    t->hk_raised = true;
                     atomic_fetch_add_explicit(&slot->harakiri, 1, memory_order_relaxed);
                     gw_log_error("harakiri: worker %u: raised gangway.RequestTimeout in \"%s\"",
                                  w->wd_id, what);
@@ -228,6 +230,7 @@ static void *watchdog_main(void *arg)
         if (!atomic_load(&w->wd_stop) &&
             atomic_load_explicit(&slot->busy_since_ms, memory_order_acquire) == since) {
             PyThreadState_SetAsyncExc(w->main_thread, w->timeout_exc);
+            w->hk_raised = true;
             atomic_fetch_add_explicit(&slot->harakiri, 1, memory_order_relaxed);
             gw_log_error("harakiri: worker %u: raised gangway.RequestTimeout in \"%s\"",
                          w->wd_id, what);
@@ -245,8 +248,10 @@ int gw_wsgi_start_watchdog(gw_wsgi_t *w, gw_slot_t *slot, unsigned worker_id)
     w->wd_slot = slot;
     w->wd_id = worker_id;
     w->main_thread = PyThread_get_thread_ident();
-    if (!w->nthreads)
-        my_clock = &slot->busy_since_ms; /* the app runs on this (the loop's) thread */
+    if (!w->nthreads) { /* the app runs on this (the loop's) thread */
+        my_clock = &slot->busy_since_ms;
+        my_raised = &w->hk_raised;
+    }
     {
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -292,9 +297,21 @@ void gw__wsgi_stop_watchdog(gw_wsgi_t *w)
 }
 
 
-void gw__wsgi_harakiri_clock(_Atomic uint64_t *since)
+void gw__wsgi_harakiri_clock(_Atomic uint64_t *since, bool *raised)
 {
     my_clock = since;
+    my_raised = raised;
+}
+
+void gw__wsgi_harakiri_forget(void)
+{
+    /* Only after a harakiri: the call walks the interpreter's threads. The
+     * watchdog raises only with the GIL and while this request's clock
+     * runs, which its end stops before the GIL next goes. */
+    if (my_raised && *my_raised) {
+        *my_raised = false;
+        PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
+    }
 }
 
 hk_pause_t gw__wsgi_harakiri_pause(gw_wsgi_t *w)

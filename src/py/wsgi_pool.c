@@ -133,7 +133,7 @@ static void *thread_main(void *arg)
 
     t->ident = PyThread_get_thread_ident();
     gw_req_seed_ids(); /* its own request ids (proto/request.h) */
-    gw__wsgi_harakiri_clock(&t->busy_since_ms);
+    gw__wsgi_harakiri_clock(&t->busy_since_ms, &t->hk_raised);
     gw_conn_runner_init(&t->run, gw__wsgi_release_owner);
     t->ts = PyEval_SaveThread();
     while ((job = gw_jobq_take(&cc->jobq, &t->waiter))) {

@@ -70,6 +70,7 @@ typedef struct gw_pthread {
     _Atomic uint64_t busy_since_ms; /* its harakiri clock: the app runs since (0: idle) */
     uint64_t fired_for;      /* watchdog's: the since it raised RequestTimeout for ... */
     uint64_t fired_at;       /* ... and when */
+    bool hk_raised;          /* RequestTimeout was raised in it for this request (GIL) */
     char what[120];          /* "METHOD target" while busy (for logs; may be torn) */
 } gw_pthread_t;
 
@@ -101,6 +102,7 @@ struct gw_wsgi {
     pthread_mutex_t wd_mu;    /* with wd_cv: the watchdog's sleep, cut short to stop */
     pthread_cond_t wd_cv;
     bool has_watchdog;
+    bool hk_raised;           /* RequestTimeout raised in the loop's thread (GIL) */
     int dump_sig;             /* faulthandler's dump signal, 0: no traceback dumps */
     _Atomic bool wd_stop;     /* set before the interpreter goes away */
     /* --threads N > 1 (wsgi_pool.c) */
@@ -196,8 +198,14 @@ void gw__wsgi_harakiri_resume(gw_wsgi_t *w, hk_pause_t p);
 void gw__wsgi_stop_watchdog(gw_wsgi_t *w);
 /* The calling thread's harakiri clock (the slot's on the loop's thread, its
  * own on a request thread; none on the app's threads): what
- * gw__wsgi_harakiri_pause() moves. */
-void gw__wsgi_harakiri_clock(_Atomic uint64_t *since);
+ * gw__wsgi_harakiri_pause() moves; raised: where the watchdog says it
+ * raised RequestTimeout in this thread. */
+void gw__wsgi_harakiri_clock(_Atomic uint64_t *since, bool *raised);
+/* GIL held, the request's Python part over (cleanup()): a RequestTimeout
+ * raised in this thread that never landed (it came while the thread was in
+ * C code no bytecode followed, a read() from a pipe) is withdrawn, or the
+ * next request on this thread would raise it. */
+void gw__wsgi_harakiri_forget(void);
 
 /* ---- wsgi_pool.c ---- */
 

@@ -147,6 +147,7 @@ static void cleanup(wreq_t *wr)
      * start_response), so that the pair is free for the next request. */
     gw__wsgi_unbind(w, wr);
     *gw_conn_app_slot(wr->conn) = NULL;
+    gw__wsgi_harakiri_forget();
     assert(!PyErr_Occurred());
 }
 

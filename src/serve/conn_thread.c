@@ -17,10 +17,12 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "serve/response.h"
+#include "serve/tls.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
 
@@ -38,6 +40,10 @@ int gw_conn_ctx_threads(gw_conn_ctx_t *ctx, unsigned n, uint64_t queue_timeout_s
 {
     int rc;
 
+    /* A request thread grows its request's arena (the environ, the
+     * headers, the answer's head) while the loop parses and resets others. */
+    if ((rc = gw_arena_pool_share(&ctx->arena_pool)) < 0)
+        return rc;
     if ((rc = gw_jobq_init(&ctx->jobq)) < 0)
         return rc;
     if ((rc = gw_news_open(&ctx->news)) < 0) {
@@ -90,11 +96,54 @@ void gw__conn_thread_destroy(gw_conn_t *c)
 
 /* ---- the loop's side ---- */
 
+/* More than gw_tls_each_var() gives (four, the verdict, nine of the
+ * certificate's). */
+#define TLS_VARS_MAX 24
+
+typedef struct {
+    gw_req_t *r;
+    gw_req_var_t v[TLS_VARS_MAX];
+    uint32_t n;
+} tls_copy_t;
+
+static int copy_tls_var(void *arg, const char *key, const char *val, size_t vlen)
+{
+    tls_copy_t *tc = arg;
+    char *p;
+
+    if (tc->n == TLS_VARS_MAX || !(p = gw_arena_alloc(&tc->r->arena, vlen + 1)))
+        return -1;
+    memcpy(p, val, vlen);
+    p[vlen] = '\0';
+    tc->v[tc->n++] = (gw_req_var_t){.key = key, .val = p, .len = vlen};
+    return 0;
+}
+
+/* The SSL_* variables, read here on the loop's thread: the request thread
+ * would read the SSL object while the loop writes on it (a 100 Continue
+ * still going out, the answer's first bytes), and OpenSSL's connection
+ * objects are not safe to share. 0 or -1 (no memory). */
+static int copy_tls_vars(gw_conn_t *c)
+{
+    tls_copy_t tc = {.r = &c->req};
+
+    if (!c->peer.listener->tls)
+        return 0;
+    if (gw_tls_each_var(&c->tp, copy_tls_var, &tc) < 0)
+        return -1;
+    if (tc.n && !(c->req.tls_vars = gw_arena_alloc(&c->req.arena, tc.n * sizeof(tc.v[0]))))
+        return -1;
+    memcpy(c->req.tls_vars, tc.v, tc.n * sizeof(tc.v[0]));
+    c->req.ntls_vars = tc.n;
+    c->req.has_tls_vars = true;
+    return 0;
+}
+
 void gw__conn_dispatch(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
 
-    if (!gw__conn_get_out(c)) {
+    if (!gw__conn_get_out(c) || copy_tls_vars(c) < 0) {
         gw_conn_finish(c, false, 500, 0);
         return;
     }

@@ -105,6 +105,27 @@ def application(environ, start_response):
             r = pool.map(_square, range(5))
         start_response("200 OK", text)
         return [json.dumps(r).encode()]
+    if path == "/big-head":
+        # an answer whose head outgrows the request's first arena block: the
+        # request thread takes blocks from the worker's pool
+        n = q.get("n", "0")
+        v = (n + "-") * (300 // (len(n) + 1))
+        start_response("200 OK", [("X-H%d" % i, v) for i in range(20)] +
+                       [("Content-Length", str(len(n)))])
+        return [n.encode()]
+    if path == "/pipe-body":
+        # the body is a file on a pipe its writer fills after s seconds: the
+        # thread waits in read() (C, without the GIL), and no bytecode of
+        # this request runs after it
+        r, w = os.pipe()
+
+        def writer():
+            time.sleep(float(q.get("s", "1.6")))
+            os.write(w, b"late\n")
+            os.close(w)
+        threading.Thread(target=writer, daemon=True).start()
+        start_response("200 OK", text)
+        return os.fdopen(r, "rb")
     if path == "/raise":
         raise ValueError("on purpose")
     start_response("404 Not Found", text)

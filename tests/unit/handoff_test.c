@@ -157,6 +157,33 @@ static void test_news(void)
     gw_news_close(&n);
 }
 
+/* A flag raised while the loop pops (after its gw_news_begin(), nodes still
+ * queued) must ring: the loop reads flags only in gw_news_begin(). Before the
+ * fix it did not, and the flag left behind made every later post think the
+ * list was not empty: the loop was never woken for news again. */
+static void test_news_flag_during_pops_rings(void)
+{
+    gw_news_t n;
+    gw_news_node_t a = {0}, b = {0};
+
+    CHECK_INT(gw_news_open(&n), 0);
+    gw_news_post(&n, &a);
+    CHECK_INT(gw_news_begin(&n), 0);
+    gw_news_flag(&n, 1); /* a thread, between the loop's begin and its pops */
+    CHECK(gw_news_pop(&n) == &a && gw_news_pop(&n) == NULL);
+    CHECK(readable(n.fd)); /* the flag is news: the loop comes back for it */
+    CHECK_INT(gw_news_begin(&n), 1);
+    CHECK(!readable(n.fd));
+    /* A flag nobody rang for must not silence later posts either. */
+    gw_news_flag(&n, 1);
+    gw_news_begin(&n);
+    CHECK(!readable(n.fd));
+    gw_news_post(&n, &b);
+    CHECK(readable(n.fd));
+    CHECK(gw_news_pop(&n) == &b);
+    gw_news_close(&n);
+}
+
 static void test_garbage(void)
 {
     gw_garbage_t g;
@@ -190,6 +217,7 @@ int main(void)
     test_idle_stack_is_lifo();
     test_threads_run_each_job_once();
     test_news();
+    test_news_flag_during_pops_rings();
     test_garbage();
     printf("handoff_test: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail != 0;
