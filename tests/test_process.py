@@ -648,13 +648,19 @@ def test_max_requests_recycles_lose_no_request_of_busy_keepalive_clients(gangway
     failure. (Before: the idle connection was closed as the stop began,
     about one POST in three recycles lost, some with a reset.)"""
     s = gangway("--workers", "1", "--max-requests", "20", "proc_app:application")
-    per_client = 500
+    # 500 POSTs each at least, and on until the worker has recycled three
+    # times: on a loaded machine a replacement takes longer to come, and the
+    # recycling worker serves on meanwhile (at most 4 x 500 each).
+    per_client, most_per_client, want_recycles = 500, 2000, 3
     outcomes = {}
     lock = threading.Lock()
 
     def client():
         c = rd = None
-        for i in range(per_client):
+        for i in range(most_per_client):
+            if i >= per_client and i % 50 == 0 and \
+                    s.read_log().count("max-requests reached") >= want_recycles:
+                break
             if c is None:
                 c = s.connect(timeout=15)
                 rd = RawReader(c, 15)
@@ -685,10 +691,11 @@ def test_max_requests_recycles_lose_no_request_of_busy_keepalive_clients(gangway
         t.join(120)
     assert not any(t.is_alive() for t in threads), "clients still running after 120 s"
     log = s.read_log()
-    assert outcomes == {"200": 2 * per_client}, (outcomes, log.count("max-requests reached"))
+    assert list(outcomes) == ["200"] and outcomes["200"] >= 2 * per_client, \
+        (outcomes, log.count("max-requests reached"))
     # A recycling worker serves on until its replacement serves (replacement
     # first), so 1,000 requests make fewer recycles than 1,000 / 20.
-    assert log.count("max-requests reached") >= 3
+    assert log.count("max-requests reached") >= want_recycles
 
 
 def test_graceful_stop_answers_a_busy_keepalive_client_and_closes_idle_ones_cleanly(gangway):
