@@ -34,6 +34,7 @@ int gw_jobq_init(gw_jobq_t *q)
     q->head = q->tail = NULL;
     atomic_init(&q->nidle, 0);
     atomic_init(&q->nqueued, 0);
+    q->nwaking = 0;
     q->is_stopping = false;
     return 0;
 }

@@ -7,6 +7,7 @@
 
 #include <poll.h>
 #include <sched.h>
+#include <string.h>
 
 static bool readable(int fd)
 {
@@ -71,6 +72,7 @@ static void test_idle_stack_is_lifo(void)
     gw_jobq_t q;
     gw_waiter_t w1 = {0}, w2 = {0};
 
+    memset(&q, 0xa5, sizeof(q)); /* init sets every field: none is left as found */
     gw_jobq_init(&q);
     /* Park two waiters by hand (what take() does before it sleeps). */
     w1.next = NULL;
