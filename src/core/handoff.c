@@ -34,6 +34,7 @@ int gw_jobq_init(gw_jobq_t *q)
     q->head = q->tail = NULL;
     atomic_init(&q->nidle, 0);
     atomic_init(&q->nqueued, 0);
+    q->nwaking = 0;
     q->is_stopping = false;
     return 0;
 }
@@ -43,11 +44,25 @@ void gw_jobq_dispose(gw_jobq_t *q)
     pthread_mutex_destroy(&q->mu);
 }
 
-static void wake(gw_waiter_t *w, gw_job_t *job)
+static void wake(gw_waiter_t *w)
 {
-    w->job = job;
     atomic_store_explicit(&w->word, 1, memory_order_release);
     futex_wake(&w->word);
+}
+
+/* Under the lock: the idle thread to wake for queued jobs, or NULL (one is
+ * already on its way, or none is idle). */
+static gw_waiter_t *pick_idle(gw_jobq_t *q)
+{
+    gw_waiter_t *w;
+
+    if (q->nwaking || !(w = q->idle))
+        return NULL;
+    q->idle = w->next;
+    atomic_store_explicit(&q->nidle, atomic_load_explicit(&q->nidle, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+    q->nwaking++;
+    return w;
 }
 
 bool gw_jobq_submit(gw_jobq_t *q, gw_job_t *job, uint64_t now_us)
@@ -57,16 +72,6 @@ bool gw_jobq_submit(gw_jobq_t *q, gw_job_t *job, uint64_t now_us)
     job->queued_us = now_us;
     job->next = NULL;
     pthread_mutex_lock(&q->mu);
-    if ((w = q->idle)) {
-        q->idle = w->next;
-        atomic_store_explicit(&q->nidle, atomic_load_explicit(&q->nidle, memory_order_relaxed) - 1,
-                              memory_order_relaxed);
-        /* Set before the unlock: the waiter reads it only once woken. */
-        w->job = job;
-        pthread_mutex_unlock(&q->mu);
-        wake(w, job);
-        return true;
-    }
     job->is_queued = true;
     if (q->tail)
         q->tail->next = job;
@@ -75,8 +80,11 @@ bool gw_jobq_submit(gw_jobq_t *q, gw_job_t *job, uint64_t now_us)
     q->tail = job;
     atomic_store_explicit(&q->nqueued, atomic_load_explicit(&q->nqueued, memory_order_relaxed) + 1,
                           memory_order_relaxed);
+    w = pick_idle(q);
     pthread_mutex_unlock(&q->mu);
-    return false;
+    if (w)
+        wake(w); /* after the unlock: it takes the lock at once */
+    return w != NULL;
 }
 
 /* Under the lock: the first queued job, taken out. */
@@ -96,21 +104,21 @@ static gw_job_t *pop(gw_jobq_t *q)
     return job;
 }
 
-gw_job_t *gw_jobq_take(gw_jobq_t *q, gw_waiter_t *self)
+bool gw_jobq_wait(gw_jobq_t *q, gw_waiter_t *self)
 {
-    gw_job_t *job;
-
     pthread_mutex_lock(&q->mu);
     if (q->is_stopping) {
         pthread_mutex_unlock(&q->mu);
-        return NULL;
+        return false;
     }
-    if ((job = pop(q))) {
+    /* Queued after this thread found none (it was busy then, so nobody was
+     * woken for them) and nobody is on the way: it goes itself. */
+    if (q->head && !q->nwaking) {
+        q->nwaking++;
         pthread_mutex_unlock(&q->mu);
-        return job;
+        return true;
     }
     atomic_store_explicit(&self->word, 0, memory_order_relaxed);
-    self->job = NULL;
     self->next = q->idle;
     q->idle = self;
     atomic_store_explicit(&q->nidle, atomic_load_explicit(&q->nidle, memory_order_relaxed) + 1,
@@ -118,7 +126,34 @@ gw_job_t *gw_jobq_take(gw_jobq_t *q, gw_waiter_t *self)
     pthread_mutex_unlock(&q->mu);
     while (atomic_load_explicit(&self->word, memory_order_acquire) == 0)
         futex_wait(&self->word, 0);
-    return self->job;
+    /* Woken by a submit (counted in nwaking) or by the stop (then begin()
+     * finds it stopping and the next wait says so). */
+    return true;
+}
+
+gw_job_t *gw_jobq_begin(gw_jobq_t *q)
+{
+    gw_waiter_t *w = NULL;
+    gw_job_t *job = NULL;
+
+    pthread_mutex_lock(&q->mu);
+    q->nwaking--;
+    if (!q->is_stopping && (job = pop(q)) && q->head)
+        w = pick_idle(q); /* more wait: the next thread comes to the queue */
+    pthread_mutex_unlock(&q->mu);
+    if (w)
+        wake(w);
+    return job;
+}
+
+gw_job_t *gw_jobq_take(gw_jobq_t *q, gw_waiter_t *self)
+{
+    gw_job_t *job;
+
+    while (gw_jobq_wait(q, self))
+        if ((job = gw_jobq_begin(q)))
+            return job;
+    return NULL;
 }
 
 gw_job_t *gw_jobq_try_take(gw_jobq_t *q)
@@ -183,11 +218,13 @@ void gw_jobq_stop(gw_jobq_t *q)
     q->is_stopping = true;
     w = q->idle;
     q->idle = NULL;
+    /* Each one woken calls gw_jobq_begin(), which counts it out again. */
+    q->nwaking += atomic_load_explicit(&q->nidle, memory_order_relaxed);
     atomic_store_explicit(&q->nidle, 0, memory_order_relaxed);
     pthread_mutex_unlock(&q->mu);
     for (; w; w = next) {
         next = w->next; /* read before the wake: the thread may leave at once */
-        wake(w, NULL);
+        wake(w);
     }
 }
 

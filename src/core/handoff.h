@@ -3,12 +3,18 @@
  * complete requests to the threads; the threads hand answers back. Three
  * pieces, none of which knows HTTP or Python:
  *
- *   gw_jobq_t     jobs for the threads: an idle-thread stack (LIFO: the
- *                 thread that ran last has the warmest caches) and, when
- *                 every thread is busy, a FIFO of waiting jobs threaded
- *                 through the jobs themselves. Handing a job to an idle
- *                 thread is one lock, one futex wake of that thread only:
- *                 no shared condition every thread sleeps on (a convoy).
+ *   gw_jobq_t     jobs for the threads: a FIFO threaded through the jobs
+ *                 themselves and an idle-thread stack (LIFO: the thread
+ *                 that ran last has the warmest caches). A job is queued,
+ *                 and one idle thread is woken (one futex wake of that
+ *                 thread only: no shared condition every thread sleeps
+ *                 on) unless one is already on its way to the queue. The
+ *                 thread takes its job only once it holds the GIL, and
+ *                 then wakes the next one if jobs are left: with a
+ *                 CPU-bound app the thread running the app takes the jobs
+ *                 one after the other while the others sleep (no GIL
+ *                 passed per request); an app that lets the GIL go (I/O)
+ *                 lets the woken one take the next job at once.
  *   gw_news_t     the threads' news for the loop: an eventfd and a list of
  *                 nodes (connections) that have news, each queued once; the
  *                 eventfd is written only when the list was empty, so one
@@ -39,7 +45,6 @@ typedef struct gw_job {
 /* One per thread, embedded in whatever the thread owns. */
 typedef struct gw_waiter {
     _Atomic uint32_t word;  /* futex: 0 asleep, 1 woken */
-    gw_job_t *job;          /* what it was woken for (NULL: stop) */
     struct gw_waiter *next; /* idle stack */
 } gw_waiter_t;
 
@@ -49,19 +54,32 @@ typedef struct gw_jobq {
     gw_job_t *head, *tail; /* FIFO of jobs no thread was free for */
     _Atomic uint32_t nidle;
     _Atomic uint32_t nqueued;
+    unsigned nwaking; /* threads woken (or let go) that have not taken a job yet */
     bool is_stopping;
 } gw_jobq_t;
 
 int gw_jobq_init(gw_jobq_t *q);
 void gw_jobq_dispose(gw_jobq_t *q);
 
-/* Loop: gives job to the idle thread that went idle last, waking that one
- * thread (true), or queues it behind the others (false) for the next thread
- * that finishes. now_us stamps it for --queue-timeout and the statistics. */
+/* Loop: queues job and wakes the idle thread that went idle last, unless
+ * a thread is already on its way to the queue (woken, waiting for the
+ * GIL): true when it woke one. now_us stamps it for --queue-timeout and
+ * the statistics. */
 bool gw_jobq_submit(gw_jobq_t *q, gw_job_t *job, uint64_t now_us);
 
-/* Thread: the next queued job, or, with none, waits (idle, without any
- * lock held) until one is handed over. NULL once gw_jobq_stop() ran. */
+/* Thread, holding no lock (no GIL): true at once when jobs are queued and
+ * no other thread is on its way to them, else waits (idle) until woken;
+ * false once gw_jobq_stop() ran. Then gw_jobq_begin(). */
+bool gw_jobq_wait(gw_jobq_t *q, gw_waiter_t *self);
+
+/* Thread, after gw_jobq_wait() returned true, holding what serialises the
+ * jobs (the GIL): the next queued job, or NULL (another thread took it, or
+ * the queue stops: wait again). Wakes the next idle thread when more jobs
+ * wait. */
+gw_job_t *gw_jobq_begin(gw_jobq_t *q);
+
+/* Thread: gw_jobq_wait() and gw_jobq_begin() until a job (for a thread
+ * that has nothing to take in between). NULL once gw_jobq_stop() ran. */
 gw_job_t *gw_jobq_take(gw_jobq_t *q, gw_waiter_t *self);
 
 /* Thread: the next queued job, or NULL at once when there is none (a thread

@@ -16,6 +16,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -128,16 +129,37 @@ static void *thread_main(void *arg)
     gw_wsgi_t *w = t->w;
     gw_conn_ctx_t *cc = w->pctx;
     gw_slot_t *slot = cc->slot;
-    PyGILState_STATE g = PyGILState_Ensure(); /* this thread's state, for good */
+    PyGILState_STATE g;
     gw_job_t *job;
+
+    struct sched_param sp = {0};
+
+    /* SCHED_BATCH: a request thread the loop wakes does not preempt the
+     * loop (the kernel's wake-up preemption skips batch tasks), so on a
+     * busy CPU the loop reads and hands over every ready request of its
+     * turn before a thread runs, instead of two context switches per
+     * request (hello, --threads 4, one CPU: 1.8 switches per request
+     * before, 0.3 after). The loop keeps its normal policy: woken by a
+     * client or a thread's news it still runs promptly. Threads the app
+     * starts from a request thread inherit it. Failure is harmless. */
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    g = PyGILState_Ensure(); /* this thread's state, for good */
 
     t->ident = PyThread_get_thread_ident();
     gw_req_seed_ids(); /* its own request ids (proto/request.h) */
     gw__wsgi_harakiri_clock(&t->busy_since_ms, &t->hk_raised);
     gw_conn_runner_init(&t->run, gw__wsgi_release_owner);
     t->ts = PyEval_SaveThread();
-    while ((job = gw_jobq_take(&cc->jobq, &t->waiter))) {
+    while (gw_jobq_wait(&cc->jobq, &t->waiter)) {
         PyEval_RestoreThread(t->ts);
+        /* The job is taken with the GIL held: a thread woken while another
+         * runs the app waits here, and finds the queue emptied by it if the
+         * app is CPU-bound (no GIL passed per request), or takes the job at
+         * once if the app let the GIL go (I/O). */
+        if (!(job = gw_jobq_begin(&cc->jobq))) {
+            t->ts = PyEval_SaveThread();
+            continue;
+        }
         /* Requests that wait for a thread are taken one after the other
          * without letting the GIL go between them: under load, a release
          * and a re-take per request only hand the GIL to another request

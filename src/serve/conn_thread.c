@@ -300,8 +300,9 @@ static void on_tick(gw_loop_t *loop, gw_timer_t *t)
 
 void gw_conn_ctx_wake_drain(gw_conn_ctx_t *ctx)
 {
-    /* Only with every thread idle (the caller checks): the job goes to an
-     * idle thread, never into the queue, so it is never queued twice. */
+    /* Only with every thread idle (the caller checks): then nothing is
+     * queued and the submit wakes one, which is not idle again before it
+     * took the job: it is never queued twice. */
     gw_jobq_submit(&ctx->jobq, &ctx->drain_job, gw_clock_us_now());
 }
 

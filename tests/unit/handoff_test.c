@@ -7,6 +7,7 @@
 
 #include <poll.h>
 #include <sched.h>
+#include <string.h>
 
 static bool readable(int fd)
 {
@@ -71,6 +72,7 @@ static void test_idle_stack_is_lifo(void)
     gw_jobq_t q;
     gw_waiter_t w1 = {0}, w2 = {0};
 
+    memset(&q, 0xa5, sizeof(q)); /* init sets every field: none is left as found */
     gw_jobq_init(&q);
     /* Park two waiters by hand (what take() does before it sleeps). */
     w1.next = NULL;
@@ -78,13 +80,21 @@ static void test_idle_stack_is_lifo(void)
     w2.next = &w1;
     q.idle = &w2;
     atomic_store(&q.nidle, 2);
-    gw_job_t j = {.arg = "j"};
+    gw_job_t j = {.arg = "j"}, k = {.arg = "k"};
     CHECK(gw_jobq_submit(&q, &j, 0));
-    CHECK(w2.job == &j && atomic_load(&w2.word) == 1);
-    CHECK(w1.job == NULL && atomic_load(&w1.word) == 0);
+    CHECK(atomic_load(&w2.word) == 1);
+    CHECK(atomic_load(&w1.word) == 0);
     CHECK_INT(gw_jobq_idle(&q), 1);
+    /* w2 is on its way to the queue: a second job wakes nobody... */
+    CHECK(!gw_jobq_submit(&q, &k, 0));
+    CHECK(atomic_load(&w1.word) == 0);
+    /* ...until w2 takes its job (GIL held) and finds k left: w1 next. */
+    CHECK(gw_jobq_begin(&q) == &j);
+    CHECK(atomic_load(&w1.word) == 1);
+    CHECK_INT(gw_jobq_idle(&q), 0);
+    CHECK(gw_jobq_begin(&q) == &k);
+    CHECK(gw_jobq_begin(&q) == NULL); /* w2's own wake finds the queue empty */
     gw_jobq_stop(&q);
-    CHECK(atomic_load(&w1.word) == 1 && w1.job == NULL);
     gw_jobq_dispose(&q);
 }
 
