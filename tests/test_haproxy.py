@@ -12,14 +12,13 @@ import json
 import os
 import signal
 import ssl
-import threading
 import time
 
 import pytest
 
 from conftest import ROOT, wait_for
 from haproxy import GLOBAL, HAPROXY, HAProxy, free_port, has_ssl, self_signed, site_config
-from test_nginx import kill_instance
+from test_nginx import Load as NginxLoad, kill_instance
 
 pytestmark = pytest.mark.skipif(not os.path.exists(HAPROXY),
                                 reason="haproxy is not installed (scripts/install-deps)")
@@ -70,13 +69,14 @@ def fetch(port, path, timeout=10):
         c.close()
 
 
-class Load:
-    """Threads sending GET on fresh connections through HAProxy until a
-    deadline or a count: (start, end, ok, instance or the error)."""
+class Load(NginxLoad):
+    """The nginx test's bounded load, through HAProxy: threads sending GET on
+    fresh connections until a deadline or a count: (start, end, ok, instance
+    or the error)."""
 
     def __init__(self, port, threads=4, path="/slow"):
-        self.port, self.path, self.nthreads = port, path, threads
-        self.results, self.lock = [], threading.Lock()
+        super().__init__(None, threads, path)
+        self.port = port
 
     def _one(self):
         t0 = time.monotonic()
@@ -88,26 +88,8 @@ class Load:
             ok, what = False, repr(e)
         return t0, time.monotonic(), ok, what
 
-    def _run(self):
-        while time.monotonic() < self.stop_at:
-            with self.lock:
-                if len(self.results) >= self.max_requests:
-                    return
-            r = self._one()
-            with self.lock:
-                self.results.append(r)
-
     def run(self, seconds, max_requests=2000, during=None):
-        self.results, self.max_requests = [], max_requests
-        self.stop_at = time.monotonic() + seconds
-        ts = [threading.Thread(target=self._run, daemon=True) for _ in range(self.nthreads)]
-        for t in ts:
-            t.start()
-        out = during(self) if during else None
-        for t in ts:
-            t.join(seconds + 30)
-            assert not t.is_alive()
-        return out
+        return super().run(seconds, max_requests, during)
 
 
 def both_up(h, names=("a", "b")):
