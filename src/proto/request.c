@@ -11,7 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-void gw_req_init(gw_req_t *r, gw_arena_pool_t *pool)
+/* An empty request: what "none" is for each field that has a sentinel. */
+static void set_empty(gw_req_t *r)
 {
     memset(r, 0, sizeof(*r));
     r->content_length = -1;
@@ -19,6 +20,11 @@ void gw_req_init(gw_req_t *r, gw_arena_pool_t *pool)
     r->request_id = -1;
     r->body.fd = -1;
     r->static_fd = -1;
+}
+
+void gw_req_init(gw_req_t *r, gw_arena_pool_t *pool)
+{
+    set_empty(r);
     gw_arena_init(&r->arena, pool);
 }
 
@@ -33,12 +39,7 @@ void gw_req_reset(gw_req_t *r, const gw_body_env_t *env)
         close(body.fd);
     if (r->static_fd >= 0)
         close(r->static_fd);
-    memset(r, 0, sizeof(*r));
-    r->content_length = -1;
-    r->host = -1;
-    r->request_id = -1;
-    r->body.fd = -1;
-    r->static_fd = -1;
+    set_empty(r);
     r->arena = arena;
 }
 
