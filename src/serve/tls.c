@@ -139,6 +139,18 @@ static bool kernel_has_ktls(void)
     return ok;
 }
 
+#ifndef OPENSSL_NO_KTLS
+/* A kernel without kTLS: OpenSSL would still try to hand it the keys at
+ * the end of every handshake (two setsockopt() calls that fail). */
+static void drop_ktls(gw_tls_t *tls)
+{
+    for (size_t i = 0; i < tls->nhttps; i++)
+        SSL_CTX_clear_options(tls->https[i].e.ctx, SSL_OP_ENABLE_KTLS);
+    for (size_t i = 0; i < tls->nsni; i++)
+        SSL_CTX_clear_options(tls->sni[i].ctx, SSL_OP_ENABLE_KTLS);
+}
+#endif
+
 gw_tls_t *gw_tls_new(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, bool *failed)
 {
     gw_tls_t *tls;
@@ -190,10 +202,12 @@ gw_tls_t *gw_tls_new(const gw_config_t *cfg, gw_listener_t *ls, size_t nl, bool 
         if (kernel_has_ktls())
             gw_log_error("TLS: kernel TLS (kTLS) available: static files over HTTPS go out with "
                          "sendfile on connections whose cipher the kernel handles");
-        else
+        else {
             gw_log_error("TLS: no kernel TLS (this kernel has no 'tls' module): static files "
                          "over HTTPS are read and encrypted through %d KiB buffers",
                          STAGE / 1024);
+            drop_ktls(tls);
+        }
 #endif
     }
     return tls;

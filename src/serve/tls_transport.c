@@ -253,8 +253,9 @@ static bool tls_has_pending(const gw_transport_t *t)
 {
     const tls_conn_t *tc = t->impl;
 
-    /* A read returns one record: the socket may hold more, with no edge to
-     * come for them, until a read finds it empty. */
+    /* A read returns one record: OpenSSL may hold more (read ahead) and
+     * the socket more still, with no edge to come for them, until a read
+     * finds both empty. */
     return !tc->is_shut && (tc->may_pend || SSL_has_pending(tc->ssl));
 }
 

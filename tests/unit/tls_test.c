@@ -3,7 +3,8 @@
  * --tls-sni patterns) and the session ticket keys every worker must derive
  * alike: the hour's key made in one process is read in another, the
  * previous hour's still is (and renewed), an unknown one is not, and a key
- * cannot be walked back to the hour before. And the TLS transport under the
+ * cannot be walked back to the hour before; a resumed TLS 1.3 handshake
+ * gives the client a new ticket. And the TLS transport under the
  * output queue (out.c), over a BIO pair whose room the test decides: what
  * OpenSSL holds after a full socket is not dropped for other bytes. */
 #include "serve/out.c"
@@ -108,8 +109,9 @@ static void test_specs(void)
 }
 
 /* A ticket made with this hour's key (or, previous: with the previous
- * hour's, as a process did an hour ago), read with this hour's state. */
-static int ticket_round(bool previous)
+ * hour's, as a process did an hour ago), read with this hour's state on s
+ * (a connection at some version). */
+static int ticket_round(SSL *s, bool previous)
 {
     EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     EVP_MAC_CTX *h1 = EVP_MAC_CTX_new(mac), *h2 = EVP_MAC_CTX_new(mac);
@@ -120,9 +122,9 @@ static int ticket_round(bool previous)
 
     if (previous)
         tickets.cur = tickets.prev;
-    CHECK_INT(gw__tls_on_ticket_key(NULL, name, iv, e1, h1, 1), 1);
+    CHECK_INT(gw__tls_on_ticket_key(s, name, iv, e1, h1, 1), 1);
     tickets = now;
-    rc = gw__tls_on_ticket_key(NULL, name, iv, e2, h2, 0);
+    rc = gw__tls_on_ticket_key(s, name, iv, e2, h2, 0);
     EVP_MAC_CTX_free(h1);
     EVP_MAC_CTX_free(h2);
     EVP_CIPHER_CTX_free(e1);
@@ -172,9 +174,6 @@ static void test_ticket_keys(void)
     tickets_advance();
     CHECK(memcmp(&tickets.cur, &later.cur, sizeof(tkey_t)) == 0);
     tickets = later;
-    CHECK_INT(ticket_round(false), 1); /* this hour's */
-    CHECK_INT(ticket_round(true), 2); /* the previous hour's: read, renewed */
-    CHECK_INT(gw__tls_on_ticket_key(NULL, name, iv, e, h, 0), 0); /* unknown: full handshake */
     EVP_MAC_CTX_free(h);
     EVP_CIPHER_CTX_free(e);
     EVP_MAC_free(mac);
@@ -209,6 +208,124 @@ static void make_cert(char *cert, char *key)
     fclose(f);
     X509_free(x);
     EVP_PKEY_free(pk);
+}
+
+/* ---- tickets over real handshakes ---- */
+
+static SSL_SESSION *last_ticket; /* the client's newest session, with its ticket */
+static int n_tickets;            /* tickets the client received */
+
+static int on_client_session(SSL *c, SSL_SESSION *sess)
+{
+    (void)c;
+    SSL_SESSION_free(last_ticket);
+    last_ticket = sess; /* ours: returning 1 keeps the reference */
+    n_tickets++;
+    return 1;
+}
+
+/* A handshake over a BIO pair between a server of sctx and a client of
+ * cctx limited to version, resuming sess if given; the client then reads
+ * what followed the handshake (TLS 1.3's tickets). The server's SSL, the
+ * client's in *cl. */
+static SSL *handshake_at(SSL_CTX *sctx, SSL_CTX *cctx, int version, SSL_SESSION *sess, SSL **cl)
+{
+    SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
+    BIO *sb, *cb;
+    unsigned char b;
+    size_t r;
+
+    CHECK(s && c && BIO_new_bio_pair(&sb, 0, &cb, 0) == 1);
+    SSL_set_bio(s, sb, sb);
+    SSL_set_bio(c, cb, cb);
+    SSL_set_accept_state(s);
+    SSL_set_connect_state(c);
+    SSL_set_max_proto_version(c, version);
+    if (sess)
+        SSL_set_session(c, sess);
+    for (int i = 0; i < 20 && !(SSL_is_init_finished(s) && SSL_is_init_finished(c)); i++) {
+        SSL_do_handshake(c);
+        SSL_do_handshake(s);
+    }
+    CHECK(SSL_is_init_finished(s) && SSL_is_init_finished(c));
+    CHECK(!SSL_read_ex(c, &b, 1, &r)); /* the tickets, no data */
+    ERR_clear_error();
+    *cl = c;
+    return s;
+}
+
+/* Both ends freed as after a clean close (OpenSSL makes the session of a
+ * client freed mid-connection unresumable). */
+static void end_pair(SSL *s, SSL *c)
+{
+    SSL_set_shutdown(c, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    SSL_free(c);
+    SSL_free(s);
+}
+
+/* The ticket callback on real connections, and what a client gets: a TLS
+ * 1.3 resumption renews the ticket (with 1 for this hour's key OpenSSL sent
+ * no new ticket, and a client using each ticket once made every other
+ * handshake a full one); a TLS 1.2 one keeps it (its clients reuse it). */
+static void test_tickets_over_handshakes(void)
+{
+    char cert[] = "/tmp/gw-tls-test-cert-XXXXXX", key[] = "/tmp/gw-tls-test-key-XXXXXX";
+    gw_config_t cfg = {0};
+    ctx_entry_t e = {0};
+    SSL_CTX *sctx, *cctx = SSL_CTX_new(TLS_client_method());
+    SSL *s, *c;
+    const int versions[] = {TLS1_3_VERSION, TLS1_2_VERSION};
+
+    make_cert(cert, key);
+    sctx = gw__tls_new_ctx(&cfg, NULL, "test", cert, key, NULL, NULL, false, &e);
+    unlink(cert);
+    unlink(key);
+    CHECK(sctx && cctx);
+    SSL_CTX_set_session_cache_mode(cctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(cctx, on_client_session);
+    for (size_t v = 0; v < sizeof(versions) / sizeof(versions[0]); v++) {
+        bool is13 = versions[v] == TLS1_3_VERSION;
+        SSL_SESSION *first;
+
+        n_tickets = 0;
+        s = handshake_at(sctx, cctx, versions[v], NULL, &c);
+        CHECK_INT(SSL_version(s), versions[v]);
+        CHECK(!SSL_session_reused(s));
+        CHECK_INT(n_tickets, is13 ? 2 : 1); /* OpenSSL's two for TLS 1.3 */
+        CHECK_INT(ticket_round(s, false), is13 ? 2 : 1); /* this hour's: renewed in 1.3 */
+        CHECK_INT(ticket_round(s, true), 2);             /* the previous hour's: renewed */
+        {
+            unsigned char name[16] = "no such key 1234", iv[EVP_MAX_IV_LENGTH] = {0};
+            EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+            EVP_MAC_CTX *h = EVP_MAC_CTX_new(mac);
+            EVP_CIPHER_CTX *ec = EVP_CIPHER_CTX_new();
+            CHECK_INT(gw__tls_on_ticket_key(s, name, iv, ec, h, 0), 0); /* unknown: full */
+            EVP_MAC_CTX_free(h);
+            EVP_CIPHER_CTX_free(ec);
+            EVP_MAC_free(mac);
+        }
+        end_pair(s, c);
+        /* resumed three times, each time with the newest ticket */
+        first = last_ticket;
+        SSL_SESSION_up_ref(first);
+        for (int i = 0; i < 3; i++) {
+            int before = n_tickets;
+            SSL_SESSION *use = last_ticket;
+            SSL_SESSION_up_ref(use);
+            s = handshake_at(sctx, cctx, versions[v], use, &c);
+            CHECK(SSL_session_reused(s));
+            CHECK_INT(n_tickets - before, is13 ? 1 : 0);
+            if (is13)
+                CHECK(last_ticket != use);
+            SSL_SESSION_free(use);
+            end_pair(s, c);
+        }
+        SSL_SESSION_free(first);
+    }
+    SSL_SESSION_free(last_ticket);
+    last_ticket = NULL;
+    SSL_CTX_free(cctx);
+    SSL_CTX_free(sctx);
 }
 
 /* Everything the client can read now, appended to got (*n bytes). */
@@ -309,6 +426,7 @@ int main(void)
     test_protocols();
     test_specs();
     test_ticket_keys();
+    test_tickets_over_handshakes();
     test_held_record_is_not_dropped();
     printf("tls: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
