@@ -1,6 +1,6 @@
 """The app alone: CPU time of one WSGI call with no server at all.
 
-    python3 bench/alone.py MODULE CALLABLE [--post BYTES] [--seconds S]
+    python3 bench/alone.py MODULE CALLABLE [--post BYTES] [--seconds S] [--dir DIR]
 
 Calls the app from bench/apps in a loop with a fresh, minimal environ, reads
 the whole answer and closes it, as a server would, and prints one JSON line:
@@ -26,9 +26,13 @@ def main():
     ap.add_argument("callable")
     ap.add_argument("--post", type=int, default=0, help="POST a body of this many bytes")
     ap.add_argument("--seconds", type=float, default=2.0, help="measure for about this long")
+    ap.add_argument("--dir", help="the app's directory (default bench/apps); the site's "
+                                  "settings come from the environment (django-pg: PG*)")
     args = ap.parse_args()
 
-    sys.path.insert(0, os.path.join(HERE, "apps"))
+    where = os.path.abspath(args.dir) if args.dir else os.path.join(HERE, "apps")
+    os.chdir(where)
+    sys.path.insert(0, where)
     app = getattr(importlib.import_module(args.module), args.callable)
     body = b"x" * args.post
     base = {

@@ -548,7 +548,7 @@ def run_wrk_scenario(scn, servers, args, static_files, floors):
                     w.fail(str(ex))
             if has_floor(scn) and live:
                 us = app_alone(scn["app"], len(POST_BODY) if scn["app"] == "echo" else 0,
-                               seconds=args.floor_seconds)
+                               seconds=args.floor_seconds, env=scn.get("env"))
                 if us is not None:
                     alone.append(us)
         if alone:
@@ -788,14 +788,17 @@ def run_idle_row(server, scn, args, static_files):
 
 # ----------------------------------------------------------------- bounds
 
-def app_alone(app, post=0, seconds=2.0):
-    """bench/alone.py for app, pinned to the server CPU: its µs per call, or None."""
+def app_alone(app, post=0, seconds=2.0, env=None):
+    """bench/alone.py for app, pinned to the server CPU: its µs per call, or
+    None. env: what the servers get on top of ours (django-pg: the PG* of its
+    database)."""
     mod, call = B.APPS[app]
     argv = ["taskset", "-c", B.SERVER_CPU, B.PYTHON, os.path.join(B.ROOT, "bench", "alone.py"),
-            mod, call, "--seconds", str(seconds)] + (["--post", str(post)] if post else [])
+            mod, call, "--seconds", str(seconds), "--dir", B.app_dir(app)]
+    argv += ["--post", str(post)] if post else []
     try:
         p = subprocess.run(argv, cwd=B.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=seconds + 60)
+                           timeout=seconds + 60, env=dict(os.environ, **(env or {})))
         return json.loads(p.stdout.decode().strip().splitlines()[-1])["us_per_call"]
     except (subprocess.TimeoutExpired, ValueError, IndexError, KeyError) as ex:
         print("warning: bench/alone.py %s: %s" % (app, ex), file=sys.stderr)
@@ -803,7 +806,14 @@ def app_alone(app, post=0, seconds=2.0):
 
 
 def has_floor(scn):
-    return scn["kind"] == "wrk" and "static" not in scn and "threads" not in scn
+    """The app alone means something for an app that computes: not for
+    io20 (it sleeps) nor the hand-off row; django-pg's CPU-bound page is
+    what no threaded server can beat (the database's CPU aside)."""
+    if scn["kind"] != "wrk" or "static" in scn:
+        return False
+    if scn.get("pool"):
+        return bool(scn.get("pg"))
+    return "threads" not in scn
 
 
 def bounds_md(rows, scenarios, floors):

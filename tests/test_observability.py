@@ -531,8 +531,9 @@ def test_stats_answer_while_every_worker_is_stuck(gangway, holder):
     target = "/block?port=%d" % holder.port
     # One after the other: a worker stuck in the app accepts nothing, so the
     # second request can only go to the other worker. (Sent together, both
-    # may be accepted by the first worker before its app runs: a worker holding
-    # one connection more than another does not step back.)
+    # may be accepted by the first worker before its app runs: the kernel
+    # offers a connection already queued only to the worker it woke, which
+    # takes it after its step back when the other took nothing.)
     t_sent = time.monotonic()
     holder.hold(lambda: call(srv, "GET", target)[1])
     held = {holder.accept()}
@@ -611,6 +612,111 @@ def test_worker_state_starting(gangway, tmp_path):
     wait_for(lambda: [w["status"] for w in stats_json(addr)["workers"]] == ["idle", "idle"],
              timeout=20 * SLOW, what="worker 2 ready")
     assert stats_json(addr)["respawns"] == {r: 0 for r in REASONS}  # scaling is no respawn
+
+
+def test_connections_waiting_on_their_request(gangway):
+    """A connection whose request is still arriving (a partial head, or a
+    body the client is still sending) is counted in connections_waiting
+    until its request is whole or it closes: the accept step-back balances
+    on connections less these."""
+    srv = start(gangway)
+    addr = stats_addr(srv)
+
+    def counts():
+        w = stats_json(addr)["workers"][0]
+        return w["connections"], w["connections_waiting"]
+
+    idle = srv.connect()  # no byte yet: a connection, not one waiting
+    head = srv.connect()
+    head.sendall(b"GET /ok HTTP/1.1\r\nHost: obs.test\r\n")
+    body = srv.connect()
+    body.sendall(b"POST /ok HTTP/1.1\r\nHost: obs.test\r\nContent-Length: 10\r\n\r\n12345")
+    wait_for(lambda: counts() == (3, 2), timeout=5 * SLOW, what="two connections waiting")
+    fams = stats_metrics(addr)
+    assert sample(fams, "gangway_worker_connections_waiting", worker="1") == 2
+    body.sendall(b"67890")  # whole: answered, kept alive
+    r = RawReader(body).read_response()
+    assert r.status == 200
+    head.close()
+    wait_for(lambda: counts() == (2, 0), timeout=5 * SLOW, what="none waiting")
+    # a keep-alive connection's next request, partly sent, waits again
+    body.sendall(b"GET /ok HTTP/1.1\r\n")
+    wait_for(lambda: counts() == (2, 1), timeout=5 * SLOW, what="the second request waiting")
+    body.sendall(b"Host: obs.test\r\n\r\n")
+    assert RawReader(body).read_response().status == 200
+    wait_for(lambda: counts() == (2, 0), timeout=5 * SLOW, what="none waiting")
+    idle.close()
+    body.close()
+
+
+def pid_of(sock):
+    sock.sendall(b"GET /ok HTTP/1.1\r\nHost: obs.test\r\n\r\n")
+    r = RawReader(sock).read_response()
+    assert r.status == 200
+    return int(r.header("X-Pid"))
+
+
+def test_new_connections_balance_past_slow_uploads(gangway):
+    """Two workers; one holds 12 connections sending a body slowly, the
+    other none. 12 keep-alive clients connecting together spread over both
+    (the slow uploads are no load: the loop buffers them). Counting them,
+    the worker with the uploads stepped back for nearly every new client,
+    piling the busy ones on the other worker."""
+    srv = start(gangway, workers=2)
+    addr = stats_addr(srv)
+    wait_for(lambda: [w["status"] for w in stats_json(addr)["workers"]] == ["idle", "idle"],
+             timeout=10 * SLOW, what="both workers ready")
+    held, target = [], None
+    for _ in range(400):  # bounded: each connection lands on one of two workers
+        if len(held) == 12:
+            break
+        c = srv.connect()
+        pid = pid_of(c)
+        target = target or pid
+        if pid == target:
+            c.sendall(b"POST /ok HTTP/1.1\r\nHost: obs.test\r\nContent-Length: 1000\r\n\r\nx")
+            held.append(c)
+        else:
+            c.close()
+    assert len(held) == 12, ("only %d uploads on worker %d: new connections kept going to "
+                             "the other worker, as if the uploads were load" % (len(held), target))
+    wait_for(lambda: {w["pid"]: (w["connections"], w["connections_waiting"])
+                      for w in stats_json(addr)["workers"]}[target] == (12, 12),
+             timeout=5 * SLOW, what="12 uploads waiting on worker %d" % target)
+    # the other worker's closed connections gone too
+    wait_for(lambda: sum(w["connections"] for w in stats_json(addr)["workers"]) == 12,
+             timeout=5 * SLOW, what="only the uploads open")
+
+    pids, errors, lock = [], [], threading.Lock()
+    go = threading.Barrier(12)
+    socks = []
+
+    def client():
+        try:
+            go.wait(10)
+            c = srv.connect()
+            with lock:
+                socks.append(c)
+            p = pid_of(c)
+            with lock:
+                pids.append(p)
+        except (OSError, EOFError, threading.BrokenBarrierError) as e:
+            with lock:
+                errors.append("%s: %s" % (type(e).__name__, e))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    try:
+        assert not errors, errors
+        on_target = pids.count(target)
+        assert len(pids) == 12 and 4 <= on_target <= 8, \
+            "new clients on the worker with the uploads: %d of %d" % (on_target, len(pids))
+    finally:
+        for c in socks + held:
+            c.close()
 
 
 def stopping_worker(srv, addr, partial_head):
@@ -1112,7 +1218,8 @@ def test_metrics_and_json_are_well_formed(gangway):
         "gangway_received_bytes_total": "counter", "gangway_sent_bytes_total": "counter",
         "gangway_listen_queue": "gauge", "gangway_listen_queue_max": "gauge",
         "gangway_worker_requests_total": "counter", "gangway_worker_busy": "gauge",
-        "gangway_worker_connections": "gauge", "gangway_worker_resident_memory_bytes": "gauge",
+        "gangway_worker_connections": "gauge", "gangway_worker_connections_waiting": "gauge",
+        "gangway_worker_resident_memory_bytes": "gauge",
         "gangway_queue_wait_seconds": "histogram", "gangway_queue_timeouts_total": "counter",
         "gangway_worker_threads": "gauge", "gangway_worker_threads_busy": "gauge",
         "gangway_worker_requests_queued": "gauge"}
@@ -1153,14 +1260,14 @@ def test_metrics_and_json_are_well_formed(gangway):
              "status_classes", "methods", "avg_rt", "latency_us", "connections", "rss", "vsz",
              "running_time", "last_spawn", "respawn_count", "generation", "current",
              "current_ms", "threads", "threads_busy", "queued", "queue_timeouts",
-             "queue_wait_us"}
+             "queue_wait_us", "connections_waiting"}
     for w in js["workers"]:
         assert set(w) == wkeys
         check_counts_shape(w)
         assert w["status"] in ("idle", "busy", "starting", "stopping")
         assert w["status"] == "idle" and w["current"] is None and w["current_ms"] is None
-        for k in ("pid", "accepting", "connections", "rss", "vsz", "running_time",
-                  "last_spawn", "respawn_count", "generation"):
+        for k in ("pid", "accepting", "connections", "connections_waiting", "rss", "vsz",
+                  "running_time", "last_spawn", "respawn_count", "generation"):
             assert type(w[k]) is int and w[k] >= 0, k
         assert w["rss"] > 1 << 20 and w["vsz"] >= w["rss"]
         assert abs(w["last_spawn"] - js["time"]) < 60

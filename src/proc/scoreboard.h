@@ -52,6 +52,8 @@ typedef struct gw_slot {
     _Atomic uint64_t lat_sum_us;
     _Atomic uint64_t harakiri;
     _Atomic uint64_t conns;         /* open connections */
+    _Atomic uint64_t conns_waiting; /* of those, a request begun and waiting on the client */
+    _Atomic uint64_t accepts;       /* connections accepted (the accept step-back) */
     _Atomic uint32_t exit_reason;   /* enum gw_exit_reason, set before a recycling stop */
     /* --threads: the pool, written by the worker's threads (read-modify-write) */
     _Atomic uint32_t threads;       /* request threads (0: requests run on the loop's thread) */

@@ -179,6 +179,29 @@ bool gw__conn_watch(gw_conn_t *c)
     return false;
 }
 
+/* Whether c has begun a request whose rest is still with the client (a
+ * partial head, or a body still arriving). Such a connection costs the
+ * worker nothing until its request is whole (the loop buffers it; no
+ * thread or app waits on it), so the accept step-back does not count it
+ * as load (serve/accept.c): 500 clients trickling uploads otherwise tilt
+ * where the busy keep-alive clients land, and one worker queues requests
+ * for its threads while the other has threads idle. Changes at most twice
+ * per request that had to wait, and never for one that came whole. */
+static void set_waiting(gw_conn_t *c, bool on)
+{
+    gw_conn_ctx_t *ctx = c->ctx;
+
+    if (c->is_waiting == on)
+        return;
+    c->is_waiting = on;
+    if (on)
+        ctx->nwaiting++;
+    else
+        ctx->nwaiting--;
+    if (ctx->slot)
+        atomic_store_explicit(&ctx->slot->conns_waiting, ctx->nwaiting, memory_order_relaxed);
+}
+
 void gw__conn_close(gw_conn_t *c)
 {
     gw_conn_ctx_t *ctx = c->ctx;
@@ -186,6 +209,7 @@ void gw__conn_close(gw_conn_t *c)
     if (c->state == C_DEAD)
         return;
     c->state = C_DEAD;
+    set_waiting(c, false);
     gw_timer_stop(&c->timer);
     gw__conn_ready_remove(c);
     if (c->is_watched)
@@ -338,6 +362,7 @@ static void request_ready(gw_conn_t *c)
     }
     gw__conn_peer_resolve(c); /* what trusted proxies say of the client */
     c->state = C_READY;
+    set_waiting(c, false);
     c->want_read = false; /* read whole: a queued read must not stand in for it */
     gw_timer_stop(&c->timer);
     gw__conn_ready_push(c);
@@ -380,6 +405,8 @@ static void process_input(gw_conn_t *c)
         c->parsed += used;
         switch (st) {
         case GW_PARSE_AGAIN:
+            if (c->state == C_BODY || (c->state == C_HEAD && c->rbuf.len > 0))
+                set_waiting(c, true);
             if (c->state == C_BODY) {
                 /* Body bytes are in the body store now; keep only the head
                  * (the body's own reads go to the gw__conn_scratch buffer). */

@@ -58,6 +58,7 @@ typedef struct gw_conn_ctx {
     void *_outs;          /* free output queues */
     uint64_t _nready;
     uint64_t nconns;
+    uint64_t nwaiting;    /* of them, waiting on the client mid-request (conn.c) */
     bool is_stopping;     /* graceful stop: no keep-alive, close idle ones */
     bool is_recycling;    /* waiting for a replacement: no keep-alive, still accepting */
     gw_slot_t *slot;      /* this worker's scoreboard slot, or NULL */

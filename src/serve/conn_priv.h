@@ -54,6 +54,7 @@ struct gw_conn {
     bool static_keep;  /* ... and it said keep-alive */
     bool is_aborted;   /* the answer was given up: the peer went away or stopped reading */
     bool in_grace;     /* stopping: idle, watched a while before its close (gw__conn_stop_idle) */
+    bool is_waiting;   /* a request begun, the rest still with the client (conn.c) */
     int static_status;
     uint64_t static_bytes;
     uint64_t sent_mark; /* the output queue's byte count when this answer began */

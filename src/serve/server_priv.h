@@ -47,7 +47,10 @@ struct gw_server {
     uint64_t emfile_logged_ms; /* when accept last said it had no descriptors */
     uint64_t error_logged_ms;  /* when a failing listener was last logged */
     uint64_t errors_unlogged;  /* listener failures since that line */
-    bool has_yielded;
+    /* The accept step-back (accept.c): the worker stepped back for, and
+     * how many connections it had accepted then. */
+    gw_slot_t *yielded_to;
+    uint64_t yielded_accepts;
 };
 
 /* accept.c: sets up the listeners' watches (n of them, borrowed) and

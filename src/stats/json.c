@@ -164,11 +164,12 @@ void gw_stats_json(const gw_stats_source_t *src, gw_text_t *t)
         first = false;
         json_counts(t, &v.c);
         gw_text_printf(t,
-                       ",\"connections\":%" PRIu64 ",\"rss\":%" PRIu64 ",\"vsz\":%" PRIu64
+                       ",\"connections\":%" PRIu64 ",\"connections_waiting\":%" PRIu64
+                       ",\"rss\":%" PRIu64 ",\"vsz\":%" PRIu64
                        ",\"running_time\":%" PRIu64 ",\"last_spawn\":%lld,\"respawn_count\":%u"
                        ",\"generation\":%u,\"threads\":%u,\"threads_busy\":%u,\"queued\":%u"
                        ",\"current\":",
-                       v.conns, v.rss, v.vsz,
+                       v.conns, v.conns_waiting, v.rss, v.vsz,
                        v.started_ms && now > v.started_ms ? now - v.started_ms : 0,
                        (long long)src->slot_spawned_unix[i], src->slot_respawns[i],
                        atomic_load_explicit(&src->slots[i].generation, RELAXED),

@@ -168,6 +168,11 @@ void gw_stats_prometheus(const gw_stats_source_t *src, gw_text_t *t)
     for (size_t i = 0; i < nv; i++)
         gw_text_printf(t, "gangway_worker_connections{worker=\"%zu\"} %" PRIu64 "\n", v[i].slot + 1,
                        v[i].conns);
+    metric(t, "gangway_worker_connections_waiting", "gauge",
+           "Of them, connections whose request is still arriving (a partial head or body).");
+    for (size_t i = 0; i < nv; i++)
+        gw_text_printf(t, "gangway_worker_connections_waiting{worker=\"%zu\"} %" PRIu64 "\n",
+                       v[i].slot + 1, v[i].conns_waiting);
     metric(t, "gangway_worker_resident_memory_bytes", "gauge", "Each worker's RSS.");
     for (size_t i = 0; i < nv; i++)
         gw_text_printf(t, "gangway_worker_resident_memory_bytes{worker=\"%zu\"} %" PRIu64 "\n",

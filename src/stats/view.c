@@ -66,6 +66,7 @@ bool gw__view_worker(const gw_stats_source_t *src, size_t i, uint64_t now_ms, wv
     }
     gw_totals_add(&v->c, s);
     v->conns = atomic_load_explicit(&s->conns, RELAXED);
+    v->conns_waiting = atomic_load_explicit(&s->conns_waiting, RELAXED);
     v->started_ms = atomic_load_explicit(&s->started_ms, RELAXED);
     proc_mem(v->pid, &v->rss, &v->vsz);
     return true;

@@ -19,6 +19,7 @@ typedef struct wview {
     char current[128];
     gw_totals_t c;
     uint64_t conns;
+    uint64_t conns_waiting;
     unsigned threads, threads_busy, queued; /* --threads: the pool (threads 0: none) */
     uint64_t rss, vsz; /* bytes */
     uint64_t started_ms;
