@@ -666,20 +666,28 @@ def test_new_connections_balance_past_slow_uploads(gangway):
     addr = stats_addr(srv)
     wait_for(lambda: [w["status"] for w in stats_json(addr)["workers"]] == ["idle", "idle"],
              timeout=10 * SLOW, what="both workers ready")
-    held, target = [], None
-    for _ in range(400):  # bounded: each connection lands on one of two workers
-        if len(held) == 12:
-            break
-        c = srv.connect()
-        pid = pid_of(c)
-        target = target or pid
-        if pid == target:
-            c.sendall(b"POST /ok HTTP/1.1\r\nHost: obs.test\r\nContent-Length: 1000\r\n\r\nx")
-            held.append(c)
-        else:
+    # The other worker's connections stay open (idle keep-alive: load) while
+    # the uploads pile up: closed at once, the two workers would tie, and a
+    # tie goes to whichever worker the kernel wakes first, every time.
+    held, others, target = [], [], None
+    try:
+        for _ in range(400):  # bounded: each connection lands on one of two workers
+            if len(held) == 12:
+                break
+            c = srv.connect()
+            pid = pid_of(c)
+            target = target or pid
+            if pid == target:
+                c.sendall(b"POST /ok HTTP/1.1\r\nHost: obs.test\r\nContent-Length: 1000\r\n\r\nx")
+                held.append(c)
+            else:
+                others.append(c)
+    finally:
+        for c in others:
             c.close()
-    assert len(held) == 12, ("only %d uploads on worker %d: new connections kept going to "
-                             "the other worker, as if the uploads were load" % (len(held), target))
+    assert len(held) == 12, ("only %d uploads on worker %d (%d connections on the other): new "
+                             "connections kept going to the other worker, as if the uploads "
+                             "were load" % (len(held), target, len(others)))
     wait_for(lambda: {w["pid"]: (w["connections"], w["connections_waiting"])
                       for w in stats_json(addr)["workers"]}[target] == (12, 12),
              timeout=5 * SLOW, what="12 uploads waiting on worker %d" % target)
