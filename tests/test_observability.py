@@ -719,6 +719,34 @@ def test_new_connections_balance_past_slow_uploads(gangway):
             c.close()
 
 
+def test_accept_at_max_connections_leaves_the_next_connection_to_another_worker(gangway):
+    """--max-connections 1 on two workers: the worker that took the first
+    client's (kept alive) leaves epoll at once, and each next client is
+    answered by the other. It left only at its next wake-up, which
+    EPOLLEXCLUSIVE gives one worker: it paused without accepting, and the
+    second client waited, the other worker idle, until a third came."""
+    srv = start(gangway, "--max-connections", "1", workers=2)
+    addr = stats_addr(srv)
+    wait_for(lambda: [w["status"] for w in stats_json(addr)["workers"]] == ["idle", "idle"],
+             timeout=10 * SLOW, what="both workers ready")
+    first = srv.connect()
+    held = pid_of(first)
+    try:
+        for i in range(3):
+            c = srv.connect()
+            c.sendall(raw_request("GET", "/ok"))
+            try:
+                r = RawReader(c, timeout=5 * SLOW).read_response()
+            except socket.timeout:
+                pytest.fail("client %d: no answer in %d s while worker %d holds its one "
+                            "connection and the other is idle" % (i + 2, 5 * SLOW, held))
+            finally:
+                c.close()
+            assert r.status == 200 and int(r.header("X-Pid")) != held
+    finally:
+        first.close()
+
+
 def stopping_worker(srv, addr, partial_head):
     """-p 1 --max-requests 1: a connection holding a partial head keeps the
     worker, which recycles after one request, in "stopping"."""
