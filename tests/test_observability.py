@@ -649,6 +649,63 @@ def test_connections_waiting_on_their_request(gangway):
     body.close()
 
 
+def test_connections_waiting_ends_on_every_way_out(gangway):
+    """connections_waiting never outlives the request it counts (a count
+    left up would skew the accept step-back for the worker's life): a
+    client that leaves mid-head or mid-body, a head and a body timeout (408,
+    then the lingering close), a bad chunk (400), a 100-continue upload, a
+    pipelined request that arrives in part, and the uwsgi protocol's."""
+    srv = start(gangway, "--header-timeout", "1", "--body-timeout", "1",
+                "--uwsgi-socket", "127.0.0.1:0")
+    addr = stats_addr(srv)
+    uport = int(re.search(r"listening on uwsgi://127\.0\.0\.1:(\d+)", srv.read_log()).group(1))
+
+    def counts():
+        w = stats_json(addr)["workers"][0]
+        return w["connections"], w["connections_waiting"]
+
+    post = b"POST /items HTTP/1.1\r\nHost: obs.test\r\n"
+    left_head, left_body, head_timeout, body_timeout, bad_chunk = (srv.connect()
+                                                                  for _ in range(5))
+    left_head.sendall(b"GET /ok HTTP/1.1\r\nHost: obs.test\r\n")
+    left_body.sendall(post + b"Content-Length: 10\r\n\r\n123")
+    head_timeout.sendall(b"GET /ok HTTP/1.1\r\n")
+    body_timeout.sendall(post + b"Content-Length: 10\r\n\r\n1")
+    bad_chunk.sendall(post + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    uw = socket.create_connection(("127.0.0.1", uport), timeout=10)
+    env = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+                   for k, v in ((b"REQUEST_METHOD", b"POST"), (b"PATH_INFO", b"/items"),
+                                (b"CONTENT_LENGTH", b"4")))
+    uw.sendall(b"\x00" + struct.pack("<H", len(env)) + b"\x00" + env + b"ab")
+    wait_for(lambda: counts() == (6, 6), timeout=5 * SLOW, what="six requests waiting")
+    left_head.close()
+    left_body.close()
+    bad_chunk.sendall(b"zz\r\n")
+    assert RawReader(bad_chunk).read_response().status == 400
+    uw.sendall(b"cd")
+    assert recv_all(uw).startswith(b"HTTP/1.1 201 ")
+    for c in (head_timeout, body_timeout):
+        assert RawReader(c, timeout=5 * SLOW).read_response().status == 408
+    for c in (bad_chunk, head_timeout, body_timeout, uw):
+        c.close()
+    wait_for(lambda: counts() == (0, 0), timeout=10 * SLOW, what="none open, none waiting")
+
+    cont = srv.connect()
+    rd = RawReader(cont)
+    cont.sendall(post + b"Expect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+    assert rd.read_response().status == 100
+    assert counts() == (1, 1)
+    cont.sendall(b"abcd")
+    assert rd.read_response().status == 201
+    cont.sendall(b"GET /ok HTTP/1.1\r\nHost: obs.test\r\n\r\nGET /ok HTTP/1.1\r\nHo")
+    assert rd.read_response().status == 200
+    wait_for(lambda: counts() == (1, 1), timeout=5 * SLOW, what="the pipelined one waiting")
+    cont.sendall(b"st: obs.test\r\nConnection: close\r\n\r\n")
+    assert rd.read_response().status == 200
+    cont.close()
+    wait_for(lambda: counts() == (0, 0), timeout=5 * SLOW, what="none open, none waiting")
+
+
 def pid_of(sock):
     sock.sendall(b"GET /ok HTTP/1.1\r\nHost: obs.test\r\n\r\n")
     r = RawReader(sock).read_response()
@@ -725,6 +782,34 @@ def test_new_connections_balance_past_slow_uploads(gangway):
     finally:
         for c in socks + held:
             c.close()
+
+
+def test_accept_at_max_connections_leaves_the_next_connection_to_another_worker(gangway):
+    """--max-connections 1 on two workers: the worker that took the first
+    client's (kept alive) leaves epoll at once, and each next client is
+    answered by the other. It left only at its next wake-up, which
+    EPOLLEXCLUSIVE gives one worker: it paused without accepting, and the
+    second client waited, the other worker idle, until a third came."""
+    srv = start(gangway, "--max-connections", "1", workers=2)
+    addr = stats_addr(srv)
+    wait_for(lambda: [w["status"] for w in stats_json(addr)["workers"]] == ["idle", "idle"],
+             timeout=10 * SLOW, what="both workers ready")
+    first = srv.connect()
+    held = pid_of(first)
+    try:
+        for i in range(3):
+            c = srv.connect()
+            c.sendall(raw_request("GET", "/ok"))
+            try:
+                r = RawReader(c, timeout=5 * SLOW).read_response()
+            except socket.timeout:
+                pytest.fail("client %d: no answer in %d s while worker %d holds its one "
+                            "connection and the other is idle" % (i + 2, 5 * SLOW, held))
+            finally:
+                c.close()
+            assert r.status == 200 and int(r.header("X-Pid")) != held
+    finally:
+        first.close()
 
 
 def stopping_worker(srv, addr, partial_head):

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import APPS, Server, live_children, wait_for
+from conftest import APPS, RawReader, Server, live_children, wait_for
 
 OPENSSL = shutil.which("openssl")
 CURL = shutil.which("curl")
@@ -316,6 +316,95 @@ def test_large_bodies_both_ways_over_tls(gangway, certs):
     r = conn.getresponse()
     assert r.status == 200 and r.read() == up
     conn.close()
+
+
+class TlsRecords:
+    """A TLS client that decides what goes out in one send: its records are
+    made into memory (ssl.MemoryBIO), so the handshake's last flight and
+    several requests, each in its own records, can reach the server in one
+    segment. recv()/settimeout() as a socket's, for RawReader."""
+
+    def __init__(self, port, ctx):
+        self.raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.out, server_hostname="localhost")
+        while True:
+            try:
+                self.tls.do_handshake()
+                break  # TLS 1.3: the client's Finished is made, not sent
+            except ssl.SSLWantReadError:
+                self.raw.sendall(self.out.read())
+                data = self.raw.recv(65536)
+                if not data:
+                    raise EOFError("closed during the handshake")
+                self.inc.write(data)
+
+    def record(self, data):
+        """data in a record of its own (or more: 16 KiB at most each), kept."""
+        self.tls.write(data)
+
+    def send(self):
+        """What was made since the last send, in one send() call."""
+        self.raw.sendall(self.out.read())
+
+    def settimeout(self, t):
+        self.raw.settimeout(t)
+
+    def recv(self, n):
+        while True:
+            try:
+                return self.tls.read(n)
+            except ssl.SSLWantReadError:
+                data = self.raw.recv(65536)
+                if not data:
+                    return b""
+                self.inc.write(data)
+            except ssl.SSLZeroReturnError:
+                return b""
+
+    def close(self):
+        self.raw.close()
+
+
+@pytest.mark.parametrize("version,args", [
+    ("TLSv1_2", ()), ("TLSv1_3", ()), ("TLSv1_3", ("--threads", "2"))],
+    ids=["tls12", "tls13", "tls13-threads"])
+def test_records_that_arrive_together_are_all_served_without_another_packet(
+        gangway, certs, version, args):
+    """Read ahead: one read() takes what the socket holds, several records,
+    and OpenSSL keeps those past the first. Edge-triggered, no edge comes
+    for them: the transport says they are pending (has_pending), or a
+    pipelined request, a body sent with its head, or the request behind the
+    handshake's last flight (TLS 1.3) waits for a packet the client will not
+    send. Here each of those is its own record, all in one send: the
+    handshake's end, a GET, a POST's head, its 40,000-byte body (three
+    records, more than OpenSSL reads ahead: the rest waits in the socket) and
+    a last GET; three answers must come."""
+    v = getattr(ssl.TLSVersion, version)
+    s = start(gangway, certs, *args)
+    t = TlsRecords(s.https, client_ctx(certs, minimum_version=v, maximum_version=v))
+    try:
+        body = os.urandom(40000)
+        t.record(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        t.record(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
+                 % len(body))
+        for i in range(0, len(body), 16384):
+            t.record(body[i:i + 16384])
+        t.record(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        t.send()
+        rd = RawReader(t, timeout=5)
+        answers = []
+        try:
+            for _ in range(3):
+                answers.append(rd.read_response())
+        except socket.timeout:
+            pytest.fail("%d of 3 answers, then none in 5 s: records already read were left "
+                        "waiting" % len(answers))
+        assert [r.status for r in answers] == [200, 200, 200]
+        assert json.loads(answers[0].body)["SSL_PROTOCOL"] == version.replace("_", ".")
+        assert answers[1].body == body
+    finally:
+        t.close()
 
 
 def test_static_files_over_tls_read_and_encrypted(gangway, certs, tmp_path):

@@ -30,7 +30,7 @@ int gw_method_index(const char *m, size_t n)
  * gangway: it maps the old scoreboard only when the layout matches. */
 #define HEAD 64
 #define MAGIC 0x67777362u /* "gwsb" */
-#define LAYOUT 3          /* bump when a field of gw_slot_t changes meaning */
+#define LAYOUT 4          /* bump when a field of gw_slot_t changes meaning */
 
 typedef struct head {
     _Atomic uint32_t nused; /* first: workers read it on every accept */

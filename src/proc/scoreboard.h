@@ -28,6 +28,9 @@ extern const uint64_t gw_lat_bounds_us[GW_LAT_BUCKETS - 1];
 #define GW_METHODS 8
 extern const char *const gw_method_names[GW_METHODS];
 
+/* Listeners whose accepts a slot counts apart (more share the counters). */
+#define GW_SLOT_ACCEPTS 8
+
 /* Why a worker stopped by itself (the master counts respawns by reason). */
 enum gw_exit_reason {
     GW_EXIT_NONE,
@@ -53,7 +56,9 @@ typedef struct gw_slot {
     _Atomic uint64_t harakiri;
     _Atomic uint64_t conns;         /* open connections */
     _Atomic uint64_t conns_waiting; /* of those, a request begun and waiting on the client */
-    _Atomic uint64_t accepts;       /* connections accepted (the accept step-back) */
+    /* connections accepted from listener i in accepts[i % GW_SLOT_ACCEPTS] (serve/accept.c's
+     * step-back: "the worker I stepped back for took nothing from this listener since") */
+    _Atomic uint64_t accepts[GW_SLOT_ACCEPTS];
     _Atomic uint32_t exit_reason;   /* enum gw_exit_reason, set before a recycling stop */
     /* --threads: the pool, written by the worker's threads (read-modify-write) */
     _Atomic uint32_t threads;       /* request threads (0: requests run on the loop's thread) */

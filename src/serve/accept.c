@@ -111,32 +111,53 @@ static void on_listener_retry(gw_loop_t *loop, gw_timer_t *t)
  * arriving (conn.c's set_waiting()): those cost nothing until whole, and
  * counted, hundreds of slow uploads would decide where the busy clients go.
  *
+ * A worker at --max-connections is left out: it takes nothing until one of
+ * its connections goes (its listeners are out of epoll), and its
+ * connections still arriving would make it look idle; stepping back for it
+ * made every other connection wait a step-back.
+ *
  * The kernel offers a connection only to a worker it wakes, and it wakes
  * the one stepped back for only when a connection arrives: one that was
  * already queued may never be offered to it. So a worker that stepped back
- * takes the connection at its next turn when the other accepted nothing
- * meanwhile; when the other did accept, it judges afresh (no extra one
- * taken on a tie, which would undo the balance at the end of a burst). */
+ * takes the connection at its next turn when the other took nothing from
+ * that listener meanwhile. When it did, it took the oldest, the queued one,
+ * and a listener it was woken for stays ready to it (level-triggered) while
+ * more wait: this one judges afresh (no extra one taken on a tie, which
+ * would undo the balance at the end of a burst). Counted by listener: with
+ * one listener busy and one quiet, the other's accepts on the busy one held
+ * a connection on the quiet one, never offered to it, until the stream left
+ * a step-back without one (0.2 to 1.2 s under three connecting threads).
+ * Each listener keeps its own step-back, so a later event of the same
+ * wake-up, on another listener, is judged for that one. */
 static uint64_t load(uint64_t conns, uint64_t waiting)
 {
     return conns > waiting ? conns - waiting : 0;
 }
 
-static bool should_yield(gw_server_t *s)
+/* slot's count of connections taken from lw (listeners past
+ * GW_SLOT_ACCEPTS share counters): every worker's listeners are the
+ * master's, in the same order. */
+static _Atomic uint64_t *accepts_of(gw_slot_t *slot, const gw_server_t *s, const lwatch_t *lw)
+{
+    return &slot->accepts[(size_t)(lw - s->lw) % GW_SLOT_ACCEPTS];
+}
+
+static bool should_yield(gw_server_t *s, lwatch_t *lw)
 {
     uint64_t mine = load(s->conns.nconns, s->conns.nwaiting), least = UINT64_MAX;
     uint64_t now = gw_clock_ms();
     gw_slot_t *to = NULL;
 
-    if (s->yielded_to) {
-        gw_slot_t *o = s->yielded_to;
-        s->yielded_to = NULL;
-        if (atomic_load_explicit(&o->accepts, memory_order_relaxed) == s->yielded_accepts)
+    if (lw->yielded_to) {
+        gw_slot_t *o = lw->yielded_to;
+        lw->yielded_to = NULL;
+        if (atomic_load_explicit(accepts_of(o, s, lw), memory_order_relaxed) ==
+            lw->yielded_accepts)
             return false;
     }
     for (size_t i = 0, used = gw_scoreboard_used(s->who.sb); i < used; i++) {
         gw_slot_t *o = &s->who.sb->slots[i];
-        uint64_t busy;
+        uint64_t busy, n;
         if (o == s->who.slot ||
             atomic_load_explicit(&o->state, memory_order_relaxed) != GW_SLOT_READY)
             continue;
@@ -144,8 +165,10 @@ static bool should_yield(gw_server_t *s)
         busy = atomic_load_explicit(&o->busy_since_ms, memory_order_relaxed);
         if (busy && now > busy + 100)
             continue;
-        uint64_t n = load(atomic_load_explicit(&o->conns, memory_order_relaxed),
-                          atomic_load_explicit(&o->conns_waiting, memory_order_relaxed));
+        n = atomic_load_explicit(&o->conns, memory_order_relaxed);
+        if (n >= s->cfg->max_connections)
+            continue;
+        n = load(n, atomic_load_explicit(&o->conns_waiting, memory_order_relaxed));
         if (n < least) {
             least = n;
             to = o;
@@ -153,8 +176,8 @@ static bool should_yield(gw_server_t *s)
     }
     if (!to || mine <= least)
         return false;
-    s->yielded_to = to;
-    s->yielded_accepts = atomic_load_explicit(&to->accepts, memory_order_relaxed);
+    lw->yielded_to = to;
+    lw->yielded_accepts = atomic_load_explicit(accepts_of(to, s, lw), memory_order_relaxed);
     return true;
 }
 
@@ -177,10 +200,11 @@ static void take(gw_server_t *s, lwatch_t *lw, int fd, struct sockaddr_storage *
         return;
     }
     gw_conn_open(&s->conns, fd, lw->l, (struct sockaddr *)ss);
-    if (s->who.slot) /* this worker is its only writer */
-        atomic_store_explicit(&s->who.slot->accepts,
-                              atomic_load_explicit(&s->who.slot->accepts, memory_order_relaxed) + 1,
+    if (s->who.slot) { /* this worker is its only writer */
+        _Atomic uint64_t *n = accepts_of(s->who.slot, s, lw);
+        atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1,
                               memory_order_relaxed);
+    }
 }
 
 static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
@@ -191,8 +215,13 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
     (void)loop;
     (void)events;
     /* A stop closed the listeners after this event was read (its number
-     * may name an accepted connection by now). */
-    if (s->is_stopping)
+     * may name an accepted connection by now). Paused: the listeners left
+     * epoll after this event was read, earlier in this wake-up (a step-back,
+     * the connection cap, no descriptors); what waits on this one is
+     * reported again when they are back. Taking one now would undo a
+     * step-back, and judging one would start the step-back's 2 ms timer
+     * over an out-of-descriptors back-off's 100. */
+    if (s->is_stopping || s->is_paused)
         return;
     /* With several workers on one socket, taking one connection per wake-up
      * lets the kernel's EPOLLEXCLUSIVE hand the next to another worker:
@@ -200,7 +229,7 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
     bool shared = s->cfg->workers > 1 && !lw->l->is_reuse_port && s->who.sb;
     int batch = shared ? 1 : ACCEPT_BATCH;
 
-    if (shared && should_yield(s)) {
+    if (shared && should_yield(s, lw)) {
         pause_accept(s);
         gw_timer_start(&s->yield_q, &s->backoff);
         return;
@@ -211,10 +240,6 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         socklen_t sl = sizeof(ss);
         int fd;
 
-        if (s->conns.nconns >= s->cfg->max_connections) {
-            pause_accept(s);
-            return;
-        }
         fd = accept4(w->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int err = errno;
@@ -265,6 +290,16 @@ static void on_accept(gw_loop_t *loop, gw_watch_t *w, uint32_t events)
         }
         lw->conn_errors = 0;
         take(s, lw, fd, &ss, sl);
+        /* At --max-connections: out of epoll now, not at the next wake-up.
+         * EPOLLEXCLUSIVE gives a wake-up to one worker: this one would
+         * then leave without accepting, and the connection that came with
+         * it would wait, the other workers idle, for the next one to come
+         * (for ever with no more: with --max-connections 1 on 2 workers, a
+         * second client waited while the first held its connection). */
+        if (s->conns.nconns >= s->cfg->max_connections) {
+            pause_accept(s);
+            return;
+        }
     }
 }
 

@@ -22,6 +22,11 @@ typedef struct lwatch {
     bool is_failing;     /* accept() failed on it: left out until its retry timer */
     unsigned conn_errors; /* per-connection accept errors in a row */
     gw_timer_t retry;
+    /* The accept step-back (accept.c), for this listener: the worker last
+     * stepped back for, and how many connections it had taken from this
+     * listener then (its slot's accepts counter for it). */
+    gw_slot_t *yielded_to;
+    uint64_t yielded_accepts;
 } lwatch_t;
 
 struct gw_server {
@@ -47,10 +52,6 @@ struct gw_server {
     uint64_t emfile_logged_ms; /* when accept last said it had no descriptors */
     uint64_t error_logged_ms;  /* when a failing listener was last logged */
     uint64_t errors_unlogged;  /* listener failures since that line */
-    /* The accept step-back (accept.c): the worker stepped back for, and
-     * how many connections it had accepted then. */
-    gw_slot_t *yielded_to;
-    uint64_t yielded_accepts;
 };
 
 /* accept.c: sets up the listeners' watches (n of them, borrowed) and

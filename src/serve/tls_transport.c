@@ -255,7 +255,10 @@ static bool tls_has_pending(const gw_transport_t *t)
 
     /* A read returns one record: OpenSSL may hold more (read ahead) and
      * the socket more still, with no edge to come for them, until a read
-     * finds both empty. */
+     * finds both empty. may_pend is what covers the socket: a burst whose
+     * records end exactly where OpenSSL's buffer does leaves
+     * SSL_has_pending() false and the rest in the socket (test_records_
+     * that_arrive_together_are_all_served_without_another_packet). */
     return !tc->is_shut && (tc->may_pend || SSL_has_pending(tc->ssl));
 }
 
