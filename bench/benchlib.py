@@ -545,11 +545,12 @@ UWSGI_PARAMS = """
 
 
 def nginx_launch(port, uwsgi_port=None, tag="nginx", rlimit=True, keepalive_requests=None,
-                 tls=False):
+                 tls=False, tls_tickets=True):
     """nginx with a generated config in bench/work/<tag>-<port>/: its own pid,
     error log and temp paths, daemon off, one worker, no access log. tls:
     the same certificate, versions and ciphers as gangway's defaults, tickets
-    on (nginx's default)."""
+    on (nginx's default) unless tls_tickets is false (and no session cache,
+    nginx's default: every handshake full)."""
     d = os.path.join(WORK, "%s-%d" % (tag, port))
     if os.path.isdir(d):
         shutil.rmtree(d)
@@ -591,7 +592,9 @@ http {{
     }}
 }}
 """.format(d=d, port=port, root_loc=root_loc, static=static_dir,
-           ssl=" ssl" if tls else "", tls_conf=_nginx_tls() if tls else "",
+           ssl=" ssl" if tls else "",
+           tls_conf=(_nginx_tls() + ("" if tls_tickets else "        ssl_session_tickets off;\n"))
+           if tls else "",
            rlimit="worker_rlimit_nofile 16384;\n" if rlimit else "",
            kareq="    keepalive_requests %d;\n" % keepalive_requests if keepalive_requests else "")
     path = os.path.join(d, "nginx.conf")

@@ -102,6 +102,14 @@ SCENARIOS = [
                "each once: after each connection's first, full handshake, every handshake "
                "resumes (99% for both servers, each resumption giving a new ticket); "
                "target: gangway >= 0.9x nginx."),
+    dict(key="tls-hello-full", title="Hello world over TLS, a full handshake per request "
+         "(64 connections)",
+         kind="wrk", app="hello", path="/", servers=["gangway", "nginx"], tls=True,
+         no_tickets=True, headers=["Connection: close"],
+         about="tls-hello-close with session tickets off on both servers (gangway "
+               "`--tls-tickets=false`, nginx `ssl_session_tickets off`, no session cache): "
+               "every handshake a full TLS 1.3 one (ECDHE and an ECDSA signature); target: "
+               "gangway >= 0.9x nginx."),
     dict(key="tls-static-4k", title="Static file over TLS, 4 KiB, keep-alive, 64 connections",
          kind="wrk", app="hello", path="/static/4k.bin", servers=["gangway", "nginx"],
          static="4k.bin", tls=True,
@@ -207,8 +215,9 @@ def launch_for(server, scn, port, uwsgi_port=None):
                                  extra=GANGWAY_EXTRA if server == "gangway" else (),
                                  env=scn.get("env"))
     if server == "gangway":
+        extra = GANGWAY_EXTRA + (["--tls-tickets=false"] if scn.get("no_tickets") else [])
         return B.gangway_launch(scn["app"], port, static=static, uwsgi_port=uwsgi_port,
-                                extra=GANGWAY_EXTRA, tls=scn.get("tls", False))
+                                extra=extra, tls=scn.get("tls", False))
     if server == "uwsgi":
         return B.uwsgi_launch(scn["app"], port, static=static, uwsgi_port=uwsgi_port)
     if server == "gunicorn":
@@ -216,7 +225,8 @@ def launch_for(server, scn, port, uwsgi_port=None):
     if server == "waitress":
         return B.waitress_launch(scn["app"], port)
     if server == "nginx":
-        return B.nginx_launch(port, tls=scn.get("tls", False))
+        return B.nginx_launch(port, tls=scn.get("tls", False),
+                              tls_tickets=not scn.get("no_tickets"))
     raise ValueError(server)
 
 

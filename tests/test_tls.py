@@ -556,6 +556,22 @@ def test_a_resumed_tls13_session_gets_a_fresh_ticket_that_resumes_again(gangway,
         sess = fresh
 
 
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_tls_tickets_false_sends_none_and_nothing_resumes(gangway, certs, version):
+    s = start(gangway, certs, "--tls-tickets=false")
+    v = getattr(ssl.TLSVersion, version)
+    ctx = client_ctx(certs, minimum_version=v, maximum_version=v)
+    status, _, t = tls_get(s.https, ctx)
+    sess = t.session
+    t.close()
+    assert status == 200 and sess is not None and not sess.has_ticket
+    status, body, t = tls_get(s.https, ctx, session=sess)
+    reused = t.session_reused
+    t.close()
+    assert status == 200 and not reused
+    assert json.loads(body)["SSL_SESSION_RESUMED"] == "Initial"
+
+
 def test_ticket_keys_are_not_the_same_after_a_restart(gangway, certs):
     s = start(gangway, certs)
     ctx = client_ctx(certs)

@@ -54,6 +54,7 @@ typedef struct gw_config {
     const char *tls_client_ca;
     const char *tls_client_verify; /* "required" or "optional" */
     uint64_t tls_handshake_timeout;
+    bool tls_tickets;               /* session tickets (resumption); false: every handshake full */
     gw_strlist_t tls_ocsp;     /* "CERT=FILE" */
     /* proxies and load balancers */
     gw_strlist_t http_proxy_protocol; /* HTTP listeners that take a PROXY header */

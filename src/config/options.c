@@ -102,6 +102,10 @@ const opt_t gw__options[] = {
     {"tls-handshake-timeout", NULL, 0, T_SECONDS, OFF(tls_handshake_timeout), "10", "SECONDS",
      "an --https connection whose handshake, and then first request byte, has not come "
      "after this is closed", "TLS"},
+    {"tls-tickets", NULL, 0, T_BOOL, OFF(tls_tickets), "true", NULL,
+     "session tickets: a returning client resumes its session on any worker without a full "
+     "handshake (keys change hourly); --tls-tickets=false sends none and makes every "
+     "handshake a full one (nginx's ssl_session_tickets off)", "TLS"},
     {"tls-ocsp", NULL, 0, T_LIST, OFF(tls_ocsp), NULL, "CERT=FILE",
      "staple the DER OCSP response in FILE to handshakes using certificate CERT (as given "
      "to --https or --tls-sni); re-read at a reload (repeatable)", "TLS"},

@@ -366,7 +366,14 @@ SSL_CTX *gw__tls_new_ctx(const gw_config_t *cfg, const gw_tls_t *tls, const char
     }
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_timeout(ctx, TICKET_PERIOD_S);
-    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, gw__tls_on_ticket_key);
+    if (cfg->tls_tickets) {
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, gw__tls_on_ticket_key);
+    } else {
+        /* No ticket at all: NO_TICKET alone still makes TLS 1.3 send
+         * stateful ones (naming a session no cache keeps). */
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 0);
+    }
     if (load_ocsp(cfg, what, cert, e) < 0)
         goto fail;
     if (e->ocsp) {
