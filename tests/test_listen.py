@@ -179,7 +179,14 @@ def test_defer_accept_0_takes_connections_at_once(gangway):
         port = s.getsockname()[1]
         conn = [e for e in tcp_entries(srv.port) if e[0] == srv.port and e[1] == port]
         assert conn and conn[0][2] == "ESTABLISHED", conn
-        wait_for(lambda: socket_fd(w, conn[0][3]) is not None, 10, what="the worker to accept")
+
+        def accepted():
+            # read afresh each time: a connection still in the accept queue
+            # has no inode yet (0 in /proc/net/tcp), accept() gives it one
+            ours = [e for e in tcp_entries(srv.port) if e[0] == srv.port and e[1] == port]
+            return bool(ours) and ours[0][3] != 0 and socket_fd(w, ours[0][3]) is not None
+
+        wait_for(accepted, 10, what="the worker to accept")
         assert get(s).body == b"Hello, World!"
     finally:
         s.close()

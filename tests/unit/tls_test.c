@@ -270,6 +270,7 @@ static void test_tickets_over_handshakes(void)
     const int versions[] = {TLS1_3_VERSION, TLS1_2_VERSION};
 
     make_cert(cert, key);
+    cfg.tls_tickets = true; /* the option's default */
     sctx = gw__tls_new_ctx(&cfg, NULL, "test", cert, key, NULL, NULL, false, &e);
     unlink(cert);
     unlink(key);
@@ -315,6 +316,34 @@ static void test_tickets_over_handshakes(void)
         }
         SSL_SESSION_free(first);
     }
+    SSL_SESSION_free(last_ticket);
+    last_ticket = NULL;
+    SSL_CTX_free(cctx);
+    SSL_CTX_free(sctx);
+}
+
+/* --tls-tickets=false: a full TLS 1.3 handshake gives the client no ticket
+ * (SSL_OP_NO_TICKET alone still sent stateful ones). */
+static void test_tickets_off(void)
+{
+    char cert[] = "/tmp/gw-tls-test-cert-XXXXXX", key[] = "/tmp/gw-tls-test-key-XXXXXX";
+    gw_config_t cfg = {0};
+    ctx_entry_t e = {0};
+    SSL_CTX *sctx, *cctx = SSL_CTX_new(TLS_client_method());
+    SSL *s, *c;
+
+    make_cert(cert, key);
+    sctx = gw__tls_new_ctx(&cfg, NULL, "test", cert, key, NULL, NULL, false, &e);
+    unlink(cert);
+    unlink(key);
+    CHECK(sctx && cctx);
+    SSL_CTX_set_session_cache_mode(cctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(cctx, on_client_session);
+    n_tickets = 0;
+    s = handshake_at(sctx, cctx, TLS1_3_VERSION, NULL, &c);
+    CHECK_INT(SSL_version(s), TLS1_3_VERSION);
+    CHECK_INT(n_tickets, 0);
+    end_pair(s, c);
     SSL_SESSION_free(last_ticket);
     last_ticket = NULL;
     SSL_CTX_free(cctx);
@@ -420,6 +449,7 @@ int main(void)
     test_specs();
     test_ticket_keys();
     test_tickets_over_handshakes();
+    test_tickets_off();
     test_held_record_is_not_dropped();
     printf("tls: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
