@@ -784,6 +784,42 @@ def test_new_connections_balance_past_slow_uploads(gangway):
             c.close()
 
 
+def test_requests_still_arriving_spread_over_the_workers(gangway):
+    """16 clients sending their heads in two parts, connecting together, on
+    two workers of 2 threads: the requests spread over both. A connection
+    still sending its request is no load, and with nothing else to tell
+    the workers apart they all went where the kernel's wake-ups favour (16
+    and 0, 13 and 3): once the heads were whole, one worker's threads
+    queued every request while the other's were idle."""
+    srv = start(gangway, "--threads", "2", workers=2)
+    addr = stats_addr(srv)
+    wait_for(lambda: [w["status"] for w in stats_json(addr)["workers"]] == ["idle", "idle"],
+             timeout=10 * SLOW, what="both workers ready")
+    socks = []
+    try:
+        for _ in range(16):
+            c = srv.connect()
+            c.sendall(b"GET /ok HTTP/1.1\r\nHost: obs.test\r\n")
+            socks.append(c)
+        per_worker = wait_for(
+            lambda: (lambda ws: sum(w["connections_waiting"] for w in ws) == 16 and
+                     sorted(w["connections_waiting"] for w in ws))(stats_json(addr)["workers"]),
+            timeout=5 * SLOW, what="16 requests waiting")
+        assert per_worker[0] >= 4, "waiting requests per worker: %s" % per_worker
+        pids = []
+        for c in socks:
+            c.sendall(b"Connection: close\r\n\r\n")
+        for c in socks:
+            r = RawReader(c, timeout=5 * SLOW).read_response()
+            assert r.status == 200
+            pids.append(int(r.header("X-Pid")))
+        assert min(pids.count(p) for p in set(pids)) >= 4 and len(set(pids)) == 2, \
+            "answers per worker: %s" % sorted(pids.count(p) for p in set(pids))
+    finally:
+        for c in socks:
+            c.close()
+
+
 def test_accept_at_max_connections_leaves_the_next_connection_to_another_worker(gangway):
     """--max-connections 1 on two workers: the worker that took the first
     client's (kept alive) leaves epoll at once, and each next client is

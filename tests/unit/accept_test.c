@@ -137,6 +137,32 @@ static void test_a_worker_at_the_cap_is_not_stepped_back_for(void)
     two_dispose(&t);
 }
 
+static void test_equally_busy_the_one_with_more_waiting_steps_back(void)
+{
+    two_t t;
+
+    two_init(&t, 1, -1);
+    /* None busy on either, 3 requests still arriving here and 1 there:
+     * each becomes work once whole, so this one steps back. Counted as
+     * nothing, they all went where the kernel's wake-ups favour. */
+    loads(&t, 3, 1, 1);
+    t.s.conns.nwaiting = 3;
+    CHECK(should_yield(&t.s, &t.s.lw[0]));
+    two_dispose(&t);
+    /* The same count: no step-back on a tie */
+    two_init(&t, 1, -1);
+    loads(&t, 3, 3, 3);
+    t.s.conns.nwaiting = 3;
+    CHECK(!should_yield(&t.s, &t.s.lw[0]));
+    two_dispose(&t);
+    /* Busier there: the requests arriving here are still no load */
+    two_init(&t, 1, -1);
+    loads(&t, 12, 1, 0);
+    t.s.conns.nwaiting = 12;
+    CHECK(!should_yield(&t.s, &t.s.lw[0]));
+    two_dispose(&t);
+}
+
 static void test_taken_at_the_next_turn_when_the_other_took_nothing(void)
 {
     two_t t;
@@ -262,6 +288,7 @@ static void test_a_wake_ups_later_events_wait_while_paused(void)
 int main(void)
 {
     test_a_worker_at_the_cap_is_not_stepped_back_for();
+    test_equally_busy_the_one_with_more_waiting_steps_back();
     test_taken_at_the_next_turn_when_the_other_took_nothing();
     test_the_other_taking_from_this_listener_means_judging_afresh();
     test_the_others_accepts_on_another_listener_do_not_hold_this_ones();
