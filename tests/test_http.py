@@ -1022,6 +1022,55 @@ def test_keepalive_timeout_resets_per_request(start):
         s.close()
 
 
+def test_a_crlf_after_a_body_is_no_request(start):
+    """RFC 9112 2.2: line ends before a request are ignored. A client that
+    ends a POST's body with an extra CRLF (old browsers do) keeps an idle
+    keep-alive connection: no 408 at --header-timeout (it was the start of
+    a request that never came), and its next request, CRLFs first, works;
+    in one packet with the next request too."""
+    srv = start("--header-timeout", "1", "--keepalive-timeout", "30")
+    s = srv.connect()
+    try:
+        rd = RawReader(s)
+        s.sendall(req("POST", "/form", body=b"a=1") + b"\r\n")
+        assert echo_of(rd.read_response())["PATH_INFO"] == "/form"
+        # past the header timeout: nothing comes (it was a 408 and a close)
+        assert not wait_closed_briefly(s, 2.0), "the connection was closed"
+        s.sendall(b"\r\n\r\n" + req(path="/next"))
+        assert echo_of(rd.read_response())["PATH_INFO"] == "/next"
+        s.sendall(req("POST", "/again", body=b"b=2") + b"\r\n" + req(path="/piped"))
+        assert echo_of(rd.read_response())["PATH_INFO"] == "/again"
+        assert echo_of(rd.read_response())["PATH_INFO"] == "/piped"
+    finally:
+        s.close()
+
+
+def test_endless_line_ends_do_not_keep_a_connection(start):
+    """Line ends only, sent on and on, start no request and do not restart
+    the keep-alive timer: the connection still closes at
+    --keepalive-timeout."""
+    srv = start("--keepalive-timeout", "1")
+    s = srv.connect()
+    try:
+        rd = RawReader(s)
+        s.sendall(req(path="/idle"))
+        assert echo_of(rd.read_response())["PATH_INFO"] == "/idle"
+        t0 = time.monotonic()
+        closed = False
+        while time.monotonic() - t0 < 6 and not closed:  # bounded
+            try:
+                s.sendall(b"\r\n")
+            except OSError:
+                closed = True
+                break
+            closed = wait_closed_briefly(s, 0.2)
+        waited = time.monotonic() - t0
+        assert closed, "line ends kept the connection open for 6 s"
+        assert waited < 4, waited
+    finally:
+        s.close()
+
+
 def wait_closed_briefly(sock, timeout):
     """True if the peer closed within timeout; False if nothing arrived."""
     sock.settimeout(timeout)

@@ -613,4 +613,4 @@ gw_parse_t gw_http1_feed(gw_http1_t *h, gw_req_t *req, const char *base, size_t 
 
 /* The protocol seam (proto.h). status is never 0: an HTTP client always
  * gets its answer. */
-GW_PROTO_DEFINE(gw_proto_http1, "http", gw_http1_t, gw_http1);
+GW_PROTO_DEFINE(gw_proto_http1, "http", gw_http1_t, gw_http1, true);

@@ -9,6 +9,7 @@
 
 #include "proto/request.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,14 +52,19 @@ typedef struct gw_proto_ops {
      * when the peer does not speak the protocol and the connection just
      * closes; *reason (static or in st) says why, for the error log. */
     int (*error)(const void *st, const char **reason);
+    /* Line ends before a request are no request (HTTP/1, RFC 9112 2.2: a
+     * client may send a CRLF after a POST's body): the connection layer
+     * drops them, and a connection that sent only those stays idle. */
+    bool skips_blank_lines;
 } gw_proto_ops_t;
 
 /* Defines name, the operations of a protocol whose parser state is a type
  * driven by prefix_init(), prefix_reset() and prefix_feed(), with members
- * status and reason saying how a parse error is answered. The functions it
+ * status and reason saying how a parse error is answered, and blank its
+ * skips_blank_lines. The functions it
  * makes only convert the state pointer, so that this seam names no
  * protocol and each protocol keeps a typed API (its tests call it). */
-#define GW_PROTO_DEFINE(name, label, type, prefix)                                                 \
+#define GW_PROTO_DEFINE(name, label, type, prefix, blank)                                               \
     static void prefix##_op_init(void *st, const gw_proto_limits_t *lim, const gw_body_env_t *env) \
     {                                                                                              \
         prefix##_init((type *)st, lim, env);                                                       \
@@ -78,6 +84,6 @@ typedef struct gw_proto_ops {
         return ((const type *)st)->status;                                                         \
     }                                                                                              \
     const gw_proto_ops_t name = {label, prefix##_op_init, prefix##_op_reset, prefix##_op_feed,    \
-                                 prefix##_op_error}
+                                 prefix##_op_error, blank}
 
 #endif

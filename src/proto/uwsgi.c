@@ -172,4 +172,4 @@ gw_parse_t gw_uwsgi_feed(gw_uwsgi_t *u, gw_req_t *req, const char *base, size_t 
 
 /* The protocol seam (proto.h). status 0: not the uwsgi protocol (HTTP sent
  * to a uwsgi socket, say), closed without an answer. */
-GW_PROTO_DEFINE(gw_proto_uwsgi, "uwsgi", gw_uwsgi_t, gw_uwsgi);
+GW_PROTO_DEFINE(gw_proto_uwsgi, "uwsgi", gw_uwsgi_t, gw_uwsgi, false);

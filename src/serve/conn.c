@@ -265,6 +265,23 @@ char gw__conn_scratch[65536];
 
 /* ---- reading ---- */
 
+/* How many of p's n bytes are line ends before a request (the protocol's
+ * skips_blank_lines): RFC 9112 2.2 has a server ignore them. Dropped, they
+ * start no request (no header timeout, no 408 on a kept-alive connection
+ * whose client ended a POST with an extra CRLF); sent without end they
+ * only read on until the connection's own timer (header or keep-alive),
+ * which they do not restart, closes it. */
+static size_t blank_prefix(const gw_conn_t *c, const char *p, size_t n)
+{
+    size_t i = 0;
+
+    if (!c->proto->skips_blank_lines || c->state != C_HEAD)
+        return 0;
+    while (i < n && (p[i] == '\r' || p[i] == '\n'))
+        i++;
+    return i;
+}
+
 static ssize_t read_some(gw_conn_t *c, char *p, size_t n);
 static void feed_body(gw_conn_t *c, size_t n);
 
@@ -291,6 +308,15 @@ void gw__conn_read(gw_conn_t *c)
         if ((n = read_some(c, c->rbuf.data + c->rbuf.len, space)) <= 0)
             return;
         if (c->rbuf.len == 0 && c->parsed == 0) {
+            size_t skip = blank_prefix(c, c->rbuf.data, (size_t)n);
+            if (skip == (size_t)n) {
+                gw_buf_release(&c->rbuf, &ctx->rbuf_pool); /* still idle */
+                continue;
+            }
+            if (skip) {
+                memmove(c->rbuf.data, c->rbuf.data + skip, (size_t)n - skip);
+                n -= (ssize_t)skip;
+            }
             c->req.start_us = gw_clock_us_now();
             if (c->timer.q != &ctx->header_q)
                 gw_timer_start(&ctx->header_q, &c->timer);
@@ -589,6 +615,12 @@ void gw__conn_keepalive(gw_conn_t *c)
     size_t left = c->rbuf.len - c->parsed;
 
     gw_req_reset(&c->req, &ctx->body_env);
+    c->state = C_HEAD;
+    if (left) { /* a CRLF after a POST's body, say */
+        size_t skip = blank_prefix(c, c->rbuf.data + c->parsed, left);
+        c->parsed += skip;
+        left -= skip;
+    }
     c->proto->reset(&c->p);
     if (left) {
         memmove(c->rbuf.data, c->rbuf.data + c->parsed, left);
@@ -597,7 +629,6 @@ void gw__conn_keepalive(gw_conn_t *c)
         gw_buf_release(&c->rbuf, &ctx->rbuf_pool);
     }
     c->parsed = c->head_end = 0;
-    c->state = C_HEAD;
     if (left) {
         /* A pipelined request is already here, maybe only its start: the
          * rest may already wait in the kernel (the last read filled the
