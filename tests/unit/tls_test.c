@@ -260,23 +260,34 @@ static void end_pair(SSL *s, SSL *c)
  * 1.3 resumption renews the ticket (with 1 for this hour's key OpenSSL sent
  * no new ticket, and a client using each ticket once made every other
  * handshake a full one); a TLS 1.2 one keeps it (its clients reuse it). */
-static void test_tickets_over_handshakes(void)
+/* A server context as --https makes it (--tls-tickets as with_tickets says) and
+ * a client one that counts the tickets it gets (n_tickets, last_ticket),
+ * keeping them as a client with a session cache does (wrk). */
+static SSL_CTX *ticket_ctxs(bool with_tickets, ctx_entry_t *e, SSL_CTX **cctx)
 {
     char cert[] = "/tmp/gw-tls-test-cert-XXXXXX", key[] = "/tmp/gw-tls-test-key-XXXXXX";
     gw_config_t cfg = {0};
+    SSL_CTX *sctx;
+
+    make_cert(cert, key);
+    cfg.tls_tickets = with_tickets;
+    sctx = gw__tls_new_ctx(&cfg, NULL, "test", cert, key, NULL, NULL, false, e);
+    unlink(cert);
+    unlink(key);
+    *cctx = SSL_CTX_new(TLS_client_method());
+    CHECK(sctx && *cctx);
+    SSL_CTX_set_session_cache_mode(*cctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(*cctx, on_client_session);
+    return sctx;
+}
+
+static void test_tickets_over_handshakes(void)
+{
     ctx_entry_t e = {0};
-    SSL_CTX *sctx, *cctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX *cctx, *sctx = ticket_ctxs(true, &e, &cctx); /* true: the option's default */
     SSL *s, *c;
     const int versions[] = {TLS1_3_VERSION, TLS1_2_VERSION};
 
-    make_cert(cert, key);
-    cfg.tls_tickets = true; /* the option's default */
-    sctx = gw__tls_new_ctx(&cfg, NULL, "test", cert, key, NULL, NULL, false, &e);
-    unlink(cert);
-    unlink(key);
-    CHECK(sctx && cctx);
-    SSL_CTX_set_session_cache_mode(cctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-    SSL_CTX_sess_set_new_cb(cctx, on_client_session);
     for (size_t v = 0; v < sizeof(versions) / sizeof(versions[0]); v++) {
         bool is13 = versions[v] == TLS1_3_VERSION;
         SSL_SESSION *first;
@@ -326,19 +337,10 @@ static void test_tickets_over_handshakes(void)
  * (SSL_OP_NO_TICKET alone still sent stateful ones). */
 static void test_tickets_off(void)
 {
-    char cert[] = "/tmp/gw-tls-test-cert-XXXXXX", key[] = "/tmp/gw-tls-test-key-XXXXXX";
-    gw_config_t cfg = {0};
     ctx_entry_t e = {0};
-    SSL_CTX *sctx, *cctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX *cctx, *sctx = ticket_ctxs(false, &e, &cctx);
     SSL *s, *c;
 
-    make_cert(cert, key);
-    sctx = gw__tls_new_ctx(&cfg, NULL, "test", cert, key, NULL, NULL, false, &e);
-    unlink(cert);
-    unlink(key);
-    CHECK(sctx && cctx);
-    SSL_CTX_set_session_cache_mode(cctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-    SSL_CTX_sess_set_new_cb(cctx, on_client_session);
     n_tickets = 0;
     s = handshake_at(sctx, cctx, TLS1_3_VERSION, NULL, &c);
     CHECK_INT(SSL_version(s), TLS1_3_VERSION);
