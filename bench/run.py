@@ -523,7 +523,7 @@ def run_wrk_scenario(scn, servers, args, static_files, floors):
     hits every server alike and the ratios stay fair. The app alone runs in
     the same rounds; floors[scenario] gets the median of its figures."""
     rows = [WrkRow(srv, scn, static_files) for srv in servers]
-    live, alone = [], []
+    live, alone, alone_mt = [], [], []
     cluster = None
     if scn.get("pg"):
         try:
@@ -561,8 +561,15 @@ def run_wrk_scenario(scn, servers, args, static_files, floors):
                                seconds=args.floor_seconds, env=scn.get("env"))
                 if us is not None:
                     alone.append(us)
+                if scn.get("threads", 1) > 1:
+                    us = app_alone(scn["app"], seconds=args.floor_seconds, env=scn.get("env"),
+                                   threads=scn["threads"], processes=scn["procs"])
+                    if us is not None:
+                        alone_mt.append(us)
         if alone:
             floors[scn["key"]] = statistics.median(alone)
+        if alone_mt:
+            floors[scn["key"] + "@threads"] = statistics.median(alone_mt)
         for w in live:
             if not w.row.get("skipped"):
                 w.finish(args)
@@ -798,14 +805,16 @@ def run_idle_row(server, scn, args, static_files):
 
 # ----------------------------------------------------------------- bounds
 
-def app_alone(app, post=0, seconds=2.0, env=None):
+def app_alone(app, post=0, seconds=2.0, env=None, threads=1, processes=1):
     """bench/alone.py for app, pinned to the server CPU: its µs per call, or
     None. env: what the servers get on top of ours (django-pg: the PG* of its
-    database)."""
+    database). processes x threads: called from that many threads of that
+    many processes at once, as a server so configured would call it."""
     mod, call = B.APPS[app]
     argv = ["taskset", "-c", B.SERVER_CPU, B.PYTHON, os.path.join(B.ROOT, "bench", "alone.py"),
             mod, call, "--seconds", str(seconds), "--dir", B.app_dir(app)]
     argv += ["--post", str(post)] if post else []
+    argv += ["--threads", str(threads), "--processes", str(processes)] if threads > 1 else []
     try:
         p = subprocess.run(argv, cwd=B.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=seconds + 60, env=dict(os.environ, **(env or {})))
@@ -851,6 +860,22 @@ def bounds_md(rows, scenarios, floors):
         L.append("| %s | %.1f | %.1f | %.1f | %s |" % (
             scn["key"], f, g["cpu_us"], g["cpu_us"] - f, " | ".join(cells)))
     L.append("")
+    for scn in scenarios:
+        g, f = by.get((scn["key"], "gangway")), floors.get(scn["key"] + "@threads")
+        if not g or not f:
+            continue
+        cells = ["%s %.2f×" % (B.SERVER_LABELS[p], by[(scn["key"], p)]["cpu_us"] / f)
+                 for p in peers if (scn["key"], p) in by]
+        L.append("- %s: the app alone in %d processes × %d threads at once, as the servers "
+                 "run it (`bench/alone.py --processes %d --threads %d`), costs %.1f µs/call, "
+                 "%.2f× its cost on one thread: what the app itself pays for sharing the CPU "
+                 "and each interpreter, before any server. Against it gangway's own share is "
+                 "%.1f µs/req, and a server costing nothing could be at best %s (CPU/req)." % (
+                     scn["key"], scn["procs"], scn["threads"], scn["procs"], scn["threads"], f,
+                     f / floors[scn["key"]] if floors.get(scn["key"]) else 0,
+                     g["cpu_us"] - f, ", ".join(cells) or "–"))
+    if any(k.endswith("@threads") for k in floors):
+        L.append("")
     hk = [by.get(("hello-keepalive", s)) for s in ("nginx", "uwsgi")]
     if all(hk):
         L.append("- hello-keepalive: nginx's `return 200`, which runs no app at all, serves "
@@ -1230,6 +1255,8 @@ def main():
             left -= 20                    # initdb, start, migrate and seed, once
         if has_floor(scn):
             left -= args.runs * (args.floor_seconds + 0.7)  # the app alone, in the same rounds
+            if scn.get("threads", 1) > 1:  # and on its threads: a second start, their warm-up
+                left -= args.runs * (args.floor_seconds + 2.5)
         fit = max(0, min(len(todo), int(left // est)))
         for row in todo[fit:]:
             row["skipped"] = "time budget (%.0f s) would be exceeded" % args.budget
