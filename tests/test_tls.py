@@ -960,6 +960,171 @@ def test_enable_proxy_protocol_leaves_https_sockets_out(gangway, certs):
     assert env_of(s.https, client_ctx(certs))["wsgi.url_scheme"] == "https"
 
 
+# ---- a PROXY header before the handshake (--tls-proxy-protocol) ----
+
+PP_V1 = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n"
+# v2 PROXY over TCP4: 198.51.100.9:41000 -> 127.0.0.1:443, then a NOOP TLV
+PP_V2 = (b"\r\n\r\n\x00\r\nQUIT\n" + b"\x21\x11" + (12 + 4).to_bytes(2, "big") +
+         socket.inet_aton("198.51.100.9") + socket.inet_aton("127.0.0.1") +
+         (41000).to_bytes(2, "big") + (443).to_bytes(2, "big") + b"\x04\x00\x01\x00")
+
+
+def tls_via_bios(raw, ctx, first=b"", host="localhost", request=b""):
+    """A TLS client over the socket raw through memory BIOs, so that first
+    (a PROXY header) leaves in the same write as the ClientHello. Sends
+    request once the handshake is done; returns what comes back until the
+    server closes."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=host)
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(first + out.read())
+            first = b""
+            b = raw.recv(65536)
+            if not b:
+                raise EOFError("closed during the handshake")
+            inc.write(b)
+    obj.write(request)
+    raw.sendall(out.read())
+    data = b""
+    while True:
+        try:
+            b = obj.read(65536)
+            if not b:
+                return data
+            data += b
+            continue
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            return data
+        b = raw.recv(65536)
+        if not b:
+            return data
+        inc.write(b)
+
+
+def peer_of(data):
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data[:300]
+    return json.loads(body)
+
+
+PEER_GET = b"GET /peer HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def test_tls_proxy_protocol_header_then_handshake(gangway, certs):
+    """--tls-proxy-protocol: a TCP balancer passing TLS through (haproxy
+    send-proxy, an AWS NLB) sends the PROXY header in the clear, then the
+    client's handshake follows. Its source is REMOTE_ADDR, and the scheme
+    stays https. v1 on its own write; v2 in the same write as the
+    ClientHello (the handshake's bytes are then already in the socket
+    behind the header, with no edge to come for them)."""
+    s = start(gangway, certs, "--tls-proxy-protocol", "--proxy-allow-from", "127.0.0.1")
+    ctx = client_ctx(certs)
+    raw = socket.create_connection(("127.0.0.1", s.https), timeout=10)
+    raw.sendall(PP_V1)
+    t = ctx.wrap_socket(raw, server_hostname="localhost")
+    t.sendall(PEER_GET)
+    data = b""
+    while True:
+        b = t.recv(65536)
+        if not b:
+            break
+        data += b
+    t.close()
+    assert peer_of(data) == {"REMOTE_ADDR": "203.0.113.7", "REMOTE_PORT": "40000",
+                             "wsgi.url_scheme": "https", "HTTPS": "on"}
+    raw = socket.create_connection(("127.0.0.1", s.https), timeout=10)
+    try:
+        got = peer_of(tls_via_bios(raw, ctx, first=PP_V2, request=PEER_GET))
+    finally:
+        raw.close()
+    assert got == {"REMOTE_ADDR": "198.51.100.9", "REMOTE_PORT": "41000",
+                   "wsgi.url_scheme": "https", "HTTPS": "on"}
+    # a header a byte at a time, and the ClientHello after it
+    raw = socket.create_connection(("127.0.0.1", s.https), timeout=10)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for i in range(len(PP_V1)):
+            raw.sendall(PP_V1[i:i + 1])
+        got = peer_of(tls_via_bios(raw, ctx, request=PEER_GET))
+    finally:
+        raw.close()
+    assert got["REMOTE_ADDR"] == "203.0.113.7"
+
+
+def test_tls_proxy_protocol_behind_haproxy_passing_tls_through(gangway, certs, tmp_path):
+    """A real HAProxy in TCP mode (`send-proxy-v2`, the certificate on
+    gangway): a client from 127.0.0.2 is REMOTE_ADDR, though gangway's peer
+    is HAProxy at 127.0.0.1, and its TLS session is gangway's."""
+    from haproxy import GLOBAL, HAPROXY, HAProxy, free_port
+    if not os.path.exists(HAPROXY):
+        pytest.skip("haproxy is not installed (scripts/install-deps)")
+    s = start(gangway, certs, "--tls-proxy-protocol", "--proxy-allow-from", "127.0.0.1")
+    port = free_port()
+    h = HAProxy(tmp_path, GLOBAL.replace("mode http", "mode tcp").replace(
+        "    timeout http-keep-alive 2s\n", "") +
+        "frontend tls\n    bind 127.0.0.1:%d\n    default_backend gangway\n\n"
+        "backend gangway\n    server app1 127.0.0.1:%d send-proxy-v2\n" % (port, s.https))
+    try:
+        h.wait_listening(port)
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.settimeout(10)
+        raw.bind(("127.0.0.2", 0))
+        raw.connect(("127.0.0.1", port))
+        t = client_ctx(certs).wrap_socket(raw, server_hostname="localhost")
+        t.sendall(PEER_GET)
+        data = b""
+        while True:
+            b = t.recv(65536)
+            if not b:
+                break
+            data += b
+        t.close()
+    finally:
+        h.stop()
+    got = peer_of(data)
+    assert got["REMOTE_ADDR"] == "127.0.0.2" and got["wsgi.url_scheme"] == "https", got
+
+
+def test_tls_proxy_protocol_refuses_a_client_without_a_header(gangway, certs):
+    """On such a socket a client that starts its handshake at once is not
+    a balancer: closed, with a line in the log, and no TLS spoken to it; a
+    header from an address not in --proxy-allow-from is refused too. The
+    plain --http socket beside it takes no header (--enable-proxy-protocol
+    is its switch)."""
+    s = start(gangway, certs, "--tls-proxy-protocol", "--proxy-allow-from", "127.0.0.2")
+    ctx = client_ctx(certs)
+    raw = socket.create_connection(("127.0.0.1", s.https), timeout=10)
+    raw.sendall(PP_V1)
+    with pytest.raises((ssl.SSLError, OSError)):
+        t = ctx.wrap_socket(raw, server_hostname="localhost")
+        t.sendall(PEER_GET)
+        t.recv(65536)
+    raw.close()
+    wait_for(lambda: "not in --proxy-allow-from" in s.read_log(), 10,
+             what="the refusal of 127.0.0.1 in the log")
+    s2 = start(gangway, certs, "--tls-proxy-protocol", "--proxy-allow-from", "127.0.0.1")
+    raw = socket.create_connection(("127.0.0.1", s2.https), timeout=10)
+    with pytest.raises((ssl.SSLError, OSError)):
+        t = ctx.wrap_socket(raw, server_hostname="localhost")
+        t.sendall(PEER_GET)
+        t.recv(65536)
+    raw.close()
+    wait_for(lambda: re.search(r"proxy protocol: 127\.0\.0\.1: .*; closing", s2.read_log()),
+             10, what="the bad header in the log")
+    # the plain socket: no header wanted
+    r = http.client.HTTPConnection("127.0.0.1", s2.port, timeout=10)
+    r.request("GET", "/peer")
+    resp = r.getresponse()
+    assert resp.status == 200 and json.loads(resp.read())["REMOTE_ADDR"] == "127.0.0.1"
+    r.close()
+
+
 def test_tls_environ_under_threads_is_read_by_the_loop(gangway, certs):
     # --threads: the SSL_* variables are copied on the loop's thread before
     # the hand-off (the request thread read the SSL object while the loop

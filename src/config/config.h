@@ -59,6 +59,7 @@ typedef struct gw_config {
     /* proxies and load balancers */
     gw_strlist_t http_proxy_protocol; /* HTTP listeners that take a PROXY header */
     bool enable_proxy_protocol;       /* every HTTP listener does */
+    bool tls_proxy_protocol;          /* every --https listener does, before the handshake */
     gw_strlist_t proxy_allow_from;    /* empty: forwarded_allow_ips */
     gw_strlist_t forwarded_allow_ips; /* empty: loopback */
     const char *forwarded_headers;    /* "x-forwarded", "forwarded", "both" */

@@ -102,6 +102,10 @@ const opt_t gw__options[] = {
     {"tls-handshake-timeout", NULL, 0, T_SECONDS, OFF(tls_handshake_timeout), "10", "SECONDS",
      "an --https connection whose handshake, and then first request byte, has not come "
      "after this is closed", "TLS"},
+    {"tls-proxy-protocol", NULL, 0, T_BOOL, OFF(tls_proxy_protocol), "false", NULL,
+     "every --https socket requires a PROXY protocol header (v1 or v2) in the clear before "
+     "the TLS handshake (a TCP balancer passing TLS through: haproxy send-proxy, an AWS NLB); "
+     "one without a valid header is closed", "Proxies and load balancers"},
     {"tls-tickets", NULL, 0, T_BOOL, OFF(tls_tickets), "true", NULL,
      "session tickets: a returning client resumes its session on any worker without a full "
      "handshake (keys change hourly); --tls-tickets=false sends none and makes every "

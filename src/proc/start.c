@@ -334,7 +334,8 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
         gw_log_error("warning: --forwarded-allow-ips '*': any client can set REMOTE_ADDR and "
                      "the scheme with X-Forwarded-* headers; only right when nothing but the "
                      "proxy can reach gangway");
-    if (proxy_allow.is_any && (cfg->enable_proxy_protocol || cfg->http_proxy_protocol.n))
+    if (proxy_allow.is_any &&
+        (cfg->enable_proxy_protocol || cfg->http_proxy_protocol.n || cfg->tls_proxy_protocol))
         gw_log_error("warning: --proxy-allow-from '*': any client can name its own address "
                      "in a PROXY protocol header");
     fwd.trusted = &fwd_allow;
@@ -350,10 +351,12 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
     tls = gw_tls_new(cfg, ls, nl, &tls_failed);
     if (tls_failed)
         goto out;
-    if (tls && cfg->enable_proxy_protocol && !cfg->check_config)
-        gw_log_error("note: --enable-proxy-protocol leaves the --https sockets out: a PROXY "
-                     "header before the TLS handshake is not read (terminate TLS at the "
-                     "balancer, or send it plain TLS)");
+    if (tls && cfg->enable_proxy_protocol && !cfg->tls_proxy_protocol && !cfg->check_config)
+        gw_log_error("note: --enable-proxy-protocol leaves the --https sockets out "
+                     "(--tls-proxy-protocol makes them read a PROXY header before the TLS "
+                     "handshake)");
+    if (!tls && cfg->tls_proxy_protocol && !cfg->check_config)
+        gw_log_error("note: --tls-proxy-protocol without an --https socket does nothing");
     /* A re-executed master's pidfile, sockets and privileges are as its
      * first image left them. */
     if (!h->is_present && !cfg->check_config) {
@@ -371,10 +374,10 @@ int gw_start_serve(gw_config_t *cfg, const gw_master_exec_t *ex, gw_handover_t *
             continue; /* its gateway says REMOTE_ADDR and the scheme itself */
         }
         ls[i].fwd = &fwd;
-        /* Not --https: its connections start with the TLS handshake, and a
-         * PROXY header in front of it would be read as one (the transport
-         * reads first) */
-        if (cfg->enable_proxy_protocol && !ls[i].https)
+        /* --https has its own switch: a balancer that passes TLS through
+         * (TCP mode) is not the one that relays plain HTTP. Its header is
+         * read from the socket before the handshake (conn.c). */
+        if (ls[i].https ? cfg->tls_proxy_protocol : cfg->enable_proxy_protocol)
             ls[i].is_proxy_protocol = true;
         if (ls[i].is_proxy_protocol)
             ls[i].allow = &proxy_allow;

@@ -293,6 +293,11 @@ void gw__conn_read(gw_conn_t *c)
         size_t space;
         ssize_t n;
 
+        if (c->state == C_PROXY && c->peer.listener->tls) {
+            gw__conn_proxy_peek(c); /* closed, it is C_DEAD: the loop ends */
+            continue;
+        }
+
         if (c->state == C_BODY) {
             if ((n = read_some(c, gw__conn_scratch, sizeof(gw__conn_scratch))) <= 0)
                 return;

@@ -9,6 +9,7 @@
 #include "proto/forwarded.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,9 +42,11 @@ void gw__conn_peer_open(gw_conn_t *c, const gw_listener_t *l, const struct socka
  * header the connection closes: nothing after it can be told apart from a
  * forged one. True when what the read buffer holds past the header is to
  * be parsed as the first request. */
+static void proxy_refused(gw_conn_t *c);
+static void proxy_done(gw_conn_t *c);
+
 bool gw__conn_proxy_input(gw_conn_t *c)
 {
-    gw_peer_t *pe = &c->peer;
     size_t used;
     gw_proxy_st_t st = gw_proxy_feed(&c->px, c->rbuf.data, c->rbuf.len, &used);
 
@@ -52,13 +55,70 @@ bool gw__conn_proxy_input(gw_conn_t *c)
         return false;
     }
     if (st == GW_PROXY_ERROR) {
-        gw_log_error("proxy protocol: %s: %s; closing", pe->addr[0] ? pe->addr : "unix",
-                     c->px.reason);
-        gw__conn_close(c);
+        proxy_refused(c);
         return false;
     }
     c->rbuf.len -= used;
     memmove(c->rbuf.data, c->rbuf.data + used, c->rbuf.len);
+    proxy_done(c);
+    return c->rbuf.len > 0;
+}
+
+/* --tls-proxy-protocol: the header comes in the clear before the TLS
+ * handshake, so it is read from the socket itself, not through the
+ * transport (whose first read is the handshake). Peeked, fed to the
+ * parser, and then only the header's bytes are taken from the socket:
+ * what follows (the ClientHello) stays there for the handshake, with no
+ * edge to come for it, so a whole header leaves can_read set. Each byte
+ * is peeked once and taken once. */
+void gw__conn_proxy_peek(gw_conn_t *c)
+{
+    char buf[512];
+    size_t used;
+    ssize_t n, took;
+    gw_proxy_st_t st;
+
+    do
+        n = recv(c->watch.fd, buf, sizeof(buf), MSG_PEEK);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        c->can_read = false;
+        return;
+    }
+    if (n <= 0) { /* gone before its header was whole: nothing to answer */
+        gw__conn_close(c);
+        return;
+    }
+    st = gw_proxy_feed(&c->px, buf, (size_t)n, &used);
+    if (st == GW_PROXY_ERROR) {
+        proxy_refused(c);
+        return;
+    }
+    /* The bytes peeked are still there: this takes exactly the header's. */
+    do
+        took = recv(c->watch.fd, buf, used, 0);
+    while (took < 0 && errno == EINTR);
+    if (took != (ssize_t)used) {
+        gw__conn_close(c);
+        return;
+    }
+    if (st == GW_PROXY_DONE)
+        proxy_done(c);
+    /* AGAIN: can_read stands; the next peek says whether more came */
+}
+
+static void proxy_refused(gw_conn_t *c)
+{
+    gw_log_error("proxy protocol: %s: %s; closing", c->peer.addr[0] ? c->peer.addr : "unix",
+                 c->px.reason);
+    gw__conn_close(c);
+}
+
+/* The header is whole: who it names becomes the peer. */
+static void proxy_done(gw_conn_t *c)
+{
+    gw_peer_t *pe = &c->peer;
+
     c->state = C_HEAD;
     if (c->px.info.is_unnamed) {
         /* A client the balancer could not name (v1 UNKNOWN, v2 PROXY with an
@@ -84,7 +144,6 @@ bool gw__conn_proxy_input(gw_conn_t *c)
         pe->is_trusted = pe->listener->fwd && in->src.family != AF_UNIX &&
                          gw_fwd_trusts(pe->listener->fwd, &pe->ip);
     }
-    return c->rbuf.len > 0;
 }
 
 /* What trusted proxies say of the client, for the environ and the log. */

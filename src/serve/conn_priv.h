@@ -161,6 +161,11 @@ void gw__conn_peer_open(gw_conn_t *c, const gw_listener_t *l, const struct socka
  * moves c to C_HEAD. True when what follows it is to be parsed as the first
  * request; false when more is needed or c is closed (a bad header). */
 bool gw__conn_proxy_input(gw_conn_t *c);
+/* C_PROXY on a TLS listener (--tls-proxy-protocol): reads the header from
+ * the socket itself, taking none of the handshake's bytes. Then c is in
+ * C_HEAD (the header is whole: the handshake may be read at once), or
+ * waits for more (can_read cleared), or is closed (C_DEAD). */
+void gw__conn_proxy_peek(gw_conn_t *c);
 /* A complete request: what trusted proxies say of its client (--forwarded-
  * allow-ips, a PROXY header's SSL TLV) goes into c->req.client. */
 void gw__conn_peer_resolve(gw_conn_t *c);

@@ -21,6 +21,13 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", str(len(data)))])
         return [data]
+    if environ["PATH_INFO"] == "/peer":  # who the client is (a PROXY header may say)
+        out = {k: environ.get(k) for k in ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme",
+                                           "HTTPS")}
+        body = json.dumps(out).encode()
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
     out = {k: environ[k] for k in KEYS if k in environ}
     out["pid"] = os.getpid()
     body = json.dumps(out).encode()
