@@ -33,6 +33,9 @@ void gw__conn_peer_open(gw_conn_t *c, const gw_listener_t *l, const struct socka
     }
 }
 
+static void proxy_refused(gw_conn_t *c);
+static void proxy_done(gw_conn_t *c);
+
 /* A PROXY protocol listener's connection starts with the header (HAProxy's
  * proxy-protocol.txt), read under the header timeout like a request head:
  * its source becomes the peer, for REMOTE_ADDR, the logs and the trust in
@@ -42,9 +45,6 @@ void gw__conn_peer_open(gw_conn_t *c, const gw_listener_t *l, const struct socka
  * header the connection closes: nothing after it can be told apart from a
  * forged one. True when what the read buffer holds past the header is to
  * be parsed as the first request. */
-static void proxy_refused(gw_conn_t *c);
-static void proxy_done(gw_conn_t *c);
-
 bool gw__conn_proxy_input(gw_conn_t *c)
 {
     size_t used;
