@@ -1096,6 +1096,45 @@ def test_tls_proxy_protocol_reads_a_handshake_that_came_with_the_header_end(gang
         assert time.monotonic() - t0 < 3  # not the handshake timeout's close
 
 
+def test_tls_proxy_protocol_slow_header_is_cut_at_the_handshake_timeout(gangway, certs):
+    """Header and handshake together get --tls-handshake-timeout (the
+    docs' promise), not --header-timeout: a PROXY header that trickles in
+    restarts no timer, and the connection is closed unanswered. (A v2
+    header announcing 65535 bytes, its NOOP TLV's value sent a byte at a
+    time, stays valid for longer than the test runs: the close can only be
+    the timer's.)"""
+    s = start(gangway, certs, "--tls-proxy-protocol", "--proxy-allow-from", "127.0.0.1",
+              "--tls-handshake-timeout", "1", "--header-timeout", "30")
+    c = socket.create_connection(("127.0.0.1", s.https), timeout=10)
+    try:
+        t0 = time.monotonic()
+        c.sendall(PP_V2[:14] + (0xffff).to_bytes(2, "big") + PP_V2[16:28] +
+                  b"\x04" + (0xffff - 15).to_bytes(2, "big"))
+        got, closed = b"", False
+        while time.monotonic() - t0 < 6:
+            c.settimeout(0.2)  # paces the trickle while waiting for the close
+            try:
+                b = c.recv(100)
+                if not b:
+                    closed = True
+                    break
+                got += b
+            except socket.timeout:
+                try:
+                    c.sendall(b"\0")
+                except OSError:
+                    closed = True
+                    break
+            except ConnectionResetError:
+                closed = True
+                break
+        assert closed and got == b"", got
+        assert time.monotonic() - t0 < 4
+    finally:
+        c.close()
+    assert "proxy protocol:" not in s.read_log()  # no refusal: the timer's close
+
+
 def test_tls_proxy_protocol_behind_haproxy_passing_tls_through(gangway, certs, tmp_path):
     """A real HAProxy in TCP mode (`send-proxy-v2`, the certificate on
     gangway): a client from 127.0.0.2 is REMOTE_ADDR, though gangway's peer
