@@ -1057,6 +1057,84 @@ def test_tls_proxy_protocol_header_then_handshake(gangway, certs):
     assert got["REMOTE_ADDR"] == "203.0.113.7"
 
 
+def server_rx_queue(port, peer_port):
+    """Bytes the server's end of the 127.0.0.1 connection from peer_port to
+    port holds unread, from /proc/net/tcp; None when it is not there."""
+    with open("/proc/net/tcp", "rb") as f:
+        table = f.read()
+    m = re.search(rb"^ *\d+: [0-9A-F]{8}:%04X [0-9A-F]{8}:%04X [0-9A-F]{2} [0-9A-F]{8}:([0-9A-F]{8})"
+                  % (port, peer_port), table, re.M)
+    return m and int(m.group(1), 16)
+
+
+def test_tls_proxy_protocol_reads_a_handshake_that_came_with_the_header_end(gangway, certs):
+    """A connection the worker already waits on (it took the header's first
+    byte and found the socket empty) gets the rest of the header and the
+    ClientHello in one segment: one edge for both. The handshake's bytes
+    sit behind the header with no edge to come for them, so the loop must
+    read on at once. Sending the rest only once the server's end holds no
+    unread byte (/proc/net/tcp) makes sure it waits in epoll by then; sent
+    straight after connect(), the header often arrives before the accept,
+    and a connection first registered with bytes already there is reported
+    at once whatever the loop does."""
+    s = start(gangway, certs, "--tls-proxy-protocol", "--proxy-allow-from", "127.0.0.1",
+              "--tls-handshake-timeout", "5", "--workers", "1")
+    ctx = client_ctx(certs)
+    for _ in range(3):
+        raw = socket.create_connection(("127.0.0.1", s.https), timeout=10)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            raw.sendall(PP_V2[:1])
+            peer_port = raw.getsockname()[1]
+            wait_for(lambda: server_rx_queue(s.https, peer_port) == 0, 10,
+                     what="the worker to take the header's first byte")
+            t0 = time.monotonic()
+            got = peer_of(tls_via_bios(raw, ctx, first=PP_V2[1:], request=PEER_GET))
+        finally:
+            raw.close()
+        assert got["REMOTE_ADDR"] == "198.51.100.9"
+        assert time.monotonic() - t0 < 3  # not the handshake timeout's close
+
+
+def test_tls_proxy_protocol_slow_header_is_cut_at_the_handshake_timeout(gangway, certs):
+    """Header and handshake together get --tls-handshake-timeout (the
+    docs' promise), not --header-timeout: a PROXY header that trickles in
+    restarts no timer, and the connection is closed unanswered. (A v2
+    header announcing 65535 bytes, its NOOP TLV's value sent a byte at a
+    time, stays valid for longer than the test runs: the close can only be
+    the timer's.)"""
+    s = start(gangway, certs, "--tls-proxy-protocol", "--proxy-allow-from", "127.0.0.1",
+              "--tls-handshake-timeout", "1", "--header-timeout", "30")
+    c = socket.create_connection(("127.0.0.1", s.https), timeout=10)
+    try:
+        t0 = time.monotonic()
+        c.sendall(PP_V2[:14] + (0xffff).to_bytes(2, "big") + PP_V2[16:28] +
+                  b"\x04" + (0xffff - 15).to_bytes(2, "big"))
+        got, closed = b"", False
+        while time.monotonic() - t0 < 6:
+            c.settimeout(0.2)  # paces the trickle while waiting for the close
+            try:
+                b = c.recv(100)
+                if not b:
+                    closed = True
+                    break
+                got += b
+            except socket.timeout:
+                try:
+                    c.sendall(b"\0")
+                except OSError:
+                    closed = True
+                    break
+            except ConnectionResetError:
+                closed = True
+                break
+        assert closed and got == b"", got
+        assert time.monotonic() - t0 < 4
+    finally:
+        c.close()
+    assert "proxy protocol:" not in s.read_log()  # no refusal: the timer's close
+
+
 def test_tls_proxy_protocol_behind_haproxy_passing_tls_through(gangway, certs, tmp_path):
     """A real HAProxy in TCP mode (`send-proxy-v2`, the certificate on
     gangway): a client from 127.0.0.2 is REMOTE_ADDR, though gangway's peer
