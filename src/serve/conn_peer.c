@@ -104,7 +104,8 @@ void gw__conn_proxy_peek(gw_conn_t *c)
     }
     if (st == GW_PROXY_DONE)
         proxy_done(c);
-    /* AGAIN: can_read stands; the next peek says whether more came */
+    else if ((size_t)n < sizeof(buf))
+        c->can_read = false; /* it had no more: the next bytes bring an edge */
 }
 
 static void proxy_refused(gw_conn_t *c)
