@@ -593,6 +593,30 @@ def test_allow_from_refuses_other_peers_but_not_unix_or_http(gangway, tmp_path):
         s.close()
 
 
+def test_refused_peers_are_logged_once_a_second_with_a_count(gangway):
+    """Anyone who can connect makes a refusal: 300 of them in a burst are
+    not 300 log lines. One line a second at most; the next line says how
+    many went unsaid, so every refusal is counted. (Before: one line per
+    connection, as fast as an outsider connects.)"""
+    srv = start(gangway, "--workers", "1", "--uwsgi-allow-from", "10.0.0.0/8")
+    host, port = uwsgi_tcp(srv)
+    t0 = time.monotonic()
+    for _ in range(300):
+        socket.create_connection((host, port), timeout=10).close()
+    refusals = re.compile(r"uwsgi: refused a connection from 127\.0\.0\.1 \(not in "
+                          r"--uwsgi-allow-from\)(?:; (\d+) more refused since the last such "
+                          r"line)?\n")
+
+    def counted():
+        # one more refusal a poll: the line after the second is out counts the burst
+        socket.create_connection((host, port), timeout=10).close()
+        found = refusals.findall(srv.read_log())
+        return found if len(found) + sum(int(n or 0) for n in found) >= 300 else None
+    found = wait_for(counted, 15, interval=0.1, what="a line counting the refused burst")
+    took = time.monotonic() - t0
+    assert len(found) <= 2 + took, (len(found), took)
+
+
 def test_allow_from_list_and_single_address(gangway):
     srv = start(gangway, "--uwsgi-allow-from", "10.0.0.0/8",
                 "--uwsgi-allow-from", "127.0.0.1")

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -195,6 +196,33 @@ static bool should_yield(gw_server_t *s, lwatch_t *lw)
     return true;
 }
 
+/* A peer not in --uwsgi-allow-from (--proxy-allow-from): anyone who can
+ * connect can make these, as fast as it connects, so one line a second at
+ * most, the next saying how many went unsaid. */
+static void log_refused(gw_server_t *s, lwatch_t *lw, struct sockaddr_storage *ss,
+                        socklen_t sl)
+{
+    uint64_t now = gw_clock_ms();
+    char who[64] = "?", more[64] = "";
+
+    if (s->refused_logged_ms && now - s->refused_logged_ms < ACCEPT_ERROR_LOG_MS) {
+        s->refused_unlogged++;
+        return;
+    }
+    getnameinfo((struct sockaddr *)ss, sl, who, sizeof(who), NULL, 0, NI_NUMERICHOST);
+    if (s->refused_unlogged)
+        snprintf(more, sizeof(more), "; %llu more refused since the last such line",
+                 (unsigned long long)s->refused_unlogged);
+    if (lw->l->is_proxy_protocol)
+        gw_log_error("proxy protocol: refused a connection from %s (not in "
+                     "--proxy-allow-from)%s", who, more);
+    else
+        gw_log_error("uwsgi: refused a connection from %s (not in --uwsgi-allow-from)%s", who,
+                     more);
+    s->refused_logged_ms = now ? now : 1;
+    s->refused_unlogged = 0;
+}
+
 /* An accepted connection: --uwsgi-allow-from (--proxy-allow-from on a
  * PROXY protocol listener), then the connection's. */
 static void take(gw_server_t *s, lwatch_t *lw, int fd, struct sockaddr_storage *ss,
@@ -203,13 +231,7 @@ static void take(gw_server_t *s, lwatch_t *lw, int fd, struct sockaddr_storage *
     if (lw->l->is_unix)
         ss->ss_family = AF_UNIX;
     if (!gw_listen_allows(lw->l, (struct sockaddr *)ss)) {
-        char who[64] = "?";
-        getnameinfo((struct sockaddr *)ss, sl, who, sizeof(who), NULL, 0, NI_NUMERICHOST);
-        if (lw->l->is_proxy_protocol)
-            gw_log_error("proxy protocol: refused a connection from %s (not in "
-                         "--proxy-allow-from)", who);
-        else
-            gw_log_error("uwsgi: refused a connection from %s (not in --uwsgi-allow-from)", who);
+        log_refused(s, lw, ss, sl);
         close(fd);
         return;
     }

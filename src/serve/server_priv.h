@@ -52,6 +52,8 @@ struct gw_server {
     uint64_t emfile_logged_ms; /* when accept last said it had no descriptors */
     uint64_t error_logged_ms;  /* when a failing listener was last logged */
     uint64_t errors_unlogged;  /* listener failures since that line */
+    uint64_t refused_logged_ms; /* when a refused peer (--*-allow-from) was last logged */
+    uint64_t refused_unlogged;  /* peers refused since that line */
 };
 
 /* accept.c: sets up the listeners' watches (n of them, borrowed) and
