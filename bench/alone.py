@@ -1,7 +1,7 @@
 """The app alone: CPU time of one WSGI call with no server at all.
 
     python3 bench/alone.py MODULE CALLABLE [--post BYTES] [--seconds S] [--dir DIR]
-                           [--threads T]
+                           [--threads T] [--processes P]
 
 Calls the app from bench/apps in a loop with a fresh, minimal environ, reads
 the whole answer and closes it, as a server would, and prints one JSON line:
@@ -13,7 +13,10 @@ best ratio any server could reach against that peer.
 --threads T calls it from T threads of the one process at once, each in its
 own loop: what the app itself costs when T requests share the interpreter
 (the GIL changes hands at every wait, T threads' caches share the CPU), the
-floor of a server running T threads per process.
+floor of a server running T threads per process. --processes P runs P
+such processes at once on the same CPU, each importing and warming the app
+itself, all counting over the same seconds: the floor of a server with P
+workers of T threads, as bench/run.py's django-pg row runs them.
 """
 import argparse
 import importlib
@@ -35,7 +38,7 @@ def threaded(one, n, seconds, sync):
     seconds, counted once they all loop (each warms itself first: a
     thread's first request opens its own database connection)."""
     counts, stop = [0] * n, []
-    ready = threading.Barrier(n + 1)
+    ready = threading.Barrier(n + 1, timeout=120)  # broken if one of them fails
 
     def loop(i):
         for _ in range(50):
