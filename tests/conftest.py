@@ -20,6 +20,29 @@ PYTHON = "/usr/bin/python3"
 THREADS = os.environ.get("GW_TEST_THREADS")
 
 
+def trickle_until_closed(sock, chunk, limit=6.0):
+    """Sends chunk every 0.2 s while waiting for the server to close sock
+    (a slowloris that keeps a header or a body going): (closed, what the
+    server sent, seconds until the close). Bounded by limit seconds."""
+    t0 = time.monotonic()
+    got = b""
+    while time.monotonic() - t0 < limit:
+        sock.settimeout(0.2)  # paces the trickle while waiting for the close
+        try:
+            b = sock.recv(100)
+            if not b:
+                return True, got, time.monotonic() - t0
+            got += b
+        except socket.timeout:
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                return True, got, time.monotonic() - t0
+        except ConnectionResetError:
+            return True, got, time.monotonic() - t0
+    return False, got, time.monotonic() - t0
+
+
 def wait_for(cond, timeout=10.0, interval=0.01, what="condition"):
     """Poll cond() until it returns a truthy value or timeout seconds pass."""
     deadline = time.monotonic() + timeout

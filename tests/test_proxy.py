@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import RawReader, wait_for
+from conftest import RawReader, trickle_until_closed, wait_for
 from nginx import nginx  # noqa: F401 - the fixture
 
 APP = "proxy_app:application"
@@ -480,28 +480,10 @@ def test_slow_proxy_header_times_out(gangway):
     srv = start(gangway, "--http-proxy-protocol", "127.0.0.1:0", "--header-timeout", "1")
     s = socket.create_connection(proxy_addr(srv), timeout=10)
     try:
-        t0 = time.monotonic()
         s.sendall(b"PROXY TCP4 ")
-        got, closed = b"", False
-        while time.monotonic() - t0 < 6:
-            s.settimeout(0.2)  # paces the trickle while waiting for the close
-            try:
-                b = s.recv(100)
-                if not b:
-                    closed = True
-                    break
-                got += b
-            except socket.timeout:
-                try:
-                    s.sendall(b"1")
-                except OSError:
-                    closed = True
-                    break
-            except ConnectionResetError:
-                closed = True
-                break
+        closed, got, took = trickle_until_closed(s, b"1")
         assert closed and got == b"", got
-        assert time.monotonic() - t0 < 4
+        assert took < 4
     finally:
         s.close()
 

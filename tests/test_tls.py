@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import APPS, RawReader, Server, live_children, wait_for
+from conftest import APPS, RawReader, Server, live_children, trickle_until_closed, wait_for
 
 OPENSSL = shutil.which("openssl")
 CURL = shutil.which("curl")
@@ -1016,6 +1016,21 @@ def peer_of(data):
 PEER_GET = b"GET /peer HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
 
+def peer_over(raw, ctx):
+    """GET /peer through a TLS client on the connected socket raw."""
+    t = ctx.wrap_socket(raw, server_hostname="localhost")
+    try:
+        t.sendall(PEER_GET)
+        data = b""
+        while True:
+            b = t.recv(65536)
+            if not b:
+                return peer_of(data)
+            data += b
+    finally:
+        t.close()
+
+
 def test_tls_proxy_protocol_header_then_handshake(gangway, certs):
     """--tls-proxy-protocol: a TCP balancer passing TLS through (haproxy
     send-proxy, an AWS NLB) sends the PROXY header in the clear, then the
@@ -1027,16 +1042,7 @@ def test_tls_proxy_protocol_header_then_handshake(gangway, certs):
     ctx = client_ctx(certs)
     raw = socket.create_connection(("127.0.0.1", s.https), timeout=10)
     raw.sendall(PP_V1)
-    t = ctx.wrap_socket(raw, server_hostname="localhost")
-    t.sendall(PEER_GET)
-    data = b""
-    while True:
-        b = t.recv(65536)
-        if not b:
-            break
-        data += b
-    t.close()
-    assert peer_of(data) == {"REMOTE_ADDR": "203.0.113.7", "REMOTE_PORT": "40000",
+    assert peer_over(raw, ctx) == {"REMOTE_ADDR": "203.0.113.7", "REMOTE_PORT": "40000",
                              "wsgi.url_scheme": "https", "HTTPS": "on"}
     raw = socket.create_connection(("127.0.0.1", s.https), timeout=10)
     try:
@@ -1107,29 +1113,11 @@ def test_tls_proxy_protocol_slow_header_is_cut_at_the_handshake_timeout(gangway,
               "--tls-handshake-timeout", "1", "--header-timeout", "30")
     c = socket.create_connection(("127.0.0.1", s.https), timeout=10)
     try:
-        t0 = time.monotonic()
         c.sendall(PP_V2[:14] + (0xffff).to_bytes(2, "big") + PP_V2[16:28] +
                   b"\x04" + (0xffff - 15).to_bytes(2, "big"))
-        got, closed = b"", False
-        while time.monotonic() - t0 < 6:
-            c.settimeout(0.2)  # paces the trickle while waiting for the close
-            try:
-                b = c.recv(100)
-                if not b:
-                    closed = True
-                    break
-                got += b
-            except socket.timeout:
-                try:
-                    c.sendall(b"\0")
-                except OSError:
-                    closed = True
-                    break
-            except ConnectionResetError:
-                closed = True
-                break
+        closed, got, took = trickle_until_closed(c, b"\0")
         assert closed and got == b"", got
-        assert time.monotonic() - t0 < 4
+        assert took < 4
     finally:
         c.close()
     assert "proxy protocol:" not in s.read_log()  # no refusal: the timer's close
@@ -1154,18 +1142,9 @@ def test_tls_proxy_protocol_behind_haproxy_passing_tls_through(gangway, certs, t
         raw.settimeout(10)
         raw.bind(("127.0.0.2", 0))
         raw.connect(("127.0.0.1", port))
-        t = client_ctx(certs).wrap_socket(raw, server_hostname="localhost")
-        t.sendall(PEER_GET)
-        data = b""
-        while True:
-            b = t.recv(65536)
-            if not b:
-                break
-            data += b
-        t.close()
+        got = peer_over(raw, client_ctx(certs))
     finally:
         h.stop()
-    got = peer_of(data)
     assert got["REMOTE_ADDR"] == "127.0.0.2" and got["wsgi.url_scheme"] == "https", got
 
 
